@@ -1,0 +1,31 @@
+# Two commands on a fresh machine with only Python 3.11: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= $(CURDIR)/build/demo
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test clean
+
+$(BIN)/sail: pipelines/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e "pipelines[test]"
+	touch $@
+
+venv: $(BIN)/sail
+
+# Generate a project with the default answers and run its whole pipeline on embedded defaults
+# (SQLite MLflow, local-folder DVC remote, the public development signing key).
+demo: venv
+	rm -rf "$(DEMO_DIR)"
+	$(BIN)/cookiecutter --no-input --output-dir "$(DEMO_DIR)" cookiecutter-sail
+	cd "$(DEMO_DIR)/sail-model" && PATH="$(CURDIR)/$(BIN):$$PATH" SAIL_ALLOW_DEV_KEY=1 sail run
+	cd "$(DEMO_DIR)/sail-model" && PATH="$(CURDIR)/$(BIN):$$PATH" SAIL_ALLOW_DEV_KEY=1 \
+	  sail predict --input data/split/test.csv --output reports/batch_predictions.csv
+	@echo "demo project: $(DEMO_DIR)/sail-model  (serve it: cd there && SAIL_ALLOW_DEV_KEY=1 sail serve)"
+
+test: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf "$(VENV)" build .pytest_cache

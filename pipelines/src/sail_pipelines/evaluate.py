@@ -1,0 +1,120 @@
+"""`sail evaluate`: the test/metric step, kept apart from training.
+
+It only sees bundles through their signatures, scores every candidate on the held-out
+test set, picks the best (the SAIL "discriminator"), and records each candidate as an
+MLflow run tagged with the commit and data hash.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import metrics, plots, tracking
+from .bundle import LoadedBundle, load_bundle
+from .config import Params, ProjectPaths, Settings
+from .data import read_csv
+from .errors import SailError
+from .files import write_json
+from .signing import SigningKey
+
+HOLDOUT_ROWS = 20  # rows that travel with the accepted model for smoke tests
+
+
+def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None) -> tuple[dict[str, Any], list[Any]]:
+    """Metrics of one bundle on the test frame (plots too when plot_dir is given)."""
+    target = bundle.metadata["target"]
+    features = test[[c["name"] for c in bundle.metadata["schema"]["features"]]]
+    predictions, probabilities = bundle.predict(features)
+    y_true = test[target]
+    if bundle.metadata["task"] == "classification":
+        result = metrics.classification(y_true, predictions, probabilities, bundle.classes)
+        if plot_dir:
+            plots.classification(plot_dir, bundle.metadata["name"], y_true, predictions, probabilities, bundle.classes)
+    else:
+        result = metrics.regression(y_true, predictions)
+        if plot_dir:
+            plots.regression(plot_dir, bundle.metadata["name"], y_true, predictions)
+    return result, [p.item() if hasattr(p, "item") else p for p in predictions]
+
+
+def candidate_dirs(paths: ProjectPaths, params: Params) -> list[Path]:
+    dirs = [paths.candidates_dir / c.name for c in params.candidates]
+    missing = [d.name for d in dirs if not d.is_dir()]
+    if missing:
+        raise SailError(f"no trained bundle for candidate(s) {', '.join(missing)}: run `sail train` first")
+    return dirs
+
+
+def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[str, Any], plot_dir: Path, params: Params) -> str:
+    meta = bundle.metadata
+    run = client.create_run(
+        experiment,
+        run_name=f"{meta['name']}-{meta['git_commit'][:8]}",
+        tags={
+            "sail.candidate": meta["name"],
+            "sail.bundle_id": bundle.bundle_id,
+            "sail.data_hash": meta["data_hash"],
+            "mlflow.source.git.commit": meta["git_commit"],
+            "git_commit": meta["git_commit"],
+            "data_hash": meta["data_hash"],
+        },
+    )
+    run_id = run.info.run_id
+    logged = {"estimator": meta["estimator"], "split.test_size": params.split.test_size, "split.seed": params.split.seed}
+    logged.update({f"model.{k}": v for k, v in meta["params"].items()})
+    for name, value in logged.items():
+        client.log_param(run_id, name, str(value)[:6000])
+    for name, value in result.items():
+        if isinstance(value, float):
+            client.log_metric(run_id, name, value)
+    client.log_artifacts(run_id, str(plot_dir), "plots")
+    client.log_artifacts(run_id, str(bundle.path), "bundle")
+    client.set_terminated(run_id)
+    return run_id
+
+
+def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey) -> dict[str, Any]:
+    test = read_csv(paths.test_csv)
+    bundles = [load_bundle(d, key) for d in candidate_dirs(paths, params)]  # refuses a tampered bundle up front
+    scored: dict[str, dict[str, Any]] = {}
+    predictions: dict[str, list[Any]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        plot_dirs = {b.metadata["name"]: Path(scratch) / b.metadata["name"] for b in bundles}
+        for bundle in bundles:
+            name = bundle.metadata["name"]
+            scored[name], predictions[name] = score(bundle, test, plot_dirs[name])
+        winner = metrics.best(scored, params.gate.primary_metric)
+        client = tracking.client(settings)
+        with tracking.reachable(settings, "logging the evaluation"):
+            experiment = tracking.experiment_id(client, settings, params.gate.registered_model)
+            run_ids = {b.metadata["name"]: _log_run(client, experiment, b, scored[b.metadata["name"]], plot_dirs[b.metadata["name"]], params) for b in bundles}
+        shutil.rmtree(paths.plots, ignore_errors=True)
+        shutil.copytree(plot_dirs[winner], paths.plots)
+    features = [c["name"] for c in bundles[0].metadata["schema"]["features"]]
+    holdout = test.head(HOLDOUT_ROWS)
+    evaluation = {
+        "primary_metric": params.gate.primary_metric,
+        "best": winner,
+        "test_rows": int(len(test)),
+        "candidates": {
+            b.metadata["name"]: {
+                "metrics": scored[b.metadata["name"]],
+                "bundle_id": b.bundle_id,
+                "bundle": str(b.path.relative_to(paths.root)),
+                "mlflow_run_id": run_ids[b.metadata["name"]],
+            }
+            for b in bundles
+        },
+        "holdout": {
+            "records": holdout[features].to_dict(orient="records"),
+            "predictions": predictions[winner][: len(holdout)],
+        },
+    }
+    write_json(paths.evaluation_report, evaluation)
+    write_json(paths.metrics, {"candidate": winner, **{k: v for k, v in scored[winner].items() if isinstance(v, float)}})
+    return evaluation

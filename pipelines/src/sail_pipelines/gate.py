@@ -1,0 +1,116 @@
+"""`sail gate`: a model moves on only if it meets every threshold and does not regress.
+
+The comparison is against the version holding the `champion` alias in the MLflow Model
+Registry, within a tolerance. A first model, with no champion, is judged on thresholds
+alone. On a pass the winning bundle is re-signed as the accepted bundle with its metrics,
+registry version and holdout rows, and the version gets the `candidate` alias. On a fail
+nothing is registered or written but the verdict in reports/gate.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from . import tracking
+from .bundle import METADATA, load_bundle, write_bundle
+from .config import HIGHER_IS_BETTER, GateConfig, Params, ProjectPaths, Settings
+from .errors import GateFailed, SailError
+from .files import read_json, write_json
+from .signing import SigningKey
+
+HOLDOUT = "holdout.json"
+
+
+@dataclass(frozen=True)
+class Rule:
+    rule: str
+    passed: bool
+    detail: str
+
+
+def judge(gate: GateConfig, scores: dict[str, float], champion: dict[str, Any] | None) -> list[Rule]:
+    """Pure verdict: one Rule per threshold, plus the no-regression rule when a champion exists."""
+    rules = []
+    for t in gate.thresholds:
+        value = scores.get(t.metric, float("nan"))
+        if t.minimum is not None:
+            ok = not math.isnan(value) and value >= t.minimum
+            rules.append(Rule(f"{t.metric} >= {t.minimum:g}", ok, f"{t.metric} = {value:.4f}, minimum {t.minimum:g}"))
+        if t.maximum is not None:
+            ok = not math.isnan(value) and value <= t.maximum
+            rules.append(Rule(f"{t.metric} <= {t.maximum:g}", ok, f"{t.metric} = {value:.4f}, maximum {t.maximum:g}"))
+    if champion is None:
+        return rules
+    metric = gate.primary_metric
+    mine, theirs = scores.get(metric, float("nan")), champion["metrics"].get(metric)
+    name = f"no regression on {metric} vs champion v{champion['version']}"
+    if theirs is None:
+        rules.append(Rule(name, True, f"champion v{champion['version']} has no recorded {metric}; thresholds decide"))
+    elif HIGHER_IS_BETTER[metric]:
+        rules.append(Rule(name, not math.isnan(mine) and mine >= theirs - gate.tolerance,
+                          f"{metric} = {mine:.4f} vs champion {theirs:.4f}, may drop by at most {gate.tolerance:g}"))
+    else:
+        rules.append(Rule(name, not math.isnan(mine) and mine <= theirs + gate.tolerance,
+                          f"{metric} = {mine:.4f} vs champion {theirs:.4f}, may rise by at most {gate.tolerance:g}"))
+    return rules
+
+
+def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey) -> dict[str, Any]:
+    if not paths.evaluation_report.is_file():
+        raise SailError("no reports/evaluation.json: run `sail evaluate` first")
+    evaluation = read_json(paths.evaluation_report)
+    best = evaluation["best"]
+    info = evaluation["candidates"][best]
+    bundle = load_bundle(paths.root / info["bundle"], key)
+    if bundle.bundle_id != info["bundle_id"]:
+        raise SailError(f"bundle {info['bundle']} changed since it was evaluated: run `sail evaluate` again")
+    scores = {k: v for k, v in info["metrics"].items() if isinstance(v, float)}
+    model = params.gate.registered_model
+    client = tracking.client(settings)
+    with tracking.reachable(settings, "reading the champion"):
+        version = tracking.version_by_alias(client, model, tracking.CHAMPION)
+        champion = None
+        if version is not None:
+            champion = {"version": version.version, "run_id": version.run_id, "metrics": client.get_run(version.run_id).data.metrics}
+    rules = judge(params.gate, scores, champion)
+    passed = all(r.passed for r in rules)
+    report = {
+        "verdict": "pass" if passed else "fail",
+        "candidate": best,
+        "primary_metric": params.gate.primary_metric,
+        "metrics": scores,
+        "champion": champion,
+        "rules": [asdict(r) for r in rules],
+        "tolerance": params.gate.tolerance,
+        "bundle_id": bundle.bundle_id,
+        "data_hash": bundle.metadata["data_hash"],
+        "git_commit": bundle.metadata["git_commit"],
+        "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if not passed:
+        write_json(paths.gate_report, report)
+        failed = "; ".join(r.detail for r in rules if not r.passed)
+        raise GateFailed(f"gate failed for candidate '{best}': {failed}")
+    with tracking.reachable(settings, "registering the accepted model"):
+        run_id = info["mlflow_run_id"]
+        source = client.get_run(run_id).info.artifact_uri + "/accepted_bundle"
+        registered = tracking.register(client, model, run_id, source, {"sail.data_hash": bundle.metadata["data_hash"], "sail.git_commit": bundle.metadata["git_commit"]})
+        metadata = {
+            **bundle.metadata,
+            "evaluation": {"metrics": scores, "primary_metric": params.gate.primary_metric, "test_rows": evaluation["test_rows"], "mlflow_run_id": run_id},
+            "registry": {"model": model, "version": str(registered.version), "alias": tracking.CANDIDATE},
+            "candidate_bundle_id": bundle.bundle_id,
+        }
+        files = {name: data for name, data in bundle.files.items() if name != METADATA}
+        files[HOLDOUT] = json.dumps(evaluation["holdout"], indent=2).encode()
+        accepted_id = write_bundle(paths.accepted_dir, files, metadata, key)
+        client.log_artifacts(run_id, str(paths.accepted_dir), "accepted_bundle")
+        client.set_model_version_tag(model, registered.version, "sail.accepted_bundle_id", accepted_id)
+        client.set_registered_model_alias(model, tracking.CANDIDATE, registered.version)
+    report.update(registered_version=str(registered.version), accepted_bundle_id=accepted_id)
+    write_json(paths.gate_report, report)
+    return report

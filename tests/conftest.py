@@ -1,0 +1,66 @@
+"""Shared fixtures: baking the template and running `sail` in the baked project as a user would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "cookiecutter-sail"
+TEST_KEY = "test-signing-key-7d41c0a9e2"
+BIN = str(Path(sys.executable).parent)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_env(tmp_path_factory):
+    """A git identity for the post-gen commit, and no signing or tracking settings leaking in."""
+    gitconfig = tmp_path_factory.mktemp("home") / ".gitconfig"
+    gitconfig.write_text("[user]\n\tname = SAIL Tests\n\temail = tests@example.invalid\n[init]\n\tdefaultBranch = main\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
+        mp.setenv("PATH", BIN + os.pathsep + os.environ.get("PATH", ""))
+        for name in ("SAIL_SIGNING_KEY", "SAIL_ALLOW_DEV_KEY", "MLFLOW_TRACKING_URI", "SAIL_DVC_REMOTE_URL"):
+            mp.delenv(name, raising=False)
+        yield
+
+
+def bake(output_dir: Path, **answers: str) -> Path:
+    return Path(cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir)))
+
+
+def sail(project: Path, *args: str, key: str | None = TEST_KEY, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """Run the real `sail` command in a project; the test decides what the exit code must be."""
+    full_env = dict(os.environ, **env)
+    if key:
+        full_env["SAIL_SIGNING_KEY"] = key
+    return subprocess.run(
+        [sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
+        env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def pipeline_project(tmp_path_factory) -> Path:
+    """A default project after one full `sail run` (read-only for the tests that use it)."""
+    project = bake(tmp_path_factory.mktemp("baked"))
+    ok(sail(project, "run"))
+    return project
+
+
+@pytest.fixture
+def project_copy(pipeline_project, tmp_path) -> Path:
+    """A private copy of the run project, for tests that tamper with it."""
+    dest = tmp_path / pipeline_project.name
+    shutil.copytree(pipeline_project, dest, symlinks=True)
+    return dest

@@ -1,0 +1,184 @@
+"""The whole pipeline in a baked project, with real DVC, a real MLflow store and real gunicorn."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import requests
+import yaml
+from mlflow import MlflowClient
+
+from conftest import TEST_KEY, bake, ok, sail
+from sail_pipelines.smoke import local_server
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def registry(project):
+    return MlflowClient(f"sqlite:///{project / '.mlflow' / 'mlflow.db'}")
+
+
+def remote_files(project):
+    return sorted(p.relative_to(project) for p in (project / "dvc-storage").rglob("*") if p.is_file())
+
+
+def test_metrics_exist_and_are_sane(pipeline_project):
+    metrics = json.loads((pipeline_project / "reports" / "metrics.json").read_text())
+    assert 0.95 <= metrics["roc_auc"] <= 1.0 and 0.9 <= metrics["f1"] <= 1.0
+    assert all(-1 <= metrics[m] <= 1 for m in ("accuracy", "precision", "recall", "mcc"))
+    evaluation = json.loads((pipeline_project / "reports" / "evaluation.json").read_text())
+    assert set(evaluation["candidates"]) == {"logistic_regression", "random_forest", "gradient_boosting"}
+    best = evaluation["candidates"][evaluation["best"]]["metrics"]["roc_auc"]
+    assert all(c["metrics"]["roc_auc"] <= best for c in evaluation["candidates"].values())
+    matrix = evaluation["candidates"][evaluation["best"]]["metrics"]["confusion_matrix"]
+    assert sum(map(sum, matrix)) == evaluation["test_rows"]
+    for plot in ("confusion_matrix.png", "roc.png"):
+        assert (pipeline_project / "reports" / "plots" / plot).read_bytes().startswith(PNG)
+
+
+def test_registry_holds_the_version_with_its_alias(pipeline_project):
+    client = registry(pipeline_project)
+    version = client.get_model_version_by_alias("sail_model", "candidate")
+    assert str(version.version) == "1"
+    gate = json.loads((pipeline_project / "reports" / "gate.json").read_text())
+    assert gate["verdict"] == "pass" and gate["registered_version"] == "1" and gate["champion"] is None
+    run = client.get_run(version.run_id)
+    assert run.data.tags["git_commit"] == gate["git_commit"] != "unknown"
+    assert run.data.tags["data_hash"] == gate["data_hash"]
+    assert run.data.metrics["roc_auc"] == pytest.approx(gate["metrics"]["roc_auc"])
+    assert "estimator" in run.data.params
+    runs = client.search_runs([run.info.experiment_id])
+    assert len(runs) == 3  # one run per candidate
+
+
+def test_dvc_remote_holds_the_accepted_bundle_and_data(pipeline_project):
+    pointer = yaml.safe_load((pipeline_project / "models" / "accepted.dvc").read_text())["outs"][0]
+    digest = pointer["md5"].removesuffix(".dir")
+    storage = pipeline_project / "dvc-storage" / "files" / "md5"
+    listing = json.loads((storage / digest[:2] / f"{digest[2:]}.dir").read_text())
+    assert {entry["relpath"] for entry in listing} >= {"model.joblib", "transformer.joblib", "metadata.json", "MANIFEST.json", "SIGNATURE.json"}
+    for entry in listing:
+        assert (storage / entry["md5"][:2] / entry["md5"][2:]).is_file()
+    data_md5 = yaml.safe_load((pipeline_project / "data" / "raw" / "data.csv.dvc").read_text())["outs"][0]["md5"]
+    assert (storage / data_md5[:2] / data_md5[2:]).is_file()
+
+
+def test_accepted_bundle_carries_its_provenance(pipeline_project):
+    metadata = json.loads((pipeline_project / "models" / "accepted" / "metadata.json").read_text())
+    assert metadata["registry"] == {"model": "sail_model", "version": "1", "alias": "candidate"}
+    assert metadata["signing"]["dev_key"] is False and TEST_KEY not in json.dumps(metadata)
+    assert {"data_hash", "git_commit", "schema", "training_profile", "created_at", "library_versions", "evaluation"} <= set(metadata)
+
+
+def test_served_predictions_equal_batch_predictions(pipeline_project, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAIL_SIGNING_KEY", TEST_KEY)
+    batch_file = tmp_path / "batch.csv"
+    ok(sail(pipeline_project, "predict", "--input", str(pipeline_project / "data/split/test.csv"), "--output", str(batch_file)))
+    batch = pd.read_csv(batch_file)
+    rows = pd.read_csv(pipeline_project / "data/split/test.csv").drop(columns=["target"])
+    with local_server(pipeline_project / "models" / "accepted") as url:
+        served = requests.post(f"{url}/predict", json=rows.to_dict(orient="records"), timeout=30).json()
+        single = requests.post(f"{url}/predict", json=rows.iloc[0].to_dict(), timeout=30).json()
+    assert served["predictions"] == batch["prediction"].tolist()
+    assert [p["1"] for p in served["probabilities"]] == pytest.approx(batch["probability_1"].tolist(), rel=1e-12)
+    assert single["predictions"] == served["predictions"][:1]
+    assert served["model_version"] == "1"
+
+
+def test_flipped_byte_is_refused_by_serve_and_evaluate(project_copy):
+    accepted = project_copy / "models" / "accepted" / "model.joblib"
+    data = bytearray(accepted.read_bytes())
+    data[-10] ^= 0xFF
+    accepted.write_bytes(bytes(data))
+    served = sail(project_copy, "serve", "--port", "1")
+    assert served.returncode == 1 and "model.joblib does not match its signed hash" in served.stderr
+    assert "Traceback" not in served.stderr
+
+    candidate = project_copy / "models" / "candidates" / "random_forest" / "transformer.joblib"
+    data = bytearray(candidate.read_bytes())
+    data[100] ^= 0x01
+    candidate.write_bytes(bytes(data))
+    evaluated = sail(project_copy, "evaluate")
+    assert evaluated.returncode == 1 and "transformer.joblib does not match its signed hash" in evaluated.stderr
+
+
+def test_bundle_signed_with_another_key_is_refused(pipeline_project):
+    result = sail(pipeline_project, "smoke", key="some-other-key")
+    assert result.returncode == 1 and "signature does not match" in result.stderr and "key id" in result.stderr
+
+
+def test_missing_signing_key_is_a_clear_error(pipeline_project):
+    result = sail(pipeline_project, "train", key=None)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("sail train: error: SAIL_SIGNING_KEY is not set")
+
+
+def test_unreachable_mlflow_fails_the_gate_closed(project_copy):
+    before = (project_copy / "models" / "accepted" / "MANIFEST.json").read_bytes()
+    result = sail(project_copy, "gate", MLFLOW_TRACKING_URI="http://127.0.0.1:9", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    assert result.returncode == 1 and "MLflow at http://127.0.0.1:9 failed while reading the champion" in result.stderr
+    assert (project_copy / "models" / "accepted" / "MANIFEST.json").read_bytes() == before
+
+
+def test_bad_data_stops_the_pipeline_naming_column_and_value(project_copy):
+    data = project_copy / "data" / "raw" / "data.csv"
+    frame = pd.read_csv(data)
+    frame["mean_radius"] = frame["mean_radius"].astype(object)
+    frame.loc[3, "mean_radius"] = "abc"
+    frame.to_csv(data, index=False)
+    stale = sail(project_copy, "validate")
+    assert stale.returncode == 1 and "changed since it was tracked" in stale.stderr
+    ok(sail(project_copy, "push"))  # still the old accepted bundle: nothing new slipped in
+    subprocess_dvc(project_copy, "add", "data/raw/data.csv")
+    result = sail(project_copy, "run")
+    assert result.returncode == 1
+    assert "mean_radius: non-numeric value(s): 'abc' (row 3)" in result.stderr
+
+
+def subprocess_dvc(project, *args):
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, check=True, capture_output=True)
+
+
+def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_path):
+    project = bake(tmp_path, project_name="Gatekeeper")
+    ok(sail(project, "run"))
+    ok(sail(project, "promote"))
+    client = registry(project)
+    assert str(client.get_model_version_by_alias("gatekeeper", "champion").version) == "1"
+    remote_before = remote_files(project)
+    accepted_before = (project / "models" / "accepted" / "MANIFEST.json").read_bytes()
+
+    # 1. Labels shuffled: the model learns nothing, and the thresholds stop it.
+    data = project / "data" / "raw" / "data.csv"
+    original = data.read_bytes()
+    frame = pd.read_csv(data)
+    frame["target"] = frame["target"].sample(frac=1, random_state=0).to_numpy()
+    frame.to_csv(data, index=False)
+    subprocess_dvc(project, "add", "data/raw/data.csv")
+    shuffled = sail(project, "run")
+    assert shuffled.returncode == 1 and "GATE FAILED" in shuffled.stderr and "roc_auc = 0." in shuffled.stderr
+    assert json.loads((project / "reports" / "gate.json").read_text())["verdict"] == "fail"
+    assert [str(v.version) for v in client.search_model_versions("name='gatekeeper'")] == ["1"]
+    assert str(client.get_model_version_by_alias("gatekeeper", "champion").version) == "1"
+    assert remote_files(project) == remote_before
+    assert (project / "models" / "accepted" / "MANIFEST.json").read_bytes() == accepted_before
+    assert sail(project, "push").returncode == 1  # a failed verdict has nothing to push
+
+    # 2. Thresholds met, but worse than the champion beyond the tolerance: the no-regression rule stops it.
+    data.write_bytes(original)
+    subprocess_dvc(project, "add", "data/raw/data.csv")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["gate"]["thresholds"] = {"roc_auc": {"min": 0.6}, "f1": {"min": 0.6}}
+    params["candidates"] = [{"name": "stump", "estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 1, "random_state": 0}}]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    weaker = sail(project, "run")
+    assert weaker.returncode == 1 and "vs champion" in weaker.stderr, weaker.stderr
+    rules = json.loads((project / "reports" / "gate.json").read_text())["rules"]
+    assert [r["passed"] for r in rules] == [True, True, False]
+    assert str(client.get_model_version_by_alias("gatekeeper", "champion").version) == "1"
+    assert remote_files(project) == remote_before

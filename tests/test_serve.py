@@ -1,0 +1,416 @@
+"""The prediction API: endpoints, strict input checks, a real gunicorn run, and refusing bad bundles."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from sail_pipelines import serve
+from sail_pipelines.bundle import MODEL, TRANSFORMER, BundleRejected, dump_object, load_bundle, write_bundle
+from sail_pipelines.errors import SailError
+from sail_pipelines.schema import Column, Schema
+from sail_pipelines.serve import create_app, run_server, worker_count
+from sail_pipelines.signing import SigningKey
+
+KEY = SigningKey(b"test-key", dev=False)
+SCHEMA = Schema(
+    target=Column("label", "category", values=(0, 1)),
+    features=(
+        Column("x1", "float"),
+        Column("x2", "float"),
+        Column("x3", "float"),
+        Column("color", "category", values=("a", "b")),
+    ),
+)
+GOOD = {"x1": 0.5, "x2": -1.0, "x3": 2, "color": "a"}
+MAX_RECORDS = 5
+MAX_BODY = 200_000  # room for the 100 000-deep nesting cases
+
+
+def _training_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame(rng.normal(size=(80, 3)), columns=["x1", "x2", "x3"])
+    frame["color"] = rng.choice(["a", "b"], size=80)
+    frame["label"] = ((frame.x1 + frame.x2 - frame.x3 + (frame.color == "a")) > 0.5).astype(int)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory) -> Path:
+    frame = _training_frame()
+    features = frame[SCHEMA.feature_names]
+    transformer = ColumnTransformer(
+        [
+            ("numeric", StandardScaler(), ["x1", "x2", "x3"]),
+            ("category", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+        ]
+    ).fit(features)
+    model = LogisticRegression().fit(transformer.transform(features), frame["label"])
+    metadata = {
+        "task": "classification",
+        "schema": SCHEMA.to_dict(),
+        "name": "logreg",
+        "data_hash": "d4t4h45h",
+        "git_commit": "c0ffee",
+        "created_at": "2024-01-01T00:00:00+00:00",
+        "registry": {"model": "m", "version": "1"},
+        "evaluation": {"metrics": {"roc_auc": 0.93, "f1": 0.81}},
+    }
+    dest = tmp_path_factory.mktemp("serve") / "bundle"
+    write_bundle(dest, {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)}, metadata, KEY)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_dir):
+    return load_bundle(bundle_dir, KEY)
+
+
+@pytest.fixture
+def client(bundle):
+    return create_app(bundle, max_records=MAX_RECORDS, max_body_bytes=MAX_BODY).test_client()
+
+
+def _post(client, payload):
+    return client.post("/predict", data=json.dumps(payload), content_type="application/json")
+
+
+def _expected(bundle, records):
+    return bundle.predict(pd.DataFrame(records, columns=SCHEMA.feature_names).astype({"x3": float}))
+
+
+# --- endpoints ---------------------------------------------------------------------------------
+
+
+def test_health(client):
+    resp = client.get("/health")
+    assert resp.status_code == 200
+    assert resp.get_json() == {"status": "ok"}
+
+
+def test_ready_after_warm_up(client, bundle):
+    resp = client.get("/ready")
+    assert resp.status_code == 200
+    assert resp.get_json() == {"status": "ready", "bundle_id": bundle.bundle_id}
+
+
+def test_metadata_travels_with_the_model(client, bundle):
+    body = client.get("/metadata").get_json()
+    assert body["model_version"] == "1"
+    assert body["registered_model"] == "m"
+    assert body["bundle_id"] == bundle.bundle_id
+    assert body["name"] == "logreg"
+    assert body["task"] == "classification"
+    assert body["metrics"] == {"roc_auc": 0.93, "f1": 0.81}
+    assert body["data_hash"] == "d4t4h45h"
+    assert body["git_commit"] == "c0ffee"
+    assert body["created_at"] == "2024-01-01T00:00:00+00:00"
+    assert body["schema"] == SCHEMA.to_dict()
+
+
+def test_metadata_of_an_ungated_candidate_has_nulls(bundle):
+    metadata = {k: v for k, v in bundle.metadata.items() if k not in ("registry", "evaluation")}
+    client = create_app(dataclasses.replace(bundle, metadata=metadata)).test_client()
+    body = client.get("/metadata").get_json()
+    assert body["model_version"] is None and body["metrics"] is None
+    assert _post(client, GOOD).get_json()["model_version"] is None
+
+
+def test_predict_one_record(client, bundle):
+    resp = _post(client, GOOD)
+    assert resp.status_code == 200
+    body = resp.get_json()
+    predictions, probabilities = _expected(bundle, [GOOD])
+    assert body["predictions"] == predictions.tolist()
+    assert body["model_version"] == "1"
+    assert body["bundle_id"] == bundle.bundle_id
+    assert len(body["request_id"]) == 32
+    assert resp.headers["X-Request-ID"] == body["request_id"]
+    assert set(body["probabilities"][0]) == {"0", "1"}
+    assert body["probabilities"][0]["1"] == pytest.approx(probabilities[0][1])
+
+
+def test_predict_many_records(client, bundle):
+    rows = _training_frame()[SCHEMA.feature_names].head(MAX_RECORDS).to_dict("records")
+    resp = _post(client, rows)
+    assert resp.status_code == 200
+    body = resp.get_json()
+    predictions, probabilities = _expected(bundle, rows)
+    assert body["predictions"] == predictions.tolist()
+    assert len(body["probabilities"]) == len(rows)
+    for got, want in zip(body["probabilities"], probabilities):
+        assert sum(got.values()) == pytest.approx(1.0)
+        assert [got["0"], got["1"]] == pytest.approx(want.tolist())
+
+
+def test_integer_and_float_spellings_predict_the_same(client):
+    as_int = _post(client, {**GOOD, "x1": 1}).get_json()
+    as_float = _post(client, {**GOOD, "x1": 1.0}).get_json()
+    assert as_int["probabilities"] == as_float["probabilities"]
+
+
+def test_each_request_gets_its_own_id_and_one_log_line(client, caplog):
+    with caplog.at_level(logging.INFO, logger="sail_pipelines.serve"):
+        first = _post(client, [GOOD, GOOD]).get_json()["request_id"]
+        second = _post(client, {**GOOD, "x1": "oops"}).get_json()["request_id"]
+    assert first != second
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if first in line] == [f"request_id={first} POST /predict records=2 status=200"]
+    assert [line for line in lines if second in line] == [f"request_id={second} POST /predict records=0 status=422"]
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def _record(**changes) -> bytes:
+    return json.dumps({**GOOD, **changes}).encode()
+
+
+def _raw(value: str) -> bytes:
+    """A record with x1 spelled as raw JSON text, for literals json.dumps would not write."""
+    return b'{"x1": ' + value.encode() + b', "x2": -1.0, "x3": 2, "color": "a"}'
+
+
+WITHOUT_X2 = json.dumps({k: v for k, v in GOOD.items() if k != "x2"}).encode()
+JSON = "application/json"
+
+BAD_INPUTS = [
+    pytest.param("POST", "/predict", b"", JSON, 400, None, id="empty-body"),
+    pytest.param("POST", "/predict", b'{"x1": 0.5,', JSON, 400, None, id="malformed-json"),
+    pytest.param("POST", "/predict", b'{"x1": "\xff\xfe"}', JSON, 400, None, id="invalid-utf8"),
+    pytest.param("POST", "/predict", _record(), "text/plain", 415, None, id="wrong-content-type"),
+    pytest.param("POST", "/predict", _record(), None, 415, None, id="no-content-type"),
+    pytest.param("POST", "/predict", b'"hello"', JSON, 422, None, id="top-level-string"),
+    pytest.param("POST", "/predict", b"42", JSON, 422, None, id="top-level-number"),
+    pytest.param("POST", "/predict", b"null", JSON, 422, None, id="top-level-null"),
+    pytest.param("POST", "/predict", b"true", JSON, 422, None, id="top-level-true"),
+    pytest.param("POST", "/predict", b"[]", JSON, 422, None, id="empty-array"),
+    pytest.param("POST", "/predict", b"[" + _record() + b", 5]", JSON, 422, None, id="array-with-non-object"),
+    pytest.param("POST", "/predict", WITHOUT_X2, JSON, 422, "x2", id="missing-field"),
+    pytest.param("POST", "/predict", b"[" + _record() + b"," + WITHOUT_X2 + b"]", JSON, 422, "x2",
+                 id="missing-field-in-second-record"),
+    pytest.param("POST", "/predict", _record(zzz=1), JSON, 422, "zzz", id="extra-field"),
+    pytest.param("POST", "/predict", _record(x1="abc"), JSON, 422, "x1", id="string-for-number"),
+    pytest.param("POST", "/predict", _record(x1="1.5"), JSON, 422, "x1", id="numeric-string"),
+    pytest.param("POST", "/predict", _record(x1=True), JSON, 422, "x1", id="boolean"),
+    pytest.param("POST", "/predict", _record(x1=None), JSON, 422, "x1", id="null"),
+    pytest.param("POST", "/predict", _raw("NaN"), JSON, 400, "x1", id="nan"),
+    pytest.param("POST", "/predict", _raw("Infinity"), JSON, 400, "x1", id="infinity"),
+    pytest.param("POST", "/predict", _raw("-Infinity"), JSON, 400, "x1", id="minus-infinity"),
+    pytest.param("POST", "/predict", b"[NaN]", JSON, 422, None, id="bare-nan-in-array"),
+    pytest.param("POST", "/predict", _raw("1e999"), JSON, 422, "x1", id="float-overflow-1e999"),
+    pytest.param("POST", "/predict", _raw("1" + "0" * 400), JSON, 422, "x1", id="integer-beyond-float-range"),
+    pytest.param("POST", "/predict", _raw("1" * 5000), JSON, 400, None, id="integer-too-many-digits"),
+    pytest.param("POST", "/predict", _record(x1={"a": 1}), JSON, 422, "x1", id="nested-object-value"),
+    pytest.param("POST", "/predict", _record(x1=[1]), JSON, 422, "x1", id="list-value"),
+    pytest.param("POST", "/predict", _record(color="c"), JSON, 422, "color", id="unknown-category"),
+    pytest.param("POST", "/predict", _record(color=True), JSON, 422, "color", id="boolean-category"),
+    pytest.param("POST", "/predict", b'{"x1": 1, "x1": 2, "x2": 0, "x3": 0, "color": "a"}', JSON, 400, "x1",
+                 id="duplicate-key"),
+    pytest.param("POST", "/predict", b"[" * 100_000, JSON, 400, None, id="deeply-nested"),
+    pytest.param("POST", "/predict", b'{"a":' * 20_000, JSON, 400, None, id="deeply-nested-objects"),
+    pytest.param("POST", "/predict", b" " * MAX_BODY + _record(), JSON, 413, None, id="body-too-large"),
+    pytest.param("POST", "/predict", json.dumps([GOOD] * (MAX_RECORDS + 1)).encode(), JSON, 413, None,
+                 id="too-many-records"),
+    pytest.param("GET", "/predict", None, None, 405, None, id="get-predict"),
+    pytest.param("POST", "/health", b"{}", JSON, 405, None, id="post-health"),
+    pytest.param("GET", "/nope", None, None, 404, None, id="unknown-route"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, content_type, status, field", BAD_INPUTS)
+def test_bad_input_gets_a_json_4xx_and_serving_goes_on(client, method, path, body, content_type, status, field):
+    resp = client.open(path, method=method, data=body, content_type=content_type)
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    assert resp.is_json
+    payload = resp.get_json()
+    assert payload["error"]
+    assert payload["field"] == field
+    assert payload["request_id"] == resp.headers["X-Request-ID"]
+    assert "Traceback" not in resp.get_data(as_text=True)
+    assert _post(client, GOOD).status_code == 200
+
+
+def test_bad_record_in_a_batch_is_pointed_at(client):
+    payload = _post(client, [GOOD, GOOD, {**GOOD, "x3": "x"}]).get_json()
+    assert payload["record"] == 2
+    assert payload["field"] == "x3"
+    assert payload["error"].startswith("record 2:")
+
+
+def test_unexpected_fault_is_a_json_500_without_traceback(bundle, monkeypatch, caplog):
+    broken = dataclasses.replace(bundle)
+    client = create_app(broken).test_client()
+
+    def explode(frame):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(broken, "predict", explode)
+    resp = _post(client, GOOD)
+    assert resp.status_code == 500
+    assert resp.get_json()["error"] == "internal server error"
+    assert "secret internals" not in resp.get_data(as_text=True)
+    assert client.get("/health").status_code == 200
+
+
+def test_failed_warm_up_means_not_ready(bundle):
+    class Broken:
+        classes_ = np.array([0, 1])
+
+        def predict(self, x):
+            raise ValueError("cannot predict")
+
+    client = create_app(dataclasses.replace(bundle, model=Broken())).test_client()
+    assert client.get("/health").status_code == 200
+    resp = client.get("/ready")
+    assert resp.status_code == 503
+    assert "warm-up" in resp.get_json()["error"]
+    assert _post(client, GOOD).status_code == 503
+
+
+def test_bundle_without_schema_is_refused(bundle):
+    metadata = {k: v for k, v in bundle.metadata.items() if k != "schema"}
+    with pytest.raises(SailError):
+        create_app(dataclasses.replace(bundle, metadata=metadata))
+
+
+def test_worker_count_is_the_usable_cpus():
+    assert worker_count() == max(1, len(os.sched_getaffinity(0)))
+
+
+# --- a real gunicorn ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def live_server(bundle_dir, tmp_path):
+    port = _free_port()
+    log = open(tmp_path / "server.log", "wb")
+    code = (
+        "import sys; from pathlib import Path; from sail_pipelines.serve import run_server; "
+        "from sail_pipelines.signing import SigningKey; "
+        "run_server(Path(sys.argv[1]), SigningKey(b'test-key', dev=False), host='127.0.0.1', "
+        "port=int(sys.argv[2]), workers=2)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(bundle_dir), str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # own group: we can find the workers
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, "server not ready in 30 s:\n" + (tmp_path / "server.log").read_text()
+            try:
+                if requests.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        yield base, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        deadline = time.monotonic() + 10
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        leftover = _group_alive(proc.pid)
+        if leftover:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        assert not leftover, "gunicorn workers outlived the arbiter"
+
+
+def test_real_gunicorn_survives_bad_input(live_server, bundle):
+    base, proc = live_server
+    headers = {"Content-Type": "application/json"}
+    bad = [
+        (b"{" + b" " * 1_100_000 + b"}", 413),  # over the default 1 MB limit
+        (_raw("NaN"), 400),
+        (b'{"x1": 0.5,', 400),
+        (b'{"x1": "\xff"}', 400),
+        (b"[" * 100_000, 400),
+        (_record(x1="1.5"), 422),
+    ]
+    for body, status in bad:
+        resp = requests.post(f"{base}/predict", data=body, headers=headers, timeout=10)
+        assert resp.status_code == status, resp.text
+        assert resp.json()["error"]
+        good = requests.post(f"{base}/predict", json=[GOOD, GOOD], timeout=10)
+        assert good.status_code == 200
+        assert good.json()["bundle_id"] == bundle.bundle_id
+        assert good.json()["predictions"] == _expected(bundle, [GOOD, GOOD])[0].tolist()
+    assert requests.get(f"{base}/health", timeout=5).json() == {"status": "ok"}
+    assert requests.get(f"{base}/metadata", timeout=5).json()["model_version"] == "1"
+    not_allowed = requests.get(f"{base}/predict", timeout=5)
+    assert not_allowed.status_code == 405 and "POST" in not_allowed.headers["Allow"]
+    # chunked uploads carry no Content-Length, so the size limit must hold while reading
+    chunked = requests.post(f"{base}/predict", data=iter([_record()]), headers=headers, timeout=10)
+    assert chunked.status_code == 200
+    too_big = requests.post(f"{base}/predict", data=iter([b" " * 600_000] * 2), headers=headers, timeout=10)
+    assert too_big.status_code == 413
+    assert proc.poll() is None
+
+
+# --- bundles that must never be served ---------------------------------------------------------
+
+
+@pytest.fixture
+def no_gunicorn(monkeypatch):
+    """Fail instead of serving, so a missing check cannot hang the test in a running server."""
+    monkeypatch.setattr(serve._Gunicorn, "run", lambda self: pytest.fail("server started on a rejected bundle"))
+
+
+def test_tampered_bundle_is_refused_before_serving(bundle_dir, tmp_path, no_gunicorn):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle_dir, tampered)
+    data = bytearray((tampered / MODEL).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tampered / MODEL).write_bytes(bytes(data))
+    with pytest.raises(BundleRejected, match="model.joblib does not match"):
+        load_bundle(tampered, KEY)
+    with pytest.raises(BundleRejected, match="model.joblib does not match"):
+        run_server(tampered, KEY, port=_free_port())
+
+
+def test_bundle_signed_with_another_key_is_refused(bundle_dir, no_gunicorn):
+    other = SigningKey(b"another-key", dev=False)
+    with pytest.raises(BundleRejected, match="signature does not match"):
+        load_bundle(bundle_dir, other)
+    with pytest.raises(BundleRejected, match="signature does not match"):
+        run_server(bundle_dir, other, port=_free_port())
