@@ -182,3 +182,19 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
     assert [r["passed"] for r in rules] == [True, True, False]
     assert str(client.get_model_version_by_alias("gatekeeper", "champion").version) == "1"
     assert remote_files(project) == remote_before
+
+
+def test_regression_project_runs_end_to_end(tmp_path):
+    project = bake(tmp_path, project_name="Diabetes Progression", task="regression")
+    ok(sail(project, "run"))
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert 0.35 <= metrics["r2"] <= 1 and 0 < metrics["mae"] <= metrics["rmse"] < 70
+    assert (project / "reports" / "plots" / "residuals.png").read_bytes().startswith(PNG)
+    assert str(registry(project).get_model_version_by_alias("diabetes_progression", "candidate").version) == "1"
+
+
+def test_dvc_remote_url_from_the_environment(project_copy, tmp_path):
+    team_remote = tmp_path / "team-remote"
+    ok(sail(project_copy, "push", SAIL_DVC_REMOTE_URL=str(team_remote)))
+    assert any(p.name.endswith(".dir") for p in team_remote.rglob("*"))
+    assert "sail-env" not in (project_copy / ".dvc" / "config").read_text()  # the committed config is untouched
