@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
-import textwrap
 import tomllib
 from pathlib import Path
 
@@ -137,7 +137,9 @@ def test_no_template_syntax_survives(baked):
     project, _, _ = baked
     offenders = []
     for path in project.rglob("*"):
-        if not path.is_file() or ".git" in path.relative_to(project).parts[:1]:
+        parts = path.relative_to(project).parts
+        # git's and DVC's own runtime state (e.g. DVC's JSON lock file) is not generated text.
+        if not path.is_file() or parts[0] == ".git" or parts[:2] in ((".dvc", "tmp"), (".dvc", "cache")):
             continue
         try:
             text = path.read_text(encoding="utf-8")
@@ -236,6 +238,7 @@ def test_cruft_json(baked):
         assert answers[key] == value, key
     assert answers["project_slug"] == expected["slug"] and answers["module_name"] == expected["module"]
     assert "_output_dir" not in answers
+    assert {".git", ".cruft.json"} <= set(state.get("skip", []))
 
 
 def test_project_pyproject(baked):
@@ -342,6 +345,26 @@ def test_bake_without_git_identity_stages_but_does_not_commit(tmp_path, monkeypa
     assert json.loads((project / ".cruft.json").read_text())["template"] == str(TEMPLATE)
 
 
+def test_cruft_follows_a_template_under_git(tmp_path, monkeypatch):
+    """With the template committed, .cruft.json records the commit and `cruft check` accepts it."""
+    import cruft
+
+    isolated_git(monkeypatch, write_gitconfig(tmp_path / "gitconfig", identity=True))
+    template = tmp_path / "cookiecutter-sail"
+    shutil.copytree(TEMPLATE, template, ignore=shutil.ignore_patterns("__pycache__"))
+    git(template, "init", "-q")
+    git(template, "add", "-A")
+    git(template, "commit", "-q", "-m", "template")
+    sha = git(template, "rev-parse", "HEAD").stdout.strip()
+    project = Path(
+        cookiecutter(str(template), no_input=True, output_dir=str(tmp_path / "out"),
+                     config_file=str(cookiecutter_config(tmp_path)))
+    )
+    state = json.loads((project / ".cruft.json").read_text())
+    assert state["template"] == str(template) and state["commit"] == sha
+    assert cruft.check(project_dir=project) is True
+
+
 def test_post_gen_hook_fails_cleanly_without_dvc(tmp_path, monkeypatch):
     fake = tmp_path / "fake-site" / "dvc"
     fake.mkdir(parents=True)
@@ -364,4 +387,3 @@ def test_template_hooks_render_without_leftover_syntax():
         assert "{#" not in text, hook  # would start a Jinja comment
         for expression in re.findall(r"\{\{(.*?)\}\}", text):
             assert expression.strip().startswith("cookiecutter"), (hook.name, expression)
-    assert textwrap.dedent  # keep the import list honest for readers

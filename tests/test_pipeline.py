@@ -198,3 +198,18 @@ def test_dvc_remote_url_from_the_environment(project_copy, tmp_path):
     ok(sail(project_copy, "push", SAIL_DVC_REMOTE_URL=str(team_remote)))
     assert any(p.name.endswith(".dir") for p in team_remote.rglob("*"))
     assert "sail-env" not in (project_copy / ".dvc" / "config").read_text()  # the committed config is untouched
+
+
+def test_sudden_shift_against_the_shipped_profile_stops_validation(project_copy):
+    """The template ships a reference profile, so the first-derivative check works from the first commit."""
+    assert json.loads((project_copy / "reports" / "validation.json").read_text())["baseline_created"] is False
+    ref = json.loads((project_copy / "contracts" / "profile.json").read_text())["reference"]["columns"]["mean_texture"]
+    data = project_copy / "data" / "raw" / "data.csv"
+    frame = pd.read_csv(data)
+    frame["mean_texture"] = (frame["mean_texture"] + ref["std"]).clip(ref["min"], ref["max"])
+    frame.to_csv(data, index=False)
+    subprocess_dvc(project_copy, "add", "data/raw/data.csv")
+    result = sail(project_copy, "validate")
+    assert result.returncode == 1 and "mean_texture: mean moved" in result.stderr
+    assert "reference maximum" not in result.stderr
+    assert json.loads((project_copy / "reports" / "validation.json").read_text())["passed"] is False

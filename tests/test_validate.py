@@ -95,3 +95,17 @@ def test_too_few_rows():
 
 def test_single_class_target():
     assert any("at least two classes" in p for p in problems(frame().assign(y=1)))
+
+
+def test_batch_input_is_checked_by_the_same_rules():
+    from sail_pipelines.errors import SailError
+    from sail_pipelines.schema import check_frame
+
+    df = frame().astype({"x": object}).drop(columns=["y"]).assign(id=1)
+    assert list(check_frame(SCHEMA, df).columns) == ["x", "n", "c"]  # extra columns may ride along
+    df.loc[2, "x"] = "abc"
+    df.loc[8, "c"] = "q"
+    with pytest.raises(SailError, match=r"x: non-numeric value\(s\): 'abc' \(row 2\).*c: value\(s\) outside"):
+        check_frame(SCHEMA, df)
+    with pytest.raises(SailError, match="missing 1 column"):
+        check_frame(SCHEMA, df.drop(columns=["n"]))

@@ -1,6 +1,7 @@
 """Finish the generated project, offline and in seconds.
 
-1. Put the chosen task's dataset at data/raw/data.csv and its contract at contracts/schema.yaml.
+1. Put the chosen task's dataset at data/raw/data.csv, its contract at contracts/schema.yaml and
+   the reference profile `sail validate` compares later data against at contracts/profile.json.
 2. git init (branch main), dvc init, track the dataset with DVC, add a local default remote.
 3. Write .cruft.json so `cruft check` / `cruft update` can follow template changes.
 4. Commit everything, if git knows who you are.
@@ -21,8 +22,9 @@ TASK = CONTEXT["task"]
 ROOT = Path.cwd()
 DVC = [sys.executable, "-m", "dvc"]
 REMOTE_TEMPLATE = re.compile(r"^([a-zA-Z][\w+.-]*://|git@|gh:|gl:|bb:)")
-# Paths `cruft update` must not diff: repository internals created by this hook.
-CRUFT_SKIP = [".git", ".dvc/cache", ".dvc/tmp"]
+# Paths `cruft update` must not diff: repository internals created by this hook, and this
+# file itself (cruft rewrites it; diffing the re-rendered copy would only conflict).
+CRUFT_SKIP = [".cruft.json", ".git", ".dvc/cache", ".dvc/tmp"]
 
 
 class HookError(Exception):
@@ -44,13 +46,14 @@ def run(cmd, what, check=True, cwd=None):
 
 def place_task_files():
     source = ROOT / "_task" / TASK
-    data, schema = source / "data.csv", source / "schema.yaml"
-    if not data.is_file() or not schema.is_file():
-        raise HookError(f"the template has no dataset/schema for task {TASK!r}")
+    data, schema, profile = source / "data.csv", source / "schema.yaml", source / "profile.json"
+    if not data.is_file() or not schema.is_file() or not profile.is_file():
+        raise HookError(f"the template has no dataset/schema/profile for task {TASK!r}")
     (ROOT / "data" / "raw").mkdir(parents=True, exist_ok=True)
     (ROOT / "contracts").mkdir(exist_ok=True)
     shutil.move(str(data), str(ROOT / "data" / "raw" / "data.csv"))
     shutil.move(str(schema), str(ROOT / "contracts" / "schema.yaml"))
+    shutil.move(str(profile), str(ROOT / "contracts" / "profile.json"))  # reference for `sail validate`
     shutil.rmtree(ROOT / "_task")
 
 

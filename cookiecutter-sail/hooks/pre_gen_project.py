@@ -40,8 +40,8 @@ def fail(message):
 def main():
     for key in ("project_name", "description", "author_name"):
         value = ANSWERS[key]
-        if not isinstance(value, str) or not value.strip():
-            fail(f"{key} must not be empty")
+        if not isinstance(value, str) or (key == "project_name" and not value.strip()):
+            fail(f"{key} must be non-empty text")
         if any(ch in value for ch in "\r\n") or any(d in value for d in DELIMITERS):
             fail(f"{key} {value!r} must be one line without template delimiters")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -120,17 +121,55 @@ def check_record(schema: Schema, record: Any) -> dict[str, Any]:
     return {c.name: check_value(c, record[c.name]) for c in schema.features}
 
 
+SHOWN_VALUES = 5
+
+
+def examples(series: pd.Series) -> str:
+    """A few offending values with their row numbers, for messages a person can act on."""
+    shown = ", ".join(f"{v!r} (row {i})" for i, v in series.head(SHOWN_VALUES).items())
+    more = len(series) - SHOWN_VALUES
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def column_problems(column: Column, values: pd.Series) -> list[str]:
+    """Vectorized version of check_value for a whole column: one message per kind of problem."""
+    name = column.name
+    problems = []
+    nulls = values.isna()
+    if nulls.any() and not column.nullable:
+        problems.append(f"{name}: {int(nulls.sum())} null value(s) in a non-nullable column, at rows {list(values[nulls].index[:SHOWN_VALUES])}")
+    present = values[~nulls]
+    if column.values is not None:
+        plain = present.map(_plain)
+        bad = plain[~plain.isin(set(column.values)) | plain.map(lambda v: isinstance(v, bool))]
+        if len(bad):
+            problems.append(f"{name}: value(s) outside {list(column.values)}: {examples(bad)}")
+        if column.type == "category":
+            return problems
+    numeric = pd.to_numeric(present, errors="coerce")
+    not_numbers = present[numeric.isna()]
+    if len(not_numbers):
+        problems.append(f"{name}: non-numeric value(s): {examples(not_numbers)}")
+    finite = numeric.dropna()
+    infinite = finite[~np.isfinite(finite)]
+    if len(infinite):
+        problems.append(f"{name}: infinite value(s): {examples(infinite)}")
+    if column.type == "int":
+        finite = finite[np.isfinite(finite)]
+        fractional = finite[finite != np.floor(finite)]
+        if len(fractional):
+            problems.append(f"{name}: non-integer value(s) in an int column: {examples(fractional)}")
+    return problems
+
+
 def check_frame(schema: Schema, frame: pd.DataFrame) -> pd.DataFrame:
     """Validate a batch file's feature columns; extra columns are allowed and left for the caller."""
     missing = [n for n in schema.feature_names if n not in frame.columns]
     if missing:
-        raise SailError(f"input is missing column(s): {', '.join(missing)}")
-    for column in schema.features:
-        for row, value in frame[column.name].items():
-            try:
-                check_value(column, None if pd.isna(value) else _plain(value))
-            except RecordError as exc:
-                raise SailError(f"row {row}: {exc.message}") from None
+        raise SailError(f"input is missing {len(missing)} column(s): {', '.join(missing[:SHOWN_VALUES])}{' ...' if len(missing) > SHOWN_VALUES else ''}")
+    problems = [p for column in schema.features for p in column_problems(column, frame[column.name])]
+    if problems:
+        raise SailError("input breaks the schema: " + "; ".join(problems))
     return frame[schema.feature_names]
 
 

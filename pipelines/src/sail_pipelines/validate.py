@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .config import Params, ProjectPaths, ValidationConfig
@@ -21,21 +20,14 @@ from .data import read_csv
 from .errors import SailError
 from .files import read_json, write_json
 from .provenance import dvc_recorded_md5, file_md5
-from .schema import Column, Schema, load_schema
+from .schema import Column, Schema, column_problems, examples, load_schema
 
-SHOWN_VALUES = 5
 
 
 @dataclass(frozen=True)
 class Outcome:
     problems: list[str]
     profile: dict[str, Any]
-
-
-def _examples(series: pd.Series) -> str:
-    shown = ", ".join(f"{v!r} (row {i})" for i, v in series.head(SHOWN_VALUES).items())
-    more = len(series) - SHOWN_VALUES
-    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def profile_frame(schema: Schema, frame: pd.DataFrame, data_hash: str) -> dict[str, Any]:
@@ -60,36 +52,11 @@ def profile_frame(schema: Schema, frame: pd.DataFrame, data_hash: str) -> dict[s
 
 
 def _check_column(column: Column, values: pd.Series, config: ValidationConfig) -> list[str]:
-    name = column.name
-    problems = []
-    nulls = values.isna()
-    if nulls.any():
-        rate = float(nulls.mean())
-        if not column.nullable:
-            problems.append(f"{name}: {int(nulls.sum())} null value(s) in a non-nullable column, at rows {list(values[nulls].index[:SHOWN_VALUES])}")
-        elif rate > config.max_null_rate:
-            problems.append(f"{name}: null rate {rate:.3f} exceeds {config.max_null_rate}")
-    present = values[~nulls]
-    if column.type == "category" or column.values is not None:
-        allowed = set(column.values or ())
-        as_plain = present.map(lambda v: v.item() if hasattr(v, "item") else v)
-        bad = as_plain[~as_plain.isin(allowed)]
-        if len(bad):
-            problems.append(f"{name}: value(s) outside {sorted(allowed, key=str)}: {_examples(bad)}")
-        if column.type == "category":
-            return problems
-    numeric = pd.to_numeric(present, errors="coerce")
-    not_numbers = present[numeric.isna()]
-    if len(not_numbers):
-        problems.append(f"{name}: non-numeric value(s): {_examples(not_numbers)}")
-    infinite = present[np.isinf(numeric.fillna(0))]
-    if len(infinite):
-        problems.append(f"{name}: infinite value(s): {_examples(infinite)}")
-    if column.type == "int":
-        finite = numeric[np.isfinite(numeric)]
-        fractional = finite[finite != np.floor(finite)]
-        if len(fractional):
-            problems.append(f"{name}: non-integer value(s) in an int column: {_examples(fractional)}")
+    """The schema's rules, plus the null-rate limit that only applies to a whole data set."""
+    problems = column_problems(column, values)
+    rate = float(values.isna().mean())
+    if column.nullable and rate > config.max_null_rate:
+        problems.append(f"{column.name}: null rate {rate:.3f} exceeds {config.max_null_rate}")
     return problems
 
 
@@ -107,9 +74,9 @@ def _check_against(
         low, high = ref["min"] - margin, ref["max"] + margin
         below, above = values[values < low], values[values > high]
         if len(below):
-            problems.append(f"{column.name}: value(s) below the reference minimum {ref['min']:g} - margin ({low:g}): {_examples(below)}")
+            problems.append(f"{column.name}: value(s) below the reference minimum {ref['min']:g} - margin ({low:g}): {examples(below)}")
         if len(above):
-            problems.append(f"{column.name}: value(s) above the reference maximum {ref['max']:g} + margin ({high:g}): {_examples(above)}")
+            problems.append(f"{column.name}: value(s) above the reference maximum {ref['max']:g} + margin ({high:g}): {examples(above)}")
         prev = last["columns"].get(column.name)
         if not prev or not prev.get("std"):
             continue
