@@ -147,6 +147,8 @@ def subprocess_dvc(project, *args):
 def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_path):
     project = bake(tmp_path, project_name="Gatekeeper")
     ok(sail(project, "run"))
+    again = ok(sail(project, "run"))  # idempotent: DVC skips every stage, the gate reuses the version
+    assert "Stage 'train' didn't change, skipping" in again.stdout + again.stderr
     ok(sail(project, "promote"))
     client = registry(project)
     assert str(client.get_model_version_by_alias("gatekeeper", "champion").version) == "1"

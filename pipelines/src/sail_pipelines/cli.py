@@ -105,6 +105,20 @@ def cmd_run(args):
     run.run(paths, params, settings, resolve_key(settings), say=lambda line: print(line, flush=True))
 
 
+def _bounded(name: str, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text) if text.isdigit() else 0
+        if not 1 <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {name} (1-{high})")
+        return value
+
+    return parse
+
+
+port = _bounded("TCP port", 65535)
+workers = _bounded("worker count", 256)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="sail", description="SAIL pipeline steps for a generated project.")
     top.add_argument("--project", default=".", help="project directory (default: current directory)")
@@ -131,8 +145,8 @@ def parser() -> argparse.ArgumentParser:
     serve = add("serve", cmd_serve, "serve a verified bundle with Flask behind gunicorn")
     serve.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     serve.add_argument("--host", default=os.environ.get("SAIL_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("SAIL_PORT", "8000")))
-    serve.add_argument("--workers", type=int, help="gunicorn workers (default: CPUs available)")
+    serve.add_argument("--port", type=port, default=os.environ.get("SAIL_PORT", "8000"))
+    serve.add_argument("--workers", type=workers, help="gunicorn workers (default: CPUs available)")
     predict = add("predict", cmd_predict, "batch inference from CSV to CSV or JSON")
     predict.add_argument("--input", required=True, help="CSV with the feature columns")
     predict.add_argument("--output", required=True, help="where to write predictions (.csv or .json)")

@@ -265,11 +265,18 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
     )
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """'line N: problem' from a YAML error, instead of its multi-line dump."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}: {problem}" if mark else problem
+
+
 def load_params(paths: ProjectPaths) -> Params:
     if not paths.params.is_file():
         raise SailError(f"no params.yaml in {paths.root}: run sail inside a generated project or pass --project")
     try:
         raw = yaml.safe_load(paths.params.read_text())
     except yaml.YAMLError as exc:
-        raise SailError(f"params.yaml is not valid YAML: {exc}".splitlines()[0]) from None
+        raise SailError(f"params.yaml is not valid YAML: {yaml_problem(exc)}") from None
     return parse_params(raw)

@@ -23,7 +23,8 @@ def run(params: Params, settings: Settings, expect_champion: str | None = None) 
         current = tracking.version_by_alias(client, model, tracking.CHAMPION)
         previous = None if current is None else str(current.version)
         if expect_champion is not None and (previous or "none") != expect_champion:
-            raise SailError(f"champion of {model} is v{previous}, not v{expect_champion} as expected: someone promoted meanwhile")
+            actual = f"v{previous}" if previous else "no champion"
+            raise SailError(f"{model} has {actual}, not the expected {expect_champion!r}: someone promoted meanwhile")
         if previous == str(candidate.version):
             return {"model": model, "from": previous, "to": previous, "changed": False}
         client.set_registered_model_alias(model, tracking.CHAMPION, candidate.version)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .config import yaml_problem
 from .errors import SailError
 
 TYPES = ("float", "int", "category")
@@ -85,7 +86,7 @@ def load_schema(path: Path) -> Schema:
     try:
         return parse_schema(yaml.safe_load(path.read_text()))
     except yaml.YAMLError as exc:
-        raise SailError(f"{path} is not valid YAML: {exc}".splitlines()[0]) from None
+        raise SailError(f"{path} is not valid YAML: {yaml_problem(exc)}") from None
 
 
 def check_value(column: Column, value: Any) -> Any:
