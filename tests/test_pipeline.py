@@ -180,8 +180,9 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     weaker = sail(project, "run")
     assert weaker.returncode == 1 and "vs champion" in weaker.stderr, weaker.stderr
-    rules = json.loads((project / "reports" / "gate.json").read_text())["rules"]
-    assert [r["passed"] for r in rules] == [True, True, False]
+    report = json.loads((project / "reports" / "gate.json").read_text())
+    assert [r["passed"] for r in report["rules"]] == [True, True, False]
+    assert report["champion"]["metrics_source"] == "rescored on this test set"
     assert str(client.get_model_version_by_alias("gatekeeper", "champion").version) == "1"
     assert remote_files(project) == remote_before
 
@@ -215,3 +216,12 @@ def test_sudden_shift_against_the_shipped_profile_stops_validation(project_copy)
     assert result.returncode == 1 and "mean_texture: mean moved" in result.stderr
     assert "reference maximum" not in result.stderr
     assert json.loads((project_copy / "reports" / "validation.json").read_text())["passed"] is False
+
+    # 3. A champion bundle that no longer verifies is not trusted for re-scoring: its recorded metrics decide.
+    champion_run = client.get_model_version_by_alias("gatekeeper", "champion").run_id
+    [stored] = (project / ".mlflow" / "artifacts").rglob(f"{champion_run}/artifacts/accepted_bundle/model.joblib")
+    stored.write_bytes(stored.read_bytes() + b"\0")
+    assert sail(project, "gate").returncode == 1
+    report = json.loads((project / "reports" / "gate.json").read_text())
+    assert report["champion"]["metrics_source"].startswith("recorded (its bundle was refused")
+    assert report["rules"][-1]["passed"] is False

@@ -1,7 +1,7 @@
 """`sail gate`: a model moves on only if it meets every threshold and does not regress.
 
 The comparison is against the version holding the `champion` alias in the MLflow Model
-Registry, within a tolerance. A first model, with no champion, is judged on thresholds
+Registry, within a tolerance, with the champion re-scored on the same test rows. A first model, with no champion, is judged on thresholds
 alone. On a pass the winning bundle is re-signed as the accepted bundle with its metrics,
 registry version and holdout rows, and the version gets the `candidate` alias. On a fail
 nothing is registered or written but the verdict in reports/gate.json.
@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from . import tracking
-from .bundle import METADATA, load_bundle, write_bundle
+from .bundle import METADATA, BundleRejected, load_bundle, write_bundle
+from .data import read_csv
+from .evaluate import score
 from .config import HIGHER_IS_BETTER, GateConfig, Params, ProjectPaths, Settings
 from .errors import GateFailed, SailError
 from .files import read_json, write_json
@@ -59,6 +63,30 @@ def judge(gate: GateConfig, scores: dict[str, float], champion: dict[str, Any] |
     return rules
 
 
+def champion_scores(client: Any, run_id: str, schema: dict[str, Any], paths: ProjectPaths, key: SigningKey) -> dict[str, Any]:
+    """The champion's metrics on today's test set, so both models are judged on the same rows.
+
+    Falls back to the metrics recorded when the champion was evaluated, and says why, when its
+    bundle cannot be fetched and verified with this key or expects other features.
+    """
+    from mlflow.exceptions import MlflowException
+
+    recorded = client.get_run(run_id).data.metrics
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            client.download_artifacts(run_id, "accepted_bundle", scratch)
+        except (MlflowException, OSError) as exc:
+            return {"metrics": recorded, "metrics_source": f"recorded (its bundle could not be fetched: {exc})"}
+        try:
+            champion = load_bundle(Path(scratch) / "accepted_bundle", key)
+        except BundleRejected as exc:
+            return {"metrics": recorded, "metrics_source": f"recorded (its bundle was refused: {exc})"}
+        if champion.metadata["schema"] != schema:
+            return {"metrics": recorded, "metrics_source": "recorded (it was trained on other features)"}
+        scores, _ = score(champion, read_csv(paths.test_csv))
+    return {"metrics": {k: v for k, v in scores.items() if isinstance(v, float)}, "metrics_source": "rescored on this test set"}
+
+
 def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey) -> dict[str, Any]:
     if not paths.evaluation_report.is_file():
         raise SailError("no reports/evaluation.json: run `sail evaluate` first")
@@ -75,7 +103,8 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         version = tracking.version_by_alias(client, model, tracking.CHAMPION)
         champion = None
         if version is not None:
-            champion = {"version": version.version, "run_id": version.run_id, "metrics": client.get_run(version.run_id).data.metrics}
+            champion = {"version": str(version.version), "run_id": version.run_id,
+                        **champion_scores(client, version.run_id, bundle.metadata["schema"], paths, key)}
     rules = judge(params.gate, scores, champion)
     passed = all(r.passed for r in rules)
     report = {
