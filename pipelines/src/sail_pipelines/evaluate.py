@@ -80,35 +80,35 @@ def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[st
 
 def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey) -> dict[str, Any]:
     test = read_csv(paths.test_csv)
-    bundles = [load_bundle(d, key) for d in candidate_dirs(paths, params)]  # refuses a tampered bundle up front
+    bundles = {b.metadata["name"]: b for b in (load_bundle(d, key) for d in candidate_dirs(paths, params))}
+    client = tracking.client(settings)
     scored: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[Any]] = {}
+    run_ids: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        plot_dirs = {b.metadata["name"]: Path(scratch) / b.metadata["name"] for b in bundles}
-        for bundle in bundles:
-            name = bundle.metadata["name"]
-            scored[name], predictions[name] = score(bundle, test, plot_dirs[name])
+        for name, bundle in bundles.items():
+            plot_dir = Path(scratch) / name
+            scored[name], predictions[name] = score(bundle, test, plot_dir)
+            with tracking.reachable(settings, "logging the evaluation"):
+                experiment = tracking.experiment_id(client, settings, params.gate.registered_model)
+                run_ids[name] = _log_run(client, experiment, bundle, scored[name], plot_dir, params)
         winner = metrics.best(scored, params.gate.primary_metric)
-        client = tracking.client(settings)
-        with tracking.reachable(settings, "logging the evaluation"):
-            experiment = tracking.experiment_id(client, settings, params.gate.registered_model)
-            run_ids = {b.metadata["name"]: _log_run(client, experiment, b, scored[b.metadata["name"]], plot_dirs[b.metadata["name"]], params) for b in bundles}
         shutil.rmtree(paths.plots, ignore_errors=True)
-        shutil.copytree(plot_dirs[winner], paths.plots)
-    features = [c["name"] for c in bundles[0].metadata["schema"]["features"]]
+        shutil.copytree(Path(scratch) / winner, paths.plots)
+    features = [c["name"] for c in bundles[winner].metadata["schema"]["features"]]
     holdout = test.head(HOLDOUT_ROWS)
     evaluation = {
         "primary_metric": params.gate.primary_metric,
         "best": winner,
         "test_rows": int(len(test)),
         "candidates": {
-            b.metadata["name"]: {
-                "metrics": scored[b.metadata["name"]],
-                "bundle_id": b.bundle_id,
-                "bundle": str(b.path.relative_to(paths.root)),
-                "mlflow_run_id": run_ids[b.metadata["name"]],
+            name: {
+                "metrics": scored[name],
+                "bundle_id": bundle.bundle_id,
+                "bundle": str(bundle.path.relative_to(paths.root)),
+                "mlflow_run_id": run_ids[name],
             }
-            for b in bundles
+            for name, bundle in bundles.items()
         },
         "holdout": {
             "records": holdout[features].to_dict(orient="records"),
