@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import SailError
+from .schema import plain
 from .signing import SigningKey
 
 MANIFEST = "MANIFEST.json"
@@ -128,11 +129,7 @@ class LoadedBundle:
 
     @property
     def classes(self) -> list[Any]:
-        return [_plain(c) for c in getattr(self.model, "classes_", [])]
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
+        return [plain(c) for c in getattr(self.model, "classes_", [])]
 
 
 def load_bundle(path: Path, key: SigningKey) -> LoadedBundle:

@@ -20,6 +20,7 @@ from .config import Params, ProjectPaths, Settings
 from .data import read_csv
 from .errors import SailError
 from .files import write_json
+from .schema import plain
 from .signing import SigningKey
 
 HOLDOUT_ROWS = 20  # rows that travel with the accepted model for smoke tests
@@ -39,7 +40,7 @@ def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None
         result = metrics.regression(y_true, predictions)
         if plot_dir:
             plots.regression(plot_dir, bundle.metadata["name"], y_true, predictions)
-    return result, [p.item() if hasattr(p, "item") else p for p in predictions]
+    return result, [plain(p) for p in predictions]
 
 
 def candidate_dirs(paths: ProjectPaths, params: Params) -> list[Path]:

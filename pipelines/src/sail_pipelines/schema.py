@@ -141,8 +141,8 @@ def column_problems(column: Column, values: pd.Series) -> list[str]:
         problems.append(f"{name}: {int(nulls.sum())} null value(s) in a non-nullable column, at rows {list(values[nulls].index[:SHOWN_VALUES])}")
     present = values[~nulls]
     if column.values is not None:
-        plain = present.map(_plain)
-        bad = plain[~plain.isin(set(column.values)) | plain.map(lambda v: isinstance(v, bool))]
+        as_python = present.map(plain)
+        bad = as_python[~as_python.isin(set(column.values)) | as_python.map(lambda v: isinstance(v, bool))]
         if len(bad):
             problems.append(f"{name}: value(s) outside {list(column.values)}: {examples(bad)}")
         if column.type == "category":
@@ -174,6 +174,6 @@ def check_frame(schema: Schema, frame: pd.DataFrame) -> pd.DataFrame:
     return frame[schema.feature_names]
 
 
-def _plain(value: Any) -> Any:
-    """numpy scalars to Python ones, so batch and API values are checked by the same rules."""
+def plain(value: Any) -> Any:
+    """numpy scalars to Python ones, so batch and API values are checked (and dumped) alike."""
     return value.item() if hasattr(value, "item") else value
