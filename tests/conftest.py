@@ -45,6 +45,11 @@ def sail(project: Path, *args: str, key: str | None = TEST_KEY, timeout: float =
     )
 
 
+def dvc(project: Path, *args: str) -> None:
+    """DVC as a user runs it between pipeline runs (e.g. `dvc add` after editing the data)."""
+    subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, check=True, capture_output=True)
+
+
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
     return result

@@ -10,7 +10,7 @@ import requests
 import yaml
 from mlflow import MlflowClient
 
-from conftest import TEST_KEY, bake, ok, sail
+from conftest import TEST_KEY, bake, dvc, ok, sail
 from sail_pipelines.smoke import local_server
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -131,17 +131,10 @@ def test_bad_data_stops_the_pipeline_naming_column_and_value(project_copy):
     stale = sail(project_copy, "validate")
     assert stale.returncode == 1 and "changed since it was tracked" in stale.stderr
     ok(sail(project_copy, "push"))  # still the old accepted bundle: nothing new slipped in
-    subprocess_dvc(project_copy, "add", "data/raw/data.csv")
+    dvc(project_copy, "add", "data/raw/data.csv")
     result = sail(project_copy, "run")
     assert result.returncode == 1
     assert "mean_radius: non-numeric value(s): 'abc' (row 3)" in result.stderr
-
-
-def subprocess_dvc(project, *args):
-    import subprocess
-    import sys
-
-    subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, check=True, capture_output=True)
 
 
 def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_path):
@@ -161,7 +154,7 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
     frame = pd.read_csv(data)
     frame["target"] = frame["target"].sample(frac=1, random_state=0).to_numpy()
     frame.to_csv(data, index=False)
-    subprocess_dvc(project, "add", "data/raw/data.csv")
+    dvc(project, "add", "data/raw/data.csv")
     shuffled = sail(project, "run")
     assert shuffled.returncode == 1 and "GATE FAILED" in shuffled.stderr and "roc_auc = 0." in shuffled.stderr
     assert json.loads((project / "reports" / "gate.json").read_text())["verdict"] == "fail"
@@ -173,7 +166,7 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
 
     # 2. Thresholds met, but worse than the champion beyond the tolerance: the no-regression rule stops it.
     data.write_bytes(original)
-    subprocess_dvc(project, "add", "data/raw/data.csv")
+    dvc(project, "add", "data/raw/data.csv")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["gate"]["thresholds"] = {"roc_auc": {"min": 0.6}, "f1": {"min": 0.6}}
     params["candidates"] = [{"name": "stump", "estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 1, "random_state": 0}}]
@@ -185,6 +178,15 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
     assert report["champion"]["metrics_source"] == "rescored on this test set"
     assert str(client.get_model_version_by_alias("gatekeeper", "champion").version) == "1"
     assert remote_files(project) == remote_before
+
+    # 3. A champion bundle that no longer verifies is not trusted for re-scoring: its recorded metrics decide.
+    champion_run = client.get_model_version_by_alias("gatekeeper", "champion").run_id
+    [stored] = (project / ".mlflow" / "artifacts").rglob(f"{champion_run}/artifacts/accepted_bundle/model.joblib")
+    stored.write_bytes(stored.read_bytes() + b"\0")
+    assert sail(project, "gate").returncode == 1
+    report = json.loads((project / "reports" / "gate.json").read_text())
+    assert report["champion"]["metrics_source"].startswith("recorded (its bundle was refused")
+    assert report["rules"][-1]["passed"] is False
 
 
 def test_regression_project_runs_end_to_end(tmp_path):
@@ -211,17 +213,9 @@ def test_sudden_shift_against_the_shipped_profile_stops_validation(project_copy)
     frame = pd.read_csv(data)
     frame["mean_texture"] = (frame["mean_texture"] + ref["std"]).clip(ref["min"], ref["max"])
     frame.to_csv(data, index=False)
-    subprocess_dvc(project_copy, "add", "data/raw/data.csv")
+    dvc(project_copy, "add", "data/raw/data.csv")
     result = sail(project_copy, "validate")
     assert result.returncode == 1 and "mean_texture: mean moved" in result.stderr
     assert "reference maximum" not in result.stderr
     assert json.loads((project_copy / "reports" / "validation.json").read_text())["passed"] is False
 
-    # 3. A champion bundle that no longer verifies is not trusted for re-scoring: its recorded metrics decide.
-    champion_run = client.get_model_version_by_alias("gatekeeper", "champion").run_id
-    [stored] = (project / ".mlflow" / "artifacts").rglob(f"{champion_run}/artifacts/accepted_bundle/model.joblib")
-    stored.write_bytes(stored.read_bytes() + b"\0")
-    assert sail(project, "gate").returncode == 1
-    report = json.loads((project / "reports" / "gate.json").read_text())
-    assert report["champion"]["metrics_source"].startswith("recorded (its bundle was refused")
-    assert report["rules"][-1]["passed"] is False
