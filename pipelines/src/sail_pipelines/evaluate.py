@@ -86,12 +86,13 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
     scored: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[Any]] = {}
     run_ids: dict[str, str] = {}
+    with tracking.reachable(settings, "logging the evaluation"):
+        experiment = tracking.experiment_id(client, settings, params.gate.registered_model)
     with tempfile.TemporaryDirectory() as scratch:
         for name, bundle in bundles.items():
             plot_dir = Path(scratch) / name
             scored[name], predictions[name] = score(bundle, test, plot_dir)
             with tracking.reachable(settings, "logging the evaluation"):
-                experiment = tracking.experiment_id(client, settings, params.gate.registered_model)
                 run_ids[name] = _log_run(client, experiment, bundle, scored[name], plot_dir, params)
         winner = metrics.best(scored, params.gate.primary_metric)
         shutil.rmtree(paths.plots, ignore_errors=True)

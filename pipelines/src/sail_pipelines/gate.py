@@ -1,10 +1,11 @@
 """`sail gate`: a model moves on only if it meets every threshold and does not regress.
 
 The comparison is against the version holding the `champion` alias in the MLflow Model
-Registry, within a tolerance, with the champion re-scored on the same test rows. A first model, with no champion, is judged on thresholds
-alone. On a pass the winning bundle is re-signed as the accepted bundle with its metrics,
-registry version and holdout rows, and the version gets the `candidate` alias. On a fail
-nothing is registered or written but the verdict in reports/gate.json.
+Registry, within a tolerance, with the champion re-scored on the same test rows. A first
+model, with no champion, is judged on thresholds alone. On a pass the winning bundle is
+re-signed as the accepted bundle with its metrics, registry version and holdout rows, and the
+version gets the `candidate` alias. On a fail nothing is registered or written but the
+verdict in reports/gate.json.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from typing import Any
 
 from . import tracking
 from .bundle import METADATA, BundleRejected, load_bundle, write_bundle
-from .data import read_csv
-from .evaluate import score
 from .config import HIGHER_IS_BETTER, GateConfig, Params, ProjectPaths, Settings
+from .data import read_csv
 from .errors import GateFailed, SailError
+from .evaluate import score
 from .files import read_json, write_json
 from .signing import SigningKey
 

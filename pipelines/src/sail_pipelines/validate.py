@@ -23,7 +23,6 @@ from .provenance import dvc_recorded_md5, file_md5
 from .schema import Column, Schema, column_problems, examples, load_schema
 
 
-
 @dataclass(frozen=True)
 class Outcome:
     problems: list[str]
