@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 $(BIN)/sail: pipelines/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e "pipelines[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e "pipelines[pipeline,test]"
 	touch $@
 
 venv: $(BIN)/sail

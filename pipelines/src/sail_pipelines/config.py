@@ -161,6 +161,8 @@ class Settings:
     signing_key: bytes | None
     allow_dev_key: bool
     dvc_remote_url: str | None
+    registry: str | None  # image registry prefix, e.g. 127.0.0.1:5000; None keeps images local
+    base_image: str | None  # BASE_IMAGE build argument; None keeps the Dockerfile's default
 
     @classmethod
     def from_env(cls, paths: ProjectPaths, env: Mapping[str, str] | None = None) -> "Settings":
@@ -176,6 +178,8 @@ class Settings:
             signing_key=key.encode() if key else None,
             allow_dev_key=env.get("SAIL_ALLOW_DEV_KEY", "").lower() in ("1", "true", "yes"),
             dvc_remote_url=env.get("SAIL_DVC_REMOTE_URL") or None,
+            registry=env.get("SAIL_REGISTRY") or None,
+            base_image=env.get("SAIL_BASE_IMAGE") or None,
         )
 
 
