@@ -276,6 +276,9 @@ INVALID = [
     pytest.param({"min_roc_auc": "abc"}, "min_roc_auc", id="roc-auc-not-a-number"),
     pytest.param({"min_r2": "-0.1"}, "min_r2", id="r2-negative"),
     pytest.param({"regression_tolerance": "0.9"}, "regression_tolerance", id="tolerance-above-0.5"),
+    pytest.param({"sail_pipelines_version": "main"}, "sail_pipelines_version", id="version-not-a-release-tag"),
+    pytest.param({"sail_pipelines_repo": "no-owner"}, "sail_pipelines_repo", id="repo-without-owner"),
+    pytest.param({"approvers": "ml approvers; rm -rf /"}, "approvers", id="approvers-with-shell-text"),
 ]
 
 

@@ -19,11 +19,17 @@ ANSWERS = {
     "min_roc_auc": {{ cookiecutter.min_roc_auc | tojson }},
     "min_r2": {{ cookiecutter.min_r2 | tojson }},
     "regression_tolerance": {{ cookiecutter.regression_tolerance | tojson }},
+    "sail_pipelines_repo": {{ cookiecutter.sail_pipelines_repo | tojson }},
+    "sail_pipelines_version": {{ cookiecutter.sail_pipelines_version | tojson }},
+    "approvers": {{ cookiecutter.approvers | tojson }},
 }
 
 SLUG = r"^[a-z][a-z0-9-]*[a-z0-9]$"
 MODULE = r"^[a-z_][a-z0-9_]*$"
 DECIMAL = r"^(\d+(\.\d*)?|\.\d+)$"
+REPO = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
+VERSION_TAG = r"^v\d+\.\d+\.\d+$"
+GROUP = r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$"
 TASKS = ("classification", "regression")
 # Module names that would shadow what a generated project imports.
 RESERVED = {"sail_pipelines", "sklearn", "pandas", "numpy", "yaml", "mlflow", "dvc", "joblib", "tests", "src"}
@@ -72,6 +78,15 @@ def main():
             fail(f"{key} {raw!r} must be a plain decimal number in [{low}, {high}], e.g. {high}")
         if not low <= value <= high:
             fail(f"{key} {raw!r} must be in [{low}, {high}]")
+
+    for key, pattern, example in (
+        ("sail_pipelines_repo", REPO, "owner/sail-pipelines"),
+        ("sail_pipelines_version", VERSION_TAG, "v0.1.0"),
+        ("approvers", GROUP, "ml-approvers or alice,bob"),
+    ):
+        value = ANSWERS[key]
+        if not isinstance(value, str) or not re.match(pattern, value):
+            fail(f"{key} {value!r} must look like {example}")
 
 
 if __name__ == "__main__":
