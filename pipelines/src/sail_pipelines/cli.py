@@ -38,6 +38,11 @@ def cmd_split(args):
     return split.run(paths, params)
 
 
+def cmd_candidates(args):
+    _, params, _ = _context(args)
+    return [c.name for c in params.candidates]
+
+
 def cmd_train(args):
     paths, params, settings = _context(args)
     from . import train
@@ -133,6 +138,7 @@ def parser() -> argparse.ArgumentParser:
         "--baseline", action="store_true", help="accept the current data as the new reference profile"
     )
     add("split", cmd_split, "seeded, deterministic train/test split")
+    add("candidates", cmd_candidates, "print the candidate names of params.yaml as a JSON list (for CI fan-out)")
     add("train", cmd_train, "fit the transformation layer and the candidates into signed bundles").add_argument(
         "--candidate", action="append", help="train only this candidate (repeatable)"
     )
