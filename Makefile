@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= $(CURDIR)/build/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test bench clean
 
 $(BIN)/sail: pipelines/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,16 @@ demo: venv
 	  sail predict --input data/split/test.csv --output reports/batch_predictions.csv
 	@echo "demo project: $(DEMO_DIR)/sail-model  (serve it: cd there && SAIL_ALLOW_DEV_KEY=1 sail serve)"
 
+# The container, Jenkins and workflow tests need Docker, a base image, a local registry, groovy and
+# shellcheck: docker/prepare-machine sets them up (idempotent). Only under CI is a failure fatal;
+# elsewhere those tests skip.
 test: venv
+	docker/prepare-machine || [ -z "$$CI" ]
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Container figures (image sizes, cold start, rebuild, parallel training), printed for the README.
+bench: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/containers.py
 
 clean:
 	rm -rf "$(VENV)" build .pytest_cache

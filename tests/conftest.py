@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "cookiecutter-sail"
 TEST_KEY = "test-signing-key-7d41c0a9e2"
 BIN = str(Path(sys.executable).parent)
+# Real S3 (moto), MLflow server and registry fixtures for the team-mode tests.
+pytest_plugins = ("servers",)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,7 +27,13 @@ def isolated_env(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
         mp.setenv("PATH", BIN + os.pathsep + os.environ.get("PATH", ""))
-        for name in ("SAIL_SIGNING_KEY", "SAIL_ALLOW_DEV_KEY", "MLFLOW_TRACKING_URI", "SAIL_DVC_REMOTE_URL"):
+        for name in ("SAIL_SIGNING_KEY", "SAIL_ALLOW_DEV_KEY", "MLFLOW_TRACKING_URI", "SAIL_DVC_REMOTE_URL", "SAIL_REGISTRY", "SAIL_RUNTIME"):
+            mp.delenv(name, raising=False)
+        # Team-mode settings of the machine (AWS identity, S3 endpoint, registry login) stay out too.
+        for name in [n for n in os.environ if n.startswith("AWS_")] + [
+            "SAIL_S3_ENDPOINT_URL", "SAIL_AWS_ROLE_ARN", "SAIL_REGISTRY_USERNAME", "SAIL_REGISTRY_PASSWORD",
+            "SAIL_RETRY_ATTEMPTS", "SAIL_RETRY_BACKOFF_SECONDS", "MLFLOW_S3_ENDPOINT_URL",
+        ]:
             mp.delenv(name, raising=False)
         yield
 
@@ -53,6 +61,19 @@ def dvc(project: Path, *args: str) -> None:
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
     return result
+
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    """A prepared Docker machine (docker/prepare-machine: daemon, base image, local registry);
+    the base image to build from. Without Docker the container tests skip, except under CI."""
+    result = subprocess.run([str(ROOT / "docker" / "prepare-machine")], capture_output=True, text=True)
+    if result.returncode != 0:
+        message = f"Docker is not available: {(result.stderr.strip().splitlines() or ['?'])[-1]}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return result.stdout.strip().splitlines()[-1].partition("=")[2]
 
 
 @pytest.fixture(scope="session")

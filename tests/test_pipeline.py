@@ -189,6 +189,21 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
     assert report["rules"][-1]["passed"] is False
 
 
+def test_a_judge_only_gate_registers_and_ships_nothing(project_copy):
+    """Pull requests run `sail gate --no-register`: a verdict for the report, nothing else."""
+    client = registry(project_copy)
+    versions = [str(v.version) for v in client.search_model_versions("name='sail_model'")]
+    accepted = (project_copy / "models" / "accepted" / "MANIFEST.json").read_bytes()
+    result = ok(sail(project_copy, "gate", "--no-register"))
+    assert json.loads(result.stdout)["verdict"] == "pass"
+    report = json.loads((project_copy / "reports" / "gate.json").read_text())
+    assert report["registered"] is False and report["registered_version"] is None
+    assert [str(v.version) for v in client.search_model_versions("name='sail_model'")] == versions
+    assert (project_copy / "models" / "accepted" / "MANIFEST.json").read_bytes() == accepted
+    refused = sail(project_copy, "push")
+    assert refused.returncode == 1 and "does not match the last gate verdict" in refused.stderr
+
+
 def test_regression_project_runs_end_to_end(tmp_path):
     project = bake(tmp_path, project_name="Diabetes Progression", task="regression")
     ok(sail(project, "run"))

@@ -291,8 +291,18 @@ def test_bundle_without_schema_is_refused(bundle):
         create_app(dataclasses.replace(bundle, metadata=metadata))
 
 
-def test_worker_count_is_the_usable_cpus():
-    assert worker_count() == max(1, len(os.sched_getaffinity(0)))
+def test_worker_count_is_the_usable_cpus(tmp_path):
+    cpus = len(os.sched_getaffinity(0))
+    assert worker_count(tmp_path / "no-cgroup") == max(1, cpus)
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")
+    assert worker_count(cpu_max) == cpus
+    cpu_max.write_text("50000 100000\n")  # docker run --cpus=0.5
+    assert worker_count(cpu_max) == 1
+    cpu_max.write_text("150000 100000\n")  # --cpus=1.5 rounds up, never above the affinity
+    assert worker_count(cpu_max) == min(cpus, 2)
+    cpu_max.write_text("garbage")
+    assert worker_count(cpu_max) == cpus
 
 
 # --- a real gunicorn ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import uuid
@@ -31,6 +32,7 @@ SIGNATURE = "SIGNATURE.json"
 METADATA = "metadata.json"
 MODEL = "model.joblib"
 TRANSFORMER = "transformer.joblib"
+HOLDOUT = "holdout.json"  # accepted bundles only: rows and the predictions the metric step made
 
 
 class BundleRejected(SailError):
@@ -100,13 +102,32 @@ def read_verified(path: Path, key: SigningKey) -> tuple[dict[str, bytes], str]:
         if signature.get("key_id") != key.key_id:
             hint = f" (signed with key id {signature.get('key_id')}, this key is {key.key_id})"
         raise BundleRejected(f"bundle {path}: signature does not match{hint}; refusing to load it")
+    _check_files(path, files, expected)
+    return files, hashlib.sha256(manifest_bytes).hexdigest()[:16]
+
+
+def _check_files(path: Path, files: Mapping[str, bytes], expected: Mapping[str, str]) -> None:
     if set(files) != set(expected):
         odd = sorted(set(files) ^ set(expected))
         raise BundleRejected(f"bundle {path}: files differ from the signed manifest: {', '.join(odd)}")
     for name, digest in expected.items():
         if hashlib.sha256(files[name]).hexdigest() != digest:
             raise BundleRejected(f"bundle {path}: {name} does not match its signed hash; refusing to load it")
-    return files, hashlib.sha256(manifest_bytes).hexdigest()[:16]
+
+
+def verify_digests(path: Path, manifest_sha256: str) -> tuple[dict[str, bytes], str]:
+    """Key-less check for an image build: the manifest is the one whose signature the host verified
+    (named by its full sha256), and every file matches it. The signing key never enters a build."""
+    try:
+        manifest_bytes = (path / MANIFEST).read_bytes()
+        files = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file() and p.name not in (MANIFEST, SIGNATURE)}
+        expected = json.loads(manifest_bytes)["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BundleRejected(f"bundle {path}: manifest is missing or unreadable") from None
+    if hashlib.sha256(manifest_bytes).hexdigest() != manifest_sha256:
+        raise BundleRejected(f"bundle {path}: manifest is not the one verified before the build")
+    _check_files(path, files, expected)
+    return files, manifest_sha256[:16]
 
 
 @dataclass
@@ -133,7 +154,16 @@ class LoadedBundle:
 
 
 def load_bundle(path: Path, key: SigningKey) -> LoadedBundle:
-    files, ident = read_verified(path, key)
+    return _unpickle(path, *read_verified(path, key))
+
+
+def load_by_digest(path: Path, manifest_sha256: str) -> LoadedBundle:
+    """For an image build, which has no key: trust comes from the host's signature check,
+    handed over as the digest of the manifest it verified."""
+    return _unpickle(path, *verify_digests(path, manifest_sha256))
+
+
+def _unpickle(path: Path, files: dict[str, bytes], ident: str) -> LoadedBundle:
     try:
         metadata = json.loads(files[METADATA])
         transformer = joblib.load(io.BytesIO(files[TRANSFORMER]))
@@ -141,6 +171,18 @@ def load_bundle(path: Path, key: SigningKey) -> LoadedBundle:
     except KeyError as exc:
         raise BundleRejected(f"bundle {path}: missing {exc.args[0]}") from None
     return LoadedBundle(path, ident, metadata, transformer, model, files)
+
+
+def holdout_mismatches(served: list[Any], expected: list[Any]) -> list[int]:
+    """Rows whose served prediction differs from the metric step's (floats to 1e-9)."""
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, float) or isinstance(b, float):
+            return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+        return a == b
+
+    if len(served) != len(expected):
+        return list(range(max(len(served), len(expected))))
+    return [i for i, (a, b) in enumerate(zip(served, expected)) if not same(a, b)]
 
 
 def bundle_id(path: Path) -> str:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from .config import ProjectPaths, Settings, load_params
 from .errors import GateFailed, SailError
+from .release import ENVIRONMENTS
 from .signing import resolve_key
 
 
@@ -43,11 +44,32 @@ def cmd_candidates(args):
     return [c.name for c in params.candidates]
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _in_container(args: argparse.Namespace) -> bool:
+    """--container, or SAIL_RUNTIME=container (how `sail run --container` reaches the DVC stages)."""
+    return args.container or os.environ.get("SAIL_RUNTIME") == "container"
+
+
+def cmd_build(args):
+    paths, params, settings = _context(args)
+    from . import build
+
+    return build.run(paths, params, settings, tuple(args.image or ("train", "metric")), say=_say)
+
+
 def cmd_train(args):
     paths, params, settings = _context(args)
     from . import train
+    from .provenance import Provenance
 
-    written = train.run(paths, params, resolve_key(settings), args.candidate)
+    if _in_container(args):
+        ran = train.in_containers(paths, params, settings, args.candidate, say=_say)
+        return {"bundles": [str((paths.candidates_dir / name).relative_to(paths.root)) for name in ran], "containers": ran}
+    origin = Provenance.from_env(os.environ) or Provenance.of(paths.root, paths.root / params.raw_data)
+    written = train.run(paths, params, resolve_key(settings), origin, args.candidate)
     return {"bundles": [str(p.relative_to(paths.root)) for p in written]}
 
 
@@ -55,7 +77,10 @@ def cmd_evaluate(args):
     paths, params, settings = _context(args)
     from . import evaluate
 
-    result = evaluate.run(paths, params, settings, resolve_key(settings))
+    if _in_container(args):
+        result = evaluate.in_container(paths, params, settings, say=_say)
+    else:
+        result = evaluate.run(paths, params, settings, resolve_key(settings))
     return {"best": result["best"], params.gate.primary_metric: result["candidates"][result["best"]]["metrics"][params.gate.primary_metric]}
 
 
@@ -63,7 +88,7 @@ def cmd_gate(args):
     paths, params, settings = _context(args)
     from . import gate
 
-    report = gate.run(paths, params, settings, resolve_key(settings))
+    report = gate.run(paths, params, settings, resolve_key(settings), register=not args.no_register)
     return {k: report[k] for k in ("verdict", "candidate", "registered_version", "accepted_bundle_id")}
 
 
@@ -75,10 +100,34 @@ def cmd_push(args):
 
 
 def cmd_promote(args):
-    _, params, settings = _context(args)
-    from . import promote
+    paths, params, settings = _context(args)
+    from . import audit, promote
 
-    return promote.run(params, settings, args.expect_champion)
+    promotion = promote.Promotion(args.version, args.expect_champion, audit.approver(args.approver, os.environ))
+    return promote.run(paths, params, settings, resolve_key(settings), promotion)
+
+
+def cmd_rollback(args):
+    paths, params, settings = _context(args)
+    from . import audit, rollback
+
+    return rollback.run(paths, params, settings, resolve_key(settings), args.to, audit.approver(args.approver, os.environ))
+
+
+def cmd_report(args):
+    paths, params, _ = _context(args)
+    from . import github, report
+
+    return report.run(paths, params, os.environ, github.PullRequest.from_env(os.environ) if args.post else None)
+
+
+def cmd_deploy(args):
+    paths, params, settings = _context(args)
+    from . import deploy
+
+    key = resolve_key(settings) if args.target == "local" else None  # the cluster's pods take it from a Secret
+    target = deploy.Deployment(args.environment, args.target, args.port, args.timeout, args.render_only)
+    return deploy.run(paths, params, settings, key, target)
 
 
 def cmd_serve(args):
@@ -96,18 +145,43 @@ def cmd_predict(args):
     return predict.run(_bundle_path(args, paths), key, Path(args.input), Path(args.output), args.format)
 
 
+def cmd_package(args):
+    paths, params, settings = _context(args)
+    from . import package
+
+    return package.run(paths, params, settings, resolve_key(settings), say=_say)
+
+
 def cmd_smoke(args):
     paths = ProjectPaths(Path(args.project).resolve())
     from . import smoke
 
-    return smoke.run(_bundle_path(args, paths), resolve_key(Settings.from_env(paths)), args.url)
+    from .containers import step_env
+
+    image = args.image or (smoke.packaged_image(paths.reports) if args.container else None)
+
+    return smoke.run(_bundle_path(args, paths), resolve_key(Settings.from_env(paths)), args.url, image, step_env(os.environ))
+
+
+def cmd_publish(args):
+    paths = ProjectPaths(Path(args.project).resolve())
+    from . import publish
+
+    return publish.run(paths, Settings.from_env(paths), say=_say)
+
+
+def cmd_doctor(args):
+    paths = ProjectPaths(Path(args.project).resolve())
+    from . import doctor
+
+    doctor.run(paths, Settings.from_env(paths), say=lambda line: print(line, flush=True))
 
 
 def cmd_run(args):
     paths, params, settings = _context(args)
     from . import run
 
-    run.run(paths, params, settings, resolve_key(settings), say=lambda line: print(line, flush=True))
+    run.run(paths, params, settings, resolve_key(settings), say=lambda line: print(line, flush=True), container=args.container)
 
 
 def _bounded(name: str, high: int) -> Callable[[str], int]:
@@ -139,15 +213,34 @@ def parser() -> argparse.ArgumentParser:
     )
     add("split", cmd_split, "seeded, deterministic train/test split")
     add("candidates", cmd_candidates, "print the candidate names of params.yaml as a JSON list (for CI fan-out)")
-    add("train", cmd_train, "fit the transformation layer and the candidates into signed bundles").add_argument(
-        "--candidate", action="append", help="train only this candidate (repeatable)"
+    build = add("build", cmd_build, "build the training and test/metric images (Docker)")
+    build.add_argument("--image", action="append", choices=("train", "metric"), help="build only this image (repeatable)")
+    train = add("train", cmd_train, "fit the transformation layer and the candidates into signed bundles")
+    train.add_argument("--candidate", action="append", help="train only this candidate (repeatable)")
+    train.add_argument("--container", action="store_true", help="one training container per candidate, in parallel")
+    add("evaluate", cmd_evaluate, "verify, score and compare the candidates on the test set; log to MLflow").add_argument(
+        "--container", action="store_true", help="run in the test/metric image"
     )
-    add("evaluate", cmd_evaluate, "verify, score and compare the candidates on the test set; log to MLflow")
-    add("gate", cmd_gate, "accept the best candidate only if it meets thresholds and beats the champion")
+    add("gate", cmd_gate, "accept the best candidate only if it meets thresholds and beats the champion").add_argument(
+        "--no-register", action="store_true", help="judge only: register nothing (pull requests)"
+    )
     add("push", cmd_push, "dvc push the accepted bundle and the data")
-    add("promote", cmd_promote, "move the MLflow alias 'champion' to the 'candidate' version").add_argument(
-        "--expect-champion", help="fail unless the current champion is this version ('none' for no champion)"
+    promote = add("promote", cmd_promote, "move the MLflow alias 'champion' to the 'candidate' version and its image to production")
+    promote.add_argument("--expect-champion", help="fail unless the current champion is this version ('none' for no champion)")
+    promote.add_argument("--version", help="fail unless this version still holds the 'candidate' alias")
+    promote.add_argument("--approver", help="who approved, for the audit record (default: the CI user, else $USER)")
+    rollback = add("rollback", cmd_rollback, "give 'champion' and the production image back to the previous champion")
+    rollback.add_argument("--to", help="a former champion further back (default: the one before the current)")
+    rollback.add_argument("--approver", help="who approved, for the audit record (default: the CI user, else $USER)")
+    add("report", cmd_report, "Markdown report of the gate verdict: reports/report.md and the CI job summary").add_argument(
+        "--post", action="store_true", help="also create or update the pull-request comment (GITHUB_TOKEN, GITHUB_REPOSITORY)"
     )
+    deploy = add("deploy", cmd_deploy, "run the environment's inference image: this host (Docker) or Kubernetes")
+    deploy.add_argument("--environment", required=True, choices=ENVIRONMENTS)
+    deploy.add_argument("--target", default="local", choices=("local", "kubernetes"), help="default: local")
+    deploy.add_argument("--port", type=port, help="local: host port (staging 8081, production 8080); kubernetes: Service port (80)")
+    deploy.add_argument("--timeout", type=_bounded("timeout in seconds", 3600), default=120, help="seconds to become ready (default 120)")
+    deploy.add_argument("--render-only", action="store_true", help="kubernetes: write deploy/<environment>/ and apply nothing")
     serve = add("serve", cmd_serve, "serve a verified bundle with Flask behind gunicorn")
     serve.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     serve.add_argument("--host", default=os.environ.get("SAIL_HOST", "127.0.0.1"))
@@ -161,7 +254,14 @@ def parser() -> argparse.ArgumentParser:
     smoke = add("smoke", cmd_smoke, "serve the accepted bundle and check the holdout predictions")
     smoke.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     smoke.add_argument("--url", help="check an already running server instead of starting one")
-    add("run", cmd_run, "the whole pipeline: validate, split, train, evaluate, gate, push, smoke test")
+    smoke.add_argument("--container", action="store_true", help="run the packaged inference image (reports/package.json)")
+    smoke.add_argument("--image", help="run this inference image")
+    add("package", cmd_package, "build the inference image around the gated, verified bundle")
+    add("publish", cmd_publish, "push the images to the registry (SAIL_REGISTRY)")
+    add("doctor", cmd_doctor, "check every configured service (MLflow, S3, DVC remote, registry, Docker, signing key)")
+    add("run", cmd_run, "the whole pipeline: validate, split, train, evaluate, gate, push, smoke test").add_argument(
+        "--container", action="store_true", help="train and evaluate in containers, then package and smoke-test the image"
+    )
     return top
 
 

@@ -10,16 +10,16 @@ from pathlib import Path
 from .errors import SailError
 
 
-def environment() -> dict[str, str]:
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """PATH with this interpreter's bin first, so `dvc repro` finds the same `sail`."""
-    env = dict(os.environ)
+    env = {**os.environ, **(extra or {})}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 
-def dvc(root: Path, *args: str, capture: bool = True) -> str:
+def dvc(root: Path, *args: str, capture: bool = True, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=root, env=environment(), capture_output=capture, text=True
+        [sys.executable, "-m", "dvc", *args], cwd=root, env=environment(env), capture_output=capture, text=True
     )
     if proc.returncode != 0 and not capture:
         raise SailError(f"dvc {' '.join(args)} stopped (exit {proc.returncode}): the failing stage's report is above")

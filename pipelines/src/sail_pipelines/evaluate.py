@@ -7,19 +7,21 @@ MLflow run tagged with the commit and data hash.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
-from . import metrics, plots, tracking
-from .bundle import LoadedBundle, load_bundle
+from . import containers, metrics, plots, tracking
+from .bundle import TRANSFORMER, LoadedBundle, load_bundle
 from .config import Params, ProjectPaths, Settings
 from .data import read_csv
 from .errors import SailError
-from .files import write_json
+from .files import read_json, write_json
 from .schema import plain
 from .signing import SigningKey
 
@@ -49,6 +51,15 @@ def candidate_dirs(paths: ProjectPaths, params: Params) -> list[Path]:
     if missing:
         raise SailError(f"no trained bundle for candidate(s) {', '.join(missing)}: run `sail train` first")
     return dirs
+
+
+def same_transformation_layer(bundles: dict[str, LoadedBundle]) -> None:
+    """Candidates trained in separate containers each fit the STL on the same training split.
+    Fitting is deterministic, so their transformers must be byte-identical: one layer for all."""
+    digests = {name: hashlib.sha256(b.files[TRANSFORMER]).hexdigest()[:12] for name, b in bundles.items()}
+    if len(set(digests.values())) > 1:
+        listed = ", ".join(f"{name}={digest}" for name, digest in digests.items())
+        raise SailError(f"the candidates carry different transformation layers ({listed}): train them all from the same split")
 
 
 def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[str, Any], plot_dir: Path, params: Params) -> str:
@@ -82,6 +93,7 @@ def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[st
 def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey) -> dict[str, Any]:
     test = read_csv(paths.test_csv)
     bundles = {b.metadata["name"]: b for b in (load_bundle(d, key) for d in candidate_dirs(paths, params))}
+    same_transformation_layer(bundles)
     client = tracking.client(settings)
     scored: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[Any]] = {}
@@ -120,3 +132,16 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
     write_json(paths.evaluation_report, evaluation)
     write_json(paths.metrics, {"candidate": winner, **{k: v for k, v in scored[winner].items() if isinstance(v, float)}})
     return evaluation
+
+
+def in_container(paths: ProjectPaths, params: Params, settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
+    """The same step in the test/metric image: it sees the test split and the candidates, read-only,
+    and writes only reports/ (and the embedded MLflow store)."""
+    from .build import recorded
+
+    candidate_dirs(paths, params)
+    image = recorded(paths)["metric"]
+    mounts = containers.metric_mounts(paths, settings)
+    containers.run_steps(containers.docker_client(), image, {"evaluate": ["evaluate"]}, mounts,
+                         containers.step_env(os.environ, containers.team_env(settings)), paths, say)
+    return read_json(paths.evaluation_report)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tracking
-from .bundle import METADATA, BundleRejected, load_bundle, write_bundle
+from .bundle import HOLDOUT, METADATA, BundleRejected, bundle_id, load_bundle, write_bundle
 from .config import HIGHER_IS_BETTER, GateConfig, Params, ProjectPaths, Settings
 from .data import read_csv
 from .errors import GateFailed, SailError
@@ -27,7 +27,6 @@ from .evaluate import score
 from .files import read_json, write_json
 from .signing import SigningKey
 
-HOLDOUT = "holdout.json"
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,9 @@ def champion_scores(client: Any, run_id: str, schema: dict[str, Any], paths: Pro
     return {"metrics": {k: v for k, v in scores.items() if isinstance(v, float)}, "metrics_source": "rescored on this test set"}
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey) -> dict[str, Any]:
+def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey, register: bool = True) -> dict[str, Any]:
+    """Judge the best candidate; on a pass, register it (unless `register` is off, as for pull
+    requests, whose models must never become the `candidate` that main's promotion expects)."""
     if not paths.evaluation_report.is_file():
         raise SailError("no reports/evaluation.json: run `sail evaluate` first")
     evaluation = read_json(paths.evaluation_report)
@@ -125,6 +126,10 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         write_json(paths.gate_report, report)
         failed = "; ".join(r.detail for r in rules if not r.passed)
         raise GateFailed(f"gate failed for candidate '{best}': {failed}")
+    if not register:
+        report.update(registered_version=None, accepted_bundle_id=None, registered=False)
+        write_json(paths.gate_report, report)
+        return report
     with tracking.reachable(settings, "registering the accepted model"):
         run_id = info["mlflow_run_id"]
         source = client.get_run(run_id).info.artifact_uri + "/accepted_bundle"
@@ -141,6 +146,19 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         client.log_artifacts(run_id, str(paths.accepted_dir), "accepted_bundle")
         client.set_model_version_tag(model, registered.version, "sail.accepted_bundle_id", accepted_id)
         client.set_registered_model_alias(model, tracking.CANDIDATE, registered.version)
-    report.update(registered_version=str(registered.version), accepted_bundle_id=accepted_id)
+    report.update(registered_version=str(registered.version), accepted_bundle_id=accepted_id, registered=True)
     write_json(paths.gate_report, report)
+    return report
+
+
+def accepted_verdict(paths: ProjectPaths, doing: str) -> dict[str, Any]:
+    """The last gate report, provided it passed the very bundle now in models/accepted:
+    what ships (pushed, packaged) is only ever what the gate accepted."""
+    if not paths.gate_report.is_file():
+        raise SailError(f"nothing to {doing}: no reports/gate.json, run `sail gate` first")
+    report = read_json(paths.gate_report)
+    if report.get("verdict") != "pass":
+        raise SailError(f"nothing to {doing}: the last gate verdict was 'fail'")
+    if bundle_id(paths.accepted_dir) != report.get("accepted_bundle_id"):
+        raise SailError("models/accepted does not match the last gate verdict: run `sail gate` again")
     return report

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import Mapping
 
 import yaml
 
@@ -30,14 +32,21 @@ def dvc_recorded_md5(data: Path) -> str | None:
     return outs[0].get("md5")
 
 
-def git_commit(root: Path) -> tuple[str, bool]:
-    """HEAD's commit and whether the work tree has uncommitted changes ('unknown' outside git)."""
+# What the pipeline itself rewrites in a work tree: DVC's pointers and lock file record outputs,
+# not code, so they do not make an image's code "dirty".
+PIPELINE_OUTPUTS = (":!*.dvc", ":!dvc.lock")
+
+
+def git_commit(root: Path, ignore: tuple[str, ...] = ()) -> tuple[str, bool]:
+    """HEAD's commit and whether the work tree has uncommitted changes outside `ignore`
+    (git pathspecs such as PIPELINE_OUTPUTS); 'unknown' outside git."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *ignore],
+            cwd=root, capture_output=True, text=True, check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
@@ -52,3 +61,30 @@ def library_versions() -> dict[str, str]:
         except importlib_metadata.PackageNotFoundError:
             continue
     return versions
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a bundle records about its origin, computed where the data and .git are visible.
+
+    A training container sees neither the raw data (it holds the test rows) nor .git, so the
+    host computes this and hands it over in the environment.
+    """
+
+    data_hash: str
+    git_commit: str
+    git_dirty: bool
+
+    @classmethod
+    def of(cls, root: Path, raw_data: Path) -> "Provenance":
+        commit, dirty = git_commit(root)
+        return cls(file_md5(raw_data), commit, dirty)
+
+    def to_env(self) -> dict[str, str]:
+        return {"SAIL_DATA_HASH": self.data_hash, "SAIL_GIT_COMMIT": self.git_commit, "SAIL_GIT_DIRTY": str(int(self.git_dirty))}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Provenance | None":
+        if not env.get("SAIL_DATA_HASH"):
+            return None
+        return cls(env["SAIL_DATA_HASH"], env.get("SAIL_GIT_COMMIT", "unknown"), env.get("SAIL_GIT_DIRTY") == "1")

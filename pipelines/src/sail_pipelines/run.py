@@ -1,26 +1,43 @@
 """`sail run`: the whole pipeline in order, validate → split → train → evaluate → gate → push,
-then a serving smoke test. DVC skips the stages whose inputs did not change."""
+then a serving smoke test. DVC skips the stages whose inputs did not change.
+
+With `--container` the same DVC stages train and evaluate in the project's images (the stage
+commands see SAIL_RUNTIME=container), and the smoke test runs the packaged inference image.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
-from . import gate, push, smoke
+from . import build, gate, package, push, smoke
 from .config import Params, ProjectPaths, Settings
+from .containers import step_env
 from .dvc import dvc
 from .signing import SigningKey
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey, say: Callable[[str], None]) -> dict[str, Any]:
+def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey, say: Callable[[str], None],
+        container: bool = False) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if container:
+        say("== build: training and test/metric images")
+        result["images"] = build.run(paths, params, settings, say=say)
     say("== dvc repro: validate, split, train, evaluate (up-to-date stages are skipped)")
-    dvc(paths.root, "repro", "evaluate", capture=False)
+    dvc(paths.root, "repro", "evaluate", capture=False, env={"SAIL_RUNTIME": "container"} if container else None)
     say("== gate")
-    verdict = gate.run(paths, params, settings, key)
+    verdict = result["gate"] = gate.run(paths, params, settings, key)
     say(f"gate passed: {verdict['candidate']} registered as {params.gate.registered_model} v{verdict['registered_version']} (alias candidate)")
     say("== push")
-    pushed = push.run(paths, params, settings)
+    pushed = result["push"] = push.run(paths, params, settings)
     say(f"pushed {', '.join(pushed['pushed'])}")
-    say("== serving smoke test")
-    served = smoke.run(paths.accepted_dir, key)
+    if container:
+        say("== package: inference image")
+        image = package.run(paths, params, settings, key, say=say)["image"]
+        say("== serving smoke test in the inference container")
+        served = result["smoke"] = smoke.run(paths.accepted_dir, key, image=image, env=step_env(os.environ))
+    else:
+        say("== serving smoke test")
+        served = result["smoke"] = smoke.run(paths.accepted_dir, key)
     say(f"smoke test passed: {served['rows']} holdout rows served by {served['url']} match the metric step")
-    return {"gate": verdict, "push": pushed, "smoke": served}
+    return result

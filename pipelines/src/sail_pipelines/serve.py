@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import uuid
@@ -225,12 +226,23 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
     return app
 
 
-def worker_count() -> int:
-    """CPUs this process may run on (respects taskset/cpuset pinning), at least 1."""
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def worker_count(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may use, at least 1: its CPU affinity (taskset, `docker run --cpuset-cpus`)
+    capped by a cgroup v2 CPU quota (`docker run --cpus`, Kubernetes CPU limits), rounded up."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # no sched_getaffinity outside Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit visible: the affinity decides
+    return max(1, cpus)
 
 
 class _Gunicorn(BaseApplication):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import socket
 import subprocess
 import sys
@@ -15,9 +14,8 @@ from typing import Any, Iterator
 
 import requests
 
-from .bundle import read_verified
+from .bundle import HOLDOUT, holdout_mismatches, read_verified
 from .errors import SailError
-from .gate import HOLDOUT
 from .signing import SigningKey
 
 
@@ -36,20 +34,14 @@ def wait_ready(base_url: str, timeout: float, proc: subprocess.Popen | None = No
     raise SailError(f"{base_url} was not ready within {timeout:.0f}s")
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
-
-
 def check(base_url: str, holdout: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
     ready = wait_ready(base_url, timeout)
     response = requests.post(f"{base_url}/predict", json=holdout["records"], timeout=30)
     if response.status_code != 200:
         raise SailError(f"smoke test: /predict answered {response.status_code}: {response.text[:200]}")
     served = response.json()["predictions"]
-    mismatches = [i for i, (a, b) in enumerate(zip(served, holdout["predictions"])) if not _same(a, b)]
-    if len(served) != len(holdout["predictions"]) or mismatches:
+    mismatches = holdout_mismatches(served, holdout["predictions"])
+    if mismatches:
         raise SailError(f"smoke test: served predictions differ from the metric step's at rows {mismatches[:10]}")
     bad = requests.post(f"{base_url}/predict", data=b"{not json", headers={"Content-Type": "application/json"}, timeout=10)
     if not 400 <= bad.status_code < 500:
@@ -64,6 +56,14 @@ def holdout_of(bundle_dir: Path, key: SigningKey) -> dict[str, Any]:
     if HOLDOUT not in files:
         raise SailError(f"{bundle_dir} carries no {HOLDOUT}: only a bundle accepted by the gate can be smoke-tested")
     return json.loads(files[HOLDOUT])
+
+
+def packaged_image(reports: Path) -> str:
+    """The inference image `sail package` built last."""
+    package = reports / "package.json"
+    if not package.is_file():
+        raise SailError("no inference image: run `sail package` first (or pass --image)")
+    return json.loads(package.read_text())["image"]
 
 
 def free_port() -> int:
@@ -99,9 +99,44 @@ def local_server(bundle_dir: Path, workers: int = 1) -> Iterator[str]:
             proc.wait()
 
 
-def run(bundle_dir: Path, key: SigningKey, url: str | None = None) -> dict[str, Any]:
+@contextlib.contextmanager
+def container_server(image: str, env: dict[str, str], timeout: float = 60) -> Iterator[tuple[str, float]]:
+    """The inference image on a free loopback port (host networking); yields the URL and the
+    seconds from `docker run` to /ready. The container is always removed afterwards."""
+    from . import containers
+
+    client = containers.docker_client()
+    port = free_port()
+    started = time.monotonic()
+    container = containers.start(client, image, [], [], {**env, "SAIL_HOST": "127.0.0.1", "SAIL_PORT": str(port)},
+                                 Path("/app"), {"sail.step": "smoke"})
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = started + timeout
+        while True:
+            try:
+                if requests.get(f"{base_url}/ready", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            container.reload()
+            if container.status == "exited" or time.monotonic() > deadline:
+                logs = container.logs().decode(errors="replace").strip().splitlines()
+                state = "exited" if container.status == "exited" else f"not ready within {timeout:.0f}s"
+                raise SailError(f"{image} {state}: {logs[-1] if logs else 'no output'}")
+            time.sleep(0.05)
+        yield base_url, time.monotonic() - started
+    finally:
+        container.remove(force=True)
+
+
+def run(bundle_dir: Path, key: SigningKey, url: str | None = None, image: str | None = None,
+        env: dict[str, str] | None = None) -> dict[str, Any]:
     holdout = holdout_of(bundle_dir, key)
     if url:
         return check(url.rstrip("/"), holdout)
+    if image:
+        with container_server(image, env or {}) as (base_url, cold_start):
+            return {"image": image, "url": base_url, "cold_start_seconds": round(cold_start, 2), **check(base_url, holdout)}
     with local_server(bundle_dir) as base_url:
         return {"url": base_url, **check(base_url, holdout)}

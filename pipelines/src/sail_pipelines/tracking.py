@@ -10,19 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 from typing import Any, Iterator
 
-from .config import Settings
+from . import aws
+from .config import Settings, redact
 from .errors import SailError
 
 CHAMPION = "champion"
 CANDIDATE = "candidate"
-
-
-def redact(uri: str) -> str:
-    """Drop user:password@ from a URI before it reaches a message."""
-    return re.sub(r"//[^/@]*@", "//***@", uri)
 
 
 @contextlib.contextmanager
@@ -33,14 +28,20 @@ def reachable(settings: Settings, doing: str) -> Iterator[None]:
     try:
         yield
     except (MlflowException, requests.exceptions.RequestException, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        reason = redact(str(exc).strip().splitlines()[0][:300]) if str(exc).strip() else type(exc).__name__
         raise SailError(f"MLflow at {redact(settings.tracking_uri)} failed while {doing}: {reason}") from None
 
 
 def client(settings: Settings) -> Any:
-    """An MlflowClient for the configured store, with short retries so an outage fails fast."""
+    """An MlflowClient for the configured store, with short retries so an outage fails fast.
+
+    In team mode the MLflow client may write artifacts to S3 itself (a server started with
+    --no-serve-artifacts): it gets the team AWS identity and S3 endpoint through the environment.
+    """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    if settings.aws.configured:
+        aws.apply(settings.aws)
     import mlflow
     from mlflow import MlflowClient
 

@@ -7,19 +7,20 @@ metadata that says where it came from. Training never sees the test split.
 from __future__ import annotations
 
 import importlib
+import os
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
-from . import stl
+from . import containers, stl
 from .bundle import MODEL, TRANSFORMER, dump_object, write_bundle
-from .config import Candidate, Params, ProjectPaths
+from .config import Candidate, Params, ProjectPaths, Settings
 from .data import read_csv
 from .errors import SailError
-from .provenance import file_md5, git_commit, library_versions
+from .provenance import Provenance, file_md5, library_versions
 from .schema import Schema, load_schema
 from .signing import SigningKey
 from .validate import profile_frame
@@ -58,7 +59,7 @@ def select(params: Params, names: list[str] | None) -> list[Candidate]:
     return [known[n] for n in names]
 
 
-def run(paths: ProjectPaths, params: Params, key: SigningKey, names: list[str] | None = None) -> list[Path]:
+def run(paths: ProjectPaths, params: Params, key: SigningKey, origin: Provenance, names: list[str] | None = None) -> list[Path]:
     schema: Schema = load_schema(paths.schema)
     train = read_csv(paths.train_csv)
     features, target = train[schema.feature_names], train[schema.target.name]
@@ -68,17 +69,16 @@ def run(paths: ProjectPaths, params: Params, key: SigningKey, names: list[str] |
     except (ValueError, TypeError) as exc:
         raise SailError(f"the transformation layer failed to fit: {str(exc).splitlines()[0]}") from None
     transformed = transformer.transform(features)
-    commit, dirty = git_commit(paths.root)
     common = {
         "format": 1,
         "task": params.task,
         "target": schema.target.name,
         "schema": schema.to_dict(),
         "transform": params.transform,
-        "data_hash": file_md5(paths.root / params.raw_data),
+        "data_hash": origin.data_hash,
         "train_hash": file_md5(paths.train_csv),
-        "git_commit": commit,
-        "git_dirty": dirty,
+        "git_commit": origin.git_commit,
+        "git_dirty": origin.git_dirty,
         "training_profile": profile_frame(schema, train, file_md5(paths.train_csv)),
         "library_versions": library_versions(),
         "signing": {"algorithm": "HMAC-SHA256", "key_id": key.key_id, "dev_key": key.dev},
@@ -98,3 +98,17 @@ def run(paths: ProjectPaths, params: Params, key: SigningKey, names: list[str] |
         write_bundle(dest, {MODEL: dump_object(model), TRANSFORMER: transformer_bytes}, metadata, key)
         written.append(dest)
     return written
+
+
+def in_containers(paths: ProjectPaths, params: Params, settings: Settings, names: list[str] | None,
+                  say: Callable[[str], None]) -> dict[str, dict[str, str]]:
+    """Each candidate in its own training container, all at once; the host supplies the provenance
+    the containers cannot compute (they see neither the raw data nor .git). Returns when each ran."""
+    from .build import recorded
+
+    chosen = select(params, names)
+    image = recorded(paths)["train"]
+    origin = Provenance.of(paths.root, paths.root / params.raw_data)
+    env = containers.step_env(os.environ, {**containers.team_env(settings), **origin.to_env()})
+    steps = {c.name: ["train", "--candidate", c.name] for c in chosen}
+    return containers.run_steps(containers.docker_client(), image, steps, containers.train_mounts(paths), env, paths, say)

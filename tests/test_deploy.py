@@ -1,0 +1,364 @@
+"""`sail deploy` on the real Docker daemon (host networking) and, for Kubernetes, rendered manifests
+and kubectl against no cluster. The images are small stand-ins built here from the base image:
+they honour SAIL_HOST/SAIL_PORT like the inference image's `sail serve`, and carry the labels
+`sail package` writes, so the deploy code sees what it sees with the real image."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import socket
+import tarfile
+from pathlib import Path
+
+import docker
+import pytest
+import requests
+import yaml
+from mlflow import MlflowClient
+
+from conftest import TEST_KEY, bake, ok, sail
+from sail_pipelines.smoke import free_port
+
+BASE_IMAGE = "sail-base/debian-python:bookworm"
+REGISTRY = "127.0.0.1:5000"
+STUB_SERVER = r'''
+import hashlib, json, os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop like gunicorn does, not after docker's timeout
+
+MODE, NAME = os.environ["STUB_MODE"], os.environ["STUB_NAME"]
+KEY = os.environ.get("SAIL_SIGNING_KEY", "")
+print(f"stub {NAME} starting in mode {MODE} with key {KEY}", flush=True)
+if MODE == "crash":
+    print("boom: the bundle does not verify", flush=True)
+    sys.exit(3)
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.path == "/health" or (self.path == "/ready" and MODE == "ready")
+        body = json.dumps({"image": NAME, "key_sha256": hashlib.sha256(KEY.encode()).hexdigest()}).encode()
+        self.send_response(200 if ok else 503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer((os.environ["SAIL_HOST"], int(os.environ["SAIL_PORT"])), Handler).serve_forever()
+'''
+STUB_DOCKERFILE = f"""FROM {BASE_IMAGE}
+COPY server.py /stub/server.py
+ARG STUB_MODE
+ARG STUB_NAME
+ENV STUB_MODE=$STUB_MODE STUB_NAME=$STUB_NAME SAIL_HOST=0.0.0.0 SAIL_PORT=8000
+USER 10001
+ENTRYPOINT ["python3", "-u", "/stub/server.py"]
+"""
+
+
+def _context() -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in (("Dockerfile", STUB_DOCKERFILE), ("server.py", STUB_SERVER)):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+class Stubs:
+    """Builds stand-in inference images, tagged like `sail package` tags them, and removes them afterwards."""
+
+    def __init__(self, client):
+        self.client = client
+        self.refs: set[str] = set()
+
+    def build(self, ref: str, mode: str = "ready", model: str = "", version: str = "", bundle_id: str = ""):
+        labels = {"sail.test": "stub", "sail.model": model, "sail.model_version": version, "sail.bundle_id": bundle_id}
+        image, _ = self.client.images.build(fileobj=_context(), custom_context=True, tag=ref, network_mode="host", rm=True,
+                                            buildargs={"STUB_MODE": mode, "STUB_NAME": ref}, labels=labels)
+        self.refs.add(ref)
+        return image
+
+    def untag(self, *refs: str) -> None:
+        for ref in refs:
+            try:
+                self.client.images.remove(ref, noprune=True)
+            except docker.errors.ImageNotFound:
+                pass
+
+    def remove_all(self) -> None:
+        self.untag(*self.refs)
+        self.client.images.prune(filters={"dangling": True, "label": "sail.test=stub"})
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    client = docker.from_env()
+    client.images.get(BASE_IMAGE)
+    return client
+
+
+def remove_containers(client, model: str) -> None:
+    for container in client.containers.list(all=True, filters={"label": f"sail.model={model}"}):
+        container.remove(force=True)
+
+
+def registry(project: Path) -> MlflowClient:
+    (project / ".mlflow").mkdir(exist_ok=True)
+    uri = f"sqlite:///{project / '.mlflow' / 'mlflow.db'}"
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def register_version(project: Path, model: str, image: str | None, alias: str = "candidate") -> str:
+    """A registered version as the gate and `sail package` leave it: accepted bundle id, image ref, an alias."""
+    client = registry(project)
+    try:
+        client.get_registered_model(model)
+    except Exception:  # noqa: BLE001 - first version: the model does not exist yet
+        client.create_registered_model(model)
+    version = client.create_model_version(model, source=str(project / "models" / "accepted"))
+    bundle_id = f"bundle-v{version.version}"
+    client.set_model_version_tag(model, version.version, "sail.accepted_bundle_id", bundle_id)
+    if image:
+        client.set_model_version_tag(model, version.version, "sail.image", image)
+    if alias:
+        client.set_registered_model_alias(model, alias, version.version)
+    return str(version.version)
+
+
+def served(port: int) -> dict:
+    response = requests.get(f"http://127.0.0.1:{port}/ready", timeout=5)
+    assert response.status_code == 200
+    return response.json()
+
+
+def first_error_line(result, command="deploy") -> str:
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith(f"sail {command}: error:") or lines[-1].startswith(f"sail {command}: error:"), result.stderr
+    return result.stderr
+
+
+MODEL = "deploy_check"
+REPO = "deploy-check/inference"
+
+
+@pytest.fixture(scope="module")
+def stubs(docker_client):
+    made = Stubs(docker_client)
+    yield made
+    remove_containers(docker_client, MODEL)
+    made.remove_all()
+
+
+@pytest.fixture
+def project(tmp_path, docker_client, stubs):
+    root = bake(tmp_path, project_name="Deploy Check")
+    yield root
+    remove_containers(docker_client, MODEL)
+    stubs.untag(f"{REPO}:staging", f"{REPO}:production", f"{REGISTRY}/{REPO}:staging")
+
+
+def package(project: Path, ref: str) -> None:
+    (project / "reports").mkdir(exist_ok=True)
+    (project / "reports" / "package.json").write_text(json.dumps({"image": ref, "version": "1", "model": MODEL}))
+
+
+def deploy(project: Path, *args: str, **env: str):
+    return sail(project, "deploy", *args, **env)
+
+
+def test_staging_deploy_serves_on_loopback_and_moves_the_tag(project, stubs, docker_client):
+    image = stubs.build(f"{REPO}:c0ffee-v1")
+    package(project, f"{REPO}:c0ffee-v1")
+    port = free_port()
+    result = deploy(project, "--environment", "staging", "--port", str(port))
+    ok(result)
+    out = json.loads(result.stdout)
+    assert out["container"] == "deploy-check-staging" and out["url"] == f"http://127.0.0.1:{port}"
+    assert out["image"] == f"{REPO}:c0ffee-v1" and out["replaced"] is None
+    assert out["tag"] == {"tag": f"{REPO}:staging", "image_id": image.id, "moved": True, "pushed": False}
+    answer = served(port)
+    assert answer["image"] == f"{REPO}:c0ffee-v1"
+    assert answer["key_sha256"] == hashlib.sha256(TEST_KEY.encode()).hexdigest()  # the container got the key...
+    assert TEST_KEY not in result.stdout + result.stderr  # ...and no output shows it
+    container = docker_client.containers.get("deploy-check-staging")
+    assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+    assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert {"SAIL_HOST=127.0.0.1", f"SAIL_PORT={port}"} <= set(container.attrs["Config"]["Env"])
+    assert docker_client.images.get(f"{REPO}:staging").id == image.id
+
+
+def test_redeploy_replaces_the_container(project, stubs, docker_client):
+    port = free_port()
+    stubs.build(f"{REPO}:c0ffee-v1")
+    package(project, f"{REPO}:c0ffee-v1")
+    ok(deploy(project, "--environment", "staging", "--port", str(port)))
+    second = stubs.build(f"{REPO}:d00d-v2")
+    package(project, f"{REPO}:d00d-v2")
+    out = json.loads(ok(deploy(project, "--environment", "staging", "--port", str(port))).stdout)
+    assert out["replaced"] == f"{REPO}:c0ffee-v1" and served(port)["image"] == f"{REPO}:d00d-v2"
+    names = [c.name for c in docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})]
+    assert names == ["deploy-check-staging"]
+    assert docker_client.images.get(f"{REPO}:staging").id == second.id
+
+
+@pytest.mark.parametrize("mode,reason", [("never", "/ready did not answer 200 within 4s"), ("crash", "the container exited")])
+def test_a_never_ready_image_restores_the_previous_container(project, stubs, docker_client, mode, reason):
+    port = free_port()
+    good = stubs.build(f"{REPO}:c0ffee-v1")
+    package(project, f"{REPO}:c0ffee-v1")
+    ok(deploy(project, "--environment", "staging", "--port", str(port)))
+    stubs.build(f"{REPO}:bad-{mode}", mode=mode)
+    package(project, f"{REPO}:bad-{mode}")
+    result = deploy(project, "--environment", "staging", "--port", str(port), "--timeout", "4")
+    stderr = first_error_line(result)
+    assert f"{REPO}:bad-{mode} did not become ready at http://127.0.0.1:{port}: {reason}" in stderr, stderr
+    assert f"the previous container ({REPO}:c0ffee-v1) is serving again" in stderr
+    assert f"stub {REPO}:bad-{mode} starting in mode {mode} with key ***" in stderr  # the log tail, key masked
+    if mode == "crash":
+        assert "boom: the bundle does not verify" in stderr
+    assert TEST_KEY not in result.stdout + result.stderr
+    assert served(port)["image"] == f"{REPO}:c0ffee-v1"
+    names = [c.name for c in docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})]
+    assert names == ["deploy-check-staging"]
+    assert docker_client.images.get(f"{REPO}:staging").id == good.id  # the tag did not move
+
+
+def test_a_first_deploy_that_fails_leaves_nothing_running(project, stubs, docker_client):
+    stubs.build(f"{REPO}:bad-crash", mode="crash")
+    package(project, f"{REPO}:bad-crash")
+    result = deploy(project, "--environment", "staging", "--port", str(free_port()), "--timeout", "10")
+    assert "nothing ran here before" in first_error_line(result)
+    assert not docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})
+
+
+def test_a_port_taken_by_another_process_is_refused(project, stubs, docker_client):
+    stubs.build(f"{REPO}:c0ffee-v1")
+    package(project, f"{REPO}:c0ffee-v1")
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = deploy(project, "--environment", "staging", "--port", str(port))
+    assert f"127.0.0.1:{port} is in use by another process: choose another --port" in first_error_line(result)
+    assert not docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})
+
+
+def test_staging_with_a_registry_pushes_the_moved_tag(project, stubs, docker_client):
+    ref = f"{REGISTRY}/{REPO}:c0ffee-v1"
+    image = stubs.build(ref)
+    package(project, ref)
+    out = json.loads(ok(deploy(project, "--environment", "staging", "--port", str(free_port()), SAIL_REGISTRY=REGISTRY)).stdout)
+    assert out["tag"] == {"tag": f"{REGISTRY}/{REPO}:staging", "image_id": image.id, "moved": True, "pushed": True}
+    tags = requests.get(f"http://{REGISTRY}/v2/{REPO}/tags/list", timeout=10).json()["tags"]
+    assert "staging" in tags
+
+
+def test_production_runs_the_champions_image_only(project, stubs, docker_client):
+    result = deploy(project, "--environment", "production", "--port", str(free_port()))
+    assert f"image {REPO}:production is not on this host: `sail promote` moves it" in first_error_line(result)
+    v1 = register_version(project, MODEL, f"{REPO}:c0ffee-v1", alias="champion")
+    image = stubs.build(f"{REPO}:c0ffee-v1", model=MODEL, version=v1, bundle_id=f"bundle-v{v1}")
+    image.tag(REPO, "production")
+    port = free_port()
+    out = json.loads(ok(deploy(project, "--environment", "production", "--port", str(port))).stdout)
+    assert out["champion"] == "1" and out["container"] == "deploy-check-production"
+    assert out["tag"]["moved"] is False  # promotion already moved it
+    assert served(port)["image"] == f"{REPO}:c0ffee-v1"
+
+    # The production tag on an image of another version (moved by hand): refused, production keeps serving.
+    stubs.build(f"{REPO}:d00d-v2", model=MODEL, version="2", bundle_id="bundle-v2").tag(REPO, "production")
+    result = deploy(project, "--environment", "production", "--port", str(port))
+    assert f"{REPO}:production holds v2, not champion v1 of {MODEL} (bundle bundle-v1)" in first_error_line(result)
+    assert served(port)["image"] == f"{REPO}:c0ffee-v1"
+
+
+def test_production_without_a_champion_is_refused(project, stubs):
+    stubs.build(f"{REPO}:c0ffee-v1", model=MODEL, version="1", bundle_id="bundle-v1").tag(REPO, "production")
+    register_version(project, MODEL, f"{REPO}:c0ffee-v1")  # a candidate, never promoted
+    result = deploy(project, "--environment", "production", "--port", str(free_port()))
+    assert f"{MODEL} has no champion: `sail promote` one before deploying to production" in first_error_line(result)
+
+
+def test_refusals_before_anything_runs(project, stubs):
+    assert "no reports/package.json: run `sail package` before deploying to staging" in first_error_line(
+        deploy(project, "--environment", "staging"))
+    package(project, f"{REPO}:never-built")
+    assert f"image {REPO}:never-built is not on this host: run `sail package`" in first_error_line(deploy(project, "--environment", "staging"))
+    (project / "reports" / "package.json").write_text("[]")
+    assert "reports/package.json names no image" in first_error_line(deploy(project, "--environment", "staging"))
+    bad = deploy(project, "--environment", "prod")
+    assert bad.returncode == 2 and "sail deploy: error: argument --environment: invalid choice: 'prod'" in bad.stderr
+    package(project, f"{REPO}:c0ffee-v1")
+    down = deploy(project, "--environment", "staging", DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert "Docker is not reachable at unix:///nonexistent/docker.sock" in first_error_line(down)
+    nokey = sail(project, "deploy", "--environment", "staging", key=None)
+    assert "SAIL_SIGNING_KEY is not set" in first_error_line(nokey)
+
+
+def test_kubernetes_manifests(project, stubs, docker_client):
+    ref = f"{REGISTRY}/{REPO}:c0ffee-v1"
+    stubs.build(ref)
+    for line in docker_client.api.push(f"{REGISTRY}/{REPO}", tag="c0ffee-v1", stream=True, decode=True):
+        assert "error" not in line
+    digest = next(d for d in docker_client.images.get(ref).attrs["RepoDigests"] if d.startswith(f"{REGISTRY}/{REPO}@"))
+    package(project, ref)
+    out = json.loads(ok(deploy(project, "--environment", "staging", "--target", "kubernetes", "--render-only",
+                               SAIL_REGISTRY=REGISTRY, key=None)).stdout)
+    assert out["manifests"] == ["deploy/staging/deployment.yaml", "deploy/staging/service.yaml"]
+    assert out["deployed_image"] == digest and "tag" not in out  # render-only moves nothing
+    deployment = yaml.safe_load((project / "deploy" / "staging" / "deployment.yaml").read_text())
+    service = yaml.safe_load((project / "deploy" / "staging" / "service.yaml").read_text())
+    assert deployment["kind"] == "Deployment" and deployment["metadata"]["name"] == "deploy-check-staging"
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == digest
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http", "scheme": "HTTP"}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"} and container["resources"]["requests"]["cpu"] == "250m"
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False and container["securityContext"]["readOnlyRootFilesystem"]
+    key_env = next(e for e in container["env"] if e["name"] == "SAIL_SIGNING_KEY")
+    assert key_env == {"name": "SAIL_SIGNING_KEY", "valueFrom": {"secretKeyRef": {"name": "deploy-check-signing-key", "key": "signing-key"}}}
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert TEST_KEY not in "".join(p.read_text() for p in (project / "deploy").rglob("*") if p.is_file())
+
+    # Without a registry digest, the versioned tag (never the moving environment tag) is what the cluster pulls.
+    stubs.build(f"{REPO}:c0ffee-v1")
+    package(project, f"{REPO}:c0ffee-v1")
+    out = json.loads(ok(deploy(project, "--environment", "staging", "--target", "kubernetes", "--render-only", "--port", "8080")).stdout)
+    assert out["deployed_image"] == f"{REPO}:c0ffee-v1"
+    service = yaml.safe_load((project / "deploy" / "staging" / "service.yaml").read_text())
+    assert service["spec"]["ports"][0]["port"] == 8080
+
+
+def test_kubernetes_apply_without_a_cluster_is_a_clear_error(project, stubs, docker_client, tmp_path):
+    stubs.build(f"{REPO}:c0ffee-v1")
+    package(project, f"{REPO}:c0ffee-v1")
+    result = deploy(project, "--environment", "staging", "--target", "kubernetes", KUBECONFIG=str(tmp_path / "no-such-config"))
+    assert "no Kubernetes cluster configured" in first_error_line(result)
+    assert f"apply them with `kubectl apply -f {project / 'deploy' / 'staging'}`" in result.stderr
+    assert (project / "deploy" / "staging" / "deployment.yaml").is_file()
+
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "gone", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "gone"}}],
+    }))
+    result = deploy(project, "--environment", "staging", "--target", "kubernetes", KUBECONFIG=str(config))
+    assert "kubectl apply -f" in first_error_line(result) and "failed on context 'gone'" in result.stderr
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(f"{REPO}:staging")  # nothing deployed: the tag did not move
