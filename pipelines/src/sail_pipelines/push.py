@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import aws
-from .bundle import bundle_id
 from .config import Params, ProjectPaths, RetryPolicy, Settings
 from .dvc import dvc
 from .errors import SailError
-from .files import read_json
+from .gate import accepted_verdict
 
 TEAM_REMOTE = "sail-env"
 
@@ -74,13 +73,7 @@ def _stderr(line: str) -> None:
 
 
 def run(paths: ProjectPaths, params: Params, settings: Settings, say: Callable[[str], None] = _stderr) -> dict[str, Any]:
-    if not paths.gate_report.is_file():
-        raise SailError("nothing to push: no reports/gate.json, run `sail gate` first")
-    gate = read_json(paths.gate_report)
-    if gate.get("verdict") != "pass":
-        raise SailError("nothing to push: the last gate verdict was 'fail'")
-    if bundle_id(paths.accepted_dir) != gate.get("accepted_bundle_id"):
-        raise SailError("models/accepted does not match the last gate verdict: run `sail gate` again")
+    gate = accepted_verdict(paths, "push")
     remote: list[str] = []
     if settings.dvc_remote_url:
         configure_remote(paths.root, settings)
