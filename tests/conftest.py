@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import docker
 import pytest
 from cookiecutter.main import cookiecutter
 
@@ -64,16 +66,24 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def base_image() -> str:
+def base_image():
     """A prepared Docker machine (docker/prepare-machine: daemon, base image, local registry);
-    the base image to build from. Without Docker the container tests skip, except under CI."""
+    the base image to build from. Without Docker the container tests skip, except under CI.
+    The images the session builds are removed at its end, so repeated runs do not fill the disk."""
     result = subprocess.run([str(ROOT / "docker" / "prepare-machine")], capture_output=True, text=True)
     if result.returncode != 0:
         message = f"Docker is not available: {(result.stderr.strip().splitlines() or ['?'])[-1]}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return result.stdout.strip().splitlines()[-1].partition("=")[2]
+    client = docker.from_env()
+    existing = {image.id for image in client.images.list(all=True)}
+    yield result.stdout.strip().splitlines()[-1].partition("=")[2]
+    # Tagged images first: removing one also removes the build steps beneath it that no other image needs.
+    for image in client.images.list() + client.images.list(all=True):
+        if image.id not in existing:
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(image.id, force=True)
 
 
 @pytest.fixture(scope="session")
