@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import docker
 from cookiecutter.main import cookiecutter
+from sail_pipelines.inference import smoke
 
-from sail_pipelines import smoke
+import docker
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "benchmark-signing-key-0f3c9a"

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import docker
 import pytest
 from cookiecutter.main import cookiecutter
+
+import docker
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "cookiecutter-sail"

@@ -4,9 +4,15 @@ import json
 import pickle
 
 import pytest
-
-from sail_pipelines.bundle import BundleRejected, MODEL, SIGNATURE, load_bundle, read_verified, write_bundle
-from sail_pipelines.signing import SigningKey
+from sail_pipelines.integrity.bundle import (
+    MODEL,
+    SIGNATURE,
+    BundleRejected,
+    load_bundle,
+    read_verified,
+    write_bundle,
+)
+from sail_pipelines.integrity.signing import SigningKey
 
 KEY = SigningKey(b"unit-test-key", dev=False)
 
@@ -83,7 +89,7 @@ def test_failed_write_leaves_previous_bundle_and_no_partial(bundle, monkeypatch)
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("sail_pipelines.bundle._replace_dir", boom)
+    monkeypatch.setattr("sail_pipelines.integrity.bundle._replace_dir", boom)
     with pytest.raises(OSError):
         write_bundle(bundle, {MODEL: b"new"}, {"task": "regression"}, KEY)
     assert (bundle / MODEL).read_bytes() == before

@@ -3,9 +3,8 @@
 import json
 
 import pytest
-from mlflow import MlflowClient
-
 from conftest import ok, sail
+from mlflow import MlflowClient
 
 
 def one_line_error(result, command, text):

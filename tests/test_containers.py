@@ -11,18 +11,19 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
-import docker
 import pytest
 import requests
 import yaml
-
 from conftest import TEST_KEY, bake, ok, sail
-from sail_pipelines import containers, smoke
-from sail_pipelines.bundle import MANIFEST, TRANSFORMER, LoadedBundle, write_bundle
 from sail_pipelines.config import ProjectPaths, Settings
+from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
-from sail_pipelines.evaluate import same_transformation_layer
-from sail_pipelines.signing import SigningKey
+from sail_pipelines.evaluation.evaluate import same_transformation_layer
+from sail_pipelines.inference import smoke
+from sail_pipelines.integrity.bundle import MANIFEST, TRANSFORMER, LoadedBundle, write_bundle
+from sail_pipelines.integrity.signing import SigningKey
+
+import docker
 
 REGISTRY = "127.0.0.1:5000"
 

@@ -12,14 +12,14 @@ import socket
 import tarfile
 from pathlib import Path
 
-import docker
 import pytest
 import requests
 import yaml
-from mlflow import MlflowClient
-
 from conftest import TEST_KEY, bake, ok, sail
-from sail_pipelines.smoke import free_port
+from mlflow import MlflowClient
+from sail_pipelines.inference.smoke import free_port
+
+import docker
 
 BASE_IMAGE = "sail-base/debian-python:bookworm"
 REGISTRY = "127.0.0.1:5000"

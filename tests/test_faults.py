@@ -14,11 +14,18 @@ import time
 
 import pytest
 import yaml
-
 from conftest import TEST_KEY, bake, ok, sail
-from sail_pipelines.bundle import BundleRejected, bundle_id, load_bundle
-from sail_pipelines.signing import SigningKey
-from servers import CLIENT_AWS, REGION, FaultProxy, S3Server, dvc_md5_paths, team_project, write_infrastructure
+from sail_pipelines.integrity.bundle import BundleRejected, bundle_id, load_bundle
+from sail_pipelines.integrity.signing import SigningKey
+from servers import (
+    CLIENT_AWS,
+    REGION,
+    FaultProxy,
+    S3Server,
+    dvc_md5_paths,
+    team_project,
+    write_infrastructure,
+)
 
 
 def repro(project, **env) -> None:

@@ -1,7 +1,7 @@
 """The gate's verdict as a pure function: every rule can fail."""
 
 from sail_pipelines.config import GateConfig, Threshold
-from sail_pipelines.gate import judge
+from sail_pipelines.evaluation.gate import judge
 
 GATE = GateConfig("roc_auc", (Threshold("roc_auc", minimum=0.9), Threshold("f1", minimum=0.8)), 0.01, "m")
 REGRESSION = GateConfig("rmse", (Threshold("rmse", maximum=60.0),), 0.5, "m")

@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from mlflow import MlflowClient
-
 from conftest import TEST_KEY, bake, dvc, ok, sail
-from sail_pipelines.smoke import local_server
+from mlflow import MlflowClient
+from sail_pipelines.inference.smoke import local_server
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

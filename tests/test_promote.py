@@ -9,18 +9,18 @@ import os
 import subprocess
 import sys
 
-import docker
 import pytest
 import requests
-from mlflow import MlflowClient
-
 from conftest import TEST_KEY, bake, ok, sail
-from sail_pipelines import promote
+from mlflow import MlflowClient
 from sail_pipelines.config import ProjectPaths, Settings, load_params
+from sail_pipelines.delivery import promote
 from sail_pipelines.errors import SailError
-from sail_pipelines.signing import SigningKey
-from sail_pipelines.smoke import free_port
+from sail_pipelines.inference.smoke import free_port
+from sail_pipelines.integrity.signing import SigningKey
 from test_deploy import REGISTRY, Stubs, docker_client, first_error_line, register_version, served  # noqa: F401 - fixture
+
+import docker
 
 MODEL = "promote_check"
 REPO = "promote-check/inference"

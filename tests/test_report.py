@@ -11,9 +11,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
-
 from conftest import ok, sail
-from sail_pipelines.smoke import free_port
+from sail_pipelines.inference.smoke import free_port
 
 TOKEN = "ghs_testtoken0123456789abcdefSECRET"
 REPO = "acme/churn"

@@ -18,16 +18,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from sail_pipelines.contract.schema import Column, Schema
+from sail_pipelines.errors import SailError
+from sail_pipelines.inference import serve
+from sail_pipelines.inference.serve import create_app, run_server, worker_count
+from sail_pipelines.integrity.bundle import (
+    MODEL,
+    TRANSFORMER,
+    BundleRejected,
+    dump_object,
+    load_bundle,
+    write_bundle,
+)
+from sail_pipelines.integrity.signing import SigningKey
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-from sail_pipelines import serve
-from sail_pipelines.bundle import MODEL, TRANSFORMER, BundleRejected, dump_object, load_bundle, write_bundle
-from sail_pipelines.errors import SailError
-from sail_pipelines.schema import Column, Schema
-from sail_pipelines.serve import create_app, run_server, worker_count
-from sail_pipelines.signing import SigningKey
 
 KEY = SigningKey(b"test-key", dev=False)
 SCHEMA = Schema(
@@ -167,7 +173,7 @@ def test_integer_and_float_spellings_predict_the_same(client):
 
 
 def test_each_request_gets_its_own_id_and_one_log_line(client, caplog):
-    with caplog.at_level(logging.INFO, logger="sail_pipelines.serve"):
+    with caplog.at_level(logging.INFO, logger="sail_pipelines.inference.serve"):
         first = _post(client, [GOOD, GOOD]).get_json()["request_id"]
         second = _post(client, {**GOOD, "x1": "oops"}).get_json()["request_id"]
     assert first != second
@@ -327,8 +333,8 @@ def live_server(bundle_dir, tmp_path):
     port = _free_port()
     log = open(tmp_path / "server.log", "wb")
     code = (
-        "import sys; from pathlib import Path; from sail_pipelines.serve import run_server; "
-        "from sail_pipelines.signing import SigningKey; "
+        "import sys; from pathlib import Path; from sail_pipelines.inference.serve import run_server; "
+        "from sail_pipelines.integrity.signing import SigningKey; "
         "run_server(Path(sys.argv[1]), SigningKey(b'test-key', dev=False), host='127.0.0.1', "
         "port=int(sys.argv[2]), workers=2)"
     )

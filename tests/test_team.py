@@ -18,12 +18,20 @@ import time
 import pytest
 import requests
 import yaml
-
 from conftest import bake, dvc, ok, sail
 from sail_pipelines.config import TEAM_FILE, TEAM_KEYS, ProjectPaths, Settings, load_team_file
 from sail_pipelines.errors import SailError
-from servers import (BUCKET, CLIENT_AWS, REGION, REGISTRY_USER, FaultProxy, dvc_md5_paths, free_port, team_project,
-                     write_infrastructure)
+from servers import (
+    BUCKET,
+    CLIENT_AWS,
+    REGION,
+    REGISTRY_USER,
+    FaultProxy,
+    dvc_md5_paths,
+    free_port,
+    team_project,
+    write_infrastructure,
+)
 
 ROLE = "arn:aws:iam::123456789012:role/sail-pipeline"
 
@@ -271,7 +279,7 @@ def test_direct_artifacts_and_an_assumed_role_from_the_environment_only(tmp_path
 
 def test_ecr_login_token_comes_from_boto3(tmp_path, s3, monkeypatch):
     """An ECR registry needs no password: the token comes from ecr:GetAuthorizationToken (moto's ECR here)."""
-    from sail_pipelines import registry
+    from sail_pipelines.integrations import registry
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", s3.endpoint)  # boto3's own per-service endpoint variable
     for name, value in CLIENT_AWS.items():
@@ -334,7 +342,7 @@ def test_doctor_names_missing_keys_credentials_and_remotes(tmp_path, s3, local_r
     assert lines["s3"] == ("FAIL", f"bucket {BUCKET} at {s3.endpoint}: Unable to locate credentials")
     assert lines["registry"] == ("FAIL", f"{s3_host}: GET http://{s3_host}/v2/ answered HTTP 404, not a registry API")
 
-    from sail_pipelines.signing import DEV_KEY
+    from sail_pipelines.integrity.signing import DEV_KEY
 
     closed = f"http://127.0.0.1:{free_port()}"
     env = {**CLIENT_AWS, "SAIL_AWS_ROLE_ARN": ROLE, "SAIL_S3_ENDPOINT_URL": closed, "SAIL_DVC_REMOTE_URL": f"s3://{BUCKET}/bare",
@@ -382,7 +390,8 @@ def test_doctor_and_login_against_a_password_protected_registry(tmp_path, auth_r
 
 def test_registry_login_gives_the_auth_config_for_pushes(tmp_path, auth_registry):
     """What `sail publish` pushes with: the daemon is logged in, and the auth_config matches."""
-    from sail_pipelines import containers, registry
+    from sail_pipelines.delivery import containers
+    from sail_pipelines.integrations import registry
 
     settings = Settings.from_env(ProjectPaths(tmp_path), {"SAIL_REGISTRY": auth_registry.address, "SAIL_REGISTRY_USERNAME": REGISTRY_USER,
                                                            "SAIL_REGISTRY_PASSWORD": auth_registry.password})

@@ -3,10 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from sail_pipelines.config import ValidationConfig
-from sail_pipelines.schema import parse_schema
-from sail_pipelines.validate import check, profile_frame
+from sail_pipelines.contract.schema import parse_schema
+from sail_pipelines.contract.validate import check, profile_frame
 
 SCHEMA = parse_schema({
     "target": {"name": "y", "type": "int", "values": [0, 1]},
@@ -98,8 +97,8 @@ def test_single_class_target():
 
 
 def test_batch_input_is_checked_by_the_same_rules():
+    from sail_pipelines.contract.schema import check_frame
     from sail_pipelines.errors import SailError
-    from sail_pipelines.schema import check_frame
 
     df = frame().astype({"x": object}).drop(columns=["y"]).assign(id=1)
     assert list(check_frame(SCHEMA, df).columns) == ["x", "n", "c"]  # extra columns may ride along

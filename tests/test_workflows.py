@@ -30,7 +30,6 @@ from typing import Any, Callable
 
 import pytest
 import yaml
-
 from conftest import ROOT, bake, ok, sail
 
 REUSABLE_DIR = ROOT / ".github" / "workflows"

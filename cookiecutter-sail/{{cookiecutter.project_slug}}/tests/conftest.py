@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 from sail_pipelines.config import parse_params
-from sail_pipelines.schema import load_schema
+from sail_pipelines.contract.schema import load_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from sail_pipelines.schema import check_frame
+from sail_pipelines.contract.schema import check_frame
 
 
 def test_columns_match_the_schema(data, schema, params):

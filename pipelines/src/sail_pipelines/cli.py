@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import ProjectPaths, Settings, load_params
-from .errors import GateFailed, SailError
-from .release import ENVIRONMENTS
-from .signing import resolve_key
+from sail_pipelines.config import ProjectPaths, Settings, load_params
+from sail_pipelines.delivery.release import ENVIRONMENTS
+from sail_pipelines.errors import GateFailed, SailError
+from sail_pipelines.integrity.signing import resolve_key
 
 
 def _context(args: argparse.Namespace) -> tuple[ProjectPaths, Any, Settings]:
@@ -27,14 +27,14 @@ def _bundle_path(args: argparse.Namespace, paths: ProjectPaths) -> Path:
 
 def cmd_validate(args):
     paths, params, _ = _context(args)
-    from . import validate
+    from sail_pipelines.contract import validate
 
     return validate.run(paths, params, baseline=args.baseline)
 
 
 def cmd_split(args):
     paths, params, _ = _context(args)
-    from . import split
+    from sail_pipelines.training import split
 
     return split.run(paths, params)
 
@@ -55,15 +55,15 @@ def _in_container(args: argparse.Namespace) -> bool:
 
 def cmd_build(args):
     paths, params, settings = _context(args)
-    from . import build
+    from sail_pipelines.delivery import build
 
     return build.run(paths, params, settings, tuple(args.image or ("train", "metric")), say=_say)
 
 
 def cmd_train(args):
     paths, params, settings = _context(args)
-    from . import train
-    from .provenance import Provenance
+    from sail_pipelines.provenance import Provenance
+    from sail_pipelines.training import train
 
     if _in_container(args):
         ran = train.in_containers(paths, params, settings, args.candidate, say=_say)
@@ -75,7 +75,7 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     paths, params, settings = _context(args)
-    from . import evaluate
+    from sail_pipelines.evaluation import evaluate
 
     if _in_container(args):
         result = evaluate.in_container(paths, params, settings, say=_say)
@@ -86,7 +86,7 @@ def cmd_evaluate(args):
 
 def cmd_gate(args):
     paths, params, settings = _context(args)
-    from . import gate
+    from sail_pipelines.evaluation import gate
 
     report = gate.run(paths, params, settings, resolve_key(settings), register=not args.no_register)
     return {k: report[k] for k in ("verdict", "candidate", "registered_version", "accepted_bundle_id")}
@@ -94,14 +94,14 @@ def cmd_gate(args):
 
 def cmd_push(args):
     paths, params, settings = _context(args)
-    from . import push
+    from sail_pipelines.delivery import push
 
     return push.run(paths, params, settings)
 
 
 def cmd_promote(args):
     paths, params, settings = _context(args)
-    from . import audit, promote
+    from sail_pipelines.delivery import audit, promote
 
     promotion = promote.Promotion(args.version, args.expect_champion, audit.approver(args.approver, os.environ))
     return promote.run(paths, params, settings, resolve_key(settings), promotion)
@@ -109,21 +109,22 @@ def cmd_promote(args):
 
 def cmd_rollback(args):
     paths, params, settings = _context(args)
-    from . import audit, rollback
+    from sail_pipelines.delivery import audit, rollback
 
     return rollback.run(paths, params, settings, resolve_key(settings), args.to, audit.approver(args.approver, os.environ))
 
 
 def cmd_report(args):
     paths, params, _ = _context(args)
-    from . import github, report
+    from sail_pipelines.evaluation import report
+    from sail_pipelines.integrations import github
 
     return report.run(paths, params, os.environ, github.PullRequest.from_env(os.environ) if args.post else None)
 
 
 def cmd_deploy(args):
     paths, params, settings = _context(args)
-    from . import deploy
+    from sail_pipelines.delivery import deploy
 
     key = resolve_key(settings) if args.target == "local" else None  # the cluster's pods take it from a Secret
     target = deploy.Deployment(args.environment, args.target, args.port, args.timeout, args.render_only)
@@ -132,14 +133,14 @@ def cmd_deploy(args):
 
 def cmd_serve(args):
     paths = ProjectPaths(Path(args.project).resolve())
-    from . import serve
+    from sail_pipelines.inference import serve
 
     serve.run_server(_bundle_path(args, paths), resolve_key(Settings.from_env(paths)), args.host, args.port, args.workers)
 
 
 def cmd_predict(args):
     paths = ProjectPaths(Path(args.project).resolve())
-    from . import predict
+    from sail_pipelines.inference import predict
 
     key = resolve_key(Settings.from_env(paths))
     return predict.run(_bundle_path(args, paths), key, Path(args.input), Path(args.output), args.format)
@@ -147,16 +148,15 @@ def cmd_predict(args):
 
 def cmd_package(args):
     paths, params, settings = _context(args)
-    from . import package
+    from sail_pipelines.delivery import package
 
     return package.run(paths, params, settings, resolve_key(settings), say=_say)
 
 
 def cmd_smoke(args):
     paths = ProjectPaths(Path(args.project).resolve())
-    from . import smoke
-
-    from .containers import step_env
+    from sail_pipelines.delivery.containers import step_env
+    from sail_pipelines.inference import smoke
 
     image = args.image or (smoke.packaged_image(paths.reports) if args.container else None)
 
@@ -165,21 +165,21 @@ def cmd_smoke(args):
 
 def cmd_publish(args):
     paths = ProjectPaths(Path(args.project).resolve())
-    from . import publish
+    from sail_pipelines.delivery import publish
 
     return publish.run(paths, Settings.from_env(paths), say=_say)
 
 
 def cmd_doctor(args):
     paths = ProjectPaths(Path(args.project).resolve())
-    from . import doctor
+    from sail_pipelines.integrations import doctor
 
     doctor.run(paths, Settings.from_env(paths), say=lambda line: print(line, flush=True))
 
 
 def cmd_run(args):
     paths, params, settings = _context(args)
-    from . import run
+    from sail_pipelines import run
 
     run.run(paths, params, settings, resolve_key(settings), say=lambda line: print(line, flush=True), container=args.container)
 

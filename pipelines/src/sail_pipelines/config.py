@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .errors import SailError
+from sail_pipelines.errors import SailError
 
 TASKS = ("classification", "regression")
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from . import build, gate, package, push, smoke
-from .config import Params, ProjectPaths, Settings
-from .containers import step_env
-from .dvc import dvc
-from .signing import SigningKey
+from sail_pipelines.config import Params, ProjectPaths, Settings
+from sail_pipelines.delivery import build, package, push
+from sail_pipelines.delivery.containers import step_env
+from sail_pipelines.evaluation import gate
+from sail_pipelines.inference import smoke
+from sail_pipelines.integrations.dvc import dvc
+from sail_pipelines.integrity.signing import SigningKey
 
 
 def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey, say: Callable[[str], None],

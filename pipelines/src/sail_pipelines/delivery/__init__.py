@@ -1,0 +1,2 @@
+"""Delivery: images (build, package, imagecheck, publish), the DVC push, deploys, promotion,
+rollback and the signed audit trail."""

@@ -1,0 +1,128 @@
+"""Who moved the champion, when, from which version to which: serialized and tamper-evident.
+
+Every change of the `champion` alias (promote, rollback) runs under a registry lock and leaves
+one record, signed with the project's HMAC key and chained to the record before it by hash.
+The records live where every CI runner can read them, as tags of the registered model
+(`sail.audit.000001`, ...), and are appended to reports/audit.jsonl for the build's artifacts.
+
+The lock is a registered model named `<model>.sail-lock`: creating a registered model is
+atomic in every MLflow store (a unique name), so of two racing jobs exactly one gets it, on the
+embedded SQLite store as on a team server, and the other waits and then re-checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import json
+import os
+import socket
+import time
+from datetime import datetime, timezone
+from typing import Any, Iterator, Mapping
+
+from sail_pipelines.config import ProjectPaths
+from sail_pipelines.errors import SailError
+from sail_pipelines.files import write_atomic
+from sail_pipelines.integrity.signing import SigningKey
+
+TAG_PREFIX = "sail.audit."
+LOCK_SUFFIX = ".sail-lock"
+AUDIT_LOG = "audit.jsonl"
+
+
+def approver(given: str | None, env: Mapping[str, str]) -> str:
+    """--approver, else the CI's user (Jenkins BUILD_USER_ID/BUILD_USER, GitHub's actor), else the login."""
+    for value in (given, env.get("BUILD_USER_ID"), env.get("BUILD_USER"), env.get("GITHUB_ACTOR"), env.get("USER")):
+        if value and value.strip():
+            return value.strip()
+    return getpass.getuser()
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def registry_lock(client: Any, model: str, holder: str, timeout: float) -> Iterator[None]:
+    """Hold `<model>.sail-lock` while changing the champion; wait up to `timeout` seconds for it."""
+    from mlflow.exceptions import MlflowException
+
+    name = model + LOCK_SUFFIX
+    about = f"held by {holder} on {socket.gethostname()} (pid {os.getpid()}) since {now()}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.create_registered_model(name, description=about)
+            break
+        except MlflowException as exc:
+            # Taken; or released between the store's failed insert and its look-up of the holder.
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
+                raise
+        if time.monotonic() >= deadline:
+            try:
+                held = client.get_registered_model(name).description
+            except MlflowException:
+                continue  # released just now: try again
+            raise SailError(f"another promotion of {model} is in progress ({held}); if that job died, "
+                            f"delete the registered model {name!r} in MLflow and retry")
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        client.delete_registered_model(name)
+
+
+def _canonical(record: Mapping[str, Any]) -> bytes:
+    return json.dumps({k: v for k, v in record.items() if k != "signature"}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _digest(record: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(dict(record), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def history(client: Any, model: str, key: SigningKey) -> list[dict[str, Any]]:
+    """The verified records, oldest first; a record edited, removed or re-signed stops everything."""
+    tags = client.get_registered_model(model).tags
+    numbered = sorted((k, v) for k, v in tags.items() if k.startswith(TAG_PREFIX))
+    records: list[dict[str, Any]] = []
+    for position, (tag, text) in enumerate(numbered, start=1):
+        where = f"audit record {tag} of {model}"
+        try:
+            record = json.loads(text)
+        except ValueError:
+            raise SailError(f"{where} is not JSON: the audit history was tampered with; refusing to change the champion") from None
+        if not isinstance(record, dict) or record.get("seq") != position or tag != f"{TAG_PREFIX}{position:06d}":
+            raise SailError(f"{where} is out of sequence (expected record {position}): the audit history was tampered with")
+        if record.get("key_id") != key.key_id:
+            raise SailError(f"{where} was signed with key id {record.get('key_id')}, not this key's {key.key_id}: "
+                            "use the project's signing key")
+        if not key.verify(_canonical(record), str(record.get("signature", ""))):
+            raise SailError(f"{where} does not match its signature: the audit history was tampered with; refusing to change the champion")
+        if record.get("prev") != (_digest(records[-1]) if records else None):
+            raise SailError(f"{where} does not follow the record before it: the audit history was tampered with")
+        records.append(record)
+    return records
+
+
+def check_head(records: list[dict[str, Any]], model: str, champion: str | None) -> None:
+    """The registry's champion must be the one the last record left: else the alias was moved
+    outside sail, or the last record was deleted."""
+    if records and records[-1]["to"] != champion:
+        actual = f"v{champion}" if champion else "no champion"
+        raise SailError(f"{model} has {actual}, but its audit history ends with v{records[-1]['to']} as champion: "
+                        "the alias was moved outside sail or an audit record was removed; restore it before promoting")
+
+
+def append(client: Any, paths: ProjectPaths, model: str, key: SigningKey, records: list[dict[str, Any]],
+           fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Seal the next record, store it in MLflow, then append it to reports/audit.jsonl (under the lock)."""
+    record = {**fields, "model": model, "seq": len(records) + 1, "prev": _digest(records[-1]) if records else None, "key_id": key.key_id}
+    record["signature"] = key.sign(_canonical(record))
+    client.set_registered_model_tag(model, f"{TAG_PREFIX}{record['seq']:06d}", json.dumps(record, sort_keys=True))
+    log = paths.reports / AUDIT_LOG
+    before = log.read_text() if log.is_file() else ""
+    line = json.dumps(record, sort_keys=True) + "\n"
+    write_atomic(log, lambda tmp: tmp.write_text(before + ("" if not before or before.endswith("\n") else "\n") + line))
+    return record

@@ -1,0 +1,159 @@
+"""`sail build`: the training and test/metric images of a project, through the Docker SDK.
+
+The images run the very library versions of the environment that runs `sail`: the build
+context gets requirement files pinned from it, plus a wheel of this sail-pipelines, so a
+bundle trained in a container unpickles on the host and in the inference image alike.
+The refs built are recorded in .sail/images.json for the steps that run in them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from sail_pipelines.config import Params, ProjectPaths, Settings
+from sail_pipelines.delivery import containers
+from sail_pipelines.delivery.images import ImageNames, code_tag, repository_name
+from sail_pipelines.errors import SailError
+from sail_pipelines.files import read_json, write_atomic, write_json
+from sail_pipelines.provenance import PIPELINE_OUTPUTS, git_commit
+
+DOCKERFILE = "docker/Dockerfile"
+PACKAGE = "sail-pipelines"
+# What the metric image adds to the core: tracking (with S3 artifact stores) and plots.
+METRIC_EXTRAS = ("mlflow", "matplotlib", "requests", "boto3")
+REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01: identical wheels for identical code keep Docker's cache
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    root: Path
+    staging: Path  # .sail/build inside the project: requirements and the wheel
+
+    @classmethod
+    def of(cls, paths: ProjectPaths) -> "BuildContext":
+        return cls(paths.root, paths.root / ".sail" / "build")
+
+    @property
+    def record(self) -> Path:
+        return self.root / ".sail" / "images.json"
+
+
+def pinned(roots: Iterable[str]) -> dict[str, str]:
+    """The installed version of every distribution the roots need, transitively."""
+    versions: dict[str, str] = {}
+    todo = [Requirement(r) for r in roots]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in versions:
+            continue
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            raise SailError(f"{req.name} is not installed in the environment that runs sail: install sail-pipelines[pipeline]") from None
+        versions[name] = dist.version
+        for text in dist.requires or []:
+            dep = Requirement(text)
+            if dep.marker is None or any(dep.marker.evaluate({"extra": extra}) for extra in ("", *req.extras)):
+                todo.append(dep)
+    return versions
+
+
+def core_requirements() -> list[str]:
+    return [r for r in metadata.requires(PACKAGE) or [] if "extra ==" not in r]
+
+
+def requirement_lines(versions: dict[str, str]) -> bytes:
+    return "".join(f"{name}=={version}\n" for name, version in sorted(versions.items())).encode()
+
+
+def package_source() -> Path:
+    """The sail-pipelines source tree this environment was installed from."""
+    direct = metadata.distribution(PACKAGE).read_text("direct_url.json")
+    url = json.loads(direct).get("url", "") if direct else ""
+    if not url.startswith("file://") or not (Path(url[7:]) / "pyproject.toml").is_file():
+        raise SailError("sail build needs the sail-pipelines source (pip install -e <repo>/pipelines) or SAIL_WHEEL=<wheel file>")
+    return Path(url[7:])
+
+
+def update(target: Path, data: bytes) -> None:
+    """Write only when the bytes change: an untouched file keeps Docker's layer cache."""
+    if not target.is_file() or target.read_bytes() != data:
+        write_atomic(target, lambda tmp: tmp.write_bytes(data))
+
+
+def stage_wheel(staging: Path) -> Path:
+    wheels = staging / "wheels"
+    given = os.environ.get("SAIL_WHEEL")
+    with tempfile.TemporaryDirectory() as scratch:
+        if given:
+            if not Path(given).is_file():
+                raise SailError(f"SAIL_WHEEL={given} is not a file")
+            built = Path(given)
+        else:
+            result = subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", scratch, str(package_source())],
+                capture_output=True, text=True, env={**os.environ, "SOURCE_DATE_EPOCH": REPRODUCIBLE_EPOCH},
+            )
+            if result.returncode != 0:
+                raise SailError(f"could not build the sail-pipelines wheel: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
+            built = next(Path(scratch).glob("*.whl"))
+        wheels.mkdir(parents=True, exist_ok=True)
+        for old in wheels.glob("*.whl"):
+            if old.name != built.name:
+                old.unlink()
+        update(wheels / built.name, built.read_bytes())
+    return wheels / built.name
+
+
+def stage(context: BuildContext) -> None:
+    """Write what the Dockerfile copies from .sail/build/, touching files only when they change."""
+    core = pinned(core_requirements())
+    metric = pinned(METRIC_EXTRAS)
+    for name, versions in (("requirements-core.txt", core), ("requirements-metric.txt", metric)):
+        update(context.staging / name, requirement_lines(versions))
+    stage_wheel(context.staging)
+
+
+def image_names(paths: ProjectPaths, params: Params, settings: Settings) -> ImageNames:
+    """Tags from the commit of the code; `sail push` rewriting DVC pointers does not make it dirty."""
+    commit, dirty = git_commit(paths.root, PIPELINE_OUTPUTS)
+    return ImageNames(settings.registry, repository_name(params.gate.registered_model), code_tag(commit, dirty))
+
+
+def recorded(paths: ProjectPaths) -> dict[str, Any]:
+    """The refs the last `sail build` produced, which the container steps run."""
+    context = BuildContext.of(paths)
+    if not context.record.is_file():
+        raise SailError("no images built for this project: run `sail build` first")
+    return read_json(context.record)
+
+
+def run(paths: ProjectPaths, params: Params, settings: Settings, sides: tuple[str, ...] = ("train", "metric"),
+        say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    if not (paths.root / DOCKERFILE).is_file():
+        raise SailError(f"no {DOCKERFILE} in {paths.root}: this project was generated without container support")
+    client = containers.docker_client()
+    context = BuildContext.of(paths)
+    stage(context)
+    names = image_names(paths, params, settings)
+    built = {"code": names.code, "registry": settings.registry, "base_image": settings.base_image}
+    previous = read_json(context.record) if context.record.is_file() else {}
+    for side in sides:
+        ref = getattr(names, side)
+        say(f"building {ref}")
+        built[side] = containers.build_image(client, paths.root, DOCKERFILE, side, ref, settings.base_image,
+                                             labels={"org.opencontainers.image.revision": names.code})
+    write_json(context.record, {**previous, **built})
+    return {side: built[side] for side in sides}

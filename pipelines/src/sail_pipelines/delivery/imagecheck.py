@@ -1,0 +1,67 @@
+"""Run inside the inference image build: `python -m sail_pipelines.delivery.imagecheck BUNDLE MANIFEST_SHA256`.
+
+1. The bundle copied into the image must be the one whose signature `sail package` verified
+   on the host. The build has no key, so it checks the digest of the manifest and every file
+   hash against it; only then is anything unpickled.
+2. It posts the holdout rows that travel with the model to the real Flask app and requires the
+   metric step's predictions back: an image that cannot serve its model does not get built.
+3. That request, plus the modules gunicorn and the CLI load, imports exactly what serving
+   imports, so byte code is compiled for those modules only (the libraries go in without it to
+   keep the image small, and a server compiling scikit-learn and pandas at every start is slow
+   to become ready).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from sail_pipelines.inference.serve import create_app
+from sail_pipelines.integrity.bundle import (
+    HOLDOUT,
+    BundleRejected,
+    holdout_mismatches,
+    load_by_digest,
+)
+
+# Loaded when the container starts but not by a test-client request.
+STARTUP_MODULES = ("sail_pipelines.cli", "sail_pipelines.inference.predict", "gunicorn.arbiter", "gunicorn.workers.sync",
+                   "gunicorn.glogging", "gunicorn.http.wsgi")
+
+
+def check(bundle_dir: Path, manifest_sha256: str) -> str:
+    """Return a problem, or '' when the image serves its bundle correctly."""
+    try:
+        bundle = load_by_digest(bundle_dir, manifest_sha256)
+    except BundleRejected as exc:
+        return str(exc)
+    if HOLDOUT not in bundle.files:
+        return f"{bundle_dir} carries no {HOLDOUT}: only a bundle accepted by the gate can be packaged"
+    holdout = json.loads(bundle.files[HOLDOUT])
+    response = create_app(bundle).test_client().post("/predict", json=holdout["records"])
+    if response.status_code != 200:
+        return f"/predict answered {response.status_code} for the holdout rows: {response.get_data(as_text=True)[:200]}"
+    mismatches = holdout_mismatches(response.get_json()["predictions"], holdout["predictions"])
+    if mismatches:
+        return f"served predictions differ from the metric step's at rows {mismatches[:10]}"
+    for module in STARTUP_MODULES:
+        importlib.import_module(module)
+    return ""
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or not argv[1]:
+        print("imagecheck: usage: python -m sail_pipelines.delivery.imagecheck BUNDLE MANIFEST_SHA256", file=sys.stderr)
+        return 2
+    problem = check(Path(argv[0]), argv[1])
+    if problem:
+        print(f"imagecheck: {problem}", file=sys.stderr)
+        return 1
+    print(f"imagecheck: {argv[0]} is the verified bundle and serves its holdout rows correctly")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,48 @@
+"""`sail package`: the inference image, with the gated bundle embedded.
+
+The bundle's HMAC is verified here, on the host, and the build gets only the digest of the
+manifest that was verified: the build checks every file against it (no key enters the
+image build), and the server checks the signature again when the container starts.
+The image ref is recorded on the MLflow model version, so promotion and rollback can find it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+from sail_pipelines.config import Params, ProjectPaths, Settings
+from sail_pipelines.delivery import containers
+from sail_pipelines.delivery.build import DOCKERFILE, BuildContext, image_names, stage
+from sail_pipelines.delivery.release import IMAGE_TAG
+from sail_pipelines.evaluation.gate import accepted_verdict
+from sail_pipelines.files import write_json
+from sail_pipelines.integrations import tracking
+from sail_pipelines.integrity.bundle import MANIFEST, read_verified
+from sail_pipelines.integrity.signing import SigningKey
+
+
+def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey,
+        say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    verdict = accepted_verdict(paths, "package")
+    _, bundle_id = read_verified(paths.accepted_dir, key)
+    manifest_sha256 = hashlib.sha256((paths.accepted_dir / MANIFEST).read_bytes()).hexdigest()
+    version = str(verdict["registered_version"])
+    names = image_names(paths, params, settings)
+    client = containers.docker_client()
+    stage(BuildContext.of(paths))
+    ref = names.inference(version)
+    say(f"building {ref}")
+    containers.build_image(
+        client, paths.root, DOCKERFILE, "inference", ref, settings.base_image,
+        labels={"org.opencontainers.image.revision": names.code, "sail.model": params.gate.registered_model,
+                "sail.model_version": version, "sail.bundle_id": bundle_id},
+        buildargs={"BUNDLE_MANIFEST_SHA256": manifest_sha256},
+    )
+    model = params.gate.registered_model
+    mlflow = tracking.client(settings)
+    with tracking.reachable(settings, "recording the image on the model version"):
+        mlflow.set_model_version_tag(model, version, IMAGE_TAG, ref)
+    package = {"image": ref, "model": model, "version": version, "bundle_id": bundle_id, "git_commit": verdict["git_commit"]}
+    write_json(paths.reports / "package.json", package)
+    return package

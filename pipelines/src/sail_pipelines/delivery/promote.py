@@ -1,0 +1,126 @@
+"""`sail promote`: make a gated version the champion, with its image, approved and recorded.
+
+Compare-and-set under the registry lock (audit.py): the version must still hold `candidate`
+(a newer build may have superseded it) and the champion must still be the one the approver
+saw, so two promotions racing each other cannot both win. The next gate compares against
+the new champion.
+
+The version's inference image (model-version tag `sail.image`, set by `sail package`) becomes
+`<repo>/inference:production`. A version without an image is still promoted: the gate's
+comparison follows the alias, and projects without containers promote too. The output and
+the audit record then say the image was not moved, and `sail deploy --environment
+production` refuses to run an image that is not the champion's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sail_pipelines.config import Params, ProjectPaths, Settings
+from sail_pipelines.delivery import audit, containers, release
+from sail_pipelines.delivery.build import image_names
+from sail_pipelines.errors import SailError
+from sail_pipelines.integrations import tracking
+from sail_pipelines.integrity.signing import SigningKey
+
+PREVIOUS_CHAMPION = "sail.previous_champion"
+LOCK_TIMEOUT = 60.0  # seconds a promotion waits for a concurrent one to finish
+
+
+@dataclass(frozen=True)
+class Promotion:
+    version: str | None  # None: whichever version holds `candidate`
+    expect_champion: str | None  # a version, 'none' for no champion, None to skip the check
+    approver: str
+
+
+def model_version(client: Any, model: str, version: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    if not version.isdigit():
+        raise SailError(f"{version!r} is not a model version number")
+    try:
+        return client.get_model_version(model, version)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise SailError(f"{model} has no version {version}") from None
+        raise
+
+
+def move_champion(client: Any, paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey,
+                  records: list[dict[str, Any]], target: Any, previous: Any | None, action: str, approver: str) -> dict[str, Any]:
+    """Image first (a missing image changes nothing), then the alias, then the tag, then the record.
+
+    Shared by promote and rollback; the caller holds the registry lock and has checked the history.
+    """
+    model = params.gate.registered_model
+    version = str(target.version)
+    image_ref = target.tags.get(release.IMAGE_TAG)
+    production = image_names(paths, params, settings).environment("production")
+    docker = image = None
+    if image_ref:
+        try:
+            docker = containers.docker_client()
+            image = release.get_image(docker, image_ref, pull=bool(settings.registry))
+        except SailError as exc:
+            raise SailError(f"{exc}: cannot move {production} to v{version}'s image, nothing was changed") from None
+    client.set_registered_model_alias(model, tracking.CHAMPION, version)
+    try:
+        moved = release.move_tag(docker, image, production, push_it=bool(settings.registry)) if image else None
+    except SailError:
+        if previous is None:
+            client.delete_registered_model_alias(model, tracking.CHAMPION)
+        else:
+            client.set_registered_model_alias(model, tracking.CHAMPION, str(previous.version))
+        raise
+    at = audit.now()
+    verb = "promoted" if action == "promote" else "restored"
+    for name, value in ((f"sail.{verb}_by", approver), (f"sail.{verb}_at", at),
+                        (f"sail.{verb}_from", str(previous.version) if previous else "none")):
+        client.set_model_version_tag(model, version, name, value)
+    if action == "promote" and previous is not None:
+        client.set_model_version_tag(model, version, PREVIOUS_CHAMPION, str(previous.version))
+    return audit.append(client, paths, model, key, records, {
+        "action": action,
+        "from": str(previous.version) if previous else None,
+        "to": version,
+        "approver": approver,
+        "at": at,
+        "image": image_ref,
+        "image_id": image.id if image else None,
+        "production_tag": production if image else None,
+        "pushed": bool(moved and moved["pushed"]),
+        "previous_image": previous.tags.get(release.IMAGE_TAG) if previous else None,
+        "note": None if image else f"v{version} has no {release.IMAGE_TAG} tag (no `sail package`): {production} was not moved",
+    })
+
+
+def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey, promotion: Promotion,
+        lock_timeout: float = LOCK_TIMEOUT) -> dict[str, Any]:
+    model = params.gate.registered_model
+    client = tracking.client(settings)
+    with tracking.reachable(settings, "promoting"), audit.registry_lock(client, model, promotion.approver, lock_timeout):
+        candidate = tracking.version_by_alias(client, model, tracking.CANDIDATE)
+        if promotion.version is not None:
+            target = model_version(client, model, promotion.version)
+            if candidate is None or str(candidate.version) != str(target.version):
+                now = f"v{candidate.version}" if candidate else "no version"
+                raise SailError(f"v{target.version} of {model} no longer holds '{tracking.CANDIDATE}' ({now} does): "
+                                "a newer build superseded it, review and promote that one")
+        elif candidate is None:
+            raise SailError(f"no '{tracking.CANDIDATE}' version of {model} to promote: run the gate first")
+        else:
+            target = candidate
+        current = tracking.version_by_alias(client, model, tracking.CHAMPION)
+        previous = None if current is None else str(current.version)
+        if promotion.expect_champion is not None and (previous or "none") != promotion.expect_champion:
+            actual = f"v{previous}" if previous else "no champion"
+            raise SailError(f"{model} has {actual}, not the expected {promotion.expect_champion!r}: someone promoted meanwhile")
+        if previous == str(target.version):
+            return {"model": model, "from": previous, "to": previous, "changed": False}
+        records = audit.history(client, model, key)
+        audit.check_head(records, model, previous)
+        record = move_champion(client, paths, params, settings, key, records, target, current, "promote", promotion.approver)
+    return {"model": model, "from": previous, "to": str(target.version), "changed": True, "image": record["image"],
+            "production_tag": record["production_tag"], "audit": record}

@@ -1,0 +1,90 @@
+"""`sail push`: send the accepted bundle and the data it was trained on to the DVC remote.
+
+Only a bundle the gate passed is pushed: the gate report and the bundle on disk must agree.
+A team remote (dvc.remote_url in infrastructure.yaml or SAIL_DVC_REMOTE_URL) is written to
+.dvc/config.local, never the committed .dvc/config, and holds no credentials: DVC reads those
+from the environment. The transfer is retried with exponential backoff, and a later push
+simply sends what is still missing, so an outage needs no cleanup.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from sail_pipelines.config import Params, ProjectPaths, RetryPolicy, Settings
+from sail_pipelines.errors import SailError
+from sail_pipelines.evaluation.gate import accepted_verdict
+from sail_pipelines.integrations import aws
+from sail_pipelines.integrations.dvc import dvc
+
+TEAM_REMOTE = "sail-env"
+
+
+def remote_config(root: Path, settings: Settings) -> dict[str, str]:
+    """The team remote's DVC options: where, and for S3 the endpoint, region and profile (no secrets)."""
+    url = settings.dvc_remote_url or ""
+    if not url.startswith("s3://"):
+        return {"url": str((root / url).resolve())}
+    remote = {"url": url}
+    if settings.aws.endpoint_url:
+        remote["endpointurl"] = settings.aws.endpoint_url
+    if settings.aws.region:
+        remote["region"] = settings.aws.region
+    if settings.aws.profile and not settings.aws.role_arn:  # with a role, the role's credentials come from env
+        remote["profile"] = settings.aws.profile
+    return remote
+
+
+def configure_remote(root: Path, settings: Settings) -> None:
+    """Write the team remote to .dvc/config.local, as `dvc remote add --local --force` would, in one edit."""
+    from dvc.config import Config, ConfigError
+
+    try:
+        with Config(dvc_dir=str(root / ".dvc")).edit("local") as conf:
+            conf["remote"][TEAM_REMOTE] = remote_config(root, settings)
+    except ConfigError as exc:
+        raise SailError(f"cannot configure the DVC remote {settings.dvc_remote_url}: {exc}") from None
+
+
+def push_with_retries(root: Path, args: list[str], where: str, policy: RetryPolicy, env: dict[str, str],
+                      say: Callable[[str], None]) -> None:
+    """`dvc push`, tried policy.attempts times, waiting backoff_seconds * 2**n in between."""
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            dvc(root, "push", *args, env=env)  # not --quiet: that would hide DVC's ERROR line
+            return
+        except SailError as exc:
+            reason = str(exc).split(" failed: ", 1)[-1]  # DVC's own ERROR line
+            if attempt == policy.attempts:
+                raise SailError(
+                    f"push to {where} failed after {attempt} attempt(s): {reason}; nothing is lost, "
+                    "run `sail push` again when the remote is back"
+                ) from None
+            delay = policy.backoff_seconds * 2 ** (attempt - 1)
+            say(f"sail push: attempt {attempt}/{policy.attempts} to {where} failed, retrying in {delay:g}s: {reason}")
+            time.sleep(delay)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run(paths: ProjectPaths, params: Params, settings: Settings, say: Callable[[str], None] = _stderr) -> dict[str, Any]:
+    gate = accepted_verdict(paths, "push")
+    remote: list[str] = []
+    if settings.dvc_remote_url:
+        configure_remote(paths.root, settings)
+        remote = ["--remote", TEAM_REMOTE]
+    accepted = str(paths.accepted_dir.relative_to(paths.root))
+    dvc(paths.root, "add", "--quiet", accepted)
+    targets = [f"{params.raw_data}.dvc", f"{accepted}.dvc"]
+    missing = [t for t in targets if not (paths.root / t).is_file()]
+    if missing:
+        raise SailError(f"not tracked by DVC: {', '.join(missing)} (run `dvc add` on the data)")
+    where = settings.dvc_remote_url or "the default DVC remote"
+    # DVC's s3fs takes the team identity (a role's temporary credentials, the profile) from its environment.
+    push_with_retries(paths.root, [*remote, *targets], where, settings.retry, aws.environment(settings.aws), say)
+    return {"pushed": targets, "bundle_id": gate["accepted_bundle_id"], "remote": TEAM_REMOTE if remote else "default"}

@@ -1,0 +1,219 @@
+"""`sail report`: the gate's verdict as Markdown, for the people reviewing the change.
+
+Built only from what the steps already wrote (reports/gate.json, evaluation.json,
+validation.json, plots/), so it works as well after a failed gate, which is when it is read
+most. It goes to reports/report.md (plots shown inline, relative to the file), to the job
+summary when GITHUB_STEP_SUMMARY is set, and with --post to one pull-request comment.
+
+GitHub cannot show the plots in a comment or a job summary: the comments API takes no
+uploads, images from a CI workspace have no public URL, and data: URIs are stripped. So
+those two list the plots and say where the run's artifacts keep them.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from sail_pipelines.config import HIGHER_IS_BETTER, Params, ProjectPaths
+from sail_pipelines.errors import SailError
+from sail_pipelines.files import read_json, write_atomic
+from sail_pipelines.integrations import github
+
+REPORT = "report.md"
+MAX_PROBLEMS = 20  # the validation problems listed; a comment must stay readable (and under 65536 chars)
+
+
+@dataclass(frozen=True)
+class Reports:
+    gate: dict[str, Any]
+    evaluation: dict[str, Any]
+    validation: dict[str, Any] | None
+    plots: tuple[str, ...]  # PNG file names in reports/plots/
+
+
+def load(paths: ProjectPaths) -> Reports:
+    """The step reports, refusing a gate verdict that does not belong to the evaluation beside it."""
+    for path, step in ((paths.gate_report, "gate"), (paths.evaluation_report, "evaluate")):
+        if not path.is_file():
+            raise SailError(f"no {path.relative_to(paths.root)}: run `sail {step}` first (the report explains a gate verdict)")
+    try:
+        gate, evaluation = read_json(paths.gate_report), read_json(paths.evaluation_report)
+        validation = read_json(paths.validation_report) if paths.validation_report.is_file() else None
+    except ValueError as exc:
+        raise SailError(f"a report in {paths.reports.relative_to(paths.root)}/ is not valid JSON: {exc}") from None
+    judged = evaluation.get("candidates", {}).get(gate.get("candidate"), {}).get("bundle_id")
+    if judged is None or judged != gate.get("bundle_id"):
+        raise SailError("reports/gate.json does not judge the candidate of reports/evaluation.json: run `sail gate` again")
+    plots = tuple(sorted(p.name for p in paths.plots.glob("*.png"))) if paths.plots.is_dir() else ()
+    return Reports(gate, evaluation, validation, plots)
+
+
+def marker(params: Params) -> str:
+    """Hidden in the Markdown; finds this model's comment again (a repository may hold several models)."""
+    return f"<!-- sail-report:{params.gate.registered_model} -->"
+
+
+def artifacts_location(env: Mapping[str, str]) -> str:
+    """Where this CI run keeps reports/plots/, in words with a link when the CI says where."""
+    if env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
+        server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+        return f"the artifacts of [this workflow run]({server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']})"
+    if env.get("BUILD_URL"):
+        return f"the [build artifacts]({env['BUILD_URL'].rstrip('/')}/artifact/reports/plots/)"
+    return "the pipeline's workspace and CI artifacts"
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _num(value: Any) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "–"
+    return "nan" if math.isnan(value) else f"{value:.4f}"
+
+
+def _delta(metric: str, mine: Any, theirs: Any) -> str:
+    if not isinstance(mine, (int, float)) or not isinstance(theirs, (int, float)) or math.isnan(mine) or math.isnan(theirs):
+        return "–"
+    diff = mine - theirs
+    if diff == 0:
+        return "±0"
+    better = (diff > 0) == HIGHER_IS_BETTER.get(metric, True)
+    return f"{diff:+.4f} {'better' if better else 'worse'}"
+
+
+def _thresholds(params: Params, metric: str, value: Any) -> str:
+    parts = []
+    for t in params.gate.thresholds:
+        if t.metric != metric:
+            continue
+        number = isinstance(value, (int, float)) and not math.isnan(value)
+        if t.minimum is not None:
+            parts.append(f"≥ {t.minimum:g} {'✅' if number and value >= t.minimum else '❌'} ({f'{value - t.minimum:+.4f}' if number else '–'})")
+        if t.maximum is not None:
+            parts.append(f"≤ {t.maximum:g} {'✅' if number and value <= t.maximum else '❌'} ({f'{t.maximum - value:+.4f}' if number else '–'})")
+    return "; ".join(parts) or "–"
+
+
+def _metrics_table(reports: Reports, params: Params) -> list[str]:
+    gate = reports.gate
+    champion = gate.get("champion")
+    primary = gate["primary_metric"]
+    theirs = champion["metrics"] if champion else {}
+    head = f"champion v{champion['version']}" if champion else "champion"
+    metrics = [primary] + sorted(m for m in gate["metrics"] if m != primary)
+    lines = [f"| metric | candidate | {head} | Δ vs champion | threshold (margin) |", "| --- | ---: | ---: | ---: | --- |"]
+    for m in metrics:
+        name = f"**{m}** (primary)" if m == primary else m
+        mine = gate["metrics"].get(m)
+        lines.append(f"| {name} | {_num(mine)} | {_num(theirs.get(m))} | {_delta(m, mine, theirs.get(m))} | {_thresholds(params, m, mine)} |")
+    if champion:
+        lines.append(f"\nChampion metrics: {_cell(champion.get('metrics_source', 'recorded'))}; "
+                     f"the no-regression rule allows a tolerance of {gate.get('tolerance', 0):g} on {primary}.")
+    else:
+        lines.append("\nNo champion yet: the thresholds alone decide.")
+    return lines
+
+
+def _candidates_table(reports: Reports) -> list[str]:
+    evaluation = reports.evaluation
+    candidates = evaluation["candidates"]
+    metrics = sorted({m for c in candidates.values() for m, v in c["metrics"].items() if isinstance(v, float)})
+    lines = ["| candidate | " + " | ".join(metrics) + " |", "| --- |" + " ---: |" * len(metrics)]
+    for name in sorted(candidates):
+        label = f"**{name}** (best)" if name == evaluation["best"] else name
+        lines.append(f"| {label} | " + " | ".join(_num(candidates[name]["metrics"].get(m)) for m in metrics) + " |")
+    lines.append(f"\nScored on {evaluation.get('test_rows', '?')} test rows; the best on {evaluation['primary_metric']} goes to the gate.")
+    return lines
+
+
+def _data_section(reports: Reports) -> list[str]:
+    gate, validation = reports.gate, reports.validation
+    lines = [f"- data hash (md5, as DVC records it): `{gate.get('data_hash', '?')}`"]
+    if validation is None:
+        return lines + ["- validation: no reports/validation.json in this run"]
+    status = "passed ✅" if validation.get("passed") else "failed ❌"
+    lines.append(f"- validation of `{validation.get('data', '?')}`: {status}, {validation.get('rows', '?')} rows, "
+                 f"{validation.get('columns', '?')} columns" + (", new reference profile created" if validation.get("baseline_created") else ""))
+    if validation.get("data_hash") != gate.get("data_hash"):
+        lines.append(f"- ⚠️ validation checked data `{validation.get('data_hash')}`, not the data the gate judged")
+    problems = validation.get("problems") or []
+    lines += [f"  - {_cell(p)}" for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        lines.append(f"  - … and {len(problems) - MAX_PROBLEMS} more in reports/validation.json")
+    return lines
+
+
+def _plots_section(reports: Reports, inline: bool, artifacts: str) -> list[str]:
+    if not reports.plots:
+        return ["No plots in reports/plots/."]
+    if inline:
+        return [f"![{Path(p).stem}](plots/{p})" for p in reports.plots]
+    return ([f"- `reports/plots/{p}`" for p in reports.plots]
+            + [f"\nGitHub cannot show images from a CI run in a comment or job summary: the PNG files are in {artifacts}."])
+
+
+def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str) -> str:
+    """The whole report. inline_plots: image links relative to reports/report.md; else a list and where to find them."""
+    gate = reports.gate
+    passed = gate["verdict"] == "pass"
+    model = params.gate.registered_model
+    verdict = "PASSED ✅" if passed else "FAILED ❌"
+    outcome = (f"Registered as **{model} v{gate.get('registered_version')}** with alias `candidate`, awaiting promotion."
+               if passed else f"Nothing was registered: **{model}** keeps its current champion.")
+    lines = [
+        marker(params),
+        f"## SAIL report: {model}, gate {verdict}",
+        "",
+        f"Candidate **{gate['candidate']}** (bundle `{gate.get('bundle_id')}`), commit `{str(gate.get('git_commit', '?'))[:12]}`, "
+        f"judged {gate.get('judged_at', '?')}. {outcome}",
+        "",
+        "### Gate rules",
+        "",
+        "| | rule | detail |",
+        "| --- | --- | --- |",
+        *(f"| {'✅' if r['passed'] else '❌'} | {_cell(r['rule'])} | {_cell(r['detail'])} |" for r in gate["rules"]),
+    ]
+    if not gate["rules"]:
+        lines.append("| ✅ | (none) | no thresholds and no champion |")
+    lines += ["", "### Metrics: candidate vs champion and thresholds", "", *_metrics_table(reports, params),
+              "", "### All candidates", "", *_candidates_table(reports),
+              "", "### Data", "", *_data_section(reports),
+              "", "### Plots", "", *_plots_section(reports, inline_plots, artifacts), ""]
+    return "\n".join(lines)
+
+
+def run(paths: ProjectPaths, params: Params, env: Mapping[str, str], post: github.PullRequest | None = None) -> dict[str, Any]:
+    """Write reports/report.md, append to the job summary when there is one, and maybe comment."""
+    reports = load(paths)
+    artifacts = artifacts_location(env)
+    try:
+        local = render(reports, params, inline_plots=True, artifacts=artifacts)
+        remote = render(reports, params, inline_plots=False, artifacts=artifacts)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise SailError(f"reports/gate.json or evaluation.json lacks what the steps write ({type(exc).__name__}: {exc}): "
+                        "run `sail evaluate` and `sail gate` again") from None
+    target = paths.reports / REPORT
+    write_atomic(target, lambda tmp: tmp.write_text(local))
+    result: dict[str, Any] = {"verdict": reports.gate["verdict"], "report": str(target.relative_to(paths.root)), "job_summary": False}
+    summary = env.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(remote + "\n")
+        except OSError as exc:
+            raise SailError(f"cannot append to the job summary GITHUB_STEP_SUMMARY={summary}: {exc.strerror}") from None
+        result["job_summary"] = True
+    if post is not None:
+        try:
+            result["comment"] = github.upsert_comment(post, marker(params), remote)
+        except github.CommentForbidden as exc:
+            where = "the job summary" if summary else str(target.relative_to(paths.root))
+            print(f"sail report: warning: the pull-request comment was refused ({exc}); the report is in {where}", file=sys.stderr)
+            result["comment"] = {"action": "refused", "fallback": where}
+    return result

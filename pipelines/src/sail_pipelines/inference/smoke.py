@@ -1,0 +1,142 @@
+"""Serving smoke test: the holdout rows that travel with the accepted model must come back
+from the live API with exactly the predictions the metric step computed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import requests
+
+from sail_pipelines.errors import SailError
+from sail_pipelines.integrity.bundle import HOLDOUT, holdout_mismatches, read_verified
+from sail_pipelines.integrity.signing import SigningKey
+
+
+def wait_ready(base_url: str, timeout: float, proc: subprocess.Popen | None = None) -> float:
+    """Seconds until /ready answers 200; fails if the server process dies first."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise SailError(f"the server exited with code {proc.returncode} before it was ready")
+        try:
+            if requests.get(f"{base_url}/ready", timeout=2).status_code == 200:
+                return time.monotonic() - start
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise SailError(f"{base_url} was not ready within {timeout:.0f}s")
+
+
+def check(base_url: str, holdout: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    ready = wait_ready(base_url, timeout)
+    response = requests.post(f"{base_url}/predict", json=holdout["records"], timeout=30)
+    if response.status_code != 200:
+        raise SailError(f"smoke test: /predict answered {response.status_code}: {response.text[:200]}")
+    served = response.json()["predictions"]
+    mismatches = holdout_mismatches(served, holdout["predictions"])
+    if mismatches:
+        raise SailError(f"smoke test: served predictions differ from the metric step's at rows {mismatches[:10]}")
+    bad = requests.post(f"{base_url}/predict", data=b"{not json", headers={"Content-Type": "application/json"}, timeout=10)
+    if not 400 <= bad.status_code < 500:
+        raise SailError(f"smoke test: malformed JSON got {bad.status_code}, expected a 4xx")
+    if requests.get(f"{base_url}/health", timeout=5).status_code != 200:
+        raise SailError("smoke test: /health failed after the bad request")
+    return {"ready_seconds": round(ready, 2), "rows": len(served), "matched": True, "bad_input_status": bad.status_code}
+
+
+def holdout_of(bundle_dir: Path, key: SigningKey) -> dict[str, Any]:
+    files, _ = read_verified(bundle_dir, key)
+    if HOLDOUT not in files:
+        raise SailError(f"{bundle_dir} carries no {HOLDOUT}: only a bundle accepted by the gate can be smoke-tested")
+    return json.loads(files[HOLDOUT])
+
+
+def packaged_image(reports: Path) -> str:
+    """The inference image `sail package` built last."""
+    package = reports / "package.json"
+    if not package.is_file():
+        raise SailError("no inference image: run `sail package` first (or pass --image)")
+    return json.loads(package.read_text())["image"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_server(bundle_dir: Path, workers: int = 1) -> Iterator[str]:
+    """`sail serve` in a child process on a free loopback port; always stopped afterwards."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sail_pipelines.cli", "serve", "--bundle", str(bundle_dir), "--port", str(port), "--workers", str(workers)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_ready(base_url, 60, proc)
+        except SailError:
+            if proc.poll() is not None:
+                last = (proc.stderr.read() or "").strip().splitlines()
+                raise SailError(f"`sail serve` failed: {last[-1] if last else proc.returncode}") from None
+            raise
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def container_server(image: str, env: dict[str, str], timeout: float = 60) -> Iterator[tuple[str, float]]:
+    """The inference image on a free loopback port (host networking); yields the URL and the
+    seconds from `docker run` to /ready. The container is always removed afterwards."""
+    from sail_pipelines.delivery import containers
+
+    client = containers.docker_client()
+    port = free_port()
+    started = time.monotonic()
+    container = containers.start(client, image, [], [], {**env, "SAIL_HOST": "127.0.0.1", "SAIL_PORT": str(port)},
+                                 Path("/app"), {"sail.step": "smoke"})
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = started + timeout
+        while True:
+            try:
+                if requests.get(f"{base_url}/ready", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            container.reload()
+            if container.status == "exited" or time.monotonic() > deadline:
+                logs = container.logs().decode(errors="replace").strip().splitlines()
+                state = "exited" if container.status == "exited" else f"not ready within {timeout:.0f}s"
+                raise SailError(f"{image} {state}: {logs[-1] if logs else 'no output'}")
+            time.sleep(0.05)
+        yield base_url, time.monotonic() - started
+    finally:
+        container.remove(force=True)
+
+
+def run(bundle_dir: Path, key: SigningKey, url: str | None = None, image: str | None = None,
+        env: dict[str, str] | None = None) -> dict[str, Any]:
+    holdout = holdout_of(bundle_dir, key)
+    if url:
+        return check(url.rstrip("/"), holdout)
+    if image:
+        with container_server(image, env or {}) as (base_url, cold_start):
+            return {"image": image, "url": base_url, "cold_start_seconds": round(cold_start, 2), **check(base_url, holdout)}
+    with local_server(bundle_dir) as base_url:
+        return {"url": base_url, **check(base_url, holdout)}

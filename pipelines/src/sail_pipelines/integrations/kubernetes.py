@@ -1,0 +1,144 @@
+"""Kubernetes manifests for an inference environment, and applying them with kubectl.
+
+Built as data and dumped with PyYAML, so every value is quoted correctly. The pods run the
+image as a non-root user with a read-only root file system, are ready only when the model
+answers (/ready) and restarted when the server hangs (/health). The signing key comes from a
+Secret the cluster already holds; it is never written under deploy/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sail_pipelines.errors import SailError
+from sail_pipelines.files import write_atomic
+
+CONTAINER_PORT = 8000  # the inference image's SAIL_PORT
+RUN_AS = 10001  # the `sail` user of the inference image
+KUBECTL_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class Workload:
+    model: str  # repository_name() of the registered model
+    environment: str
+    image: str  # an immutable ref: digest or versioned tag
+    service_port: int = 80
+    replicas: int = 1
+    cpu_request: str = "250m"
+    memory_request: str = "256Mi"
+    cpu_limit: str = "1"
+    memory_limit: str = "1Gi"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.environment}"
+
+    @property
+    def secret(self) -> str:
+        return f"{self.model}-signing-key"
+
+
+def manifests(w: Workload) -> dict[str, dict[str, Any]]:
+    """{file name: manifest} for the Deployment and its Service."""
+    selector = {"app.kubernetes.io/name": w.model, "app.kubernetes.io/instance": w.name}
+    labels = {**selector, "app.kubernetes.io/component": "inference", "app.kubernetes.io/managed-by": "sail-pipelines",
+              "sail/environment": w.environment}
+    probe = {"port": "http", "scheme": "HTTP"}
+    container = {
+        "name": "inference",
+        "image": w.image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "SAIL_HOST", "value": "0.0.0.0"},
+            {"name": "SAIL_PORT", "value": str(CONTAINER_PORT)},
+            {"name": "SAIL_SIGNING_KEY", "valueFrom": {"secretKeyRef": {"name": w.secret, "key": "signing-key"}}},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/ready", **probe}, "initialDelaySeconds": 5, "periodSeconds": 5,
+                           "timeoutSeconds": 3, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/health", **probe}, "initialDelaySeconds": 20, "periodSeconds": 10,
+                          "timeoutSeconds": 3, "failureThreshold": 3},
+        "resources": {"requests": {"cpu": w.cpu_request, "memory": w.memory_request},
+                      "limits": {"cpu": w.cpu_limit, "memory": w.memory_limit}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # HOME and gunicorn's worker files
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": w.name, "labels": labels},
+        "spec": {
+            "replicas": w.replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector},
+            # A new version takes traffic only once ready; the old pods serve until then.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": w.name, "labels": labels},
+        "spec": {"type": "ClusterIP", "selector": selector,
+                 "ports": [{"name": "http", "port": w.service_port, "targetPort": "http", "protocol": "TCP"}]},
+    }
+    return {"deployment.yaml": deployment, "service.yaml": service}
+
+
+def render(directory: Path, w: Workload) -> list[Path]:
+    written = []
+    for name, manifest in manifests(w).items():
+        text = yaml.safe_dump(manifest, sort_keys=False)
+        write_atomic(directory / name, lambda tmp, text=text: tmp.write_text(text))
+        written.append(directory / name)
+    return written
+
+
+def _kubectl(*args: str, timeout: float = KUBECTL_TIMEOUT) -> subprocess.CompletedProcess:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise SailError("kubectl is not installed: install it, or use --render-only and apply the manifests elsewhere")
+    try:  # no stdin: kubectl must never stop to ask for a password
+        return subprocess.run([kubectl, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SailError(f"kubectl {args[0]} did not finish within {timeout:.0f}s") from None
+
+
+def _last_line(result: subprocess.CompletedProcess) -> str:
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit {result.returncode}"
+
+
+def apply(directory: Path, w: Workload, timeout: float) -> dict[str, Any]:
+    """kubectl apply, then wait for the rollout: ready pods, or the old ones keep serving."""
+    context = _kubectl("config", "current-context")
+    if context.returncode != 0:
+        raise SailError(f"no Kubernetes cluster configured ({_last_line(context)}): the manifests are in {directory}, "
+                        f"apply them with `kubectl apply -f {directory}` where a cluster is reachable")
+    name = context.stdout.strip()
+    applied = _kubectl("apply", "--request-timeout=30s", "-f", str(directory))
+    if applied.returncode != 0:
+        raise SailError(f"kubectl apply -f {directory} failed on context {name!r}: {_last_line(applied)}")
+    rollout = _kubectl("rollout", "status", f"deployment/{w.name}", f"--timeout={timeout:.0f}s", timeout=timeout + 30)
+    if rollout.returncode != 0:
+        raise SailError(f"deployment/{w.name} did not become ready on context {name!r}: {_last_line(rollout)}; the previous pods "
+                        f"keep serving (maxUnavailable 0), `kubectl rollout undo deployment/{w.name}` drops the new ones")
+    return {"context": name, "applied": applied.stdout.strip().splitlines()}

@@ -1,0 +1,87 @@
+"""MLflow tracking and Model Registry access, failing closed.
+
+Any error talking to MLflow becomes one SailError, so the gate and promotion stop rather
+than act on a registry they could not read. Aliases, not the deprecated stages, mark the
+`champion` (serving now) and the `candidate` (passed the gate, awaiting promotion).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any, Iterator
+
+from sail_pipelines.config import Settings, redact
+from sail_pipelines.errors import SailError
+from sail_pipelines.integrations import aws
+
+CHAMPION = "champion"
+CANDIDATE = "candidate"
+
+
+@contextlib.contextmanager
+def reachable(settings: Settings, doing: str) -> Iterator[None]:
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, requests.exceptions.RequestException, OSError) as exc:
+        reason = redact(str(exc).strip().splitlines()[0][:300]) if str(exc).strip() else type(exc).__name__
+        raise SailError(f"MLflow at {redact(settings.tracking_uri)} failed while {doing}: {reason}") from None
+
+
+def client(settings: Settings) -> Any:
+    """An MlflowClient for the configured store, with short retries so an outage fails fast.
+
+    In team mode the MLflow client may write artifacts to S3 itself (a server started with
+    --no-serve-artifacts): it gets the team AWS identity and S3 endpoint through the environment.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    if settings.aws.configured:
+        aws.apply(settings.aws)
+    import mlflow
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # keep step output to the verdicts
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    return MlflowClient(settings.tracking_uri)
+
+
+def experiment_id(mlflow_client: Any, settings: Settings, name: str) -> str:
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow_client.create_experiment(name, artifact_location=settings.artifact_location)
+
+
+def version_by_alias(mlflow_client: Any, model: str, alias: str) -> Any | None:
+    """The version holding an alias, or None when the model or the alias does not exist yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registered = mlflow_client.get_registered_model(model)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = registered.aliases.get(alias)
+    return None if version is None else mlflow_client.get_model_version(model, version)
+
+
+def register(mlflow_client: Any, model: str, run_id: str, source: str, tags: dict[str, str]) -> Any:
+    """Register the run's bundle as a model version; a second call for the same run reuses it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.get_registered_model(model)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        mlflow_client.create_registered_model(model, description="Managed by sail-pipelines")
+    existing = mlflow_client.search_model_versions(f"name='{model}' and run_id='{run_id}'")
+    if existing:
+        return existing[0]
+    return mlflow_client.create_model_version(model, source=source, run_id=run_id, tags=tags)

@@ -1,0 +1,193 @@
+"""The signed model bundle: a directory of files, a manifest of their hashes, and an HMAC over it.
+
+Nothing here deserializes a byte before the signature and every file hash check out, and
+deserialization reads the very bytes that were checked, so a file swapped in between
+cannot slip through. Bundles are written to a hidden sibling directory and renamed into
+place, so a killed process never leaves something that looks like a finished bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from sail_pipelines.contract.schema import plain
+from sail_pipelines.errors import SailError
+from sail_pipelines.integrity.signing import SigningKey
+
+MANIFEST = "MANIFEST.json"
+SIGNATURE = "SIGNATURE.json"
+METADATA = "metadata.json"
+MODEL = "model.joblib"
+TRANSFORMER = "transformer.joblib"
+HOLDOUT = "holdout.json"  # accepted bundles only: rows and the predictions the metric step made
+
+
+class BundleRejected(SailError):
+    """The bundle is missing, incomplete, tampered with, or signed with another key."""
+
+
+def dump_object(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(obj, buffer)
+    return buffer.getvalue()
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def write_bundle(dest: Path, files: Mapping[str, bytes], metadata: Mapping[str, Any], key: SigningKey) -> str:
+    """Write and sign a bundle atomically; return its id (the manifest digest)."""
+    contents = dict(files)
+    contents[METADATA] = _json_bytes(metadata)
+    manifest = {
+        "format": 1,
+        "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(contents.items())},
+    }
+    manifest_bytes = _json_bytes(manifest)
+    signature = {"algorithm": "HMAC-SHA256", "key_id": key.key_id, "hmac": key.sign(manifest_bytes)}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        for name, data in [*contents.items(), (MANIFEST, manifest_bytes), (SIGNATURE, _json_bytes(signature))]:
+            with open(tmp / name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        _replace_dir(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return hashlib.sha256(manifest_bytes).hexdigest()[:16]
+
+
+def _replace_dir(src: Path, dest: Path) -> None:
+    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex}"
+    if dest.exists():
+        dest.rename(old)
+    src.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_verified(path: Path, key: SigningKey) -> tuple[dict[str, bytes], str]:
+    """Return every signed file of the bundle and the bundle id, or raise BundleRejected saying what is wrong."""
+    if not path.is_dir():
+        raise BundleRejected(f"no model bundle at {path}")
+    files = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    if MANIFEST not in files or SIGNATURE not in files:
+        raise BundleRejected(f"bundle {path} is incomplete: no {MANIFEST} or {SIGNATURE}")
+    try:
+        signature = json.loads(files.pop(SIGNATURE))
+        manifest_bytes = files.pop(MANIFEST)
+        manifest = json.loads(manifest_bytes)
+        expected = dict(manifest["files"])
+        mac = str(signature["hmac"])
+    except (ValueError, KeyError, TypeError):
+        raise BundleRejected(f"bundle {path}: manifest or signature is unreadable") from None
+    if not key.verify(manifest_bytes, mac):
+        hint = ""
+        if signature.get("key_id") != key.key_id:
+            hint = f" (signed with key id {signature.get('key_id')}, this key is {key.key_id})"
+        raise BundleRejected(f"bundle {path}: signature does not match{hint}; refusing to load it")
+    _check_files(path, files, expected)
+    return files, hashlib.sha256(manifest_bytes).hexdigest()[:16]
+
+
+def _check_files(path: Path, files: Mapping[str, bytes], expected: Mapping[str, str]) -> None:
+    if set(files) != set(expected):
+        odd = sorted(set(files) ^ set(expected))
+        raise BundleRejected(f"bundle {path}: files differ from the signed manifest: {', '.join(odd)}")
+    for name, digest in expected.items():
+        if hashlib.sha256(files[name]).hexdigest() != digest:
+            raise BundleRejected(f"bundle {path}: {name} does not match its signed hash; refusing to load it")
+
+
+def verify_digests(path: Path, manifest_sha256: str) -> tuple[dict[str, bytes], str]:
+    """Key-less check for an image build: the manifest is the one whose signature the host verified
+    (named by its full sha256), and every file matches it. The signing key never enters a build."""
+    try:
+        manifest_bytes = (path / MANIFEST).read_bytes()
+        files = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file() and p.name not in (MANIFEST, SIGNATURE)}
+        expected = json.loads(manifest_bytes)["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BundleRejected(f"bundle {path}: manifest is missing or unreadable") from None
+    if hashlib.sha256(manifest_bytes).hexdigest() != manifest_sha256:
+        raise BundleRejected(f"bundle {path}: manifest is not the one verified before the build")
+    _check_files(path, files, expected)
+    return files, manifest_sha256[:16]
+
+
+@dataclass
+class LoadedBundle:
+    path: Path
+    bundle_id: str
+    metadata: dict[str, Any]
+    transformer: Any
+    model: Any
+    files: dict[str, bytes]
+
+    def predict(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions (and class probabilities) through the fitted Shared Transformation Layer."""
+        transformed = self.transformer.transform(features)
+        predictions = self.model.predict(transformed)
+        probabilities = None
+        if self.metadata["task"] == "classification" and hasattr(self.model, "predict_proba"):
+            probabilities = self.model.predict_proba(transformed)
+        return predictions, probabilities
+
+    @property
+    def classes(self) -> list[Any]:
+        return [plain(c) for c in getattr(self.model, "classes_", [])]
+
+
+def load_bundle(path: Path, key: SigningKey) -> LoadedBundle:
+    return _unpickle(path, *read_verified(path, key))
+
+
+def load_by_digest(path: Path, manifest_sha256: str) -> LoadedBundle:
+    """For an image build, which has no key: trust comes from the host's signature check,
+    handed over as the digest of the manifest it verified."""
+    return _unpickle(path, *verify_digests(path, manifest_sha256))
+
+
+def _unpickle(path: Path, files: dict[str, bytes], ident: str) -> LoadedBundle:
+    try:
+        metadata = json.loads(files[METADATA])
+        transformer = joblib.load(io.BytesIO(files[TRANSFORMER]))
+        model = joblib.load(io.BytesIO(files[MODEL]))
+    except KeyError as exc:
+        raise BundleRejected(f"bundle {path}: missing {exc.args[0]}") from None
+    return LoadedBundle(path, ident, metadata, transformer, model, files)
+
+
+def holdout_mismatches(served: list[Any], expected: list[Any]) -> list[int]:
+    """Rows whose served prediction differs from the metric step's (floats to 1e-9)."""
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, float) or isinstance(b, float):
+            return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+        return a == b
+
+    if len(served) != len(expected):
+        return list(range(max(len(served), len(expected))))
+    return [i for i, (a, b) in enumerate(zip(served, expected)) if not same(a, b)]
+
+
+def bundle_id(path: Path) -> str:
+    """The id of a bundle on disk (digest of its manifest), without loading it."""
+    try:
+        return hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()[:16]
+    except OSError:
+        raise BundleRejected(f"no model bundle at {path}") from None
