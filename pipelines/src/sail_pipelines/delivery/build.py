@@ -79,7 +79,11 @@ def requirement_lines(versions: dict[str, str]) -> bytes:
 
 
 def package_source() -> Path:
-    """The sail-pipelines source tree this environment was installed from."""
+    """The sail-pipelines source tree this code runs from (a checkout's pipelines/ folder), else the
+    one this environment was installed from: the images carry the code that is running."""
+    here = Path(__file__).resolve().parents[3]
+    if (here / "pyproject.toml").is_file() and (here / "src" / PACKAGE.replace("-", "_")).is_dir():
+        return here
     direct = metadata.distribution(PACKAGE).read_text("direct_url.json")
     url = json.loads(direct).get("url", "") if direct else ""
     if not url.startswith("file://") or not (Path(url[7:]) / "pyproject.toml").is_file():
