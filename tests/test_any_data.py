@@ -71,7 +71,8 @@ def test_served_predictions_equal_batch_predictions(adopted, monkeypatch):
     name, project = adopted
     monkeypatch.setenv("SAIL_SIGNING_KEY", TEST_KEY)
     test = pd.read_csv(project / "data" / "split" / "test.csv")
-    ok(sail(project, "predict", "--input", "data/split/test.csv", "--output", "reports/batch.csv"))
+    ok(sail(project, "predict", "--input", str(project / "data" / "split" / "test.csv"),
+            "--output", str(project / "reports" / "batch.csv")))
     batch = pd.read_csv(project / "reports" / "batch.csv")
     sent = test.drop(columns=[DATASETS[name][0]])
     with local_server(project / "models" / "accepted") as url:

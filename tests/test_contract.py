@@ -185,3 +185,53 @@ def test_a_builder_without_datetime_is_refused_when_the_schema_has_dates(tmp_pat
     with pytest.raises(SailError, match="takes no 'datetime' argument"):
         stl.build("old_stl:build", SCHEMA, tmp_path)
     assert infer_column("x", pd.Series([1.5, None, 2.5])).nullable
+
+
+def _served(tmp_path, out_of_range, transformer=None):
+    """A small signed bundle with a training profile, served by the real Flask app."""
+    from sail_pipelines.contract.validate import profile_frame
+    from sail_pipelines.inference.serve import create_app
+    from sail_pipelines.integrity.bundle import MODEL, TRANSFORMER, dump_object, load_bundle, write_bundle
+    from sail_pipelines.integrity.signing import SigningKey
+    from sklearn.linear_model import LinearRegression
+    from sklearn.preprocessing import StandardScaler
+
+    schema = parse_schema({"columns": [{"name": "a", "type": "float"}, {"name": "b", "type": "float"},
+                                       {"name": "y", "type": "float", "role": "target"}]})
+    frame = pd.DataFrame({"a": np.linspace(1, 10, 40), "b": np.linspace(2, 5, 40)})
+    frame["y"] = frame.a * 2 + frame.b
+    transformer = (transformer or ColumnTransformer([("s", StandardScaler(), ["a", "b"])])).fit(frame[["a", "b"]])
+    model = LinearRegression().fit(transformer.transform(frame[["a", "b"]]), frame.y)
+    key = SigningKey(b"contract-test-key", dev=False)
+    metadata = {"task": "regression", "schema": schema.to_dict(), "name": "lr",
+                "training_profile": profile_frame(schema, frame, "h"),
+                "serving": {"out_of_range": out_of_range, "range_margin": 0.1}}
+    write_bundle(tmp_path / "b", {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)}, metadata, key)
+    bundle = load_bundle(tmp_path / "b", key)
+    return bundle, create_app(bundle).test_client()
+
+
+def test_out_of_range_values_are_flagged_or_refused_as_configured(tmp_path):
+    from sail_pipelines.inference.predict import predict_frame
+
+    bundle, client = _served(tmp_path, "flag")
+    answer = client.post("/predict", json=[{"a": 5.0, "b": 3.0}, {"a": 1e308, "b": 3.0}])
+    assert answer.status_code == 200
+    assert [(f["record"], f["field"]) for f in answer.get_json()["out_of_range"]] == [(1, "a")]
+    batch = predict_frame(bundle, pd.DataFrame({"a": [5.0, 1e308], "b": [3.0, 3.0]}, index=pd.Index([2, 3], name="line")))
+    assert batch["out_of_range"].tolist() == ["", "a"]
+
+    bundle, client = _served(tmp_path / "refuse", "refuse")
+    refused = client.post("/predict", json=[{"a": 5.0, "b": 3.0}, {"a": 5.0, "b": -1e308}])
+    assert refused.status_code == 422 and refused.get_json()["field"] == "b" and refused.get_json()["record"] == 1
+    with pytest.raises(SailError, match=r"^line 3: 'b' = -1e\+308 is outside the training range"):
+        predict_frame(bundle, pd.DataFrame({"a": [5.0, 5.0], "b": [3.0, -1e308]}, index=pd.Index([2, 3], name="line")))
+    assert client.post("/predict", json={"a": 5.0, "b": 3.0}).status_code == 200
+
+
+def test_an_input_the_stl_makes_non_finite_is_a_422_naming_the_field(tmp_path):
+    log = ColumnTransformer([("log", FunctionTransformer(np.log, feature_names_out="one-to-one"), ["a", "b"])])
+    bundle, client = _served(tmp_path, "flag", log)
+    answer = client.post("/predict", json={"a": 5.0, "b": 0.0})
+    assert answer.status_code == 422 and answer.get_json()["field"] == "b"
+    assert client.post("/predict", json={"a": 5.0, "b": 3.0}).status_code == 200

@@ -21,7 +21,7 @@ class Injected(RuntimeError):
 def _state(project):
     client = MlflowClient(f"sqlite:///{project / '.mlflow' / 'mlflow.db'}")
     model = load_params(ProjectPaths(project)).gate.registered_model
-    versions = sorted(str(v.version) for v in client.search_model_versions(f"name='{model}'"))
+    versions = sorted((str(v.version) for v in client.search_model_versions(f"name='{model}'")), key=int)
     aliases = client.get_registered_model(model).aliases
     remote = sorted(p.name for p in (project / "dvc-storage").rglob("*") if p.is_file())
     return versions, aliases, bundle_id(project / "models" / "accepted"), remote

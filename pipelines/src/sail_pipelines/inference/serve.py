@@ -117,8 +117,17 @@ def _frame(schema: Schema, records: list[dict[str, Any]]) -> pd.DataFrame:
 WARM_UP = {"bool": False, "datetime": "2000-01-01", "float": 0.0, "int": 0}
 
 
-def _warm_up_row(schema: Schema) -> dict[str, Any]:
-    return {c.name: c.values[0] if c.type == "category" else WARM_UP[c.type] for c in schema.features}
+def _warm_up_row(schema: Schema, metadata: dict[str, Any]) -> dict[str, Any]:
+    """A row like the training data: numbers at their training mean (0 is not in every STL's domain)."""
+    profile = (metadata.get("training_profile") or {}).get("columns", {})
+
+    def typical(column: Any) -> Any:
+        mean = profile.get(column.name, {}).get("mean")
+        if column.type in ("float", "int") and isinstance(mean, (int, float)) and math.isfinite(mean):
+            return round(mean) if column.type == "int" else mean
+        return column.values[0] if column.type == "category" else WARM_UP[column.type]
+
+    return {c.name: typical(c) for c in schema.features}
 
 
 def _request_id() -> str:
@@ -151,7 +160,7 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
 
     # Prove the model answers before calling ourselves ready, not on the first real request.
     try:
-        bundle.predict(_frame(schema, [_warm_up_row(schema)]))
+        bundle.predict(_frame(schema, [_warm_up_row(schema, metadata)]))
         not_ready_reason = None
     except Exception as exc:  # any failure means the bundle cannot serve; /ready says why
         app.logger.exception("warm-up prediction failed")
