@@ -59,16 +59,11 @@ def messy_frame(rows: int = 600, seed: int = 7) -> pd.DataFrame:
         "score": score,
         "tier": label,
     })
-    pick = rng.permutation(rows)
-    frame.loc[pick[:30], "tier"] = None  # 5% without a label
-    frame.loc[pick[30:60], "age"] = np.nan
-    frame.loc[pick[60:80], "city"] = None
-    frame.loc[pick[80:90], "signup"] = None
-    frame.loc[pick[90:95], "is_member"] = None
-    frame.loc[pick[95], "income"] = 1e308  # finite extremes: sentinels real exports carry
-    frame.loc[pick[96], "income"] = -1e308
-    frame.loc[pick[97], "score"] = 5e-324  # a denormal
-    frame.loc[pick[98], "score"] = -1.7e308
+    pick = iter(rng.permutation(rows))
+    for column, share in (("tier", 0.05), ("age", 0.05), ("city", 1 / 30), ("signup", 1 / 60), ("is_member", 1 / 120)):
+        frame.loc[[next(pick) for _ in range(max(1, round(share * rows)))], column] = None  # missing values
+    for column, value in (("income", 1e308), ("income", -1e308), ("score", 5e-324), ("score", -1.7e308)):
+        frame.loc[next(pick), column] = value  # finite extremes (sentinels real exports carry) and a denormal
     return frame
 
 

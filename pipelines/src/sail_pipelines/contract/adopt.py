@@ -125,8 +125,9 @@ def _schema_text(columns: list[Any], source: str) -> str:
               "# (float, int, bool, category, datetime, text) and a role: the target, a feature the model\n"
               "# sees, or ignore (kept out of the model; the API accepts and drops it, batch output keeps it).\n"
               "# Edit any decision here, then run `sail validate --baseline`.\n")
-    body = yaml.safe_dump({"columns": [c.to_dict() for c in columns]}, sort_keys=False, allow_unicode=True, width=120)
-    return header + body
+    lines = [yaml.safe_dump(c.to_dict(), default_flow_style=True, sort_keys=False, allow_unicode=True,
+                            width=10**6).strip() for c in columns]
+    return header + "columns:\n" + "".join(f"  - {line}\n" for line in lines)
 
 
 def run(paths: ProjectPaths, source: Path, target: str, task: str | None, say: Callable[[str], None]) -> dict[str, Any]:
