@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= $(CURDIR)/build/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench bench-batch clean
 
 $(BIN)/sail: pipelines/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: venv
 # Container figures (image sizes, cold start, rebuild, parallel training), printed for the README.
 bench: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/containers.py
+
+# Batch scoring of a 1,000,000-row file: rows/s and peak memory, CSV and Parquet.
+bench-batch: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/batch.py
 
 clean:
 	rm -rf "$(VENV)" build .pytest_cache

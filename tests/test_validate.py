@@ -40,7 +40,7 @@ def test_clean_data_passes_and_profiles(stored):
 
 def test_missing_and_unexpected_columns():
     df = frame().drop(columns=["n"]).assign(extra=1)
-    assert problems(df) == ["missing column(s): n", "unexpected column(s) not in contracts/schema.yaml: extra"]
+    assert problems(df) == ["missing column(s): n", "unexpected column(s) not in contracts/schema.yaml: extra (add them there, with role: ignore to keep them out of the model)"]
 
 
 def test_wrong_type_names_column_row_and_value():
@@ -60,7 +60,7 @@ def test_fraction_in_int_column():
 def test_null_in_non_nullable_column():
     df = frame()
     df.loc[[4, 9], "x"] = np.nan
-    assert any(p.startswith("x: 2 null value(s)") and "[4, 9]" in p for p in problems(df))
+    assert any(p.startswith("x: 2 null value(s)") and "row 4, row 9" in p for p in problems(df))
 
 
 def test_unknown_category_and_label():
@@ -89,7 +89,7 @@ def test_sudden_shift_inside_the_range_is_flagged(stored):
 
 
 def test_too_few_rows():
-    assert any("only 10 rows" in p for p in problems(frame(n=10)))
+    assert any("only 10 labelled rows" in p for p in problems(frame(n=10)))
 
 
 def test_single_class_target():
@@ -108,3 +108,36 @@ def test_batch_input_is_checked_by_the_same_rules():
         check_frame(SCHEMA, df)
     with pytest.raises(SailError, match="missing 1 column"):
         check_frame(SCHEMA, df.drop(columns=["n"]))
+
+
+def test_rows_are_named_by_their_line_in_the_file(tmp_path):
+    from sail_pipelines.contract.data import read_table
+
+    df = frame()
+    df.loc[10, "c"] = "zzz"  # the 11th data row: line 12 of the file, after the header
+    df.loc[3, "x"] = np.nan
+    path = tmp_path / "data.csv"
+    df.to_csv(path, index=False)
+    found = problems(read_table(path))
+    assert any("'zzz' (line 12)" in p for p in found), found
+    assert any("x: 1 null value(s)" in p and "line 5" in p for p in found), found
+
+
+def test_missing_labels_are_allowed_up_to_the_limit():
+    df = frame().astype({"y": float})
+    df.loc[:19, "y"] = np.nan  # 20 of 200 rows: 10%
+    assert problems(df) == []
+    df.loc[:59, "y"] = np.nan  # 60 of 200: 30%, above the default 20%
+    assert any(p.startswith("y: 60 of 200 rows have no label (30.0%)") for p in problems(df))
+
+
+def test_ignored_columns_may_come_along_but_unknown_ones_may_not():
+    schema = parse_schema({"columns": [
+        {"name": "x", "type": "float"}, {"name": "n", "type": "int"}, {"name": "c", "type": "category", "values": ["a", "b"]},
+        {"name": "y", "type": "int", "role": "target", "values": [0, 1]},
+        {"name": "id", "type": "text", "role": "ignore"},
+    ]})
+    df = frame()
+    assert check(P, schema, df, "h", None).problems == []  # the ignored column may be absent
+    assert check(P, schema, df.assign(id=[f"r{i}" for i in range(len(df))]), "h", None).problems == []
+    assert check(P, schema, df.assign(other=1), "h", None).problems[0].startswith("unexpected column(s)")

@@ -1,10 +1,12 @@
 """Finish the generated project, offline and in seconds.
 
-1. Put the chosen task's dataset at data/raw/data.csv, its contract at contracts/schema.yaml and
+1. Put the example task's dataset at data/raw/data.csv, its contract at contracts/schema.yaml and
    the reference profile `sail validate` compares later data against at contracts/profile.json.
-2. git init (branch main), dvc init, track the dataset with DVC, add a local default remote.
-3. Write .cruft.json so `cruft check` / `cruft update` can follow template changes.
-4. Commit everything, if git knows who you are.
+2. git init (branch main), dvc init, add a local default remote.
+3. With data_file: `sail adopt` the user's file (the pre-generation hook checked it trains), which
+   replaces the example's data, contract, profile and thresholds; else track the example data.
+4. Write .cruft.json so `cruft check` / `cruft update` can follow template changes.
+5. Commit everything, if git knows who you are.
 
 Any failure prints ONE line starting with ERROR on stderr and exits 1.
 """
@@ -18,8 +20,9 @@ import sys
 from pathlib import Path
 
 CONTEXT = json.loads({{ cookiecutter | jsonify | tojson }})
-TASK = CONTEXT["task"]
+TASK = CONTEXT["__example_task"]
 ROOT = Path.cwd()
+ADOPT = ROOT / ".sail-adopt.json"  # written by the pre-generation hook when data_file is given
 DVC = [sys.executable, "-m", "dvc"]
 REMOTE_TEMPLATE = re.compile(r"^([a-zA-Z][\w+.-]*://|git@|gh:|gl:|bb:)")
 # Paths `cruft update` must not diff: repository internals created by this hook, and this
@@ -74,9 +77,21 @@ def dvc_init():
         ) from None
     run(DVC + ["init", "-q"], "dvc init")
     run(DVC + ["config", "core.analytics", "false"], "dvc config core.analytics false")
-    run(DVC + ["add", "-q", "data/raw/data.csv"], "dvc add data/raw/data.csv")
     # Run from the project root, so .dvc/config stores a path relative to .dvc/ (../dvc-storage).
     run(DVC + ["remote", "add", "-d", "local", "dvc-storage"], "dvc remote add")
+
+
+def track_data():
+    """The user's data file through `sail adopt`, or the example data as it is."""
+    if not ADOPT.is_file():
+        run(DVC + ["add", "-q", "data/raw/data.csv"], "dvc add data/raw/data.csv")
+        return
+    answers = json.loads(ADOPT.read_text())
+    ADOPT.unlink()
+    task = [] if answers["task"] == "auto" else ["--task", answers["task"]]
+    proc = run([sys.executable, "-m", "sail_pipelines.cli", "adopt", answers["path"], "--target", answers["target"], *task],
+               f"sail adopt {Path(answers['path']).name}")
+    print("\n".join(line for line in proc.stdout.splitlines() if not line.startswith("{")))
 
 
 def local_template_dir(path):
@@ -108,6 +123,9 @@ def write_cruft_state():
         proc = run(["git", "rev-parse", "--verify", "-q", "HEAD"], "git rev-parse", check=False, cwd=repo_dir)
         commit = proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
     answers = {k: v for k, v in CONTEXT.items() if k not in ("_output_dir", "_repo_dir")}
+    # Adoption happened once, here; a template update re-renders without it (the data, contract and
+    # thresholds are the project's own now) and must not need the file on another machine.
+    answers.update(data_file="", target="")
     answers["_template"] = template
     if commit:
         answers["_commit"] = commit
@@ -139,6 +157,7 @@ def main():
         place_task_files()
         git_init()
         dvc_init()
+        track_data()
         write_cruft_state()
         git_commit()
     except HookError as exc:
@@ -147,7 +166,7 @@ def main():
     except Exception as exc:  # anything unexpected still gets one clear line
         print(f"ERROR: project setup failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(1)
-    print(f"Created {ROOT.name} ({TASK}); next: cd {ROOT.name} && sail run")
+    print(f"Created {ROOT.name}; next: cd {ROOT.name} && sail run")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
 """Reject invalid answers before anything is generated.
 
 Each failure prints ONE line on stderr naming the answer and exits 1; cookiecutter then
-removes the half-created project directory.
+removes the half-created project directory. A data file is read and its schema inferred here
+already, so a file that cannot train is refused before any project exists; the post-generation
+hook then adopts it (see ADOPT).
 """
 
+import json
 import keyword
 import math
+import os
 import re
 import sys
+from pathlib import Path
 
 ANSWERS = {
     "project_name": {{ cookiecutter.project_name | tojson }},
@@ -15,6 +20,8 @@ ANSWERS = {
     "module_name": {{ cookiecutter.module_name | tojson }},
     "description": {{ cookiecutter.description | tojson }},
     "author_name": {{ cookiecutter.author_name | tojson }},
+    "data_file": {{ cookiecutter.data_file | tojson }},
+    "target": {{ cookiecutter.target | tojson }},
     "task": {{ cookiecutter.task | tojson }},
     "min_roc_auc": {{ cookiecutter.min_roc_auc | tojson }},
     "min_r2": {{ cookiecutter.min_r2 | tojson }},
@@ -30,7 +37,8 @@ DECIMAL = r"^(\d+(\.\d*)?|\.\d+)$"
 REPO = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
 VERSION_TAG = r"^v\d+\.\d+\.\d+$"
 GROUP = r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$"
-TASKS = ("classification", "regression")
+TASKS = ("auto", "classification", "regression")
+ADOPT = ".sail-adopt.json"  # the checked data answers, for the post-generation hook
 # Module names that would shadow what a generated project imports.
 RESERVED = {"sail_pipelines", "sklearn", "pandas", "numpy", "yaml", "mlflow", "dvc", "joblib", "tests", "src"}
 RANGES = {"min_roc_auc": (0.5, 1.0), "min_r2": (0.0, 1.0), "regression_tolerance": (0.0, 0.5)}
@@ -41,6 +49,47 @@ DELIMITERS = ("{" + "{", "}" + "}", "{" + "%", "%" + "}")
 def fail(message):
     print(f"ERROR: {message}", file=sys.stderr)
     sys.exit(1)
+
+
+def data_path(answer):
+    """The data file as the user meant it: relative to where they ran cookiecutter, whose process is
+    our parent (this hook runs inside the new project directory)."""
+    path = Path(os.path.expanduser(answer))
+    if path.is_absolute():
+        return path
+    bases = []
+    try:
+        bases.append(Path(f"/proc/{os.getppid()}/cwd").resolve(strict=True))
+    except OSError:
+        pass
+    if os.environ.get("PWD"):
+        bases.append(Path(os.environ["PWD"]))
+    return next((base / path for base in bases if (base / path).is_file()), path)
+
+
+def check_data():
+    """With data_file: the file must train, or we say why in one line before generating anything."""
+    answer, target, task = ANSWERS["data_file"].strip(), ANSWERS["target"].strip(), ANSWERS["task"]
+    if not answer:
+        if target:
+            fail(f"target {target!r} was given without data_file: name your data file too")
+        return
+    if not target:
+        fail("data_file needs target: the column to predict")
+    path = data_path(answer)
+    if not path.is_file():
+        fail(f"data_file {answer!r}: no such file")
+    try:
+        from sail_pipelines.contract.data import read_table
+        from sail_pipelines.contract.infer import infer
+        from sail_pipelines.errors import SailError
+    except ImportError:
+        fail(f"data_file needs sail-pipelines in the Python that runs cookiecutter ({sys.executable})")
+    try:
+        infer(read_table(path), target, None if task == "auto" else task)
+    except SailError as exc:
+        fail(f"data_file {path.name}: {exc}")
+    Path(ADOPT).write_text(json.dumps({"path": str(path.resolve()), "target": target, "task": task}))
 
 
 def main():
@@ -87,6 +136,8 @@ def main():
         value = ANSWERS[key]
         if not isinstance(value, str) or not re.match(pattern, value):
             fail(f"{key} {value!r} must look like {example}")
+
+    check_data()
 
 
 if __name__ == "__main__":

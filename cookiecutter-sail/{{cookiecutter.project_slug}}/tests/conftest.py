@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 from sail_pipelines.config import parse_params
+from sail_pipelines.contract import stl
+from sail_pipelines.contract.data import read_table
 from sail_pipelines.contract.schema import load_schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,16 +38,13 @@ def schema():
 
 @pytest.fixture(scope="session")
 def data(params) -> pd.DataFrame:
-    return pd.read_csv(ROOT / params.raw_data)
+    return read_table(ROOT / params.raw_data)  # CSV or Parquet, as the pipeline reads it
 
 
 @pytest.fixture(scope="session")
 def columns(schema) -> dict[str, list[str]]:
     """The STL's arguments, derived from the contract as the train step derives them."""
-    return {
-        "numeric": [c.name for c in schema.features if c.type in ("float", "int")],
-        "categorical": [c.name for c in schema.features if c.type == "category"],
-    }
+    return stl.arguments(schema)
 
 
 @pytest.fixture(scope="session")
@@ -56,4 +55,5 @@ def build_transformer(params):
 
 @pytest.fixture(scope="session")
 def features(data, schema) -> pd.DataFrame:
-    return data[schema.feature_names]
+    """The labelled rows' features, in the dtypes the train step hands the STL."""
+    return schema.prepare(data[data[schema.target.name].notna()])

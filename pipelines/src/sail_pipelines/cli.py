@@ -25,6 +25,13 @@ def _bundle_path(args: argparse.Namespace, paths: ProjectPaths) -> Path:
     return Path(args.bundle).resolve() if args.bundle else paths.accepted_dir
 
 
+def cmd_adopt(args):
+    paths = ProjectPaths(Path(args.project).resolve())
+    from sail_pipelines.contract import adopt
+
+    return adopt.run(paths, Path(args.data).resolve(), args.target, args.task, say=lambda line: print(line, flush=True))
+
+
 def cmd_validate(args):
     paths, params, _ = _context(args)
     from sail_pipelines.contract import validate
@@ -208,6 +215,10 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
+    adopt = add("adopt", cmd_adopt, "train on your own CSV or Parquet file: infer the schema, task and thresholds")
+    adopt.add_argument("data", help="the data file (CSV or Parquet)")
+    adopt.add_argument("--target", required=True, help="the column to predict")
+    adopt.add_argument("--task", choices=("classification", "regression"), help="default: inferred from the target")
     add("validate", cmd_validate, "check the raw data against the schema and reference profile").add_argument(
         "--baseline", action="store_true", help="accept the current data as the new reference profile"
     )
@@ -246,10 +257,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("SAIL_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=port, default=os.environ.get("SAIL_PORT", "8000"))
     serve.add_argument("--workers", type=workers, help="gunicorn workers (default: CPUs available)")
-    predict = add("predict", cmd_predict, "batch inference from CSV to CSV or JSON")
-    predict.add_argument("--input", required=True, help="CSV with the feature columns")
+    predict = add("predict", cmd_predict, "batch inference, in chunks, from CSV or Parquet to CSV, JSON or Parquet")
+    predict.add_argument("--input", required=True, help="CSV or Parquet file with the feature columns")
     predict.add_argument("--output", required=True, help="where to write predictions (.csv or .json)")
-    predict.add_argument("--format", choices=("csv", "json"), help="default: from the output suffix")
+    predict.add_argument("--format", choices=("csv", "json", "parquet"), help="default: from the output suffix")
     predict.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     smoke = add("smoke", cmd_smoke, "serve the accepted bundle and check the holdout predictions")
     smoke.add_argument("--bundle", help="bundle directory (default: models/accepted)")

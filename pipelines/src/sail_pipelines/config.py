@@ -27,12 +27,18 @@ HIGHER_IS_BETTER = {
     "precision": True,
     "recall": True,
     "mcc": True,
+    "balanced_accuracy": True,
+    "f1_weighted": True,
+    "precision_weighted": True,
+    "recall_weighted": True,
     "rmse": False,
     "mae": False,
     "r2": True,
 }
 METRICS_BY_TASK = {
-    "classification": ("roc_auc", "f1", "accuracy", "precision", "recall", "mcc"),
+    # f1, precision and recall are for the positive class when binary, macro averages otherwise.
+    "classification": ("roc_auc", "f1", "accuracy", "precision", "recall", "mcc", "balanced_accuracy",
+                       "f1_weighted", "precision_weighted", "recall_weighted"),
     "regression": ("rmse", "mae", "r2"),
 }
 
@@ -73,6 +79,18 @@ class ValidationConfig:
     max_mean_shift: float  # change of a column mean since the last accepted data, in reference std units
     max_std_ratio: float  # change of a column std since the last accepted data, as a ratio
     min_rows: int
+    max_missing_target: float = 0.2  # share of rows without a label that are dropped before failing
+
+
+OUT_OF_RANGE = ("flag", "refuse")
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """How the API and batch treat a value beyond the training range (plus validation.range_margin):
+    "flag" answers and names it, "refuse" answers 422. It travels in the bundle's metadata."""
+
+    out_of_range: str = "flag"
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,7 @@ class Params:
     candidates: tuple[Candidate, ...]
     gate: GateConfig
     validation: ValidationConfig
+    serving: ServingConfig = ServingConfig()
 
 
 @dataclass(frozen=True)
@@ -507,6 +526,12 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
             )
         )
     validation = raw.get("validation") or {}
+    serving = raw.get("serving") or {}
+    if not isinstance(serving, Mapping) or not set(serving) <= {"out_of_range"}:
+        raise SailError("params.yaml: 'serving' takes one key, out_of_range (flag or refuse)")
+    out_of_range = serving.get("out_of_range", "flag")
+    if out_of_range not in OUT_OF_RANGE:
+        raise SailError(f"params.yaml: serving.out_of_range must be one of {', '.join(OUT_OF_RANGE)}, got {out_of_range!r}")
     return Params(
         task=task,
         raw_data=str(_require(data, "raw", "data.")),
@@ -526,7 +551,9 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
             max_mean_shift=_number(validation.get("max_mean_shift", 0.5), "validation.max_mean_shift", 0.0),
             max_std_ratio=_number(validation.get("max_std_ratio", 2.0), "validation.max_std_ratio", 1.0),
             min_rows=int(_number(validation.get("min_rows", 50), "validation.min_rows", 1)),
+            max_missing_target=_number(validation.get("max_missing_target", 0.2), "validation.max_missing_target", 0.0, 1.0),
         ),
+        serving=ServingConfig(out_of_range),
     )
 
 

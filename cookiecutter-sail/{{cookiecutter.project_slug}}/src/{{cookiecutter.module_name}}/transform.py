@@ -9,44 +9,71 @@ So the transformer built here is
 * applied unchanged to the test split, to batch files and to every API request;
   it is never refitted per request or per batch.
 
-`params.yaml` points at `build_transformer` (key `transform`), `contracts/schema.yaml` decides
-which columns are numeric (float/int) and which are categorical. Only scikit-learn built-ins
-are used, so the bundle loads wherever scikit-learn is installed, without this package.
+`params.yaml` points at `build_transformer` (key `transform`); `sail train` calls it with the
+feature columns of `contracts/schema.yaml` by kind. Only scikit-learn and sail-pipelines classes
+are used, so the fitted bundle loads wherever those are installed, without this package.
 Add steps here, not in training or serving code, and keep them stateless outside `fit`.
 """
 
 from __future__ import annotations
 
+from sail_pipelines.contract.transformers import CalendarFeatures, OutlierClipper
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 
-def build_transformer(numeric: list[str], categorical: list[str]) -> ColumnTransformer:
+def build_transformer(
+    numeric: list[str],
+    categorical: list[str],
+    datetime: list[str] = (),
+    categories: dict[str, list] | None = None,
+) -> ColumnTransformer:
     """Return an UNFITTED transformer for the given feature columns.
 
-    numeric:     median imputation, then standardisation (statistics learned from the training split).
-    categorical: most-frequent imputation, then one-hot encoding; categories never seen in
-                 training encode as all zeros instead of failing a request.
+    numeric:     float, int and bool (0/1) columns: median imputation, clipping of extreme
+                 outliers to a wide band around the training spread, then standardisation
+                 (statistics learned from the training split).
+    categorical: most-frequent imputation, then one-hot encoding of the values the schema lists
+                 (`categories`, when given); a value outside them (a rare or unseen one) encodes as
+                 all zeros, one shared "other" bucket, instead of failing a request.
+    datetime:    ISO 8601 strings to year, month, day of week, day of year (and hour, when the
+                 training data has times), then imputed and scaled like numbers.
     Output is a dense array whose columns are named by `get_feature_names_out()`.
     """
     numeric_steps = Pipeline(
         [
             ("impute", SimpleImputer(strategy="median")),
+            ("clip", OutlierClipper()),
             ("scale", StandardScaler()),
         ]
     )
     categorical_steps = Pipeline(
         [
             ("impute", SimpleImputer(strategy="most_frequent")),
-            ("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+            (
+                "one_hot",
+                OneHotEncoder(
+                    categories=[list(categories[c]) for c in categorical] if categories else "auto",
+                    handle_unknown="ignore",
+                    sparse_output=False,
+                ),
+            ),
+        ]
+    )
+    datetime_steps = Pipeline(
+        [
+            ("calendar", CalendarFeatures()),
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("scale", StandardScaler()),
         ]
     )
     return ColumnTransformer(
         [
             ("numeric", numeric_steps, list(numeric)),
             ("categorical", categorical_steps, list(categorical)),
+            ("datetime", datetime_steps, list(datetime)),
         ],
         remainder="drop",
         sparse_threshold=0.0,

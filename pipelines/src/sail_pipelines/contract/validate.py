@@ -12,14 +12,24 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sail_pipelines.config import Params, ProjectPaths, ValidationConfig
-from sail_pipelines.contract.data import read_csv
-from sail_pipelines.contract.schema import Column, Schema, column_problems, examples, load_schema
+from sail_pipelines.contract.data import read_table
+from sail_pipelines.contract.schema import (
+    Column,
+    Schema,
+    column_problems,
+    examples,
+    load_schema,
+    plain,
+)
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import read_json, write_json
 from sail_pipelines.provenance import dvc_recorded_md5, file_md5
+
+MAX_SHARES = 50  # category values whose share the profile keeps
 
 
 @dataclass(frozen=True)
@@ -29,17 +39,22 @@ class Outcome:
 
 
 def profile_frame(schema: Schema, frame: pd.DataFrame, data_hash: str) -> dict[str, Any]:
-    """Per-column statistics that later runs are compared against."""
+    """Per-column statistics that later runs (and served traffic) are compared against: numbers
+    get their range, mean and spread; categories and booleans their value shares."""
     columns: dict[str, Any] = {}
     for column in (*schema.features, schema.target):
         values = frame[column.name]
         stats: dict[str, Any] = {"null_rate": float(values.isna().mean())}
-        if column.type != "category":
+        if column.type in ("float", "int"):
             numeric = pd.to_numeric(values, errors="coerce")
-            stats.update(
-                min=float(numeric.min()), max=float(numeric.max()),
-                mean=float(numeric.mean()), std=float(numeric.std(ddof=0)),
-            )
+            with np.errstate(all="ignore"):
+                stats.update(
+                    min=float(numeric.min()), max=float(numeric.max()),
+                    mean=float(numeric.mean()), std=float(numeric.std(ddof=0)),
+                )
+        elif column.type in ("category", "bool"):
+            shares = values.dropna().map(plain).astype(str).value_counts(normalize=True)
+            stats["shares"] = {str(k): float(v) for k, v in shares.head(MAX_SHARES).items()}
         columns[column.name] = stats
     return {
         "data_hash": data_hash,
@@ -64,7 +79,7 @@ def _check_against(
     """Ranges with a margin against the reference, and sudden moves against the last accepted data."""
     problems = []
     for column in (*schema.features, schema.target):
-        if column.type == "category" or column.name not in reference["columns"]:
+        if column.type not in ("float", "int") or "min" not in reference["columns"].get(column.name, {}):
             continue
         ref = reference["columns"][column.name]
         values = pd.to_numeric(frame[column.name], errors="coerce")
@@ -92,33 +107,44 @@ def _check_against(
 
 
 def check(params: Params, schema: Schema, frame: pd.DataFrame, data_hash: str, stored: dict[str, Any] | None) -> Outcome:
-    """Pure check of one frame against the schema and the stored profile (None on a first run)."""
+    """Pure check of one frame against the schema and the stored profile (None on a first run).
+    Rows without a label are not an error up to validation.max_missing_target: `sail split` drops
+    them. Ignored columns may be present or not."""
     expected = [*schema.feature_names, schema.target.name]
     missing = [c for c in expected if c not in frame.columns]
-    unexpected = [c for c in frame.columns if c not in expected]
+    known = {*expected, *(c.name for c in schema.ignored)}
+    unexpected = [c for c in frame.columns if c not in known]
     problems = []
     if missing:
         problems.append(f"missing column(s): {', '.join(missing)}")
     if unexpected:
-        problems.append(f"unexpected column(s) not in contracts/schema.yaml: {', '.join(map(str, unexpected))}")
+        problems.append(f"unexpected column(s) not in contracts/schema.yaml: {', '.join(map(str, unexpected))} "
+                        "(add them there, with role: ignore to keep them out of the model)")
     if problems:
         return Outcome(problems, {})
-    if len(frame) < params.validation.min_rows:
-        problems.append(f"only {len(frame)} rows, at least {params.validation.min_rows} required")
-    for column in (*schema.features, schema.target):
+    labelled = frame[frame[schema.target.name].notna()]
+    unlabelled = len(frame) - len(labelled)
+    if unlabelled / len(frame) > params.validation.max_missing_target:
+        problems.append(f"{schema.target.name}: {unlabelled} of {len(frame)} rows have no label "
+                        f"({unlabelled / len(frame):.1%}), above validation.max_missing_target "
+                        f"{params.validation.max_missing_target:.1%}")
+    if len(labelled) < params.validation.min_rows:
+        problems.append(f"only {len(labelled)} labelled rows, at least {params.validation.min_rows} required")
+    for column in schema.features:
         problems += _check_column(column, frame[column.name], params.validation)
-    if params.task == "classification" and frame[schema.target.name].nunique() < 2:
+    problems += column_problems(schema.target, labelled[schema.target.name])
+    if params.task == "classification" and labelled[schema.target.name].nunique() < 2:
         problems.append(f"{schema.target.name}: a classification target needs at least two classes")
     if not problems and stored:
-        problems += _check_against(schema, frame, stored["reference"], stored["last"], params.validation)
-    return Outcome(problems, profile_frame(schema, frame, data_hash) if not problems else {})
+        problems += _check_against(schema, labelled, stored["reference"], stored["last"], params.validation)
+    return Outcome(problems, profile_frame(schema, labelled, data_hash) if not problems else {})
 
 
 def run(paths: ProjectPaths, params: Params, baseline: bool = False) -> dict[str, Any]:
     """Validate the raw data, write the report, and roll the profile forward when the data passes."""
     schema = load_schema(paths.schema)
     data_path = paths.root / params.raw_data
-    frame = read_csv(data_path)
+    frame = read_table(data_path)
     data_hash = file_md5(data_path)
     problems = []
     recorded = dvc_recorded_md5(data_path)
@@ -132,6 +158,7 @@ def run(paths: ProjectPaths, params: Params, baseline: bool = False) -> dict[str
         "data": params.raw_data,
         "data_hash": data_hash,
         "rows": int(len(frame)),
+        "rows_without_label": int(frame[schema.target.name].isna().sum()) if schema.target.name in frame else None,
         "columns": len(frame.columns),
         "problems": problems,
         "baseline_created": stored is None and not problems,

@@ -17,7 +17,8 @@ from typing import Any, Callable
 import pandas as pd
 
 from sail_pipelines.config import Params, ProjectPaths, Settings
-from sail_pipelines.contract.data import read_csv
+from sail_pipelines.contract import stl
+from sail_pipelines.contract.data import json_records, read_csv
 from sail_pipelines.contract.schema import plain
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
@@ -33,8 +34,12 @@ HOLDOUT_ROWS = 20  # rows that travel with the accepted model for smoke tests
 def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None) -> tuple[dict[str, Any], list[Any]]:
     """Metrics of one bundle on the test frame (plots too when plot_dir is given)."""
     target = bundle.metadata["target"]
-    features = test[[c["name"] for c in bundle.metadata["schema"]["features"]]]
-    predictions, probabilities = bundle.predict(features)
+    try:
+        predictions, probabilities = bundle.predict(test)
+    except stl.NonFiniteFeatures as exc:
+        lines = ", ".join(str(i + 2) for i in exc.rows[:5])
+        raise SailError(f"test data: {exc.field or 'a column'} becomes non-finite in the transformation layer "
+                        f"(data/split/test.csv line(s) {lines})") from None
     y_true = test[target]
     if bundle.metadata["task"] == "classification":
         result = metrics.classification(y_true, predictions, probabilities, bundle.classes)
@@ -111,7 +116,8 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         winner = metrics.best(scored, params.gate.primary_metric)
         shutil.rmtree(paths.plots, ignore_errors=True)
         shutil.copytree(Path(scratch) / winner, paths.plots)
-    features = [c["name"] for c in bundles[winner].metadata["schema"]["features"]]
+    schema = bundles[winner].schema
+    sent = [*schema.feature_names, *(c.name for c in schema.ignored if c.name in test.columns)]
     holdout = test.head(HOLDOUT_ROWS)
     evaluation = {
         "primary_metric": params.gate.primary_metric,
@@ -127,7 +133,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
             for name, bundle in bundles.items()
         },
         "holdout": {
-            "records": holdout[features].to_dict(orient="records"),
+            "records": json_records(holdout[sent]),  # as a client sends them: missing values as null
             "predictions": predictions[winner][: len(holdout)],
         },
     }

@@ -18,9 +18,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sail_pipelines.config import HIGHER_IS_BETTER, GateConfig, Params, ProjectPaths, Settings
+from sail_pipelines.config import (
+    HIGHER_IS_BETTER,
+    GateConfig,
+    Params,
+    ProjectPaths,
+    Settings,
+)
 from sail_pipelines.contract.data import read_csv
 from sail_pipelines.errors import GateFailed, SailError
+from sail_pipelines.evaluation import accept
 from sail_pipelines.evaluation.evaluate import score
 from sail_pipelines.files import read_json, write_json
 from sail_pipelines.integrations import tracking
@@ -28,9 +35,9 @@ from sail_pipelines.integrity.bundle import (
     HOLDOUT,
     METADATA,
     BundleRejected,
+    LoadedBundle,
     bundle_id,
     load_bundle,
-    write_bundle,
 )
 from sail_pipelines.integrity.signing import SigningKey
 
@@ -67,6 +74,15 @@ def judge(gate: GateConfig, scores: dict[str, float], champion: dict[str, Any] |
         rules.append(Rule(name, not math.isnan(mine) and mine <= theirs + gate.tolerance,
                           f"{metric} = {mine:.4f} vs champion {theirs:.4f}, may rise by at most {gate.tolerance:g}"))
     return rules
+
+
+def serving_rule(bundle: LoadedBundle, holdout: dict[str, Any]) -> Rule:
+    """The holdout rows, served through the real API code, come back as the metric step scored them."""
+    try:
+        accept.serving_check(bundle, holdout)
+    except SailError as exc:
+        return Rule("serves the holdout rows through the API", False, str(exc).replace("; nothing was registered", ""))
+    return Rule("serves the holdout rows through the API", True, f"{len(holdout['records'])} rows, same predictions")
 
 
 def champion_scores(client: Any, run_id: str, schema: dict[str, Any], paths: ProjectPaths, key: SigningKey) -> dict[str, Any]:
@@ -114,6 +130,8 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
             champion = {"version": str(version.version), "run_id": version.run_id,
                         **champion_scores(client, version.run_id, bundle.metadata["schema"], paths, key)}
     rules = judge(params.gate, scores, champion)
+    if all(r.passed for r in rules):
+        rules.append(serving_rule(bundle, evaluation["holdout"]))
     passed = all(r.passed for r in rules)
     report = {
         "verdict": "pass" if passed else "fail",
@@ -138,21 +156,22 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         return report
     with tracking.reachable(settings, "registering the accepted model"):
         run_id = info["mlflow_run_id"]
-        source = client.get_run(run_id).info.artifact_uri + "/accepted_bundle"
-        registered = tracking.register(client, model, run_id, source, {"sail.data_hash": bundle.metadata["data_hash"], "sail.git_commit": bundle.metadata["git_commit"]})
-        metadata = {
-            **bundle.metadata,
-            "evaluation": {"metrics": scores, "primary_metric": params.gate.primary_metric, "test_rows": evaluation["test_rows"], "mlflow_run_id": run_id},
-            "registry": {"model": model, "version": str(registered.version), "alias": tracking.CANDIDATE},
-            "candidate_bundle_id": bundle.bundle_id,
-        }
+        tags = {"source": client.get_run(run_id).info.artifact_uri + "/accepted_bundle",
+                "sail.data_hash": bundle.metadata["data_hash"], "sail.git_commit": bundle.metadata["git_commit"]}
         files = {name: data for name, data in bundle.files.items() if name != METADATA}
         files[HOLDOUT] = json.dumps(evaluation["holdout"], indent=2).encode()
-        accepted_id = write_bundle(paths.accepted_dir, files, metadata, key)
-        client.log_artifacts(run_id, str(paths.accepted_dir), "accepted_bundle")
-        client.set_model_version_tag(model, registered.version, "sail.accepted_bundle_id", accepted_id)
-        client.set_registered_model_alias(model, tracking.CANDIDATE, registered.version)
-    report.update(registered_version=str(registered.version), accepted_bundle_id=accepted_id, registered=True)
+
+        def metadata(version: str) -> dict[str, Any]:
+            return {
+                **bundle.metadata,
+                "evaluation": {"metrics": scores, "primary_metric": params.gate.primary_metric,
+                               "test_rows": evaluation["test_rows"], "mlflow_run_id": run_id},
+                "registry": {"model": model, "version": version, "alias": tracking.CANDIDATE},
+                "candidate_bundle_id": bundle.bundle_id,
+            }
+
+        version, accepted_id = accept.release(client, model, run_id, tags, paths.accepted_dir, files, metadata, key)
+    report.update(registered_version=version, accepted_bundle_id=accepted_id, registered=True)
     write_json(paths.gate_report, report)
     return report
 

@@ -132,6 +132,22 @@ def _candidates_table(reports: Reports) -> list[str]:
     return lines
 
 
+def _confusion_section(reports: Reports) -> list[str]:
+    """The winner's confusion matrix as a table, one row per true class (classification only)."""
+    metrics = reports.evaluation["candidates"][reports.evaluation["best"]]["metrics"]
+    matrix, classes = metrics.get("confusion_matrix"), metrics.get("classes")
+    if not matrix or not classes:
+        return []
+    lines = ["", "### Confusion matrix (rows: true class, columns: predicted)", "",
+             "| true ↓ predicted → | " + " | ".join(_cell(c) for c in classes) + " | recall |",
+             "| --- |" + " ---: |" * (len(classes) + 1)]
+    for cls, row in zip(classes, matrix):
+        total = sum(row)
+        hit = row[classes.index(cls)] / total if total else float("nan")
+        lines.append(f"| **{_cell(cls)}** | " + " | ".join(str(n) for n in row) + f" | {_num(hit)} |")
+    return lines
+
+
 def _data_section(reports: Reports) -> list[str]:
     gate, validation = reports.gate, reports.validation
     lines = [f"- data hash (md5, as DVC records it): `{gate.get('data_hash', '?')}`"]
@@ -182,6 +198,7 @@ def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str)
     if not gate["rules"]:
         lines.append("| ✅ | (none) | no thresholds and no champion |")
     lines += ["", "### Metrics: candidate vs champion and thresholds", "", *_metrics_table(reports, params),
+              *_confusion_section(reports),
               "", "### All candidates", "", *_candidates_table(reports),
               "", "### Data", "", *_data_section(reports),
               "", "### Plots", "", *_plots_section(reports, inline_plots, artifacts), ""]

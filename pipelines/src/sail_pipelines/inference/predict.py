@@ -1,48 +1,111 @@
-"""`sail predict`: batch inference through the same verified bundle and STL as the API."""
+"""`sail predict`: batch inference through the same verified bundle and STL as the API.
+
+The input (CSV or Parquet) is read and scored in chunks, so a file of any length runs in bounded
+memory; the output (CSV, JSON or Parquet) is written as it goes into a temporary file that only
+replaces the destination once every row has been scored. Every input column comes back, ignored
+ones included, so the rows can be joined back to their source.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
-from sail_pipelines.contract.data import read_csv
-from sail_pipelines.contract.schema import check_frame, parse_schema
+from sail_pipelines.contract.data import iter_table, json_records
+from sail_pipelines.contract.ranges import beyond_frame, training_ranges
+from sail_pipelines.contract.schema import check_frame, where
+from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
-from sail_pipelines.files import write_atomic
-from sail_pipelines.integrity.bundle import load_bundle
+from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import SigningKey
 
-FORMATS = ("csv", "json")
+FORMATS = ("csv", "json", "parquet")
+CHUNK_ROWS = 50_000
 
 
-def predict_frame(bundle: Any, frame: pd.DataFrame) -> pd.DataFrame:
-    """Input columns plus `prediction` (and one `probability_<class>` per class)."""
-    features = check_frame(parse_schema(bundle.metadata["schema"]), frame)
-    predictions, probabilities = bundle.predict(features)
+def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> pd.DataFrame:
+    """Input columns plus `prediction` (and one `probability_<class>` per class), and
+    `out_of_range`: the features beyond the training range, by serving.out_of_range's rule."""
+    schema = bundle.schema
+    features = check_frame(schema, frame)
+    strays = beyond_frame(schema.prepare(features), training_ranges(schema, bundle.metadata))
+    if strays and (bundle.metadata.get("serving") or {}).get("out_of_range") == "refuse":
+        first = strays[0]
+        raise SailError(f"{where(frame.index[first.record], frame)}: {first.message()}")
+    try:
+        predictions, probabilities = bundle.predict(features)
+    except NonFiniteFeatures as exc:
+        shown = ", ".join(where(frame.index[i], frame) for i in exc.rows[:5])
+        raise SailError(f"{shown}: {exc}") from None
     out = frame.copy()
     out["prediction"] = predictions
     if probabilities is not None:
         for i, cls in enumerate(bundle.classes):
             out[f"probability_{cls}"] = probabilities[:, i]
+    flagged: dict[int, list[str]] = {}
+    for stray in strays:
+        flagged.setdefault(stray.record, []).append(stray.field)
+    out["out_of_range"] = [";".join(flagged.get(i, [])) for i in range(len(out))]
     return out
 
 
-def run(bundle_dir: Path, key: SigningKey, source: Path, dest: Path, fmt: str | None = None) -> dict[str, Any]:
-    fmt = fmt or dest.suffix.lstrip(".").lower()
+class _Writer:
+    """Appends scored chunks to one open file in the chosen format."""
+
+    def __init__(self, fmt: str, fh: IO[Any], bundle: LoadedBundle):
+        self.fmt, self.fh, self.bundle, self.rows, self.parquet = fmt, fh, bundle, 0, None
+
+    def write(self, chunk: pd.DataFrame) -> None:
+        if self.fmt == "csv":
+            chunk.to_csv(self.fh, index=False, header=self.rows == 0)
+        elif self.fmt == "json":
+            head = json.dumps({"bundle_id": self.bundle.bundle_id,
+                               "model_version": (self.bundle.metadata.get("registry") or {}).get("version")})
+            for record in json_records(chunk):
+                self.fh.write((head[:-1] + ', "records": [\n' if self.rows == 0 else ",\n") + json.dumps(record))
+                self.rows += 1
+            return
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(chunk, preserve_index=False)
+            if self.parquet is None:
+                self.parquet = pq.ParquetWriter(self.fh, table.schema)
+            self.parquet.write_table(table.cast(self.parquet.schema))
+        self.rows += len(chunk)
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.fh.write("\n]}\n" if self.rows else json.dumps({"bundle_id": self.bundle.bundle_id, "records": []}))
+        if self.parquet is not None:
+            self.parquet.close()
+
+
+def run(bundle_dir: Path, key: SigningKey, source: Path, dest: Path, fmt: str | None = None,
+        chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
+    fmt = fmt or {".pq": "parquet"}.get(dest.suffix.lower(), dest.suffix.lstrip(".").lower())
     if fmt not in FORMATS:
         raise SailError(f"output format must be one of {', '.join(FORMATS)} (from --format or the file suffix), got {fmt!r}")
     bundle = load_bundle(bundle_dir, key)
-    result = predict_frame(bundle, read_csv(source))
-    if fmt == "csv":
-        write_atomic(dest, lambda tmp: result.to_csv(tmp, index=False))
-    else:
-        payload = {
-            "bundle_id": bundle.bundle_id,
-            "model_version": bundle.metadata.get("registry", {}).get("version"),
-            "records": json.loads(result.to_json(orient="records")),
-        }
-        write_atomic(dest, lambda tmp: tmp.write_text(json.dumps(payload, indent=2)))
-    return {"rows": len(result), "output": str(dest), "bundle_id": bundle.bundle_id}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with ExitStack() as stack:
+            fh = stack.enter_context(os.fdopen(fd, "wb" if fmt == "parquet" else "w", **({} if fmt == "parquet" else {"newline": ""})))
+            writer = _Writer(fmt, fh, bundle)
+            for chunk in iter_table(source, chunk_rows):
+                writer.write(predict_frame(bundle, chunk))
+            writer.close()
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return {"rows": writer.rows, "output": str(dest), "bundle_id": bundle.bundle_id}

@@ -21,7 +21,14 @@ from flask import Flask, Response, g, jsonify, request
 from gunicorn.app.base import BaseApplication
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from sail_pipelines.contract.schema import RecordError, Schema, check_record, parse_schema
+from sail_pipelines.contract.ranges import beyond, training_ranges
+from sail_pipelines.contract.schema import (
+    RecordError,
+    Schema,
+    check_record,
+    parse_schema,
+)
+from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import SigningKey
 
@@ -104,13 +111,23 @@ def _check_records(schema: Schema, payload: Any, max_records: int) -> list[dict[
 
 
 def _frame(schema: Schema, records: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(records, columns=schema.feature_names)
-    floats = [c.name for c in schema.features if c.type == "float"]
-    return frame.astype({name: float for name in floats})  # JSON 1 and 1.0 must mean the same
+    return pd.DataFrame.from_records(records, columns=schema.feature_names)  # the bundle casts per type
 
 
-def _warm_up_row(schema: Schema) -> dict[str, Any]:
-    return {c.name: c.values[0] if c.type == "category" else 0 for c in schema.features}
+WARM_UP = {"bool": False, "datetime": "2000-01-01", "float": 0.0, "int": 0}
+
+
+def _warm_up_row(schema: Schema, metadata: dict[str, Any]) -> dict[str, Any]:
+    """A row like the training data: numbers at their training mean (0 is not in every STL's domain)."""
+    profile = (metadata.get("training_profile") or {}).get("columns", {})
+
+    def typical(column: Any) -> Any:
+        mean = profile.get(column.name, {}).get("mean")
+        if column.type in ("float", "int") and isinstance(mean, (int, float)) and math.isfinite(mean):
+            return round(mean) if column.type == "int" else mean
+        return column.values[0] if column.type == "category" else WARM_UP[column.type]
+
+    return {c.name: typical(c) for c in schema.features}
 
 
 def _request_id() -> str:
@@ -134,6 +151,8 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
     evaluation = metadata.get("evaluation") or {}
     model_version = registry.get("version")
     class_keys = [str(c) for c in bundle.classes]
+    ranges = training_ranges(schema, metadata)
+    refuse_out_of_range = (metadata.get("serving") or {}).get("out_of_range") == "refuse"
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -141,7 +160,7 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
 
     # Prove the model answers before calling ourselves ready, not on the first real request.
     try:
-        bundle.predict(_frame(schema, [_warm_up_row(schema)]))
+        bundle.predict(_frame(schema, [_warm_up_row(schema, metadata)]))
         not_ready_reason = None
     except Exception as exc:  # any failure means the bundle cannot serve; /ready says why
         app.logger.exception("warm-up prediction failed")
@@ -183,7 +202,13 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
             raise RequestEntityTooLarge()  # werkzeug silently cuts a chunked body off at the limit
         records = _check_records(schema, _parse_body(data), max_records)
         g.n_records = len(records)
-        predictions, probabilities = bundle.predict(_frame(schema, records))
+        strays = beyond(records, ranges)
+        if strays and refuse_out_of_range:
+            raise _InputError(422, strays[0].message(), strays[0].field, strays[0].record)
+        try:
+            predictions, probabilities = bundle.predict(_frame(schema, records))
+        except NonFiniteFeatures as exc:
+            raise _InputError(422, str(exc), exc.field, exc.rows[0] if len(records) > 1 else None) from None
         body: dict[str, Any] = {
             "request_id": _request_id(),
             "model_version": model_version,
@@ -192,6 +217,8 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
         }
         if probabilities is not None:
             body["probabilities"] = [dict(zip(class_keys, row)) for row in probabilities.tolist()]
+        if strays:
+            body["out_of_range"] = [s.to_dict() for s in strays]
         return jsonify(body)
 
     @app.errorhandler(_InputError)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 from sail_pipelines.config import Settings, redact
 from sail_pipelines.errors import SailError
@@ -46,8 +48,45 @@ def client(settings: Settings) -> Any:
     from mlflow import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # keep step output to the verdicts
+    if settings.artifact_location:
+        relocate(settings.tracking_uri, settings.artifact_location)
     mlflow.set_tracking_uri(settings.tracking_uri)
     return MlflowClient(settings.tracking_uri)
+
+
+def relocate(tracking_uri: str, artifact_location: str) -> None:
+    """Point an embedded store copied or moved with its project (`cp -a`) at this project's artifacts.
+
+    The SQLite store records absolute artifact paths; left alone, a copy would keep writing into the
+    original project's .mlflow/artifacts. Every recorded path under another project's artifact folder
+    is rewritten to this one's, in one transaction, the first time the copy uses its store.
+    """
+    import sqlite3
+
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not tracking_uri.startswith("sqlite:///") or not database.is_file():
+        return
+    here = urlsplit(artifact_location).path
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        try:
+            rows = db.execute("SELECT artifact_location FROM experiments").fetchall()
+        except sqlite3.DatabaseError:
+            return  # not an MLflow store (yet): MLflow itself will say what is wrong
+        stored = {urlsplit(loc).path.split(ARTIFACTS)[0] + ARTIFACTS for (loc,) in rows if loc and ARTIFACTS in loc}
+        for old in stored - {here}:
+            for table, column in _text_columns(db):
+                for prefix, new in ((f"file://{old}", f"file://{here}"), (old, here)):
+                    db.execute(f'UPDATE "{table}" SET "{column}" = ? || substr("{column}", ?) '
+                               f'WHERE substr("{column}", 1, ?) = ?', (new, len(prefix) + 1, len(prefix), prefix))
+
+
+ARTIFACTS = "/.mlflow/artifacts"
+
+
+def _text_columns(db: Any) -> list[tuple[str, str]]:
+    tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return [(table, column[1]) for table in tables for column in db.execute(f'PRAGMA table_info("{table}")')
+            if "CHAR" in column[2].upper() or "TEXT" in column[2].upper()]
 
 
 def experiment_id(mlflow_client: Any, settings: Settings, name: str) -> str:

@@ -8,6 +8,7 @@ place, so a killed process never leaves something that looks like a finished bun
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -23,7 +24,8 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from sail_pipelines.contract.schema import plain
+from sail_pipelines.contract import stl
+from sail_pipelines.contract.schema import Schema, parse_schema, plain
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.signing import SigningKey
 
@@ -139,9 +141,15 @@ class LoadedBundle:
     model: Any
     files: dict[str, bytes]
 
+    @functools.cached_property
+    def schema(self) -> Schema:
+        return parse_schema(self.metadata["schema"])
+
     def predict(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-        """Predictions (and class probabilities) through the fitted Shared Transformation Layer."""
-        transformed = self.transformer.transform(features)
+        """Predictions (and class probabilities) through the fitted Shared Transformation Layer.
+        Raises NonFiniteFeatures, naming the field, when a row cannot be scored."""
+        schema = self.schema
+        transformed = stl.transform(self.transformer, schema, schema.prepare(features))
         predictions = self.model.predict(transformed)
         probabilities = None
         if self.metadata["task"] == "classification" and hasattr(self.model, "predict_proba"):

@@ -22,7 +22,12 @@ from sail_pipelines.contract.schema import Schema, load_schema
 from sail_pipelines.contract.validate import profile_frame
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrity.bundle import MODEL, TRANSFORMER, dump_object, write_bundle
+from sail_pipelines.integrity.bundle import (
+    MODEL,
+    TRANSFORMER,
+    dump_object,
+    write_bundle,
+)
 from sail_pipelines.integrity.signing import SigningKey
 from sail_pipelines.provenance import Provenance, file_md5, library_versions
 
@@ -63,13 +68,18 @@ def select(params: Params, names: list[str] | None) -> list[Candidate]:
 def run(paths: ProjectPaths, params: Params, key: SigningKey, origin: Provenance, names: list[str] | None = None) -> list[Path]:
     schema: Schema = load_schema(paths.schema)
     train = read_csv(paths.train_csv)
-    features, target = train[schema.feature_names], train[schema.target.name]
+    features, target = schema.prepare(train), train[schema.target.name]
     transformer = stl.build(params.transform, schema, paths.src)
     try:
         transformer.fit(features, target)
     except (ValueError, TypeError) as exc:
         raise SailError(f"the transformation layer failed to fit: {str(exc).splitlines()[0]}") from None
-    transformed = transformer.transform(features)
+    try:
+        transformed = stl.transform(transformer, schema, features)
+    except stl.NonFiniteFeatures as exc:
+        lines = ", ".join(str(i + 2) for i in exc.rows[:5])
+        raise SailError(f"training data: {exc.field or 'a column'} becomes non-finite in the transformation layer "
+                        f"(data/split/train.csv line(s) {lines}): clip or drop such values in the STL") from None
     common = {
         "format": 1,
         "task": params.task,
@@ -83,6 +93,8 @@ def run(paths: ProjectPaths, params: Params, key: SigningKey, origin: Provenance
         "training_profile": profile_frame(schema, train, file_md5(paths.train_csv)),
         "library_versions": library_versions(),
         "signing": {"algorithm": "HMAC-SHA256", "key_id": key.key_id, "dev_key": key.dev},
+        # What serving does with a value beyond the training range (validation.range_margin wide).
+        "serving": {"out_of_range": params.serving.out_of_range, "range_margin": params.validation.range_margin},
     }
     transformer_bytes = dump_object(transformer)
     written = []
