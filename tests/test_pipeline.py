@@ -133,7 +133,7 @@ def test_bad_data_stops_the_pipeline_naming_column_and_value(project_copy):
     dvc(project_copy, "add", "data/raw/data.csv")
     result = sail(project_copy, "run")
     assert result.returncode == 1
-    assert "mean_radius: non-numeric value(s): 'abc' (row 3)" in result.stderr
+    assert "mean_radius: non-numeric value(s): 'abc' (line 5)" in result.stderr  # line 5 of the file: header, then rows 0-3
 
 
 def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_path):
