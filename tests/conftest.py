@@ -41,6 +41,28 @@ def isolated_env(tmp_path_factory):
         yield
 
 
+@pytest.fixture(autouse=True)
+def in_process_side_effects():
+    """Undo what an in-process gate or MLflow store leaves behind for the next test.
+
+    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI (for subprocesses), and creating a
+    SQLite store runs alembic's fileConfig, which disables every logger that exists at the time.
+    """
+    tracking = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    import logging
+
+    import mlflow
+
+    if os.environ.get("MLFLOW_TRACKING_URI") != tracking:
+        mlflow.set_tracking_uri(tracking)
+        if tracking is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+    for logger in logging.root.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger) and logger.name.startswith("sail_pipelines"):
+            logger.disabled = False
+
+
 def bake(output_dir: Path, **answers: str) -> Path:
     return Path(cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir)))
 

@@ -74,8 +74,8 @@ def test_after_those_failures_the_next_gate_releases(evaluated, monkeypatch):
     before = _state(evaluated)
     report = _gate(evaluated, monkeypatch)
     after = _state(evaluated)
-    assert after[0] == [*before[0], report["registered_version"]]
-    assert after[1]["candidate"] == report["registered_version"] and after[2] == report["accepted_bundle_id"]
+    assert after[0] == [*before[0], str(report["registered_version"])]
+    assert str(after[1]["candidate"]) == str(report["registered_version"]) and after[2] == report["accepted_bundle_id"]
 
 
 def test_a_model_the_api_cannot_serve_is_never_registered(evaluated, monkeypatch):

@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -74,29 +75,35 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def local_server(bundle_dir: Path, workers: int = 1) -> Iterator[str]:
-    """`sail serve` in a child process on a free loopback port; always stopped afterwards."""
+    """`sail serve` in a child process on a free loopback port; always stopped afterwards.
+
+    The server logs one line per request, so its stderr goes to a file, not a pipe nobody
+    drains (a full pipe would block the workers after a few thousand requests)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sail_pipelines.cli", "serve", "--bundle", str(bundle_dir), "--port", str(port), "--workers", str(workers)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sail_pipelines.cli", "serve", "--bundle", str(bundle_dir), "--port", str(port),
+             "--workers", str(workers)],
+            stdout=subprocess.DEVNULL, stderr=log, text=True,
+        )
+        base_url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(base_url, 60, proc)
-        except SailError:
-            if proc.poll() is not None:
-                last = (proc.stderr.read() or "").strip().splitlines()
-                raise SailError(f"`sail serve` failed: {last[-1] if last else proc.returncode}") from None
-            raise
-        yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            try:
+                wait_ready(base_url, 60, proc)
+            except SailError:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    last = log.read().strip().splitlines()
+                    raise SailError(f"`sail serve` failed: {last[-1] if last else proc.returncode}") from None
+                raise
+            yield base_url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @contextlib.contextmanager
