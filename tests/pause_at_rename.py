@@ -1,12 +1,10 @@
-"""Run a Python program that stops, for good, just before a chosen rename, so a test can look at
-the files at that instant and SIGKILL the process there: a real crash at an exact point, not a
-patched function under test.
+"""Kill a Python program just before a chosen rename, so a test sees the files as they were at
+that instant: a real crash at an exact point, with no function under test patched.
 
-    python tests/pause_at_rename.py MARKER GLOB -m module [args...]
-    python tests/pause_at_rename.py MARKER GLOB script.py [args...]
-
-os.rename (which Path.rename calls) is wrapped: the first rename whose source's name matches GLOB
-writes {"src": ..., "dst": ...} to MARKER and then sleeps instead of renaming.
+`kill_at_rename(program, glob, workdir)` runs `python tests/pause_at_rename.py MARKER GLOB
+PROGRAM...`, where PROGRAM is `-m module [args...]` or `script.py [args...]`. There os.rename
+(which Path.rename calls) is wrapped: the first rename whose source's name matches GLOB writes
+{"src": ..., "dst": ...} to MARKER and sleeps instead of renaming; the test then SIGKILLs it.
 """
 
 from __future__ import annotations
@@ -15,9 +13,33 @@ import fnmatch
 import json
 import os
 import runpy
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Mapping
+
+
+def kill_at_rename(program: list[str], source_glob: str, workdir: Path,
+                   env: Mapping[str, str] | None = None, timeout: float = 120) -> dict[str, str]:
+    """Run `program`, SIGKILL it just before it renames `source_glob`; return that rename."""
+    marker = workdir / f"pause-{time.monotonic_ns()}.json"
+    proc = subprocess.Popen([sys.executable, __file__, str(marker), source_glob, *program],
+                            env=None if env is None else dict(env), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not marker.exists():
+            proc.kill()
+            raise AssertionError(f"the program never renamed {source_glob} within {timeout:.0f}s "
+                                 f"(exit {proc.wait()}): {proc.stderr.read()[-2000:]}")
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    return json.loads(marker.read_text())
 
 
 def main() -> None:

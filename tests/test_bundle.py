@@ -4,12 +4,11 @@ import errno
 import json
 import os
 import pickle
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from pause_at_rename import kill_at_rename
+from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.bundle import (
     MODEL,
     SIGNATURE,
@@ -18,7 +17,6 @@ from sail_pipelines.integrity.bundle import (
     read_verified,
     write_bundle,
 )
-from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.signing import SigningKey
 
 KEY = SigningKey(b"unit-test-key", dev=False)
@@ -173,7 +171,6 @@ def test_a_failed_file_write_keeps_the_previous_bundle(bundle, monkeypatch):
     only_the_bundle_left(bundle)
 
 
-PAUSER = Path(__file__).with_name("pause_at_rename.py")
 WRITER = """
 import pickle, sys
 from pathlib import Path
@@ -186,22 +183,11 @@ write_bundle(Path(sys.argv[1]), files, {"task": "regression"}, key)
 
 
 def killed_at_rename(dest, tmp_path, source_glob: str) -> dict:
-    """Write a bundle in another process, SIGKILL it just before the rename of `source_glob`;
-    return the rename it was about to do."""
+    """Write a bundle in another process, SIGKILLed just before it renames `source_glob`."""
     (tmp_path / "writer").mkdir()
-    script, marker = tmp_path / "writer" / "writer.py", tmp_path / "writer" / "marker.json"
+    script = tmp_path / "writer" / "writer.py"
     script.write_text(WRITER)
-    proc = subprocess.Popen([sys.executable, str(PAUSER), str(marker), source_glob, str(script),
-                             str(dest)])
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert marker.exists(), f"the writer never renamed {source_glob} (exit {proc.poll()})"
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-    return json.loads(marker.read_text())
+    return kill_at_rename([str(script), str(dest)], source_glob, tmp_path / "writer")
 
 
 def test_a_writer_killed_between_the_two_renames_loses_nothing(bundle, tmp_path):
