@@ -108,6 +108,16 @@ def pipeline_project(tmp_path_factory) -> Path:
     return project
 
 
+@pytest.fixture(scope="session")
+def packaged_project(pipeline_project, base_image, tmp_path_factory) -> Path:
+    """A copy of the run project after `sail package`: the real inference image, built once per
+    session (reports/package.json names it; MLflow version 1 records it). Copy it to change it."""
+    project = tmp_path_factory.mktemp("packaged") / pipeline_project.name
+    shutil.copytree(pipeline_project, project, symlinks=True)
+    ok(sail(project, "package", SAIL_BASE_IMAGE=base_image, timeout=900))
+    return project
+
+
 @pytest.fixture
 def project_copy(pipeline_project, tmp_path) -> Path:
     """A private copy of the run project, for tests that tamper with it."""

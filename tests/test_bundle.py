@@ -52,7 +52,7 @@ def test_flipped_byte_is_refused(bundle):
 
 def test_swapped_malicious_pickle_is_never_loaded(bundle):
     (bundle / MODEL).write_bytes(pickle.dumps(Bomb()))
-    with pytest.raises(BundleRejected):
+    with pytest.raises(BundleRejected, match="model.joblib does not match its signed hash"):
         load_bundle(bundle, KEY)
 
 
@@ -69,8 +69,13 @@ def test_other_key_is_refused_with_key_ids(bundle):
         load_bundle(bundle, SigningKey(b"another-key", dev=False))
 
 
-@pytest.mark.parametrize("change", ["extra", "missing", "no-signature", "garbled-signature"])
-def test_structural_tampering_is_refused(bundle, change):
+@pytest.mark.parametrize("change, reason", [
+    ("extra", "files differ from the signed manifest: extra.py"),
+    ("missing", "files differ from the signed manifest: transformer.joblib"),
+    ("no-signature", "is incomplete: no MANIFEST.json or SIGNATURE.json"),
+    ("garbled-signature", "manifest or signature is unreadable"),
+])
+def test_structural_tampering_is_refused(bundle, change, reason):
     if change == "extra":
         (bundle / "extra.py").write_text("print('hi')")
     elif change == "missing":
@@ -79,7 +84,7 @@ def test_structural_tampering_is_refused(bundle, change):
         (bundle / SIGNATURE).unlink()
     else:
         (bundle / SIGNATURE).write_text("{not json")
-    with pytest.raises(BundleRejected):
+    with pytest.raises(BundleRejected, match=reason):
         read_verified(bundle, KEY)
 
 
