@@ -188,8 +188,10 @@ def test_training_killed_mid_write_leaves_nothing_a_later_step_would_use(tmp_pat
     [parked] = candidates.glob(".extra_trees.old-*")
     assert load_bundle(parked, key).bundle_id == before
     ok(sail(project, "evaluate"))
-    assert bundle_id(candidates / "extra_trees") == before and not list(candidates.glob(".extra_trees.old-*"))
+    assert bundle_id(candidates / "extra_trees") == before
+    assert not list(candidates.glob(".extra_trees.old-*"))
 
     # The next run needs no cleanup: DVC clears the stage's outputs, leftovers included.
     ok(sail(project, "run"))
-    assert sorted(d.name for d in candidates.iterdir()) == ["extra_trees", "gradient_boosting", "logistic_regression", "random_forest"]
+    assert sorted(d.name for d in candidates.iterdir()) == [
+        "extra_trees", "gradient_boosting", "logistic_regression", "random_forest"]

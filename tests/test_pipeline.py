@@ -163,7 +163,7 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
     assert (project / "models" / "accepted" / "MANIFEST.json").read_bytes() == accepted_before
     refused = sail(project, "push")  # a failed verdict has nothing to push
     assert refused.returncode == 1
-    assert refused.stderr.strip() == "sail push: error: nothing to push: the last gate verdict was 'fail'"
+    assert refused.stderr.strip().splitlines()[-1] == "sail push: error: nothing to push: the last gate verdict was 'fail'"
 
     # 2. Thresholds met, but worse than the champion beyond the tolerance: the no-regression rule stops it.
     data.write_bytes(original)

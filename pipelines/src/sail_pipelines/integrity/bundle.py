@@ -11,12 +11,12 @@ puts it back (`recover`).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
 import math
 import os
-import glob
 import shutil
 import uuid
 from dataclasses import dataclass
