@@ -114,7 +114,7 @@ def packaged_project(pipeline_project, base_image, tmp_path_factory) -> Path:
     session (reports/package.json names it; MLflow version 1 records it). Copy it to change it."""
     project = tmp_path_factory.mktemp("packaged") / pipeline_project.name
     shutil.copytree(pipeline_project, project, symlinks=True)
-    ok(sail(project, "package", SAIL_BASE_IMAGE=base_image, timeout=900))
+    ok(sail(project, "package", SAIL_BASE_IMAGE=base_image, timeout=1500))
     return project
 
 

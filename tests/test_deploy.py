@@ -204,7 +204,7 @@ def real_project(packaged_project, tmp_path, docker_client):
             docker_client.images.remove(f"sail-model/inference:{environment}", noprune=True)
 
 
-@pytest.mark.timeout(2400)  # the first test to ask for packaged_project builds the image
+@pytest.mark.timeout(3000)  # the first test to ask for packaged_project builds the image
 def test_staging_runs_the_packaged_inference_image(real_project, docker_client):
     image = json.loads((real_project / "reports" / "package.json").read_text())["image"]
     port = free_port()

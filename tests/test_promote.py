@@ -93,7 +93,7 @@ def no_lock_left(project):
     assert [m.name for m in mlflow(project).search_registered_models()] == [MODEL]
 
 
-@pytest.mark.timeout(2400)  # the first test to ask for packaged_project builds the image
+@pytest.mark.timeout(3000)  # the first test to ask for packaged_project builds the image
 def test_promote_then_deploy_runs_the_packaged_inference_image(real_project, docker_client):  # noqa: F811
     project = real_project
     image = json.loads((project / "reports" / "package.json").read_text())["image"]
