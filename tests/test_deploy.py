@@ -198,8 +198,9 @@ def real_project(packaged_project, tmp_path, docker_client):
     project = tmp_path / packaged_project.name
     shutil.copytree(packaged_project, project, symlinks=True)
     yield project
-    remove_containers(docker_client, "sail_model")
     for environment in ("staging", "production"):
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.containers.get(f"sail-model-{environment}").remove(force=True)
         with contextlib.suppress(docker.errors.ImageNotFound):
             docker_client.images.remove(f"sail-model/inference:{environment}", noprune=True)
 
