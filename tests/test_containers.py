@@ -26,7 +26,7 @@ from sail_pipelines.integrity.signing import SigningKey
 import docker
 
 REGISTRY = "127.0.0.1:5000"
-# The first test builds the module's `flow` (sail run --container, 1200 s at most, then publish,
+# The first test builds the module's `flow` (sail run --container, 1500 s at most, then publish,
 # 600 s): pytest-timeout must wait longer than those, so theirs are the timeouts that fire.
 pytestmark = pytest.mark.timeout(2400)
 
@@ -41,7 +41,7 @@ def flow(tmp_path_factory, base_image, client):
     """A default project after `sail run --container` and `sail publish`."""
     project = bake(tmp_path_factory.mktemp("containers"))
     env = {"SAIL_BASE_IMAGE": base_image, "SAIL_REGISTRY": REGISTRY}
-    run = ok(sail(project, "run", "--container", timeout=1200, **env))
+    run = ok(sail(project, "run", "--container", timeout=1500, **env))
     published = ok(sail(project, "publish", **env))
     return {"project": project, "env": env, "run": run, "publish": json.loads(published.stdout)}
 
