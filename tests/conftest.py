@@ -31,6 +31,7 @@ CI_VARIABLES = (
 # Seconds for docker/prepare-machine on a prepared machine (`make test` runs it before pytest),
 # below pytest-timeout's 900 so that it, not pytest-timeout, reports a hang.
 PREPARE_TIMEOUT = 600
+REVISION = "org.opencontainers.image.revision"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -79,24 +80,38 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return result
 
 
+def session_commits(root: Path) -> set[str]:
+    """The commits (12 characters, as image tags and labels carry them) of every git repository
+    under `root`: the projects this session baked."""
+    commits: set[str] = set()
+    for directory, subdirectories, _ in os.walk(root):
+        if ".git" in subdirectories:
+            log = subprocess.run(["git", "-C", directory, "rev-list", "--all"], capture_output=True,
+                                 text=True)
+            commits |= {commit[:12] for commit in log.stdout.split()}
+        subdirectories[:] = [d for d in subdirectories if d not in (".git", ".dvc")]
+    return commits
+
+
 @pytest.fixture(scope="session")
-def base_image():
+def base_image(tmp_path_factory):
     """A prepared Docker machine (docker/prepare-machine: daemon, base image, local registry);
     the base image to build from. Without Docker the container tests skip, except under CI.
-    The images the session builds are removed at its end, so repeated runs do not fill the disk."""
+    The images the session's projects built are removed at its end, so repeated runs do not fill
+    the disk; those of other sessions on the same daemon (another CI executor) are left alone."""
     result = subprocess.run([str(ROOT / "docker" / "prepare-machine")], capture_output=True,
                             text=True, timeout=PREPARE_TIMEOUT)
     if result.returncode != 0:
         from ci_rules import missing  # here, not at the top: pytest imports it first, as a plugin
 
         missing(f"Docker is not available: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
-    client = docker.from_env()
-    existing = {image.id for image in client.images.list(all=True)}
     yield result.stdout.strip().splitlines()[-1].partition("=")[2]
-    # Tagged images first: removing one also removes the build steps beneath it that no other image needs.
-    for image in client.images.list() + client.images.list(all=True):
-        if image.id not in existing:
-            with contextlib.suppress(docker.errors.APIError):
+    # `sail build` and `sail package` label each image with the commit it was built from.
+    commits = session_commits(tmp_path_factory.getbasetemp())
+    client = docker.from_env()
+    for image in client.images.list():
+        if (image.labels or {}).get(REVISION, "").removesuffix("-dirty") in commits:
+            with contextlib.suppress(docker.errors.APIError):  # and the build steps only it needed
                 client.images.remove(image.id, force=True)
 
 
