@@ -18,8 +18,20 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "cookiecutter-sail"
 TEST_KEY = "test-signing-key-7d41c0a9e2"
 BIN = str(Path(sys.executable).parent)
-# Real S3 (moto), MLflow server and registry fixtures for the team-mode tests.
-pytest_plugins = ("servers",)
+# The rule for CI; real S3 (moto), MLflow server and registry fixtures for the team-mode tests.
+pytest_plugins = ("ci_rules", "servers")
+# Settings of the CI running the suite that the code reads (approver, job summary, pull request,
+# links, provenance handed to containers): a test sets what it needs, nothing leaks in.
+CI_VARIABLES = (
+    "BUILD_USER_ID", "BUILD_USER", "BUILD_URL", "CHANGE_ID", "GITHUB_ACTOR", "GITHUB_STEP_SUMMARY",
+    "GITHUB_EVENT_PATH", "GITHUB_TOKEN", "GITHUB_REPOSITORY", "GITHUB_API_URL", "GITHUB_RUN_ID",
+    "GITHUB_SERVER_URL", "SAIL_PR_NUMBER", "SAIL_DATA_HASH", "SAIL_GIT_COMMIT", "SAIL_GIT_DIRTY",
+    "SAIL_WHEEL", "SAIL_HOST", "SAIL_PORT", "SAIL_DEBUG",
+)
+# Seconds for docker/prepare-machine on a prepared machine (`make test` runs it before pytest),
+# below pytest-timeout's 900 so that it, not pytest-timeout, reports a hang.
+PREPARE_TIMEOUT = 600
+REVISION = "org.opencontainers.image.revision"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,6 +49,8 @@ def isolated_env(tmp_path_factory):
             "SAIL_S3_ENDPOINT_URL", "SAIL_AWS_ROLE_ARN", "SAIL_REGISTRY_USERNAME", "SAIL_REGISTRY_PASSWORD",
             "SAIL_RETRY_ATTEMPTS", "SAIL_RETRY_BACKOFF_SECONDS", "MLFLOW_S3_ENDPOINT_URL",
         ]:
+            mp.delenv(name, raising=False)
+        for name in CI_VARIABLES:
             mp.delenv(name, raising=False)
         yield
 
@@ -88,24 +102,38 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return result
 
 
+def session_commits(root: Path) -> set[str]:
+    """The commits (12 characters, as image tags and labels carry them) of every git repository
+    under `root`: the projects this session baked."""
+    commits: set[str] = set()
+    for directory, subdirectories, _ in os.walk(root):
+        if ".git" in subdirectories:
+            log = subprocess.run(["git", "-C", directory, "rev-list", "--all"], capture_output=True,
+                                 text=True)
+            commits |= {commit[:12] for commit in log.stdout.split()}
+        subdirectories[:] = [d for d in subdirectories if d not in (".git", ".dvc")]
+    return commits
+
+
 @pytest.fixture(scope="session")
-def base_image():
+def base_image(tmp_path_factory):
     """A prepared Docker machine (docker/prepare-machine: daemon, base image, local registry);
     the base image to build from. Without Docker the container tests skip, except under CI.
-    The images the session builds are removed at its end, so repeated runs do not fill the disk."""
-    result = subprocess.run([str(ROOT / "docker" / "prepare-machine")], capture_output=True, text=True)
+    The images the session's projects built are removed at its end, so repeated runs do not fill
+    the disk; those of other sessions on the same daemon (another CI executor) are left alone."""
+    result = subprocess.run([str(ROOT / "docker" / "prepare-machine")], capture_output=True,
+                            text=True, timeout=PREPARE_TIMEOUT)
     if result.returncode != 0:
-        message = f"Docker is not available: {(result.stderr.strip().splitlines() or ['?'])[-1]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    client = docker.from_env()
-    existing = {image.id for image in client.images.list(all=True)}
+        from ci_rules import missing  # here, not at the top: pytest imports it first, as a plugin
+
+        missing(f"Docker is not available: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
     yield result.stdout.strip().splitlines()[-1].partition("=")[2]
-    # Tagged images first: removing one also removes the build steps beneath it that no other image needs.
-    for image in client.images.list() + client.images.list(all=True):
-        if image.id not in existing:
-            with contextlib.suppress(docker.errors.APIError):
+    # `sail build` and `sail package` label each image with the commit it was built from.
+    commits = session_commits(tmp_path_factory.getbasetemp())
+    client = docker.from_env()
+    for image in client.images.list():
+        if (image.labels or {}).get(REVISION, "").removesuffix("-dirty") in commits:
+            with contextlib.suppress(docker.errors.APIError):  # and the build steps only it needed
                 client.images.remove(image.id, force=True)
 
 
@@ -114,6 +142,16 @@ def pipeline_project(tmp_path_factory) -> Path:
     """A default project after one full `sail run` (read-only for the tests that use it)."""
     project = bake(tmp_path_factory.mktemp("baked"))
     ok(sail(project, "run"))
+    return project
+
+
+@pytest.fixture(scope="session")
+def packaged_project(pipeline_project, base_image, tmp_path_factory) -> Path:
+    """A copy of the run project after `sail package`: the real inference image, built once per
+    session (reports/package.json names it; MLflow version 1 records it). Copy it to change it."""
+    project = tmp_path_factory.mktemp("packaged") / pipeline_project.name
+    shutil.copytree(pipeline_project, project, symlinks=True)
+    ok(sail(project, "package", SAIL_BASE_IMAGE=base_image, timeout=1500))
     return project
 
 

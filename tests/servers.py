@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 import yaml
+from ci_rules import under_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -237,9 +238,10 @@ def ensure_machine(what: str, ready: Callable[[], bool]) -> None:
     """Run docker/prepare-machine when `ready` is false; under CI the machine must already be prepared."""
     if ready():
         return
-    if os.environ.get("CI") == "true":
+    if under_ci():
         pytest.fail(f"{what} is not available: CI must run docker/prepare-machine before the tests")
-    proc = subprocess.run([str(ROOT / "docker" / "prepare-machine")], capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run([str(ROOT / "docker" / "prepare-machine")], capture_output=True, text=True,
+                          timeout=600)  # below pytest-timeout's 900 s, so this is what reports a hang
     if not ready():
         pytest.fail(f"{what} is not available after docker/prepare-machine (exit {proc.returncode}): {proc.stderr[-2000:]}")
 

@@ -134,22 +134,30 @@ def test_expected_files_exist(baked):
     assert not list(project.rglob("__pycache__"))
 
 
-def test_no_template_syntax_survives(baked):
-    project, _, _ = baked
+def template_syntax_left(project: Path) -> list[str]:
+    """Every Jinja delimiter left in a generated file, as "path: delimiter"."""
     offenders = []
     for path in project.rglob("*"):
         parts = path.relative_to(project).parts
         # git's and DVC's own runtime state (e.g. DVC's JSON lock file) is not generated text.
         if not path.is_file() or parts[0] == ".git" or parts[:2] in ((".dvc", "tmp"), (".dvc", "cache")):
             continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            continue  # binary
+        # Every file, UTF-8 or not: one cookiecutter takes for binary is copied without rendering.
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
         if parts[:2] == (".github", "workflows"):
             text = GITHUB_EXPRESSION.sub("", text)  # `${{ ... }}` is GitHub's; nothing else may survive
         offenders += [f"{path.relative_to(project)}: {d}" for d in DELIMITERS if d in text]
-    assert not offenders
+    return offenders
+
+
+def test_no_template_syntax_survives(baked):
+    project, _, _ = baked
+    assert template_syntax_left(project) == []
+
+
+def test_template_syntax_is_found_in_a_file_that_is_not_utf8(tmp_path):
+    (tmp_path / "notes.txt").write_bytes("caf\u00e9 {{ cookiecutter.project_name }}\n".encode("latin-1"))
+    assert template_syntax_left(tmp_path) == ["notes.txt: {{", "notes.txt: }}"]
 
 
 def test_params_parse_with_sail_pipelines(baked):
@@ -266,6 +274,23 @@ def test_baked_project_tests_pass(baked):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
+
+
+def test_the_generated_params_test_fails_on_a_bad_parameter_value(baked, tmp_path):
+    """scikit-learn accepts any value until fit(): the project's test_params.py fits each
+    candidate, so a bad value fails there, naming the candidate."""
+    project, _, _ = baked
+    copy = tmp_path / project.name
+    shutil.copytree(project, copy, symlinks=True)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    forest = next(c for c in params["candidates"] if ".RandomForest" in c["estimator"])
+    forest["params"]["max_depth"] = "deep"
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_params.py"],
+                          cwd=copy, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert f"{forest['name']}: The 'max_depth' parameter of RandomForest" in proc.stdout, proc.stdout[-3000:]
+    assert "Got 'deep' instead" in proc.stdout and "1 failed" in proc.stdout
 
 
 # --- answers the template must refuse -------------------------------------------------------

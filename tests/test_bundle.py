@@ -1,9 +1,14 @@
 """The signed bundle: every way of tampering with it must be refused before deserializing."""
 
+import errno
 import json
+import os
 import pickle
+from pathlib import Path
 
 import pytest
+from pause_at_rename import kill_at_rename
+from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.bundle import (
     MODEL,
     SIGNATURE,
@@ -26,7 +31,7 @@ class Bomb:
 
 @pytest.fixture
 def bundle(tmp_path):
-    dest = tmp_path / "bundle"
+    dest = tmp_path / "models" / "bundle"
     write_bundle(dest, {MODEL: pickle.dumps({"w": 1}), "transformer.joblib": pickle.dumps({"t": 1})}, {"task": "regression"}, KEY)
     return dest
 
@@ -47,7 +52,7 @@ def test_flipped_byte_is_refused(bundle):
 
 def test_swapped_malicious_pickle_is_never_loaded(bundle):
     (bundle / MODEL).write_bytes(pickle.dumps(Bomb()))
-    with pytest.raises(BundleRejected):
+    with pytest.raises(BundleRejected, match="model.joblib does not match its signed hash"):
         load_bundle(bundle, KEY)
 
 
@@ -64,8 +69,13 @@ def test_other_key_is_refused_with_key_ids(bundle):
         load_bundle(bundle, SigningKey(b"another-key", dev=False))
 
 
-@pytest.mark.parametrize("change", ["extra", "missing", "no-signature", "garbled-signature"])
-def test_structural_tampering_is_refused(bundle, change):
+@pytest.mark.parametrize("change, reason", [
+    ("extra", "files differ from the signed manifest: extra.py"),
+    ("missing", "files differ from the signed manifest: transformer.joblib"),
+    ("no-signature", "is incomplete: no MANIFEST.json or SIGNATURE.json"),
+    ("garbled-signature", "manifest or signature is unreadable"),
+])
+def test_structural_tampering_is_refused(bundle, change, reason):
     if change == "extra":
         (bundle / "extra.py").write_text("print('hi')")
     elif change == "missing":
@@ -74,7 +84,7 @@ def test_structural_tampering_is_refused(bundle, change):
         (bundle / SIGNATURE).unlink()
     else:
         (bundle / SIGNATURE).write_text("{not json")
-    with pytest.raises(BundleRejected):
+    with pytest.raises(BundleRejected, match=reason):
         read_verified(bundle, KEY)
 
 
@@ -83,18 +93,131 @@ def test_missing_bundle_is_a_clear_error(tmp_path):
         load_bundle(tmp_path / "nope", KEY)
 
 
-def test_failed_write_leaves_previous_bundle_and_no_partial(bundle, monkeypatch):
-    before = (bundle / MODEL).read_bytes()
+class FailingRenames:
+    """os.rename (Path.rename calls it) failing for real from its Nth call on: the first
+    `times` renames from there raise, later ones go through again."""
 
-    def boom(*args, **kwargs):
-        raise OSError("disk full")
+    def __init__(self, monkeypatch, nth: int, times: int = 1):
+        self.calls, self.nth, self.times, self.real = [], nth, times, os.rename
+        monkeypatch.setattr(os, "rename", self)
 
-    monkeypatch.setattr("sail_pipelines.integrity.bundle._replace_dir", boom)
-    with pytest.raises(OSError):
-        write_bundle(bundle, {MODEL: b"new"}, {"task": "regression"}, KEY)
-    assert (bundle / MODEL).read_bytes() == before
-    assert [p.name for p in bundle.parent.iterdir()] == ["bundle"]
-    load_bundle(bundle, KEY)
+    def __call__(self, src, dst, *args, **kwargs):
+        self.calls.append((Path(src).name, Path(dst).name))
+        if self.nth <= len(self.calls) < self.nth + self.times:
+            raise OSError(errno.EIO, "injected rename failure", str(src))
+        return self.real(src, dst, *args, **kwargs)
+
+
+NEW_FILES = {MODEL: pickle.dumps({"w": 2}), "transformer.joblib": pickle.dumps({"t": 2})}
+
+
+def write_new(dest):
+    return write_bundle(dest, NEW_FILES, {"task": "regression"}, KEY)
+
+
+def only_the_bundle_left(dest):
+    assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]
+
+
+def test_replacing_a_bundle_renames_twice(bundle, monkeypatch):
+    """What the fault tests below fail: park the old bundle, move the new one in."""
+    renames = FailingRenames(monkeypatch, nth=99)
+    write_new(bundle)
+    [(parked, old), (new, dest)] = renames.calls
+    assert (parked, old[:12]) == ("bundle", ".bundle.old-")
+    assert (new[:12], dest) == (".bundle.tmp-", "bundle")
+    assert load_bundle(bundle, KEY).model == {"w": 2}
+    only_the_bundle_left(bundle)
+
+
+@pytest.mark.parametrize("nth", [1, 2])
+def test_a_failed_rename_keeps_the_previous_bundle(bundle, monkeypatch, nth):
+    before = load_bundle(bundle, KEY).bundle_id
+    FailingRenames(monkeypatch, nth)
+    kept = r"the previous bundle \(if any\) is kept"
+    message = rf"could not write bundle {bundle}: injected rename failure; {kept}"
+    with pytest.raises(SailError, match=message):
+        write_new(bundle)
+    assert load_bundle(bundle, KEY).bundle_id == before
+    only_the_bundle_left(bundle)
+
+
+def test_when_putting_the_old_bundle_back_fails_too_the_next_run_recovers_it(bundle, monkeypatch):
+    """Renames 2 and 3 fail (the new bundle's, then the way back): the old one stays parked, and
+    the next read or write puts it back."""
+    before = load_bundle(bundle, KEY).bundle_id
+    FailingRenames(monkeypatch, nth=2, times=2)
+    with pytest.raises(SailError, match="injected rename failure"):
+        write_new(bundle)
+    assert [p.name[:12] for p in bundle.parent.iterdir()] == [".bundle.old-"]
+    monkeypatch.undo()
+    assert load_bundle(bundle, KEY).bundle_id == before  # the read put it back
+    only_the_bundle_left(bundle)
+
+
+def test_a_failed_first_write_leaves_nothing(tmp_path, monkeypatch):
+    FailingRenames(monkeypatch, nth=1)
+    with pytest.raises(SailError, match="could not write bundle .*injected rename failure"):
+        write_new(tmp_path / "bundle")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_file_write_keeps_the_previous_bundle(bundle, monkeypatch):
+    before = load_bundle(bundle, KEY).bundle_id
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(SailError, match=r"could not write bundle .*: No space left on device; "
+                                        r"the previous bundle \(if any\) is kept"):
+        write_new(bundle)
+    assert load_bundle(bundle, KEY).bundle_id == before
+    only_the_bundle_left(bundle)
+
+
+WRITER = """
+import pickle, sys
+from pathlib import Path
+from sail_pipelines.integrity.bundle import MODEL, write_bundle
+from sail_pipelines.integrity.signing import SigningKey
+files = {MODEL: pickle.dumps({"w": 2}), "transformer.joblib": pickle.dumps({"t": 2})}
+key = SigningKey(b"unit-test-key", dev=False)
+write_bundle(Path(sys.argv[1]), files, {"task": "regression"}, key)
+"""
+
+
+def killed_at_rename(dest, tmp_path, source_glob: str) -> dict:
+    """Write a bundle in another process, SIGKILLed just before it renames `source_glob`."""
+    (tmp_path / "writer").mkdir()
+    script = tmp_path / "writer" / "writer.py"
+    script.write_text(WRITER)
+    return kill_at_rename([str(script), str(dest)], source_glob, tmp_path / "writer")
+
+
+def test_a_writer_killed_between_the_two_renames_loses_nothing(bundle, tmp_path):
+    before = load_bundle(bundle, KEY).bundle_id
+    rename = killed_at_rename(bundle, tmp_path, ".bundle.tmp-*")
+    # The instant of the kill: the old bundle parked, the new one complete beside it, none in place.
+    assert Path(rename["dst"]) == bundle and not bundle.exists()
+    [parked] = bundle.parent.glob(".bundle.old-*")
+    assert load_bundle(parked, KEY).bundle_id == before
+    assert load_bundle(Path(rename["src"]), KEY).model == {"w": 2}
+
+    assert load_bundle(bundle, KEY).bundle_id == before  # the next run reads the previous bundle
+    assert sorted(p.name[:12] for p in bundle.parent.iterdir()) == [".bundle.tmp-", "bundle"]
+    write_new(bundle)  # and the next write clears what the killed one left
+    assert load_bundle(bundle, KEY).model == {"w": 2}
+    only_the_bundle_left(bundle)
+
+
+def test_a_writer_killed_before_its_first_rename_changes_nothing(bundle, tmp_path):
+    before = load_bundle(bundle, KEY).bundle_id
+    rename = killed_at_rename(bundle, tmp_path, "bundle")
+    assert Path(rename["src"]) == bundle and Path(rename["dst"]).name.startswith(".bundle.old-")
+    assert load_bundle(bundle, KEY).bundle_id == before
+    write_new(bundle)
+    only_the_bundle_left(bundle)
 
 
 def test_key_never_in_repr():

@@ -1,13 +1,18 @@
 """`sail deploy` on the real Docker daemon (host networking) and, for Kubernetes, rendered manifests
-and kubectl against no cluster. The images are small stand-ins built here from the base image:
-they honour SAIL_HOST/SAIL_PORT like the inference image's `sail serve`, and carry the labels
+and kubectl against no cluster. The first test deploys the real inference image `sail package`
+built (the session's `packaged_project`) and asks it /ready and /predict; tests/test_promote.py
+does the same for production after a promotion. The others, which need images that never get
+ready, crash or carry other labels, use small stand-ins built here from the base image: they
+honour SAIL_HOST/SAIL_PORT like the inference image's `sail serve`, and carry the labels
 `sail package` writes, so the deploy code sees what it sees with the real image."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import shutil
 import socket
 import tarfile
 from pathlib import Path
@@ -21,7 +26,6 @@ from sail_pipelines.inference.smoke import free_port
 
 import docker
 
-BASE_IMAGE = "sail-base/debian-python:bookworm"
 REGISTRY = "127.0.0.1:5000"
 STUB_SERVER = r'''
 import hashlib, json, os, signal, sys
@@ -51,7 +55,8 @@ class Handler(BaseHTTPRequestHandler):
 
 HTTPServer((os.environ["SAIL_HOST"], int(os.environ["SAIL_PORT"])), Handler).serve_forever()
 '''
-STUB_DOCKERFILE = f"""FROM {BASE_IMAGE}
+STUB_DOCKERFILE = """ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
 COPY server.py /stub/server.py
 ARG STUB_MODE
 ARG STUB_NAME
@@ -76,14 +81,15 @@ def _context() -> io.BytesIO:
 class Stubs:
     """Builds stand-in inference images, tagged like `sail package` tags them, and removes them afterwards."""
 
-    def __init__(self, client):
-        self.client = client
+    def __init__(self, client, base_image: str):
+        self.client, self.base_image = client, base_image
         self.refs: set[str] = set()
 
     def build(self, ref: str, mode: str = "ready", model: str = "", version: str = "", bundle_id: str = ""):
         labels = {"sail.test": "stub", "sail.model": model, "sail.model_version": version, "sail.bundle_id": bundle_id}
+        buildargs = {"STUB_MODE": mode, "STUB_NAME": ref, "BASE_IMAGE": self.base_image}
         image, _ = self.client.images.build(fileobj=_context(), custom_context=True, tag=ref, network_mode="host", rm=True,
-                                            buildargs={"STUB_MODE": mode, "STUB_NAME": ref}, labels=labels)
+                                            buildargs=buildargs, labels=labels)
         self.refs.add(ref)
         return image
 
@@ -100,10 +106,8 @@ class Stubs:
 
 
 @pytest.fixture(scope="session")
-def docker_client():
-    client = docker.from_env()
-    client.images.get(BASE_IMAGE)
-    return client
+def docker_client(base_image):
+    return docker.from_env()
 
 
 def remove_containers(client, model: str) -> None:
@@ -152,8 +156,8 @@ REPO = "deploy-check/inference"
 
 
 @pytest.fixture(scope="module")
-def stubs(docker_client):
-    made = Stubs(docker_client)
+def stubs(docker_client, base_image):
+    made = Stubs(docker_client, base_image)
     yield made
     remove_containers(docker_client, MODEL)
     made.remove_all()
@@ -174,6 +178,46 @@ def package(project: Path, ref: str) -> None:
 
 def deploy(project: Path, *args: str, **env: str):
     return sail(project, "deploy", *args, **env)
+
+
+def serves_the_accepted_model(project: Path, port: int) -> dict:
+    """/ready, then /predict on the holdout rows the accepted bundle carries: the very predictions
+    the metric step made for them."""
+    url = f"http://127.0.0.1:{port}"
+    assert requests.get(f"{url}/ready", timeout=5).status_code == 200
+    holdout = json.loads((project / "models" / "accepted" / "holdout.json").read_text())
+    answer = requests.post(f"{url}/predict", json=holdout["records"], timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == holdout["predictions"]
+    return answer.json()
+
+
+@pytest.fixture
+def real_project(packaged_project, tmp_path, docker_client):
+    """A copy of the packaged default project; its containers and environment tags go afterwards."""
+    project = tmp_path / packaged_project.name
+    shutil.copytree(packaged_project, project, symlinks=True)
+    yield project
+    for environment in ("staging", "production"):
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.containers.get(f"sail-model-{environment}").remove(force=True)
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(f"sail-model/inference:{environment}", noprune=True)
+
+
+@pytest.mark.timeout(3000)  # the first test to ask for packaged_project builds the image
+def test_staging_runs_the_packaged_inference_image(real_project, docker_client):
+    image = json.loads((real_project / "reports" / "package.json").read_text())["image"]
+    port = free_port()
+    deployed = ok(deploy(real_project, "--environment", "staging", "--port", str(port)))
+    out = json.loads(deployed.stdout)
+    assert out["container"] == "sail-model-staging" and out["image"] == image
+    assert out["tag"]["tag"] == "sail-model/inference:staging" and out["tag"]["moved"] is True
+    answer = serves_the_accepted_model(real_project, port)
+    assert answer["model_version"] == "1"
+    container = docker_client.containers.get("sail-model-staging")
+    assert container.image.id == docker_client.images.get(image).id
+    assert container.attrs["Config"]["User"] == "10001:10001"
 
 
 def test_staging_deploy_serves_on_loopback_and_moves_the_tag(project, stubs, docker_client):

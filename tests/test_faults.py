@@ -7,15 +7,16 @@ run without manual cleanup. (Two pipelines racing to promote: tests/test_promote
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 from conftest import TEST_KEY, bake, ok, sail
-from sail_pipelines.integrity.bundle import BundleRejected, bundle_id, load_bundle
+from pause_at_rename import kill_at_rename
+from sail_pipelines.integrity.bundle import bundle_id, load_bundle
 from sail_pipelines.integrity.signing import SigningKey
 from servers import (
     CLIENT_AWS,
@@ -137,66 +138,60 @@ def test_s3_outage_during_push_retries_with_backoff_then_the_next_run_recovers(t
 
 # --- a training process killed while it writes ---------------------------------------------------
 
-SLOW = {"name": "slow_trees", "estimator": "sklearn.ensemble.ExtraTreesClassifier",
-        "params": {"n_estimators": 1500, "max_features": 1, "random_state": 0, "n_jobs": 1}}  # a ~30 MB bundle
+LAST = {"name": "extra_trees", "estimator": "sklearn.ensemble.ExtraTreesClassifier",
+        "params": {"n_estimators": 20, "random_state": 0, "n_jobs": 1}}  # trained after the defaults
+BUNDLE_FILES = ["MANIFEST.json", "SIGNATURE.json", "metadata.json", "model.joblib", "transformer.joblib"]
 
 
-def kill_while_writing(project, name: str) -> list[str]:
-    """Start `sail train`, SIGKILL it the moment the bundle's hidden temporary directory appears;
-    return what that directory held at the kill (proof the write was under way)."""
-    candidates = project / "models" / "candidates"
-    leftovers = set(os.listdir(candidates)) if candidates.is_dir() else set()
-    proc = subprocess.Popen([sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), "train"],
-                            env=dict(os.environ, SAIL_SIGNING_KEY=TEST_KEY), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    held = None
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:
-        partial = [d for d in os.listdir(candidates) if d.startswith(f".{name}.tmp-") and d not in leftovers] if candidates.is_dir() else []
-        if partial:
-            try:
-                held = sorted(os.listdir(candidates / partial[0]))
-            except FileNotFoundError:
-                held = []
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.0005)
-    proc.wait()
-    assert held is not None and proc.returncode == -signal.SIGKILL, "the training finished before it could be killed mid-write"
-    return held
+def train_killed_at_rename(project) -> dict:
+    """`sail train`, SIGKILLed just before it renames extra_trees' finished bundle into place."""
+    program = ["-m", "sail_pipelines.cli", "--project", str(project), "train"]
+    env = dict(os.environ, SAIL_SIGNING_KEY=TEST_KEY)
+    return kill_at_rename(program, ".extra_trees.tmp-*", project.parent, env=env, timeout=300)
 
 
 def test_training_killed_mid_write_leaves_nothing_a_later_step_would_use(tmp_path):
     project = bake(tmp_path, project_name="Killed Model")
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["candidates"].append(SLOW)
+    params["candidates"].append(LAST)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ok(sail(project, "validate"))
     ok(sail(project, "split"))
     key = SigningKey(TEST_KEY.encode(), dev=False)
     candidates = project / "models" / "candidates"
 
-    held = kill_while_writing(project, "slow_trees")
-    assert "MANIFEST.json" not in held and "SIGNATURE.json" not in held
-    assert not (candidates / "slow_trees").exists()
-    [partial] = [d for d in candidates.iterdir() if d.name.startswith(".slow_trees.tmp-")]
-    with pytest.raises(BundleRejected, match="is incomplete"):
-        load_bundle(partial, key)
+    rename = train_killed_at_rename(project)
+    # The kill landed after every file was written and signed, before the rename: a whole
+    # bundle, but hidden where no step looks.
+    hidden = Path(rename["src"])
+    assert Path(rename["dst"]) == candidates / "extra_trees" and hidden.parent == candidates
+    assert sorted(os.listdir(hidden)) == BUNDLE_FILES
+    assert load_bundle(hidden, key).metadata["name"] == "extra_trees"
+    assert not (candidates / "extra_trees").exists()
     for finished in ("logistic_regression", "random_forest", "gradient_boosting"):
         load_bundle(candidates / finished, key)  # written before the kill: complete and signed
-    served = sail(project, "serve", "--bundle", str(partial), "--port", "1")
-    assert served.returncode == 1 and "is incomplete" in last_line(served)
+    served = sail(project, "serve", "--bundle", str(candidates / "extra_trees"), "--port", "1")
+    assert served.returncode == 1 and last_line(served) == (
+        f"sail serve: error: no model bundle at {candidates / 'extra_trees'}")
     evaluated = sail(project, "evaluate")
     assert evaluated.returncode == 1 and last_line(evaluated) == (
-        "sail evaluate: error: no trained bundle for candidate(s) slow_trees: run `sail train` first")
+        "sail evaluate: error: no trained bundle for candidate(s) extra_trees: run `sail train` first")
     gated = sail(project, "gate")
     assert gated.returncode == 1 and last_line(gated) == "sail gate: error: no reports/evaluation.json: run `sail evaluate` first"
 
-    # A complete bundle being replaced stays in place, verified, until its successor is whole.
+    # Replacing a complete bundle, killed between its two renames: the old one is parked, the
+    # new one whole beside it; the next step puts the old one back and uses it.
     ok(sail(project, "train"))
-    before = bundle_id(candidates / "slow_trees")
-    kill_while_writing(project, "slow_trees")
-    assert bundle_id(candidates / "slow_trees") == before and load_bundle(candidates / "slow_trees", key)
+    before = bundle_id(candidates / "extra_trees")
+    train_killed_at_rename(project)
+    assert not (candidates / "extra_trees").exists()
+    [parked] = candidates.glob(".extra_trees.old-*")
+    assert load_bundle(parked, key).bundle_id == before
+    ok(sail(project, "evaluate"))
+    assert bundle_id(candidates / "extra_trees") == before
+    assert not list(candidates.glob(".extra_trees.old-*"))
 
     # The next run needs no cleanup: DVC clears the stage's outputs, leftovers included.
     ok(sail(project, "run"))
-    assert sorted(d.name for d in candidates.iterdir()) == ["gradient_boosting", "logistic_regression", "random_forest", "slow_trees"]
+    assert sorted(d.name for d in candidates.iterdir()) == [
+        "extra_trees", "gradient_boosting", "logistic_regression", "random_forest"]

@@ -4,7 +4,7 @@ Jenkins cannot run here, so tests/jenkins/ runs those pipeline scripts under stu
 step (JenkinsPipelineUnit-style), all in one groovy process, and checks stage order, the gate and
 pull-request paths, promotion, parallel training, credentials and the `sail` command sequences of
 tests/ci_parity.yaml (see tests/jenkins/README.md). This file runs it and shows its output when it
-fails. Without groovy the tests skip on a developer's machine and FAIL under CI=true.
+fails. Without groovy the tests skip on a developer's machine and FAIL under CI (tests/ci_rules.py).
 """
 
 from __future__ import annotations
@@ -16,17 +16,45 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from ci_rules import missing
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "tests" / "jenkins" / "run.groovy"
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$")
-
-
-def missing(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+RESULT = re.compile(r"^(PASS|FAIL)  (.+)$")
+# Every check of tests/jenkins/HarnessMain.groovy, by name: one dropped or renamed fails here.
+CHECKS = (
+    "every vars/*.groovy step has a vars/*.txt beside it",
+    "main: the stages run in order and the build succeeds",
+    "main: sail commands equal ci_parity.yaml push-main, then promote",
+    "main: every sail command runs in its own stage, on the agent",
+    "main, gate fails: the report still runs, nothing after the gate (ci_parity "
+    "push-main-gate-fails)",
+    "pull request: report posted, no push, no deploy, no approval (ci_parity pull-request)",
+    "pull request: the report is posted to the repository of CHANGE_URL, or the one configured",
+    "other branches: judged and reported like a pull request, registered and delivered nowhere",
+    "pull request, gate fails: the report is still posted",
+    "promotion: input with submitter, no agent or lock while waiting; milestone and "
+    "lock around promote",
+    "promotion: the first model promotes with --expect-champion none",
+    "promotion: a rejected input promotes nothing and aborts the build",
+    "promotion: a build superseded by a newer approved one stops at the milestone",
+    "training: one parallel branch per candidate, each running its own container",
+    "training: a failing candidate fails the build before evaluation",
+    "credentials: bound by withCredentials only where needed, never in sh or echo text",
+    "credentials: a secret given in config.environment is refused before any sail command",
+    "settings: environment reaches every sail command; bad settings are refused with one line",
+    "generated Jenkinsfile (default answers): pins the library release and runs the pipeline",
+    "generated Jenkinsfile (custom answers): release tag, approvers and candidates flow through",
+    "this repository's Jenkinsfile: bakes the template, runs make test, keeps junit "
+    "results even on failure",
+    "harness: the docs check flags a step without .txt and a .txt without step",
+    "harness: the leak checks catch a step that interpolates a secret in Groovy",
+    "harness: the parity check catches a missing sail command",
+    "harness: the promotion check catches an input that holds an executor",
+    "harness: sh outside an agent fails the build, as in Jenkins",
+    "harness: an unknown step fails the build and names the step",
+)
 
 
 def run_harness(*args: str) -> subprocess.CompletedProcess:
@@ -55,10 +83,15 @@ def shown(result: subprocess.CompletedProcess) -> str:
     return f"stdout:\n{result.stdout[-12000:]}\nstderr:\n{result.stderr[-4000:]}"
 
 
+def results(result: subprocess.CompletedProcess) -> dict[str, str]:
+    """{check name: PASS or FAIL} from the harness's output."""
+    return {m[2]: m[1] for m in map(RESULT.match, result.stdout.splitlines()) if m}
+
+
 def test_jenkins_harness_passes():
     result = run_harness()
-    passed, failed = counts(result)
-    assert result.returncode == 0 and failed == 0 and passed >= 25, shown(result)
+    assert results(result) == dict.fromkeys(CHECKS, "PASS"), shown(result)
+    assert counts(result) == (len(CHECKS), 0) and result.returncode == 0, shown(result)
 
 
 def test_jenkins_harness_can_fail():

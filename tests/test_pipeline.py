@@ -161,7 +161,9 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
     assert str(client.get_model_version_by_alias("gatekeeper", "champion").version) == "1"
     assert remote_files(project) == remote_before
     assert (project / "models" / "accepted" / "MANIFEST.json").read_bytes() == accepted_before
-    assert sail(project, "push").returncode == 1  # a failed verdict has nothing to push
+    refused = sail(project, "push")  # a failed verdict has nothing to push
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == "sail push: error: nothing to push: the last gate verdict was 'fail'"
 
     # 2. Thresholds met, but worse than the champion beyond the tolerance: the no-regression rule stops it.
     data.write_bytes(original)
@@ -182,7 +184,8 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
     champion_run = client.get_model_version_by_alias("gatekeeper", "champion").run_id
     [stored] = (project / ".mlflow" / "artifacts").rglob(f"{champion_run}/artifacts/accepted_bundle/model.joblib")
     stored.write_bytes(stored.read_bytes() + b"\0")
-    assert sail(project, "gate").returncode == 1
+    refused = sail(project, "gate")
+    assert refused.returncode == 1 and "GATE FAILED" in refused.stderr, refused.stderr
     report = json.loads((project / "reports" / "gate.json").read_text())
     assert report["champion"]["metrics_source"].startswith("recorded (its bundle was refused")
     assert report["rules"][-1]["passed"] is False

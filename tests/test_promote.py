@@ -1,6 +1,8 @@
 """Promotion and rollback: compare-and-set under the registry lock, the production image tag, and the
 signed audit history, against a real MLflow SQLite store, the real Docker daemon and the local
-registry. Versions are registered the way the gate and `sail package` leave them."""
+registry. The first test promotes the version the gate registered and `sail package` built the
+real inference image for, deploys it to production and asks it /ready and /predict. The others
+register versions the way the gate and `sail package` leave them, with stand-in images."""
 
 from __future__ import annotations
 
@@ -18,7 +20,16 @@ from sail_pipelines.delivery import promote
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference.smoke import free_port
 from sail_pipelines.integrity.signing import SigningKey
-from test_deploy import REGISTRY, Stubs, docker_client, first_error_line, register_version, served  # noqa: F401 - fixture
+from test_deploy import (  # noqa: F401 - docker_client and real_project are fixtures
+    REGISTRY,
+    Stubs,
+    docker_client,
+    first_error_line,
+    real_project,
+    register_version,
+    served,
+    serves_the_accepted_model,
+)
 
 import docker
 
@@ -28,8 +39,8 @@ PRODUCTION = f"{REPO}:production"
 
 
 @pytest.fixture(scope="module")
-def stubs(docker_client):  # noqa: F811 - the fixture imported above
-    made = Stubs(docker_client)
+def stubs(docker_client, base_image):  # noqa: F811 - the fixture imported above
+    made = Stubs(docker_client, base_image)
     yield made
     for container in docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"}):
         container.remove(force=True)
@@ -80,6 +91,22 @@ def refused(result, text, command="promote"):
 
 def no_lock_left(project):
     assert [m.name for m in mlflow(project).search_registered_models()] == [MODEL]
+
+
+@pytest.mark.timeout(3000)  # the first test to ask for packaged_project builds the image
+def test_promote_then_deploy_runs_the_packaged_inference_image(real_project, docker_client):  # noqa: F811
+    project = real_project
+    image = json.loads((project / "reports" / "package.json").read_text())["image"]
+    promotion = ("--version", "1", "--expect-champion", "none", "--approver", "alice")
+    promoted = json.loads(ok(sail(project, "promote", *promotion)).stdout)
+    assert (promoted["to"], promoted["image"]) == ("1", image)
+    assert promoted["production_tag"] == "sail-model/inference:production"
+    port = free_port()
+    deployed = ok(sail(project, "deploy", "--environment", "production", "--port", str(port)))
+    out = json.loads(deployed.stdout)
+    assert out["champion"] == "1" and out["image"] == "sail-model/inference:production"
+    assert out["image_id"] == docker_client.images.get(image).id  # the one packaged for v1
+    assert serves_the_accepted_model(project, port)["model_version"] == "1"
 
 
 def test_promote_deploy_rollback(project, stubs, docker_client):

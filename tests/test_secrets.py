@@ -132,12 +132,13 @@ def test_no_secret_in_the_bucket(secret_run, s3):
     assert found == []
 
 
+@pytest.mark.timeout(2400)  # above build + package (1500 s), and secret_run when first
 def test_no_secret_in_the_images(secret_run, base_image):
     """`docker save` of every image the project built: the layers, their history and config."""
     project = secret_run["project"]
     env = {**secret_run["env"], "SAIL_BASE_IMAGE": base_image}
-    ok(sail(project, "build", key=secret_run["key"], **env, timeout=1800))
-    ok(sail(project, "package", key=secret_run["key"], **env, timeout=1800))
+    ok(sail(project, "build", key=secret_run["key"], **env, timeout=900))
+    ok(sail(project, "package", key=secret_run["key"], **env, timeout=600))
     images = json.loads((project / ".sail" / "images.json").read_text())
     refs = [ref for side, ref in images.items() if side in ("train", "metric")]
     refs.append(json.loads((project / "reports" / "package.json").read_text())["image"])

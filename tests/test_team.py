@@ -8,11 +8,13 @@ password-protected registry.
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import getpass
+import io
 import json
 import re
 import subprocess
+import tarfile
 import time
 
 import pytest
@@ -213,15 +215,16 @@ def test_promoted_champion_is_rescored_from_its_bundle_in_s3(team_run):
     assert report["champion"]["version"] == "1" and report["champion"]["metrics_source"] == "rescored on this test set"
 
 
+@pytest.mark.timeout(2400)  # above build + package + publish (1800 s), and team_run when first
 def test_inference_image_is_published_to_the_registry_named_in_the_team_file(team_run, local_registry, base_image):
     """`sail package` and `sail publish` take the registry from infrastructure.yaml; the digest
     recorded is the one the registry serves."""
     project = team_run["project"]
     env = {**CLIENT_AWS, "SAIL_BASE_IMAGE": base_image}
-    ok(sail(project, "build", **env, timeout=1800))
-    ok(sail(project, "package", **env, timeout=1800))
+    ok(sail(project, "build", **env, timeout=900))
+    ok(sail(project, "package", **env, timeout=600))
     image = json.loads((project / "reports" / "package.json").read_text())["image"]
-    published = json.loads(ok(sail(project, "publish", **env, timeout=1800)).stdout)["images"]
+    published = json.loads(ok(sail(project, "publish", **env, timeout=300)).stdout)["images"]
     assert image.startswith(f"{local_registry}/team-model/inference:") and image in published
     assert any("/team-model/train:" in ref for ref in published) and any("/team-model/metric:" in ref for ref in published)
     repository, _, tag = image.removeprefix(f"{local_registry}/").rpartition(":")
@@ -231,15 +234,16 @@ def test_inference_image_is_published_to_the_registry_named_in_the_team_file(tea
     assert manifest.headers["Docker-Content-Digest"] == published[image]
 
 
+@pytest.mark.timeout(2400)  # above build + package + publish (1800 s), and team_run when first
 def test_images_are_published_to_the_password_protected_team_registry(team_run, auth_registry, base_image):
     """The registry and its user come from infrastructure.yaml, the password from the environment;
     every pushed digest is the one the registry serves."""
     project = team_run["project"]
     write_infrastructure(project, registry={"url": auth_registry.address, "username": REGISTRY_USER})
     env = {**CLIENT_AWS, "SAIL_BASE_IMAGE": base_image, "SAIL_REGISTRY_PASSWORD": auth_registry.password}
-    ok(sail(project, "build", **env, timeout=1800))
-    ok(sail(project, "package", **env, timeout=1800))
-    published = json.loads(ok(sail(project, "publish", **env, timeout=1800)).stdout)["images"]
+    ok(sail(project, "build", **env, timeout=900))
+    ok(sail(project, "package", **env, timeout=600))
+    published = json.loads(ok(sail(project, "publish", **env, timeout=300)).stdout)["images"]
     image = json.loads((project / "reports" / "package.json").read_text())["image"]
     assert any(ref.endswith(image.rpartition("/")[2]) for ref in published)
     auth = (REGISTRY_USER, auth_registry.password)
@@ -388,15 +392,57 @@ def test_doctor_and_login_against_a_password_protected_registry(tmp_path, auth_r
         "ok", f"{auth_registry.address} reachable at http://{auth_registry.address}/v2/, docker login accepted (user '{REGISTRY_USER}')")
 
 
-def test_registry_login_gives_the_auth_config_for_pushes(tmp_path, auth_registry):
-    """What `sail publish` pushes with: the daemon is logged in, and the auth_config matches."""
-    from sail_pipelines.delivery import containers
-    from sail_pipelines.integrations import registry
+def tiny_image(client, ref: str):
+    """An image of one small file (FROM scratch): something to push in seconds."""
+    buffer = io.BytesIO()
+    files = {"Dockerfile": b"FROM scratch\nCOPY hello /hello\n", "hello": b"hello\n"}
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return client.images.build(fileobj=buffer, custom_context=True, tag=ref, rm=True)[0]
 
-    settings = Settings.from_env(ProjectPaths(tmp_path), {"SAIL_REGISTRY": auth_registry.address, "SAIL_REGISTRY_USERNAME": REGISTRY_USER,
-                                                           "SAIL_REGISTRY_PASSWORD": auth_registry.password})
-    auth = registry.login(containers.docker_client(), settings)
-    assert auth == {"username": REGISTRY_USER, "password": auth_registry.password, "serveraddress": auth_registry.address}
-    basic = base64.b64encode(f"{REGISTRY_USER}:{auth_registry.password}".encode()).decode()
-    assert requests.get(f"http://{auth_registry.address}/v2/", headers={"Authorization": f"Basic {basic}"}, timeout=10).status_code == 200
-    assert registry.login(containers.docker_client(), Settings.from_env(ProjectPaths(tmp_path), {})) is None
+
+def test_publish_logs_in_to_a_password_protected_registry_and_pushes(tmp_path, auth_registry):
+    """What the registry holds after `sail publish`: the image, pushed with the login the
+    settings give; nothing after a publish without a password or with a wrong one."""
+    import docker
+
+    project = bake(tmp_path, project_name="Locked Model")
+    client = docker.from_env()
+    local = "locked-model/train:c0ffee"
+    target = f"{auth_registry.address}/{local}"
+    tiny_image(client, local)
+    (project / ".sail").mkdir(exist_ok=True)
+    (project / ".sail" / "images.json").write_text(json.dumps({"train": local}))  # as `sail build`
+    env = {"SAIL_REGISTRY": auth_registry.address, "SAIL_REGISTRY_USERNAME": REGISTRY_USER}
+    api = f"http://{auth_registry.address}/v2/locked-model/train"
+    auth = (REGISTRY_USER, auth_registry.password)
+    try:
+        anonymous = sail(project, "publish", SAIL_REGISTRY=auth_registry.address)
+        assert anonymous.returncode == 1, anonymous.stderr
+        assert f"sail publish: error: pushing {target} failed: " in anonymous.stderr
+        wrong = sail(project, "publish", **env, SAIL_REGISTRY_PASSWORD="not-the-password")
+        assert wrong.returncode == 1 and f"login as '{REGISTRY_USER}' refused" in wrong.stderr
+        assert "not-the-password" not in wrong.stdout + wrong.stderr
+        nothing = requests.get(f"{api}/tags/list", auth=auth, timeout=10)
+        assert nothing.status_code == 404, nothing.text  # no repository: nothing arrived
+
+        login = {**env, "SAIL_REGISTRY_PASSWORD": auth_registry.password}
+        published = ok(sail(project, "publish", **login))
+        digests = json.loads(published.stdout)["images"]
+        assert list(digests) == [target]
+        assert auth_registry.password not in published.stdout + published.stderr
+        assert requests.get(f"{api}/tags/list", auth=auth, timeout=10).json()["tags"] == ["c0ffee"]
+        manifest = requests.head(f"{api}/manifests/c0ffee", auth=auth, timeout=10, headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json, "
+                      "application/vnd.oci.image.manifest.v1+json"})
+        assert manifest.headers["Docker-Content-Digest"] == digests[target]
+        asked = requests.get(f"{api}/tags/list", timeout=10)
+        assert asked.status_code == 401  # the registry does ask for the login
+    finally:
+        for ref in (target, local):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(ref, force=True)

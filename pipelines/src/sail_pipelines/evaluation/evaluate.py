@@ -25,7 +25,7 @@ from sail_pipelines.errors import SailError
 from sail_pipelines.evaluation import metrics, plots
 from sail_pipelines.files import read_json, write_json
 from sail_pipelines.integrations import tracking
-from sail_pipelines.integrity.bundle import TRANSFORMER, LoadedBundle, load_bundle
+from sail_pipelines.integrity.bundle import TRANSFORMER, LoadedBundle, load_bundle, recover
 from sail_pipelines.integrity.signing import SigningKey
 
 HOLDOUT_ROWS = 20  # rows that travel with the accepted model for smoke tests
@@ -54,6 +54,8 @@ def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None
 
 def candidate_dirs(paths: ProjectPaths, params: Params) -> list[Path]:
     dirs = [paths.candidates_dir / c.name for c in params.candidates]
+    for d in dirs:
+        recover(d)  # a training killed while replacing a bundle left the previous one parked
     missing = [d.name for d in dirs if not d.is_dir()]
     if missing:
         raise SailError(f"no trained bundle for candidate(s) {', '.join(missing)}: run `sail train` first")

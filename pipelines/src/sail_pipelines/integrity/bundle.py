@@ -4,11 +4,15 @@ Nothing here deserializes a byte before the signature and every file hash check 
 deserialization reads the very bytes that were checked, so a file swapped in between
 cannot slip through. Bundles are written to a hidden sibling directory and renamed into
 place, so a killed process never leaves something that looks like a finished bundle.
+Replacing a bundle takes two renames (park the old one, move the new one in); if the second
+fails the old one goes back, and if the process dies between them the next read or write
+puts it back (`recover`).
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import io
 import json
@@ -52,7 +56,8 @@ def _json_bytes(data: Any) -> bytes:
 
 
 def write_bundle(dest: Path, files: Mapping[str, bytes], metadata: Mapping[str, Any], key: SigningKey) -> str:
-    """Write and sign a bundle atomically; return its id (the manifest digest)."""
+    """Write and sign a bundle atomically; return its id (the manifest digest).
+    Any failure leaves the previous bundle at `dest` (or nothing, if there was none)."""
     contents = dict(files)
     contents[METADATA] = _json_bytes(metadata)
     manifest = {
@@ -62,30 +67,62 @@ def write_bundle(dest: Path, files: Mapping[str, bytes], metadata: Mapping[str, 
     manifest_bytes = _json_bytes(manifest)
     signature = {"algorithm": "HMAC-SHA256", "key_id": key.key_id, "hmac": key.sign(manifest_bytes)}
     dest.parent.mkdir(parents=True, exist_ok=True)
+    recover(dest)
+    parked = _leftovers(dest, "old") if dest.exists() else []  # never the only copy of the old bundle
+    for leftover in _leftovers(dest, "tmp") + parked:
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         for name, data in [*contents.items(), (MANIFEST, manifest_bytes), (SIGNATURE, _json_bytes(signature))]:
             with open(tmp / name, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
         _replace_dir(tmp, dest)
+    except OSError as exc:
+        reason = f"{exc.strerror or exc}; the previous bundle (if any) is kept"
+        raise SailError(f"could not write bundle {dest}: {reason}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return hashlib.sha256(manifest_bytes).hexdigest()[:16]
 
 
 def _replace_dir(src: Path, dest: Path) -> None:
+    """Park the old bundle, move the new one in, delete the old one; if the move fails, the old
+    one goes back."""
     old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex}"
-    if dest.exists():
+    parked = dest.exists()
+    if parked:
         dest.rename(old)
-    src.rename(dest)
+    try:
+        src.rename(dest)
+    except BaseException:
+        if parked:
+            old.rename(dest)  # if this fails too, `recover` puts it back on the next read or write
+        raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _leftovers(dest: Path, kind: str) -> list[Path]:
+    """Hidden siblings an interrupted write left: `tmp` (a new bundle) or `old` (a parked one)."""
+    return list(dest.parent.glob(f".{glob.escape(dest.name)}.{kind}-*"))
+
+
+def recover(dest: Path) -> None:
+    """A process that died between `_replace_dir`'s two renames left the old bundle parked and
+    nothing at `dest`: put the old bundle back. Best effort: a read-only mount stays as it is."""
+    parked = _leftovers(dest, "old")
+    if parked and not dest.exists():
+        try:
+            max(parked, key=lambda p: p.stat().st_mtime_ns).rename(dest)
+        except OSError:
+            pass  # read-only, or another process put it back first
 
 
 def read_verified(path: Path, key: SigningKey) -> tuple[dict[str, bytes], str]:
     """Return every signed file of the bundle and the bundle id, or raise BundleRejected saying what is wrong."""
+    recover(path)
     if not path.is_dir():
         raise BundleRejected(f"no model bundle at {path}")
     files = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
@@ -195,6 +232,7 @@ def holdout_mismatches(served: list[Any], expected: list[Any]) -> list[int]:
 
 def bundle_id(path: Path) -> str:
     """The id of a bundle on disk (digest of its manifest), without loading it."""
+    recover(path)
     try:
         return hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()[:16]
     except OSError:

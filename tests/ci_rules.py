@@ -1,0 +1,47 @@
+"""One rule for "this is CI", and what follows from it (a pytest plugin, loaded by conftest.py).
+
+CI counts when the variable CI is set to anything but "", "0" or "false" (any case): GitHub
+Actions sets CI=true, this repository's Jenkinsfile and .ci/run set it too, and the Makefile
+applies the same rule. Under CI nothing may pass by not running: a missing tool or service
+fails the test instead of skipping it, and any skip that happens anyway is turned into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NoReturn
+
+import pytest
+
+NOT_CI = ("", "0", "false")
+
+
+def under_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in NOT_CI
+
+
+def missing(message: str) -> NoReturn:
+    """What a test needs is missing: a skip on a developer's machine, a failure under CI."""
+    if under_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _as_failure(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if report.skipped and under_ci() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        reason = str(reason).removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI, where every test must run: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _as_failure(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _as_failure(outcome.get_result())
