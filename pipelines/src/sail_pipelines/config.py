@@ -18,6 +18,7 @@ import yaml
 from sail_pipelines.errors import SailError
 
 TASKS = ("classification", "regression")
+SIGNING_SCHEMES = ("ed25519", "hmac-sha256")  # bundle signatures: a key pair (default) or one shared secret
 
 # Direction of every metric the evaluate step computes: True when higher is better.
 HIGHER_IS_BETTER = {
@@ -85,6 +86,7 @@ class Params:
     candidates: tuple[Candidate, ...]
     gate: GateConfig
     validation: ValidationConfig
+    signing_scheme: str = SIGNING_SCHEMES[0]  # how bundles are signed (integrity/signing.py)
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,10 @@ class ProjectPaths:
     def src(self) -> Path:
         return self.root / "src"
 
+    @property
+    def pyproject(self) -> Path:
+        return self.root / "pyproject.toml"
+
 
 TEAM_FILE = "infrastructure.yaml"
 
@@ -174,7 +180,8 @@ TEAM_KEYS: dict[str, tuple[str, ...]] = {
 # Keys people reach for that must stay in the environment (the file is committed), and where
 # each section's secrets come from instead.
 SECRET_NAMES = {"password", "secret", "token", "api_key", "access_key", "access_key_id", "secret_access_key",
-                "aws_access_key_id", "aws_secret_access_key", "session_token", "signing_key"}
+                "aws_access_key_id", "aws_secret_access_key", "session_token", "signing_key",
+                "audit_key", "private_key"}
 SECRET_ENV = {
     "aws": "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)",
     "dvc": "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)",
@@ -228,6 +235,9 @@ class Settings:
     registry_username: str | None = None
     registry_password: str | None = field(default=None, repr=False)
     retry: RetryPolicy = RetryPolicy()
+    verify_key: str | None = None  # public key text: not a secret, but only the environment sets it
+    audit_key: str | None = field(default=None, repr=False)
+    audit_verify_key: str | None = None
     origins: tuple[tuple[str, str], ...] = ()  # (team key, where its value came from), for `sail doctor`
 
     def __repr__(self) -> str:
@@ -282,6 +292,9 @@ class Settings:
             ),
             registry_username=values.get("registry.username"),
             registry_password=env.get("SAIL_REGISTRY_PASSWORD") or None,
+            verify_key=env.get("SAIL_VERIFY_KEY") or None,
+            audit_key=env.get("SAIL_AUDIT_KEY") or None,
+            audit_verify_key=env.get("SAIL_AUDIT_VERIFY_KEY") or None,
             retry=RetryPolicy(
                 attempts=values.get("retry.attempts", RetryPolicy.attempts),
                 backoff_seconds=values.get("retry.backoff_seconds", RetryPolicy.backoff_seconds),
@@ -350,7 +363,8 @@ def _sections() -> list[str]:
 
 def _secret_message(name: str, key: str) -> str:
     section, _, leaf = key.rpartition(".")
-    env = "SAIL_SIGNING_KEY" if leaf == "signing_key" else SECRET_ENV.get(section, "the matching environment variable")
+    named = {"signing_key": "SAIL_SIGNING_KEY", "audit_key": "SAIL_AUDIT_KEY"}
+    env = named.get(leaf) or SECRET_ENV.get(section, "the matching environment variable")
     return f"{name}: '{key}' is a secret and never goes in this committed file: set {env} in the environment"
 
 
@@ -507,6 +521,10 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
             )
         )
     validation = raw.get("validation") or {}
+    signing = raw.get("signing") or {}
+    scheme = signing.get("scheme", SIGNING_SCHEMES[0]) if isinstance(signing, Mapping) else None
+    if scheme not in SIGNING_SCHEMES:
+        raise SailError(f"params.yaml: 'signing.scheme' must be one of {', '.join(SIGNING_SCHEMES)}, got {scheme!r}")
     return Params(
         task=task,
         raw_data=str(_require(data, "raw", "data.")),
@@ -527,6 +545,7 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
             max_std_ratio=_number(validation.get("max_std_ratio", 2.0), "validation.max_std_ratio", 1.0),
             min_rows=int(_number(validation.get("min_rows", 50), "validation.min_rows", 1)),
         ),
+        signing_scheme=scheme,
     )
 
 

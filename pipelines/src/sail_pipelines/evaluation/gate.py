@@ -32,7 +32,7 @@ from sail_pipelines.integrity.bundle import (
     load_bundle,
     write_bundle,
 )
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import SignKey, VerifyKey
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def judge(gate: GateConfig, scores: dict[str, float], champion: dict[str, Any] |
     return rules
 
 
-def champion_scores(client: Any, run_id: str, schema: dict[str, Any], paths: ProjectPaths, key: SigningKey) -> dict[str, Any]:
+def champion_scores(client: Any, run_id: str, schema: dict[str, Any], paths: ProjectPaths, key: VerifyKey) -> dict[str, Any]:
     """The champion's metrics on today's test set, so both models are judged on the same rows.
 
     Falls back to the metrics recorded when the champion was evaluated, and says why, when its
@@ -93,7 +93,7 @@ def champion_scores(client: Any, run_id: str, schema: dict[str, Any], paths: Pro
     return {"metrics": {k: v for k, v in scores.items() if isinstance(v, float)}, "metrics_source": "rescored on this test set"}
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey, register: bool = True) -> dict[str, Any]:
+def run(paths: ProjectPaths, params: Params, settings: Settings, key: SignKey, register: bool = True) -> dict[str, Any]:
     """Judge the best candidate; on a pass, register it (unless `register` is off, as for pull
     requests, whose models must never become the `candidate` that main's promotion expects)."""
     if not paths.evaluation_report.is_file():

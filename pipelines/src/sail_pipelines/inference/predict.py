@@ -13,7 +13,7 @@ from sail_pipelines.contract.schema import check_frame, parse_schema
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import write_atomic
 from sail_pipelines.integrity.bundle import load_bundle
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import VerifyKey
 
 FORMATS = ("csv", "json")
 
@@ -30,7 +30,7 @@ def predict_frame(bundle: Any, frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def run(bundle_dir: Path, key: SigningKey, source: Path, dest: Path, fmt: str | None = None) -> dict[str, Any]:
+def run(bundle_dir: Path, key: VerifyKey, source: Path, dest: Path, fmt: str | None = None) -> dict[str, Any]:
     fmt = fmt or dest.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise SailError(f"output format must be one of {', '.join(FORMATS)} (from --format or the file suffix), got {fmt!r}")

@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from sail_pipelines.contract.schema import RecordError, Schema, check_record, parse_schema
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import VerifyKey
 
 
 class _InputError(Exception):
@@ -267,7 +267,7 @@ class _Gunicorn(BaseApplication):
 
 def run_server(
     bundle_dir: Path,
-    key: SigningKey,
+    key: VerifyKey,
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int | None = None,
