@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import TEST_KEY, bake, ok, sail
 from sail_pipelines.integrity.bundle import BundleRejected, bundle_id, load_bundle
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity import signing
 from servers import (
     CLIENT_AWS,
     REGION,
@@ -172,7 +172,7 @@ def test_training_killed_mid_write_leaves_nothing_a_later_step_would_use(tmp_pat
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ok(sail(project, "validate"))
     ok(sail(project, "split"))
-    key = SigningKey(TEST_KEY.encode(), dev=False)
+    key = signing.private_key(TEST_KEY, "test").verify_key
     candidates = project / "models" / "candidates"
 
     held = kill_while_writing(project, "slow_trees")

@@ -168,7 +168,7 @@ def run_local(client: Any, image: Any, ref: str, name: str, port: int, env: Mapp
         reason = exc.explanation if isinstance(exc, docker.errors.APIError) else str(exc)
         logs = ""
         if container is not None:
-            logs = f"\n  log tail of the new container:\n  {_log_tail(container, env.get('SAIL_SIGNING_KEY'))}"
+            logs = f"\n  log tail of the new container:\n  {_log_tail(container, env.get('SAIL_VERIFY_KEY'))}"
             container.remove(force=True)
         raise SailError(f"{ref} did not become ready at {url}: {reason}; {_restore(parked, name, url, timeout)}{logs}") from None
     replaced = None

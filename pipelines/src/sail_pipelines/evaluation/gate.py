@@ -126,6 +126,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SignKey, r
         "bundle_id": bundle.bundle_id,
         "data_hash": bundle.metadata["data_hash"],
         "git_commit": bundle.metadata["git_commit"],
+        "key_id": key.key_id,
         "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if not passed:
@@ -145,6 +146,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SignKey, r
             "evaluation": {"metrics": scores, "primary_metric": params.gate.primary_metric, "test_rows": evaluation["test_rows"], "mlflow_run_id": run_id},
             "registry": {"model": model, "version": str(registered.version), "alias": tracking.CANDIDATE},
             "candidate_bundle_id": bundle.bundle_id,
+            "signing": {"algorithm": key.algorithm, "key_id": key.key_id, "dev_key": key.dev},
         }
         files = {name: data for name, data in bundle.files.items() if name != METADATA}
         files[HOLDOUT] = json.dumps(evaluation["holdout"], indent=2).encode()

@@ -169,6 +169,7 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
             data_hash=metadata.get("data_hash"),
             git_commit=metadata.get("git_commit"),
             created_at=metadata.get("created_at"),
+            signing=metadata.get("signing"),  # algorithm and key id (the public key's fingerprint)
             schema=schema.to_dict(),
         )
 

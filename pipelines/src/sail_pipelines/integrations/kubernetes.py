@@ -63,7 +63,7 @@ def manifests(w: Workload) -> dict[str, dict[str, Any]]:
             {"name": "SAIL_HOST", "value": "0.0.0.0"},
             {"name": "SAIL_PORT", "value": str(CONTAINER_PORT)},
             {"name": "SAIL_VERIFY_KEY", "value": w.verify_key} if w.verify_key else
-            {"name": "SAIL_SIGNING_KEY", "valueFrom": {"secretKeyRef": {"name": w.secret, "key": "signing-key"}}},
+            {"name": "SAIL_VERIFY_KEY", "valueFrom": {"secretKeyRef": {"name": w.secret, "key": "signing-key"}}},
         ],
         "readinessProbe": {"httpGet": {"path": "/ready", **probe}, "initialDelaySeconds": 5, "periodSeconds": 5,
                            "timeoutSeconds": 3, "failureThreshold": 3},

@@ -182,10 +182,14 @@ def dev_pair(purpose: str = "signing") -> Ed25519Signer:
     return Ed25519Signer(Ed25519PrivateKey.from_private_bytes(_DEV_SEEDS[purpose]), dev=True)
 
 
+def generate() -> Ed25519Signer:
+    return Ed25519Signer(Ed25519PrivateKey.generate())
+
+
 def keygen(directory: Path) -> dict[str, str]:
     """Write a new pair: DIR/signing.key (private, mode 0600) and DIR/verify.key (public).
     Existing keys are never overwritten: losing one would orphan everything it signed."""
-    signer = Ed25519Signer(Ed25519PrivateKey.generate())
+    signer = generate()
     directory.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, text, mode in ((SIGNING_FILE, signer.text(), 0o600), (VERIFY_FILE, signer.verify_key.text(), 0o644)):
@@ -230,14 +234,18 @@ def signing_key(settings: Settings, scheme: str) -> SignKey:
 
 
 def verify_key(settings: Settings, scheme: str | None = None, baked: Path = BAKED_VERIFY_KEY) -> VerifyKey:
-    """The key that checks bundles. In order: SAIL_VERIFY_KEY (the public key), the public half
-    of SAIL_SIGNING_KEY (or the HMAC secret), the key baked into the inference image, the
-    development key. `scheme` is params.yaml's; None (in the image) goes by the key given."""
+    """The key that checks bundles. In order: SAIL_VERIFY_KEY (the public key; for HMAC the shared
+    secret), the public half of SAIL_SIGNING_KEY (or the HMAC secret), the key baked into the
+    inference image, the development key. `scheme` is params.yaml's; None (in the image) goes by
+    the key given."""
     if settings.verify_key:
-        if scheme == HMAC_SHA256:
-            raise SailError("SAIL_VERIFY_KEY is set, but params.yaml signs with hmac-sha256: "
-                            "HMAC verifiers hold the shared secret, SAIL_SIGNING_KEY")
-        return public_key(settings.verify_key, "SAIL_VERIFY_KEY")
+        text = settings.verify_key
+        if (scheme or (ED25519 if looks_like_pem(text) else HMAC_SHA256)) == ED25519:
+            return public_key(text, "SAIL_VERIFY_KEY")
+        if looks_like_pem(text):
+            raise SailError("SAIL_VERIFY_KEY is a PEM key, but params.yaml signs with hmac-sha256: "
+                            "HMAC verifiers hold the shared secret")
+        return HmacKey(text.encode())
     if settings.signing_key:
         guessed = ED25519 if looks_like_pem(settings.signing_key.decode()) else HMAC_SHA256
         return signing_key(settings, scheme or guessed).verify_key
@@ -255,7 +263,7 @@ def serving_env(key: VerifyKey) -> dict[str, str]:
     `key`, and nothing more: the public key, never the private one. With HMAC it is the shared
     secret, which is that scheme's price."""
     if isinstance(key, HmacKey):
-        return {"SAIL_SIGNING_KEY": key.secret.decode()}
+        return {"SAIL_VERIFY_KEY": key.secret.decode()}
     if key.dev:
         return {"SAIL_ALLOW_DEV_KEY": "1"}
     return {"SAIL_VERIFY_KEY": key.verify_key.text()}
