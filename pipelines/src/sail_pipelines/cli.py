@@ -22,7 +22,8 @@ def _context(args: argparse.Namespace) -> tuple[ProjectPaths, Any, Settings]:
 
 
 def _scheme(paths: ProjectPaths) -> str | None:
-    """params.yaml's signing scheme; None where there is none (the inference image): the key decides."""
+    """params.yaml's signing scheme; None where there is none (the inference image): the key
+    decides."""
     return load_params(paths).signing_scheme if paths.params.is_file() else None
 
 
@@ -78,7 +79,8 @@ def cmd_train(args):
         ran = train.in_containers(paths, params, settings, args.candidate, say=_say)
         return {"bundles": [str((paths.candidates_dir / name).relative_to(paths.root)) for name in ran], "containers": ran}
     origin = Provenance.from_env(os.environ) or Provenance.of(paths.root, paths.root / params.raw_data)
-    written = train.run(paths, params, signing.signing_key(settings, params.signing_scheme), origin, args.candidate)
+    key = signing.signing_key(settings, params.signing_scheme)
+    written = train.run(paths, params, key, origin, args.candidate)
     return {"bundles": [str(p.relative_to(paths.root)) for p in written]}
 
 
@@ -111,7 +113,8 @@ def cmd_push(args):
 
 
 def _champion_keys(params: Any, settings: Settings) -> Any:
-    """The audit key, and the key that checks image signatures (only images in a registry have one)."""
+    """The audit key, and the key that checks image signatures (only images in a registry have
+    one)."""
     from sail_pipelines.delivery import promote
 
     images = signing.verify_key(settings, params.signing_scheme) if settings.registry else None
@@ -131,7 +134,8 @@ def cmd_rollback(args):
     from sail_pipelines.delivery import audit, rollback
 
     approver = audit.approver(args.approver, os.environ)
-    return rollback.run(paths, params, settings, _champion_keys(params, settings), args.to, approver)
+    keys = _champion_keys(params, settings)
+    return rollback.run(paths, params, settings, keys, args.to, approver)
 
 
 def cmd_report(args):
@@ -155,7 +159,8 @@ def cmd_serve(args):
     paths = ProjectPaths(Path(args.project).resolve())
     from sail_pipelines.inference import serve
 
-    serve.run_server(_bundle_path(args, paths), _verify_key(paths), args.host, args.port, args.workers)
+    key = _verify_key(paths)
+    serve.run_server(_bundle_path(args, paths), key, args.host, args.port, args.workers)
 
 
 def cmd_predict(args):
@@ -170,7 +175,8 @@ def cmd_package(args):
     paths, params, settings = _context(args)
     from sail_pipelines.delivery import package
 
-    return package.run(paths, params, settings, signing.verify_key(settings, params.signing_scheme), say=_say)
+    key = signing.verify_key(settings, params.signing_scheme)
+    return package.run(paths, params, settings, key, say=_say)
 
 
 def cmd_smoke(args):
@@ -185,7 +191,8 @@ def cmd_publish(args):
     paths, params, settings = _context(args)
     from sail_pipelines.delivery import publish
 
-    return publish.run(paths, settings, signing.signing_key(settings, params.signing_scheme), say=_say)
+    key = signing.signing_key(settings, params.signing_scheme)
+    return publish.run(paths, settings, key, say=_say)
 
 
 def cmd_doctor(args):
@@ -200,7 +207,8 @@ def cmd_run(args):
     from sail_pipelines import run
 
     key = signing.signing_key(settings, params.signing_scheme)
-    run.run(paths, params, settings, key, say=lambda line: print(line, flush=True), container=args.container)
+    run.run(paths, params, settings, key, say=lambda line: print(line, flush=True),
+            container=args.container)
 
 
 def cmd_keygen(args):
@@ -281,9 +289,10 @@ def parser() -> argparse.ArgumentParser:
     smoke.add_argument("--image", help="run this inference image")
     add("package", cmd_package, "build the inference image around the gated, verified bundle")
     add("publish", cmd_publish, "push the images to the registry (SAIL_REGISTRY)")
-    add("keygen", cmd_keygen, "write a new Ed25519 key pair: DIR/signing.key (private) and DIR/verify.key (public)").add_argument(
-        "directory", metavar="DIR", help="where to write the pair (existing keys are never overwritten)"
-    )
+    keygen = add("keygen", cmd_keygen,
+                 "write a new Ed25519 key pair: DIR/signing.key (private) and DIR/verify.key (public)")
+    keygen.add_argument("directory", metavar="DIR",
+                        help="where to write the pair (existing keys are never overwritten)")
     add("doctor", cmd_doctor, "check every configured service (MLflow, S3, DVC remote, registry, Docker, signing key)")
     add("run", cmd_run, "the whole pipeline: validate, split, train, evaluate, gate, push, smoke test").add_argument(
         "--container", action="store_true", help="train and evaluate in containers, then package and smoke-test the image"

@@ -18,7 +18,8 @@ import yaml
 from sail_pipelines.errors import SailError
 
 TASKS = ("classification", "regression")
-SIGNING_SCHEMES = ("ed25519", "hmac-sha256")  # bundle signatures: a key pair (default) or one shared secret
+# Bundle signatures: a key pair (the default) or one shared secret.
+SIGNING_SCHEMES = ("ed25519", "hmac-sha256")
 
 # Direction of every metric the evaluate step computes: True when higher is better.
 HIGHER_IS_BETTER = {
@@ -524,7 +525,8 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
     signing = raw.get("signing") or {}
     scheme = signing.get("scheme", SIGNING_SCHEMES[0]) if isinstance(signing, Mapping) else None
     if scheme not in SIGNING_SCHEMES:
-        raise SailError(f"params.yaml: 'signing.scheme' must be one of {', '.join(SIGNING_SCHEMES)}, got {scheme!r}")
+        raise SailError(f"params.yaml: 'signing.scheme' must be one of {', '.join(SIGNING_SCHEMES)}, "
+                        f"got {scheme!r}")
     return Params(
         task=task,
         raw_data=str(_require(data, "raw", "data.")),

@@ -33,6 +33,7 @@ from sail_pipelines.integrity.signing import Ed25519Signer, Ed25519Verifier
 
 TAG_PREFIX = "sail.audit."
 LOCK_SUFFIX = ".sail-lock"
+LEASE_FIELDS = {"owner", "host", "pid", "token", "since", "expires"}
 LEASE_SECONDS = 900.0  # longer than any promotion takes; a holder that died frees the lock after it
 AUDIT_LOG = "audit.jsonl"
 
@@ -63,8 +64,8 @@ def registry_lock(client: Any, model: str, owner: str, timeout: float,
     from mlflow.exceptions import MlflowException
 
     name = model + LOCK_SUFFIX
-    mine = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex,
-            "since": now(), "expires": _later(lease)}
+    mine = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
+            "token": uuid.uuid4().hex, "since": now(), "expires": _later(lease)}
     deadline, taken, claim = time.monotonic() + timeout, None, None
     while True:
         try:
@@ -85,9 +86,9 @@ def registry_lock(client: Any, model: str, owner: str, timeout: float,
                 client.delete_registered_model(claim)  # released or taken meanwhile: start over
             claim = None
         elif held is not None and time.monotonic() >= deadline:
-            raise SailError(f"another promotion of {model} is in progress: the lock is held by {held['owner']} on "
-                            f"{held['host']} (pid {held['pid']}) since {held['since']}, until {held['expires']}; "
-                            "an expired lock is taken over")
+            raise SailError(f"another promotion of {model} is in progress: the lock is held by "
+                            f"{held['owner']} on {held['host']} (pid {held['pid']}) since {held['since']}, "
+                            f"until {held['expires']}; an expired lock is taken over")
         time.sleep(0.2)
     try:
         yield taken
@@ -113,12 +114,13 @@ def _lease_of(client: Any, name: str) -> dict[str, Any] | None:
         return None
     try:
         lease = json.loads(description)
-        if isinstance(lease, dict) and {"owner", "host", "pid", "token", "since", "expires"} <= set(lease):
+        if isinstance(lease, dict) and LEASE_FIELDS <= set(lease):
             return lease
     except ValueError:
         pass
     token = hashlib.sha256(description.encode()).hexdigest()[:32]
-    return {"owner": description or "unknown", "host": "?", "pid": "?", "token": token, "since": "?", "expires": ""}
+    return {"owner": description or "unknown", "host": "?", "pid": "?", "token": token, "since": "?",
+            "expires": ""}
 
 
 def _created(client: Any, name: str) -> bool:
@@ -155,8 +157,8 @@ def history(client: Any, model: str, key: Ed25519Verifier) -> list[dict[str, Any
         if not isinstance(record, dict) or record.get("seq") != position or tag != f"{TAG_PREFIX}{position:06d}":
             raise SailError(f"{where} is out of sequence (expected record {position}): the audit history was tampered with")
         if record.get("key_id") != key.key_id:
-            raise SailError(f"{where} was signed with key id {record.get('key_id')}, not this audit key's {key.key_id}: "
-                            "use the project's audit key (SAIL_AUDIT_KEY)")
+            raise SailError(f"{where} was signed with key id {record.get('key_id')}, not this audit key's "
+                            f"{key.key_id}: use the project's audit key (SAIL_AUDIT_KEY)")
         if not key.verify(_canonical(record), str(record.get("signature", ""))):
             raise SailError(f"{where} does not match its signature: the audit history was tampered with; refusing to change the champion")
         if record.get("prev") != (_digest(records[-1]) if records else None):

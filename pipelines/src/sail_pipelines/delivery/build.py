@@ -55,7 +55,8 @@ class BuildContext:
         return self.root / ".sail" / "images.json"
 
 
-def pinned(roots: Iterable[str | Requirement], hint: str = "install sail-pipelines[pipeline]") -> dict[str, str]:
+def pinned(roots: Iterable[str | Requirement],
+           hint: str = "install sail-pipelines[pipeline]") -> dict[str, str]:
     """The installed version of every distribution the roots need, transitively."""
     versions: dict[str, str] = {}
     todo = [r if isinstance(r, Requirement) else Requirement(r) for r in roots]
@@ -78,7 +79,8 @@ def pinned(roots: Iterable[str | Requirement], hint: str = "install sail-pipelin
 
 def core_requirements() -> list[str]:
     """The core dependencies of the sail-pipelines that goes into the images: the checkout's
-    pyproject.toml when this runs from one (its wheel is built from there), else the installed metadata."""
+    pyproject.toml when this runs from one (its wheel is built from there), else the installed
+    metadata."""
     checkout = Path(__file__).resolve().parents[3] / "pyproject.toml"
     if checkout.is_file():
         return list(tomllib.loads(checkout.read_text())["project"]["dependencies"])
@@ -138,12 +140,16 @@ def system_packages(pyproject: Path) -> list[str]:
     if not pyproject.is_file():
         return []
     try:
-        names = tomllib.loads(pyproject.read_text()).get("tool", {}).get("sail", {}).get("system-packages", [])
+        tool = tomllib.loads(pyproject.read_text()).get("tool", {})
     except tomllib.TOMLDecodeError as exc:
         raise SailError(f"{pyproject.name} is not valid TOML: {exc}") from None
-    bad = [n for n in names if not isinstance(n, str) or not _DEBIAN_PACKAGE.match(n)] if isinstance(names, list) else [names]
+    names = tool.get("sail", {}).get("system-packages", [])
+    if not isinstance(names, list):
+        names = [names]
+    bad = [n for n in names if not isinstance(n, str) or not _DEBIAN_PACKAGE.match(n)]
     if bad:
-        raise SailError(f"{pyproject.name}: [tool.sail] system-packages must be Debian package names, got {bad}")
+        raise SailError(f"{pyproject.name}: [tool.sail] system-packages must be Debian package names, "
+                        f"got {bad}")
     return names
 
 
@@ -153,11 +159,13 @@ def stage(context: BuildContext) -> None:
     metric = pinned(METRIC_EXTRAS)
     pyproject = context.root / PYPROJECT
     hint = f"pip install it (it is a dependency in {PYPROJECT}): the images pin what is installed here"
-    project = {k: v for k, v in pinned(project_requirements(pyproject), hint).items() if k not in core}
+    own = pinned(project_requirements(pyproject), hint)
+    project = {name: version for name, version in own.items() if name not in core}
     for name, versions in (("requirements-core.txt", core), ("requirements-metric.txt", metric),
                            ("requirements-project.txt", project)):
         update(context.staging / name, requirement_lines(versions))
-    update(context.staging / "system-packages.txt", "".join(f"{n}\n" for n in system_packages(pyproject)).encode())
+    debian = "".join(f"{name}\n" for name in system_packages(pyproject))
+    update(context.staging / "system-packages.txt", debian.encode())
     stage_wheel(context.staging)
 
 

@@ -30,7 +30,8 @@ class Mount:
 
 
 def train_mounts(paths: ProjectPaths) -> list[Mount]:
-    """pyproject.toml too, where there is one: the bundle records the project's dependency versions."""
+    """pyproject.toml too, where there is one: the bundle records the project's dependency
+    versions."""
     return [
         Mount(paths.params),
         Mount(paths.schema),

@@ -206,7 +206,8 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
         port = deployment.port or DEFAULT_PORTS[environment]
         labels = {"sail.model": params.gate.registered_model, "sail.environment": environment, "sail.image": ref}
         env = {"SAIL_HOST": "127.0.0.1", "SAIL_PORT": str(port), **serving_env(key)}
-        result.update(run_local(client, image, ref, f"{model}-{environment}", port, env, labels, deployment.timeout))
+        name = f"{model}-{environment}"
+        result.update(run_local(client, image, ref, name, port, env, labels, deployment.timeout))
     else:
         repository = ImageRef.parse(ref).repository
         pinned = f"{repository}@{digest}" if digest else release.pinned_ref(image, repository)

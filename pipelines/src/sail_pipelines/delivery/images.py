@@ -74,7 +74,8 @@ class ImageRef:
         from docker.utils import parse_repository_tag
 
         name, version = parse_repository_tag(ref)
-        tag, digest = (None, version) if version and version.startswith("sha256:") else (version, None)
+        is_digest = bool(version) and version.startswith("sha256:")
+        tag, digest = (None, version) if is_digest else (version, None)
         if digest and ":" in name.rsplit("/", 1)[-1]:  # repo:tag@sha256:… names both
             name, tag = parse_repository_tag(name)
         parsed = cls(name, tag, digest)
@@ -104,4 +105,5 @@ class ImageRef:
         return self.digest or self.tag or "latest"
 
     def __str__(self) -> str:
-        return self.repository + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
+        tag = f":{self.tag}" if self.tag else ""
+        return self.repository + tag + (f"@{self.digest}" if self.digest else "")

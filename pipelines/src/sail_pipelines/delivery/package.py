@@ -46,8 +46,8 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
     mlflow = tracking.client(settings)
     with tracking.reachable(settings, "recording the image on the model version"):
         mlflow.set_model_version_tag(model, version, IMAGE_TAG, ref)
-    package = {"image": ref, "model": model, "version": version, "bundle_id": bundle_id, "git_commit": verdict["git_commit"],
-               "key_id": key.key_id}
+    package = {"image": ref, "model": model, "version": version, "bundle_id": bundle_id,
+               "git_commit": verdict["git_commit"], "key_id": key.key_id}
     write_json(paths.reports / "package.json", package)
     return package
 

@@ -107,7 +107,7 @@ def move_champion(client: Any, paths: ProjectPaths, params: Params, settings: Se
         "pushed": bool(moved and moved["pushed"]),
         "previous_image": previous.tags.get(release.IMAGE_TAG) if previous else None,
         "note": None if image else f"v{version} has no {release.IMAGE_TAG} tag (no `sail package`): {production} was not moved",
-        "lock_takeover": takeover and {k: takeover[k] for k in ("owner", "host", "pid", "since", "expires")},
+        "lock_takeover": takeover and {k: v for k, v in takeover.items() if k != "token"},
     })
 
 

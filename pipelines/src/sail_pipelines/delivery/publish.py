@@ -27,7 +27,8 @@ def push(client: Any, ref: str, auth: dict[str, str] | None) -> str:
     """Push one ref; return its digest. The push stream reports errors in-band, not as exceptions."""
     parsed = ImageRef.parse(ref)
     digest = None
-    for chunk in client.images.push(parsed.repository, parsed.version, stream=True, decode=True, auth_config=auth):
+    stream = client.images.push(parsed.repository, parsed.version, stream=True, decode=True, auth_config=auth)
+    for chunk in stream:
         if "error" in chunk:
             raise SailError(f"pushing {ref} failed: {chunk['error'].strip()}")
         digest = chunk.get("aux", {}).get("Digest", digest)
@@ -63,6 +64,7 @@ def run(paths: ProjectPaths, settings: Settings, key: SignKey,
         target = release.in_registry(inference, settings.registry)
         say(f"signing {target}@{pushed[target]} (key id {key.key_id})")
         signatures[target] = imagesign.sign(settings, target, pushed[target], key)
-    result = {"registry": settings.registry, "images": pushed, "signatures": signatures, "key_id": key.key_id}
+    result = {"registry": settings.registry, "images": pushed, "signatures": signatures,
+              "key_id": key.key_id}
     write_json(paths.reports / "publish.json", result)
     return result

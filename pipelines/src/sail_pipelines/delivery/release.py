@@ -99,8 +99,8 @@ def pinned_ref(image: Any, repository: str) -> str:
     digests = sorted(d for d in image.attrs.get("RepoDigests") or [] if d.startswith(repository + "@"))
     if digests:
         return digests[0]
-    tags = sorted(t for t in image.tags
-                  if ImageRef.parse(t).repository == repository and ImageRef.parse(t).version not in ENVIRONMENTS)
+    refs = [ImageRef.parse(t) for t in image.tags]
+    tags = sorted(str(r) for r in refs if r.repository == repository and r.version not in ENVIRONMENTS)
     if tags:
         return tags[0]
     raise SailError(f"image {image.id[:19]} has no digest or versioned tag in {repository}: run `sail package` and `sail publish`")

@@ -139,12 +139,15 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
 def in_container(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
                  say: Callable[[str], None]) -> dict[str, Any]:
     """The same step in the test/metric image: it sees the test split and the candidates, read-only,
-    writes only reports/ (and the embedded MLflow store), and gets the verify key, no private key."""
+    writes only reports/ (and the embedded MLflow store), and gets the verify key, no private
+    key."""
     from sail_pipelines.delivery.build import recorded
 
     candidate_dirs(paths, params)
     image = recorded(paths)["metric"]
     mounts = containers.metric_mounts(paths, settings)
-    env = containers.step_env(os.environ, {**containers.team_env(settings), **serving_env(key)}, private=False)
-    containers.run_steps(containers.docker_client(), image, {"evaluate": ["evaluate"]}, mounts, env, paths, say)
+    extra = {**containers.team_env(settings), **serving_env(key)}
+    env = containers.step_env(os.environ, extra, private=False)
+    client = containers.docker_client()
+    containers.run_steps(client, image, {"evaluate": ["evaluate"]}, mounts, env, paths, say)
     return read_json(paths.evaluation_report)

@@ -23,7 +23,8 @@ from sail_pipelines.integrity.bundle import HOLDOUT, holdout_mismatches, read_ve
 from sail_pipelines.integrity.signing import VerifyKey, serving_env
 
 # Keys a server under test must not inherit: it gets the one it needs from serving_env.
-KEY_VARIABLES = ("SAIL_SIGNING_KEY", "SAIL_VERIFY_KEY", "SAIL_AUDIT_KEY", "SAIL_AUDIT_VERIFY_KEY", "SAIL_ALLOW_DEV_KEY")
+KEY_VARIABLES = ("SAIL_SIGNING_KEY", "SAIL_VERIFY_KEY", "SAIL_AUDIT_KEY", "SAIL_AUDIT_VERIFY_KEY",
+                 "SAIL_ALLOW_DEV_KEY")
 
 
 def wait_ready(base_url: str, timeout: float, proc: subprocess.Popen | None = None) -> float:

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
-from sail_pipelines.config import SIGNING_SCHEMES, TEAM_FILE, ProjectPaths, Settings, load_params, redact
+from sail_pipelines.config import (
+    SIGNING_SCHEMES,
+    TEAM_FILE,
+    ProjectPaths,
+    Settings,
+    load_params,
+    redact,
+)
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrations import aws, registry, tracking
@@ -52,17 +59,18 @@ def check_signing_key(settings: Settings, scheme: str) -> Check:
             return Check("signing key", FAIL, "SAIL_SIGNING_KEY is the public development key")
         verifier = signing.verify_key(settings, scheme)
         if verifier.key_id != key.key_id:
-            return Check("signing key", FAIL, f"SAIL_SIGNING_KEY (key id {key.key_id}) and SAIL_VERIFY_KEY "
-                                              f"(key id {verifier.key_id}) are not one pair")
-        return Check("signing key", OK, f"SAIL_SIGNING_KEY set ({key.algorithm}, key id {key.key_id})")
+            return Check("signing key", FAIL, f"SAIL_SIGNING_KEY (key id {key.key_id}) and "
+                                              f"SAIL_VERIFY_KEY (key id {verifier.key_id}) are not one pair")
+        return Check("signing key", OK, f"SAIL_SIGNING_KEY set ({key.algorithm}, key id "
+                                        f"{key.key_id})")
     if settings.verify_key:
         key_id = signing.verify_key(settings, scheme).key_id
-        return Check("signing key", OK, f"SAIL_VERIFY_KEY set (key id {key_id}): this host verifies only "
-                                        "(serve, predict, smoke, package, deploy)")
+        return Check("signing key", OK, f"SAIL_VERIFY_KEY set (key id {key_id}): this host "
+                                        "verifies only (serve, predict, smoke, package, deploy)")
     if settings.allow_dev_key:
         if settings.team_mode:
-            return Check("signing key", FAIL, "SAIL_ALLOW_DEV_KEY=1 in team mode: shared models need a real key pair "
-                                              "(`sail keygen`)")
+            return Check("signing key", FAIL, "SAIL_ALLOW_DEV_KEY=1 in team mode: shared models "
+                                              "need a real key pair (`sail keygen`)")
         return Check("signing key", WARN, "public development key (SAIL_ALLOW_DEV_KEY=1): demos only")
     return Check("signing key", FAIL, "SAIL_SIGNING_KEY is not set: train, evaluate, gate and serve will refuse to run")
 

@@ -57,11 +57,23 @@ def _blob(data: bytes, media_type: str, **annotations: str) -> dict[str, Any]:
 
 
 def _client(settings: Settings, ref: ImageRef) -> Any:
-    """An oras registry client for the image's registry, logged in as `sail publish` is."""
+    """An oras registry client for the image's registry, logged in as `sail publish` is: HTTP
+    basic auth where the registry asks for it (htpasswd, ECR), else a token obtained with the
+    same credentials (or an anonymous one)."""
     import oras.provider
+    import requests
 
-    client = oras.provider.Registry(hostname=ref.registry, insecure=registry.is_loopback(ref.registry))
     creds = registry.credentials(settings)
+    backend = "token"
+    if creds is not None:
+        try:
+            challenge = requests.get(f"{registry.base_url(ref.registry)}/v2/", timeout=registry.TIMEOUT)
+        except requests.RequestException as exc:
+            raise SailError(f"registry {ref.registry} is unreachable: {type(exc).__name__}") from None
+        if challenge.headers.get("Www-Authenticate", "").lower().startswith("basic"):
+            backend = "basic"
+    client = oras.provider.Registry(hostname=ref.registry, insecure=registry.is_loopback(ref.registry),
+                                    auth_backend=backend)
     if creds is not None:
         client.auth.set_basic_auth(creds.username, creds.password)
     return client
