@@ -12,11 +12,17 @@ from pathlib import Path
 import pytest
 from cookiecutter.main import cookiecutter
 
+from sail_pipelines.integrity import signing
+
 import docker
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "cookiecutter-sail"
-TEST_KEY = "test-signing-key-7d41c0a9e2"
+# Key pairs made once per test session: bundles (TEST_KEY signs, TEST_VERIFY_KEY verifies) and audit.
+_PAIRS = {name: signing.generate() for name in ("bundle", "audit")}
+TEST_KEY = _PAIRS["bundle"].text()
+TEST_VERIFY_KEY = _PAIRS["bundle"].verify_key.text()
+TEST_AUDIT_KEY = _PAIRS["audit"].text()
 BIN = str(Path(sys.executable).parent)
 # The rule for CI; real S3 (moto), MLflow server and registry fixtures for the team-mode tests.
 pytest_plugins = ("ci_rules", "servers")
@@ -42,7 +48,8 @@ def isolated_env(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
         mp.setenv("PATH", BIN + os.pathsep + os.environ.get("PATH", ""))
-        for name in ("SAIL_SIGNING_KEY", "SAIL_ALLOW_DEV_KEY", "MLFLOW_TRACKING_URI", "SAIL_DVC_REMOTE_URL", "SAIL_REGISTRY", "SAIL_RUNTIME"):
+        for name in ("SAIL_SIGNING_KEY", "SAIL_VERIFY_KEY", "SAIL_AUDIT_KEY", "SAIL_AUDIT_VERIFY_KEY", "SAIL_ALLOW_DEV_KEY",
+                     "MLFLOW_TRACKING_URI", "SAIL_DVC_REMOTE_URL", "SAIL_REGISTRY", "SAIL_RUNTIME"):
             mp.delenv(name, raising=False)
         # Team-mode settings of the machine (AWS identity, S3 endpoint, registry login) stay out too.
         for name in [n for n in os.environ if n.startswith("AWS_")] + [
@@ -81,11 +88,20 @@ def bake(output_dir: Path, **answers: str) -> Path:
     return Path(cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir)))
 
 
+def key_env(key: str | None) -> dict[str, str]:
+    """The variables `sail` gets for a signing key: it, its public half (for an Ed25519 key) and
+    the session's audit key."""
+    if not key:
+        return {}
+    env = {"SAIL_SIGNING_KEY": key, "SAIL_AUDIT_KEY": TEST_AUDIT_KEY}
+    if signing.looks_like_pem(key):
+        env["SAIL_VERIFY_KEY"] = signing.private_key(key, "key").verify_key.text()
+    return env
+
+
 def sail(project: Path, *args: str, key: str | None = TEST_KEY, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
     """Run the real `sail` command in a project; the test decides what the exit code must be."""
-    full_env = dict(os.environ, **env)
-    if key:
-        full_env["SAIL_SIGNING_KEY"] = key
+    full_env = {**os.environ, **key_env(key), **env}
     return subprocess.run(
         [sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
         env=full_env, capture_output=True, text=True, timeout=timeout,

@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from conftest import TEMPLATE, TEST_KEY, bake, ok, sail
+from conftest import TEMPLATE, TEST_VERIFY_KEY, bake, ok, sail
 from datasets import SKLEARN, messy_csv, messy_frame, sklearn_csv
 from sail_pipelines.contract.data import json_records
 from sail_pipelines.inference.smoke import local_server
+from sail_pipelines.integrity import signing
 
 DATASETS = {"customers": ("tier", "classification"), **SKLEARN}
 TIMINGS: dict[str, float] = {}
@@ -68,15 +69,14 @@ def test_goes_green_with_the_right_task_and_metrics(adopted):
         assert all(f"| **{c}** |" in report for c in classes)
 
 
-def test_served_predictions_equal_batch_predictions(adopted, monkeypatch):
+def test_served_predictions_equal_batch_predictions(adopted):
     name, project = adopted
-    monkeypatch.setenv("SAIL_SIGNING_KEY", TEST_KEY)
     test = pd.read_csv(project / "data" / "split" / "test.csv")
     ok(sail(project, "predict", "--input", str(project / "data" / "split" / "test.csv"),
             "--output", str(project / "reports" / "batch.csv")))
     batch = pd.read_csv(project / "reports" / "batch.csv")
     sent = test.drop(columns=[DATASETS[name][0]])
-    with local_server(project / "models" / "accepted") as url:
+    with local_server(project / "models" / "accepted", signing.public_key(TEST_VERIFY_KEY, "test")) as url:
         served = requests.post(f"{url}/predict", json=json_records(sent), timeout=60)
     assert served.status_code == 200, served.text
     assert list(map(str, served.json()["predictions"])) == list(map(str, batch["prediction"]))
@@ -135,17 +135,16 @@ def test_bad_batch_rows_are_named_by_their_line(customers, tmp_path):
     assert not (tmp_path / "o.csv").exists()
 
 
-def test_fuzzing_with_finite_extremes_never_gets_a_5xx(customers, monkeypatch):
+def test_fuzzing_with_finite_extremes_never_gets_a_5xx(customers):
     """At least 10 000 requests of valid, extreme and broken values against real gunicorn."""
     import random
 
-    monkeypatch.setenv("SAIL_SIGNING_KEY", TEST_KEY)
     rng = random.Random(11)
     base = json_records(messy_frame(rows=50, seed=5).drop(columns=["tier"]))
     extremes = [1e308, -1e308, 1.7976931348623157e308, 5e-324, -5e-324, 0.0, -0.0, int("9" * 400),
                 -int("9" * 400), 2**63, 1e-300, "1e308", None, True, "", [], {}]
     statuses: dict[int, int] = {}
-    with local_server(customers / "models" / "accepted", workers=2) as url, requests.Session() as http:
+    with local_server(customers / "models" / "accepted", signing.public_key(TEST_VERIFY_KEY, "test"), workers=2) as url, requests.Session() as http:
         for i in range(10_000):
             record = dict(rng.choice(base))
             for field in rng.sample(sorted(record), rng.randint(1, 3)):

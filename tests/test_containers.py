@@ -5,7 +5,6 @@ packaged, smoke-tested and pushed to a local registry."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from datetime import datetime
@@ -14,14 +13,14 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from conftest import TEST_KEY, bake, ok, sail
+from conftest import bake, ok, sail
 from sail_pipelines.config import ProjectPaths, Settings
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
 from sail_pipelines.evaluation.evaluate import same_transformation_layer
 from sail_pipelines.inference import smoke
-from sail_pipelines.integrity.bundle import MANIFEST, TRANSFORMER, LoadedBundle, write_bundle
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.bundle import MANIFEST, TRANSFORMER, LoadedBundle
+from sail_pipelines.integrity import signing
 
 import docker
 
@@ -154,7 +153,7 @@ def test_the_same_image_runs_batch_inference(flow, client, tmp_path):
     tmp_path.chmod(0o777)  # the image runs as its own non-root user
     client.containers.run(
         package_of(project)["image"], ["predict", "--input", "/data/test.csv", "--output", "/out/predictions.csv"],
-        environment={"SAIL_SIGNING_KEY": TEST_KEY}, network_mode="host", remove=True,
+        environment={}, network_mode="host", remove=True,  # the image verifies with the public key baked into it
         volumes={str(project / "data" / "split"): {"bind": "/data", "mode": "ro"}, str(tmp_path): {"bind": "/out", "mode": "rw"}},
     )
     host = tmp_path / "host.csv"
@@ -164,7 +163,7 @@ def test_the_same_image_runs_batch_inference(flow, client, tmp_path):
 
 def test_the_inference_container_refuses_a_bundle_signed_with_another_key(flow):
     with pytest.raises(SailError, match="signature does not match"):
-        with smoke.container_server(package_of(flow["project"])["image"], {"SAIL_SIGNING_KEY": "another-key-0123456789"}):
+        with smoke.container_server(package_of(flow["project"])["image"], {"SAIL_VERIFY_KEY": signing.generate().verify_key.text()}):
             pass
 
 
@@ -231,6 +230,9 @@ def test_the_step_environment_passes_settings_but_not_host_files():
     env = containers.step_env({"MLFLOW_TRACKING_URI": "http://x", "AWS_REGION": "eu", "AWS_PROFILE": "me",
                                "SAIL_SIGNING_KEY": "k", "SAIL_RUNTIME": "container", "HOME": "/root"}, {"SAIL_DATA_HASH": "h"})
     assert env == {"MLFLOW_TRACKING_URI": "http://x", "AWS_REGION": "eu", "SAIL_SIGNING_KEY": "k", "SAIL_DATA_HASH": "h"}
+    verifying = containers.step_env({"SAIL_SIGNING_KEY": "k", "SAIL_AUDIT_KEY": "a", "SAIL_REGISTRY": "r"},
+                                    {"SAIL_VERIFY_KEY": "public"}, private=False)
+    assert verifying == {"SAIL_REGISTRY": "r", "SAIL_VERIFY_KEY": "public"}  # a verifying step gets no private key
 
 
 def test_the_generated_dockerfile_takes_a_base_image_and_orders_layers_for_caching(tmp_path):

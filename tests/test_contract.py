@@ -192,7 +192,7 @@ def _served(tmp_path, out_of_range, transformer=None):
     from sail_pipelines.contract.validate import profile_frame
     from sail_pipelines.inference.serve import create_app
     from sail_pipelines.integrity.bundle import MODEL, TRANSFORMER, dump_object, load_bundle, write_bundle
-    from sail_pipelines.integrity.signing import SigningKey
+    from sail_pipelines.integrity.signing import generate
     from sklearn.linear_model import LinearRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -202,7 +202,7 @@ def _served(tmp_path, out_of_range, transformer=None):
     frame["y"] = frame.a * 2 + frame.b
     transformer = (transformer or ColumnTransformer([("s", StandardScaler(), ["a", "b"])])).fit(frame[["a", "b"]])
     model = LinearRegression().fit(transformer.transform(frame[["a", "b"]]), frame.y)
-    key = SigningKey(b"contract-test-key", dev=False)
+    key = generate()
     metadata = {"task": "regression", "schema": schema.to_dict(), "name": "lr",
                 "training_profile": profile_frame(schema, frame, "h"),
                 "serving": {"out_of_range": out_of_range, "range_margin": 0.1}}

@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from conftest import TEST_KEY, bake, ok, sail
+from conftest import TEST_KEY, TEST_VERIFY_KEY, bake, ok, sail
 from mlflow import MlflowClient
+from sail_pipelines.config import ProjectPaths, Settings
 from sail_pipelines.inference.smoke import free_port
+from sail_pipelines.integrity import imagesign, signing
 
 import docker
 
@@ -34,8 +36,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop like gunicorn does, not after docker's timeout
 
 MODE, NAME = os.environ["STUB_MODE"], os.environ["STUB_NAME"]
-KEY = os.environ.get("SAIL_SIGNING_KEY", "")
-print(f"stub {NAME} starting in mode {MODE} with key {KEY}", flush=True)
+KEY = os.environ.get("SAIL_VERIFY_KEY", "")
+PRIVATE = "SAIL_SIGNING_KEY" in os.environ or "PRIVATE KEY" in "".join(os.environ.values())
+print(f"stub {NAME} starting in mode {MODE}, private key: {PRIVATE}", flush=True)
 if MODE == "crash":
     print("boom: the bundle does not verify", flush=True)
     sys.exit(3)
@@ -43,7 +46,7 @@ if MODE == "crash":
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         ok = self.path == "/health" or (self.path == "/ready" and MODE == "ready")
-        body = json.dumps({"image": NAME, "key_sha256": hashlib.sha256(KEY.encode()).hexdigest()}).encode()
+        body = json.dumps({"image": NAME, "key_sha256": hashlib.sha256(KEY.encode()).hexdigest(), "private_key": PRIVATE}).encode()
         self.send_response(200 if ok else 503)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -136,6 +139,17 @@ def register_version(project: Path, model: str, image: str | None, alias: str = 
     if alias:
         client.set_registered_model_alias(model, alias, version.version)
     return str(version.version)
+
+
+def publish_signed(client, ref: str, key: str = TEST_KEY) -> str:
+    """Push an image to the local registry and sign its digest as `sail publish` does; the digest."""
+    repository, _, tag = ref.rpartition(":")
+    for line in client.api.push(repository, tag=tag, stream=True, decode=True):
+        assert "error" not in line, line
+    digest = client.images.get_registry_data(ref).id
+    settings = Settings.from_env(ProjectPaths(Path("/nonexistent")), {"SAIL_REGISTRY": REGISTRY})
+    imagesign.sign(settings, ref, digest, signing.private_key(key, "test key"))
+    return digest
 
 
 def served(port: int) -> dict:
@@ -232,9 +246,12 @@ def test_staging_deploy_serves_on_loopback_and_moves_the_tag(project, stubs, doc
     assert out["tag"] == {"tag": f"{REPO}:staging", "image_id": image.id, "moved": True, "pushed": False}
     answer = served(port)
     assert answer["image"] == f"{REPO}:c0ffee-v1"
-    assert answer["key_sha256"] == hashlib.sha256(TEST_KEY.encode()).hexdigest()  # the container got the key...
-    assert TEST_KEY not in result.stdout + result.stderr  # ...and no output shows it
+    # The container got the public key, and no private key: in its environment or anywhere else.
+    assert answer["key_sha256"] == hashlib.sha256(TEST_VERIFY_KEY.encode()).hexdigest() and answer["private_key"] is False
+    assert TEST_KEY not in result.stdout + result.stderr
     container = docker_client.containers.get("deploy-check-staging")
+    assert not any(e.startswith(("SAIL_SIGNING_KEY=", "SAIL_AUDIT_KEY=")) for e in container.attrs["Config"]["Env"])
+    assert "PRIVATE KEY" not in json.dumps(container.attrs)
     assert container.attrs["HostConfig"]["NetworkMode"] == "host"
     assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     assert {"SAIL_HOST=127.0.0.1", f"SAIL_PORT={port}"} <= set(container.attrs["Config"]["Env"])
@@ -267,7 +284,7 @@ def test_a_never_ready_image_restores_the_previous_container(project, stubs, doc
     stderr = first_error_line(result)
     assert f"{REPO}:bad-{mode} did not become ready at http://127.0.0.1:{port}: {reason}" in stderr, stderr
     assert f"the previous container ({REPO}:c0ffee-v1) is serving again" in stderr
-    assert f"stub {REPO}:bad-{mode} starting in mode {mode} with key ***" in stderr  # the log tail, key masked
+    assert f"stub {REPO}:bad-{mode} starting in mode {mode}, private key: False" in stderr  # the log tail
     if mode == "crash":
         assert "boom: the bundle does not verify" in stderr
     assert TEST_KEY not in result.stdout + result.stderr
@@ -300,8 +317,10 @@ def test_a_port_taken_by_another_process_is_refused(project, stubs, docker_clien
 def test_staging_with_a_registry_pushes_the_moved_tag(project, stubs, docker_client):
     ref = f"{REGISTRY}/{REPO}:c0ffee-v1"
     image = stubs.build(ref)
+    digest = publish_signed(docker_client, ref)
     package(project, ref)
     out = json.loads(ok(deploy(project, "--environment", "staging", "--port", str(free_port()), SAIL_REGISTRY=REGISTRY)).stdout)
+    assert out["signature"] == {"digest": digest, "key_id": signing.private_key(TEST_KEY, "t").key_id}
     assert out["tag"] == {"tag": f"{REGISTRY}/{REPO}:staging", "image_id": image.id, "moved": True, "pushed": True}
     tags = requests.get(f"http://{REGISTRY}/v2/{REPO}/tags/list", timeout=10).json()["tags"]
     assert "staging" in tags
@@ -346,18 +365,17 @@ def test_refusals_before_anything_runs(project, stubs):
     down = deploy(project, "--environment", "staging", DOCKER_HOST="unix:///nonexistent/docker.sock")
     assert "Docker is not reachable at unix:///nonexistent/docker.sock" in first_error_line(down)
     nokey = sail(project, "deploy", "--environment", "staging", key=None)
-    assert "SAIL_SIGNING_KEY is not set" in first_error_line(nokey)
+    assert "SAIL_VERIFY_KEY is not set" in first_error_line(nokey)
 
 
 def test_kubernetes_manifests(project, stubs, docker_client):
     ref = f"{REGISTRY}/{REPO}:c0ffee-v1"
     stubs.build(ref)
-    for line in docker_client.api.push(f"{REGISTRY}/{REPO}", tag="c0ffee-v1", stream=True, decode=True):
-        assert "error" not in line
-    digest = next(d for d in docker_client.images.get(ref).attrs["RepoDigests"] if d.startswith(f"{REGISTRY}/{REPO}@"))
+    digest = f"{REGISTRY}/{REPO}@{publish_signed(docker_client, ref)}"
     package(project, ref)
+    # The deploying job needs the public key only.
     out = json.loads(ok(deploy(project, "--environment", "staging", "--target", "kubernetes", "--render-only",
-                               SAIL_REGISTRY=REGISTRY, key=None)).stdout)
+                               SAIL_REGISTRY=REGISTRY, SAIL_VERIFY_KEY=TEST_VERIFY_KEY, key=None)).stdout)
     assert out["manifests"] == ["deploy/staging/deployment.yaml", "deploy/staging/service.yaml"]
     assert out["deployed_image"] == digest and "tag" not in out  # render-only moves nothing
     deployment = yaml.safe_load((project / "deploy" / "staging" / "deployment.yaml").read_text())
@@ -371,8 +389,8 @@ def test_kubernetes_manifests(project, stubs, docker_client):
     assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"} and container["resources"]["requests"]["cpu"] == "250m"
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
     assert container["securityContext"]["allowPrivilegeEscalation"] is False and container["securityContext"]["readOnlyRootFilesystem"]
-    key_env = next(e for e in container["env"] if e["name"] == "SAIL_SIGNING_KEY")
-    assert key_env == {"name": "SAIL_SIGNING_KEY", "valueFrom": {"secretKeyRef": {"name": "deploy-check-signing-key", "key": "signing-key"}}}
+    key_env = [e for e in container["env"] if e["name"].startswith("SAIL_") and "KEY" in e["name"]]
+    assert key_env == [{"name": "SAIL_VERIFY_KEY", "value": TEST_VERIFY_KEY}]  # the public key; no Secret needed
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
     assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from conftest import TEST_KEY, bake, ok, sail
 from pause_at_rename import kill_at_rename
+from sail_pipelines.integrity import signing
 from sail_pipelines.integrity.bundle import bundle_id, load_bundle
-from sail_pipelines.integrity.signing import SigningKey
 from servers import (
     CLIENT_AWS,
     REGION,
@@ -157,7 +157,7 @@ def test_training_killed_mid_write_leaves_nothing_a_later_step_would_use(tmp_pat
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ok(sail(project, "validate"))
     ok(sail(project, "split"))
-    key = SigningKey(TEST_KEY.encode(), dev=False)
+    key = signing.private_key(TEST_KEY, "test").verify_key
     candidates = project / "models" / "candidates"
 
     rename = train_killed_at_rename(project)

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from conftest import TEST_KEY, bake, dvc, ok, sail
+from conftest import TEST_KEY, TEST_VERIFY_KEY, bake, dvc, ok, sail
 from mlflow import MlflowClient
 from sail_pipelines.inference.smoke import local_server
+from sail_pipelines.integrity import signing
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -77,7 +78,7 @@ def test_served_predictions_equal_batch_predictions(pipeline_project, tmp_path, 
     ok(sail(pipeline_project, "predict", "--input", str(pipeline_project / "data/split/test.csv"), "--output", str(batch_file)))
     batch = pd.read_csv(batch_file)
     rows = pd.read_csv(pipeline_project / "data/split/test.csv").drop(columns=["target"])
-    with local_server(pipeline_project / "models" / "accepted") as url:
+    with local_server(pipeline_project / "models" / "accepted", signing.public_key(TEST_VERIFY_KEY, "test")) as url:
         served = requests.post(f"{url}/predict", json=rows.to_dict(orient="records"), timeout=30).json()
         single = requests.post(f"{url}/predict", json=rows.iloc[0].to_dict(), timeout=30).json()
     assert served["predictions"] == batch["prediction"].tolist()
@@ -104,8 +105,11 @@ def test_flipped_byte_is_refused_by_serve_and_evaluate(project_copy):
 
 
 def test_bundle_signed_with_another_key_is_refused(pipeline_project):
-    result = sail(pipeline_project, "smoke", key="some-other-key")
-    assert result.returncode == 1 and "signature does not match" in result.stderr and "key id" in result.stderr
+    other = signing.generate()
+    result = sail(pipeline_project, "smoke", key=other.text())
+    assert result.returncode == 1 and "signature does not match" in result.stderr
+    assert f"this key is Ed25519 key id {other.key_id}" in result.stderr
+    assert f"signed with Ed25519 key id {signing.public_key(TEST_VERIFY_KEY, 'test').key_id}" in result.stderr
 
 
 def test_missing_signing_key_is_a_clear_error(pipeline_project):

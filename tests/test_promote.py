@@ -13,18 +13,19 @@ import sys
 
 import pytest
 import requests
-from conftest import TEST_KEY, bake, ok, sail
+from conftest import TEST_AUDIT_KEY, TEST_KEY, bake, key_env, ok, sail
 from mlflow import MlflowClient
 from sail_pipelines.config import ProjectPaths, Settings, load_params
 from sail_pipelines.delivery import promote
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference.smoke import free_port
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity import signing
 from test_deploy import (  # noqa: F401 - docker_client and real_project are fixtures
     REGISTRY,
     Stubs,
     docker_client,
     first_error_line,
+    publish_signed,
     real_project,
     register_version,
     served,
@@ -195,8 +196,9 @@ def test_a_version_without_an_image_is_promoted_and_says_so(project, stubs, dock
         docker_client.images.get(PRODUCTION)
 
 
-def test_promotion_pushes_the_production_tag_to_the_registry(project, stubs):
+def test_promotion_pushes_the_production_tag_to_the_registry(project, stubs, docker_client):
     version = packaged(project, stubs, "1", registry=f"{REGISTRY}/")
+    publish_signed(docker_client, f"{REGISTRY}/{REPO}:c0de-v1")
     result = json.loads(ok(sail(project, "promote", "--version", version, SAIL_REGISTRY=REGISTRY)).stdout)
     assert result["production_tag"] == f"{REGISTRY}/{PRODUCTION}" and result["audit"]["pushed"] is True
     assert "production" in requests.get(f"http://{REGISTRY}/v2/{REPO}/tags/list", timeout=10).json()["tags"]
@@ -204,7 +206,7 @@ def test_promotion_pushes_the_production_tag_to_the_registry(project, stubs):
 
 def test_racing_promotions_cannot_both_win(project):
     version = register_version(project, MODEL, None)
-    env = dict(os.environ, SAIL_SIGNING_KEY=TEST_KEY)
+    env = {**os.environ, **key_env(TEST_KEY)}
     racers = [
         subprocess.Popen([sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), "promote", "--version", version,
                           "--expect-champion", "none", "--approver", f"racer-{i}"],
@@ -238,17 +240,48 @@ def in_process_mlflow():
             os.environ[name] = value
 
 
-def test_a_held_lock_makes_the_next_promotion_wait_then_fail(project, in_process_mlflow):
+def test_a_live_lock_makes_the_next_promotion_wait_then_fail_naming_its_owner(project, in_process_mlflow):
     version = register_version(project, MODEL, None)
-    mlflow(project).create_registered_model(f"{MODEL}.sail-lock", description="held by zoe on ci-7 (pid 1) since 2026-01-01")
+    lease = {"owner": "zoe", "host": "ci-7", "pid": 1, "token": "t0", "since": "2026-01-01T00:00:00+00:00",
+             "expires": "2999-01-01T00:00:00+00:00"}
+    mlflow(project).create_registered_model(f"{MODEL}.sail-lock", description=json.dumps(lease))
     paths = ProjectPaths(project)
     settings = Settings.from_env(paths, {})
-    key = SigningKey(TEST_KEY.encode(), dev=False)
-    with pytest.raises(SailError, match=r"another promotion of promote_check is in progress \(held by zoe on ci-7"):
-        promote.run(paths, load_params(paths), settings, key, promote.Promotion(version, "none", "yan"), lock_timeout=1)
+    keys = promote.Keys(signing.private_key(TEST_AUDIT_KEY, "test"), None)
+    with pytest.raises(SailError, match=r"another promotion of promote_check is in progress: the lock is held by zoe on "
+                                        r"ci-7 \(pid 1\) since 2026-01-01T00:00:00\+00:00, until 2999-01-01"):
+        promote.run(paths, load_params(paths), settings, keys, promote.Promotion(version, "none", "yan"), lock_timeout=1)
     assert champion(project) is None
     mlflow(project).delete_registered_model(f"{MODEL}.sail-lock")
-    assert promote.run(paths, load_params(paths), settings, key, promote.Promotion(version, "none", "yan"))["to"] == "1"
+    assert promote.run(paths, load_params(paths), settings, keys, promote.Promotion(version, "none", "yan"))["to"] == "1"
+
+
+HOLD_LOCK = """
+import sys, time
+from mlflow import MlflowClient
+from sail_pipelines.delivery import audit
+uri = sys.argv[1]
+with audit.registry_lock(MlflowClient(uri, registry_uri=uri), "promote_check", "killed-job", 5, lease=float(sys.argv[2])):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over_and_audited(project, tmp_path):
+    version = register_version(project, MODEL, None)
+    uri = f"sqlite:///{project / '.mlflow' / 'mlflow.db'}"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, uri, "3"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    holder.kill()  # SIGKILL: no `finally`, the lock stays behind with its 3-second lease
+    holder.wait()
+    left = json.loads(mlflow(project).get_registered_model(f"{MODEL}.sail-lock").description)
+    assert left["owner"] == "killed-job" and left["pid"] == holder.pid
+    result = json.loads(ok(sail(project, "promote", "--version", version, "--approver", "ana")).stdout)
+    assert result["to"] == "1" and champion(project) == "1"
+    takeover = result["audit"]["lock_takeover"]
+    assert takeover == {k: left[k] for k in ("owner", "host", "pid", "since", "expires")}
+    assert history(project)[-1]["lock_takeover"] == takeover  # sealed in the signed record
+    no_lock_left(project)
 
 
 def test_a_tampered_audit_history_stops_promotion_and_rollback(project, stubs):
@@ -264,7 +297,7 @@ def test_a_tampered_audit_history_stops_promotion_and_rollback(project, stubs):
     refused(sail(project, "promote", "--version", v3), "does not match its signature")
 
     client.set_registered_model_tag(MODEL, "sail.audit.000001", original)
-    refused(sail(project, "rollback", key="another-key"), "was signed with key id", "rollback")
+    refused(sail(project, "rollback", SAIL_AUDIT_KEY=signing.generate().text()), "was signed with key id", "rollback")
     client.delete_registered_model_tag(MODEL, "sail.audit.000002")
     refused(sail(project, "rollback"), "promote_check has v2, but its audit history ends with v1 as champion", "rollback")
     client.set_registered_model_alias(MODEL, "champion", "1")  # alias and history agree again

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from sail_pipelines.config import ProjectPaths, Settings, load_params
 from sail_pipelines.evaluation import accept, gate
 from sail_pipelines.integrity.bundle import bundle_id
-from sail_pipelines.integrity.signing import resolve_key
+from sail_pipelines.integrity.signing import signing_key
 
 
 class Injected(RuntimeError):
@@ -41,8 +41,8 @@ def evaluated(tmp_path_factory, pipeline_project):
 def _gate(project, monkeypatch):
     monkeypatch.setenv("SAIL_SIGNING_KEY", TEST_KEY)
     paths = ProjectPaths(project)
-    settings = Settings.from_env(paths)
-    return gate.run(paths, load_params(paths), settings, resolve_key(settings))
+    settings, params = Settings.from_env(paths), load_params(paths)
+    return gate.run(paths, params, settings, signing_key(settings, params.signing_scheme))
 
 
 @pytest.mark.parametrize("step", ["create_model_version", "log_artifacts", "set_model_version_tag",

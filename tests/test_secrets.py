@@ -3,6 +3,8 @@ searched for them (and for their base64 forms, as HTTP basic auth would carry th
 commands' stdout/stderr, every file of the project (reports/, bundle metadata, DVC config files,
 DVC cache), the git history, everything MLflow stored (params, tags, registry, downloaded
 artifacts, the server's database), every object in the S3 bucket, and the project's images.
+The private keys (bundle signing and audit) are searched for as their PEM text, their base64
+body alone (as a one-line secret field would hold it) and their raw bytes in hex.
 Failure paths that could echo a credential (a URI with user:password, a refused login) are
 driven too.
 """
@@ -21,14 +23,17 @@ import pytest
 from conftest import bake, ok, sail
 from sail_pipelines.config import ProjectPaths, Settings
 from sail_pipelines.errors import SailError
+from sail_pipelines.integrity import signing
 from servers import REGISTRY_USER, free_port, team_project, write_infrastructure
 
 MLFLOW_USER = "sail-mlflow-user"
+PRIVATE_KEYS = {"SAIL_SIGNING_KEY": signing.generate(), "SAIL_AUDIT_KEY": signing.generate()}
 
 
 def secrets_for(registry_password: str) -> dict[str, str]:
     return {
-        "SAIL_SIGNING_KEY": "signing-secret-7f3e91c4d2a8b6e05f1a",
+        "SAIL_SIGNING_KEY": PRIVATE_KEYS["SAIL_SIGNING_KEY"].text(),
+        "SAIL_AUDIT_KEY": PRIVATE_KEYS["SAIL_AUDIT_KEY"].text(),
         "AWS_ACCESS_KEY_ID": "AKIASAILLEAKTEST7Q2Z",
         "AWS_SECRET_ACCESS_KEY": "aws-secret-9c1e7b2f4a6d8e0c3b5a",
         "SAIL_REGISTRY_PASSWORD": registry_password,
@@ -45,6 +50,9 @@ def needles(secrets: dict[str, str]) -> dict[str, bytes]:
     for name, value in list(found.items()):
         found[f"base64({name})"] = base64.b64encode(value)
     found["basic(registry)"] = base64.b64encode(f"{REGISTRY_USER}:{secrets['SAIL_REGISTRY_PASSWORD']}".encode())
+    for name, key in PRIVATE_KEYS.items():
+        found[f"{name} (PEM body)"] = "".join(key.text().splitlines()[1:-1]).encode()
+        found[f"{name} (raw, hex)"] = key.private.private_bytes_raw().hex().encode()
     found["basic(mlflow)"] = base64.b64encode(f"{MLFLOW_USER}:{secrets['MLFLOW_TRACKING_PASSWORD']}".encode())
     return found
 
@@ -69,7 +77,7 @@ def secret_run(tmp_path_factory, s3, mlflow_server, auth_registry):
     outputs = {
         "doctor": ok(sail(project, "doctor", key=key, **env)),
         "run": ok(sail(project, "run", key=key, **env)),
-        "promote": ok(sail(project, "promote", key=key, **env)),
+        "promote": ok(sail(project, "promote", key=key, **env)),  # seals the audit record with SAIL_AUDIT_KEY
         "gate": ok(sail(project, "gate", key=key, **env)),  # re-scores the champion: downloads its bundle
         "report": sail(project, "report", key=key, **env),
         # Failures print what went wrong; they must not print what was used to try.
@@ -189,7 +197,21 @@ def test_credentials_inside_urls_are_refused_without_repeating_them(tmp_path, en
 def test_settings_never_show_their_secrets(tmp_path):
     settings = Settings.from_env(ProjectPaths(tmp_path), {
         "SAIL_SIGNING_KEY": "repr-secret-key", "SAIL_REGISTRY_PASSWORD": "repr-secret-pw",
-        "MLFLOW_TRACKING_URI": "https://ci:repr-secret-uri@mlflow.example.com"})
+        "SAIL_AUDIT_KEY": "repr-secret-audit", "MLFLOW_TRACKING_URI": "https://ci:repr-secret-uri@mlflow.example.com"})
     shown = repr(settings) + str(settings)
     assert "repr-secret" not in shown and "https://***@mlflow.example.com" in shown
     assert settings.signing_key == b"repr-secret-key" and settings.registry_password == "repr-secret-pw"
+    assert settings.audit_key == "repr-secret-audit"
+    for key in PRIVATE_KEYS.values():  # a key object shows its id, never the key
+        assert key.key_id in repr(key) and "PRIVATE" not in repr(key) + repr(key.verify_key)
+
+
+def test_keygen_writes_the_private_key_only_to_its_file(tmp_path):
+    result = ok(sail(tmp_path, "keygen", str(tmp_path / "keys"), key=None))
+    private = (tmp_path / "keys" / "signing.key").read_text()
+    body = "".join(private.splitlines()[1:-1])
+    assert body not in result.stdout + result.stderr and "PRIVATE KEY" not in result.stdout + result.stderr
+    assert (tmp_path / "keys" / "signing.key").stat().st_mode & 0o077 == 0  # readable by its owner only
+    again = sail(tmp_path, "keygen", str(tmp_path / "keys"), key=None)
+    assert again.returncode == 1 and "refusing to overwrite a key" in again.stderr
+    assert (tmp_path / "keys" / "signing.key").read_text() == private

@@ -30,12 +30,12 @@ from sail_pipelines.integrity.bundle import (
     load_bundle,
     write_bundle,
 )
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import HmacKey
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-KEY = SigningKey(b"test-key", dev=False)
+KEY = HmacKey(b"test-key")
 SCHEMA = Schema(
     target=Column("label", "category", values=(0, 1)),
     features=(
@@ -334,8 +334,8 @@ def live_server(bundle_dir, tmp_path):
     log = open(tmp_path / "server.log", "wb")
     code = (
         "import sys; from pathlib import Path; from sail_pipelines.inference.serve import run_server; "
-        "from sail_pipelines.integrity.signing import SigningKey; "
-        "run_server(Path(sys.argv[1]), SigningKey(b'test-key', dev=False), host='127.0.0.1', "
+        "from sail_pipelines.integrity.signing import HmacKey; "
+        "run_server(Path(sys.argv[1]), HmacKey(b'test-key'), host='127.0.0.1', "
         "port=int(sys.argv[2]), workers=2)"
     )
     proc = subprocess.Popen(
@@ -425,7 +425,7 @@ def test_tampered_bundle_is_refused_before_serving(bundle_dir, tmp_path, no_guni
 
 
 def test_bundle_signed_with_another_key_is_refused(bundle_dir, no_gunicorn):
-    other = SigningKey(b"another-key", dev=False)
+    other = HmacKey(b"another-key")
     with pytest.raises(BundleRejected, match="signature does not match"):
         load_bundle(bundle_dir, other)
     with pytest.raises(BundleRejected, match="signature does not match"):

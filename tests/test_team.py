@@ -311,7 +311,7 @@ def test_doctor_reports_each_broken_service_on_its_line(tmp_path, s3, mlflow_ser
     assert time.monotonic() - started < 60
     lines = doctor_lines(result)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert lines["signing key"] == ("FAIL", "SAIL_ALLOW_DEV_KEY=1 in team mode: shared models need a secret SAIL_SIGNING_KEY")
+    assert lines["signing key"] == ("FAIL", "SAIL_ALLOW_DEV_KEY=1 in team mode: shared models need a real key pair (`sail keygen`)")
     assert lines["s3"] == ("FAIL", f"bucket no-such-bucket at {s3.endpoint}: no such bucket")
     assert lines["mlflow"] == ("FAIL", f"http://127.0.0.1:{closed}: unreachable (ConnectionError)")
     assert lines["registry"] == ("FAIL", f"127.0.0.1:{closed}: cannot reach http://127.0.0.1:{closed}/v2/: ConnectionError")
@@ -346,12 +346,12 @@ def test_doctor_names_missing_keys_credentials_and_remotes(tmp_path, s3, local_r
     assert lines["s3"] == ("FAIL", f"bucket {BUCKET} at {s3.endpoint}: Unable to locate credentials")
     assert lines["registry"] == ("FAIL", f"{s3_host}: GET http://{s3_host}/v2/ answered HTTP 404, not a registry API")
 
-    from sail_pipelines.integrity.signing import DEV_KEY
+    from sail_pipelines.integrity.signing import dev_pair
 
     closed = f"http://127.0.0.1:{free_port()}"
     env = {**CLIENT_AWS, "SAIL_AWS_ROLE_ARN": ROLE, "SAIL_S3_ENDPOINT_URL": closed, "SAIL_DVC_REMOTE_URL": f"s3://{BUCKET}/bare",
            "SAIL_REGISTRY": local_registry, "SAIL_REGISTRY_PASSWORD": "orphan-password", "AWS_MAX_ATTEMPTS": "1"}
-    result = sail(project, "doctor", key=DEV_KEY.decode(), **env)
+    result = sail(project, "doctor", key=dev_pair().text(), **env)
     lines = doctor_lines(result)
     assert lines["signing key"] == ("FAIL", "SAIL_SIGNING_KEY is the public development key")
     assert lines["aws"][0] == "FAIL" and lines["aws"][1].startswith(f"AWS: cannot assume role {ROLE}: Could not connect to the endpoint URL")

@@ -6,5 +6,5 @@ def call(Map config = [:]) {
     if (script == null) {
         error "sailDeploy: 'to' must be staging or production, got '${config.to}'"
     }
-    sailSh(config, script, ['signing', 'registry', 'aws', 'mlflow'])
+    sailSh(config, script, ['verify', 'registry', 'aws', 'mlflow'])
 }

@@ -1,4 +1,4 @@
 /** Builds the inference image around the gated bundle and records it in MLflow (`sail package`). */
 def call(Map config = [:]) {
-    sailSh(config, 'sail package', ['signing', 'registry', 'aws', 'mlflow'])
+    sailSh(config, 'sail package', ['verify', 'registry', 'aws', 'mlflow'])
 }

@@ -10,7 +10,7 @@
  */
 def call(Map config = [:]) {
     List known = ['approvers', 'agentLabel', 'mainBranch', 'deployLock', 'environment', 'signingKeyCredentials',
-                  'githubTokenCredentials', 'githubRepository', 'registryCredentials', 'awsCredentials', 'mlflowCredentials']
+                  'verifyKeyCredentials', 'auditKeyCredentials', 'githubTokenCredentials', 'githubRepository', 'registryCredentials', 'awsCredentials', 'mlflowCredentials']
     List unknown = []
     for (def key in config.keySet()) {
         if (!known.contains(key)) {

@@ -16,6 +16,6 @@ def call(Map config = [:]) {
     def champion = gate.champion
     String expected = (champion instanceof Map && champion.version != null) ? champion.version.toString() : 'none'
     sailSh(config, 'sail promote --version "$SAIL_PROMOTE_VERSION" --expect-champion "$SAIL_EXPECT_CHAMPION" --approver "$SAIL_APPROVER"',
-            ['signing', 'registry', 'aws', 'mlflow'],
+            ['audit', 'verify', 'registry', 'aws', 'mlflow'],
             ["SAIL_PROMOTE_VERSION=${version}".toString(), "SAIL_EXPECT_CHAMPION=${expected}".toString(), "SAIL_APPROVER=${config.approver}".toString()])
 }

@@ -26,7 +26,7 @@ def call(Map config, String script, List credentialKinds = [], List extraEnv = [
 
 /** Credential variables `sail` reads; they may only come from Jenkins credentials, never from config.environment. */
 private List secretVariables() {
-    return ['SAIL_SIGNING_KEY', 'GITHUB_TOKEN', 'SAIL_REGISTRY_PASSWORD', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN',
+    return ['SAIL_SIGNING_KEY', 'SAIL_VERIFY_KEY', 'SAIL_AUDIT_KEY', 'GITHUB_TOKEN', 'SAIL_REGISTRY_PASSWORD', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN',
             'MLFLOW_TRACKING_PASSWORD', 'MLFLOW_TRACKING_TOKEN']
 }
 
@@ -48,8 +48,12 @@ private List settingsEnv(Map config) {
 /** One withCredentials binding per kind of secret; the optional kinds are skipped when not configured. */
 private def credentialBinding(Map config, String kind) {
     switch (kind) {
-        case 'signing':
+        case 'signing':  // the private bundle key: only the steps that sign (train, gate, publish)
             return string(credentialsId: config.signingKeyCredentials ?: 'sail-signing-key', variable: 'SAIL_SIGNING_KEY')
+        case 'verify':  // the public bundle key (HMAC scheme: the shared secret): the steps that only verify
+            return string(credentialsId: config.verifyKeyCredentials ?: 'sail-verify-key', variable: 'SAIL_VERIFY_KEY')
+        case 'audit':  // the private audit key: promotion alone seals the audit history
+            return string(credentialsId: config.auditKeyCredentials ?: 'sail-audit-key', variable: 'SAIL_AUDIT_KEY')
         case 'github':
             return string(credentialsId: config.githubTokenCredentials ?: 'github-token', variable: 'GITHUB_TOKEN')
         case 'registry':
@@ -62,6 +66,6 @@ private def credentialBinding(Map config, String kind) {
             return config.mlflowCredentials ? usernamePassword(credentialsId: config.mlflowCredentials,
                     usernameVariable: 'MLFLOW_TRACKING_USERNAME', passwordVariable: 'MLFLOW_TRACKING_PASSWORD') : null
         default:
-            error "sail: unknown credential kind '${kind}' (signing, github, registry, aws, mlflow)"
+            error "sail: unknown credential kind '${kind}' (signing, verify, audit, github, registry, aws, mlflow)"
     }
 }

@@ -5,7 +5,7 @@
  */
 class Checks {
     /** Variables that carry secrets; they may only be set by withCredentials. */
-    static final List<String> SECRET_VARIABLES = ['SAIL_SIGNING_KEY', 'GITHUB_TOKEN', 'SAIL_REGISTRY_PASSWORD', 'AWS_SECRET_ACCESS_KEY',
+    static final List<String> SECRET_VARIABLES = ['SAIL_SIGNING_KEY', 'SAIL_VERIFY_KEY', 'SAIL_AUDIT_KEY', 'GITHUB_TOKEN', 'SAIL_REGISTRY_PASSWORD', 'AWS_SECRET_ACCESS_KEY',
                                                   'AWS_SESSION_TOKEN', 'MLFLOW_TRACKING_PASSWORD', 'MLFLOW_TRACKING_TOKEN']
 
     /** Every vars/<step>.groovy has a non-empty vars/<step>.txt beside it, and every .txt a step. */

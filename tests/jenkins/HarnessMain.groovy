@@ -21,6 +21,8 @@ class HarnessMain {
     static final Map CHAMPION = [version: '6', run_id: 'r6', metrics: [roc_auc: 0.97]]
     static final Map<String, Map> CREDENTIALS = [
             'sail-signing-key': [secret: 'signing-secret-4f9a0c'],
+            'sail-verify-key' : [secret: 'verify-key-8e21d5'],
+            'sail-audit-key'  : [secret: 'audit-secret-70b3c1'],
             'github-token'    : [secret: 'ghp-secret-1b7e22'],
             'team-registry'   : [username: 'ci-bot', password: 'registry-secret-93d1'],
             'team-aws'        : [username: 'AKIAEXAMPLE', password: 'aws-secret-5c0e77'],
@@ -332,15 +334,16 @@ class HarnessMain {
         }
 
         test('credentials: bound by withCredentials only where needed, never in sh or echo text') {
-            Map sign = [SAIL_SIGNING_KEY: 1], gh = [GITHUB_TOKEN: 1]
+            Map sign = [SAIL_SIGNING_KEY: 1], verify = [SAIL_VERIFY_KEY: 1], audit = [SAIL_AUDIT_KEY: 1], gh = [GITHUB_TOKEN: 1]
             Map reg = [SAIL_REGISTRY_USERNAME: 1, SAIL_REGISTRY_PASSWORD: 1]
             Map aws = [AWS_ACCESS_KEY_ID: 1, AWS_SECRET_ACCESS_KEY: 1]
             Map ml = [MLFLOW_TRACKING_USERNAME: 1, MLFLOW_TRACKING_PASSWORD: 1]
+            // The private bundle key only where signing happens; the audit key only for the promotion.
             Map<String, Map> needs = ['sail build': reg + aws, 'sail validate': [:], 'sail split': [:], 'sail train': sign,
-                                      'sail evaluate': sign + aws + ml, 'sail gate': sign + aws + ml, 'sail report --post': gh,
-                                      'sail report': [:], 'sail push': aws, 'sail package': sign + reg + aws + ml,
-                                      'sail smoke': sign, 'sail publish': reg + aws, 'sail deploy': sign + reg + aws + ml,
-                                      'sail promote': sign + reg + aws + ml, 'sail candidates': [:]]
+                                      'sail evaluate': verify + aws + ml, 'sail gate': sign + aws + ml, 'sail report --post': gh,
+                                      'sail report': [:], 'sail push': aws, 'sail package': verify + reg + aws + ml,
+                                      'sail smoke': verify, 'sail publish': sign + reg + aws, 'sail deploy': verify + reg + aws + ml,
+                                      'sail promote': audit + verify + reg + aws + ml, 'sail candidates': [:]]
             for (Map event in [[:], [pr: true]]) {
                 PipelineHarness h = harness(event)
                 h.runStep('sailPipeline', ALL_CREDENTIALS)

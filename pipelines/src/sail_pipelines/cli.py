@@ -13,12 +13,22 @@ from typing import Any, Callable
 from sail_pipelines.config import ProjectPaths, Settings, load_params
 from sail_pipelines.delivery.release import ENVIRONMENTS
 from sail_pipelines.errors import GateFailed, SailError
-from sail_pipelines.integrity.signing import resolve_key
+from sail_pipelines.integrity import signing
 
 
 def _context(args: argparse.Namespace) -> tuple[ProjectPaths, Any, Settings]:
     paths = ProjectPaths(Path(args.project).resolve())
     return paths, load_params(paths), Settings.from_env(paths)
+
+
+def _scheme(paths: ProjectPaths) -> str | None:
+    """params.yaml's signing scheme; None where there is none (the inference image): the key
+    decides."""
+    return load_params(paths).signing_scheme if paths.params.is_file() else None
+
+
+def _verify_key(paths: ProjectPaths, settings: Settings | None = None) -> signing.VerifyKey:
+    return signing.verify_key(settings or Settings.from_env(paths), _scheme(paths))
 
 
 def _bundle_path(args: argparse.Namespace, paths: ProjectPaths) -> Path:
@@ -76,7 +86,8 @@ def cmd_train(args):
         ran = train.in_containers(paths, params, settings, args.candidate, say=_say)
         return {"bundles": [str((paths.candidates_dir / name).relative_to(paths.root)) for name in ran], "containers": ran}
     origin = Provenance.from_env(os.environ) or Provenance.of(paths.root, paths.root / params.raw_data)
-    written = train.run(paths, params, resolve_key(settings), origin, args.candidate)
+    key = signing.signing_key(settings, params.signing_scheme)
+    written = train.run(paths, params, key, origin, args.candidate)
     return {"bundles": [str(p.relative_to(paths.root)) for p in written]}
 
 
@@ -84,10 +95,11 @@ def cmd_evaluate(args):
     paths, params, settings = _context(args)
     from sail_pipelines.evaluation import evaluate
 
+    key = signing.verify_key(settings, params.signing_scheme)
     if _in_container(args):
-        result = evaluate.in_container(paths, params, settings, say=_say)
+        result = evaluate.in_container(paths, params, settings, key, say=_say)
     else:
-        result = evaluate.run(paths, params, settings, resolve_key(settings))
+        result = evaluate.run(paths, params, settings, key)
     return {"best": result["best"], params.gate.primary_metric: result["candidates"][result["best"]]["metrics"][params.gate.primary_metric]}
 
 
@@ -95,7 +107,8 @@ def cmd_gate(args):
     paths, params, settings = _context(args)
     from sail_pipelines.evaluation import gate
 
-    report = gate.run(paths, params, settings, resolve_key(settings), register=not args.no_register)
+    key = signing.signing_key(settings, params.signing_scheme)
+    report = gate.run(paths, params, settings, key, register=not args.no_register)
     return {k: report[k] for k in ("verdict", "candidate", "registered_version", "accepted_bundle_id")}
 
 
@@ -106,19 +119,30 @@ def cmd_push(args):
     return push.run(paths, params, settings)
 
 
+def _champion_keys(params: Any, settings: Settings) -> Any:
+    """The audit key, and the key that checks image signatures (only images in a registry have
+    one)."""
+    from sail_pipelines.delivery import promote
+
+    images = signing.verify_key(settings, params.signing_scheme) if settings.registry else None
+    return promote.Keys(signing.audit_key(settings), images)
+
+
 def cmd_promote(args):
     paths, params, settings = _context(args)
     from sail_pipelines.delivery import audit, promote
 
     promotion = promote.Promotion(args.version, args.expect_champion, audit.approver(args.approver, os.environ))
-    return promote.run(paths, params, settings, resolve_key(settings), promotion)
+    return promote.run(paths, params, settings, _champion_keys(params, settings), promotion)
 
 
 def cmd_rollback(args):
     paths, params, settings = _context(args)
     from sail_pipelines.delivery import audit, rollback
 
-    return rollback.run(paths, params, settings, resolve_key(settings), args.to, audit.approver(args.approver, os.environ))
+    approver = audit.approver(args.approver, os.environ)
+    keys = _champion_keys(params, settings)
+    return rollback.run(paths, params, settings, keys, args.to, approver)
 
 
 def cmd_report(args):
@@ -133,7 +157,7 @@ def cmd_deploy(args):
     paths, params, settings = _context(args)
     from sail_pipelines.delivery import deploy
 
-    key = resolve_key(settings) if args.target == "local" else None  # the cluster's pods take it from a Secret
+    key = signing.verify_key(settings, params.signing_scheme)
     target = deploy.Deployment(args.environment, args.target, args.port, args.timeout, args.render_only)
     return deploy.run(paths, params, settings, key, target)
 
@@ -142,14 +166,15 @@ def cmd_serve(args):
     paths = ProjectPaths(Path(args.project).resolve())
     from sail_pipelines.inference import serve
 
-    serve.run_server(_bundle_path(args, paths), resolve_key(Settings.from_env(paths)), args.host, args.port, args.workers)
+    key = _verify_key(paths)
+    serve.run_server(_bundle_path(args, paths), key, args.host, args.port, args.workers)
 
 
 def cmd_predict(args):
     paths = ProjectPaths(Path(args.project).resolve())
     from sail_pipelines.inference import predict
 
-    key = resolve_key(Settings.from_env(paths))
+    key = _verify_key(paths)
     return predict.run(_bundle_path(args, paths), key, Path(args.input), Path(args.output), args.format)
 
 
@@ -157,24 +182,24 @@ def cmd_package(args):
     paths, params, settings = _context(args)
     from sail_pipelines.delivery import package
 
-    return package.run(paths, params, settings, resolve_key(settings), say=_say)
+    key = signing.verify_key(settings, params.signing_scheme)
+    return package.run(paths, params, settings, key, say=_say)
 
 
 def cmd_smoke(args):
     paths = ProjectPaths(Path(args.project).resolve())
-    from sail_pipelines.delivery.containers import step_env
     from sail_pipelines.inference import smoke
 
     image = args.image or (smoke.packaged_image(paths.reports) if args.container else None)
-
-    return smoke.run(_bundle_path(args, paths), resolve_key(Settings.from_env(paths)), args.url, image, step_env(os.environ))
+    return smoke.run(_bundle_path(args, paths), _verify_key(paths), args.url, image)
 
 
 def cmd_publish(args):
-    paths = ProjectPaths(Path(args.project).resolve())
+    paths, params, settings = _context(args)
     from sail_pipelines.delivery import publish
 
-    return publish.run(paths, Settings.from_env(paths), say=_say)
+    key = signing.signing_key(settings, params.signing_scheme)
+    return publish.run(paths, settings, key, say=_say)
 
 
 def cmd_doctor(args):
@@ -188,7 +213,13 @@ def cmd_run(args):
     paths, params, settings = _context(args)
     from sail_pipelines import run
 
-    run.run(paths, params, settings, resolve_key(settings), say=lambda line: print(line, flush=True), container=args.container)
+    key = signing.signing_key(settings, params.signing_scheme)
+    run.run(paths, params, settings, key, say=lambda line: print(line, flush=True),
+            container=args.container)
+
+
+def cmd_keygen(args):
+    return signing.keygen(Path(args.directory))
 
 
 def _bounded(name: str, high: int) -> Callable[[str], int]:
@@ -269,6 +300,10 @@ def parser() -> argparse.ArgumentParser:
     smoke.add_argument("--image", help="run this inference image")
     add("package", cmd_package, "build the inference image around the gated, verified bundle")
     add("publish", cmd_publish, "push the images to the registry (SAIL_REGISTRY)")
+    keygen = add("keygen", cmd_keygen,
+                 "write a new Ed25519 key pair: DIR/signing.key (private) and DIR/verify.key (public)")
+    keygen.add_argument("directory", metavar="DIR",
+                        help="where to write the pair (existing keys are never overwritten)")
     add("doctor", cmd_doctor, "check every configured service (MLflow, S3, DVC remote, registry, Docker, signing key)")
     add("run", cmd_run, "the whole pipeline: validate, split, train, evaluate, gate, push, smoke test").add_argument(
         "--container", action="store_true", help="train and evaluate in containers, then package and smoke-test the image"

@@ -18,6 +18,8 @@ import yaml
 from sail_pipelines.errors import SailError
 
 TASKS = ("classification", "regression")
+# Bundle signatures: a key pair (the default) or one shared secret.
+SIGNING_SCHEMES = ("ed25519", "hmac-sha256")
 
 # Direction of every metric the evaluate step computes: True when higher is better.
 HIGHER_IS_BETTER = {
@@ -104,6 +106,7 @@ class Params:
     gate: GateConfig
     validation: ValidationConfig
     serving: ServingConfig = ServingConfig()
+    signing_scheme: str = SIGNING_SCHEMES[0]  # how bundles are signed (integrity/signing.py)
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,10 @@ class ProjectPaths:
     def src(self) -> Path:
         return self.root / "src"
 
+    @property
+    def pyproject(self) -> Path:
+        return self.root / "pyproject.toml"
+
 
 TEAM_FILE = "infrastructure.yaml"
 
@@ -193,7 +200,8 @@ TEAM_KEYS: dict[str, tuple[str, ...]] = {
 # Keys people reach for that must stay in the environment (the file is committed), and where
 # each section's secrets come from instead.
 SECRET_NAMES = {"password", "secret", "token", "api_key", "access_key", "access_key_id", "secret_access_key",
-                "aws_access_key_id", "aws_secret_access_key", "session_token", "signing_key"}
+                "aws_access_key_id", "aws_secret_access_key", "session_token", "signing_key",
+                "audit_key", "private_key"}
 SECRET_ENV = {
     "aws": "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)",
     "dvc": "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)",
@@ -247,6 +255,9 @@ class Settings:
     registry_username: str | None = None
     registry_password: str | None = field(default=None, repr=False)
     retry: RetryPolicy = RetryPolicy()
+    verify_key: str | None = None  # public key text: not a secret, but only the environment sets it
+    audit_key: str | None = field(default=None, repr=False)
+    audit_verify_key: str | None = None
     origins: tuple[tuple[str, str], ...] = ()  # (team key, where its value came from), for `sail doctor`
 
     def __repr__(self) -> str:
@@ -301,6 +312,9 @@ class Settings:
             ),
             registry_username=values.get("registry.username"),
             registry_password=env.get("SAIL_REGISTRY_PASSWORD") or None,
+            verify_key=env.get("SAIL_VERIFY_KEY") or None,
+            audit_key=env.get("SAIL_AUDIT_KEY") or None,
+            audit_verify_key=env.get("SAIL_AUDIT_VERIFY_KEY") or None,
             retry=RetryPolicy(
                 attempts=values.get("retry.attempts", RetryPolicy.attempts),
                 backoff_seconds=values.get("retry.backoff_seconds", RetryPolicy.backoff_seconds),
@@ -369,7 +383,8 @@ def _sections() -> list[str]:
 
 def _secret_message(name: str, key: str) -> str:
     section, _, leaf = key.rpartition(".")
-    env = "SAIL_SIGNING_KEY" if leaf == "signing_key" else SECRET_ENV.get(section, "the matching environment variable")
+    named = {"signing_key": "SAIL_SIGNING_KEY", "audit_key": "SAIL_AUDIT_KEY"}
+    env = named.get(leaf) or SECRET_ENV.get(section, "the matching environment variable")
     return f"{name}: '{key}' is a secret and never goes in this committed file: set {env} in the environment"
 
 
@@ -532,6 +547,11 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
     out_of_range = serving.get("out_of_range", "flag")
     if out_of_range not in OUT_OF_RANGE:
         raise SailError(f"params.yaml: serving.out_of_range must be one of {', '.join(OUT_OF_RANGE)}, got {out_of_range!r}")
+    signing = raw.get("signing") or {}
+    scheme = signing.get("scheme", SIGNING_SCHEMES[0]) if isinstance(signing, Mapping) else None
+    if scheme not in SIGNING_SCHEMES:
+        raise SailError(f"params.yaml: 'signing.scheme' must be one of {', '.join(SIGNING_SCHEMES)}, "
+                        f"got {scheme!r}")
     return Params(
         task=task,
         raw_data=str(_require(data, "raw", "data.")),
@@ -554,6 +574,7 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
             max_missing_target=_number(validation.get("max_missing_target", 0.2), "validation.max_missing_target", 0.0, 1.0),
         ),
         serving=ServingConfig(out_of_range),
+        signing_scheme=scheme,
     )
 
 

@@ -1,15 +1,21 @@
-"""Where a model came from: the data hash DVC gives, the git commit, the library versions."""
+"""Where a model came from: the data hash DVC gives, the git commit, the library versions, and
+the versions of the project's own dependencies (its pyproject.toml)."""
 
 from __future__ import annotations
 
 import hashlib
 import subprocess
+import tomllib
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Mapping
 
 import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from sail_pipelines.errors import SailError
 
 LIBRARIES = ("sail-pipelines", "scikit-learn", "pandas", "numpy", "joblib", "mlflow", "dvc")
 
@@ -60,6 +66,32 @@ def library_versions() -> dict[str, str]:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
             continue
+    return versions
+
+
+def project_requirements(pyproject: Path) -> list[Requirement]:
+    """The dependencies a generated project declares in its pyproject.toml, but sail-pipelines
+    (the images bring it); none without the file."""
+    if not pyproject.is_file():
+        return []
+    try:
+        declared = tomllib.loads(pyproject.read_text()).get("project", {}).get("dependencies", [])
+        requirements = [Requirement(text) for text in declared]
+    except (tomllib.TOMLDecodeError, InvalidRequirement, TypeError) as exc:
+        raise SailError(f"{pyproject.name}: [project].dependencies is not a list of requirements: {exc}") from None
+    return [r for r in requirements if canonicalize_name(r.name) != "sail-pipelines" and (r.marker is None or r.marker.evaluate())]
+
+
+def project_versions(pyproject: Path) -> dict[str, str]:
+    """{name: installed version} of the project's dependencies where this runs (in a training
+    container: the image's, which `sail build` pinned to the host's)."""
+    versions = {}
+    for requirement in project_requirements(pyproject):
+        try:
+            versions[canonicalize_name(requirement.name)] = importlib_metadata.version(requirement.name)
+        except importlib_metadata.PackageNotFoundError:
+            raise SailError(f"{requirement.name} (a dependency in {pyproject.name}) is not installed here: "
+                            f"pip install it, or run `sail build` again for the images") from None
     return versions
 
 

@@ -7,19 +7,17 @@ commands see SAIL_RUNTIME=container), and the smoke test runs the packaged infer
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 from sail_pipelines.config import Params, ProjectPaths, Settings
 from sail_pipelines.delivery import build, package, push
-from sail_pipelines.delivery.containers import step_env
 from sail_pipelines.evaluation import gate
 from sail_pipelines.inference import smoke
 from sail_pipelines.integrations.dvc import dvc
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import SignKey
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey, say: Callable[[str], None],
+def run(paths: ProjectPaths, params: Params, settings: Settings, key: SignKey, say: Callable[[str], None],
         container: bool = False) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if container:
@@ -35,11 +33,11 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
     say(f"pushed {', '.join(pushed['pushed'])}")
     if container:
         say("== package: inference image")
-        image = package.run(paths, params, settings, key, say=say)["image"]
+        image = package.run(paths, params, settings, key.verify_key, say=say)["image"]
         say("== serving smoke test in the inference container")
-        served = result["smoke"] = smoke.run(paths.accepted_dir, key, image=image, env=step_env(os.environ))
+        served = result["smoke"] = smoke.run(paths.accepted_dir, key.verify_key, image=image)
     else:
         say("== serving smoke test")
-        served = result["smoke"] = smoke.run(paths.accepted_dir, key)
+        served = result["smoke"] = smoke.run(paths.accepted_dir, key.verify_key)
     say(f"smoke test passed: {served['rows']} holdout rows served by {served['url']} match the metric step")
     return result

@@ -2,7 +2,9 @@
 
 The images run the very library versions of the environment that runs `sail`: the build
 context gets requirement files pinned from it, plus a wheel of this sail-pipelines, so a
-bundle trained in a container unpickles on the host and in the inference image alike.
+bundle trained in a container unpickles on the host and in the inference image alike. The
+project's own dependencies (its pyproject.toml, e.g. LightGBM for a candidate) are pinned the
+same way, with the Debian packages they need (`[tool.sail] system-packages`), in all three images.
 The refs built are recorded in .sail/images.json for the steps that run in them.
 """
 
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import tomllib
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -26,12 +30,14 @@ from sail_pipelines.delivery import containers
 from sail_pipelines.delivery.images import ImageNames, code_tag, repository_name
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import read_json, write_atomic, write_json
-from sail_pipelines.provenance import PIPELINE_OUTPUTS, git_commit
+from sail_pipelines.provenance import PIPELINE_OUTPUTS, git_commit, project_requirements
 
 DOCKERFILE = "docker/Dockerfile"
 PACKAGE = "sail-pipelines"
 # What the metric image adds to the core: tracking (with S3 artifact stores) and plots.
 METRIC_EXTRAS = ("mlflow", "matplotlib", "requests", "boto3")
+PYPROJECT = "pyproject.toml"
+_DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01: identical wheels for identical code keep Docker's cache
 
 
@@ -49,10 +55,11 @@ class BuildContext:
         return self.root / ".sail" / "images.json"
 
 
-def pinned(roots: Iterable[str]) -> dict[str, str]:
+def pinned(roots: Iterable[str | Requirement],
+           hint: str = "install sail-pipelines[pipeline]") -> dict[str, str]:
     """The installed version of every distribution the roots need, transitively."""
     versions: dict[str, str] = {}
-    todo = [Requirement(r) for r in roots]
+    todo = [r if isinstance(r, Requirement) else Requirement(r) for r in roots]
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)
@@ -61,7 +68,7 @@ def pinned(roots: Iterable[str]) -> dict[str, str]:
         try:
             dist = metadata.distribution(req.name)
         except metadata.PackageNotFoundError:
-            raise SailError(f"{req.name} is not installed in the environment that runs sail: install sail-pipelines[pipeline]") from None
+            raise SailError(f"{req.name} is not installed in the environment that runs sail: {hint}") from None
         versions[name] = dist.version
         for text in dist.requires or []:
             dep = Requirement(text)
@@ -71,6 +78,12 @@ def pinned(roots: Iterable[str]) -> dict[str, str]:
 
 
 def core_requirements() -> list[str]:
+    """The core dependencies of the sail-pipelines that goes into the images: the checkout's
+    pyproject.toml when this runs from one (its wheel is built from there), else the installed
+    metadata."""
+    checkout = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    if checkout.is_file():
+        return list(tomllib.loads(checkout.read_text())["project"]["dependencies"])
     return [r for r in metadata.requires(PACKAGE) or [] if "extra ==" not in r]
 
 
@@ -121,12 +134,38 @@ def stage_wheel(staging: Path) -> Path:
     return wheels / built.name
 
 
+def system_packages(pyproject: Path) -> list[str]:
+    """`[tool.sail] system-packages` of the project: Debian packages its dependencies need
+    (libgomp1 for LightGBM, say)."""
+    if not pyproject.is_file():
+        return []
+    try:
+        tool = tomllib.loads(pyproject.read_text()).get("tool", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise SailError(f"{pyproject.name} is not valid TOML: {exc}") from None
+    names = tool.get("sail", {}).get("system-packages", [])
+    if not isinstance(names, list):
+        names = [names]
+    bad = [n for n in names if not isinstance(n, str) or not _DEBIAN_PACKAGE.match(n)]
+    if bad:
+        raise SailError(f"{pyproject.name}: [tool.sail] system-packages must be Debian package names, "
+                        f"got {bad}")
+    return names
+
+
 def stage(context: BuildContext) -> None:
     """Write what the Dockerfile copies from .sail/build/, touching files only when they change."""
     core = pinned(core_requirements())
     metric = pinned(METRIC_EXTRAS)
-    for name, versions in (("requirements-core.txt", core), ("requirements-metric.txt", metric)):
+    pyproject = context.root / PYPROJECT
+    hint = f"pip install it (it is a dependency in {PYPROJECT}): the images pin what is installed here"
+    own = pinned(project_requirements(pyproject), hint)
+    project = {name: version for name, version in own.items() if name not in core}
+    for name, versions in (("requirements-core.txt", core), ("requirements-metric.txt", metric),
+                           ("requirements-project.txt", project)):
         update(context.staging / name, requirement_lines(versions))
+    debian = "".join(f"{name}\n" for name in system_packages(pyproject))
+    update(context.staging / "system-packages.txt", debian.encode())
     stage_wheel(context.staging)
 
 

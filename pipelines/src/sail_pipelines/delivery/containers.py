@@ -19,6 +19,7 @@ from sail_pipelines.errors import SailError
 # Environment a step container inherits from the host: tracking, storage and signing settings.
 PASSED_PREFIXES = ("MLFLOW_", "AWS_", "SAIL_")
 NOT_PASSED = {"SAIL_RUNTIME", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"}
+PRIVATE_KEYS = {"SAIL_SIGNING_KEY", "SAIL_AUDIT_KEY"}
 LOG_TAIL = 15
 
 
@@ -29,11 +30,14 @@ class Mount:
 
 
 def train_mounts(paths: ProjectPaths) -> list[Mount]:
+    """pyproject.toml too, where there is one: the bundle records the project's dependency
+    versions."""
     return [
         Mount(paths.params),
         Mount(paths.schema),
         Mount(paths.train_csv),
         Mount(paths.candidates_dir, writable=True),
+        *([Mount(paths.pyproject)] if paths.pyproject.is_file() else []),
     ]
 
 
@@ -50,8 +54,12 @@ def metric_mounts(paths: ProjectPaths, settings: Settings) -> list[Mount]:
     return mounts
 
 
-def step_env(env: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    passed = {k: v for k, v in env.items() if k.startswith(PASSED_PREFIXES) and k not in NOT_PASSED}
+def step_env(env: Mapping[str, str], extra: Mapping[str, str] | None = None,
+             private: bool = True) -> dict[str, str]:
+    """The host's settings for a step container; `private=False` for a step that only verifies:
+    the private keys stay out (pass the verify key in `extra`)."""
+    dropped = NOT_PASSED if private else NOT_PASSED | PRIVATE_KEYS
+    passed = {k: v for k, v in env.items() if k.startswith(PASSED_PREFIXES) and k not in dropped}
     return {**passed, **(extra or {})}
 
 

@@ -5,6 +5,12 @@ Staging runs the image `sail package` just built (reports/package.json); product
 embeds the champion's bundle. After a successful deploy `<repo>/inference:<environment>`
 names what the environment runs.
 
+With a registry, the image's signature (`sail publish`) is checked in the registry before
+anything runs, and the image is then run (or handed to the cluster) by the digest that was
+checked: an unsigned, re-tagged or foreign-key image is refused. Without a registry the images
+never left this host and `sail package` verified the bundle inside. The serving container gets
+the public key only (signing.serving_env).
+
 Locally (the embedded default) the image runs as the container `<model>-<environment>` with
 host networking and restart policy unless-stopped. The environment has one port, so the old
 container is stopped, the new one started, and if the new one is not ready in time it is
@@ -21,11 +27,11 @@ from typing import Any, Mapping
 from sail_pipelines.config import Params, ProjectPaths, Settings
 from sail_pipelines.delivery import containers, release
 from sail_pipelines.delivery.build import image_names
-from sail_pipelines.delivery.images import repository_name
+from sail_pipelines.delivery.images import ImageRef, repository_name
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import read_json
 from sail_pipelines.integrations import kubernetes, tracking
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import HmacKey, VerifyKey, serving_env
 
 TARGETS = ("local", "kubernetes")
 DEFAULT_PORTS = {"staging": 8081, "production": 8080}
@@ -162,7 +168,7 @@ def run_local(client: Any, image: Any, ref: str, name: str, port: int, env: Mapp
         reason = exc.explanation if isinstance(exc, docker.errors.APIError) else str(exc)
         logs = ""
         if container is not None:
-            logs = f"\n  log tail of the new container:\n  {_log_tail(container, env.get('SAIL_SIGNING_KEY'))}"
+            logs = f"\n  log tail of the new container:\n  {_log_tail(container, env.get('SAIL_VERIFY_KEY'))}"
             container.remove(force=True)
         raise SailError(f"{ref} did not become ready at {url}: {reason}; {_restore(parked, name, url, timeout)}{logs}") from None
     replaced = None
@@ -173,17 +179,7 @@ def run_local(client: Any, image: Any, ref: str, name: str, port: int, env: Mapp
             "replaced": replaced}
 
 
-def serving_env(key: SigningKey, port: int) -> dict[str, str]:
-    """What the image's `sail serve` needs: where to listen and the key to verify the bundle."""
-    env = {"SAIL_HOST": "127.0.0.1", "SAIL_PORT": str(port)}
-    if key.dev:
-        env["SAIL_ALLOW_DEV_KEY"] = "1"
-    else:
-        env["SAIL_SIGNING_KEY"] = key.secret.decode()
-    return env
-
-
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey | None, deployment: Deployment) -> dict[str, Any]:
+def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey, deployment: Deployment) -> dict[str, Any]:
     environment, target = deployment.environment, deployment.target
     if environment not in release.ENVIRONMENTS:
         raise SailError(f"unknown environment {environment!r}: one of {', '.join(release.ENVIRONMENTS)}")
@@ -191,24 +187,32 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         raise SailError(f"unknown target {target!r}: one of {', '.join(TARGETS)}")
     ref = source_image(paths, params, settings, environment)
     client = containers.docker_client()
-    try:
-        image = release.get_image(client, ref, pull=bool(settings.registry))
-    except SailError as exc:
-        how = "`sail promote` moves it" if environment == "production" else "run `sail package`"
-        raise SailError(f"{exc}: {how}") from None
+    digest = None
+    if settings.registry:
+        image, ref, digest = release.signed_image(client, settings, ref, key)
+    else:
+        try:
+            image = release.get_image(client, ref, pull=False)
+        except SailError as exc:
+            how = "`sail promote` moves it" if environment == "production" else "run `sail package`"
+            raise SailError(f"{exc}: {how}") from None
     result: dict[str, Any] = {"environment": environment, "target": target, "image": ref, "image_id": image.id}
+    if digest:
+        result["signature"] = {"digest": digest, "key_id": key.key_id}
     if environment == "production":
         result["champion"] = check_champion(params, settings, image, ref)
     model = repository_name(params.gate.registered_model)
     if target == "local":
-        if key is None:
-            raise SailError("a local deploy needs the signing key: the container verifies its bundle")
         port = deployment.port or DEFAULT_PORTS[environment]
         labels = {"sail.model": params.gate.registered_model, "sail.environment": environment, "sail.image": ref}
-        result.update(run_local(client, image, ref, f"{model}-{environment}", port, serving_env(key, port), labels, deployment.timeout))
+        env = {"SAIL_HOST": "127.0.0.1", "SAIL_PORT": str(port), **serving_env(key)}
+        name = f"{model}-{environment}"
+        result.update(run_local(client, image, ref, name, port, env, labels, deployment.timeout))
     else:
-        repository = release.split_ref(ref)[0]
-        workload = kubernetes.Workload(model, environment, release.pinned_ref(image, repository),
+        repository = ImageRef.parse(ref).repository
+        pinned = f"{repository}@{digest}" if digest else release.pinned_ref(image, repository)
+        verify_text = None if isinstance(key, HmacKey) else key.verify_key.text()
+        workload = kubernetes.Workload(model, environment, pinned, verify_key=verify_text,
                                        service_port=deployment.port or 80, replicas=REPLICAS[environment])
         directory = paths.root / "deploy" / environment
         written = kubernetes.render(directory, workload)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sail_pipelines.errors import SailError
+
 SIDES = ("train", "metric", "inference")
 
 
@@ -55,3 +57,53 @@ class ImageNames:
     def environment(self, environment: str) -> str:
         """The moving tag of the inference image deployed to an environment."""
         return f"{self.repository('inference')}:{environment}"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image reference as Docker reads it (its SDK's parser, not a split on ':'): a port in the
+    registry host is not a tag, and `repo@sha256:…` is a digest."""
+
+    repository: str  # as written, registry host included: 127.0.0.1:5000/model/inference
+    tag: str | None = None
+    digest: str | None = None  # sha256:<hex>
+
+    @classmethod
+    def parse(cls, ref: str) -> "ImageRef":
+        from docker.errors import InvalidRepository
+        from docker.utils import parse_repository_tag
+
+        name, version = parse_repository_tag(ref)
+        is_digest = bool(version) and version.startswith("sha256:")
+        tag, digest = (None, version) if is_digest else (version, None)
+        if digest and ":" in name.rsplit("/", 1)[-1]:  # repo:tag@sha256:… names both
+            name, tag = parse_repository_tag(name)
+        parsed = cls(name, tag, digest)
+        try:
+            parsed.registry
+        except InvalidRepository as exc:
+            raise SailError(f"{ref!r} is not an image reference: {exc}") from None
+        return parsed
+
+    @property
+    def registry(self) -> str:
+        """The registry host (and port); docker.io when the name has none."""
+        from docker.auth import resolve_repository_name
+
+        return resolve_repository_name(self.repository)[0]
+
+    @property
+    def path(self) -> str:
+        """The repository inside its registry: model/inference."""
+        from docker.auth import resolve_repository_name
+
+        return resolve_repository_name(self.repository)[1]
+
+    @property
+    def version(self) -> str:
+        """What Docker's pull and push take as the tag: the digest, else the tag, else latest."""
+        return self.digest or self.tag or "latest"
+
+    def __str__(self) -> str:
+        tag = f":{self.tag}" if self.tag else ""
+        return self.repository + tag + (f"@{self.digest}" if self.digest else "")

@@ -1,8 +1,9 @@
 """`sail package`: the inference image, with the gated bundle embedded.
 
-The bundle's HMAC is verified here, on the host, and the build gets only the digest of the
-manifest that was verified: the build checks every file against it (no key enters the
-image build), and the server checks the signature again when the container starts.
+The bundle's signature is verified here, on the host, and the build gets only the digest of the
+manifest that was verified: the build checks every file against it (no private key enters the
+image build), and the server checks the signature again when the container starts, with the
+public key baked into the image (Ed25519; the image needs no key from its environment then).
 The image ref is recorded on the MLflow model version, so promotion and rollback can find it.
 """
 
@@ -13,16 +14,16 @@ from typing import Any, Callable
 
 from sail_pipelines.config import Params, ProjectPaths, Settings
 from sail_pipelines.delivery import containers
-from sail_pipelines.delivery.build import DOCKERFILE, BuildContext, image_names, stage
+from sail_pipelines.delivery.build import DOCKERFILE, BuildContext, image_names, stage, update
 from sail_pipelines.delivery.release import IMAGE_TAG
 from sail_pipelines.evaluation.gate import accepted_verdict
 from sail_pipelines.files import write_json
 from sail_pipelines.integrations import tracking
 from sail_pipelines.integrity.bundle import MANIFEST, read_verified
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import VERIFY_FILE, HmacKey, VerifyKey
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey,
+def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
         say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     verdict = accepted_verdict(paths, "package")
     _, bundle_id = read_verified(paths.accepted_dir, key)
@@ -30,7 +31,9 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
     version = str(verdict["registered_version"])
     names = image_names(paths, params, settings)
     client = containers.docker_client()
-    stage(BuildContext.of(paths))
+    context = BuildContext.of(paths)
+    stage(context)
+    bake_verify_key(context, key)
     ref = names.inference(version)
     say(f"building {ref}")
     containers.build_image(
@@ -43,6 +46,19 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
     mlflow = tracking.client(settings)
     with tracking.reachable(settings, "recording the image on the model version"):
         mlflow.set_model_version_tag(model, version, IMAGE_TAG, ref)
-    package = {"image": ref, "model": model, "version": version, "bundle_id": bundle_id, "git_commit": verdict["git_commit"]}
+    package = {"image": ref, "model": model, "version": version, "bundle_id": bundle_id,
+               "git_commit": verdict["git_commit"], "key_id": key.key_id}
     write_json(paths.reports / "package.json", package)
     return package
+
+
+def bake_verify_key(context: BuildContext, key: VerifyKey) -> None:
+    """.sail/build/trust/ becomes the image's /etc/sail/: the public key the bundle verified with.
+    Nothing for HMAC (a secret) or the development key (it stays an explicit opt-in)."""
+    trust = context.staging / "trust"
+    trust.mkdir(parents=True, exist_ok=True)
+    baked = trust / VERIFY_FILE
+    if isinstance(key, HmacKey) or key.dev:
+        baked.unlink(missing_ok=True)
+    else:
+        update(baked, key.verify_key.text().encode())

@@ -22,7 +22,7 @@ from sail_pipelines.delivery import audit, containers, release
 from sail_pipelines.delivery.build import image_names
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrations import tracking
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import Ed25519Signer, VerifyKey
 
 PREVIOUS_CHAMPION = "sail.previous_champion"
 LOCK_TIMEOUT = 60.0  # seconds a promotion waits for a concurrent one to finish
@@ -48,9 +48,20 @@ def model_version(client: Any, model: str, version: str) -> Any:
         raise
 
 
-def move_champion(client: Any, paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey,
-                  records: list[dict[str, Any]], target: Any, previous: Any | None, action: str, approver: str) -> dict[str, Any]:
-    """Image first (a missing image changes nothing), then the alias, then the tag, then the record.
+@dataclass(frozen=True)
+class Keys:
+    """What changing the champion needs: the audit key that seals the record, and (with a
+    registry) the key that checks the image's signature before it becomes production."""
+
+    audit: Ed25519Signer
+    images: VerifyKey | None
+
+
+def move_champion(client: Any, paths: ProjectPaths, params: Params, settings: Settings, keys: Keys,
+                  records: list[dict[str, Any]], target: Any, previous: Any | None, action: str, approver: str,
+                  takeover: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Image first (a missing or unsigned image changes nothing), then the alias, then the tag,
+    then the record.
 
     Shared by promote and rollback; the caller holds the registry lock and has checked the history.
     """
@@ -62,7 +73,10 @@ def move_champion(client: Any, paths: ProjectPaths, params: Params, settings: Se
     if image_ref:
         try:
             docker = containers.docker_client()
-            image = release.get_image(docker, image_ref, pull=bool(settings.registry))
+            if settings.registry and keys.images is not None:
+                image = release.signed_image(docker, settings, image_ref, keys.images)[0]
+            else:
+                image = release.get_image(docker, image_ref, pull=False)
         except SailError as exc:
             raise SailError(f"{exc}: cannot move {production} to v{version}'s image, nothing was changed") from None
     client.set_registered_model_alias(model, tracking.CHAMPION, version)
@@ -81,7 +95,7 @@ def move_champion(client: Any, paths: ProjectPaths, params: Params, settings: Se
         client.set_model_version_tag(model, version, name, value)
     if action == "promote" and previous is not None:
         client.set_model_version_tag(model, version, PREVIOUS_CHAMPION, str(previous.version))
-    return audit.append(client, paths, model, key, records, {
+    return audit.append(client, paths, model, keys.audit, records, {
         "action": action,
         "from": str(previous.version) if previous else None,
         "to": version,
@@ -93,14 +107,16 @@ def move_champion(client: Any, paths: ProjectPaths, params: Params, settings: Se
         "pushed": bool(moved and moved["pushed"]),
         "previous_image": previous.tags.get(release.IMAGE_TAG) if previous else None,
         "note": None if image else f"v{version} has no {release.IMAGE_TAG} tag (no `sail package`): {production} was not moved",
+        "lock_takeover": takeover and {k: v for k, v in takeover.items() if k != "token"},
     })
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey, promotion: Promotion,
+def run(paths: ProjectPaths, params: Params, settings: Settings, keys: Keys, promotion: Promotion,
         lock_timeout: float = LOCK_TIMEOUT) -> dict[str, Any]:
     model = params.gate.registered_model
     client = tracking.client(settings)
-    with tracking.reachable(settings, "promoting"), audit.registry_lock(client, model, promotion.approver, lock_timeout):
+    with tracking.reachable(settings, "promoting"), \
+            audit.registry_lock(client, model, promotion.approver, lock_timeout) as takeover:
         candidate = tracking.version_by_alias(client, model, tracking.CANDIDATE)
         if promotion.version is not None:
             target = model_version(client, model, promotion.version)
@@ -119,8 +135,9 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
             raise SailError(f"{model} has {actual}, not the expected {promotion.expect_champion!r}: someone promoted meanwhile")
         if previous == str(target.version):
             return {"model": model, "from": previous, "to": previous, "changed": False}
-        records = audit.history(client, model, key)
+        records = audit.history(client, model, keys.audit.verify_key)
         audit.check_head(records, model, previous)
-        record = move_champion(client, paths, params, settings, key, records, target, current, "promote", promotion.approver)
+        record = move_champion(client, paths, params, settings, keys, records, target, current, "promote",
+                               promotion.approver, takeover)
     return {"model": model, "from": previous, "to": str(target.version), "changed": True, "image": record["image"],
             "production_tag": record["production_tag"], "audit": record}

@@ -1,25 +1,22 @@
 """The inference image behind an environment: `<repo>/inference:staging` and `:production`.
 
 Moving the tag is how deploy, promotion and rollback say which image an environment runs.
-With a registry configured the moved tag is pushed too, so every host and cluster sees it.
+With a registry configured the moved tag is pushed too, so every host and cluster sees it, and
+an image is only taken from the registry once its signature checks out (`signed_image`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sail_pipelines.config import Settings
+from sail_pipelines.delivery.images import ImageRef
 from sail_pipelines.errors import SailError
+from sail_pipelines.integrity import imagesign
+from sail_pipelines.integrity.signing import VerifyKey
 
 ENVIRONMENTS = ("staging", "production")
 IMAGE_TAG = "sail.image"  # model-version tag: the inference image `sail package` built for the version
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """(repository, tag) of an image ref; the registry's port is not a tag."""
-    repository, sep, tag = ref.rpartition(":")
-    if not sep or "/" in tag:
-        return ref, "latest"
-    return repository, tag
 
 
 def get_image(client: Any, ref: str, pull: bool) -> Any:
@@ -34,9 +31,24 @@ def get_image(client: Any, ref: str, pull: bool) -> Any:
     except docker.errors.APIError as exc:
         raise SailError(f"Docker could not look up {ref}: {exc.explanation or exc}") from None
     try:
-        return client.images.pull(*split_ref(ref))
+        parsed = ImageRef.parse(ref)
+        return client.images.pull(parsed.repository, parsed.version)
     except docker.errors.APIError as exc:
         raise SailError(f"image {ref} is neither on this host nor pullable: {exc.explanation or exc}") from None
+
+
+def in_registry(ref: str, registry: str) -> str:
+    """The ref under the registry: `model/train:tag` → `registry/model/train:tag`."""
+    prefix = registry.rstrip("/") + "/"
+    return ref if ref.startswith(prefix) else prefix + ref
+
+
+def signed_image(client: Any, settings: Settings, ref: str, key: VerifyKey) -> tuple[Any, str, str]:
+    """(image, registry ref, digest): the signature checked in the registry, then the image
+    pulled by the very digest that was checked."""
+    ref = in_registry(ref, settings.registry or "")
+    digest = imagesign.verify(client, settings, ref, key)
+    return get_image(client, f"{ImageRef.parse(ref).repository}@{digest}", pull=True), ref, digest
 
 
 def image_id(client: Any, ref: str) -> str | None:
@@ -50,8 +62,8 @@ def image_id(client: Any, ref: str) -> str | None:
 
 
 def push(client: Any, ref: str) -> None:
-    repository, tag = split_ref(ref)
-    for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+    parsed = ImageRef.parse(ref)
+    for chunk in client.api.push(parsed.repository, tag=parsed.version, stream=True, decode=True):
         if "error" in chunk:
             raise SailError(f"pushing {ref} failed: {chunk['error'].strip()}")
 
@@ -60,7 +72,8 @@ def move_tag(client: Any, image: Any, target: str, push_it: bool) -> dict[str, A
     """Point `target` at `image` (and push it); on a failed push the local tag goes back where it was."""
     import docker
 
-    repository, tag = split_ref(target)
+    parsed = ImageRef.parse(target)
+    repository, tag = parsed.repository, parsed.version
     try:
         before = image_id(client, target)
         if before == image.id:
@@ -86,7 +99,8 @@ def pinned_ref(image: Any, repository: str) -> str:
     digests = sorted(d for d in image.attrs.get("RepoDigests") or [] if d.startswith(repository + "@"))
     if digests:
         return digests[0]
-    tags = sorted(t for t in image.tags if split_ref(t)[0] == repository and split_ref(t)[1] not in ENVIRONMENTS)
+    refs = [ImageRef.parse(t) for t in image.tags]
+    tags = sorted(str(r) for r in refs if r.repository == repository and r.version not in ENVIRONMENTS)
     if tags:
         return tags[0]
     raise SailError(f"image {image.id[:19]} has no digest or versioned tag in {repository}: run `sail package` and `sail publish`")

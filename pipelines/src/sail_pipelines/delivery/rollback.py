@@ -17,12 +17,12 @@ from sail_pipelines.delivery import audit
 from sail_pipelines.delivery.promote import (
     LOCK_TIMEOUT,
     PREVIOUS_CHAMPION,
+    Keys,
     model_version,
     move_champion,
 )
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrations import tracking
-from sail_pipelines.integrity.signing import SigningKey
 
 
 def champion_line(records: list[dict[str, Any]], current: str, previous_tag: str | None) -> list[str]:
@@ -42,16 +42,17 @@ def champion_line(records: list[dict[str, Any]], current: str, previous_tag: str
     return line
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey, to: str | None, approver: str,
+def run(paths: ProjectPaths, params: Params, settings: Settings, keys: Keys, to: str | None, approver: str,
         lock_timeout: float = LOCK_TIMEOUT) -> dict[str, Any]:
     model = params.gate.registered_model
     client = tracking.client(settings)
-    with tracking.reachable(settings, "rolling back"), audit.registry_lock(client, model, approver, lock_timeout):
+    with tracking.reachable(settings, "rolling back"), \
+            audit.registry_lock(client, model, approver, lock_timeout) as takeover:
         current = tracking.version_by_alias(client, model, tracking.CHAMPION)
         if current is None:
             raise SailError(f"nothing to roll back: {model} has no champion")
         champion = str(current.version)
-        records = audit.history(client, model, key)
+        records = audit.history(client, model, keys.audit.verify_key)
         audit.check_head(records, model, champion)
         former = champion_line(records, champion, current.tags.get(PREVIOUS_CHAMPION))[:-1]
         if to is None:
@@ -65,5 +66,6 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
             raise SailError(f"v{to} is not a former champion of {model} (former champions: {listed}): "
                             "a version that never was champion goes through `sail promote`")
         target = model_version(client, model, to)
-        record = move_champion(client, paths, params, settings, key, records, target, current, "rollback", approver)
+        record = move_champion(client, paths, params, settings, keys, records, target, current, "rollback", approver,
+                               takeover)
     return {"model": model, "from": champion, "to": to, "image": record["image"], "production_tag": record["production_tag"], "audit": record}

@@ -23,7 +23,7 @@ from sail_pipelines.integrity.bundle import (
     holdout_mismatches,
     write_bundle,
 )
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import SignKey
 
 
 def serving_check(bundle: LoadedBundle, holdout: Mapping[str, Any]) -> None:
@@ -48,7 +48,7 @@ def serving_check(bundle: LoadedBundle, holdout: Mapping[str, Any]) -> None:
 
 
 def release(client: Any, model: str, run_id: str, tags: dict[str, str], accepted_dir: Path,
-            files: dict[str, bytes], metadata: Callable[[str], dict[str, Any]], key: SigningKey) -> tuple[str, str]:
+            files: dict[str, bytes], metadata: Callable[[str], dict[str, Any]], key: SignKey) -> tuple[str, str]:
     """Register the run's model version, log and write its accepted bundle, move `candidate` to it.
     Returns (version, accepted bundle id). On any failure the steps already done are undone."""
     before = tracking.version_by_alias(client, model, tracking.CANDIDATE)

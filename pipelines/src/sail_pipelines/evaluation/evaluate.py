@@ -26,7 +26,7 @@ from sail_pipelines.evaluation import metrics, plots
 from sail_pipelines.files import read_json, write_json
 from sail_pipelines.integrations import tracking
 from sail_pipelines.integrity.bundle import TRANSFORMER, LoadedBundle, load_bundle, recover
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import VerifyKey, serving_env
 
 HOLDOUT_ROWS = 20  # rows that travel with the accepted model for smoke tests
 
@@ -99,7 +99,7 @@ def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[st
     return run_id
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey) -> dict[str, Any]:
+def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey) -> dict[str, Any]:
     test = read_csv(paths.test_csv)
     bundles = {b.metadata["name"]: b for b in (load_bundle(d, key) for d in candidate_dirs(paths, params))}
     same_transformation_layer(bundles)
@@ -144,14 +144,18 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
     return evaluation
 
 
-def in_container(paths: ProjectPaths, params: Params, settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
+def in_container(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
+                 say: Callable[[str], None]) -> dict[str, Any]:
     """The same step in the test/metric image: it sees the test split and the candidates, read-only,
-    and writes only reports/ (and the embedded MLflow store)."""
+    writes only reports/ (and the embedded MLflow store), and gets the verify key, no private
+    key."""
     from sail_pipelines.delivery.build import recorded
 
     candidate_dirs(paths, params)
     image = recorded(paths)["metric"]
     mounts = containers.metric_mounts(paths, settings)
-    containers.run_steps(containers.docker_client(), image, {"evaluate": ["evaluate"]}, mounts,
-                         containers.step_env(os.environ, containers.team_env(settings)), paths, say)
+    extra = {**containers.team_env(settings), **serving_env(key)}
+    env = containers.step_env(os.environ, extra, private=False)
+    client = containers.docker_client()
+    containers.run_steps(client, image, {"evaluate": ["evaluate"]}, mounts, env, paths, say)
     return read_json(paths.evaluation_report)

@@ -39,7 +39,7 @@ from sail_pipelines.integrity.bundle import (
     bundle_id,
     load_bundle,
 )
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import SignKey, VerifyKey
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def serving_rule(bundle: LoadedBundle, holdout: dict[str, Any]) -> Rule:
     return Rule("serves the holdout rows through the API", True, f"{len(holdout['records'])} rows, same predictions")
 
 
-def champion_scores(client: Any, run_id: str, schema: dict[str, Any], paths: ProjectPaths, key: SigningKey) -> dict[str, Any]:
+def champion_scores(client: Any, run_id: str, schema: dict[str, Any], paths: ProjectPaths, key: VerifyKey) -> dict[str, Any]:
     """The champion's metrics on today's test set, so both models are judged on the same rows.
 
     Falls back to the metrics recorded when the champion was evaluated, and says why, when its
@@ -109,7 +109,7 @@ def champion_scores(client: Any, run_id: str, schema: dict[str, Any], paths: Pro
     return {"metrics": {k: v for k, v in scores.items() if isinstance(v, float)}, "metrics_source": "rescored on this test set"}
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey, register: bool = True) -> dict[str, Any]:
+def run(paths: ProjectPaths, params: Params, settings: Settings, key: SignKey, register: bool = True) -> dict[str, Any]:
     """Judge the best candidate; on a pass, register it (unless `register` is off, as for pull
     requests, whose models must never become the `candidate` that main's promotion expects)."""
     if not paths.evaluation_report.is_file():
@@ -144,6 +144,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         "bundle_id": bundle.bundle_id,
         "data_hash": bundle.metadata["data_hash"],
         "git_commit": bundle.metadata["git_commit"],
+        "key_id": key.key_id,
         "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if not passed:
@@ -168,6 +169,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
                                "test_rows": evaluation["test_rows"], "mlflow_run_id": run_id},
                 "registry": {"model": model, "version": version, "alias": tracking.CANDIDATE},
                 "candidate_bundle_id": bundle.bundle_id,
+                "signing": {"algorithm": key.algorithm, "key_id": key.key_id, "dev_key": key.dev},
             }
 
         version, accepted_id = accept.release(client, model, run_id, tags, paths.accepted_dir, files, metadata, key)

@@ -187,6 +187,7 @@ def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str)
         f"## SAIL report: {model}, gate {verdict}",
         "",
         f"Candidate **{gate['candidate']}** (bundle `{gate.get('bundle_id')}`), commit `{str(gate.get('git_commit', '?'))[:12]}`, "
+        f"signing key id `{gate.get('key_id', '?')}`, "
         f"judged {gate.get('judged_at', '?')}. {outcome}",
         "",
         "### Gate rules",

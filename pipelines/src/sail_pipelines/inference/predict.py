@@ -23,7 +23,7 @@ from sail_pipelines.contract.schema import check_frame, where
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import VerifyKey
 
 FORMATS = ("csv", "json", "parquet")
 CHUNK_ROWS = 50_000
@@ -88,7 +88,7 @@ class _Writer:
             self.parquet.close()
 
 
-def run(bundle_dir: Path, key: SigningKey, source: Path, dest: Path, fmt: str | None = None,
+def run(bundle_dir: Path, key: VerifyKey, source: Path, dest: Path, fmt: str | None = None,
         chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
     fmt = fmt or {".pq": "parquet"}.get(dest.suffix.lower(), dest.suffix.lstrip(".").lower())
     if fmt not in FORMATS:

@@ -30,7 +30,7 @@ from sail_pipelines.contract.schema import (
 )
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import VerifyKey
 
 
 class _InputError(Exception):
@@ -188,6 +188,7 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
             data_hash=metadata.get("data_hash"),
             git_commit=metadata.get("git_commit"),
             created_at=metadata.get("created_at"),
+            signing=metadata.get("signing"),  # algorithm and key id (the public key's fingerprint)
             schema=schema.to_dict(),
         )
 
@@ -294,7 +295,7 @@ class _Gunicorn(BaseApplication):
 
 def run_server(
     bundle_dir: Path,
-    key: SigningKey,
+    key: VerifyKey,
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int | None = None,

@@ -1,10 +1,14 @@
 """Serving smoke test: the holdout rows that travel with the accepted model must come back
-from the live API with exactly the predictions the metric step computed."""
+from the live API with exactly the predictions the metric step computed.
+
+The server under test (a child `sail serve`, or the inference container) gets the verify key
+alone (signing.serving_env): no private key reaches a serving process."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -17,7 +21,11 @@ import requests
 
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.bundle import HOLDOUT, holdout_mismatches, read_verified
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import VerifyKey, serving_env
+
+# Keys a server under test must not inherit: it gets the one it needs from serving_env.
+KEY_VARIABLES = ("SAIL_SIGNING_KEY", "SAIL_VERIFY_KEY", "SAIL_AUDIT_KEY", "SAIL_AUDIT_VERIFY_KEY",
+                 "SAIL_ALLOW_DEV_KEY")
 
 
 def wait_ready(base_url: str, timeout: float, proc: subprocess.Popen | None = None) -> float:
@@ -52,7 +60,7 @@ def check(base_url: str, holdout: dict[str, Any], timeout: float = 60) -> dict[s
     return {"ready_seconds": round(ready, 2), "rows": len(served), "matched": True, "bad_input_status": bad.status_code}
 
 
-def holdout_of(bundle_dir: Path, key: SigningKey) -> dict[str, Any]:
+def holdout_of(bundle_dir: Path, key: VerifyKey) -> dict[str, Any]:
     files, _ = read_verified(bundle_dir, key)
     if HOLDOUT not in files:
         raise SailError(f"{bundle_dir} carries no {HOLDOUT}: only a bundle accepted by the gate can be smoke-tested")
@@ -74,17 +82,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_server(bundle_dir: Path, workers: int = 1) -> Iterator[str]:
+def local_server(bundle_dir: Path, key: VerifyKey, workers: int = 1) -> Iterator[str]:
     """`sail serve` in a child process on a free loopback port; always stopped afterwards.
 
     The server logs one line per request, so its stderr goes to a file, not a pipe nobody
     drains (a full pipe would block the workers after a few thousand requests)."""
     port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if k not in KEY_VARIABLES}, **serving_env(key)}
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sail_pipelines.cli", "serve", "--bundle", str(bundle_dir), "--port", str(port),
              "--workers", str(workers)],
-            stdout=subprocess.DEVNULL, stderr=log, text=True,
+            stdout=subprocess.DEVNULL, stderr=log, text=True, env=env,
         )
         base_url = f"http://127.0.0.1:{port}"
         try:
@@ -137,13 +146,12 @@ def container_server(image: str, env: dict[str, str], timeout: float = 60) -> It
         container.remove(force=True)
 
 
-def run(bundle_dir: Path, key: SigningKey, url: str | None = None, image: str | None = None,
-        env: dict[str, str] | None = None) -> dict[str, Any]:
+def run(bundle_dir: Path, key: VerifyKey, url: str | None = None, image: str | None = None) -> dict[str, Any]:
     holdout = holdout_of(bundle_dir, key)
     if url:
         return check(url.rstrip("/"), holdout)
     if image:
-        with container_server(image, env or {}) as (base_url, cold_start):
+        with container_server(image, serving_env(key)) as (base_url, cold_start):
             return {"image": image, "url": base_url, "cold_start_seconds": round(cold_start, 2), **check(base_url, holdout)}
-    with local_server(bundle_dir) as base_url:
+    with local_server(bundle_dir, key) as base_url:
         return {"url": base_url, **check(base_url, holdout)}

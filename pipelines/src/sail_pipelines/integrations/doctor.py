@@ -12,12 +12,19 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
-from sail_pipelines.config import TEAM_FILE, ProjectPaths, Settings, redact
+from sail_pipelines.config import (
+    SIGNING_SCHEMES,
+    TEAM_FILE,
+    ProjectPaths,
+    Settings,
+    load_params,
+    redact,
+)
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrations import aws, registry, tracking
 from sail_pipelines.integrations.dvc import dvc
-from sail_pipelines.integrity.signing import DEV_KEY, SigningKey
+from sail_pipelines.integrity import signing
 
 OK, FAIL, WARN, OFF = "ok", "FAIL", "warn", "off"
 DEFAULT_EXPERIMENT = "0"  # every MLflow server has it; its artifact location shows where artifacts go
@@ -43,14 +50,27 @@ def check_config(settings: Settings) -> Check:
     return Check("config", OK, f"team mode from {', '.join(sources)}: {keys}")
 
 
-def check_signing_key(settings: Settings) -> Check:
+def check_signing_key(settings: Settings, scheme: str) -> Check:
+    """The bundle keys this host holds: a signing key (CI), or only the public key (a host that
+    verifies: serve, predict, smoke, deploy). Parse errors come back as SailError → FAIL."""
     if settings.signing_key:
-        if settings.signing_key == DEV_KEY:
+        key = signing.signing_key(settings, scheme)
+        if key.verify_key.key_id == signing.dev_pair().key_id:
             return Check("signing key", FAIL, "SAIL_SIGNING_KEY is the public development key")
-        return Check("signing key", OK, f"SAIL_SIGNING_KEY set (key id {SigningKey(settings.signing_key, dev=False).key_id})")
+        verifier = signing.verify_key(settings, scheme)
+        if verifier.key_id != key.key_id:
+            return Check("signing key", FAIL, f"SAIL_SIGNING_KEY (key id {key.key_id}) and "
+                                              f"SAIL_VERIFY_KEY (key id {verifier.key_id}) are not one pair")
+        return Check("signing key", OK, f"SAIL_SIGNING_KEY set ({key.algorithm}, key id "
+                                        f"{key.key_id})")
+    if settings.verify_key:
+        key_id = signing.verify_key(settings, scheme).key_id
+        return Check("signing key", OK, f"SAIL_VERIFY_KEY set (key id {key_id}): this host "
+                                        "verifies only (serve, predict, smoke, package, deploy)")
     if settings.allow_dev_key:
         if settings.team_mode:
-            return Check("signing key", FAIL, "SAIL_ALLOW_DEV_KEY=1 in team mode: shared models need a secret SAIL_SIGNING_KEY")
+            return Check("signing key", FAIL, "SAIL_ALLOW_DEV_KEY=1 in team mode: shared models "
+                                              "need a real key pair (`sail keygen`)")
         return Check("signing key", WARN, "public development key (SAIL_ALLOW_DEV_KEY=1): demos only")
     return Check("signing key", FAIL, "SAIL_SIGNING_KEY is not set: train, evaluate, gate and serve will refuse to run")
 
@@ -158,10 +178,14 @@ def check_docker(settings: Settings) -> Check:
     return Check("docker", OK, f"daemon {client.version().get('Version', '?')} reachable")
 
 
+def scheme(paths: ProjectPaths) -> str:
+    return load_params(paths).signing_scheme if paths.params.is_file() else SIGNING_SCHEMES[0]
+
+
 def run(paths: ProjectPaths, settings: Settings, say: Callable[[str], None]) -> list[Check]:
     steps: list[tuple[str, Callable[[], Check]]] = [
         ("config", lambda: check_config(settings)),
-        ("signing key", lambda: check_signing_key(settings)),
+        ("signing key", lambda: check_signing_key(settings, scheme(paths))),
         ("aws", lambda: check_aws(settings)),
         ("s3", lambda: check_s3(settings)),
         ("dvc", lambda: check_dvc(paths, settings)),

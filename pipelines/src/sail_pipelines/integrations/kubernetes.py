@@ -2,8 +2,10 @@
 
 Built as data and dumped with PyYAML, so every value is quoted correctly. The pods run the
 image as a non-root user with a read-only root file system, are ready only when the model
-answers (/ready) and restarted when the server hangs (/health). The signing key comes from a
-Secret the cluster already holds; it is never written under deploy/.
+answers (/ready) and restarted when the server hangs (/health). The pods get the public key
+(SAIL_VERIFY_KEY, written into the Deployment: it is no secret) and never a private key; only
+with the HMAC scheme do they need the shared secret, from a Secret the cluster already holds,
+which is never written under deploy/.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Workload:
     model: str  # repository_name() of the registered model
     environment: str
     image: str  # an immutable ref: digest or versioned tag
+    verify_key: str | None = None  # Ed25519 public key text; None: the HMAC secret from the Secret
     service_port: int = 80
     replicas: int = 1
     cpu_request: str = "250m"
@@ -59,7 +62,8 @@ def manifests(w: Workload) -> dict[str, dict[str, Any]]:
         "env": [
             {"name": "SAIL_HOST", "value": "0.0.0.0"},
             {"name": "SAIL_PORT", "value": str(CONTAINER_PORT)},
-            {"name": "SAIL_SIGNING_KEY", "valueFrom": {"secretKeyRef": {"name": w.secret, "key": "signing-key"}}},
+            {"name": "SAIL_VERIFY_KEY", "value": w.verify_key} if w.verify_key else
+            {"name": "SAIL_VERIFY_KEY", "valueFrom": {"secretKeyRef": {"name": w.secret, "key": "signing-key"}}},
         ],
         "readinessProbe": {"httpGet": {"path": "/ready", **probe}, "initialDelaySeconds": 5, "periodSeconds": 5,
                            "timeoutSeconds": 3, "failureThreshold": 3},

@@ -1,4 +1,5 @@
-"""The signed model bundle: a directory of files, a manifest of their hashes, and an HMAC over it.
+"""The signed model bundle: a directory of files, a manifest of their hashes, and a signature
+over it (Ed25519 by default, HMAC-SHA256 when the project chose it; see signing.py).
 
 Nothing here deserializes a byte before the signature and every file hash check out, and
 deserialization reads the very bytes that were checked, so a file swapped in between
@@ -31,7 +32,7 @@ import pandas as pd
 from sail_pipelines.contract import stl
 from sail_pipelines.contract.schema import Schema, parse_schema, plain
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity.signing import SignKey, VerifyKey
 
 MANIFEST = "MANIFEST.json"
 SIGNATURE = "SIGNATURE.json"
@@ -55,7 +56,7 @@ def _json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
-def write_bundle(dest: Path, files: Mapping[str, bytes], metadata: Mapping[str, Any], key: SigningKey) -> str:
+def write_bundle(dest: Path, files: Mapping[str, bytes], metadata: Mapping[str, Any], key: SignKey) -> str:
     """Write and sign a bundle atomically; return its id (the manifest digest).
     Any failure leaves the previous bundle at `dest` (or nothing, if there was none)."""
     contents = dict(files)
@@ -65,7 +66,7 @@ def write_bundle(dest: Path, files: Mapping[str, bytes], metadata: Mapping[str, 
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(contents.items())},
     }
     manifest_bytes = _json_bytes(manifest)
-    signature = {"algorithm": "HMAC-SHA256", "key_id": key.key_id, "hmac": key.sign(manifest_bytes)}
+    signature = {"algorithm": key.algorithm, "key_id": key.key_id, "signature": key.sign(manifest_bytes)}
     dest.parent.mkdir(parents=True, exist_ok=True)
     recover(dest)
     parked = _leftovers(dest, "old") if dest.exists() else []  # never the only copy of the old bundle
@@ -120,7 +121,7 @@ def recover(dest: Path) -> None:
             pass  # read-only, or another process put it back first
 
 
-def read_verified(path: Path, key: SigningKey) -> tuple[dict[str, bytes], str]:
+def read_verified(path: Path, key: VerifyKey) -> tuple[dict[str, bytes], str]:
     """Return every signed file of the bundle and the bundle id, or raise BundleRejected saying what is wrong."""
     recover(path)
     if not path.is_dir():
@@ -133,13 +134,12 @@ def read_verified(path: Path, key: SigningKey) -> tuple[dict[str, bytes], str]:
         manifest_bytes = files.pop(MANIFEST)
         manifest = json.loads(manifest_bytes)
         expected = dict(manifest["files"])
-        mac = str(signature["hmac"])
+        # "hmac": the field name of bundles signed before Ed25519 became the default
+        signed, algorithm = str(signature.get("signature", signature.get("hmac"))), signature["algorithm"]
     except (ValueError, KeyError, TypeError):
         raise BundleRejected(f"bundle {path}: manifest or signature is unreadable") from None
-    if not key.verify(manifest_bytes, mac):
-        hint = ""
-        if signature.get("key_id") != key.key_id:
-            hint = f" (signed with key id {signature.get('key_id')}, this key is {key.key_id})"
+    if algorithm != key.algorithm or not key.verify(manifest_bytes, signed):
+        hint = f" (signed with {algorithm} key id {signature.get('key_id')}, this key is {key.algorithm} key id {key.key_id})"
         raise BundleRejected(f"bundle {path}: signature does not match{hint}; refusing to load it")
     _check_files(path, files, expected)
     return files, hashlib.sha256(manifest_bytes).hexdigest()[:16]
@@ -198,7 +198,7 @@ class LoadedBundle:
         return [plain(c) for c in getattr(self.model, "classes_", [])]
 
 
-def load_bundle(path: Path, key: SigningKey) -> LoadedBundle:
+def load_bundle(path: Path, key: VerifyKey) -> LoadedBundle:
     return _unpickle(path, *read_verified(path, key))
 
 

@@ -22,14 +22,9 @@ from sail_pipelines.contract.schema import Schema, load_schema
 from sail_pipelines.contract.validate import profile_frame
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrity.bundle import (
-    MODEL,
-    TRANSFORMER,
-    dump_object,
-    write_bundle,
-)
-from sail_pipelines.integrity.signing import SigningKey
-from sail_pipelines.provenance import Provenance, file_md5, library_versions
+from sail_pipelines.integrity.bundle import MODEL, TRANSFORMER, dump_object, write_bundle
+from sail_pipelines.integrity.signing import SignKey
+from sail_pipelines.provenance import Provenance, file_md5, library_versions, project_versions
 
 
 def make_estimator(candidate: Candidate) -> Any:
@@ -65,7 +60,7 @@ def select(params: Params, names: list[str] | None) -> list[Candidate]:
     return [known[n] for n in names]
 
 
-def run(paths: ProjectPaths, params: Params, key: SigningKey, origin: Provenance, names: list[str] | None = None) -> list[Path]:
+def run(paths: ProjectPaths, params: Params, key: SignKey, origin: Provenance, names: list[str] | None = None) -> list[Path]:
     schema: Schema = load_schema(paths.schema)
     train = read_csv(paths.train_csv)
     features, target = schema.prepare(train), train[schema.target.name]
@@ -92,7 +87,8 @@ def run(paths: ProjectPaths, params: Params, key: SigningKey, origin: Provenance
         "git_dirty": origin.git_dirty,
         "training_profile": profile_frame(schema, train, file_md5(paths.train_csv)),
         "library_versions": library_versions(),
-        "signing": {"algorithm": "HMAC-SHA256", "key_id": key.key_id, "dev_key": key.dev},
+        "project_dependencies": project_versions(paths.pyproject),
+        "signing": {"algorithm": key.algorithm, "key_id": key.key_id, "dev_key": key.dev},
         # What serving does with a value beyond the training range (validation.range_margin wide).
         "serving": {"out_of_range": params.serving.out_of_range, "range_margin": params.validation.range_margin},
     }
