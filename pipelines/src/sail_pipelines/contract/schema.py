@@ -9,14 +9,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import numpy as np
-import pandas as pd
 import yaml
 
 from sail_pipelines.config import yaml_problem
 from sail_pipelines.errors import SailError
+
+if TYPE_CHECKING:  # pandas only for batch files: the API and the compiled path never import it
+    import pandas as pd
 
 TYPES = ("float", "int", "category")
 
@@ -134,6 +135,9 @@ def examples(series: pd.Series) -> str:
 
 def column_problems(column: Column, values: pd.Series) -> list[str]:
     """Vectorized version of check_value for a whole column: one message per kind of problem."""
+    import numpy as np
+    import pandas as pd
+
     name = column.name
     problems = []
     nulls = values.isna()

@@ -23,10 +23,11 @@ from sail_pipelines.contract.data import read_csv
 from sail_pipelines.errors import GateFailed, SailError
 from sail_pipelines.evaluation.evaluate import score
 from sail_pipelines.files import read_json, write_json
-from sail_pipelines.integrations import tracking
+from sail_pipelines.integrations import mlflow_model, tracking
 from sail_pipelines.integrity.bundle import (
     HOLDOUT,
     METADATA,
+    ONNX_MODEL,
     BundleRejected,
     bundle_id,
     load_bundle,
@@ -80,11 +81,11 @@ def champion_scores(client: Any, run_id: str, schema: dict[str, Any], paths: Pro
     recorded = client.get_run(run_id).data.metrics
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            client.download_artifacts(run_id, "accepted_bundle", scratch)
+            client.download_artifacts(run_id, mlflow_model.ARTIFACT, scratch)
         except (MlflowException, OSError) as exc:
             return {"metrics": recorded, "metrics_source": f"recorded (its bundle could not be fetched: {exc})"}
         try:
-            champion = load_bundle(Path(scratch) / "accepted_bundle", key)
+            champion = load_bundle(mlflow_model.bundle_dir(Path(scratch) / mlflow_model.ARTIFACT), key)
         except BundleRejected as exc:
             return {"metrics": recorded, "metrics_source": f"recorded (its bundle was refused: {exc})"}
         if champion.metadata["schema"] != schema:
@@ -105,6 +106,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
     if bundle.bundle_id != info["bundle_id"]:
         raise SailError(f"bundle {info['bundle']} changed since it was evaluated: run `sail evaluate` again")
     scores = {k: v for k, v in info["metrics"].items() if isinstance(v, float)}
+    inference = info.get("inference") or {"runtime": "sklearn", "reason": "the evaluation named no serving runtime"}
     model = params.gate.registered_model
     client = tracking.client(settings)
     with tracking.reachable(settings, "reading the champion"):
@@ -124,6 +126,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         "rules": [asdict(r) for r in rules],
         "tolerance": params.gate.tolerance,
         "bundle_id": bundle.bundle_id,
+        "inference": inference,
         "data_hash": bundle.metadata["data_hash"],
         "git_commit": bundle.metadata["git_commit"],
         "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -138,18 +141,24 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         return report
     with tracking.reachable(settings, "registering the accepted model"):
         run_id = info["mlflow_run_id"]
-        source = client.get_run(run_id).info.artifact_uri + "/accepted_bundle"
+        source = client.get_run(run_id).info.artifact_uri + "/" + mlflow_model.ARTIFACT
         registered = tracking.register(client, model, run_id, source, {"sail.data_hash": bundle.metadata["data_hash"], "sail.git_commit": bundle.metadata["git_commit"]})
         metadata = {
             **bundle.metadata,
             "evaluation": {"metrics": scores, "primary_metric": params.gate.primary_metric, "test_rows": evaluation["test_rows"], "mlflow_run_id": run_id},
             "registry": {"model": model, "version": str(registered.version), "alias": tracking.CANDIDATE},
             "candidate_bundle_id": bundle.bundle_id,
+            "inference": inference,
         }
         files = {name: data for name, data in bundle.files.items() if name != METADATA}
+        if inference["runtime"] != "onnx":  # what the metric step scored is what serves
+            files.pop(ONNX_MODEL, None)
         files[HOLDOUT] = json.dumps(evaluation["holdout"], indent=2).encode()
         accepted_id = write_bundle(paths.accepted_dir, files, metadata, key)
-        client.log_artifacts(run_id, str(paths.accepted_dir), "accepted_bundle")
+        with tempfile.TemporaryDirectory() as scratch:
+            model_dir = Path(scratch) / mlflow_model.ARTIFACT
+            mlflow_model.save(load_bundle(paths.accepted_dir, key), model_dir, evaluation["holdout"]["records"][:5])
+            client.log_artifacts(run_id, str(model_dir), mlflow_model.ARTIFACT)
         client.set_model_version_tag(model, registered.version, "sail.accepted_bundle_id", accepted_id)
         client.set_registered_model_alias(model, tracking.CANDIDATE, registered.version)
     report.update(registered_version=str(registered.version), accepted_bundle_id=accepted_id, registered=True)

@@ -16,22 +16,23 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import joblib
-import numpy as np
-import pandas as pd
-
-from sail_pipelines.contract.schema import plain
+from sail_pipelines.contract.schema import parse_schema, plain
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.signing import SigningKey
+
+if TYPE_CHECKING:
+    from sail_pipelines.inference.onnx import Columns, CompiledModel, Prediction
 
 MANIFEST = "MANIFEST.json"
 SIGNATURE = "SIGNATURE.json"
 METADATA = "metadata.json"
 MODEL = "model.joblib"
 TRANSFORMER = "transformer.joblib"
+ONNX_MODEL = "model.onnx"  # the STL and model compiled for ONNX Runtime, when they convert
 HOLDOUT = "holdout.json"  # accepted bundles only: rows and the predictions the metric step made
 
 
@@ -40,6 +41,8 @@ class BundleRejected(SailError):
 
 
 def dump_object(obj: Any) -> bytes:
+    import joblib
+
     buffer = io.BytesIO()
     joblib.dump(obj, buffer)
     return buffer.getvalue()
@@ -132,16 +135,51 @@ def verify_digests(path: Path, manifest_sha256: str) -> tuple[dict[str, bytes], 
 
 @dataclass
 class LoadedBundle:
+    """A verified bundle. The pickles are unpickled (from the verified bytes) only when the
+    scikit-learn runtime is used, so a compiled bundle serves without scikit-learn or pandas."""
+
     path: Path
     bundle_id: str
     metadata: dict[str, Any]
-    transformer: Any
-    model: Any
     files: dict[str, bytes]
 
-    def predict(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-        """Predictions (and class probabilities) through the fitted Shared Transformation Layer."""
-        transformed = self.transformer.transform(features)
+    @cached_property
+    def transformer(self) -> Any:
+        return _unpickle(self, TRANSFORMER)
+
+    @cached_property
+    def model(self) -> Any:
+        return _unpickle(self, MODEL)
+
+    @property
+    def runtime(self) -> str:
+        """'onnx' when the bundle carries a compiled graph meant to serve, else 'sklearn'."""
+        inference = self.metadata.get("inference") or {}
+        return "onnx" if ONNX_MODEL in self.files and inference.get("runtime") == "onnx" else "sklearn"
+
+    @cached_property
+    def compiled(self) -> CompiledModel:
+        from sail_pipelines.inference.onnx import CompiledModel
+
+        if ONNX_MODEL not in self.files:
+            raise BundleRejected(f"bundle {self.path} carries no {ONNX_MODEL}")
+        return CompiledModel(self.files[ONNX_MODEL], parse_schema(self.metadata["schema"]),
+                             bool(self.metadata.get("probabilities", True)))
+
+    def predict(self, columns: Columns, runtime: str | None = None) -> Prediction:
+        """Predictions (and class probabilities) through the fitted Shared Transformation Layer,
+        by the runtime that serves this bundle unless another is named."""
+        if (runtime or self.runtime) == "onnx":
+            return self.compiled.predict(columns)
+        return self._sklearn_predict(columns)
+
+    def _sklearn_predict(self, columns: Columns) -> Prediction:
+        import pandas as pd
+
+        features = self.metadata["schema"]["features"]
+        frame = pd.DataFrame({c["name"]: columns[c["name"]] for c in features})
+        frame = frame.astype({c["name"]: float for c in features if c["type"] == "float"})  # JSON 1 is 1.0
+        transformed = self.transformer.transform(frame)
         predictions = self.model.predict(transformed)
         probabilities = None
         if self.metadata["task"] == "classification" and hasattr(self.model, "predict_proba"):
@@ -150,27 +188,32 @@ class LoadedBundle:
 
     @property
     def classes(self) -> list[Any]:
+        if "classes" in self.metadata:
+            return list(self.metadata["classes"])
         return [plain(c) for c in getattr(self.model, "classes_", [])]
 
 
 def load_bundle(path: Path, key: SigningKey) -> LoadedBundle:
-    return _unpickle(path, *read_verified(path, key))
+    return _loaded(path, *read_verified(path, key))
 
 
 def load_by_digest(path: Path, manifest_sha256: str) -> LoadedBundle:
     """For an image build, which has no key: trust comes from the host's signature check,
     handed over as the digest of the manifest it verified."""
-    return _unpickle(path, *verify_digests(path, manifest_sha256))
+    return _loaded(path, *verify_digests(path, manifest_sha256))
 
 
-def _unpickle(path: Path, files: dict[str, bytes], ident: str) -> LoadedBundle:
-    try:
-        metadata = json.loads(files[METADATA])
-        transformer = joblib.load(io.BytesIO(files[TRANSFORMER]))
-        model = joblib.load(io.BytesIO(files[MODEL]))
-    except KeyError as exc:
-        raise BundleRejected(f"bundle {path}: missing {exc.args[0]}") from None
-    return LoadedBundle(path, ident, metadata, transformer, model, files)
+def _loaded(path: Path, files: dict[str, bytes], ident: str) -> LoadedBundle:
+    for name in (METADATA, MODEL, TRANSFORMER):
+        if name not in files:
+            raise BundleRejected(f"bundle {path}: missing {name}")
+    return LoadedBundle(path, ident, json.loads(files[METADATA]), files)
+
+
+def _unpickle(bundle: LoadedBundle, name: str) -> Any:
+    import joblib
+
+    return joblib.load(io.BytesIO(bundle.files[name]))
 
 
 def holdout_mismatches(served: list[Any], expected: list[Any]) -> list[int]:

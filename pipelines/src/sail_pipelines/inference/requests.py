@@ -1,0 +1,102 @@
+"""From request bytes to checked feature columns, for every protocol the server speaks.
+
+The body is parsed strictly (no duplicate keys, no NaN or Infinity), each record is checked
+against the bundle's schema (`check_record`), and the checked records become plain columns
+that either runtime takes. No pandas: this is the hot path of every request.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from sail_pipelines.contract.schema import RecordError, Schema, check_record
+
+
+class InputError(Exception):
+    """A client mistake, answered with `status` and a JSON body naming the field; never a 500."""
+
+    def __init__(self, status: int, message: str, field: str | None = None, record: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.record = record
+
+
+class _NonFinite:
+    """Stands in for NaN/Infinity while parsing, so the object holding it can name the field."""
+
+    def __init__(self, literal: str):
+        self.literal = literal
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Reject duplicate keys (json would keep the last one silently) and NaN/Infinity values."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise RecordError(key, f"duplicate key '{key}'")
+        if isinstance(value, _NonFinite):
+            raise RecordError(key, f"'{key}' is {value.literal}, which is not valid JSON; send a finite number")
+        obj[key] = value
+    return obj
+
+
+def _parse_int(text: str) -> int | float:
+    """Integers beyond float range become ±inf, as 1e999 does, so the schema rejects them by field."""
+    value = int(text)
+    return value if abs(value) <= sys.float_info.max else float(text)
+
+
+def parse_json(data: bytes) -> Any:
+    if not data:
+        raise InputError(400, "request body is empty; send a JSON object or an array of objects")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(400, "request body is not valid UTF-8") from None
+    try:
+        return json.loads(text, object_pairs_hook=_strict_object, parse_constant=_NonFinite, parse_int=_parse_int)
+    except RecordError as exc:
+        raise InputError(400, exc.message, exc.field) from None
+    except RecursionError:
+        raise InputError(400, "JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise InputError(400, f"malformed JSON: {exc}") from None
+
+
+def check_records(schema: Schema, payload: Any, max_records: int, where: str = "") -> list[dict[str, Any]]:
+    """One object is one record, an array is many; either way every record must meet the schema.
+    `where` names the part of the body the records came from (e.g. 'dataframe_records')."""
+    if isinstance(payload, dict):
+        try:
+            return [check_record(schema, payload)]
+        except RecordError as exc:
+            raise InputError(422, exc.message, exc.field) from None
+    label = where or "request body"
+    if not isinstance(payload, list):
+        raise InputError(422, f"{label} must be a JSON object (one record) or an array of objects (many)", where or None)
+    if not payload:
+        raise InputError(422, f"{label}: the array of records is empty", where or None)
+    if len(payload) > max_records:
+        raise InputError(413, f"{len(payload)} records in one request; the limit is {max_records}")
+    records = []
+    for i, record in enumerate(payload):
+        if not isinstance(record, dict):
+            raise InputError(422, f"record {i}: each record must be a JSON object", where or None, record=i)
+        try:
+            records.append(check_record(schema, record))
+        except RecordError as exc:
+            raise InputError(422, f"record {i}: {exc.message}", exc.field, record=i) from None
+    return records
+
+
+def records_to_columns(schema: Schema, records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Checked records as one list of values per feature, what both runtimes take."""
+    return {name: [record[name] for record in records] for name in schema.feature_names}
+
+
+def warm_up_record(schema: Schema) -> dict[str, Any]:
+    return {c.name: c.values[0] if c.type == "category" else 0 for c in schema.features}
