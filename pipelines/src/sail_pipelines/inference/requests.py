@@ -86,6 +86,10 @@ def check_records(schema: Schema, payload: Any, max_records: int, where: str = "
     for i, record in enumerate(payload):
         if not isinstance(record, dict):
             raise InputError(422, f"record {i}: each record must be a JSON object", where or None, record=i)
+        for key, value in record.items():  # NaN inside an array (as a tensor's data) reaches here
+            if isinstance(value, _NonFinite):
+                raise InputError(400, f"record {i}: '{key}' is {value.literal}, which is not valid JSON; "
+                                 "send a finite number", key, record=i)
         try:
             records.append(check_record(schema, record))
         except RecordError as exc:

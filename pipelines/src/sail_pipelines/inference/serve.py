@@ -17,7 +17,7 @@ import os
 import uuid
 from importlib import metadata as distributions
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from flask import Flask, Response, g, jsonify, request
 from gunicorn.app.base import BaseApplication
@@ -96,13 +96,14 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
         not_ready_reason = f"warm-up prediction failed: {type(exc).__name__}"
         warm_probabilities = None
 
-    def json_body() -> Any:
-        """The parsed body of a POST, refused when not JSON, too large or not ready to serve."""
+    def json_body(untyped: bool = False) -> Any:
+        """The parsed body of a POST, refused when not JSON, too large or not ready to serve.
+        `untyped`: a body without Content-Type is JSON too (v2 clients send none)."""
         if not_ready_reason:
             raise InputError(503, f"model is not ready: {not_ready_reason}")
         if request.headers.get("Inference-Header-Content-Length"):
             raise InputError(415, "binary tensor data is not supported; send the tensors as JSON")
-        if request.mimetype != "application/json":
+        if request.mimetype != "application/json" and not (untyped and not request.mimetype):
             raise InputError(415, "Content-Type must be application/json")
         data = request.get_data()
         if request.content_length is None and len(data) >= max_body_bytes:
@@ -204,7 +205,7 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
     @app.post("/v2/models/<name>/versions/<version>/infer")
     def v2_infer(name: str, version: str | None = None):
         known_model(name, version)
-        body = json_body()
+        body = json_body(untyped=True)
         records, wanted = protocols.v2_records(schema, body, max_records)
         predictions, probabilities = predict_records(records)
         ident = body.get("id") if isinstance(body.get("id"), str) else _request_id()
@@ -263,10 +264,10 @@ def worker_count(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 
 
 class _Gunicorn(BaseApplication):
-    """Runs an app object we already built, instead of gunicorn importing one from a string."""
+    """Runs our app factory in each worker, instead of gunicorn importing an app from a string."""
 
-    def __init__(self, app: Flask, options: dict[str, Any]):
-        self.application = app
+    def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]):
+        self.factory = factory
         self.options = options
         super().__init__()
 
@@ -279,7 +280,7 @@ class _Gunicorn(BaseApplication):
             self.cfg.set("control_socket_disable", True)
 
     def load(self) -> Flask:
-        return self.application
+        return self.factory()
 
 
 def run_server(
@@ -290,16 +291,22 @@ def run_server(
     workers: int | None = None,
     max_records: int = 1000,
 ) -> None:
-    """Verify and load the bundle here first, so a rejected bundle fails before anything listens."""
-    app = create_app(load_bundle(bundle_dir, key), max_records=max_records)
+    """Verify the bundle and check its schema here first, so a rejected bundle fails before
+    anything listens. Each worker then builds the app and warms the model up itself: an ONNX
+    Runtime session made before a fork leaves the child hanging at exit on a lock of a thread
+    it does not have. Only scikit-learn's objects are unpickled once, here, and shared."""
+    bundle = load_bundle(bundle_dir, key)
+    parse_schema(bundle.metadata.get("schema"))
+    if bundle.runtime == "sklearn":  # unpickled once, before the workers fork
+        _ = (bundle.transformer, bundle.model)
     bind_host = f"[{host}]" if ":" in host else host
     options = {
         "bind": f"{bind_host}:{port}",
         "workers": workers or worker_count(),
-        "preload_app": True,  # workers fork from the loaded, warmed-up model
+        "preload_app": False,
         "timeout": 60,
         "graceful_timeout": 30,
         "accesslog": "-",
         "errorlog": "-",
     }
-    _Gunicorn(app, options).run()
+    _Gunicorn(lambda: create_app(bundle, max_records=max_records), options).run()
