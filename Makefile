@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= $(CURDIR)/build/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench bench-serve clean
 
 $(BIN)/sail: pipelines/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: venv
 # Container figures (image sizes, cold start, rebuild, parallel training), printed for the README.
 bench: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/containers.py
+
+# Serving figures: mlflow models serve vs sail serve on the same registered model (wrk, interleaved
+# rounds), then the inference image. Needs wrk (apt-get install wrk) and Docker.
+bench-serve: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/serve.py
 
 clean:
 	rm -rf "$(VENV)" build .pytest_cache

@@ -32,6 +32,11 @@ DOCKERFILE = "docker/Dockerfile"
 PACKAGE = "sail-pipelines"
 # What the metric image adds to the core: tracking (with S3 artifact stores) and plots.
 METRIC_EXTRAS = ("mlflow", "matplotlib", "requests", "boto3")
+# What the inference image of a compiled model needs: ONNX Runtime (without its tooling
+# dependencies, which serving never imports), numpy and the web stack; no scikit-learn or pandas.
+SERVE_COMPILED = ("numpy", "flask", "gunicorn", "pyyaml")
+NO_DEPS = ("onnxruntime",)
+REQUIREMENTS = {"onnx": "requirements-serve.txt", "sklearn": "requirements-core.txt"}  # by serving runtime
 REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01: identical wheels for identical code keep Docker's cache
 
 
@@ -125,7 +130,9 @@ def stage(context: BuildContext) -> None:
     """Write what the Dockerfile copies from .sail/build/, touching files only when they change."""
     core = pinned(core_requirements())
     metric = pinned(METRIC_EXTRAS)
-    for name, versions in (("requirements-core.txt", core), ("requirements-metric.txt", metric)):
+    serve = {**pinned(SERVE_COMPILED), **{name: metadata.version(name) for name in NO_DEPS}}
+    for name, versions in (("requirements-core.txt", core), ("requirements-metric.txt", metric),
+                           (REQUIREMENTS["onnx"], serve)):
         update(context.staging / name, requirement_lines(versions))
     stage_wheel(context.staging)
 

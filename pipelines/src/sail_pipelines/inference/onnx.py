@@ -170,7 +170,10 @@ class CompiledModel:
         outputs = self.session.run(self.outputs, self.feed(columns))
         if len(outputs) == 1:  # a regressor: one [rows, 1] output
             return outputs[0].ravel(), None
-        return outputs[0], outputs[1] if self.probabilities else None
+        labels = outputs[0]
+        if labels.dtype.kind == "i":  # ONNX Runtime's int64 is numpy's longlong, which pandas does not
+            labels = labels.astype(np.int64)  # count as int (Spark UDFs of MLflow select columns by it)
+        return labels, outputs[1] if self.probabilities else None
 
 
 def agreement(expected: Prediction, served: Prediction, config: CompiledConfig,
