@@ -45,7 +45,10 @@ def _holdout(project) -> dict:
 def test_the_registered_version_is_an_mlflow_model(pipeline_project, tracking):
     local = mlflow.artifacts.download_artifacts(f"models:/{MODEL}@candidate")
     mlmodel = yaml.safe_load(open(os.path.join(local, "MLmodel")))
-    assert mlmodel["flavors"]["python_function"]["loader_module"] == "sail_pipelines.integrations.mlflow_model"
+    assert (
+        mlmodel["flavors"]["python_function"]["loader_module"]
+        == "sail_pipelines.integrations.mlflow_model"
+    )
     inputs = json.loads(mlmodel["signature"]["inputs"])
     assert [c["name"] for c in inputs] == list(_test_rows(pipeline_project).columns)
     assert {c["type"] for c in inputs} == {"double"}
@@ -98,11 +101,33 @@ def test_mlflow_models_serve_answers_like_sail_serve(pipeline_project, tracking)
     MLflow's scoring client the same answer, byte for byte."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@candidate",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL}@candidate",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    body = {"dataframe_split": json.loads(_test_rows(pipeline_project).head(25).to_json(orient="split", index=False))}
+    body = {
+        "dataframe_split": json.loads(
+            _test_rows(pipeline_project).head(25).to_json(orient="split", index=False)
+        )
+    }
     try:
         client = ScoringServerClient("127.0.0.1", port)
         client.wait_server_ready(timeout=120, scoring_server_proc=server)
@@ -123,12 +148,19 @@ def test_spark_udf_scores_in_local_spark(pipeline_project, tracking):
     from pyspark.sql import SparkSession
     from pyspark.sql.functions import struct
 
-    spark = (SparkSession.builder.master("local[1]").appName("sail-udf")
-             .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1").getOrCreate())
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .appName("sail-udf")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .getOrCreate()
+    )
     try:
         holdout = _holdout(pipeline_project)
         frame = spark.createDataFrame(pd.DataFrame(holdout["records"]))
-        udf = mlflow.pyfunc.spark_udf(spark, f"models:/{MODEL}@candidate", env_manager="local", result_type="long")
+        udf = mlflow.pyfunc.spark_udf(
+            spark, f"models:/{MODEL}@candidate", env_manager="local", result_type="long"
+        )
         scored = frame.withColumn("prediction", udf(struct(*frame.columns))).toPandas()
         assert scored["prediction"].tolist() == holdout["predictions"]
     finally:
@@ -140,8 +172,12 @@ def test_evaluation_runs_record_their_datasets(pipeline_project, tracking):
     evaluation = json.loads((pipeline_project / "reports" / "evaluation.json").read_text())
     for candidate in evaluation["candidates"].values():
         inputs = tracking.get_run(candidate["mlflow_run_id"]).inputs.dataset_inputs
-        contexts = {i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"] for i in inputs}
+        contexts = {
+            i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"] for i in inputs
+        }
         assert contexts == {"train": "training", "test": "evaluation"}
         train = next(i.dataset for i in inputs if i.dataset.name == "train")
-        metadata = json.loads((pipeline_project / candidate["bundle"] / "metadata.json").read_text())
+        metadata = json.loads(
+            (pipeline_project / candidate["bundle"] / "metadata.json").read_text()
+        )
         assert train.digest == metadata["train_hash"]

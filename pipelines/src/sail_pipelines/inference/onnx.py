@@ -40,11 +40,15 @@ def input_kinds(schema: Schema) -> dict[str, str]:
             kinds[column.name] = "number"
         elif column.type == "category" and all(isinstance(v, str) for v in column.values or ()):
             if NULL_STRING in column.values:
-                raise ConversionFailed(f"category '{column.name}' allows \"\", which the compiled path uses for null")
+                raise ConversionFailed(
+                    f"category '{column.name}' allows \"\", which the compiled path uses for null"
+                )
             kinds[column.name] = "string"
         else:
-            raise ConversionFailed(f"feature '{column.name}' ({column.type}, values {list(column.values or [])[:3]}) "
-                                   "has no compiled input: only numbers and string categories do")
+            raise ConversionFailed(
+                f"feature '{column.name}' ({column.type}, values {list(column.values or [])[:3]}) "
+                "has no compiled input: only numbers and string categories do"
+            )
     return kinds
 
 
@@ -63,15 +67,22 @@ def convert(transformer: Any, model: Any, schema: Schema, classification: bool) 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            graph = convert_sklearn(pipeline, initial_types=[(n, types[k]) for n, k in kinds.items()],
-                                    options={id(model): {"zipmap": False}} if classification else None)
+            graph = convert_sklearn(
+                pipeline,
+                initial_types=[(n, types[k]) for n, k in kinds.items()],
+                options={id(model): {"zipmap": False}} if classification else None,
+            )
     except Exception as exc:  # noqa: BLE001 - skl2onnx raises many types for what it cannot convert
         raise ConversionFailed(f"skl2onnx cannot convert it: {_first_line(exc)}") from None
-    data = _one_number_input(graph, [n for n, k in kinds.items() if k == "number"]).SerializeToString()
+    data = _one_number_input(
+        graph, [n for n, k in kinds.items() if k == "number"]
+    ).SerializeToString()
     try:
         session(data)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base class
-        raise ConversionFailed(f"ONNX Runtime refuses the converted graph: {_first_line(exc)}") from None
+        raise ConversionFailed(
+            f"ONNX Runtime refuses the converted graph: {_first_line(exc)}"
+        ) from None
     return data
 
 
@@ -87,13 +98,16 @@ def _string_nulls(transformer: Any) -> Any:
 
     clone = copy.deepcopy(transformer)
     for step in _fitted_steps(clone):
-        if isinstance(step, SimpleImputer) and getattr(step, "statistics_", np.array([])).dtype == object:
+        if (
+            isinstance(step, SimpleImputer)
+            and getattr(step, "statistics_", np.array([])).dtype == object
+        ):
             step.missing_values = NULL_STRING
     return clone
 
 
 def _fitted_steps(estimator: Any) -> list[Any]:
-    """The estimator and every fitted estimator inside it (column transformers, pipelines, unions)."""
+    """The estimator and every fitted one inside it (column transformers, pipelines, unions)."""
     inner = [t for _, t, *_ in getattr(estimator, "transformers_", [])]
     inner += [s for _, s in getattr(estimator, "steps", [])]
     inner += [t for _, t in getattr(estimator, "transformer_list", [])]
@@ -111,7 +125,9 @@ def _patch_tree_flags() -> None:
 
     def with_int_flags(*args: Any, **kwargs: Any) -> Any:
         if "nodes_missing_value_tracks_true" in kwargs:
-            kwargs["nodes_missing_value_tracks_true"] = int(kwargs["nodes_missing_value_tracks_true"])
+            kwargs["nodes_missing_value_tracks_true"] = int(
+                kwargs["nodes_missing_value_tracks_true"]
+            )
         return add_node(*args, **kwargs)
 
     with_int_flags.sail_int_flags = True  # type: ignore[attr-defined]
@@ -127,10 +143,14 @@ def _one_number_input(graph: Any, numbers: list[str]) -> Any:
         return graph
     opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     extra = {"num_outputs": len(numbers)} if opset >= 18 else {}
-    split = helper.make_node("Split", [NUMERIC], numbers, axis=1, name="sail_split_numbers", **extra)
+    split = helper.make_node(
+        "Split", [NUMERIC], numbers, axis=1, name="sail_split_numbers", **extra
+    )
     kept = [i for i in graph.graph.input if i.name not in numbers]
     del graph.graph.input[:]
-    graph.graph.input.extend([helper.make_tensor_value_info(NUMERIC, TensorProto.FLOAT, [None, len(numbers)]), *kept])
+    graph.graph.input.extend(
+        [helper.make_tensor_value_info(NUMERIC, TensorProto.FLOAT, [None, len(numbers)]), *kept]
+    )
     graph.graph.node.insert(0, split)
     return graph
 
@@ -171,29 +191,50 @@ class CompiledModel:
         if len(outputs) == 1:  # a regressor: one [rows, 1] output
             return outputs[0].ravel(), None
         labels = outputs[0]
-        if labels.dtype.kind == "i":  # ONNX Runtime's int64 is numpy's longlong, which pandas does not
-            labels = labels.astype(np.int64)  # count as int (Spark UDFs of MLflow select columns by it)
+        if (
+            labels.dtype.kind == "i"
+        ):  # ONNX Runtime's int64 is numpy's longlong, which pandas does not
+            labels = labels.astype(
+                np.int64
+            )  # count as int (Spark UDFs of MLflow select columns by it)
         return labels, outputs[1] if self.probabilities else None
 
 
-def agreement(expected: Prediction, served: Prediction, config: CompiledConfig,
-              classification: bool) -> tuple[str | None, dict[str, Any]]:
-    """How far the compiled predictions are from scikit-learn's: (a reason to refuse them or None, figures)."""
+def agreement(
+    expected: Prediction, served: Prediction, config: CompiledConfig, classification: bool
+) -> tuple[str | None, dict[str, Any]]:
+    """How far the compiled predictions are from scikit-learn's: (why to refuse them or None,
+    the figures)."""
     (want, want_p), (got, got_p) = expected, served
     rows = len(want)
     if not classification:
-        gap = float(np.max(np.abs(np.asarray(got, float) - want) / np.maximum(1.0, np.abs(want)), initial=0.0))
+        gap = float(
+            np.max(
+                np.abs(np.asarray(got, float) - want) / np.maximum(1.0, np.abs(want)), initial=0.0
+            )
+        )
         figures = {"rows": rows, "max_value_diff": gap}
         if gap > config.max_value_diff:
-            return f"predictions differ by up to {gap:.3g} (relative; allowed {config.max_value_diff:g})", figures
+            return (
+                f"predictions differ by up to {gap:.3g} "
+                f"(relative; allowed {config.max_value_diff:g})",
+                figures,
+            )
         return None, figures
     mismatches = int(np.sum(np.asarray(want, dtype=object) != np.asarray(got, dtype=object)))
     figures: dict[str, Any] = {"rows": rows, "label_mismatches": mismatches}
     if mismatches > config.max_label_mismatches:
-        return f"{mismatches} of {rows} labels differ (allowed {config.max_label_mismatches})", figures
+        return (
+            f"{mismatches} of {rows} labels differ (allowed {config.max_label_mismatches})",
+            figures,
+        )
     if want_p is not None:
         gap = float(np.max(np.abs(np.asarray(got_p, float) - want_p), initial=0.0))
         figures["max_probability_diff"] = gap
         if gap > config.max_probability_diff:
-            return f"class probabilities differ by up to {gap:.3g} (allowed {config.max_probability_diff:g})", figures
+            return (
+                f"class probabilities differ by up to {gap:.3g} "
+                f"(allowed {config.max_probability_diff:g})",
+                figures,
+            )
     return None, figures

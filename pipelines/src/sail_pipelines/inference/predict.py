@@ -11,7 +11,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sail_pipelines.contract.schema import Column, RecordError, Schema, check_value, parse_schema, plain
+from sail_pipelines.contract.schema import (
+    Column,
+    RecordError,
+    Schema,
+    check_value,
+    parse_schema,
+    plain,
+)
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import write_atomic
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
@@ -35,7 +42,10 @@ def read_rows(source: Path) -> tuple[list[str], list[list[str]]]:
     header, rows = lines[0], [r for r in lines[1:] if r]
     for i, row in enumerate(rows):
         if len(row) != len(header):
-            raise SailError(f"{source} is not a readable CSV: row {i} has {len(row)} fields, the header {len(header)}")
+            raise SailError(
+                f"{source} is not a readable CSV: "
+                f"row {i} has {len(row)} fields, the header {len(header)}"
+            )
     if not rows:
         raise SailError(f"{source} has no rows")
     return header, rows
@@ -56,7 +66,9 @@ def parse_cell(column: Column, text: str) -> Any:
     return matches[0] if matches else text
 
 
-def checked_columns(schema: Schema, header: list[str], rows: list[list[str]]) -> dict[str, list[Any]]:
+def checked_columns(
+    schema: Schema, header: list[str], rows: list[list[str]]
+) -> dict[str, list[Any]]:
     """One list of checked values per feature, or one SailError listing the problems by column."""
     missing = [n for n in schema.feature_names if n not in header]
     if missing:
@@ -90,7 +102,9 @@ def _typed(text: str) -> Any:
     return text if text != "" else None
 
 
-def predict_rows(bundle: LoadedBundle, header: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[Any]]]:
+def predict_rows(
+    bundle: LoadedBundle, header: list[str], rows: list[list[str]]
+) -> tuple[list[str], list[list[Any]]]:
     """Input columns plus `prediction` (and one `probability_<class>` per class), row by row."""
     schema = parse_schema(bundle.metadata["schema"])
     columns = checked_columns(schema, header, rows)
@@ -109,18 +123,25 @@ def predict_rows(bundle: LoadedBundle, header: list[str], rows: list[list[str]])
     return out_header, out
 
 
-def run(bundle_dir: Path, key: SigningKey, source: Path, dest: Path, fmt: str | None = None) -> dict[str, Any]:
+def run(
+    bundle_dir: Path, key: SigningKey, source: Path, dest: Path, fmt: str | None = None
+) -> dict[str, Any]:
     fmt = fmt or dest.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
-        raise SailError(f"output format must be one of {', '.join(FORMATS)} (from --format or the file suffix), got {fmt!r}")
+        raise SailError(
+            f"output format must be one of {', '.join(FORMATS)} "
+            f"(from --format or the file suffix), got {fmt!r}"
+        )
     bundle = load_bundle(bundle_dir, key)
     header, rows = predict_rows(bundle, *read_rows(source))
     if fmt == "csv":
+
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="", encoding="utf-8") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(header)
                 writer.writerows(["" if v is None else v for v in row] for row in rows)
+
         write_atomic(dest, write)
     else:
         payload = {

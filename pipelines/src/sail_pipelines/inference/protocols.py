@@ -22,7 +22,19 @@ from sail_pipelines.inference.requests import InputError, check_records
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
-V2_NUMBERS = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+V2_NUMBERS = {
+    "FP16",
+    "FP32",
+    "FP64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+}
 V2_TYPES = V2_NUMBERS | {"BOOL", "BYTES"}
 V2_LABEL, V2_PROBABILITIES = "predict", "predict_proba"
 PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "sklearn"}  # by the runtime that serves
@@ -34,13 +46,19 @@ PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "sklearn"}  # by the runtime
 def mlflow_records(schema: Schema, body: Any, max_records: int) -> list[dict[str, Any]]:
     """The records of an /invocations body, checked."""
     if not isinstance(body, dict):
-        raise InputError(422, f"the body must be a JSON object with one of {', '.join(MLFLOW_KEYS)}")
+        raise InputError(
+            422, f"the body must be a JSON object with one of {', '.join(MLFLOW_KEYS)}"
+        )
     given = [k for k in MLFLOW_KEYS if k in body]
     extra = sorted(set(body) - set(MLFLOW_KEYS) - {"params"})
     if len(given) != 1 or extra:
         odd = extra[0] if extra else (given[1] if given[1:] else None)
-        raise InputError(422, f"the body must hold exactly one of {', '.join(MLFLOW_KEYS)}"
-                         + (f"; got {', '.join(given + extra)}" if given or extra else ""), odd)
+        raise InputError(
+            422,
+            f"the body must hold exactly one of {', '.join(MLFLOW_KEYS)}"
+            + (f"; got {', '.join(given + extra)}" if given or extra else ""),
+            odd,
+        )
     if body.get("params"):
         raise InputError(422, "this model takes no params", "params")
     key = given[0]
@@ -55,17 +73,30 @@ def mlflow_records(schema: Schema, body: Any, max_records: int) -> list[dict[str
 
 
 def _split_records(split: Any) -> list[dict[str, Any]]:
-    """pandas' 'split' orientation: {"columns": [...], "data": [[...], ...]} (an "index" is ignored)."""
-    if not isinstance(split, dict) or not isinstance(split.get("columns"), list) or not isinstance(split.get("data"), list):
-        raise InputError(422, "dataframe_split must be an object with 'columns' and 'data' arrays", "dataframe_split")
+    """pandas' 'split' orientation: {"columns": [...], "data": [[...], ...]} ("index" ignored)."""
+    if (
+        not isinstance(split, dict)
+        or not isinstance(split.get("columns"), list)
+        or not isinstance(split.get("data"), list)
+    ):
+        raise InputError(
+            422,
+            "dataframe_split must be an object with 'columns' and 'data' arrays",
+            "dataframe_split",
+        )
     columns = split["columns"]
     if not all(isinstance(c, str) for c in columns):
         raise InputError(422, "dataframe_split.columns must be strings", "dataframe_split.columns")
     rows = []
     for i, row in enumerate(split["data"]):
         if not isinstance(row, list) or len(row) != len(columns):
-            raise InputError(422, f"dataframe_split.data[{i}] must be an array of {len(columns)} values "
-                             "(one per column)", "dataframe_split.data", record=i)
+            raise InputError(
+                422,
+                f"dataframe_split.data[{i}] must be an array of {len(columns)} values "
+                "(one per column)",
+                "dataframe_split.data",
+                record=i,
+            )
         rows.append(dict(zip(columns, row)))
     return rows
 
@@ -78,7 +109,9 @@ def _column_records(columns: dict[str, Any], key: str) -> list[dict[str, Any]]:
             raise InputError(422, f"{key}.{name} must be an array of values (one per row)", name)
         lengths.add(len(values))
     if len(lengths) > 1:
-        raise InputError(422, f"the columns of {key} have different lengths: {sorted(lengths)}", key)
+        raise InputError(
+            422, f"the columns of {key} have different lengths: {sorted(lengths)}", key
+        )
     n = lengths.pop() if lengths else 0
     return [{name: values[i] for name, values in columns.items()} for i in range(n)]
 
@@ -106,8 +139,15 @@ def v2_label_datatype(values: list[Any], task: str) -> str:
     return "BYTES" if any(isinstance(v, str) for v in values) else "INT64"
 
 
-def v2_metadata(schema: Schema, name: str, version: str | None, platform: str, task: str,
-                classes: list[Any], probabilities: bool) -> dict[str, Any]:
+def v2_metadata(
+    schema: Schema,
+    name: str,
+    version: str | None,
+    platform: str,
+    task: str,
+    classes: list[Any],
+    probabilities: bool,
+) -> dict[str, Any]:
     outputs = [{"name": V2_LABEL, "datatype": v2_label_datatype(classes, task), "shape": [-1]}]
     if probabilities:
         outputs.append({"name": V2_PROBABILITIES, "datatype": "FP64", "shape": [-1, len(classes)]})
@@ -115,7 +155,9 @@ def v2_metadata(schema: Schema, name: str, version: str | None, platform: str, t
         "name": name,
         "versions": [version] if version else [],
         "platform": platform,
-        "inputs": [{"name": c.name, "datatype": v2_datatype(c), "shape": [-1, 1]} for c in schema.features],
+        "inputs": [
+            {"name": c.name, "datatype": v2_datatype(c), "shape": [-1, 1]} for c in schema.features
+        ],
         "outputs": outputs,
     }
 
@@ -127,7 +169,9 @@ def _flat(data: Any) -> list[Any]:
     return [v for item in data for v in _flat(item)]
 
 
-def v2_records(schema: Schema, body: Any, max_records: int) -> tuple[list[dict[str, Any]], list[str]]:
+def v2_records(
+    schema: Schema, body: Any, max_records: int
+) -> tuple[list[dict[str, Any]], list[str]]:
     """The records of a v2 infer request (one tensor per feature) and the outputs asked for."""
     if not isinstance(body, dict):
         raise InputError(422, "the infer request must be a JSON object with 'inputs'")
@@ -146,7 +190,9 @@ def v2_records(schema: Schema, body: Any, max_records: int) -> tuple[list[dict[s
         raise InputError(422, f"missing input tensor(s): {', '.join(missing)}", missing[0])
     rows = {len(v) for v in values.values()}
     if len(rows) > 1:
-        raise InputError(422, f"the input tensors have different numbers of rows: {sorted(rows)}", "inputs")
+        raise InputError(
+            422, f"the input tensors have different numbers of rows: {sorted(rows)}", "inputs"
+        )
     n = rows.pop()
     records = [{name: data[i] for name, data in values.items()} for i in range(n)]
     return check_records(schema, records, max_records, "inputs"), _v2_outputs(body.get("outputs"))
@@ -158,22 +204,38 @@ def _v2_tensor(tensor: Any, i: int, columns: dict[str, Column]) -> tuple[str, li
         raise InputError(422, f"{where} must be an object with a 'name'", where)
     name = tensor["name"]
     if name not in columns:
-        raise InputError(422, f"unexpected input tensor '{name}'; the model takes {', '.join(columns)}", name)
+        raise InputError(
+            422, f"unexpected input tensor '{name}'; the model takes {', '.join(columns)}", name
+        )
     shape, datatype = tensor.get("shape"), tensor.get("datatype")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise InputError(422, f"tensor '{name}': 'shape' must be an array of non-negative integers", name)
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InputError(
+            422, f"tensor '{name}': 'shape' must be an array of non-negative integers", name
+        )
     if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
         raise InputError(422, f"tensor '{name}': shape {shape} is not [rows] or [rows, 1]", name)
     if datatype not in V2_TYPES:
-        raise InputError(422, f"tensor '{name}': datatype {datatype!r} is not one of {', '.join(sorted(V2_TYPES))}", name)
+        raise InputError(
+            422,
+            f"tensor '{name}': datatype {datatype!r} is not one of {', '.join(sorted(V2_TYPES))}",
+            name,
+        )
     expected = v2_datatype(columns[name])
     if (expected == "BYTES") != (datatype == "BYTES") or datatype == "BOOL":
-        raise InputError(422, f"tensor '{name}': datatype {datatype} does not fit the feature; send {expected}", name)
+        raise InputError(
+            422,
+            f"tensor '{name}': datatype {datatype} does not fit the feature; send {expected}",
+            name,
+        )
     if "data" not in tensor:
         raise InputError(422, f"tensor '{name}' has no 'data'", name)
     data = _flat(tensor["data"])
     if len(data) != prod(shape):
-        raise InputError(422, f"tensor '{name}': {len(data)} values do not fill shape {shape}", name)
+        raise InputError(
+            422, f"tensor '{name}': {len(data)} values do not fill shape {shape}", name
+        )
     if datatype in V2_NUMBERS and datatype.startswith(("INT", "UINT")):
         if any(not isinstance(v, int) or isinstance(v, bool) for v in data):
             raise InputError(422, f"tensor '{name}': {datatype} data must be integers", name)
@@ -189,20 +251,43 @@ def _v2_outputs(requested: Any) -> list[str]:
     for i, output in enumerate(requested):
         name = output.get("name") if isinstance(output, dict) else None
         if name not in (V2_LABEL, V2_PROBABILITIES):
-            raise InputError(422, f"outputs[{i}]: unknown output {name!r}; the model has {V2_LABEL}, {V2_PROBABILITIES}",
-                             f"outputs[{i}].name")
+            raise InputError(
+                422,
+                f"outputs[{i}]: unknown output {name!r}; "
+                f"the model has {V2_LABEL}, {V2_PROBABILITIES}",
+                f"outputs[{i}].name",
+            )
         names.append(name)
     return names
 
 
-def v2_response(name: str, version: str | None, request_id: str, task: str, predictions: np.ndarray,
-                probabilities: np.ndarray | None, wanted: list[str]) -> dict[str, Any]:
+def v2_response(
+    name: str,
+    version: str | None,
+    request_id: str,
+    task: str,
+    predictions: np.ndarray,
+    probabilities: np.ndarray | None,
+    wanted: list[str],
+) -> dict[str, Any]:
     labels = predictions.tolist()
     outputs = []
     if V2_LABEL in wanted:
-        outputs.append({"name": V2_LABEL, "datatype": v2_label_datatype(labels, task), "shape": [len(labels)],
-                        "data": labels})
+        outputs.append(
+            {
+                "name": V2_LABEL,
+                "datatype": v2_label_datatype(labels, task),
+                "shape": [len(labels)],
+                "data": labels,
+            }
+        )
     if V2_PROBABILITIES in wanted and probabilities is not None:
-        outputs.append({"name": V2_PROBABILITIES, "datatype": "FP64", "shape": list(probabilities.shape),
-                        "data": probabilities.ravel().tolist()})
+        outputs.append(
+            {
+                "name": V2_PROBABILITIES,
+                "datatype": "FP64",
+                "shape": list(probabilities.shape),
+                "data": probabilities.ravel().tolist(),
+            }
+        )
     return {"model_name": name, "model_version": version, "id": request_id, "outputs": outputs}

@@ -17,7 +17,9 @@ from sail_pipelines.contract.schema import RecordError, Schema, check_record
 class InputError(Exception):
     """A client mistake, answered with `status` and a JSON body naming the field; never a 500."""
 
-    def __init__(self, status: int, message: str, field: str | None = None, record: int | None = None):
+    def __init__(
+        self, status: int, message: str, field: str | None = None, record: int | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -39,13 +41,15 @@ def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         if key in obj:
             raise RecordError(key, f"duplicate key '{key}'")
         if isinstance(value, _NonFinite):
-            raise RecordError(key, f"'{key}' is {value.literal}, which is not valid JSON; send a finite number")
+            raise RecordError(
+                key, f"'{key}' is {value.literal}, which is not valid JSON; send a finite number"
+            )
         obj[key] = value
     return obj
 
 
 def _parse_int(text: str) -> int | float:
-    """Integers beyond float range become ±inf, as 1e999 does, so the schema rejects them by field."""
+    """Integers beyond float range become ±inf, as 1e999 does: the schema rejects them by field."""
     value = int(text)
     return value if abs(value) <= sys.float_info.max else float(text)
 
@@ -58,7 +62,9 @@ def parse_json(data: bytes) -> Any:
     except UnicodeDecodeError:
         raise InputError(400, "request body is not valid UTF-8") from None
     try:
-        return json.loads(text, object_pairs_hook=_strict_object, parse_constant=_NonFinite, parse_int=_parse_int)
+        return json.loads(
+            text, object_pairs_hook=_strict_object, parse_constant=_NonFinite, parse_int=_parse_int
+        )
     except RecordError as exc:
         raise InputError(400, exc.message, exc.field) from None
     except RecursionError:
@@ -67,7 +73,9 @@ def parse_json(data: bytes) -> Any:
         raise InputError(400, f"malformed JSON: {exc}") from None
 
 
-def check_records(schema: Schema, payload: Any, max_records: int, where: str = "") -> list[dict[str, Any]]:
+def check_records(
+    schema: Schema, payload: Any, max_records: int, where: str = ""
+) -> list[dict[str, Any]]:
     """One object is one record, an array is many; either way every record must meet the schema.
     `where` names the part of the body the records came from (e.g. 'dataframe_records')."""
     if isinstance(payload, dict):
@@ -77,7 +85,11 @@ def check_records(schema: Schema, payload: Any, max_records: int, where: str = "
             raise InputError(422, exc.message, exc.field) from None
     label = where or "request body"
     if not isinstance(payload, list):
-        raise InputError(422, f"{label} must be a JSON object (one record) or an array of objects (many)", where or None)
+        raise InputError(
+            422,
+            f"{label} must be a JSON object (one record) or an array of objects (many)",
+            where or None,
+        )
     if not payload:
         raise InputError(422, f"{label}: the array of records is empty", where or None)
     if len(payload) > max_records:
@@ -85,11 +97,18 @@ def check_records(schema: Schema, payload: Any, max_records: int, where: str = "
     records = []
     for i, record in enumerate(payload):
         if not isinstance(record, dict):
-            raise InputError(422, f"record {i}: each record must be a JSON object", where or None, record=i)
+            raise InputError(
+                422, f"record {i}: each record must be a JSON object", where or None, record=i
+            )
         for key, value in record.items():  # NaN inside an array (as a tensor's data) reaches here
             if isinstance(value, _NonFinite):
-                raise InputError(400, f"record {i}: '{key}' is {value.literal}, which is not valid JSON; "
-                                 "send a finite number", key, record=i)
+                raise InputError(
+                    400,
+                    f"record {i}: '{key}' is {value.literal}, which is not valid JSON; "
+                    "send a finite number",
+                    key,
+                    record=i,
+                )
         try:
             records.append(check_record(schema, record))
         except RecordError as exc:

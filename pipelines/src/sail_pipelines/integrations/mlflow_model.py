@@ -21,7 +21,10 @@ from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 ARTIFACT = "accepted_bundle"  # run artifact path of the model: the registered version's source
 MLMODEL = "MLmodel"
 # What the model needs besides sail-pipelines, by the runtime that serves it.
-RUNTIME_REQUIREMENTS = {"onnx": ("onnxruntime", "numpy"), "sklearn": ("scikit-learn", "pandas", "numpy", "joblib")}
+RUNTIME_REQUIREMENTS = {
+    "onnx": ("onnxruntime", "numpy"),
+    "sklearn": ("scikit-learn", "pandas", "numpy", "joblib"),
+}
 
 
 def _spec(column: Any) -> str:
@@ -40,7 +43,9 @@ def signature(schema: Schema, task: str, classes: list[Any]) -> Any:
     from mlflow.types.schema import ColSpec
     from mlflow.types.schema import Schema as MlflowSchema
 
-    inputs = MlflowSchema([ColSpec(_spec(c), c.name, required=not c.nullable) for c in schema.features])
+    inputs = MlflowSchema(
+        [ColSpec(_spec(c), c.name, required=not c.nullable) for c in schema.features]
+    )
     if task != "classification":
         output = "double"
     else:
