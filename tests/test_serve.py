@@ -473,10 +473,10 @@ def live_server(bundle_dir, tmp_path):
         while True:
             assert proc.poll() is None, (tmp_path / "server.log").read_text()
             assert time.monotonic() < deadline, "server not ready in 30 s:\n" + (tmp_path / "server.log").read_text()
-            try:
+            try:  # workers load after the master binds: a request may wait for one
                 if requests.get(f"{base}/ready", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.1)
         yield base, proc

@@ -10,6 +10,7 @@ pandas nor scikit-learn is imported.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -294,11 +295,12 @@ def run_server(
     """Verify the bundle and check its schema here first, so a rejected bundle fails before
     anything listens. Each worker then builds the app and warms the model up itself: an ONNX
     Runtime session made before a fork leaves the child hanging at exit on a lock of a thread
-    it does not have. Only scikit-learn's objects are unpickled once, here, and shared."""
+    it does not have. A scikit-learn model is unpickled and warmed up once, here, and shared."""
     bundle = load_bundle(bundle_dir, key)
-    parse_schema(bundle.metadata.get("schema"))
-    if bundle.runtime == "sklearn":  # unpickled once, before the workers fork
-        _ = (bundle.transformer, bundle.model)
+    schema = parse_schema(bundle.metadata.get("schema"))
+    if bundle.runtime == "sklearn":  # unpickled and imported once, before the workers fork
+        with contextlib.suppress(Exception):  # a failure shows in each worker's /ready
+            bundle.predict(records_to_columns(schema, [warm_up_record(schema)]))
     bind_host = f"[{host}]" if ":" in host else host
     options = {
         "bind": f"{bind_host}:{port}",
