@@ -81,7 +81,7 @@ class CompiledConfig:
 
     enabled: bool = True
     max_probability_diff: float = 0.02  # largest difference of a class probability
-    max_value_diff: float = 1e-3  # regression: largest difference, relative to max(1, |value|)
+    max_value_diff: float = 0.02  # regression: largest difference, in std devs of the predictions
     max_label_mismatches: int = 0  # rows whose predicted class may differ
 
 

@@ -208,16 +208,13 @@ def agreement(
     (want, want_p), (got, got_p) = expected, served
     rows = len(want)
     if not classification:
-        gap = float(
-            np.max(
-                np.abs(np.asarray(got, float) - want) / np.maximum(1.0, np.abs(want)), initial=0.0
-            )
-        )
+        spread = max(float(np.std(want)), 1e-12)  # differences in units of the predictions' spread
+        gap = float(np.max(np.abs(np.asarray(got, float) - want), initial=0.0)) / spread
         figures = {"rows": rows, "max_value_diff": gap}
         if gap > config.max_value_diff:
             return (
                 f"predictions differ by up to {gap:.3g} "
-                f"(relative; allowed {config.max_value_diff:g})",
+                f"standard deviations (allowed {config.max_value_diff:g})",
                 figures,
             )
         return None, figures
