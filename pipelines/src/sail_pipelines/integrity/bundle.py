@@ -188,8 +188,9 @@ class LoadedBundle:
 
     @property
     def classes(self) -> list[Any]:
-        if "classes" in self.metadata:
-            return list(self.metadata["classes"])
+        """Class labels, from metadata (bundles trained before it said so: from the model)."""
+        if "classes" in self.metadata or self.metadata.get("task") != "classification":
+            return list(self.metadata.get("classes", []))
         return [plain(c) for c in getattr(self.model, "classes_", [])]
 
 
