@@ -556,8 +556,10 @@ def _compiled(raw: Any) -> CompiledConfig:
         enabled=enabled,
         max_probability_diff=_number(raw.get("max_probability_diff", default.max_probability_diff),
                                      "compiled.max_probability_diff", 0.0, 1.0),
-        max_value_diff=_number(raw.get("max_value_diff", default.max_value_diff), "compiled.max_value_diff", 0.0),
-        max_label_mismatches=int(_number(raw.get("max_label_mismatches", default.max_label_mismatches),
+        max_value_diff=_number(raw.get("max_value_diff", default.max_value_diff),
+                               "compiled.max_value_diff", 0.0),
+        max_label_mismatches=int(_number(raw.get("max_label_mismatches",
+                                                 default.max_label_mismatches),
                                          "compiled.max_label_mismatches", 0)),
     )
 

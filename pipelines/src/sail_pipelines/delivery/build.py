@@ -36,7 +36,8 @@ METRIC_EXTRAS = ("mlflow", "matplotlib", "requests", "boto3")
 # dependencies, which serving never imports), numpy and the web stack; no scikit-learn or pandas.
 SERVE_COMPILED = ("numpy", "flask", "gunicorn", "pyyaml")
 NO_DEPS = ("onnxruntime",)
-REQUIREMENTS = {"onnx": "requirements-serve.txt", "sklearn": "requirements-core.txt"}  # by serving runtime
+# The requirements of the inference image, by the runtime that serves its model.
+REQUIREMENTS = {"onnx": "requirements-serve.txt", "sklearn": "requirements-core.txt"}
 REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01: identical wheels for identical code keep Docker's cache
 
 

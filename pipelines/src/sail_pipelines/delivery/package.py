@@ -27,7 +27,8 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     verdict = accepted_verdict(paths, "package")
     files, bundle_id = read_verified(paths.accepted_dir, key)
-    runtime = LoadedBundle(paths.accepted_dir, bundle_id, json.loads(files[METADATA]), files).runtime
+    metadata = json.loads(files[METADATA])
+    runtime = LoadedBundle(paths.accepted_dir, bundle_id, metadata, files).runtime
     manifest_sha256 = hashlib.sha256((paths.accepted_dir / MANIFEST).read_bytes()).hexdigest()
     version = str(verdict["registered_version"])
     names = image_names(paths, params, settings)
@@ -38,15 +39,17 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
     containers.build_image(
         client, paths.root, DOCKERFILE, "inference", ref, settings.base_image,
         labels={"org.opencontainers.image.revision": names.code, "sail.model": params.gate.registered_model,
-                "sail.model_version": version, "sail.bundle_id": bundle_id, "sail.runtime": runtime},
+                "sail.model_version": version, "sail.bundle_id": bundle_id,
+                "sail.runtime": runtime},
         # A compiled model's image installs only what ONNX Runtime serving needs.
-        buildargs={"BUNDLE_MANIFEST_SHA256": manifest_sha256, "REQUIREMENTS": REQUIREMENTS[runtime]},
+        buildargs={"BUNDLE_MANIFEST_SHA256": manifest_sha256,
+                   "REQUIREMENTS": REQUIREMENTS[runtime]},
     )
     model = params.gate.registered_model
     mlflow = tracking.client(settings)
     with tracking.reachable(settings, "recording the image on the model version"):
         mlflow.set_model_version_tag(model, version, IMAGE_TAG, ref)
-    package = {"image": ref, "model": model, "version": version, "bundle_id": bundle_id, "runtime": runtime,
-               "git_commit": verdict["git_commit"]}
+    package = {"image": ref, "model": model, "version": version, "bundle_id": bundle_id,
+               "runtime": runtime, "git_commit": verdict["git_commit"]}
     write_json(paths.reports / "package.json", package)
     return package

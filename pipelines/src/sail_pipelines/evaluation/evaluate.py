@@ -55,25 +55,31 @@ def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None
     return result, [plain(p) for p in predictions]
 
 
-def serving_runtime(bundle: LoadedBundle, test: pd.DataFrame, config: CompiledConfig) -> dict[str, Any]:
+def serving_runtime(bundle: LoadedBundle, test: pd.DataFrame,
+                    config: CompiledConfig) -> dict[str, Any]:
     """Which runtime will serve this candidate: its compiled graph only if it agrees with
     scikit-learn on the test split and on the holdout rows, the latter built as a request's are."""
     if bundle.runtime != "onnx":
-        return dict(bundle.metadata.get("inference") or {"runtime": "sklearn", "reason": "no compiled model"})
+        recorded = bundle.metadata.get("inference")
+        return dict(recorded or {"runtime": "sklearn", "reason": "no compiled model"})
     classification = bundle.metadata["task"] == "classification"
     schema = parse_schema(bundle.metadata["schema"])
-    holdout = records_to_columns(schema, test.head(HOLDOUT_ROWS)[schema.feature_names].to_dict(orient="records"))
+    records = test.head(HOLDOUT_ROWS)[schema.feature_names].to_dict(orient="records")
+    holdout = records_to_columns(schema, records)
     checks: dict[str, Any] = {}
     for name, rows in (("test_split", columns(bundle, test)), ("holdout", holdout)):
         where = name.replace("_", " ")
         try:
             served = bundle.predict(rows, "onnx")
-        except Exception as exc:  # noqa: BLE001 - any failure of the graph means scikit-learn serves
-            return {"runtime": "sklearn", "reason": f"the compiled model failed on the {where}: {type(exc).__name__}: {exc}"}
-        problem, checks[name] = onnx.agreement(bundle.predict(rows, "sklearn"), served, config, classification)
+        except Exception as exc:  # noqa: BLE001 - any failure of the graph: scikit-learn serves
+            failure = f"{type(exc).__name__}: {str(exc)[:200]}"
+            reason = f"the compiled model failed on the {where}: {failure}"
+            return {"runtime": "sklearn", "reason": reason}
+        expected = bundle.predict(rows, "sklearn")
+        problem, checks[name] = onnx.agreement(expected, served, config, classification)
         if problem:
-            return {"runtime": "sklearn", "reason": f"the compiled model disagrees with scikit-learn on the {where}: {problem}",
-                    "agreement": checks}
+            reason = f"the compiled model disagrees with scikit-learn on the {where}: {problem}"
+            return {"runtime": "sklearn", "reason": reason, "agreement": checks}
     return {"runtime": "onnx", "reason": None, "agreement": checks}
 
 
@@ -94,8 +100,9 @@ def same_transformation_layer(bundles: dict[str, LoadedBundle]) -> None:
         raise SailError(f"the candidates carry different transformation layers ({listed}): train them all from the same split")
 
 
-def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[str, Any], plot_dir: Path,
-             params: Params, runtime: str, test: pd.DataFrame, paths: ProjectPaths) -> str:
+def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[str, Any],
+             plot_dir: Path, params: Params, runtime: str, test: pd.DataFrame,
+             paths: ProjectPaths) -> str:
     meta = bundle.metadata
     run = client.create_run(
         experiment,
@@ -125,7 +132,8 @@ def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[st
     return run_id
 
 
-def _log_datasets(run_id: str, meta: dict[str, Any], test: pd.DataFrame, paths: ProjectPaths) -> None:
+def _log_datasets(run_id: str, meta: dict[str, Any], test: pd.DataFrame,
+                  paths: ProjectPaths) -> None:
     """The run's data lineage in MLflow's own terms: the training split by its md5 (this step
     never reads it) and the test split it scored."""
     import mlflow
@@ -136,7 +144,8 @@ def _log_datasets(run_id: str, meta: dict[str, Any], test: pd.DataFrame, paths: 
         warnings.simplefilter("ignore")
         source = resolve_dataset_source(str(paths.train_csv))
     train = MetaDataset(source, name="train", digest=meta["train_hash"])
-    scored = mlflow.data.from_pandas(test, source=str(paths.test_csv), targets=meta["target"], name="test")
+    scored = mlflow.data.from_pandas(test, source=str(paths.test_csv), targets=meta["target"],
+                                     name="test")
     with mlflow.start_run(run_id=run_id):
         mlflow.log_input(train, context="training", tags={"sail.data_hash": meta["data_hash"]})
         mlflow.log_input(scored, context="evaluation")
@@ -157,10 +166,11 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         for name, bundle in bundles.items():
             plot_dir = Path(scratch) / name
             runtimes[name] = serving_runtime(bundle, test, params.compiled)
-            scored[name], predictions[name] = score(bundle, test, plot_dir, runtimes[name]["runtime"])
+            runtime = runtimes[name]["runtime"]
+            scored[name], predictions[name] = score(bundle, test, plot_dir, runtime)
             with tracking.reachable(settings, "logging the evaluation"):
                 run_ids[name] = _log_run(client, experiment, bundle, scored[name], plot_dir, params,
-                                         runtimes[name]["runtime"], test, paths)
+                                         runtime, test, paths)
         winner = metrics.best(scored, params.gate.primary_metric)
         shutil.rmtree(paths.plots, ignore_errors=True)
         shutil.copytree(Path(scratch) / winner, paths.plots)

@@ -85,7 +85,8 @@ def champion_scores(client: Any, run_id: str, schema: dict[str, Any], paths: Pro
         except (MlflowException, OSError) as exc:
             return {"metrics": recorded, "metrics_source": f"recorded (its bundle could not be fetched: {exc})"}
         try:
-            champion = load_bundle(mlflow_model.bundle_dir(Path(scratch) / mlflow_model.ARTIFACT), key)
+            downloaded = mlflow_model.bundle_dir(Path(scratch) / mlflow_model.ARTIFACT)
+            champion = load_bundle(downloaded, key)
         except BundleRejected as exc:
             return {"metrics": recorded, "metrics_source": f"recorded (its bundle was refused: {exc})"}
         if champion.metadata["schema"] != schema:
@@ -106,7 +107,8 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
     if bundle.bundle_id != info["bundle_id"]:
         raise SailError(f"bundle {info['bundle']} changed since it was evaluated: run `sail evaluate` again")
     scores = {k: v for k, v in info["metrics"].items() if isinstance(v, float)}
-    inference = info.get("inference") or {"runtime": "sklearn", "reason": "the evaluation named no serving runtime"}
+    inference = info.get("inference") or {"runtime": "sklearn",
+                                          "reason": "the evaluation named no serving runtime"}
     model = params.gate.registered_model
     client = tracking.client(settings)
     with tracking.reachable(settings, "reading the champion"):
@@ -157,7 +159,8 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         accepted_id = write_bundle(paths.accepted_dir, files, metadata, key)
         with tempfile.TemporaryDirectory() as scratch:
             model_dir = Path(scratch) / mlflow_model.ARTIFACT
-            mlflow_model.save(load_bundle(paths.accepted_dir, key), model_dir, evaluation["holdout"]["records"][:5])
+            example = evaluation["holdout"]["records"][:5]
+            mlflow_model.save(load_bundle(paths.accepted_dir, key), model_dir, example)
             client.log_artifacts(run_id, str(model_dir), mlflow_model.ARTIFACT)
         client.set_model_version_tag(model, registered.version, "sail.accepted_bundle_id", accepted_id)
         client.set_registered_model_alias(model, tracking.CANDIDATE, registered.version)

@@ -124,11 +124,13 @@ def _candidates_table(reports: Reports) -> list[str]:
     evaluation = reports.evaluation
     candidates = evaluation["candidates"]
     metrics = sorted({m for c in candidates.values() for m, v in c["metrics"].items() if isinstance(v, float)})
-    lines = ["| candidate | " + " | ".join(metrics) + " | served by |", "| --- |" + " ---: |" * len(metrics) + " --- |"]
+    lines = ["| candidate | " + " | ".join(metrics) + " | served by |",
+             "| --- |" + " ---: |" * len(metrics) + " --- |"]
     for name in sorted(candidates):
         label = f"**{name}** (best)" if name == evaluation["best"] else name
         runtime = (candidates[name].get("inference") or {}).get("runtime", "–")
-        lines.append(f"| {label} | " + " | ".join(_num(candidates[name]["metrics"].get(m)) for m in metrics) + f" | {runtime} |")
+        numbers = " | ".join(_num(candidates[name]["metrics"].get(m)) for m in metrics)
+        lines.append(f"| {label} | {numbers} | {runtime} |")
     lines.append(f"\nScored on {evaluation.get('test_rows', '?')} test rows; the best on {evaluation['primary_metric']} goes to the gate.")
     return lines
 
@@ -156,15 +158,19 @@ def _serving_section(reports: Reports) -> list[str]:
     if not inference:
         return ["No serving runtime recorded: run `sail evaluate` and `sail gate` again."]
     if inference["runtime"] != "onnx":
-        return [f"Served by **scikit-learn**: {_cell(inference.get('reason') or 'no compiled model')}."]
+        reason = _cell(inference.get("reason") or "no compiled model")
+        return [f"Served by **scikit-learn**: {reason}."]
     checks = inference.get("agreement") or {}
     figures = []
     for where, check in checks.items():
+        rows = f"{check.get('rows')} {where.replace('_', ' ')} rows"
         gap = check.get("max_probability_diff", check.get("max_value_diff"))
-        figures.append(f"{check.get('rows')} {where.replace('_', ' ')} rows (largest difference "
-                       f"{gap:.2g}, {check.get('label_mismatches', 0)} labels differ)" if gap is not None
-                       else f"{check.get('rows')} {where.replace('_', ' ')} rows")
-    return ["Served by **ONNX Runtime** (compiled), which agrees with scikit-learn on " + " and ".join(figures) + "."]
+        if gap is not None:
+            labels = check.get("label_mismatches", 0)
+            rows += f" (largest difference {gap:.2g}, {labels} labels differ)"
+        figures.append(rows)
+    agrees = " and ".join(figures)
+    return [f"Served by **ONNX Runtime** (compiled), which agrees with scikit-learn on {agrees}."]
 
 
 def _plots_section(reports: Reports, inline: bool, artifacts: str) -> list[str]:

@@ -63,7 +63,9 @@ def _version() -> str:
 def runtime_info(bundle: LoadedBundle) -> dict[str, Any]:
     """Which runtime serves and, when scikit-learn does, why the compiled model does not."""
     inference = bundle.metadata.get("inference") or {}
-    reason = None if bundle.runtime == "onnx" else inference.get("reason") or "the bundle carries no compiled model"
+    reason = None
+    if bundle.runtime != "onnx":
+        reason = inference.get("reason") or "the bundle carries no compiled model"
     return {"runtime": bundle.runtime, "reason": reason, "agreement": inference.get("agreement")}
 
 
@@ -168,12 +170,14 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
         return jsonify(protocols.mlflow_response(predictions))
 
     # Open Inference Protocol v2
-    v2_meta = protocols.v2_metadata(schema, model_name, model_version, protocols.PLATFORMS[bundle.runtime],
-                                    str(task), classes, warm_probabilities is not None)
+    v2_meta = protocols.v2_metadata(schema, model_name, model_version,
+                                    protocols.PLATFORMS[bundle.runtime], str(task), classes,
+                                    warm_probabilities is not None)
 
     def known_model(name: str, version: str | None = None) -> None:
         if name != model_name:
-            raise InputError(404, f"unknown model '{name}'; this server serves '{model_name}'", "model_name")
+            raise InputError(404, f"unknown model '{name}'; this server serves '{model_name}'",
+                             "model_name")
         if version is not None and version != model_version:
             raise InputError(404, f"unknown version '{version}' of '{name}'; this server serves "
                              f"version {model_version}", "model_version")
@@ -200,7 +204,8 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
     @app.get("/v2/models/<name>/versions/<version>/ready")
     def v2_model_ready(name: str, version: str | None = None):
         known_model(name, version)
-        return (jsonify(name=name, ready=not not_ready_reason), 200 if not not_ready_reason else 400)
+        status = 400 if not_ready_reason else 200
+        return jsonify(name=name, ready=not not_ready_reason), status
 
     @app.post("/v2/models/<name>/infer")
     @app.post("/v2/models/<name>/versions/<version>/infer")
@@ -210,8 +215,8 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
         records, wanted = protocols.v2_records(schema, body, max_records)
         predictions, probabilities = predict_records(records)
         ident = body.get("id") if isinstance(body.get("id"), str) else _request_id()
-        return jsonify(protocols.v2_response(model_name, model_version, ident, str(task), predictions,
-                                             probabilities, wanted))
+        return jsonify(protocols.v2_response(model_name, model_version, ident, str(task),
+                                             predictions, probabilities, wanted))
 
     @app.errorhandler(InputError)
     def input_error(exc: InputError):

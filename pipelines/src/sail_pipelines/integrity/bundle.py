@@ -155,7 +155,8 @@ class LoadedBundle:
     def runtime(self) -> str:
         """'onnx' when the bundle carries a compiled graph meant to serve, else 'sklearn'."""
         inference = self.metadata.get("inference") or {}
-        return "onnx" if ONNX_MODEL in self.files and inference.get("runtime") == "onnx" else "sklearn"
+        compiled = ONNX_MODEL in self.files and inference.get("runtime") == "onnx"
+        return "onnx" if compiled else "sklearn"
 
     @cached_property
     def compiled(self) -> CompiledModel:
@@ -178,7 +179,8 @@ class LoadedBundle:
 
         features = self.metadata["schema"]["features"]
         frame = pd.DataFrame({c["name"]: columns[c["name"]] for c in features})
-        frame = frame.astype({c["name"]: float for c in features if c["type"] == "float"})  # JSON 1 is 1.0
+        floats = {c["name"]: float for c in features if c["type"] == "float"}
+        frame = frame.astype(floats)  # JSON 1 and 1.0 must mean the same
         transformed = self.transformer.transform(frame)
         predictions = self.model.predict(transformed)
         probabilities = None

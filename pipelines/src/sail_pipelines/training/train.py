@@ -23,7 +23,13 @@ from sail_pipelines.contract.validate import profile_frame
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference import onnx
-from sail_pipelines.integrity.bundle import MODEL, ONNX_MODEL, TRANSFORMER, dump_object, write_bundle
+from sail_pipelines.integrity.bundle import (
+    MODEL,
+    ONNX_MODEL,
+    TRANSFORMER,
+    dump_object,
+    write_bundle,
+)
 from sail_pipelines.integrity.signing import SigningKey
 from sail_pipelines.provenance import Provenance, file_md5, library_versions
 
@@ -51,11 +57,13 @@ def fit_candidate(candidate: Candidate, transformed: Any, target: pd.Series) -> 
     return model
 
 
-def compile_candidate(params: Params, schema: Schema, transformer: Any, model: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
+def compile_candidate(params: Params, schema: Schema, transformer: Any,
+                      model: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
     """The candidate's ONNX graph, if it converts, and what metadata says about its runtime.
     The metric step checks the graph against scikit-learn before it may serve."""
     if not params.compiled.enabled:
-        return {}, {"runtime": "sklearn", "reason": "the compiled path is off (params.yaml compiled.enabled)"}
+        reason = "the compiled path is off (params.yaml compiled.enabled)"
+        return {}, {"runtime": "sklearn", "reason": reason}
     try:
         graph = onnx.convert(transformer, model, schema, params.task == "classification")
     except onnx.ConversionFailed as exc:
