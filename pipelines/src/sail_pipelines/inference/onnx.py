@@ -32,22 +32,32 @@ class ConversionFailed(SailError):
     """This candidate cannot take the compiled path; the message says why."""
 
 
+def _float32_exact(value: Any) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and float(np.float32(value)) == value
+
+
 def input_kinds(schema: Schema) -> dict[str, str]:
-    """'number' or 'string' per feature: the graph input each one travels in."""
+    """'number' or 'string' per feature: the graph input each one travels in. A category of
+    numbers (say 1 and 2) travels as a number, which its one-hot encoder compares exactly."""
     kinds = {}
     for column in schema.features:
+        values = column.values or ()
         if column.type in ("float", "int"):
             kinds[column.name] = "number"
-        elif column.type == "category" and all(isinstance(v, str) for v in column.values or ()):
-            if NULL_STRING in column.values:
+        elif column.type == "category" and all(isinstance(v, str) for v in values):
+            if NULL_STRING in values:
                 raise ConversionFailed(
                     f"category '{column.name}' allows \"\", which the compiled path uses for null"
                 )
             kinds[column.name] = "string"
+        elif column.type == "category" and all(_float32_exact(v) for v in values):
+            kinds[column.name] = "number"
         else:
             raise ConversionFailed(
-                f"feature '{column.name}' ({column.type}, values {list(column.values or [])[:3]}) "
-                "has no compiled input: only numbers and string categories do"
+                f"feature '{column.name}' ({column.type}, values {list(values)[:3]}) has no "
+                "compiled input: only numbers, string categories and float32-exact number "
+                "categories do"
             )
     return kinds
 
