@@ -555,3 +555,38 @@ def test_bundle_signed_with_another_key_is_refused(bundle_dir, no_gunicorn):
         load_bundle(bundle_dir, other)
     with pytest.raises(BundleRejected, match="signature does not match"):
         run_server(bundle_dir, other, port=_free_port())
+
+
+INT_SCHEMA = Schema(
+    target=SCHEMA.target,
+    features=(Column("n", "int"), Column("x", "float", nullable=True), Column("k", "category", values=(1, 2))),
+)
+
+
+@pytest.mark.parametrize("rows", [
+    [{"n": 1, "x": 0.5, "k": 1}, {"n": 2.0, "x": None, "k": 2}],
+    [{"n": 2**60 + 1, "x": 0.5, "k": 1}],  # not a float: check_value refuses it in an int column
+    [{"n": 1.5, "x": 0.5, "k": 1}],
+    [{"n": True, "x": 0.5, "k": 1}],
+    [{"n": 1, "x": 0.5, "k": True}],  # True == 1, yet not a category value
+    [{"n": 1, "x": 0.5, "k": 1.0}],
+    [{"n": 1, "x": 0.5, "k": [1]}],
+    [{"n": 1, "x": 0.5, "k": 3}],
+    [{"n": 1, "x": 0.5}],
+    [{"n": 1, "x": 0.5, "k": 1, "extra": 0}],
+    [{"n": 1, "x": float("inf"), "k": 1}],
+])
+def test_the_fast_column_check_agrees_with_the_record_check(rows):
+    """checked_columns takes a shortcut for plainly valid batches; it must never accept what
+    the per-record check refuses, nor refuse differently."""
+    from sail_pipelines.inference.requests import InputError, check_records, checked_columns, records_to_columns
+
+    def outcome(check):
+        try:
+            return check()
+        except InputError as exc:
+            return (exc.status, exc.message, exc.field, exc.record)
+
+    fast = outcome(lambda: checked_columns(INT_SCHEMA, rows, 10))
+    slow = outcome(lambda: records_to_columns(INT_SCHEMA, check_records(INT_SCHEMA, rows, 10)))
+    assert fast == slow

@@ -25,7 +25,7 @@ from sail_pipelines.errors import SailError
 from sail_pipelines.evaluation import metrics, plots
 from sail_pipelines.files import read_json, write_json
 from sail_pipelines.inference import onnx
-from sail_pipelines.inference.requests import records_to_columns
+from sail_pipelines.inference.requests import checked_columns
 from sail_pipelines.integrations import tracking
 from sail_pipelines.integrity.bundle import TRANSFORMER, LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import SigningKey
@@ -65,7 +65,7 @@ def serving_runtime(bundle: LoadedBundle, test: pd.DataFrame,
     classification = bundle.metadata["task"] == "classification"
     schema = parse_schema(bundle.metadata["schema"])
     records = test.head(HOLDOUT_ROWS)[schema.feature_names].to_dict(orient="records")
-    holdout = records_to_columns(schema, records)
+    holdout = checked_columns(schema, records, len(records))
     checks: dict[str, Any] = {}
     for name, rows in (("test_split", columns(bundle, test)), ("holdout", holdout)):
         where = name.replace("_", " ")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from sail_pipelines.contract.schema import Column, Schema
-from sail_pipelines.inference.requests import InputError, check_records
+from sail_pipelines.inference.requests import InputError, checked_columns
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -43,8 +43,8 @@ PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "sklearn"}  # by the runtime
 # --- MLflow scoring protocol -------------------------------------------------------------------
 
 
-def mlflow_records(schema: Schema, body: Any, max_records: int) -> list[dict[str, Any]]:
-    """The records of an /invocations body, checked."""
+def mlflow_columns(schema: Schema, body: Any, max_records: int) -> list[dict[str, Any]]:
+    """The checked feature columns of an /invocations body."""
     if not isinstance(body, dict):
         raise InputError(
             422, f"the body must be a JSON object with one of {', '.join(MLFLOW_KEYS)}"
@@ -69,7 +69,7 @@ def mlflow_records(schema: Schema, body: Any, max_records: int) -> list[dict[str
         payload = _column_records(payload, key)
     elif key == "dataframe_records" and not isinstance(payload, list):
         raise InputError(422, "dataframe_records must be an array of objects", key)
-    return check_records(schema, payload, max_records, key)
+    return checked_columns(schema, payload, max_records, key)
 
 
 def _split_records(split: Any) -> list[dict[str, Any]]:
@@ -169,10 +169,11 @@ def _flat(data: Any) -> list[Any]:
     return [v for item in data for v in _flat(item)]
 
 
-def v2_records(
+def v2_columns(
     schema: Schema, body: Any, max_records: int
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """The records of a v2 infer request (one tensor per feature) and the outputs asked for."""
+    """The checked feature columns of a v2 infer request (one tensor per feature), and the
+    outputs asked for."""
     if not isinstance(body, dict):
         raise InputError(422, "the infer request must be a JSON object with 'inputs'")
     tensors = body.get("inputs")
@@ -195,7 +196,7 @@ def v2_records(
         )
     n = rows.pop()
     records = [{name: data[i] for name, data in values.items()} for i in range(n)]
-    return check_records(schema, records, max_records, "inputs"), _v2_outputs(body.get("outputs"))
+    return checked_columns(schema, records, max_records, "inputs"), _v2_outputs(body.get("outputs"))
 
 
 def _v2_tensor(tensor: Any, i: int, columns: dict[str, Column]) -> tuple[str, list[Any]]:

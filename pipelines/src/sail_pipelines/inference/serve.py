@@ -28,7 +28,7 @@ from sail_pipelines.contract.schema import parse_schema
 from sail_pipelines.inference import protocols
 from sail_pipelines.inference.requests import (
     InputError,
-    check_records,
+    checked_columns,
     parse_json,
     records_to_columns,
     warm_up_record,
@@ -86,9 +86,9 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.logger.setLevel(logging.INFO)
 
-    def predict_records(records: list[dict[str, Any]]) -> tuple[Any, Any]:
-        g.n_records = len(records)
-        return bundle.predict(records_to_columns(schema, records))
+    def predict_columns(columns: dict[str, list[Any]]) -> tuple[Any, Any]:
+        g.n_records = len(next(iter(columns.values())))
+        return bundle.predict(columns)
 
     # Prove the model answers before calling ourselves ready, not on the first real request.
     try:
@@ -141,8 +141,7 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
 
     @app.post("/predict")
     def predict():
-        records = check_records(schema, json_body(), max_records)
-        predictions, probabilities = predict_records(records)
+        predictions, probabilities = predict_columns(checked_columns(schema, json_body(), max_records))
         body: dict[str, Any] = {
             "request_id": _request_id(),
             "model_version": model_version,
@@ -166,7 +165,7 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
 
     @app.post("/invocations")
     def invocations():
-        predictions, _ = predict_records(protocols.mlflow_records(schema, json_body(), max_records))
+        predictions, _ = predict_columns(protocols.mlflow_columns(schema, json_body(), max_records))
         return jsonify(protocols.mlflow_response(predictions))
 
     # Open Inference Protocol v2
@@ -212,8 +211,8 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
     def v2_infer(name: str, version: str | None = None):
         known_model(name, version)
         body = json_body(untyped=True)
-        records, wanted = protocols.v2_records(schema, body, max_records)
-        predictions, probabilities = predict_records(records)
+        columns, wanted = protocols.v2_columns(schema, body, max_records)
+        predictions, probabilities = predict_columns(columns)
         ident = body.get("id") if isinstance(body.get("id"), str) else _request_id()
         return jsonify(protocols.v2_response(model_name, model_version, ident, str(task),
                                              predictions, probabilities, wanted))
