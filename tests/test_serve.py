@@ -559,7 +559,8 @@ def test_bundle_signed_with_another_key_is_refused(bundle_dir, no_gunicorn):
 
 INT_SCHEMA = Schema(
     target=SCHEMA.target,
-    features=(Column("n", "int"), Column("x", "float", nullable=True), Column("k", "category", values=(1, 2))),
+    features=(Column("n", "int"), Column("x", "float", nullable=True),
+              Column("k", "category", values=(1, 2))),
 )
 
 
@@ -579,7 +580,12 @@ INT_SCHEMA = Schema(
 def test_the_fast_column_check_agrees_with_the_record_check(rows):
     """checked_columns takes a shortcut for plainly valid batches; it must never accept what
     the per-record check refuses, nor refuse differently."""
-    from sail_pipelines.inference.requests import InputError, check_records, checked_columns, records_to_columns
+    from sail_pipelines.inference.requests import (
+        InputError,
+        check_records,
+        checked_columns,
+        records_to_columns,
+    )
 
     def outcome(check):
         try:
