@@ -36,8 +36,8 @@ METRIC_EXTRAS = ("mlflow", "matplotlib", "requests", "boto3")
 # dependencies, which serving never imports), numpy and the web stack; no scikit-learn or pandas.
 SERVE_COMPILED = ("numpy", "flask", "gunicorn", "pyyaml")
 NO_DEPS = ("onnxruntime",)
-# The requirements of the inference image, by the runtime that serves its model.
-REQUIREMENTS = {"onnx": "requirements-serve.txt", "sklearn": "requirements-core.txt"}
+# The Dockerfile stage the inference image takes its libraries from, by the runtime serving it.
+INFERENCE_DEPS = {"onnx": "serve-deps", "sklearn": "core-deps"}
 REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01: identical wheels for identical code keep Docker's cache
 
 
@@ -133,7 +133,7 @@ def stage(context: BuildContext) -> None:
     metric = pinned(METRIC_EXTRAS)
     serve = {**pinned(SERVE_COMPILED), **{name: metadata.version(name) for name in NO_DEPS}}
     for name, versions in (("requirements-core.txt", core), ("requirements-metric.txt", metric),
-                           (REQUIREMENTS["onnx"], serve)):
+                           ("requirements-serve.txt", serve)):
         update(context.staging / name, requirement_lines(versions))
     stage_wheel(context.staging)
 

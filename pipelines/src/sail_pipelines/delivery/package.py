@@ -14,7 +14,13 @@ from typing import Any, Callable
 
 from sail_pipelines.config import Params, ProjectPaths, Settings
 from sail_pipelines.delivery import containers
-from sail_pipelines.delivery.build import DOCKERFILE, REQUIREMENTS, BuildContext, image_names, stage
+from sail_pipelines.delivery.build import (
+    DOCKERFILE,
+    INFERENCE_DEPS,
+    BuildContext,
+    image_names,
+    stage,
+)
 from sail_pipelines.delivery.release import IMAGE_TAG
 from sail_pipelines.evaluation.gate import accepted_verdict
 from sail_pipelines.files import write_json
@@ -43,7 +49,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
                 "sail.runtime": runtime},
         # A compiled model's image installs only what ONNX Runtime serving needs.
         buildargs={"BUNDLE_MANIFEST_SHA256": manifest_sha256,
-                   "REQUIREMENTS": REQUIREMENTS[runtime]},
+                   "INFERENCE_DEPS": INFERENCE_DEPS[runtime]},
     )
     model = params.gate.registered_model
     mlflow = tracking.client(settings)
