@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= $(CURDIR)/build/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench bench-batch clean
+.PHONY: venv demo test bench bench-batch bench-serve clean
 
 $(BIN)/sail: pipelines/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: venv
 # Batch scoring of a 1,000,000-row file: rows/s and peak memory, CSV and Parquet.
 bench-batch: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/batch.py
+
+# Serving figures: mlflow models serve vs sail serve on the same registered model (wrk, interleaved
+# rounds), then the inference image. Needs wrk (apt-get install wrk) and Docker.
+bench-serve: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/serve.py
 
 clean:
 	rm -rf "$(VENV)" build .pytest_cache

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from cookiecutter.main import cookiecutter
+from sail_pipelines.integrity import signing
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "benchmark-signing-key-0f3c9a"
+KEY = signing.generate().text()  # a fresh Ed25519 pair for this run
 
 
 def sail(project: Path, *args: str) -> float:

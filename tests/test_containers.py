@@ -99,7 +99,7 @@ def test_containers_fit_one_identical_transformation_layer(flow):
 
 def test_candidates_with_different_transformation_layers_are_refused():
     def fake(name: str, transformer: bytes) -> LoadedBundle:
-        return LoadedBundle(Path(name), name, {"name": name}, None, None, {TRANSFORMER: transformer})
+        return LoadedBundle(Path(name), name, {"name": name}, {TRANSFORMER: transformer})
 
     same_transformation_layer({"a": fake("a", b"one"), "b": fake("b", b"one")})
     with pytest.raises(SailError, match="different transformation layers"):
@@ -140,9 +140,12 @@ def test_the_inference_image_is_non_root_single_threaded_and_health_checked(flow
         assert env[name] == "1"
     assert config["Entrypoint"] == ["sail", "--project", "/app"] and config["Cmd"] == ["serve"]
     assert config["Labels"]["sail.model_version"] == "1"
-    # only what serving needs: no pip, no MLflow, no DVC, no training data
+    assert config["Labels"]["sail.runtime"] == "onnx"
+    # only what serving needs: no pip, no MLflow, no DVC, no training data; and for a compiled
+    # model neither scikit-learn nor pandas (nor scipy, nor the ONNX converter)
     listing = client.containers.run(image.id, ["-c", "import importlib.util as u, os, json; print(json.dumps("
-                                    "[m for m in ('pip', 'mlflow', 'dvc', 'matplotlib') if u.find_spec(m)] + "
+                                    "[m for m in ('pip', 'mlflow', 'dvc', 'matplotlib', 'sklearn', 'pandas', 'scipy',"
+                                    " 'skl2onnx', 'onnx') if u.find_spec(m)] + "
                                     "[p for p in ('/app/data', '/app/models/candidates') if os.path.exists(p)]))"],
                                     entrypoint="python3", remove=True, network_mode="host")
     assert json.loads(listing) == []

@@ -176,7 +176,7 @@ def test_values_beyond_the_training_range_are_found():
     ranges = training_ranges(schema, {"training_profile": {"columns": {"a": {"min": 0.0, "max": 10.0}}},
                                       "serving": {"range_margin": 0.1}})
     assert ranges == {"a": (-1.0, 11.0)}
-    found = beyond([{"a": 5.0}, {"a": 1e308}, {"a": None}], ranges)
+    found = beyond({"a": [5.0, 1e308, None]}, ranges)
     assert [(b.record, b.field) for b in found] == [(1, "a")]
 
 

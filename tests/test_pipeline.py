@@ -186,7 +186,8 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
 
     # 3. A champion bundle that no longer verifies is not trusted for re-scoring: its recorded metrics decide.
     champion_run = client.get_model_version_by_alias("gatekeeper", "champion").run_id
-    [stored] = (project / ".mlflow" / "artifacts").rglob(f"{champion_run}/artifacts/accepted_bundle/model.joblib")
+    # the registered MLflow model holds the signed bundle under data/accepted/
+    [stored] = (project / ".mlflow" / "artifacts").rglob(f"{champion_run}/artifacts/accepted_bundle/data/accepted/model.joblib")
     stored.write_bytes(stored.read_bytes() + b"\0")
     refused = sail(project, "gate")
     assert refused.returncode == 1 and "GATE FAILED" in refused.stderr, refused.stderr

@@ -135,6 +135,18 @@ def test_report_of_a_passing_gate(project_copy):
     images = re.findall(r"!\[[^]]*\]\((plots/[^)]+\.png)\)", text)
     assert sorted(images) == ["plots/confusion_matrix.png", "plots/roc.png"]
     assert all((project_copy / "reports" / image).is_file() for image in images)  # relative to report.md
+    assert "Served by **ONNX Runtime** (compiled), which agrees with scikit-learn on " in text
+    assert text.count(" | onnx |") == 3  # every example candidate takes the compiled path
+
+
+def test_report_says_why_scikit_learn_serves(project_copy):
+    gate_file = project_copy / "reports" / "gate.json"
+    gate = json.loads(gate_file.read_text())
+    gate["inference"] = {"runtime": "sklearn", "reason": "no compiled model: skl2onnx cannot convert it: X"}
+    gate_file.write_text(json.dumps(gate))
+    ok(sail(project_copy, "report", GITHUB_STEP_SUMMARY=""))
+    text = (project_copy / "reports" / "report.md").read_text()
+    assert "Served by **scikit-learn**: no compiled model: skl2onnx cannot convert it: X." in text
 
 
 def test_report_of_a_failing_gate_against_the_champion(project_copy, tmp_path):

@@ -22,8 +22,10 @@ from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference import serve
 from sail_pipelines.inference.serve import create_app, run_server, worker_count
+from sail_pipelines.inference import onnx
 from sail_pipelines.integrity.bundle import (
     MODEL,
+    ONNX_MODEL,
     TRANSFORMER,
     BundleRejected,
     dump_object,
@@ -58,8 +60,9 @@ def _training_frame() -> pd.DataFrame:
     return frame
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=["onnx", "sklearn"])
+def bundle_dir(request, tmp_path_factory) -> Path:
+    """The same model served by each runtime: compiled (ONNX Runtime) and scikit-learn."""
     frame = _training_frame()
     features = frame[SCHEMA.feature_names]
     transformer = ColumnTransformer(
@@ -78,9 +81,15 @@ def bundle_dir(tmp_path_factory) -> Path:
         "created_at": "2024-01-01T00:00:00+00:00",
         "registry": {"model": "m", "version": "1"},
         "evaluation": {"metrics": {"roc_auc": 0.93, "f1": 0.81}},
+        "classes": [0, 1],
+        "probabilities": True,
+        "inference": {"runtime": request.param, "reason": None if request.param == "onnx" else "test: sklearn serves"},
     }
+    files = {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)}
+    if request.param == "onnx":
+        files[ONNX_MODEL] = onnx.convert(transformer, model, SCHEMA, classification=True)
     dest = tmp_path_factory.mktemp("serve") / "bundle"
-    write_bundle(dest, {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)}, metadata, KEY)
+    write_bundle(dest, files, metadata, KEY)
     return dest
 
 
@@ -99,7 +108,13 @@ def _post(client, payload):
 
 
 def _expected(bundle, records):
-    return bundle.predict(pd.DataFrame(records, columns=SCHEMA.feature_names).astype({"x3": float}))
+    """What the serving runtime predicts, after checking it against scikit-learn's pipeline."""
+    columns = {name: [r[name] for r in records] for name in SCHEMA.feature_names}
+    served = bundle.predict(columns)
+    reference = bundle.predict(columns, "sklearn")
+    assert served[0].tolist() == reference[0].tolist()
+    assert served[1] == pytest.approx(reference[1], abs=1e-5)
+    return served
 
 
 # --- endpoints ---------------------------------------------------------------------------------
@@ -129,6 +144,11 @@ def test_metadata_travels_with_the_model(client, bundle):
     assert body["git_commit"] == "c0ffee"
     assert body["created_at"] == "2024-01-01T00:00:00+00:00"
     assert body["schema"] == SCHEMA.to_dict()
+    assert body["inference"]["runtime"] == bundle.runtime
+    if bundle.runtime == "sklearn":  # never a silent switch: the reason is in /metadata
+        assert body["inference"]["reason"] == "test: sklearn serves"
+    else:
+        assert body["inference"]["reason"] is None
 
 
 def test_metadata_of_an_ungated_candidate_has_nulls(bundle):
@@ -241,7 +261,87 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("method, path, body, content_type, status, field", BAD_INPUTS)
+def _mlflow(**body) -> bytes:
+    return json.dumps(body).encode()
+
+
+def _tensor(name, value, datatype=None, shape=None):
+    datatype = datatype or ("BYTES" if name == "color" else "FP64")
+    data = value if isinstance(value, list) else [value]
+    return {"name": name, "shape": shape or [len(data)], "datatype": datatype, "data": data}
+
+
+def _v2(*changed, drop=(), **body) -> bytes:
+    """An infer request of GOOD with some tensors replaced (by name) or dropped."""
+    tensors = {t["name"]: t for t in (_tensor(k, v) for k, v in GOOD.items()) if t["name"] not in drop}
+    tensors.update({t["name"]: t for t in changed})
+    return json.dumps({"inputs": list(tensors.values()), **body}).encode()
+
+
+INFER = "/v2/models/m/infer"
+SPLIT_COLUMNS = list(GOOD)
+BAD_PROTOCOL_INPUTS = [
+    pytest.param("POST", "/invocations", b"", JSON, 400, None, id="mlflow-empty-body"),
+    pytest.param("POST", "/invocations", b'{"inputs": [', JSON, 400, None, id="mlflow-malformed"),
+    pytest.param("POST", "/invocations", _mlflow(inputs=[GOOD]), "text/csv", 415, None, id="mlflow-csv"),
+    pytest.param("POST", "/invocations", b"[]", JSON, 422, None, id="mlflow-not-an-object"),
+    pytest.param("POST", "/invocations", _mlflow(), JSON, 422, None, id="mlflow-no-format"),
+    pytest.param("POST", "/invocations", _mlflow(rows=[GOOD]), JSON, 422, "rows", id="mlflow-unknown-key"),
+    pytest.param("POST", "/invocations", _mlflow(instances=[GOOD], inputs=[GOOD]), JSON, 422, "inputs",
+                 id="mlflow-two-formats"),
+    pytest.param("POST", "/invocations", _mlflow(inputs=[GOOD], params={"k": 1}), JSON, 422, "params",
+                 id="mlflow-params"),
+    pytest.param("POST", "/invocations", _mlflow(dataframe_split=[GOOD]), JSON, 422, "dataframe_split",
+                 id="split-not-an-object"),
+    pytest.param("POST", "/invocations", _mlflow(dataframe_split={"columns": SPLIT_COLUMNS, "data": [[1, 2]]}),
+                 JSON, 422, "dataframe_split.data", id="split-short-row"),
+    pytest.param("POST", "/invocations", _mlflow(dataframe_split={"columns": [1, 2], "data": []}), JSON, 422,
+                 "dataframe_split.columns", id="split-numeric-columns"),
+    pytest.param("POST", "/invocations", _mlflow(dataframe_split={"columns": SPLIT_COLUMNS, "data": [[1, 2, 3, "z"]]}),
+                 JSON, 422, "color", id="split-unknown-category"),
+    pytest.param("POST", "/invocations", _mlflow(dataframe_records={"x1": 1}), JSON, 422, "dataframe_records",
+                 id="records-not-an-array"),
+    pytest.param("POST", "/invocations", _mlflow(dataframe_records=[{**GOOD, "x1": "a"}]), JSON, 422, "x1",
+                 id="records-string-for-number"),
+    pytest.param("POST", "/invocations", _mlflow(dataframe_records=[]), JSON, 422, "dataframe_records",
+                 id="records-empty"),
+    pytest.param("POST", "/invocations", _mlflow(instances=[GOOD] * (MAX_RECORDS + 1)), JSON, 413, None,
+                 id="instances-too-many"),
+    pytest.param("POST", "/invocations", _mlflow(inputs={"x1": [1], "x2": [1, 2]}), JSON, 422, "inputs",
+                 id="inputs-ragged-columns"),
+    pytest.param("POST", "/invocations", _mlflow(inputs={"x1": 1}), JSON, 422, "x1", id="inputs-scalar-column"),
+    pytest.param("POST", "/invocations", _mlflow(inputs={k: [v] for k, v in GOOD.items() if k != "x3"}), JSON, 422,
+                 "x3", id="inputs-missing-column"),
+    pytest.param("GET", "/invocations", None, None, 405, None, id="get-invocations"),
+    pytest.param("POST", INFER, b"", JSON, 400, None, id="v2-empty-body"),
+    pytest.param("POST", INFER, _v2(_tensor("x1", 0.0)).replace(b"[0.0]", b"[NaN]"), JSON, 400, "x1", id="v2-nan"),
+    pytest.param("POST", "/invocations", b'{"dataframe_split": {"columns": ["x1"], "data": [[Infinity]]}}', JSON, 400,
+                 "x1", id="split-infinity"),
+    pytest.param("POST", INFER, _mlflow(), JSON, 422, "inputs", id="v2-no-inputs"),
+    pytest.param("POST", INFER, _mlflow(inputs=[5]), JSON, 422, "inputs[0]", id="v2-tensor-not-an-object"),
+    pytest.param("POST", INFER, _v2(drop=("color",)), JSON, 422, "color", id="v2-missing-tensor"),
+    pytest.param("POST", INFER, _v2(_tensor("zzz", 1.0)), JSON, 422, "zzz", id="v2-unknown-tensor"),
+    pytest.param("POST", INFER, _v2(_tensor("x1", "1.5", "BYTES")), JSON, 422, "x1", id="v2-bytes-for-number"),
+    pytest.param("POST", INFER, _v2(_tensor("color", 1, "INT64")), JSON, 422, "color", id="v2-number-for-category"),
+    pytest.param("POST", INFER, _v2(_tensor("x1", 1.0, "FLOAT")), JSON, 422, "x1", id="v2-unknown-datatype"),
+    pytest.param("POST", INFER, _v2(_tensor("x1", 1.5, "INT64")), JSON, 422, "x1", id="v2-fraction-in-int64"),
+    pytest.param("POST", INFER, _v2(_tensor("x1", 1.0, shape=[2])), JSON, 422, "x1", id="v2-shape-too-big"),
+    pytest.param("POST", INFER, _v2(_tensor("x1", [1.0, 2.0], shape=[1, 2])), JSON, 422, "x1", id="v2-wide-shape"),
+    pytest.param("POST", INFER, _v2(_tensor("x1", 1.0, shape=[-1])), JSON, 422, "x1", id="v2-negative-shape"),
+    pytest.param("POST", INFER, _v2(_tensor("x1", [1.0, 2.0])), JSON, 422, "inputs", id="v2-ragged-rows"),
+    pytest.param("POST", INFER, _v2(_tensor("x1", [None])), JSON, 422, "x1", id="v2-null-value"),
+    pytest.param("POST", INFER, _v2(_tensor("color", "c")), JSON, 422, "color", id="v2-unknown-category"),
+    pytest.param("POST", INFER, _v2(outputs=[{"name": "logits"}]), JSON, 422, "outputs[0].name",
+                 id="v2-unknown-output"),
+    pytest.param("POST", INFER, _v2(), "text/plain", 415, None, id="v2-text-plain"),
+    pytest.param("POST", "/v2/models/nope/infer", _v2(), JSON, 404, "model_name", id="v2-unknown-model"),
+    pytest.param("POST", "/v2/models/m/versions/9/infer", _v2(), JSON, 404, "model_version", id="v2-unknown-version"),
+    pytest.param("GET", "/v2/models/nope", None, None, 404, "model_name", id="v2-metadata-unknown-model"),
+    pytest.param("GET", INFER, None, None, 405, None, id="v2-get-infer"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, content_type, status, field", BAD_INPUTS + BAD_PROTOCOL_INPUTS)
 def test_bad_input_gets_a_json_4xx_and_serving_goes_on(client, method, path, body, content_type, status, field):
     resp = client.open(path, method=method, data=body, content_type=content_type)
     assert resp.status_code == status, resp.get_data(as_text=True)
@@ -252,6 +352,31 @@ def test_bad_input_gets_a_json_4xx_and_serving_goes_on(client, method, path, bod
     assert payload["request_id"] == resp.headers["X-Request-ID"]
     assert "Traceback" not in resp.get_data(as_text=True)
     assert _post(client, GOOD).status_code == 200
+
+
+def test_binary_tensor_data_is_refused(client):
+    resp = client.post(INFER, data=_v2(), content_type=JSON, headers={"Inference-Header-Content-Length": "10"})
+    assert resp.status_code == 415 and "binary" in resp.get_json()["error"]
+
+
+def test_protocols_answer_like_predict(client, bundle):
+    rows = [GOOD, {**GOOD, "x1": -2.5, "color": "b"}]
+    predictions, probabilities = _expected(bundle, rows)
+    split = {"columns": SPLIT_COLUMNS, "data": [[r[c] for c in SPLIT_COLUMNS] for r in rows]}
+    for body in ({"dataframe_split": split}, {"dataframe_records": rows}, {"instances": rows},
+                 {"inputs": {c: [r[c] for r in rows] for c in SPLIT_COLUMNS}}):
+        resp = client.post("/invocations", json=body)
+        assert resp.status_code == 200 and resp.get_json() == {"predictions": predictions.tolist()}
+    infer = client.post(INFER, data=_v2(_tensor("x1", [0.5, -2.5]), _tensor("x2", [-1.0, -1.0]),
+                                        _tensor("x3", [2, 2], "INT64"), _tensor("color", ["a", "b"]), id="req-1"),
+                        content_type=JSON).get_json()
+    assert infer["id"] == "req-1" and infer["model_name"] == "m" and infer["model_version"] == "1"
+    assert infer["outputs"][0] == {"name": "predict", "datatype": "INT64", "shape": [2], "data": predictions.tolist()}
+    assert infer["outputs"][1]["shape"] == [2, 2]
+    assert infer["outputs"][1]["data"] == pytest.approx(probabilities.ravel().tolist())
+    assert client.get("/ping").status_code == 200 and client.get("/v2/health/ready").get_json() == {"ready": True}
+    meta = client.get("/v2/models/m/versions/1").get_json()
+    assert meta["platform"] == {"onnx": "onnxruntime_onnx", "sklearn": "sklearn"}[bundle.runtime]
 
 
 def test_bad_record_in_a_batch_is_pointed_at(client):
@@ -265,7 +390,7 @@ def test_unexpected_fault_is_a_json_500_without_traceback(bundle, monkeypatch, c
     broken = dataclasses.replace(bundle)
     client = create_app(broken).test_client()
 
-    def explode(frame):
+    def explode(columns, runtime=None):
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(broken, "predict", explode)
@@ -276,14 +401,14 @@ def test_unexpected_fault_is_a_json_500_without_traceback(bundle, monkeypatch, c
     assert client.get("/health").status_code == 200
 
 
-def test_failed_warm_up_means_not_ready(bundle):
-    class Broken:
-        classes_ = np.array([0, 1])
+def test_failed_warm_up_means_not_ready(bundle, monkeypatch):
+    broken = dataclasses.replace(bundle)
 
-        def predict(self, x):
-            raise ValueError("cannot predict")
+    def cannot_predict(columns, runtime=None):
+        raise ValueError("cannot predict")
 
-    client = create_app(dataclasses.replace(bundle, model=Broken())).test_client()
+    monkeypatch.setattr(broken, "predict", cannot_predict)
+    client = create_app(broken).test_client()
     assert client.get("/health").status_code == 200
     resp = client.get("/ready")
     assert resp.status_code == 503
@@ -348,10 +473,10 @@ def live_server(bundle_dir, tmp_path):
         while True:
             assert proc.poll() is None, (tmp_path / "server.log").read_text()
             assert time.monotonic() < deadline, "server not ready in 30 s:\n" + (tmp_path / "server.log").read_text()
-            try:
+            try:  # workers load after the master binds: a request may wait for one
                 if requests.get(f"{base}/ready", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.1)
         yield base, proc
@@ -430,3 +555,44 @@ def test_bundle_signed_with_another_key_is_refused(bundle_dir, no_gunicorn):
         load_bundle(bundle_dir, other)
     with pytest.raises(BundleRejected, match="signature does not match"):
         run_server(bundle_dir, other, port=_free_port())
+
+
+INT_SCHEMA = Schema(
+    target=SCHEMA.target,
+    features=(Column("n", "int"), Column("x", "float", nullable=True),
+              Column("k", "category", values=(1, 2))),
+)
+
+
+@pytest.mark.parametrize("rows", [
+    [{"n": 1, "x": 0.5, "k": 1}, {"n": 2.0, "x": None, "k": 2}],
+    [{"n": 2**60 + 1, "x": 0.5, "k": 1}],  # not a float: check_value refuses it in an int column
+    [{"n": 1.5, "x": 0.5, "k": 1}],
+    [{"n": True, "x": 0.5, "k": 1}],
+    [{"n": 1, "x": 0.5, "k": True}],  # True == 1, yet not a category value
+    [{"n": 1, "x": 0.5, "k": 1.0}],
+    [{"n": 1, "x": 0.5, "k": [1]}],
+    [{"n": 1, "x": 0.5, "k": 3}],
+    [{"n": 1, "x": 0.5}],
+    [{"n": 1, "x": 0.5, "k": 1, "extra": 0}],
+    [{"n": 1, "x": float("inf"), "k": 1}],
+])
+def test_the_fast_column_check_agrees_with_the_record_check(rows):
+    """checked_columns takes a shortcut for plainly valid batches; it must never accept what
+    the per-record check refuses, nor refuse differently."""
+    from sail_pipelines.inference.requests import (
+        InputError,
+        check_records,
+        checked_columns,
+        records_to_columns,
+    )
+
+    def outcome(check):
+        try:
+            return check()
+        except InputError as exc:
+            return (exc.status, exc.message, exc.field, exc.record)
+
+    fast = outcome(lambda: checked_columns(INT_SCHEMA, rows, 10))
+    slow = outcome(lambda: records_to_columns(INT_SCHEMA, check_records(INT_SCHEMA, rows, 10)))
+    assert fast == slow

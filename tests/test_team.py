@@ -190,7 +190,9 @@ def test_mlflow_server_holds_the_version_its_alias_and_the_artifacts_in_s3(team_
     assert version.tags["sail.accepted_bundle_id"] == gate["accepted_bundle_id"]
     assert client.get_run(version.run_id).data.tags["git_commit"] == gate["git_commit"]
     run = client.get_run(version.run_id)
-    prefix = f"mlflow/{run.info.experiment_id}/{version.run_id}/artifacts/accepted_bundle/"
+    model = f"mlflow/{run.info.experiment_id}/{version.run_id}/artifacts/accepted_bundle/"
+    prefix = model + "data/accepted/"  # the MLflow model (MLmodel) holds the signed bundle
+    assert {"MLmodel", "requirements.txt"} <= {key.removeprefix(model) for key in s3.keys(prefix=model)}
     assert {"MANIFEST.json", "SIGNATURE.json", "metadata.json", "model.joblib", "holdout.json"} <= {
         key.removeprefix(prefix) for key in s3.keys(prefix=prefix)}
     assert s3.read(prefix + "MANIFEST.json") == (project / "models" / "accepted" / "MANIFEST.json").read_bytes()

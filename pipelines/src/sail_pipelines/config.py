@@ -96,6 +96,16 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class CompiledConfig:
+    """The compiled (ONNX Runtime) path and how closely it must agree with scikit-learn."""
+
+    enabled: bool = True
+    max_probability_diff: float = 0.02  # largest difference of a class probability
+    max_value_diff: float = 0.02  # regression: largest difference, in std devs of the predictions
+    max_label_mismatches: int = 0  # rows whose predicted class may differ
+
+
+@dataclass(frozen=True)
 class Params:
     task: str
     raw_data: str
@@ -107,6 +117,7 @@ class Params:
     validation: ValidationConfig
     serving: ServingConfig = ServingConfig()
     signing_scheme: str = SIGNING_SCHEMES[0]  # how bundles are signed (integrity/signing.py)
+    compiled: CompiledConfig = CompiledConfig()
 
 
 @dataclass(frozen=True)
@@ -575,6 +586,29 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
         ),
         serving=ServingConfig(out_of_range),
         signing_scheme=scheme,
+        compiled=_compiled(raw.get("compiled") or {}),
+    )
+
+
+def _compiled(raw: Any) -> CompiledConfig:
+    if not isinstance(raw, Mapping):
+        raise SailError("params.yaml: 'compiled' must be a mapping")
+    unknown = sorted(set(raw) - {f.name for f in fields(CompiledConfig)})
+    if unknown:
+        raise SailError(f"params.yaml: unknown key 'compiled.{unknown[0]}'")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise SailError(f"params.yaml: 'compiled.enabled' must be true or false, got {enabled!r}")
+    default = CompiledConfig()
+    return CompiledConfig(
+        enabled=enabled,
+        max_probability_diff=_number(raw.get("max_probability_diff", default.max_probability_diff),
+                                     "compiled.max_probability_diff", 0.0, 1.0),
+        max_value_diff=_number(raw.get("max_value_diff", default.max_value_diff),
+                               "compiled.max_value_diff", 0.0),
+        max_label_mismatches=int(_number(raw.get("max_label_mismatches",
+                                                 default.max_label_mismatches),
+                                         "compiled.max_label_mismatches", 0)),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from sail_pipelines.contract.schema import Schema
 
@@ -45,15 +45,14 @@ def training_ranges(schema: Schema, metadata: Mapping[str, Any]) -> dict[str, tu
     return ranges
 
 
-def beyond(records: list[dict[str, Any]], ranges: Mapping[str, tuple[float, float]]) -> list[Beyond]:
-    """Every checked record value outside its range, in record order."""
+def beyond(columns: Mapping[str, Sequence[Any]], ranges: Mapping[str, tuple[float, float]]) -> list[Beyond]:
+    """Every checked value (one list per feature, as a request's) outside its range, in record order."""
     found = []
-    for i, record in enumerate(records):
-        for name, (low, high) in ranges.items():
-            value = record.get(name)
+    for name, (low, high) in ranges.items():
+        for i, value in enumerate(columns.get(name, ())):
             if value is not None and not low <= value <= high:
                 found.append(Beyond(i, name, float(value), low, high))
-    return found
+    return sorted(found, key=lambda b: b.record)
 
 
 def beyond_frame(frame: Any, ranges: Mapping[str, tuple[float, float]]) -> list[Beyond]:

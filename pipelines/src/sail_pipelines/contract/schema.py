@@ -14,14 +14,15 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import numpy as np
-import pandas as pd
 import yaml
 
 from sail_pipelines.config import yaml_problem
 from sail_pipelines.errors import SailError
+
+if TYPE_CHECKING:  # pandas only for batch files: the API and the compiled path never import it
+    import pandas as pd
 
 TYPES = ("float", "int", "bool", "category", "datetime", "text")
 ROLES = ("feature", "target", "ignore")
@@ -76,6 +77,9 @@ class Schema:
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The feature columns in the dtypes the STL expects, however the rows were read:
         numbers and booleans as floats, categories and dates as objects, missing values as NaN."""
+        import numpy as np
+        import pandas as pd
+
         out = frame[self.feature_names].copy()
         for column in self.features:
             values = out[column.name]
@@ -158,9 +162,10 @@ BOOL_TEXT = {"true": True, "false": False, "yes": True, "no": False, "1": True, 
 
 def parse_bool(value: Any) -> bool:
     """True/False as JSON gives them, or as a CSV spells them (true/false, yes/no, 1/0)."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, float, np.integer, np.floating)) and value in (0, 1):
+    value = plain(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in BOOL_TEXT:
         return BOOL_TEXT[value.strip().lower()]
@@ -257,6 +262,9 @@ def _unparsed(present: pd.Series, parse: Any) -> pd.Series:
 
 def column_problems(column: Column, values: pd.Series) -> list[str]:
     """Vectorized version of check_value for a whole column: one message per kind of problem."""
+    import numpy as np
+    import pandas as pd
+
     name = column.name
     problems = []
     nulls = values.isna()

@@ -38,6 +38,13 @@ PACKAGE = "sail-pipelines"
 METRIC_EXTRAS = ("mlflow", "matplotlib", "requests", "boto3")
 PYPROJECT = "pyproject.toml"
 _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+# What the inference image of a compiled model needs: ONNX Runtime (without its tooling
+# dependencies, which serving never imports), numpy, pandas (batch files) and the web stack;
+# no scikit-learn or scipy.
+SERVE_COMPILED = ("numpy", "pandas", "flask", "gunicorn", "pyyaml")
+NO_DEPS = ("onnxruntime",)
+# The Dockerfile stage the inference image takes its libraries from, by the runtime serving it.
+INFERENCE_DEPS = {"onnx": "serve-deps", "sklearn": "project-deps"}
 REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01: identical wheels for identical code keep Docker's cache
 
 
@@ -161,8 +168,9 @@ def stage(context: BuildContext) -> None:
     hint = f"pip install it (it is a dependency in {PYPROJECT}): the images pin what is installed here"
     own = pinned(project_requirements(pyproject), hint)
     project = {name: version for name, version in own.items() if name not in core}
+    serve = {**pinned(SERVE_COMPILED), **{name: metadata.version(name) for name in NO_DEPS}}
     for name, versions in (("requirements-core.txt", core), ("requirements-metric.txt", metric),
-                           ("requirements-project.txt", project)):
+                           ("requirements-project.txt", project), ("requirements-serve.txt", serve)):
         update(context.staging / name, requirement_lines(versions))
     debian = "".join(f"{name}\n" for name in system_packages(pyproject))
     update(context.staging / "system-packages.txt", debian.encode())

@@ -27,7 +27,8 @@ from sail_pipelines.integrity.bundle import (
 )
 
 # Loaded when the container starts but not by a test-client request.
-STARTUP_MODULES = ("sail_pipelines.cli", "sail_pipelines.inference.predict", "gunicorn.arbiter", "gunicorn.workers.sync",
+STARTUP_MODULES = ("sail_pipelines.cli", "sail_pipelines.inference.predict", "gunicorn.arbiter",
+                   "gunicorn.workers.gthread",
                    "gunicorn.glogging", "gunicorn.http.wsgi")
 
 

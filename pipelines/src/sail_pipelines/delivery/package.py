@@ -10,23 +10,33 @@ The image ref is recorded on the MLflow model version, so promotion and rollback
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any, Callable
 
 from sail_pipelines.config import Params, ProjectPaths, Settings
 from sail_pipelines.delivery import containers
-from sail_pipelines.delivery.build import DOCKERFILE, BuildContext, image_names, stage, update
+from sail_pipelines.delivery.build import (
+    DOCKERFILE,
+    INFERENCE_DEPS,
+    BuildContext,
+    image_names,
+    stage,
+    update,
+)
 from sail_pipelines.delivery.release import IMAGE_TAG
 from sail_pipelines.evaluation.gate import accepted_verdict
 from sail_pipelines.files import write_json
 from sail_pipelines.integrations import tracking
-from sail_pipelines.integrity.bundle import MANIFEST, read_verified
+from sail_pipelines.integrity.bundle import MANIFEST, METADATA, LoadedBundle, read_verified
 from sail_pipelines.integrity.signing import VERIFY_FILE, HmacKey, VerifyKey
 
 
 def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
         say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     verdict = accepted_verdict(paths, "package")
-    _, bundle_id = read_verified(paths.accepted_dir, key)
+    files, bundle_id = read_verified(paths.accepted_dir, key)
+    metadata = json.loads(files[METADATA])
+    runtime = LoadedBundle(paths.accepted_dir, bundle_id, metadata, files).runtime
     manifest_sha256 = hashlib.sha256((paths.accepted_dir / MANIFEST).read_bytes()).hexdigest()
     version = str(verdict["registered_version"])
     names = image_names(paths, params, settings)
@@ -39,15 +49,18 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
     containers.build_image(
         client, paths.root, DOCKERFILE, "inference", ref, settings.base_image,
         labels={"org.opencontainers.image.revision": names.code, "sail.model": params.gate.registered_model,
-                "sail.model_version": version, "sail.bundle_id": bundle_id},
-        buildargs={"BUNDLE_MANIFEST_SHA256": manifest_sha256},
+                "sail.model_version": version, "sail.bundle_id": bundle_id,
+                "sail.runtime": runtime},
+        # A compiled model's image installs only what ONNX Runtime serving needs.
+        buildargs={"BUNDLE_MANIFEST_SHA256": manifest_sha256,
+                   "INFERENCE_DEPS": INFERENCE_DEPS[runtime]},
     )
     model = params.gate.registered_model
     mlflow = tracking.client(settings)
     with tracking.reachable(settings, "recording the image on the model version"):
         mlflow.set_model_version_tag(model, version, IMAGE_TAG, ref)
     package = {"image": ref, "model": model, "version": version, "bundle_id": bundle_id,
-               "git_commit": verdict["git_commit"], "key_id": key.key_id}
+               "runtime": runtime, "git_commit": verdict["git_commit"], "key_id": key.key_id}
     write_json(paths.reports / "package.json", package)
     return package
 

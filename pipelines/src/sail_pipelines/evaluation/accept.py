@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrations import tracking
+from sail_pipelines.integrations import mlflow_model, tracking
 from sail_pipelines.integrity.bundle import (
     LoadedBundle,
     holdout_mismatches,
+    load_bundle,
     write_bundle,
 )
 from sail_pipelines.integrity.signing import SignKey
@@ -48,18 +49,22 @@ def serving_check(bundle: LoadedBundle, holdout: Mapping[str, Any]) -> None:
 
 
 def release(client: Any, model: str, run_id: str, tags: dict[str, str], accepted_dir: Path,
-            files: dict[str, bytes], metadata: Callable[[str], dict[str, Any]], key: SignKey) -> tuple[str, str]:
-    """Register the run's model version, log and write its accepted bundle, move `candidate` to it.
+            files: dict[str, bytes], metadata: Callable[[str], dict[str, Any]], key: SignKey,
+            example: list[dict[str, Any]]) -> tuple[str, str]:
+    """Register the run's model version, log its accepted bundle as an MLflow model (the version's
+    source, `example` its input example), write it to `accepted_dir`, move `candidate` to it.
     Returns (version, accepted bundle id). On any failure the steps already done are undone."""
     before = tracking.version_by_alias(client, model, tracking.CANDIDATE)
     known = {v.version for v in client.search_model_versions(f"name='{model}' and run_id='{run_id}'")}
     registered = tracking.register(client, model, run_id, tags["source"], {k: v for k, v in tags.items() if k != "source"})
     version = str(registered.version)
-    staging = Path(tempfile.mkdtemp(prefix="sail-accepted-")) / "accepted_bundle"
+    staging = Path(tempfile.mkdtemp(prefix="sail-accepted-")) / "bundle"
     try:
         signed = metadata(version)
         accepted_id = write_bundle(staging, files, signed, key)
-        client.log_artifacts(run_id, str(staging), "accepted_bundle")
+        model_dir = staging.parent / mlflow_model.ARTIFACT
+        mlflow_model.save(load_bundle(staging, key), model_dir, example)
+        client.log_artifacts(run_id, str(model_dir), mlflow_model.ARTIFACT)
         client.set_model_version_tag(model, version, "sail.accepted_bundle_id", accepted_id)
         client.set_registered_model_alias(model, tracking.CANDIDATE, version)
         write_bundle(accepted_dir, files, signed, key)  # the same bytes: the same bundle id

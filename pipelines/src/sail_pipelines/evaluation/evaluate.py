@@ -11,12 +11,13 @@ import hashlib
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
-from sail_pipelines.config import Params, ProjectPaths, Settings
+from sail_pipelines.config import CompiledConfig, Params, ProjectPaths, Settings
 from sail_pipelines.contract import stl
 from sail_pipelines.contract.data import json_records, read_csv
 from sail_pipelines.contract.schema import plain
@@ -24,6 +25,8 @@ from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
 from sail_pipelines.evaluation import metrics, plots
 from sail_pipelines.files import read_json, write_json
+from sail_pipelines.inference import onnx
+from sail_pipelines.inference.requests import checked_columns
 from sail_pipelines.integrations import tracking
 from sail_pipelines.integrity.bundle import TRANSFORMER, LoadedBundle, load_bundle, recover
 from sail_pipelines.integrity.signing import VerifyKey, serving_env
@@ -31,11 +34,13 @@ from sail_pipelines.integrity.signing import VerifyKey, serving_env
 HOLDOUT_ROWS = 20  # rows that travel with the accepted model for smoke tests
 
 
-def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None) -> tuple[dict[str, Any], list[Any]]:
-    """Metrics of one bundle on the test frame (plots too when plot_dir is given)."""
+def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None,
+          runtime: str | None = None) -> tuple[dict[str, Any], list[Any]]:
+    """Metrics of one bundle on the test frame, by the runtime that will serve it (plots too
+    when plot_dir is given)."""
     target = bundle.metadata["target"]
     try:
-        predictions, probabilities = bundle.predict(test)
+        predictions, probabilities = bundle.predict(test, runtime)
     except stl.NonFiniteFeatures as exc:
         lines = ", ".join(str(i + 2) for i in exc.rows[:5])
         raise SailError(f"test data: {exc.field or 'a column'} becomes non-finite in the transformation layer "
@@ -50,6 +55,34 @@ def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None
         if plot_dir:
             plots.regression(plot_dir, bundle.metadata["name"], y_true, predictions)
     return result, [plain(p) for p in predictions]
+
+
+def serving_runtime(bundle: LoadedBundle, test: pd.DataFrame,
+                    config: CompiledConfig) -> dict[str, Any]:
+    """Which runtime will serve this candidate: its compiled graph only if it agrees with
+    scikit-learn on the test split and on the holdout rows, the latter built as a request's are."""
+    if bundle.runtime != "onnx":
+        recorded = bundle.metadata.get("inference")
+        return dict(recorded or {"runtime": "sklearn", "reason": "no compiled model"})
+    classification = bundle.metadata["task"] == "classification"
+    schema = bundle.schema
+    records = json_records(test.head(HOLDOUT_ROWS)[schema.feature_names])  # as a client sends them
+    holdout = checked_columns(schema, records, len(records))
+    checks: dict[str, Any] = {}
+    for name, rows in (("test_split", test), ("holdout", holdout)):
+        where = name.replace("_", " ")
+        try:
+            served = bundle.predict(rows, "onnx")
+        except Exception as exc:  # noqa: BLE001 - any failure of the graph: scikit-learn serves
+            failure = f"{type(exc).__name__}: {str(exc)[:200]}"
+            reason = f"the compiled model failed on the {where}: {failure}"
+            return {"runtime": "sklearn", "reason": reason}
+        expected = bundle.predict(rows, "sklearn")
+        problem, checks[name] = onnx.agreement(expected, served, config, classification)
+        if problem:
+            reason = f"the compiled model disagrees with scikit-learn on the {where}: {problem}"
+            return {"runtime": "sklearn", "reason": reason, "agreement": checks}
+    return {"runtime": "onnx", "reason": None, "agreement": checks}
 
 
 def candidate_dirs(paths: ProjectPaths, params: Params) -> list[Path]:
@@ -71,7 +104,9 @@ def same_transformation_layer(bundles: dict[str, LoadedBundle]) -> None:
         raise SailError(f"the candidates carry different transformation layers ({listed}): train them all from the same split")
 
 
-def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[str, Any], plot_dir: Path, params: Params) -> str:
+def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[str, Any],
+             plot_dir: Path, params: Params, runtime: str, test: pd.DataFrame,
+             paths: ProjectPaths) -> str:
     meta = bundle.metadata
     run = client.create_run(
         experiment,
@@ -83,6 +118,7 @@ def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[st
             "mlflow.source.git.commit": meta["git_commit"],
             "git_commit": meta["git_commit"],
             "data_hash": meta["data_hash"],
+            "sail.runtime": runtime,
         },
     )
     run_id = run.info.run_id
@@ -95,8 +131,28 @@ def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[st
             client.log_metric(run_id, name, value)
     client.log_artifacts(run_id, str(plot_dir), "plots")
     client.log_artifacts(run_id, str(bundle.path), "bundle")
+    _log_datasets(run_id, meta, test, paths)
     client.set_terminated(run_id)
     return run_id
+
+
+def _log_datasets(run_id: str, meta: dict[str, Any], test: pd.DataFrame,
+                  paths: ProjectPaths) -> None:
+    """The run's data lineage in MLflow's own terms: the training split by its md5 (this step
+    never reads it) and the test split it scored."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():  # MLflow warns that it guessed the source type of a path
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(str(paths.train_csv))
+    train = MetaDataset(source, name="train", digest=meta["train_hash"])
+    scored = mlflow.data.from_pandas(test, source=str(paths.test_csv), targets=meta["target"],
+                                     name="test")
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_input(train, context="training", tags={"sail.data_hash": meta["data_hash"]})
+        mlflow.log_input(scored, context="evaluation")
 
 
 def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey) -> dict[str, Any]:
@@ -107,14 +163,18 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
     scored: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[Any]] = {}
     run_ids: dict[str, str] = {}
+    runtimes: dict[str, dict[str, Any]] = {}
     with tracking.reachable(settings, "logging the evaluation"):
         experiment = tracking.experiment_id(client, settings, params.gate.registered_model)
     with tempfile.TemporaryDirectory() as scratch:
         for name, bundle in bundles.items():
             plot_dir = Path(scratch) / name
-            scored[name], predictions[name] = score(bundle, test, plot_dir)
+            runtimes[name] = serving_runtime(bundle, test, params.compiled)
+            runtime = runtimes[name]["runtime"]
+            scored[name], predictions[name] = score(bundle, test, plot_dir, runtime)
             with tracking.reachable(settings, "logging the evaluation"):
-                run_ids[name] = _log_run(client, experiment, bundle, scored[name], plot_dir, params)
+                run_ids[name] = _log_run(client, experiment, bundle, scored[name], plot_dir, params,
+                                         runtime, test, paths)
         winner = metrics.best(scored, params.gate.primary_metric)
         shutil.rmtree(paths.plots, ignore_errors=True)
         shutil.copytree(Path(scratch) / winner, paths.plots)
@@ -131,6 +191,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
                 "bundle_id": bundle.bundle_id,
                 "bundle": str(bundle.path.relative_to(paths.root)),
                 "mlflow_run_id": run_ids[name],
+                "inference": runtimes[name],
             }
             for name, bundle in bundles.items()
         },

@@ -30,10 +30,11 @@ from sail_pipelines.errors import GateFailed, SailError
 from sail_pipelines.evaluation import accept
 from sail_pipelines.evaluation.evaluate import score
 from sail_pipelines.files import read_json, write_json
-from sail_pipelines.integrations import tracking
+from sail_pipelines.integrations import mlflow_model, tracking
 from sail_pipelines.integrity.bundle import (
     HOLDOUT,
     METADATA,
+    ONNX_MODEL,
     BundleRejected,
     LoadedBundle,
     bundle_id,
@@ -96,11 +97,12 @@ def champion_scores(client: Any, run_id: str, schema: dict[str, Any], paths: Pro
     recorded = client.get_run(run_id).data.metrics
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            client.download_artifacts(run_id, "accepted_bundle", scratch)
+            client.download_artifacts(run_id, mlflow_model.ARTIFACT, scratch)
         except (MlflowException, OSError) as exc:
             return {"metrics": recorded, "metrics_source": f"recorded (its bundle could not be fetched: {exc})"}
         try:
-            champion = load_bundle(Path(scratch) / "accepted_bundle", key)
+            downloaded = mlflow_model.bundle_dir(Path(scratch) / mlflow_model.ARTIFACT)
+            champion = load_bundle(downloaded, key)
         except BundleRejected as exc:
             return {"metrics": recorded, "metrics_source": f"recorded (its bundle was refused: {exc})"}
         if champion.metadata["schema"] != schema:
@@ -121,6 +123,8 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SignKey, r
     if bundle.bundle_id != info["bundle_id"]:
         raise SailError(f"bundle {info['bundle']} changed since it was evaluated: run `sail evaluate` again")
     scores = {k: v for k, v in info["metrics"].items() if isinstance(v, float)}
+    inference = info.get("inference") or {"runtime": "sklearn",
+                                          "reason": "the evaluation named no serving runtime"}
     model = params.gate.registered_model
     client = tracking.client(settings)
     with tracking.reachable(settings, "reading the champion"):
@@ -142,6 +146,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SignKey, r
         "rules": [asdict(r) for r in rules],
         "tolerance": params.gate.tolerance,
         "bundle_id": bundle.bundle_id,
+        "inference": inference,
         "data_hash": bundle.metadata["data_hash"],
         "git_commit": bundle.metadata["git_commit"],
         "key_id": key.key_id,
@@ -157,9 +162,11 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SignKey, r
         return report
     with tracking.reachable(settings, "registering the accepted model"):
         run_id = info["mlflow_run_id"]
-        tags = {"source": client.get_run(run_id).info.artifact_uri + "/accepted_bundle",
+        tags = {"source": client.get_run(run_id).info.artifact_uri + "/" + mlflow_model.ARTIFACT,
                 "sail.data_hash": bundle.metadata["data_hash"], "sail.git_commit": bundle.metadata["git_commit"]}
         files = {name: data for name, data in bundle.files.items() if name != METADATA}
+        if inference["runtime"] != "onnx":  # what the metric step scored is what serves
+            files.pop(ONNX_MODEL, None)
         files[HOLDOUT] = json.dumps(evaluation["holdout"], indent=2).encode()
 
         def metadata(version: str) -> dict[str, Any]:
@@ -169,10 +176,13 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SignKey, r
                                "test_rows": evaluation["test_rows"], "mlflow_run_id": run_id},
                 "registry": {"model": model, "version": version, "alias": tracking.CANDIDATE},
                 "candidate_bundle_id": bundle.bundle_id,
+                "inference": inference,
                 "signing": {"algorithm": key.algorithm, "key_id": key.key_id, "dev_key": key.dev},
             }
 
-        version, accepted_id = accept.release(client, model, run_id, tags, paths.accepted_dir, files, metadata, key)
+        example = evaluation["holdout"]["records"][:5]
+        version, accepted_id = accept.release(client, model, run_id, tags, paths.accepted_dir, files, metadata,
+                                              key, example)
     report.update(registered_version=version, accepted_bundle_id=accepted_id, registered=True)
     write_json(paths.gate_report, report)
     return report

@@ -124,10 +124,13 @@ def _candidates_table(reports: Reports) -> list[str]:
     evaluation = reports.evaluation
     candidates = evaluation["candidates"]
     metrics = sorted({m for c in candidates.values() for m, v in c["metrics"].items() if isinstance(v, float)})
-    lines = ["| candidate | " + " | ".join(metrics) + " |", "| --- |" + " ---: |" * len(metrics)]
+    lines = ["| candidate | " + " | ".join(metrics) + " | served by |",
+             "| --- |" + " ---: |" * len(metrics) + " --- |"]
     for name in sorted(candidates):
         label = f"**{name}** (best)" if name == evaluation["best"] else name
-        lines.append(f"| {label} | " + " | ".join(_num(candidates[name]["metrics"].get(m)) for m in metrics) + " |")
+        runtime = (candidates[name].get("inference") or {}).get("runtime", "–")
+        numbers = " | ".join(_num(candidates[name]["metrics"].get(m)) for m in metrics)
+        lines.append(f"| {label} | {numbers} | {runtime} |")
     lines.append(f"\nScored on {evaluation.get('test_rows', '?')} test rows; the best on {evaluation['primary_metric']} goes to the gate.")
     return lines
 
@@ -163,6 +166,27 @@ def _data_section(reports: Reports) -> list[str]:
     if len(problems) > MAX_PROBLEMS:
         lines.append(f"  - … and {len(problems) - MAX_PROBLEMS} more in reports/validation.json")
     return lines
+
+
+def _serving_section(reports: Reports) -> list[str]:
+    """Which runtime will serve the candidate and, when it is not the compiled one, why."""
+    inference = reports.gate.get("inference")
+    if not inference:
+        return ["No serving runtime recorded: run `sail evaluate` and `sail gate` again."]
+    if inference["runtime"] != "onnx":
+        reason = _cell(inference.get("reason") or "no compiled model")
+        return [f"Served by **scikit-learn**: {reason}."]
+    checks = inference.get("agreement") or {}
+    figures = []
+    for where, check in checks.items():
+        rows = f"{check.get('rows')} {where.replace('_', ' ')} rows"
+        gap = check.get("max_probability_diff", check.get("max_value_diff"))
+        if gap is not None:
+            labels = check.get("label_mismatches", 0)
+            rows += f" (largest difference {gap:.2g}, {labels} labels differ)"
+        figures.append(rows)
+    agrees = " and ".join(figures)
+    return [f"Served by **ONNX Runtime** (compiled), which agrees with scikit-learn on {agrees}."]
 
 
 def _plots_section(reports: Reports, inline: bool, artifacts: str) -> list[str]:
@@ -201,6 +225,7 @@ def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str)
     lines += ["", "### Metrics: candidate vs champion and thresholds", "", *_metrics_table(reports, params),
               *_confusion_section(reports),
               "", "### All candidates", "", *_candidates_table(reports),
+              "", "### Serving", "", *_serving_section(reports),
               "", "### Data", "", *_data_section(reports),
               "", "### Plots", "", *_plots_section(reports, inline_plots, artifacts), ""]
     return "\n".join(lines)

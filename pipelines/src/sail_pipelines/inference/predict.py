@@ -72,8 +72,12 @@ class _Writer:
                 self.rows += 1
             return
         else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+            try:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+            except ImportError as exc:
+                raise SailError(f"writing Parquet needs pyarrow ({exc.name} is missing): pip install pyarrow, "
+                                "or write CSV or JSON") from None
 
             table = pa.Table.from_pandas(chunk, preserve_index=False)
             if self.parquet is None:
@@ -92,7 +96,10 @@ def run(bundle_dir: Path, key: VerifyKey, source: Path, dest: Path, fmt: str | N
         chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
     fmt = fmt or {".pq": "parquet"}.get(dest.suffix.lower(), dest.suffix.lstrip(".").lower())
     if fmt not in FORMATS:
-        raise SailError(f"output format must be one of {', '.join(FORMATS)} (from --format or the file suffix), got {fmt!r}")
+        raise SailError(
+            f"output format must be one of {', '.join(FORMATS)} "
+            f"(from --format or the file suffix), got {fmt!r}"
+        )
     bundle = load_bundle(bundle_dir, key)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)

@@ -2,132 +2,42 @@
 
 Every request body is parsed and checked against the bundle's own feature schema before
 the model sees it, so any bad input gets a 4xx JSON answer naming the problem and the
-worker keeps serving; the catch-all 500 handler is only for faults of our own.
+worker keeps serving; the catch-all 500 handler is only for faults of our own. Besides
+/predict it speaks MLflow's scoring protocol and the Open Inference Protocol v2
+(`protocols.py`). A compiled bundle is served by ONNX Runtime from plain arrays: neither
+pandas nor scikit-learn is imported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
-import sys
 import uuid
+from importlib import metadata as distributions
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import pandas as pd
 from flask import Flask, Response, g, jsonify, request
 from gunicorn.app.base import BaseApplication
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from sail_pipelines.contract.ranges import beyond, training_ranges
-from sail_pipelines.contract.schema import (
-    RecordError,
-    Schema,
-    check_record,
-    parse_schema,
-)
+from sail_pipelines.contract.schema import parse_schema
 from sail_pipelines.contract.stl import NonFiniteFeatures
+from sail_pipelines.inference import protocols
+from sail_pipelines.inference.requests import (
+    InputError,
+    checked_columns,
+    parse_json,
+    records_to_columns,
+    warm_up_record,
+)
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
 
-
-class _InputError(Exception):
-    """A client mistake, answered with `status` and a JSON body; never a 500."""
-
-    def __init__(self, status: int, message: str, field: str | None = None, record: int | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-        self.record = record
-
-
-class _NonFinite:
-    """Stands in for NaN/Infinity while parsing, so the object holding it can name the field."""
-
-    def __init__(self, literal: str):
-        self.literal = literal
-
-
-def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Reject duplicate keys (json would keep the last one silently) and NaN/Infinity values."""
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise RecordError(key, f"duplicate key '{key}'")
-        if isinstance(value, _NonFinite):
-            raise RecordError(key, f"'{key}' is {value.literal}, which is not valid JSON; send a finite number")
-        obj[key] = value
-    return obj
-
-
-def _parse_int(text: str) -> int | float:
-    """Integers beyond float range become ±inf, as 1e999 does, so the schema rejects them by field."""
-    value = int(text)
-    return value if abs(value) <= sys.float_info.max else float(text)
-
-
-def _parse_body(data: bytes) -> Any:
-    if not data:
-        raise _InputError(400, "request body is empty; send a JSON object or an array of objects")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _InputError(400, "request body is not valid UTF-8") from None
-    try:
-        return json.loads(text, object_pairs_hook=_strict_object, parse_constant=_NonFinite, parse_int=_parse_int)
-    except RecordError as exc:
-        raise _InputError(400, exc.message, exc.field) from None
-    except RecursionError:
-        raise _InputError(400, "JSON is nested too deeply") from None
-    except ValueError as exc:
-        raise _InputError(400, f"malformed JSON: {exc}") from None
-
-
-def _check_records(schema: Schema, payload: Any, max_records: int) -> list[dict[str, Any]]:
-    """One object is one record, an array is many; either way every record must meet the schema."""
-    if isinstance(payload, dict):
-        try:
-            return [check_record(schema, payload)]
-        except RecordError as exc:
-            raise _InputError(422, exc.message, exc.field) from None
-    if not isinstance(payload, list):
-        raise _InputError(422, "request body must be a JSON object (one record) or an array of objects (many)")
-    if not payload:
-        raise _InputError(422, "the array of records is empty")
-    if len(payload) > max_records:
-        raise _InputError(413, f"{len(payload)} records in one request; the limit is {max_records}")
-    records = []
-    for i, record in enumerate(payload):
-        if not isinstance(record, dict):
-            raise _InputError(422, f"record {i}: each record must be a JSON object", record=i)
-        try:
-            records.append(check_record(schema, record))
-        except RecordError as exc:
-            raise _InputError(422, f"record {i}: {exc.message}", exc.field, record=i) from None
-    return records
-
-
-def _frame(schema: Schema, records: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(records, columns=schema.feature_names)  # the bundle casts per type
-
-
-WARM_UP = {"bool": False, "datetime": "2000-01-01", "float": 0.0, "int": 0}
-
-
-def _warm_up_row(schema: Schema, metadata: dict[str, Any]) -> dict[str, Any]:
-    """A row like the training data: numbers at their training mean (0 is not in every STL's domain)."""
-    profile = (metadata.get("training_profile") or {}).get("columns", {})
-
-    def typical(column: Any) -> Any:
-        mean = profile.get(column.name, {}).get("mean")
-        if column.type in ("float", "int") and isinstance(mean, (int, float)) and math.isfinite(mean):
-            return round(mean) if column.type == "int" else mean
-        return column.values[0] if column.type == "category" else WARM_UP[column.type]
-
-    return {c.name: typical(c) for c in schema.features}
 
 
 def _request_id() -> str:
@@ -140,7 +50,25 @@ def _error(status: int, message: str, field: str | None = None, record: int | No
     body: dict[str, Any] = {"error": message, "field": field, "request_id": _request_id()}
     if record is not None:
         body["record"] = record
+    if request.path == "/invocations":  # what MLflow's clients read
+        body.update(error_code="BAD_REQUEST" if status < 500 else "INTERNAL_ERROR", message=message)
     return jsonify(body), status
+
+
+def _version() -> str:
+    try:
+        return distributions.version("sail-pipelines")
+    except distributions.PackageNotFoundError:
+        return "unknown"
+
+
+def runtime_info(bundle: LoadedBundle) -> dict[str, Any]:
+    """Which runtime serves and, when scikit-learn does, why the compiled model does not."""
+    inference = bundle.metadata.get("inference") or {}
+    reason = None
+    if bundle.runtime != "onnx":
+        reason = inference.get("reason") or "the bundle carries no compiled model"
+    return {"runtime": bundle.runtime, "reason": reason, "agreement": inference.get("agreement")}
 
 
 def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: int = 1_000_000) -> Flask:
@@ -150,7 +78,11 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
     registry = metadata.get("registry") or {}
     evaluation = metadata.get("evaluation") or {}
     model_version = registry.get("version")
-    class_keys = [str(c) for c in bundle.classes]
+    model_name = registry.get("model") or metadata.get("name") or "model"
+    task = metadata.get("task")
+    classes = bundle.classes
+    class_keys = [str(c) for c in classes]
+    serving = runtime_info(bundle)
     ranges = training_ranges(schema, metadata)
     refuse_out_of_range = (metadata.get("serving") or {}).get("out_of_range") == "refuse"
 
@@ -158,13 +90,39 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.logger.setLevel(logging.INFO)
 
+    def predict_columns(columns: dict[str, list[Any]]) -> tuple[Any, Any]:
+        """Every protocol's checked columns, through the training-range rule, to the model."""
+        g.n_records = n = len(next(iter(columns.values())))
+        g.strays = strays = beyond(columns, ranges)
+        if strays and refuse_out_of_range:
+            raise InputError(422, strays[0].message(), strays[0].field, strays[0].record)
+        try:
+            return bundle.predict(columns)
+        except NonFiniteFeatures as exc:
+            raise InputError(422, str(exc), exc.field, exc.rows[0] if n > 1 else None) from None
+
     # Prove the model answers before calling ourselves ready, not on the first real request.
     try:
-        bundle.predict(_frame(schema, [_warm_up_row(schema, metadata)]))
+        _, warm_probabilities = bundle.predict(records_to_columns(schema, [warm_up_record(schema, metadata)]))
         not_ready_reason = None
     except Exception as exc:  # any failure means the bundle cannot serve; /ready says why
         app.logger.exception("warm-up prediction failed")
         not_ready_reason = f"warm-up prediction failed: {type(exc).__name__}"
+        warm_probabilities = None
+
+    def json_body(untyped: bool = False) -> Any:
+        """The parsed body of a POST, refused when not JSON, too large or not ready to serve.
+        `untyped`: a body without Content-Type is JSON too (v2 clients send none)."""
+        if not_ready_reason:
+            raise InputError(503, f"model is not ready: {not_ready_reason}")
+        if request.headers.get("Inference-Header-Content-Length"):
+            raise InputError(415, "binary tensor data is not supported; send the tensors as JSON")
+        if request.mimetype != "application/json" and not (untyped and not request.mimetype):
+            raise InputError(415, "Content-Type must be application/json")
+        data = request.get_data()
+        if request.content_length is None and len(data) >= max_body_bytes:
+            raise RequestEntityTooLarge()  # werkzeug silently cuts a chunked body off at the limit
+        return parse_json(data)
 
     @app.get("/health")
     def health():
@@ -183,33 +141,19 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
             registered_model=registry.get("model"),
             bundle_id=bundle.bundle_id,
             name=metadata.get("name"),
-            task=metadata.get("task"),
+            task=task,
             metrics=evaluation.get("metrics"),
             data_hash=metadata.get("data_hash"),
             git_commit=metadata.get("git_commit"),
             created_at=metadata.get("created_at"),
             signing=metadata.get("signing"),  # algorithm and key id (the public key's fingerprint)
             schema=schema.to_dict(),
+            inference=serving,
         )
 
     @app.post("/predict")
     def predict():
-        if not_ready_reason:
-            return _error(503, f"model is not ready: {not_ready_reason}")
-        if request.mimetype != "application/json":
-            raise _InputError(415, "Content-Type must be application/json")
-        data = request.get_data()
-        if request.content_length is None and len(data) >= max_body_bytes:
-            raise RequestEntityTooLarge()  # werkzeug silently cuts a chunked body off at the limit
-        records = _check_records(schema, _parse_body(data), max_records)
-        g.n_records = len(records)
-        strays = beyond(records, ranges)
-        if strays and refuse_out_of_range:
-            raise _InputError(422, strays[0].message(), strays[0].field, strays[0].record)
-        try:
-            predictions, probabilities = bundle.predict(_frame(schema, records))
-        except NonFiniteFeatures as exc:
-            raise _InputError(422, str(exc), exc.field, exc.rows[0] if len(records) > 1 else None) from None
+        predictions, probabilities = predict_columns(checked_columns(schema, json_body(), max_records))
         body: dict[str, Any] = {
             "request_id": _request_id(),
             "model_version": model_version,
@@ -218,12 +162,77 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
         }
         if probabilities is not None:
             body["probabilities"] = [dict(zip(class_keys, row)) for row in probabilities.tolist()]
-        if strays:
-            body["out_of_range"] = [s.to_dict() for s in strays]
+        if g.strays:
+            body["out_of_range"] = [s.to_dict() for s in g.strays]
         return jsonify(body)
 
-    @app.errorhandler(_InputError)
-    def input_error(exc: _InputError):
+    # MLflow scoring protocol
+    @app.get("/ping")
+    def ping():
+        if not_ready_reason:
+            return _error(503, f"model is not ready: {not_ready_reason}")
+        return Response("\n", status=200, mimetype="application/json")
+
+    @app.get("/version")
+    def version():
+        return Response(_version(), mimetype="text/plain")
+
+    @app.post("/invocations")
+    def invocations():
+        predictions, _ = predict_columns(protocols.mlflow_columns(schema, json_body(), max_records))
+        return jsonify(protocols.mlflow_response(predictions))
+
+    # Open Inference Protocol v2
+    v2_meta = protocols.v2_metadata(schema, model_name, model_version,
+                                    protocols.PLATFORMS[bundle.runtime], str(task), classes,
+                                    warm_probabilities is not None)
+
+    def known_model(name: str, version: str | None = None) -> None:
+        if name != model_name:
+            raise InputError(404, f"unknown model '{name}'; this server serves '{model_name}'",
+                             "model_name")
+        if version is not None and version != model_version:
+            raise InputError(404, f"unknown version '{version}' of '{name}'; this server serves "
+                             f"version {model_version}", "model_version")
+
+    @app.get("/v2")
+    def v2_server():
+        return jsonify(name="sail-pipelines", version=_version(), extensions=[])
+
+    @app.get("/v2/health/live")
+    def v2_live():
+        return jsonify(live=True)
+
+    @app.get("/v2/health/ready")
+    def v2_ready():
+        return (jsonify(ready=True), 200) if not not_ready_reason else (jsonify(ready=False), 400)
+
+    @app.get("/v2/models/<name>")
+    @app.get("/v2/models/<name>/versions/<version>")
+    def v2_model(name: str, version: str | None = None):
+        known_model(name, version)
+        return jsonify(v2_meta)
+
+    @app.get("/v2/models/<name>/ready")
+    @app.get("/v2/models/<name>/versions/<version>/ready")
+    def v2_model_ready(name: str, version: str | None = None):
+        known_model(name, version)
+        status = 400 if not_ready_reason else 200
+        return jsonify(name=name, ready=not not_ready_reason), status
+
+    @app.post("/v2/models/<name>/infer")
+    @app.post("/v2/models/<name>/versions/<version>/infer")
+    def v2_infer(name: str, version: str | None = None):
+        known_model(name, version)
+        body = json_body(untyped=True)
+        columns, wanted = protocols.v2_columns(schema, body, max_records)
+        predictions, probabilities = predict_columns(columns)
+        ident = body.get("id") if isinstance(body.get("id"), str) else _request_id()
+        return jsonify(protocols.v2_response(model_name, model_version, ident, str(task),
+                                             predictions, probabilities, wanted))
+
+    @app.errorhandler(InputError)
+    def input_error(exc: InputError):
         return _error(exc.status, exc.message, exc.field, exc.record)
 
     @app.errorhandler(RequestEntityTooLarge)
@@ -274,10 +283,10 @@ def worker_count(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 
 
 class _Gunicorn(BaseApplication):
-    """Runs an app object we already built, instead of gunicorn importing one from a string."""
+    """Runs our app factory in each worker, instead of gunicorn importing an app from a string."""
 
-    def __init__(self, app: Flask, options: dict[str, Any]):
-        self.application = app
+    def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]):
+        self.factory = factory
         self.options = options
         super().__init__()
 
@@ -290,7 +299,7 @@ class _Gunicorn(BaseApplication):
             self.cfg.set("control_socket_disable", True)
 
     def load(self) -> Flask:
-        return self.application
+        return self.factory()
 
 
 def run_server(
@@ -301,16 +310,28 @@ def run_server(
     workers: int | None = None,
     max_records: int = 1000,
 ) -> None:
-    """Verify and load the bundle here first, so a rejected bundle fails before anything listens."""
-    app = create_app(load_bundle(bundle_dir, key), max_records=max_records)
+    """Verify the bundle and check its schema here first, so a rejected bundle fails before
+    anything listens. Each worker then builds the app and warms the model up itself: an ONNX
+    Runtime session made before a fork leaves the child hanging at exit on a lock of a thread
+    it does not have. A scikit-learn model is unpickled and warmed up once, here, and shared."""
+    bundle = load_bundle(bundle_dir, key)
+    schema = parse_schema(bundle.metadata.get("schema"))
+    if bundle.runtime == "sklearn":  # unpickled and imported once, before the workers fork
+        with contextlib.suppress(Exception):  # a failure shows in each worker's /ready
+            bundle.predict(records_to_columns(schema, [warm_up_record(schema, bundle.metadata)]))
     bind_host = f"[{host}]" if ":" in host else host
     options = {
         "bind": f"{bind_host}:{port}",
         "workers": workers or worker_count(),
-        "preload_app": True,  # workers fork from the loaded, warmed-up model
+        # Threads keep client connections alive (a sync worker closes each one), which doubles
+        # the requests a worker answers; ONNX Runtime sessions are safe to run from threads.
+        "worker_class": "gthread",
+        "threads": 4,
+        "keepalive": 5,
+        "preload_app": False,
         "timeout": 60,
         "graceful_timeout": 30,
         "accesslog": "-",
         "errorlog": "-",
     }
-    _Gunicorn(app, options).run()
+    _Gunicorn(lambda: create_app(bundle, max_records=max_records), options).run()

@@ -12,7 +12,6 @@ puts it back (`recover`).
 
 from __future__ import annotations
 
-import functools
 import glob
 import hashlib
 import io
@@ -22,23 +21,25 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import joblib
-import numpy as np
-import pandas as pd
-
-from sail_pipelines.contract import stl
 from sail_pipelines.contract.schema import Schema, parse_schema, plain
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.signing import SignKey, VerifyKey
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sail_pipelines.inference.onnx import Columns, CompiledModel, Prediction
 
 MANIFEST = "MANIFEST.json"
 SIGNATURE = "SIGNATURE.json"
 METADATA = "metadata.json"
 MODEL = "model.joblib"
 TRANSFORMER = "transformer.joblib"
+ONNX_MODEL = "model.onnx"  # the STL and model compiled for ONNX Runtime, when they convert
 HOLDOUT = "holdout.json"  # accepted bundles only: rows and the predictions the metric step made
 
 
@@ -47,6 +48,8 @@ class BundleRejected(SailError):
 
 
 def dump_object(obj: Any) -> bytes:
+    import joblib
+
     buffer = io.BytesIO()
     joblib.dump(obj, buffer)
     return buffer.getvalue()
@@ -171,22 +174,62 @@ def verify_digests(path: Path, manifest_sha256: str) -> tuple[dict[str, bytes], 
 
 @dataclass
 class LoadedBundle:
+    """A verified bundle. The pickles are unpickled (from the verified bytes) only when the
+    scikit-learn runtime is used, so a compiled bundle serves without scikit-learn or pandas."""
+
     path: Path
     bundle_id: str
     metadata: dict[str, Any]
-    transformer: Any
-    model: Any
     files: dict[str, bytes]
 
-    @functools.cached_property
+    @cached_property
     def schema(self) -> Schema:
         return parse_schema(self.metadata["schema"])
 
-    def predict(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-        """Predictions (and class probabilities) through the fitted Shared Transformation Layer.
-        Raises NonFiniteFeatures, naming the field, when a row cannot be scored."""
+    @cached_property
+    def transformer(self) -> Any:
+        return _unpickle(self, TRANSFORMER)
+
+    @cached_property
+    def model(self) -> Any:
+        return _unpickle(self, MODEL)
+
+    @property
+    def runtime(self) -> str:
+        """'onnx' when the bundle carries a compiled graph meant to serve, else 'sklearn'."""
+        inference = self.metadata.get("inference") or {}
+        compiled = ONNX_MODEL in self.files and inference.get("runtime") == "onnx"
+        return "onnx" if compiled else "sklearn"
+
+    @cached_property
+    def compiled(self) -> CompiledModel:
+        from sail_pipelines.inference.onnx import CompiledModel
+
+        if ONNX_MODEL not in self.files:
+            raise BundleRejected(f"bundle {self.path} carries no {ONNX_MODEL}")
+        return CompiledModel(self.files[ONNX_MODEL], self.schema,
+                             bool(self.metadata.get("probabilities", True)))
+
+    def predict(self, columns: Columns | pd.DataFrame, runtime: str | None = None) -> Prediction:
+        """Predictions (and class probabilities) through the fitted Shared Transformation Layer,
+        by the runtime that serves this bundle unless another is named. Takes checked columns
+        (a request's) or a frame (a batch file's). Raises NonFiniteFeatures, naming the field,
+        when scikit-learn's STL turns a row into something the model cannot score."""
+        if (runtime or self.runtime) == "onnx":
+            if hasattr(columns, "columns"):  # a frame: numbers as floats, missing values as NaN
+                columns = self.schema.prepare(columns)
+            return self.compiled.predict(columns)
+        return self._sklearn_predict(columns)
+
+    def _sklearn_predict(self, columns: Columns) -> Prediction:
+        import pandas as pd
+
+        from sail_pipelines.contract import stl
+
         schema = self.schema
-        transformed = stl.transform(self.transformer, schema, schema.prepare(features))
+        frame = pd.DataFrame({name: columns[name] for name in schema.feature_names})
+        # The dtypes training gave the STL, however the rows arrived (JSON 1 and 1.0 alike).
+        transformed = stl.transform(self.transformer, schema, schema.prepare(frame))
         predictions = self.model.predict(transformed)
         probabilities = None
         if self.metadata["task"] == "classification" and hasattr(self.model, "predict_proba"):
@@ -195,27 +238,33 @@ class LoadedBundle:
 
     @property
     def classes(self) -> list[Any]:
+        """Class labels, from metadata (bundles trained before it said so: from the model)."""
+        if "classes" in self.metadata or self.metadata.get("task") != "classification":
+            return list(self.metadata.get("classes", []))
         return [plain(c) for c in getattr(self.model, "classes_", [])]
 
 
 def load_bundle(path: Path, key: VerifyKey) -> LoadedBundle:
-    return _unpickle(path, *read_verified(path, key))
+    return _loaded(path, *read_verified(path, key))
 
 
 def load_by_digest(path: Path, manifest_sha256: str) -> LoadedBundle:
     """For an image build, which has no key: trust comes from the host's signature check,
     handed over as the digest of the manifest it verified."""
-    return _unpickle(path, *verify_digests(path, manifest_sha256))
+    return _loaded(path, *verify_digests(path, manifest_sha256))
 
 
-def _unpickle(path: Path, files: dict[str, bytes], ident: str) -> LoadedBundle:
-    try:
-        metadata = json.loads(files[METADATA])
-        transformer = joblib.load(io.BytesIO(files[TRANSFORMER]))
-        model = joblib.load(io.BytesIO(files[MODEL]))
-    except KeyError as exc:
-        raise BundleRejected(f"bundle {path}: missing {exc.args[0]}") from None
-    return LoadedBundle(path, ident, metadata, transformer, model, files)
+def _loaded(path: Path, files: dict[str, bytes], ident: str) -> LoadedBundle:
+    for name in (METADATA, MODEL, TRANSFORMER):
+        if name not in files:
+            raise BundleRejected(f"bundle {path}: missing {name}")
+    return LoadedBundle(path, ident, json.loads(files[METADATA]), files)
+
+
+def _unpickle(bundle: LoadedBundle, name: str) -> Any:
+    import joblib
+
+    return joblib.load(io.BytesIO(bundle.files[name]))
 
 
 def holdout_mismatches(served: list[Any], expected: list[Any]) -> list[int]:

@@ -18,11 +18,12 @@ import pandas as pd
 from sail_pipelines.config import Candidate, Params, ProjectPaths, Settings
 from sail_pipelines.contract import stl
 from sail_pipelines.contract.data import read_csv
-from sail_pipelines.contract.schema import Schema, load_schema
+from sail_pipelines.contract.schema import Schema, load_schema, plain
 from sail_pipelines.contract.validate import profile_frame
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrity.bundle import MODEL, TRANSFORMER, dump_object, write_bundle
+from sail_pipelines.inference import onnx
+from sail_pipelines.integrity.bundle import MODEL, ONNX_MODEL, TRANSFORMER, dump_object, write_bundle
 from sail_pipelines.integrity.signing import SignKey
 from sail_pipelines.provenance import Provenance, file_md5, library_versions, project_versions
 
@@ -48,6 +49,20 @@ def fit_candidate(candidate: Candidate, transformed: Any, target: pd.Series) -> 
     except (ValueError, TypeError) as exc:
         raise SailError(f"candidate '{candidate.name}' failed to train: {str(exc).splitlines()[0]}") from None
     return model
+
+
+def compile_candidate(params: Params, schema: Schema, transformer: Any,
+                      model: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The candidate's ONNX graph, if it converts, and what metadata says about its runtime.
+    The metric step checks the graph against scikit-learn before it may serve."""
+    if not params.compiled.enabled:
+        reason = "the compiled path is off (params.yaml compiled.enabled)"
+        return {}, {"runtime": "sklearn", "reason": reason}
+    try:
+        graph = onnx.convert(transformer, model, schema, params.task == "classification")
+    except onnx.ConversionFailed as exc:
+        return {}, {"runtime": "sklearn", "reason": f"no compiled model: {exc}"}
+    return {ONNX_MODEL: graph}, {"runtime": "onnx", "reason": None}
 
 
 def select(params: Params, names: list[str] | None) -> list[Candidate]:
@@ -96,15 +111,21 @@ def run(paths: ProjectPaths, params: Params, key: SignKey, origin: Provenance, n
     written = []
     for candidate in select(params, names):
         model = fit_candidate(candidate, transformed, target)
+        compiled, inference = compile_candidate(params, schema, transformer, model)
         metadata = {
             **common,
             "name": candidate.name,
             "estimator": candidate.estimator,
             "params": candidate.params,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "inference": inference,
         }
+        if params.task == "classification":
+            metadata["classes"] = [plain(c) for c in getattr(model, "classes_", [])]
+            metadata["probabilities"] = hasattr(model, "predict_proba")
         dest = paths.candidates_dir / candidate.name
-        write_bundle(dest, {MODEL: dump_object(model), TRANSFORMER: transformer_bytes}, metadata, key)
+        files = {MODEL: dump_object(model), TRANSFORMER: transformer_bytes, **compiled}
+        write_bundle(dest, files, metadata, key)
         written.append(dest)
     return written
 
