@@ -418,7 +418,7 @@ def test_failed_warm_up_means_not_ready(bundle, monkeypatch):
 
 def test_bundle_without_schema_is_refused(bundle):
     metadata = {k: v for k, v in bundle.metadata.items() if k != "schema"}
-    with pytest.raises(SailError, match="schema: expected 'target' and a non-empty 'features' list"):
+    with pytest.raises(SailError, match="schema: expected a 'columns' list"):
         create_app(dataclasses.replace(bundle, metadata=metadata))
 
 

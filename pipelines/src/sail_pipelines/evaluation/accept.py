@@ -58,7 +58,7 @@ def release(client: Any, model: str, run_id: str, tags: dict[str, str], accepted
     known = {v.version for v in client.search_model_versions(f"name='{model}' and run_id='{run_id}'")}
     registered = tracking.register(client, model, run_id, tags["source"], {k: v for k, v in tags.items() if k != "source"})
     version = str(registered.version)
-    staging = Path(tempfile.mkdtemp(prefix="sail-accepted-")) / "bundle"
+    staging = Path(tempfile.mkdtemp(prefix="sail-accepted-")) / accepted_dir.name  # data/accepted in the model
     try:
         signed = metadata(version)
         accepted_id = write_bundle(staging, files, signed, key)
