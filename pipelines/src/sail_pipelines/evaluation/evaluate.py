@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from sail_pipelines.config import Params, ProjectPaths, Settings
@@ -22,19 +23,27 @@ from sail_pipelines.contract.schema import plain
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
 from sail_pipelines.evaluation import metrics, plots
+from sail_pipelines.evaluation.bootstrap import Outputs
 from sail_pipelines.files import read_json, write_json
 from sail_pipelines.integrations import tracking
 from sail_pipelines.integrity.bundle import TRANSFORMER, LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.provenance import file_md5
 
-HOLDOUT_ROWS = 20  # rows that travel with the accepted model for smoke tests
+HOLDOUT_ROWS = 20  # rows whose predictions the smoke tests check (the gate adds the labelled holdout)
+
+
+def predict(bundle: LoadedBundle, rows: pd.DataFrame) -> Outputs:
+    """What the bundle says about each row: predictions, and class probabilities in its class order."""
+    predictions, probabilities = bundle.predict(rows[[c["name"] for c in bundle.metadata["schema"]["features"]]])
+    return Outputs(np.asarray(predictions), probabilities, tuple(bundle.classes))
 
 
 def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None) -> tuple[dict[str, Any], list[Any]]:
     """Metrics of one bundle on the test frame (plots too when plot_dir is given)."""
     target = bundle.metadata["target"]
-    features = test[[c["name"] for c in bundle.metadata["schema"]["features"]]]
-    predictions, probabilities = bundle.predict(features)
+    outputs = predict(bundle, test)
+    predictions, probabilities = outputs.predictions, outputs.probabilities
     y_true = test[target]
     if bundle.metadata["task"] == "classification":
         result = metrics.classification(y_true, predictions, probabilities, bundle.classes)
@@ -117,6 +126,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         "primary_metric": params.gate.primary_metric,
         "best": winner,
         "test_rows": int(len(test)),
+        "test_hash": file_md5(paths.test_csv),  # the gate scores these very rows again
         "candidates": {
             name: {
                 "metrics": scored[name],

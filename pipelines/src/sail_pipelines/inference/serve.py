@@ -169,6 +169,7 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
             data_hash=metadata.get("data_hash"),
             git_commit=metadata.get("git_commit"),
             created_at=metadata.get("created_at"),
+            model_card=metadata.get("model_card"),  # where `sail gate` logged the model card (MLflow)
             schema=schema.to_dict(),
         )
 
