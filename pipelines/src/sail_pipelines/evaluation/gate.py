@@ -109,9 +109,9 @@ def regresses(gate: GateConfig, mine: float, theirs: float, difference: list[flo
         return True, f"{metric} = nan vs champion {theirs:.4f}"
     if gate.regression_rule == "confidence" and difference:
         best_case = difference[1] if sign > 0 else difference[0]
-        way = "below" if sign > 0 else "above"
+        way, bound = ("below" if sign > 0 else "above"), (f"{-sign * tolerance:+g}" if tolerance else "0")
         return sign * best_case < -tolerance, (f"{numbers}; fails only when the whole interval lies {way} "
-                                               f"{-sign * tolerance:+g} (confidence rule)")
+                                               f"{bound} (confidence rule)")
     allowed = f"may {'drop' if sign > 0 else 'rise'} by at most {tolerance:g}"
     if gate.regression_rule == "confidence":
         allowed += " (point estimate: no interval without both models' predictions)"
@@ -138,7 +138,8 @@ def _holdout_rule(gate: GateConfig, champion: dict[str, Any]) -> Rule:
         return Rule(name, True, f"not judged: {holdout['reason']}", judged=False)
     difference = (holdout["intervals"].get(metric) or {}).get("difference")
     failed, detail = regresses(gate, holdout["candidate"][metric], holdout["champion"][metric], difference)
-    return Rule(name, not failed, f"{detail}; on {holdout['unseen_rows']} holdout rows the candidate never trained on")
+    where = f"on champion v{champion['version']}'s holdout ({holdout['unseen_rows']} rows the candidate never trained on)"
+    return Rule(name, not failed, f"{where}: {detail}")
 
 
 def _suspicious_rule(gate: GateConfig, champion: dict[str, Any]) -> Rule:
