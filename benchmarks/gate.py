@@ -1,6 +1,6 @@
 """The gate's added run time: what judging against noise and bad test data costs on the example.
 
-    .venv/bin/python benchmarks/gate.py [--resamples 1000] [--runs 5] [--task classification regression]
+    .venv/bin/python benchmarks/gate.py [--resamples 1000] [--runs 5] [--task TASK ...]
 
 For each task a project is generated with the default answers, run (`sail run`) and its model
 promoted, so the gate has a champion with a signed holdout. Then, in this process, the parts
@@ -42,8 +42,12 @@ KEY = "benchmark-signing-key-0f3c9a"
 
 
 def sail(project: Path, *args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
-                            capture_output=True, text=True, env=os.environ)
+    result = subprocess.run(
+        [sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
     if result.returncode != 0:
         sys.exit(f"sail {' '.join(args)} failed:\n{result.stderr[-2000:]}")
 
@@ -60,11 +64,15 @@ def median_seconds(work: Callable[[], Any], runs: int) -> tuple[float, Any]:
 def measure(project: Path, resamples: int, runs: int) -> dict[str, float]:
     paths = ProjectPaths(project)
     params = load_params(paths)
-    config = dataclasses.replace(params.gate, bootstrap=dataclasses.replace(params.gate.bootstrap, resamples=resamples))
+    config = dataclasses.replace(
+        params.gate, bootstrap=dataclasses.replace(params.gate.bootstrap, resamples=resamples)
+    )
     key = SigningKey(KEY.encode(), dev=False)
     settings = Settings.from_env(paths)
     evaluation = read_json(paths.evaluation_report)
-    candidate = load_bundle(paths.root / evaluation["candidates"][evaluation["best"]]["bundle"], key)
+    candidate = load_bundle(
+        paths.root / evaluation["candidates"][evaluation["best"]]["bundle"], key
+    )
     test = read_csv(paths.test_csv)
     target, task = candidate.metadata["target"], candidate.metadata["task"]
     client = tracking.client(settings)
@@ -73,17 +81,35 @@ def measure(project: Path, resamples: int, runs: int) -> dict[str, float]:
     champion_outputs = predict(champion, test)
     train = read_csv(paths.train_csv)
     figures: dict[str, float] = {"test rows": len(test)}
-    figures["candidate predictions"], outputs = median_seconds(lambda: predict(candidate, test), runs)
+    figures["candidate predictions"], outputs = median_seconds(
+        lambda: predict(candidate, test), runs
+    )
     figures["bootstrap, test split"], _ = median_seconds(
-        lambda: compare(task, test[target], outputs, champion_outputs, config.bootstrap), runs)
+        lambda: compare(task, test[target], outputs, champion_outputs, config.bootstrap), runs
+    )
     figures["champion's holdout"], _ = median_seconds(
-        lambda: gate.holdout_comparison(config, champion, candidate, train), runs)
-    figures["slices"], _ = median_seconds(lambda: slices.measure(
-        config.slices, config.bootstrap, task, candidate.classes, test, target, outputs, champion_outputs), runs)
-    figures["model card"], written = median_seconds(lambda: card.write(paths, card.build(paths, params)), runs)
+        lambda: gate.holdout_comparison(config, champion, candidate, train), runs
+    )
+    figures["slices"], _ = median_seconds(
+        lambda: slices.measure(
+            config.slices,
+            config.bootstrap,
+            task,
+            candidate.classes,
+            test,
+            target,
+            outputs,
+            champion_outputs,
+        ),
+        runs,
+    )
+    figures["model card"], written = median_seconds(
+        lambda: card.write(paths, card.build(paths, params)), runs
+    )
     run_id = evaluation["candidates"][evaluation["best"]]["mlflow_run_id"]
     figures["model card to MLflow"], _ = median_seconds(
-        lambda: [client.log_artifact(run_id, str(path), card.ARTIFACT) for path in written], runs)
+        lambda: [client.log_artifact(run_id, str(path), card.ARTIFACT) for path in written], runs
+    )
     figures["added in total"] = sum(v for k, v in figures.items() if k != "test rows")
     return figures
 
@@ -94,14 +120,28 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--task", nargs="+", default=["classification", "regression"])
     args = parser.parse_args()
-    os.environ.update(SAIL_SIGNING_KEY=KEY, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.invalid",
-                      GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.invalid",
-                      MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
-    print(f"gate's added run time, {args.resamples} bootstrap resamples, median of {args.runs} runs (goal < 5 s)")
+    os.environ.update(
+        SAIL_SIGNING_KEY=KEY,
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@example.invalid",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@example.invalid",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+    )
+    print(
+        f"gate's added run time, {args.resamples} bootstrap resamples, "
+        f"median of {args.runs} runs (goal < 5 s)"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         for task in args.task:
-            project = Path(cookiecutter(str(ROOT / "cookiecutter-sail"), no_input=True, output_dir=scratch,
-                                        extra_context={"task": task, "project_name": f"bench {task}"}))
+            project = Path(
+                cookiecutter(
+                    str(ROOT / "cookiecutter-sail"),
+                    no_input=True,
+                    output_dir=scratch,
+                    extra_context={"task": task, "project_name": f"bench {task}"},
+                )
+            )
             sail(project, "run")
             sail(project, "promote")
             figures = measure(project, args.resamples, args.runs)

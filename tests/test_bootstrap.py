@@ -17,7 +17,9 @@ N = 150
 def binary(labels=(0, 1)):
     y = RNG.choice(labels, N)
     positive = (y == labels[1]).astype(float)
-    p = np.round(np.clip(0.35 * positive + 0.65 * RNG.random(N), 0, 1), 2)  # rounded: ties in the scores
+    p = np.round(
+        np.clip(0.35 * positive + 0.65 * RNG.random(N), 0, 1), 2
+    )  # rounded: ties in the scores
     return y, Outputs(np.where(p > 0.5, labels[1], labels[0]), np.c_[1 - p, p], tuple(labels))
 
 
@@ -37,16 +39,21 @@ def regression():
 def sklearn_values(task, y, outputs):
     if task == "regression":
         return metrics.regression(y, outputs.predictions)
-    return metrics.classification(y, outputs.predictions, outputs.probabilities, list(outputs.classes))
+    return metrics.classification(
+        y, outputs.predictions, outputs.probabilities, list(outputs.classes)
+    )
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
-@pytest.mark.parametrize("task,make", [
-    ("classification", binary),
-    ("classification", lambda: binary(("no", "yes"))),
-    ("classification", multiclass),
-    ("regression", regression),
-])
+@pytest.mark.parametrize(
+    "task,make",
+    [
+        ("classification", binary),
+        ("classification", lambda: binary(("no", "yes"))),
+        ("classification", multiclass),
+        ("regression", regression),
+    ],
+)
 def test_unit_weights_give_the_scikit_learn_metrics(task, make):
     y, outputs = make()
     ours = bootstrap.weighted_metrics(task, y, outputs, np.ones((1, len(y))))
@@ -59,7 +66,11 @@ def test_unit_weights_give_the_scikit_learn_metrics(task, make):
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
 def test_resample_weights_give_the_metrics_of_the_resampled_rows():
     """A weight of k is the row drawn k times, also for classes absent from a resample."""
-    for task, (y, outputs) in (("classification", multiclass()), ("classification", binary()), ("regression", regression())):
+    for task, (y, outputs) in (
+        ("classification", multiclass()),
+        ("classification", binary()),
+        ("regression", regression()),
+    ):
         [weights] = list(bootstrap.resample_weights(len(y), 1, seed=3))
         rows = np.repeat(np.arange(len(y)), weights[0].astype(int))
         ours = bootstrap.weighted_metrics(task, y, outputs, weights)
@@ -73,15 +84,22 @@ def test_intervals_are_seeded_paired_and_hold_the_point():
     config = BootstrapConfig(level=0.9, resamples=400, seed=11)
     first = bootstrap.intervals("classification", y, candidate, candidate, config)
     assert first == bootstrap.intervals("classification", y, candidate, candidate, config)
-    assert first != bootstrap.intervals("classification", y, candidate, candidate, BootstrapConfig(0.9, 400, 12))
+    assert first != bootstrap.intervals(
+        "classification", y, candidate, candidate, BootstrapConfig(0.9, 400, 12)
+    )
     point = compare("classification", y, candidate, None, config)["candidate"]
     for name, interval in first.items():
         assert interval["difference"] == [0.0, 0.0]  # the same model on the same resamples
         low, high = interval["candidate"]
         assert low <= point[name] <= high
-    wider = bootstrap.intervals("classification", y, candidate, None, BootstrapConfig(0.99, 400, 11))
+    wider = bootstrap.intervals(
+        "classification", y, candidate, None, BootstrapConfig(0.99, 400, 11)
+    )
     assert wider["roc_auc"]["champion"] is None and wider["roc_auc"]["difference"] is None
-    assert wider["roc_auc"]["candidate"][1] - wider["roc_auc"]["candidate"][0] > first["roc_auc"]["candidate"][1] - first["roc_auc"]["candidate"][0]
+    assert (
+        wider["roc_auc"]["candidate"][1] - wider["roc_auc"]["candidate"][0]
+        > first["roc_auc"]["candidate"][1] - first["roc_auc"]["candidate"][0]
+    )
 
 
 def test_chunks_cover_every_resample():
@@ -91,8 +109,20 @@ def test_chunks_cover_every_resample():
 
 
 def test_too_few_rows_or_rows_of_a_class_are_named():
-    assert too_few([0, 1] * 20, "classification", [0, 1], 50, 10, "gate.min_test_rows", "gate.min_rows_per_class") == \
-        "40 rows, fewer than gate.min_test_rows = 50"
-    assert too_few(["a"] * 60 + ["b"] * 3, "classification", ["a", "b", "c"], 50, 10, "r", "c") == \
-        "3 rows of class 'b', 0 rows of class 'c', fewer than c = 10"
+    assert (
+        too_few(
+            [0, 1] * 20,
+            "classification",
+            [0, 1],
+            50,
+            10,
+            "gate.min_test_rows",
+            "gate.min_rows_per_class",
+        )
+        == "40 rows, fewer than gate.min_test_rows = 50"
+    )
+    assert (
+        too_few(["a"] * 60 + ["b"] * 3, "classification", ["a", "b", "c"], 50, 10, "r", "c")
+        == "3 rows of class 'b', 0 rows of class 'c', fewer than c = 10"
+    )
     assert too_few([1.5] * 60, "regression", [], 50, 10, "r", "c") is None

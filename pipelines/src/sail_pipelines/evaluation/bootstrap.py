@@ -48,19 +48,26 @@ def resample_weights(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
         yield np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n).astype(float)
 
 
-def weighted_metrics(task: str, y_true: Any, outputs: Outputs, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Every metric of the task for each row of `weights` (a weight of 1 everywhere is the plain metric)."""
+def weighted_metrics(
+    task: str, y_true: Any, outputs: Outputs, weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Every metric of the task for each row of `weights` (all weights 1: the plain metric)."""
     if task == "regression":
-        return _regression(np.asarray(y_true, dtype=float), np.asarray(outputs.predictions, dtype=float), weights)
+        return _regression(
+            np.asarray(y_true, dtype=float), np.asarray(outputs.predictions, dtype=float), weights
+        )
     return _classification(np.asarray(y_true, dtype=object), outputs, weights)
 
 
-def intervals(task: str, y_true: Any, candidate: Outputs, champion: Outputs | None,
-              config: BootstrapConfig) -> dict[str, dict[str, list[float] | None]]:
+def intervals(
+    task: str, y_true: Any, candidate: Outputs, champion: Outputs | None, config: BootstrapConfig
+) -> dict[str, dict[str, list[float] | None]]:
     """Per metric: the interval of the candidate, of the champion and of candidate minus champion,
     all from the same resamples (paired). None where a metric is undefined in most resamples."""
     metrics = METRICS_BY_TASK[task]
-    collected: dict[str, dict[str, list[np.ndarray]]] = {m: {"candidate": [], "champion": []} for m in metrics}
+    collected: dict[str, dict[str, list[np.ndarray]]] = {
+        m: {"candidate": [], "champion": []} for m in metrics
+    }
     for weights in resample_weights(len(candidate.predictions), config.resamples, config.seed):
         for who, outputs in (("candidate", candidate), ("champion", champion)):
             if outputs is not None:
@@ -89,18 +96,24 @@ def _interval(values: np.ndarray, level: float) -> list[float] | None:
 
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray, empty: float = 0.0) -> np.ndarray:
-    """numerator / denominator, `empty` where the denominator is 0 (scikit-learn's zero_division)."""
+    """numerator / denominator, `empty` where the denominator is 0 (scikit-learn's zero_division)"""
     out = np.full(np.broadcast(numerator, denominator).shape, empty, dtype=float)
     np.divide(numerator, denominator, out=out, where=denominator != 0)
     return out
 
 
-def _classification(y_true: np.ndarray, outputs: Outputs, weights: np.ndarray) -> dict[str, np.ndarray]:
+def _classification(
+    y_true: np.ndarray, outputs: Outputs, weights: np.ndarray
+) -> dict[str, np.ndarray]:
     classes = list(outputs.classes)
-    labels = classes + sorted(set(pd.unique(y_true)) - set(classes), key=str)  # a label the model never saw
+    labels = classes + sorted(
+        set(pd.unique(y_true)) - set(classes), key=str
+    )  # a label the model never saw
     k = len(labels)
     true_code = pd.Categorical(y_true, categories=labels).codes
-    pred_code = pd.Categorical(np.asarray(outputs.predictions, dtype=object), categories=labels).codes
+    pred_code = pd.Categorical(
+        np.asarray(outputs.predictions, dtype=object), categories=labels
+    ).codes
     cells = np.zeros((len(y_true), k * k))
     cells[np.arange(len(y_true)), true_code * k + pred_code] = 1.0
     confusion = (weights @ cells).reshape(-1, k, k)  # [resample, true, predicted]
@@ -116,7 +129,9 @@ def _classification(y_true: np.ndarray, outputs: Outputs, weights: np.ndarray) -
     else:  # average="macro" over the labels present in y_true or the predictions
         present = (actual + predicted) > 0
         count = present.sum(axis=1)
-        precision, recall, f1 = (_divide((v * present).sum(axis=1), count) for v in (precision, recall, f1))
+        precision, recall, f1 = (
+            _divide((v * present).sum(axis=1), count) for v in (precision, recall, f1)
+        )
     covariance = tp.sum(axis=1) * total - (actual * predicted).sum(axis=1)
     spread = (total**2 - (predicted**2).sum(axis=1)) * (total**2 - (actual**2).sum(axis=1))
     mcc = _divide(covariance, np.sqrt(np.clip(spread, 0, None)))
@@ -130,20 +145,28 @@ def _classification(y_true: np.ndarray, outputs: Outputs, weights: np.ndarray) -
     }
 
 
-def _roc_auc(true_code: np.ndarray, outputs: Outputs, labels: list[Any], weights: np.ndarray) -> np.ndarray:
+def _roc_auc(
+    true_code: np.ndarray, outputs: Outputs, labels: list[Any], weights: np.ndarray
+) -> np.ndarray:
     """Binary AUC of the last class's probability, or the one-vs-rest macro mean for multiclass."""
     if outputs.probabilities is None:
         return np.full(len(weights), np.nan)
     classes = list(outputs.classes)
     if len(classes) == 2:
-        return _binary_auc(true_code == labels.index(classes[1]), outputs.probabilities[:, 1], weights)
-    per_class = [_binary_auc(true_code == labels.index(c), outputs.probabilities[:, i], weights)
-                 for i, c in enumerate(classes)]
-    return np.mean(per_class, axis=0)  # NaN when any class is absent from a resample, as scikit-learn
+        return _binary_auc(
+            true_code == labels.index(classes[1]), outputs.probabilities[:, 1], weights
+        )
+    per_class = [
+        _binary_auc(true_code == labels.index(c), outputs.probabilities[:, i], weights)
+        for i, c in enumerate(classes)
+    ]
+    return np.mean(
+        per_class, axis=0
+    )  # NaN when any class is absent from a resample, as scikit-learn
 
 
 def _binary_auc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted Mann-Whitney AUC: the chance a positive row outscores a negative one, ties counting half."""
+    """Weighted Mann-Whitney AUC: the chance a positive row outscores a negative (ties half)."""
     order = np.argsort(score, kind="mergesort")
     ranked = score[order]
     starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # groups of tied scores
@@ -155,7 +178,9 @@ def _binary_auc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) ->
     return _divide((pos * (below + 0.5 * neg)).sum(axis=1), pairs, np.nan)
 
 
-def _regression(y_true: np.ndarray, predictions: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+def _regression(
+    y_true: np.ndarray, predictions: np.ndarray, weights: np.ndarray
+) -> dict[str, np.ndarray]:
     errors = y_true - predictions
     total = weights.sum(axis=1)
     centred = y_true - y_true.mean()  # keeps the sums of squares well conditioned
@@ -163,8 +188,11 @@ def _regression(y_true: np.ndarray, predictions: np.ndarray, weights: np.ndarray
     spread = weights @ centred**2 - total * mean**2
     residual = weights @ errors**2
     # scikit-learn's force_finite: a constant target gives 1 for a perfect fit, else 0
-    r2 = np.where(spread > 1e-12 * np.maximum(weights @ centred**2, 1e-300),
-                  1 - _divide(residual, spread, np.nan), np.where(residual == 0, 1.0, 0.0))
+    r2 = np.where(
+        spread > 1e-12 * np.maximum(weights @ centred**2, 1e-300),
+        1 - _divide(residual, spread, np.nan),
+        np.where(residual == 0, 1.0, 0.0),
+    )
     return {
         "rmse": np.sqrt(_divide(residual, total, np.nan)),
         "mae": _divide(weights @ np.abs(errors), total, np.nan),

@@ -39,11 +39,17 @@ def number(value: Any) -> str:
     return "nan" if math.isnan(value) else f"{value:.4f}"
 
 
+def known(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
 def interval(bounds: Any, signed: bool = False) -> str:
     """'[0.9812, 0.9990]', or '–' when there is none."""
     if not bounds:
         return "–"
-    return f"[{bounds[0]:+.4f}, {bounds[1]:+.4f}]" if signed else f"[{bounds[0]:.4f}, {bounds[1]:.4f}]"
+    return (
+        f"[{bounds[0]:+.4f}, {bounds[1]:+.4f}]" if signed else f"[{bounds[0]:.4f}, {bounds[1]:.4f}]"
+    )
 
 
 def build(paths: ProjectPaths, params: Params) -> dict[str, Any]:
@@ -54,27 +60,61 @@ def build(paths: ProjectPaths, params: Params) -> dict[str, Any]:
     champion = gate.get("champion") or {}
     primary = gate["primary_metric"]
     return {
-        "model": {"registered_model": params.gate.registered_model, "version": gate.get("registered_version"),
-                  "candidate": gate["candidate"], "estimator": gate.get("estimator"), "task": gate.get("task", params.task)},
-        "intended_use": {"description": answers.get("description"), "project": answers.get("project_name"),
-                         "owner": answers.get("author_name"),
-                         "source": ".cruft.json (template answers)" if answers else "no .cruft.json in the project"},
-        "data": {"hash": gate.get("data_hash"), "rows": validation.get("rows"), "columns": validation.get("columns"),
-                 "train_rows": gate.get("train_rows"), "test_rows": gate.get("test_rows")},
-        "metrics": {name: {"value": value, "interval": (intervals.get(name) or {}).get("candidate")}
-                    for name, value in gate["metrics"].items()},
+        "model": {
+            "registered_model": params.gate.registered_model,
+            "version": gate.get("registered_version"),
+            "candidate": gate["candidate"],
+            "estimator": gate.get("estimator"),
+            "task": gate.get("task", params.task),
+        },
+        "intended_use": {
+            "description": answers.get("description"),
+            "project": answers.get("project_name"),
+            "owner": answers.get("author_name"),
+            "source": ".cruft.json (template answers)"
+            if answers
+            else "no .cruft.json in the project",
+        },
+        "data": {
+            "hash": gate.get("data_hash"),
+            "rows": validation.get("rows"),
+            "columns": validation.get("columns"),
+            "train_rows": gate.get("train_rows"),
+            "test_rows": gate.get("test_rows"),
+        },
+        "metrics": {
+            name: {"value": value, "interval": (intervals.get(name) or {}).get("candidate")}
+            for name, value in gate["metrics"].items()
+        },
         "primary_metric": primary,
         "bootstrap": gate.get("bootstrap"),
-        "slices": [{"slice": slices.label(e), "rows": e["rows"], "judged": e["judged"], "reason": e["reason"],
-                    primary: (e.get("candidate") or {}).get(primary),
-                    "interval": ((e.get("intervals") or {}).get(primary) or {}).get("candidate")}
-                   for e in gate.get("slices") or []],
-        "verdict": {"result": gate["verdict"], "judged_at": gate.get("judged_at"),
-                    "rules": [{"rule": r["rule"], "status": status(r), "detail": r["detail"]} for r in gate["rules"]]},
+        "slices": [
+            {
+                "slice": slices.label(e),
+                "rows": e["rows"],
+                "judged": e["judged"],
+                "reason": e["reason"],
+                primary: (e.get("candidate") or {}).get(primary),
+                "interval": ((e.get("intervals") or {}).get(primary) or {}).get("candidate"),
+            }
+            for e in gate.get("slices") or []
+        ],
+        "verdict": {
+            "result": gate["verdict"],
+            "judged_at": gate.get("judged_at"),
+            "rules": [
+                {"rule": r["rule"], "status": status(r), "detail": r["detail"]}
+                for r in gate["rules"]
+            ],
+        },
         "signing": {"algorithm": "HMAC-SHA256", "key_id": gate.get("key_id")},
-        "lineage": {"git_commit": gate.get("git_commit"), "parent_champion": champion.get("version"),
-                    "candidate_bundle_id": gate.get("bundle_id"), "accepted_bundle_id": gate.get("accepted_bundle_id"),
-                    "mlflow_run_id": gate.get("mlflow_run_id")},
+        "lineage": {
+            "git_commit": gate.get("git_commit"),
+            "parent_champion": champion.get("version"),
+            "candidate_bundle_id": gate.get("bundle_id"),
+            "accepted_bundle_id": gate.get("accepted_bundle_id"),
+            "mlflow_run_id": gate.get("mlflow_run_id"),
+        },
     }
 
 
@@ -86,9 +126,13 @@ def status(rule: dict[str, Any]) -> str:
 
 def markdown(card: dict[str, Any]) -> str:
     model, use, data, lineage = card["model"], card["intended_use"], card["data"], card["lineage"]
-    name = model["registered_model"] + (f" v{model['version']}" if model["version"] else " (not registered)")
+    name = model["registered_model"] + (
+        f" v{model['version']}" if model["version"] else " (not registered)"
+    )
     boot = card.get("bootstrap") or {}
     level = f"{boot.get('level', 0.95):.0%}"
+    parent = lineage["parent_champion"]
+    parent = f"v{parent}" if parent else "none (first model)"
     lines = [
         f"# Model card: {name}",
         "",
@@ -104,15 +148,19 @@ def markdown(card: dict[str, Any]) -> str:
         "## Data",
         "",
         f"- data hash (md5, as DVC records it): `{data['hash']}`",
-        f"- {data['rows'] if data['rows'] is not None else '?'} rows, {data['columns'] or '?'} columns; "
-        f"{data['train_rows'] or '?'} training rows, {data['test_rows'] or '?'} test rows",
+        f"- {known(data['rows'])} rows, {known(data['columns'])} columns; "
+        f"{known(data['train_rows'])} training rows, {known(data['test_rows'])} test rows",
         "",
-        f"## Metrics on the test split ({level} paired bootstrap intervals, {boot.get('resamples', '?')} resamples)",
+        f"## Metrics on the test split ({level} paired bootstrap intervals, "
+        f"{boot.get('resamples', '?')} resamples)",
         "",
         f"| metric | value | {level} interval |",
         "| --- | ---: | --- |",
-        *(f"| {m}{' (primary)' if m == card['primary_metric'] else ''} | {number(v['value'])} | {interval(v['interval'])} |"
-          for m, v in card["metrics"].items()),
+        *(
+            f"| {m}{' (primary)' if m == card['primary_metric'] else ''} | {number(v['value'])} "
+            f"| {interval(v['interval'])} |"
+            for m, v in card["metrics"].items()
+        ),
         "",
         "## Slices",
         "",
@@ -120,20 +168,26 @@ def markdown(card: dict[str, Any]) -> str:
     if card["slices"]:
         primary = card["primary_metric"]
         lines += [f"| slice | rows | {primary} | {level} interval |", "| --- | ---: | ---: | --- |"]
-        lines += [f"| {s['slice']} | {s['rows']} | {number(s[primary]) if s['judged'] else s['reason']} | "
-                  f"{interval(s['interval'])} |" for s in card["slices"]]
+        lines += [
+            f"| {s['slice']} | {s['rows']} "
+            f"| {number(s[primary]) if s['judged'] else s['reason']} | {interval(s['interval'])} |"
+            for s in card["slices"]
+        ]
     else:
         lines.append("No slices configured (`gate.slices.columns` in params.yaml).")
     lines += ["", "## Gate rules", ""]
-    lines += [f"- {r['status']}: {r['rule']}: {r['detail']}" for r in card["verdict"]["rules"]] or ["- (none)"]
+    lines += [f"- {r['status']}: {r['rule']}: {r['detail']}" for r in card["verdict"]["rules"]] or [
+        "- (none)"
+    ]
     lines += [
         "",
         "## Signing and lineage",
         "",
         f"- signing key id: `{card['signing']['key_id']}` ({card['signing']['algorithm']})",
         f"- git commit: `{lineage['git_commit']}`",
-        f"- parent champion: {'v' + lineage['parent_champion'] if lineage['parent_champion'] else 'none (first model)'}",
-        f"- candidate bundle `{lineage['candidate_bundle_id']}`, accepted bundle `{lineage['accepted_bundle_id'] or '–'}`",
+        f"- parent champion: {parent}",
+        f"- candidate bundle `{lineage['candidate_bundle_id']}`, "
+        f"accepted bundle `{lineage['accepted_bundle_id'] or '–'}`",
         f"- MLflow run `{lineage['mlflow_run_id']}`",
         "",
     ]

@@ -31,7 +31,14 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_numeric_dtype
 
-from sail_pipelines.config import HIGHER_IS_BETTER, GateConfig, Params, ProjectPaths, Settings, Threshold
+from sail_pipelines.config import (
+    HIGHER_IS_BETTER,
+    GateConfig,
+    Params,
+    ProjectPaths,
+    Settings,
+    Threshold,
+)
 from sail_pipelines.contract.data import read_csv
 from sail_pipelines.errors import GateFailed, SailError
 from sail_pipelines.evaluation import card, slices
@@ -52,7 +59,9 @@ from sail_pipelines.integrity.bundle import (
 from sail_pipelines.integrity.signing import SigningKey
 from sail_pipelines.provenance import file_md5
 
-HOLDOUT_CSV = "holdout.csv"  # accepted bundles: labelled test rows, the next gate's second yardstick
+HOLDOUT_CSV = (
+    "holdout.csv"  # accepted bundles: labelled test rows, the next gate's second yardstick
+)
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,13 @@ class Rule:
     judged: bool = True  # False: too little evidence; reported as such, it neither passes nor fails
 
 
-def judge(gate: GateConfig, scores: dict[str, float], champion: dict[str, Any] | None,
-          intervals: dict[str, Any] | None = None, slice_entries: list[dict[str, Any]] = ()) -> list[Rule]:
+def judge(
+    gate: GateConfig,
+    scores: dict[str, float],
+    champion: dict[str, Any] | None,
+    intervals: dict[str, Any] | None = None,
+    slice_entries: list[dict[str, Any]] = (),
+) -> list[Rule]:
     """Pure verdict: thresholds; with a champion, no regression on the test split and on its
     holdout, and the suspicious-data check; then the slice rules that params.yaml asks for."""
     rules = _threshold_rules(gate.thresholds, scores)
@@ -77,22 +91,36 @@ def judge(gate: GateConfig, scores: dict[str, float], champion: dict[str, Any] |
     return rules + _slice_rules(gate, list(slice_entries), champion)
 
 
-def _threshold_rules(thresholds: tuple[Threshold, ...], scores: dict[str, float], prefix: str = "") -> list[Rule]:
+def _threshold_rules(
+    thresholds: tuple[Threshold, ...], scores: dict[str, float], prefix: str = ""
+) -> list[Rule]:
     rules = []
     for t in thresholds:
         value = scores.get(t.metric, float("nan"))
         if t.minimum is not None:
             ok = not math.isnan(value) and value >= t.minimum
-            rules.append(Rule(f"{prefix}{t.metric} >= {t.minimum:g}", ok,
-                              f"{t.metric} = {value:.4f}, minimum {t.minimum:g}"))
+            rules.append(
+                Rule(
+                    f"{prefix}{t.metric} >= {t.minimum:g}",
+                    ok,
+                    f"{t.metric} = {value:.4f}, minimum {t.minimum:g}",
+                )
+            )
         if t.maximum is not None:
             ok = not math.isnan(value) and value <= t.maximum
-            rules.append(Rule(f"{prefix}{t.metric} <= {t.maximum:g}", ok,
-                              f"{t.metric} = {value:.4f}, maximum {t.maximum:g}"))
+            rules.append(
+                Rule(
+                    f"{prefix}{t.metric} <= {t.maximum:g}",
+                    ok,
+                    f"{t.metric} = {value:.4f}, maximum {t.maximum:g}",
+                )
+            )
     return rules
 
 
-def regresses(gate: GateConfig, mine: float, theirs: float, difference: list[float] | None) -> tuple[bool, str]:
+def regresses(
+    gate: GateConfig, mine: float, theirs: float, difference: list[float] | None
+) -> tuple[bool, str]:
     """Whether the candidate regresses on the primary metric, and the numbers that say so.
 
     "point": its value is worse than the champion's by more than the tolerance. "confidence":
@@ -109,23 +137,32 @@ def regresses(gate: GateConfig, mine: float, theirs: float, difference: list[flo
         return True, f"{metric} = nan vs champion {theirs:.4f}"
     if gate.regression_rule == "confidence" and difference:
         best_case = difference[1] if sign > 0 else difference[0]
-        way, bound = ("below" if sign > 0 else "above"), (f"{-sign * tolerance:+g}" if tolerance else "0")
-        return sign * best_case < -tolerance, (f"{numbers}; fails only when the whole interval lies {way} "
-                                               f"{bound} (confidence rule)")
+        way, bound = (
+            ("below" if sign > 0 else "above"),
+            (f"{-sign * tolerance:+g}" if tolerance else "0"),
+        )
+        return sign * best_case < -tolerance, (
+            f"{numbers}; fails only when the whole interval lies {way} {bound} (confidence rule)"
+        )
     allowed = f"may {'drop' if sign > 0 else 'rise'} by at most {tolerance:g}"
     if gate.regression_rule == "confidence":
         allowed += " (point estimate: no interval without both models' predictions)"
     return sign * delta < -tolerance, f"{numbers}, {allowed}"
 
 
-def _test_split_rule(gate: GateConfig, scores: dict[str, float], champion: dict[str, Any],
-                     intervals: dict[str, Any]) -> Rule:
+def _test_split_rule(
+    gate: GateConfig, scores: dict[str, float], champion: dict[str, Any], intervals: dict[str, Any]
+) -> Rule:
     metric = gate.primary_metric
     mine, theirs = scores.get(metric, float("nan")), champion["metrics"].get(metric)
     name = f"no regression on {metric} vs champion v{champion['version']}"
     if theirs is None or math.isnan(theirs):
-        return Rule(name, True, f"champion v{champion['version']} has no recorded {metric}; thresholds decide",
-                    judged=False)
+        return Rule(
+            name,
+            True,
+            f"champion v{champion['version']} has no recorded {metric}; thresholds decide",
+            judged=False,
+        )
     failed, detail = regresses(gate, mine, theirs, (intervals.get(metric) or {}).get("difference"))
     return Rule(name, not failed, detail)
 
@@ -137,8 +174,11 @@ def _holdout_rule(gate: GateConfig, champion: dict[str, Any]) -> Rule:
     if not holdout.get("judged"):
         return Rule(name, True, f"not judged: {holdout['reason']}", judged=False)
     difference = (holdout["intervals"].get(metric) or {}).get("difference")
-    failed, detail = regresses(gate, holdout["candidate"][metric], holdout["champion"][metric], difference)
-    where = f"on champion v{champion['version']}'s holdout ({holdout['unseen_rows']} rows the candidate never trained on)"
+    failed, detail = regresses(
+        gate, holdout["candidate"][metric], holdout["champion"][metric], difference
+    )
+    unseen, version = holdout["unseen_rows"], champion["version"]
+    where = f"on champion v{version}'s holdout ({unseen} rows the candidate never trained on)"
     return Rule(name, not failed, f"{where}: {detail}")
 
 
@@ -149,48 +189,84 @@ def _suspicious_rule(gate: GateConfig, champion: dict[str, Any]) -> Rule:
     name = f"test data consistent with champion v{version}'s holdout"
     holdout = champion.get("holdout") or {}
     recorded = champion["recorded"].get(metric)
-    on_holdout, holdout_recorded = (holdout.get("champion_all_rows") or {}).get(metric), holdout.get("recorded", {}).get(metric)
+    on_holdout, holdout_recorded = (
+        (holdout.get("champion_all_rows") or {}).get(metric),
+        holdout.get("recorded", {}).get(metric),
+    )
     if not champion.get("rescored") or None in (recorded, on_holdout, holdout_recorded):
-        return Rule(name, True, "not judged: needs the champion re-scored on the new test split and on its "
-                                "signed holdout, and its recorded metrics", judged=False)
+        return Rule(
+            name,
+            True,
+            "not judged: needs the champion re-scored on the new test split and on its "
+            "signed holdout, and its recorded metrics",
+            judged=False,
+        )
     sign = 1 if HIGHER_IS_BETTER[metric] else -1
     now = champion["metrics"][metric]
     drop, holdout_drop = sign * (recorded - now), sign * (holdout_recorded - on_holdout)
-    numbers = (f"champion v{version} scores {metric} {now:.4f} on the new test split against {recorded:.4f} "
-               f"recorded (drop {drop:.4f}, gate.suspicious_drop {limit:g}) and {on_holdout:.4f} on its signed "
-               f"holdout against {holdout_recorded:.4f} recorded")
+    numbers = (
+        f"champion v{version} scores {metric} {now:.4f} on the new test split against "
+        f"{recorded:.4f} recorded (drop {drop:.4f}, gate.suspicious_drop {limit:g}) and "
+        f"{on_holdout:.4f} on its signed holdout against {holdout_recorded:.4f} recorded"
+    )
     if holdout_drop > limit:
-        return Rule(name, True, f"not judged: the champion no longer scores as recorded on its own holdout, "
-                                f"so its environment changed, not only the data: {numbers}", judged=False)
+        return Rule(
+            name,
+            True,
+            f"not judged: the champion no longer scores as recorded on its own holdout, "
+            f"so its environment changed, not only the data: {numbers}",
+            judged=False,
+        )
     if drop > limit:
         return Rule(name, False, f"suspicious test data: {numbers}")
     return Rule(name, True, numbers)
 
 
-def _slice_rules(gate: GateConfig, entries: list[dict[str, Any]], champion: dict[str, Any] | None) -> list[Rule]:
+def _slice_rules(
+    gate: GateConfig, entries: list[dict[str, Any]], champion: dict[str, Any] | None
+) -> list[Rule]:
     """Every judged slice must meet gate.slices.thresholds, and (if asked) not regress against the
-    champion's same slice. Too-small slices are named in the detail; with none judged, neither is the rule."""
+    champion's same slice. Too-small slices are named in the detail; with none judged, neither is
+    the rule."""
     config = gate.slices
     judged = [e for e in entries if e["judged"]]
-    small = "".join(f"; not judged: {slices.label(e)} ({e['reason']})" for e in entries if not e["judged"])
-    bounds = [Threshold(t.metric, minimum=t.minimum) for t in config.thresholds if t.minimum is not None]
-    bounds += [Threshold(t.metric, maximum=t.maximum) for t in config.thresholds if t.maximum is not None]
+    small = "".join(
+        f"; not judged: {slices.label(e)} ({e['reason']})" for e in entries if not e["judged"]
+    )
+    bounds = [
+        Threshold(t.metric, minimum=t.minimum) for t in config.thresholds if t.minimum is not None
+    ]
+    bounds += [
+        Threshold(t.metric, maximum=t.maximum) for t in config.thresholds if t.maximum is not None
+    ]
     rules = []
     for bound in bounds:
         [named] = _threshold_rules((bound,), {})
-        failures = [f"{slices.label(e)}: {rule.detail} ({e['rows']} rows)" for e in judged
-                    for rule in _threshold_rules((bound,), e["candidate"]) if not rule.passed]
+        failures = [
+            f"{slices.label(e)}: {rule.detail} ({e['rows']} rows)"
+            for e in judged
+            for rule in _threshold_rules((bound,), e["candidate"])
+            if not rule.passed
+        ]
         rules.append(_slice_rule(f"in every slice: {named.rule}", judged, failures, small))
     if config.no_regression and champion is not None and champion.get("rescored"):
         metric = gate.primary_metric
         failures = []
         for e in judged:
             difference = (e["intervals"].get(metric) or {}).get("difference")
-            failed, detail = regresses(gate, e["candidate"][metric], e["champion"][metric], difference)
+            failed, detail = regresses(
+                gate, e["candidate"][metric], e["champion"][metric], difference
+            )
             if failed:
                 failures.append(f"{slices.label(e)}: {detail} ({e['rows']} rows)")
-        rules.append(_slice_rule(f"no slice regresses on {metric} vs champion v{champion['version']}",
-                                 judged, failures, small))
+        rules.append(
+            _slice_rule(
+                f"no slice regresses on {metric} vs champion v{champion['version']}",
+                judged,
+                failures,
+                small,
+            )
+        )
     return rules
 
 
@@ -201,9 +277,11 @@ def _slice_rule(name: str, judged: list[dict[str, Any]], failures: list[str], sm
     return Rule(name, not failures, detail + small)
 
 
-def fetch_champion(client: Any, run_id: str, schema: dict[str, Any], key: SigningKey) -> tuple[LoadedBundle | None, dict[str, float], str]:
-    """The champion's verified accepted bundle (None when it cannot be fetched, is refused, or expects
-    other features), the metrics it was accepted with, and where those came from."""
+def fetch_champion(
+    client: Any, run_id: str, schema: dict[str, Any], key: SigningKey
+) -> tuple[LoadedBundle | None, dict[str, float], str]:
+    """The champion's verified accepted bundle (None when it cannot be fetched, is refused, or
+    expects other features), the metrics it was accepted with, and where those came from."""
     from mlflow.exceptions import MlflowException
 
     recorded = client.get_run(run_id).data.metrics
@@ -224,20 +302,27 @@ def fetch_champion(client: Any, run_id: str, schema: dict[str, Any], key: Signin
 
 def seen_in(rows: pd.DataFrame, train: pd.DataFrame, features: list[str]) -> np.ndarray:
     """Which rows have exactly the features of some training row: the candidate trained on them."""
+
     def keys(frame: pd.DataFrame) -> pd.Series:
-        plain_columns = {c: frame[c].astype(float) if is_numeric_dtype(frame[c]) else frame[c].astype(str)
-                         for c in features}
+        plain_columns = {
+            c: frame[c].astype(float) if is_numeric_dtype(frame[c]) else frame[c].astype(str)
+            for c in features
+        }
         return pd.util.hash_pandas_object(pd.DataFrame(plain_columns), index=False)
 
     return keys(rows).isin(set(keys(train))).to_numpy()
 
 
-def holdout_comparison(gate: GateConfig, champion: LoadedBundle, candidate: LoadedBundle,
-                       train: pd.DataFrame) -> dict[str, Any]:
+def holdout_comparison(
+    gate: GateConfig, champion: LoadedBundle, candidate: LoadedBundle, train: pd.DataFrame
+) -> dict[str, Any]:
     """Both models on the champion's signed holdout, on the rows the candidate never trained on;
     and the champion on all of it, against what it scored there when it was accepted."""
     if HOLDOUT_CSV not in champion.files:
-        return {"judged": False, "reason": "its bundle carries no labelled holdout (accepted before the gate kept one)"}
+        return {
+            "judged": False,
+            "reason": "its bundle carries no labelled holdout (accepted before the gate kept one)",
+        }
     labelled = pd.read_csv(io.BytesIO(champion.files[HOLDOUT_CSV]))
     target, task = champion.metadata["target"], champion.metadata["task"]
     everything = predict(champion, labelled)
@@ -249,46 +334,87 @@ def holdout_comparison(gate: GateConfig, champion: LoadedBundle, candidate: Load
         "recorded": json.loads(champion.files[HOLDOUT]).get("labelled", {}).get("metrics", {}),
         "champion_all_rows": point(task, labelled[target], everything),
     }
-    short = too_few(unseen[target], task, candidate.classes, gate.min_test_rows, gate.min_rows_per_class,
-                    "gate.min_test_rows", "gate.min_rows_per_class")
+    short = too_few(
+        unseen[target],
+        task,
+        candidate.classes,
+        gate.min_test_rows,
+        gate.min_rows_per_class,
+        "gate.min_test_rows",
+        "gate.min_rows_per_class",
+    )
     if short:
-        reason = f"{int(seen.sum())} of its {len(labelled)} rows are in the candidate's training split; the rest has {short}"
+        reason = (
+            f"{int(seen.sum())} of its {len(labelled)} rows are in the candidate's training split; "
+            f"the rest has {short}"
+        )
         return {**result, "judged": False, "reason": reason}
-    judged = compare(task, unseen[target], predict(candidate, unseen), everything.subset(np.flatnonzero(~seen)),
-                     gate.bootstrap)
+    judged = compare(
+        task,
+        unseen[target],
+        predict(candidate, unseen),
+        everything.subset(np.flatnonzero(~seen)),
+        gate.bootstrap,
+    )
     return {**result, **judged, "rows": int(len(labelled)), "judged": True, "reason": None}
 
 
-def _champion(gate: GateConfig, version: Any, fetched: tuple[LoadedBundle | None, dict[str, float], str],
-              candidate: LoadedBundle, test: pd.DataFrame, paths: ProjectPaths) -> tuple[dict[str, Any], Outputs | None]:
-    """The champion as gate.json records it, and its outputs on the test split (None when not re-scored)."""
+def _champion(
+    gate: GateConfig,
+    version: Any,
+    fetched: tuple[LoadedBundle | None, dict[str, float], str],
+    candidate: LoadedBundle,
+    test: pd.DataFrame,
+    paths: ProjectPaths,
+) -> tuple[dict[str, Any], Outputs | None]:
+    """The champion as gate.json records it, and its outputs on the test split (None: not
+    re-scored)."""
     bundle, recorded, source = fetched
-    entry: dict[str, Any] = {"version": str(version.version), "run_id": version.run_id, "metrics_source": source,
-                             "recorded": recorded, "rescored": bundle is not None}
+    entry: dict[str, Any] = {
+        "version": str(version.version),
+        "run_id": version.run_id,
+        "metrics_source": source,
+        "recorded": recorded,
+        "rescored": bundle is not None,
+    }
     if bundle is None:
         return {**entry, "metrics": recorded}, None
     outputs = predict(bundle, test)
     entry["metrics"] = point(bundle.metadata["task"], test[bundle.metadata["target"]], outputs)
-    entry["holdout"] = holdout_comparison(gate, bundle, candidate, _training_split(paths, candidate))
+    entry["holdout"] = holdout_comparison(
+        gate, bundle, candidate, _training_split(paths, candidate)
+    )
     return entry, outputs
 
 
 def _training_split(paths: ProjectPaths, candidate: LoadedBundle) -> pd.DataFrame:
-    if not paths.train_csv.is_file() or file_md5(paths.train_csv) != candidate.metadata.get("train_hash"):
-        raise SailError("data/split/train.csv is missing or is not the split the candidate trained on: the gate "
-                        "needs it to leave the candidate's training rows out of the champion's holdout")
+    if not paths.train_csv.is_file() or file_md5(paths.train_csv) != candidate.metadata.get(
+        "train_hash"
+    ):
+        raise SailError(
+            "data/split/train.csv is missing or is not the split the candidate trained on: the "
+            "gate needs it to leave the candidate's training rows out of the champion's holdout"
+        )
     return read_csv(paths.train_csv)
 
 
 def _test_split(paths: ProjectPaths, evaluation: dict[str, Any]) -> pd.DataFrame:
     test = read_csv(paths.test_csv)
     if evaluation.get("test_hash") not in (None, file_md5(paths.test_csv)):
-        raise SailError("data/split/test.csv changed since it was evaluated: run `sail evaluate` again")
+        raise SailError(
+            "data/split/test.csv changed since it was evaluated: run `sail evaluate` again"
+        )
     return test
 
 
-def _holdout_files(params: Params, evaluation: dict[str, Any], test: pd.DataFrame, outputs: Outputs,
-                   task: str, target: str) -> dict[str, bytes]:
+def _holdout_files(
+    params: Params,
+    evaluation: dict[str, Any],
+    test: pd.DataFrame,
+    outputs: Outputs,
+    task: str,
+    target: str,
+) -> dict[str, bytes]:
     """holdout.json (the smoke-test rows and the labelled part's metrics) and holdout.csv: the
     labelled test rows, or a seeded sample of gate.holdout_rows of them, for the next gate."""
     rows = np.arange(len(test))
@@ -296,13 +422,22 @@ def _holdout_files(params: Params, evaluation: dict[str, Any], test: pd.DataFram
         rng = np.random.default_rng(params.gate.bootstrap.seed)
         rows = np.sort(rng.choice(len(test), params.gate.holdout_rows, replace=False))
     kept = test.iloc[rows]
-    labelled = {"file": HOLDOUT_CSV, "rows": int(len(kept)), "test_rows": int(len(test)), "target": target,
-                "metrics": point(task, kept[target], outputs.subset(rows))}
-    return {HOLDOUT: json.dumps({**evaluation["holdout"], "labelled": labelled}, indent=2).encode(),
-            HOLDOUT_CSV: kept.to_csv(index=False).encode()}
+    labelled = {
+        "file": HOLDOUT_CSV,
+        "rows": int(len(kept)),
+        "test_rows": int(len(test)),
+        "target": target,
+        "metrics": point(task, kept[target], outputs.subset(rows)),
+    }
+    return {
+        HOLDOUT: json.dumps({**evaluation["holdout"], "labelled": labelled}, indent=2).encode(),
+        HOLDOUT_CSV: kept.to_csv(index=False).encode(),
+    }
 
 
-def _finish(paths: ProjectPaths, params: Params, client: Any, run_id: str, report: dict[str, Any]) -> None:
+def _finish(
+    paths: ProjectPaths, params: Params, client: Any, run_id: str, report: dict[str, Any]
+) -> None:
     """gate.json, then the model card beside it, logged to the candidate's MLflow run."""
     write_json(paths.gate_report, report)
     written = card.write(paths, card.build(paths, params))
@@ -310,7 +445,9 @@ def _finish(paths: ProjectPaths, params: Params, client: Any, run_id: str, repor
         client.log_artifact(run_id, str(path), card.ARTIFACT)
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey, register: bool = True) -> dict[str, Any]:
+def run(
+    paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey, register: bool = True
+) -> dict[str, Any]:
     """Judge the best candidate; on a pass, register it (unless `register` is off, as for pull
     requests, whose models must never become the `candidate` that main's promotion expects)."""
     if not paths.evaluation_report.is_file():
@@ -321,7 +458,9 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
     run_id = info["mlflow_run_id"]
     bundle = load_bundle(paths.root / info["bundle"], key)
     if bundle.bundle_id != info["bundle_id"]:
-        raise SailError(f"bundle {info['bundle']} changed since it was evaluated: run `sail evaluate` again")
+        raise SailError(
+            f"bundle {info['bundle']} changed since it was evaluated: run `sail evaluate` again"
+        )
     test = _test_split(paths, evaluation)
     gate = params.gate
     meta = bundle.metadata
@@ -350,8 +489,15 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     client = tracking.client(settings)
-    refusal = too_few(test[target], task, bundle.classes, gate.min_test_rows, gate.min_rows_per_class,
-                      "gate.min_test_rows", "gate.min_rows_per_class")
+    refusal = too_few(
+        test[target],
+        task,
+        bundle.classes,
+        gate.min_test_rows,
+        gate.min_rows_per_class,
+        "gate.min_test_rows",
+        "gate.min_rows_per_class",
+    )
     if refusal:
         report["rules"] = [asdict(Rule("minimum evidence", False, f"the test split has {refusal}"))]
         with tracking.reachable(settings, "logging the model card"):
@@ -360,15 +506,25 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
     outputs = predict(bundle, test)
     with tracking.reachable(settings, "reading the champion"):
         version = tracking.version_by_alias(client, model, tracking.CHAMPION)
-        fetched = None if version is None else fetch_champion(client, version.run_id, meta["schema"], key)
-    champion, champion_outputs = (None, None) if version is None else _champion(gate, version, fetched, bundle, test, paths)
+        fetched = (
+            None if version is None else fetch_champion(client, version.run_id, meta["schema"], key)
+        )
+    champion, champion_outputs = (
+        (None, None) if version is None else _champion(gate, version, fetched, bundle, test, paths)
+    )
     measured = compare(task, test[target], outputs, champion_outputs, gate.bootstrap)
-    slice_entries = slices.measure(gate.slices, gate.bootstrap, task, bundle.classes, test, target, outputs,
-                                   champion_outputs)
+    slice_entries = slices.measure(
+        gate.slices, gate.bootstrap, task, bundle.classes, test, target, outputs, champion_outputs
+    )
     rules = judge(gate, scores, champion, measured["intervals"], slice_entries)
     passed = all(r.passed for r in rules)
-    report.update(verdict="pass" if passed else "fail", champion=champion, rules=[asdict(r) for r in rules],
-                  intervals=measured["intervals"], slices=slice_entries)
+    report.update(
+        verdict="pass" if passed else "fail",
+        champion=champion,
+        rules=[asdict(r) for r in rules],
+        intervals=measured["intervals"],
+        slices=slice_entries,
+    )
     if not passed:
         with tracking.reachable(settings, "logging the model card"):
             _finish(paths, params, client, run_id, report)
@@ -381,11 +537,26 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         return report
     with tracking.reachable(settings, "registering the accepted model"):
         source = client.get_run(run_id).info.artifact_uri + "/accepted_bundle"
-        registered = tracking.register(client, model, run_id, source, {"sail.data_hash": meta["data_hash"], "sail.git_commit": meta["git_commit"]})
+        registered = tracking.register(
+            client,
+            model,
+            run_id,
+            source,
+            {"sail.data_hash": meta["data_hash"], "sail.git_commit": meta["git_commit"]},
+        )
         metadata = {
             **meta,
-            "evaluation": {"metrics": scores, "primary_metric": gate.primary_metric, "test_rows": evaluation["test_rows"], "mlflow_run_id": run_id},
-            "registry": {"model": model, "version": str(registered.version), "alias": tracking.CANDIDATE},
+            "evaluation": {
+                "metrics": scores,
+                "primary_metric": gate.primary_metric,
+                "test_rows": evaluation["test_rows"],
+                "mlflow_run_id": run_id,
+            },
+            "registry": {
+                "model": model,
+                "version": str(registered.version),
+                "alias": tracking.CANDIDATE,
+            },
             "candidate_bundle_id": bundle.bundle_id,
             "model_card": f"runs:/{run_id}/{card.ARTIFACT}",
         }
@@ -393,9 +564,15 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
         files.update(_holdout_files(params, evaluation, test, outputs, task, target))
         accepted_id = write_bundle(paths.accepted_dir, files, metadata, key)
         client.log_artifacts(run_id, str(paths.accepted_dir), "accepted_bundle")
-        client.set_model_version_tag(model, registered.version, "sail.accepted_bundle_id", accepted_id)
+        client.set_model_version_tag(
+            model, registered.version, "sail.accepted_bundle_id", accepted_id
+        )
         client.set_registered_model_alias(model, tracking.CANDIDATE, registered.version)
-        report.update(registered_version=str(registered.version), accepted_bundle_id=accepted_id, registered=True)
+        report.update(
+            registered_version=str(registered.version),
+            accepted_bundle_id=accepted_id,
+            registered=True,
+        )
         _finish(paths, params, client, run_id, report)
     return report
 
@@ -409,5 +586,7 @@ def accepted_verdict(paths: ProjectPaths, doing: str) -> dict[str, Any]:
     if report.get("verdict") != "pass":
         raise SailError(f"nothing to {doing}: the last gate verdict was 'fail'")
     if bundle_id(paths.accepted_dir) != report.get("accepted_bundle_id"):
-        raise SailError("models/accepted does not match the last gate verdict: run `sail gate` again")
+        raise SailError(
+            "models/accepted does not match the last gate verdict: run `sail gate` again"
+        )
     return report
