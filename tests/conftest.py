@@ -107,7 +107,8 @@ def project_copy(pipeline_project, tmp_path) -> Path:
 def regression_project(tmp_path_factory) -> Path:
     """A regression project (its gate slices the test split by `sex`) after one full `sail run`
     (read-only for the tests that use it)."""
-    project = bake(tmp_path_factory.mktemp("baked"), project_name="Diabetes Progression", task="regression")
+    baked = tmp_path_factory.mktemp("baked")
+    project = bake(baked, project_name="Diabetes Progression", task="regression")
     ok(sail(project, "run"))
     return project
 

@@ -65,7 +65,7 @@ class BootstrapConfig:
 
 @dataclass(frozen=True)
 class SliceConfig:
-    """Metrics per value of category columns; the rules are optional, the report always shows them."""
+    """Metrics per value of category columns: always in the report; the rules are optional."""
 
     columns: tuple[str, ...] = ()
     min_rows: int = 30  # a smaller slice is reported as too small, never judged
@@ -554,13 +554,19 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
 def _thresholds(raw: Any, where: str, task: str) -> tuple[Threshold, ...]:
     allowed = METRICS_BY_TASK[task]
     if raw is not None and not isinstance(raw, Mapping):
-        raise SailError(f"params.yaml: '{where}' must be a mapping of metric: {{min: ..., max: ...}}")
+        raise SailError(
+            f"params.yaml: '{where}' must be a mapping of metric: {{min: ..., max: ...}}"
+        )
     thresholds = []
     for metric, bounds in (raw or {}).items():
         if metric not in allowed:
-            raise SailError(f"params.yaml: {where}.{metric} is not a {task} metric ({', '.join(allowed)})")
+            raise SailError(
+                f"params.yaml: {where}.{metric} is not a {task} metric ({', '.join(allowed)})"
+            )
         if not isinstance(bounds, Mapping) or not set(bounds) <= {"min", "max"} or not bounds:
-            raise SailError(f"params.yaml: {where}.{metric} must be a mapping with 'min' and/or 'max'")
+            raise SailError(
+                f"params.yaml: {where}.{metric} must be a mapping with 'min' and/or 'max'"
+            )
         thresholds.append(
             Threshold(
                 metric,
@@ -571,9 +577,13 @@ def _thresholds(raw: Any, where: str, task: str) -> tuple[Threshold, ...]:
     return tuple(thresholds)
 
 
-def _whole(value: Any, where: str, low: int, high: int) -> int:
+def _whole(raw: Mapping[str, Any], key: str, default: int, where: str, low: int, high: int) -> int:
+    value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise SailError(f"params.yaml: '{where}' must be a whole number from {low} to {high}, got {value!r}")
+        raise SailError(
+            f"params.yaml: '{where}{key}' must be a whole number from {low} to {high}, "
+            f"got {value!r}"
+        )
     return value
 
 
@@ -584,44 +594,49 @@ def _section(raw: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
     return section
 
 
+def _flag(raw: Mapping[str, Any], key: str, where: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise SailError(f"params.yaml: '{where}{key}' must be true or false, got {value!r}")
+    return value
+
+
 def _gate_settings(gate: Mapping[str, Any], task: str) -> dict[str, Any]:
     """The settings that make the gate robust to noise and bad test data (all optional)."""
-    rule = gate.get("regression_rule", GateConfig.regression_rule)
+    g, b, s = GateConfig, BootstrapConfig, SliceConfig  # their defaults fill in missing keys
+    rule = gate.get("regression_rule", g.regression_rule)
     if rule not in REGRESSION_RULES:
-        raise SailError(f"params.yaml: gate.regression_rule must be one of {', '.join(REGRESSION_RULES)}, got {rule!r}")
-    boot = _section(gate, "bootstrap", "gate.")
-    slices = _section(gate, "slices", "gate.")
+        choices = ", ".join(REGRESSION_RULES)
+        raise SailError(f"params.yaml: gate.regression_rule must be one of {choices}, got {rule!r}")
+    boot, slices = _section(gate, "bootstrap", "gate."), _section(gate, "slices", "gate.")
     columns = slices.get("columns") or []
     if not isinstance(columns, list) or not all(isinstance(c, str) and c for c in columns):
-        raise SailError(f"params.yaml: gate.slices.columns must be a list of column names, got {columns!r}")
-    suspicious = gate.get("suspicious_drop", GateConfig.suspicious_drop)
+        raise SailError(
+            f"params.yaml: gate.slices.columns must be a list of column names, got {columns!r}"
+        )
+    drop = gate.get("suspicious_drop", g.suspicious_drop)
+    many = 10**9
     return {
         "regression_rule": rule,
         "bootstrap": BootstrapConfig(
-            level=_number(boot.get("level", BootstrapConfig.level), "gate.bootstrap.level", 0.5, 0.999),
-            resamples=_whole(boot.get("resamples", BootstrapConfig.resamples), "gate.bootstrap.resamples", 100, 100_000),
-            seed=_whole(boot.get("seed", BootstrapConfig.seed), "gate.bootstrap.seed", 0, 2**32 - 1),
+            level=_number(boot.get("level", b.level), "gate.bootstrap.level", 0.5, 0.999),
+            resamples=_whole(boot, "resamples", b.resamples, "gate.bootstrap.", 100, 100_000),
+            seed=_whole(boot, "seed", b.seed, "gate.bootstrap.", 0, 2**32 - 1),
         ),
-        "min_test_rows": _whole(gate.get("min_test_rows", GateConfig.min_test_rows), "gate.min_test_rows", 1, 10**9),
-        "min_rows_per_class": _whole(gate.get("min_rows_per_class", GateConfig.min_rows_per_class),
-                                     "gate.min_rows_per_class", 1, 10**9),
-        "suspicious_drop": None if suspicious is None else _number(suspicious, "gate.suspicious_drop", 0.0),
-        "holdout_rows": _whole(gate.get("holdout_rows", GateConfig.holdout_rows), "gate.holdout_rows", 1, 10**7),
+        "min_test_rows": _whole(gate, "min_test_rows", g.min_test_rows, "gate.", 1, many),
+        "min_rows_per_class": _whole(gate, "min_rows_per_class", g.min_rows_per_class, "gate.", 1,
+                                     many),
+        "suspicious_drop": None if drop is None else _number(drop, "gate.suspicious_drop", 0.0),
+        "holdout_rows": _whole(gate, "holdout_rows", g.holdout_rows, "gate.", 1, 10**7),
         "slices": SliceConfig(
             columns=tuple(dict.fromkeys(columns)),
-            min_rows=_whole(slices.get("min_rows", SliceConfig.min_rows), "gate.slices.min_rows", 1, 10**9),
-            min_rows_per_class=_whole(slices.get("min_rows_per_class", SliceConfig.min_rows_per_class),
-                                      "gate.slices.min_rows_per_class", 1, 10**9),
+            min_rows=_whole(slices, "min_rows", s.min_rows, "gate.slices.", 1, many),
+            min_rows_per_class=_whole(slices, "min_rows_per_class", s.min_rows_per_class,
+                                      "gate.slices.", 1, many),
             thresholds=_thresholds(slices.get("thresholds"), "gate.slices.thresholds", task),
-            no_regression=_flag(slices.get("no_regression", False), "gate.slices.no_regression"),
+            no_regression=_flag(slices, "no_regression", "gate.slices."),
         ),
     }
-
-
-def _flag(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise SailError(f"params.yaml: '{where}' must be true or false, got {value!r}")
-    return value
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

@@ -30,12 +30,13 @@ from sail_pipelines.integrity.bundle import TRANSFORMER, LoadedBundle, load_bund
 from sail_pipelines.integrity.signing import SigningKey
 from sail_pipelines.provenance import file_md5
 
-HOLDOUT_ROWS = 20  # rows whose predictions the smoke tests check (the gate adds the labelled holdout)
+HOLDOUT_ROWS = 20  # rows whose predictions the smoke tests check (the gate adds labelled ones)
 
 
 def predict(bundle: LoadedBundle, rows: pd.DataFrame) -> Outputs:
-    """What the bundle says about each row: predictions, and class probabilities in its class order."""
-    predictions, probabilities = bundle.predict(rows[[c["name"] for c in bundle.metadata["schema"]["features"]]])
+    """What the bundle says about each row: predictions, and probabilities in its class order."""
+    features = [c["name"] for c in bundle.metadata["schema"]["features"]]
+    predictions, probabilities = bundle.predict(rows[features])
     return Outputs(np.asarray(predictions), probabilities, tuple(bundle.classes))
 
 

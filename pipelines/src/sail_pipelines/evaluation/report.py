@@ -106,10 +106,27 @@ def _level(gate: dict[str, Any]) -> str:
     return f"{(gate.get('bootstrap') or {}).get('level', 0.95):.0%}"
 
 
+def _ci_columns(level: str, *names: str) -> str:
+    return " | ".join(f"{name} ({level} CI)" for name in names)
+
+
 def _with_interval(value: str, intervals: dict[str, Any], metric: str, who: str) -> str:
     """'0.9937 [0.9812, 0.9998]': the value and its bootstrap interval, when there is one."""
     bounds = (intervals.get(metric) or {}).get(who)
-    return f"{value} {card.interval(bounds, signed=who == 'difference')}" if bounds and value != "–" else value
+    return (
+        f"{value} {card.interval(bounds, signed=who == 'difference')}"
+        if bounds and value != "–"
+        else value
+    )
+
+
+def _compared(metric: str, mine: Any, theirs: Any, intervals: dict[str, Any]) -> str:
+    """Table cells: the candidate, the champion and their difference, each with its interval."""
+    return " | ".join((
+        _with_interval(_num(mine), intervals, metric, "candidate"),
+        _with_interval(_num(theirs), intervals, metric, "champion"),
+        _with_interval(_delta(metric, mine, theirs), intervals, metric, "difference"),
+    ))
 
 
 def _metrics_table(reports: Reports, params: Params) -> list[str]:
@@ -121,26 +138,34 @@ def _metrics_table(reports: Reports, params: Params) -> list[str]:
     level = _level(gate)
     head = f"champion v{champion['version']}" if champion else "champion"
     metrics = [primary] + sorted(m for m in gate["metrics"] if m != primary)
-    lines = [f"| metric | candidate ({level} CI) | {head} ({level} CI) | Δ vs champion ({level} CI) | threshold (margin) |",
-             "| --- | ---: | ---: | ---: | --- |"]
+    lines = [
+        f"| metric | {_ci_columns(level, 'candidate', head, 'Δ vs champion')} "
+        "| threshold (margin) |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
     for m in metrics:
         name = f"**{m}** (primary)" if m == primary else m
         mine = gate["metrics"].get(m)
-        cells = [_with_interval(_num(mine), intervals, m, "candidate"),
-                 _with_interval(_num(theirs.get(m)), intervals, m, "champion"),
-                 _with_interval(_delta(m, mine, theirs.get(m)), intervals, m, "difference")]
-        lines.append(f"| {name} | {' | '.join(cells)} | {_thresholds(params, m, mine)} |")
+        cells = _compared(m, mine, theirs.get(m), intervals)
+        lines.append(f"| {name} | {cells} | {_thresholds(params, m, mine)} |")
     boot = gate.get("bootstrap")
     if boot and intervals:
-        lines.append(f"\nIntervals: paired bootstrap over the {gate.get('test_rows', '?')} test rows, "
-                     f"{boot['resamples']} resamples, seed {boot['seed']}.")
+        lines.append(
+            f"\nIntervals: paired bootstrap over the {gate.get('test_rows', '?')} test rows, "
+            f"{boot['resamples']} resamples, seed {boot['seed']}."
+        )
     if champion:
         rule = gate.get("regression_rule", "point")
-        how = ("fails only when the whole interval of Δ lies beyond it" if rule == "confidence"
-               else "fails when the point estimate of Δ lies beyond it")
-        lines.append(f"\nChampion metrics: {_cell(champion.get('metrics_source', 'recorded'))}; "
-                     f"the no-regression rule allows a tolerance of {gate.get('tolerance', 0):g} on {primary} "
-                     f"and {how} ({rule} rule).")
+        how = (
+            "fails only when the whole interval of Δ lies beyond it"
+            if rule == "confidence"
+            else "fails when the point estimate of Δ lies beyond it"
+        )
+        lines.append(
+            f"\nChampion metrics: {_cell(champion.get('metrics_source', 'recorded'))}; "
+            f"the no-regression rule allows a tolerance of {gate.get('tolerance', 0):g} on "
+            f"{primary} and {how} ({rule} rule)."
+        )
     else:
         lines.append("\nNo champion yet: the thresholds alone decide.")
     return lines
@@ -156,19 +181,22 @@ def _holdout_section(gate: dict[str, Any]) -> list[str]:
     lines = ["", f"### Champion v{champion['version']}'s signed holdout", ""]
     mine_all = (holdout.get("champion_all_rows") or {}).get(primary)
     if mine_all is not None:
-        lines.append(f"The champion scores {primary} {_num(mine_all)} on all {holdout['rows']} rows of its holdout "
-                     f"({_num((holdout.get('recorded') or {}).get(primary))} when it was accepted).")
+        lines.append(
+            f"The champion scores {primary} {_num(mine_all)} on all {holdout['rows']} rows of its "
+            f"holdout ({_num((holdout.get('recorded') or {}).get(primary))} when it was accepted)."
+        )
     if not holdout.get("judged"):
         return lines + [f"Candidate against champion: not judged, {_cell(holdout['reason'])}."]
     level = _level(gate)
-    intervals = holdout["intervals"]
-    lines += [f"On the {holdout['unseen_rows']} rows the candidate never trained on:", "",
-              f"| metric | candidate ({level} CI) | champion ({level} CI) | Δ ({level} CI) |", "| --- | ---: | ---: | ---: |"]
+    lines += [
+        f"On the {holdout['unseen_rows']} rows the candidate never trained on:",
+        "",
+        f"| metric | {_ci_columns(level, 'candidate', 'champion', 'Δ')} |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for m in [primary] + sorted(m for m in holdout["candidate"] if m != primary):
         mine, theirs = holdout["candidate"].get(m), holdout["champion"].get(m)
-        lines.append(f"| {m} | {_with_interval(_num(mine), intervals, m, 'candidate')} | "
-                     f"{_with_interval(_num(theirs), intervals, m, 'champion')} | "
-                     f"{_with_interval(_delta(m, mine, theirs), intervals, m, 'difference')} |")
+        lines.append(f"| {m} | {_compared(m, mine, theirs, holdout['intervals'])} |")
     return lines
 
 
@@ -177,18 +205,22 @@ def _slices_section(gate: dict[str, Any]) -> list[str]:
     if not entries:
         return []
     primary, level = gate["primary_metric"], _level(gate)
-    lines = ["", f"### Slices ({primary})", "",
-             f"| slice | rows | candidate ({level} CI) | champion ({level} CI) | Δ vs champion ({level} CI) |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "",
+        f"### Slices ({primary})",
+        "",
+        f"| slice | rows | {_ci_columns(level, 'candidate', 'champion', 'Δ vs champion')} |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for e in entries:
         if not e["judged"]:
-            lines.append(f"| {_cell(slices.label(e))} | {e['rows']} | {_cell(e['reason'])} | – | – |")
+            lines.append(
+                f"| {_cell(slices.label(e))} | {e['rows']} | {_cell(e['reason'])} | – | – |"
+            )
             continue
         mine, theirs = e["candidate"].get(primary), (e.get("champion") or {}).get(primary)
-        intervals = e["intervals"]
-        lines.append(f"| {_cell(slices.label(e))} | {e['rows']} | {_with_interval(_num(mine), intervals, primary, 'candidate')} | "
-                     f"{_with_interval(_num(theirs), intervals, primary, 'champion')} | "
-                     f"{_with_interval(_delta(primary, mine, theirs), intervals, primary, 'difference')} |")
+        cells = _compared(primary, mine, theirs, e["intervals"])
+        lines.append(f"| {_cell(slices.label(e))} | {e['rows']} | {cells} |")
     return lines
 
 
@@ -259,10 +291,13 @@ def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str)
     ]
     if not gate["rules"]:
         lines.append("| ✅ | (none) | no thresholds and no champion |")
-    card_link = f"[{card.MARKDOWN}]({card.MARKDOWN})" if inline_plots else f"`reports/{card.MARKDOWN}`"
+    card_link = f"`reports/{card.MARKDOWN}`"
+    if inline_plots:
+        card_link = f"[{card.MARKDOWN}]({card.MARKDOWN})"
     lines += ["", "### Metrics: candidate vs champion and thresholds", "", *_metrics_table(reports, params),
               *_holdout_section(gate), *_slices_section(gate),
-              "", f"Model card: {card_link} (and in the candidate's MLflow run under `{card.ARTIFACT}/`).",
+              "", f"Model card: {card_link} (and in the candidate's MLflow run, "
+              f"`{card.ARTIFACT}/`).",
               "", "### All candidates", "", *_candidates_table(reports),
               "", "### Data", "", *_data_section(reports),
               "", "### Plots", "", *_plots_section(reports, inline_plots, artifacts), ""]
