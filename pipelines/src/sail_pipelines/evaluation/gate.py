@@ -59,9 +59,8 @@ from sail_pipelines.integrity.bundle import (
 from sail_pipelines.integrity.signing import SigningKey
 from sail_pipelines.provenance import file_md5
 
-HOLDOUT_CSV = (
-    "holdout.csv"  # accepted bundles: labelled test rows, the next gate's second yardstick
-)
+# In accepted bundles beside holdout.json: labelled test rows, the next gate's second yardstick.
+HOLDOUT_CSV = "holdout.csv"
 
 
 @dataclass(frozen=True)
@@ -313,6 +312,18 @@ def seen_in(rows: pd.DataFrame, train: pd.DataFrame, features: list[str]) -> np.
     return keys(rows).isin(set(keys(train))).to_numpy()
 
 
+def _short_of_evidence(gate: GateConfig, task: str, y_true: Any, classes: list[Any]) -> str | None:
+    return too_few(
+        y_true,
+        task,
+        classes,
+        gate.min_test_rows,
+        gate.min_rows_per_class,
+        "gate.min_test_rows",
+        "gate.min_rows_per_class",
+    )
+
+
 def holdout_comparison(
     gate: GateConfig, champion: LoadedBundle, candidate: LoadedBundle, train: pd.DataFrame
 ) -> dict[str, Any]:
@@ -334,15 +345,7 @@ def holdout_comparison(
         "recorded": json.loads(champion.files[HOLDOUT]).get("labelled", {}).get("metrics", {}),
         "champion_all_rows": point(task, labelled[target], everything),
     }
-    short = too_few(
-        unseen[target],
-        task,
-        candidate.classes,
-        gate.min_test_rows,
-        gate.min_rows_per_class,
-        "gate.min_test_rows",
-        "gate.min_rows_per_class",
-    )
+    short = _short_of_evidence(gate, task, unseen[target], candidate.classes)
     if short:
         reason = (
             f"{int(seen.sum())} of its {len(labelled)} rows are in the candidate's training split; "
@@ -359,17 +362,24 @@ def holdout_comparison(
     return {**result, **judged, "rows": int(len(labelled)), "judged": True, "reason": None}
 
 
-def _champion(
+def _read_champion(
+    settings: Settings,
+    client: Any,
+    key: SigningKey,
     gate: GateConfig,
-    version: Any,
-    fetched: tuple[LoadedBundle | None, dict[str, float], str],
     candidate: LoadedBundle,
     test: pd.DataFrame,
     paths: ProjectPaths,
-) -> tuple[dict[str, Any], Outputs | None]:
-    """The champion as gate.json records it, and its outputs on the test split (None: not
-    re-scored)."""
-    bundle, recorded, source = fetched
+) -> tuple[dict[str, Any] | None, Outputs | None]:
+    """The champion as gate.json records it (None without one), and its outputs on the test
+    split (None when it could not be re-scored)."""
+    with tracking.reachable(settings, "reading the champion"):
+        version = tracking.version_by_alias(client, gate.registered_model, tracking.CHAMPION)
+        if version is None:
+            return None, None
+        bundle, recorded, source = fetch_champion(
+            client, version.run_id, candidate.metadata["schema"], key
+        )
     entry: dict[str, Any] = {
         "version": str(version.version),
         "run_id": version.run_id,
@@ -388,9 +398,8 @@ def _champion(
 
 
 def _training_split(paths: ProjectPaths, candidate: LoadedBundle) -> pd.DataFrame:
-    if not paths.train_csv.is_file() or file_md5(paths.train_csv) != candidate.metadata.get(
-        "train_hash"
-    ):
+    trained_on = candidate.metadata.get("train_hash")
+    if not paths.train_csv.is_file() or file_md5(paths.train_csv) != trained_on:
         raise SailError(
             "data/split/train.csv is missing or is not the split the candidate trained on: the "
             "gate needs it to leave the candidate's training rows out of the champion's holdout"
@@ -489,29 +498,14 @@ def run(
         "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     client = tracking.client(settings)
-    refusal = too_few(
-        test[target],
-        task,
-        bundle.classes,
-        gate.min_test_rows,
-        gate.min_rows_per_class,
-        "gate.min_test_rows",
-        "gate.min_rows_per_class",
-    )
+    refusal = _short_of_evidence(gate, task, test[target], bundle.classes)
     if refusal:
         report["rules"] = [asdict(Rule("minimum evidence", False, f"the test split has {refusal}"))]
         with tracking.reachable(settings, "logging the model card"):
             _finish(paths, params, client, run_id, report)
         raise GateFailed(f"gate refused to judge candidate '{best}': the test split has {refusal}")
     outputs = predict(bundle, test)
-    with tracking.reachable(settings, "reading the champion"):
-        version = tracking.version_by_alias(client, model, tracking.CHAMPION)
-        fetched = (
-            None if version is None else fetch_champion(client, version.run_id, meta["schema"], key)
-        )
-    champion, champion_outputs = (
-        (None, None) if version is None else _champion(gate, version, fetched, bundle, test, paths)
-    )
+    champion, champion_outputs = _read_champion(settings, client, key, gate, bundle, test, paths)
     measured = compare(task, test[target], outputs, champion_outputs, gate.bootstrap)
     slice_entries = slices.measure(
         gate.slices, gate.bootstrap, task, bundle.classes, test, target, outputs, champion_outputs
