@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -76,7 +76,7 @@ def judge(
     scores: dict[str, float],
     champion: dict[str, Any] | None,
     intervals: dict[str, Any] | None = None,
-    slice_entries: list[dict[str, Any]] = (),
+    slice_entries: Sequence[dict[str, Any]] = (),
 ) -> list[Rule]:
     """Pure verdict: thresholds; with a champion, no regression on the test split and on its
     holdout, and the suspicious-data check; then the slice rules that params.yaml asks for."""
