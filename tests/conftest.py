@@ -177,3 +177,21 @@ def project_copy(pipeline_project, tmp_path) -> Path:
     dest = tmp_path / pipeline_project.name
     shutil.copytree(pipeline_project, dest, symlinks=True)
     return dest
+
+
+@pytest.fixture(scope="session")
+def regression_project(tmp_path_factory) -> Path:
+    """A regression project (its gate slices the test split by `sex`) after one full `sail run`
+    (read-only for the tests that use it)."""
+    baked = tmp_path_factory.mktemp("baked")
+    project = bake(baked, project_name="Diabetes Progression", task="regression")
+    ok(sail(project, "run"))
+    return project
+
+
+@pytest.fixture
+def regression_copy(regression_project, tmp_path) -> Path:
+    """A private copy of the run regression project, for tests that change it."""
+    dest = tmp_path / regression_project.name
+    shutil.copytree(regression_project, dest, symlinks=True)
+    return dest

@@ -33,6 +33,20 @@ def test_good_params_parse():
         (("gate", "thresholds"), {"roc_auc": {"above": 1}}, "'min' and/or 'max'"),
         (("gate", "thresholds"), {"roc_auc": {"min": "high"}}, "must be a number"),
         (("gate", "tolerance"), 2, "gate.tolerance"),
+        (("gate", "regression_rule"), "strict", "regression_rule must be one of confidence, point"),
+        (("gate", "bootstrap"), {"level": 1.5}, "gate.bootstrap.level"),
+        (("gate", "bootstrap"), {"resamples": 10}, "resamples' must be a whole number from 100"),
+        (("gate", "bootstrap"), {"seed": 1.5}, "gate.bootstrap.seed"),
+        (("gate", "bootstrap"), [0.95], "gate.bootstrap' must be a mapping"),
+        (("gate", "min_test_rows"), 0, "gate.min_test_rows"),
+        (("gate", "min_rows_per_class"), "ten", "gate.min_rows_per_class"),
+        (("gate", "suspicious_drop"), -0.1, "gate.suspicious_drop"),
+        (("gate", "holdout_rows"), True, "gate.holdout_rows"),
+        (("gate", "slices"), {"columns": "sex"}, "slices.columns must be a list of column names"),
+        (("gate", "slices"), {"columns": ["sex"], "min_rows": 0}, "gate.slices.min_rows"),
+        (("gate", "slices"), {"thresholds": {"r2": {"min": 0.1}}},
+         "gate.slices.thresholds.r2 is not a classification metric"),
+        (("gate", "slices"), {"no_regression": "yes"}, "no_regression' must be true or false"),
     ],
 )
 def test_bad_params_name_the_key(path, value, message):
@@ -43,6 +57,46 @@ def test_bad_params_name_the_key(path, value, message):
     node[path[-1]] = value
     with pytest.raises(SailError, match=message):
         parse_params(raw)
+
+
+def test_gate_settings_default_to_the_old_behaviour_and_parse_when_given():
+    defaults = parse_params(GOOD).gate
+    assert defaults.regression_rule == "point" and defaults.bootstrap.resamples == 1000
+    assert defaults.slices.columns == () and defaults.suspicious_drop == 0.1
+    raw = copy.deepcopy(GOOD)
+    raw["gate"].update(
+        regression_rule="confidence",
+        bootstrap={"level": 0.9, "resamples": 500, "seed": 3},
+        min_test_rows=20,
+        min_rows_per_class=4,
+        suspicious_drop=None,
+        holdout_rows=100,
+        slices={
+            "columns": ["region", "region"],
+            "min_rows": 12,
+            "thresholds": {"f1": {"min": 0.7}},
+            "no_regression": True,
+        },
+    )
+    gate = parse_params(raw).gate
+    assert (
+        gate.regression_rule,
+        gate.bootstrap.level,
+        gate.bootstrap.resamples,
+        gate.bootstrap.seed,
+    ) == ("confidence", 0.9, 500, 3)
+    assert (
+        gate.min_test_rows,
+        gate.min_rows_per_class,
+        gate.suspicious_drop,
+        gate.holdout_rows,
+    ) == (20, 4, None, 100)
+    assert (
+        gate.slices.columns == ("region",)
+        and gate.slices.min_rows == 12
+        and gate.slices.no_regression
+    )
+    assert gate.slices.thresholds[0].metric == "f1" and gate.slices.thresholds[0].minimum == 0.7
 
 
 def test_duplicate_candidate_names_are_refused():

@@ -127,7 +127,13 @@ def test_report_of_a_passing_gate(project_copy):
     assert text.startswith(MARKER + "\n## SAIL report: sail_model, gate PASSED ✅")
     assert "Registered as **sail_model v1** with alias `candidate`" in text
     assert "| ✅ | roc_auc >= 0.95 | roc_auc = " in text and "| ✅ | f1 >= 0.9 |" in text
-    assert f"| **roc_auc** (primary) | {gate['metrics']['roc_auc']:.4f} | – | – | ≥ 0.95 ✅ (+{gate['metrics']['roc_auc'] - 0.95:.4f}) |" in text
+    low, high = gate["intervals"]["roc_auc"]["candidate"]
+    roc_auc = gate["metrics"]["roc_auc"]
+    assert (f"| **roc_auc** (primary) | {roc_auc:.4f} [{low:.4f}, {high:.4f}] | – | – | "
+            f"≥ 0.95 ✅ (+{roc_auc - 0.95:.4f}) |") in text
+    assert "Intervals: paired bootstrap over the 114 test rows, 1000 resamples, seed 42." in text
+    assert "Model card: [model_card.md](model_card.md)" in text
+    assert (project_copy / "reports" / "model_card.md").is_file()
     assert "No champion yet: the thresholds alone decide." in text
     best = json.loads((project_copy / "reports" / "evaluation.json").read_text())["best"]
     assert f"| **{best}** (best) |" in text and text.count("(best)") == 1
@@ -161,8 +167,12 @@ def test_report_of_a_failing_gate_against_the_champion(project_copy, tmp_path):
     assert "gate FAILED ❌" in text and "Nothing was registered: **sail_model** keeps its current champion." in text
     assert "| ❌ | roc_auc >= 0.9999 | roc_auc = " in text
     assert "| ✅ | no regression on roc_auc vs champion v1 |" in text
-    assert "| metric | candidate | champion v1 | Δ vs champion |" in text
-    assert "| ±0 |" in text and "≥ 0.9999 ❌ (-" in text  # the same model re-scored: no change, below the threshold
+    assert "| metric | candidate (95% CI) | champion v1 (95% CI) | Δ vs champion (95% CI) |" \
+        in text
+    # the same model re-scored: no change, below the threshold
+    assert "| ±0 [+0.0000, +0.0000] |" in text and "≥ 0.9999 ❌ (-" in text
+    assert "### Champion v1's signed holdout" in text
+    assert "On the 114 rows the candidate never trained on:" in text
     assert "Champion metrics: rescored on this test set" in text
     written = summary.read_text()
     assert written.startswith("earlier step output\n" + MARKER)  # appended, not replaced
@@ -269,3 +279,42 @@ def test_post_refuses_an_incomplete_environment(project_copy, github, env, text)
     result = sail(project_copy, "report", "--post", **env_for(github, **env))
     one_line_error(result, text)
     assert not github.requests and TOKEN not in result.stderr
+
+
+def test_report_and_comment_show_intervals_slices_and_the_holdout(regression_copy, github):
+    project = regression_copy
+    ok(sail(project, "promote"))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["gate"]["slices"]["min_rows"] = 45  # sex=2 has 41 test rows: too small to judge
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ok(sail(project, "gate", "--no-register"))
+    gate = json.loads((project / "reports" / "gate.json").read_text())
+    [big] = [s for s in gate["slices"] if s["judged"]]
+    low, high = big["intervals"]["r2"]["candidate"]
+    ok(sail(project, "report", "--post", **env_for(github)))
+    [comment] = github.comments
+    for text in (comment["body"], (project / "reports" / "report.md").read_text()):
+        assert (
+            "| metric | candidate (95% CI) | champion v1 (95% CI) | Δ vs champion (95% CI) |"
+            in text
+        )
+        low_all, high_all = gate["intervals"]["r2"]["candidate"]
+        assert (
+            f"| **r2** (primary) | {gate['metrics']['r2']:.4f} [{low_all:.4f}, {high_all:.4f}] |"
+            in text
+        )
+        assert "### Slices (r2)" in text
+        assert (
+            f"| sex={big['value']} | {big['rows']} | "
+            f"{big['candidate']['r2']:.4f} [{low:.4f}, {high:.4f}] |"
+            in text
+        )
+        assert (
+            "| sex=2 | 41 | too small to judge: 41 rows, fewer than gate.slices.min_rows = 45 "
+            "| – | – |"
+            in text
+        )
+        assert "### Champion v1's signed holdout" in text and "(confidence rule)" in text
+    assert "Model card: `reports/model_card.md`" in comment["body"]
+    card = (project / "reports" / "model_card.md").read_text()
+    assert "| sex=2 | 41 | too small to judge" in card and "parent champion: v1" in card

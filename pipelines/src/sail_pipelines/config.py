@@ -59,12 +59,44 @@ class Threshold:
     maximum: float | None = None
 
 
+REGRESSION_RULES = ("confidence", "point")
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    """Paired bootstrap behind every interval the gate reports: seeded, so a verdict repeats."""
+
+    level: float = 0.95
+    resamples: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SliceConfig:
+    """Metrics per value of category columns: always in the report; the rules are optional."""
+
+    columns: tuple[str, ...] = ()
+    min_rows: int = 30  # a smaller slice is reported as too small, never judged
+    min_rows_per_class: int = 5
+    thresholds: tuple[Threshold, ...] = ()  # every judged slice must meet these
+    no_regression: bool = False  # no judged slice may regress against the champion's same slice
+
+
 @dataclass(frozen=True)
 class GateConfig:
     primary_metric: str
     thresholds: tuple[Threshold, ...]
     tolerance: float
     registered_model: str
+    # "confidence": a regression fails only when the whole interval of the difference lies beyond
+    # the tolerance; "point": when the point estimate does (noise included).
+    regression_rule: str = "point"
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    min_test_rows: int = 50  # below these the gate refuses to judge
+    min_rows_per_class: int = 10
+    suspicious_drop: float | None = 0.1  # None: no suspicious-test-data rule
+    holdout_rows: int = 10_000  # labelled test rows the accepted bundle keeps for the next gate
+    slices: SliceConfig = SliceConfig()
 
 
 @dataclass(frozen=True)
@@ -538,19 +570,7 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
     primary = _require(gate, "primary_metric", "gate.")
     if primary not in allowed:
         raise SailError(f"params.yaml: gate.primary_metric {primary!r} is not one of {', '.join(allowed)}")
-    thresholds = []
-    for metric, bounds in (gate.get("thresholds") or {}).items():
-        if metric not in allowed:
-            raise SailError(f"params.yaml: gate.thresholds.{metric} is not a {task} metric ({', '.join(allowed)})")
-        if not isinstance(bounds, Mapping) or not set(bounds) <= {"min", "max"} or not bounds:
-            raise SailError(f"params.yaml: gate.thresholds.{metric} must be a mapping with 'min' and/or 'max'")
-        thresholds.append(
-            Threshold(
-                metric,
-                _number(bounds["min"], f"gate.thresholds.{metric}.min") if "min" in bounds else None,
-                _number(bounds["max"], f"gate.thresholds.{metric}.max") if "max" in bounds else None,
-            )
-        )
+    thresholds = _thresholds(gate.get("thresholds"), "gate.thresholds", task)
     validation = raw.get("validation") or {}
     serving = raw.get("serving") or {}
     if not isinstance(serving, Mapping) or not set(serving) <= {"out_of_range"}:
@@ -575,6 +595,7 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
             thresholds=tuple(thresholds),
             tolerance=_number(gate.get("tolerance", 0.0), "gate.tolerance", 0.0, 1.0),
             registered_model=str(_require(gate, "registered_model", "gate.")),
+            **_gate_settings(gate, task),
         ),
         validation=ValidationConfig(
             range_margin=_number(validation.get("range_margin", 0.1), "validation.range_margin", 0.0),
@@ -610,6 +631,94 @@ def _compiled(raw: Any) -> CompiledConfig:
                                                  default.max_label_mismatches),
                                          "compiled.max_label_mismatches", 0)),
     )
+
+
+def _thresholds(raw: Any, where: str, task: str) -> tuple[Threshold, ...]:
+    allowed = METRICS_BY_TASK[task]
+    if raw is not None and not isinstance(raw, Mapping):
+        raise SailError(
+            f"params.yaml: '{where}' must be a mapping of metric: {{min: ..., max: ...}}"
+        )
+    thresholds = []
+    for metric, bounds in (raw or {}).items():
+        if metric not in allowed:
+            raise SailError(
+                f"params.yaml: {where}.{metric} is not a {task} metric ({', '.join(allowed)})"
+            )
+        if not isinstance(bounds, Mapping) or not set(bounds) <= {"min", "max"} or not bounds:
+            raise SailError(
+                f"params.yaml: {where}.{metric} must be a mapping with 'min' and/or 'max'"
+            )
+        thresholds.append(
+            Threshold(
+                metric,
+                _number(bounds["min"], f"{where}.{metric}.min") if "min" in bounds else None,
+                _number(bounds["max"], f"{where}.{metric}.max") if "max" in bounds else None,
+            )
+        )
+    return tuple(thresholds)
+
+
+def _whole(raw: Mapping[str, Any], key: str, default: int, where: str, low: int, high: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SailError(
+            f"params.yaml: '{where}{key}' must be a whole number from {low} to {high}, "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _section(raw: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    section = raw.get(key) or {}
+    if not isinstance(section, Mapping):
+        raise SailError(f"params.yaml: '{where}{key}' must be a mapping")
+    return section
+
+
+def _flag(raw: Mapping[str, Any], key: str, where: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise SailError(f"params.yaml: '{where}{key}' must be true or false, got {value!r}")
+    return value
+
+
+def _gate_settings(gate: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """The settings that make the gate robust to noise and bad test data (all optional)."""
+    g, b, s = GateConfig, BootstrapConfig, SliceConfig  # their defaults fill in missing keys
+    rule = gate.get("regression_rule", g.regression_rule)
+    if rule not in REGRESSION_RULES:
+        choices = ", ".join(REGRESSION_RULES)
+        raise SailError(f"params.yaml: gate.regression_rule must be one of {choices}, got {rule!r}")
+    boot, slices = _section(gate, "bootstrap", "gate."), _section(gate, "slices", "gate.")
+    columns = slices.get("columns") or []
+    if not isinstance(columns, list) or not all(isinstance(c, str) and c for c in columns):
+        raise SailError(
+            f"params.yaml: gate.slices.columns must be a list of column names, got {columns!r}"
+        )
+    drop = gate.get("suspicious_drop", g.suspicious_drop)
+    many = 10**9
+    return {
+        "regression_rule": rule,
+        "bootstrap": BootstrapConfig(
+            level=_number(boot.get("level", b.level), "gate.bootstrap.level", 0.5, 0.999),
+            resamples=_whole(boot, "resamples", b.resamples, "gate.bootstrap.", 100, 100_000),
+            seed=_whole(boot, "seed", b.seed, "gate.bootstrap.", 0, 2**32 - 1),
+        ),
+        "min_test_rows": _whole(gate, "min_test_rows", g.min_test_rows, "gate.", 1, many),
+        "min_rows_per_class": _whole(gate, "min_rows_per_class", g.min_rows_per_class, "gate.", 1,
+                                     many),
+        "suspicious_drop": None if drop is None else _number(drop, "gate.suspicious_drop", 0.0),
+        "holdout_rows": _whole(gate, "holdout_rows", g.holdout_rows, "gate.", 1, 10**7),
+        "slices": SliceConfig(
+            columns=tuple(dict.fromkeys(columns)),
+            min_rows=_whole(slices, "min_rows", s.min_rows, "gate.slices.", 1, many),
+            min_rows_per_class=_whole(slices, "min_rows_per_class", s.min_rows_per_class,
+                                      "gate.slices.", 1, many),
+            thresholds=_thresholds(slices.get("thresholds"), "gate.slices.thresholds", task),
+            no_regression=_flag(slices, "no_regression", "gate.slices."),
+        ),
+    }
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from sail_pipelines.config import CompiledConfig, Params, ProjectPaths, Settings
@@ -24,14 +25,28 @@ from sail_pipelines.contract.schema import plain
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
 from sail_pipelines.evaluation import metrics, plots
+from sail_pipelines.evaluation.bootstrap import Outputs
 from sail_pipelines.files import read_json, write_json
 from sail_pipelines.inference import onnx
 from sail_pipelines.inference.requests import checked_columns
 from sail_pipelines.integrations import tracking
 from sail_pipelines.integrity.bundle import TRANSFORMER, LoadedBundle, load_bundle, recover
 from sail_pipelines.integrity.signing import VerifyKey, serving_env
+from sail_pipelines.provenance import file_md5
 
-HOLDOUT_ROWS = 20  # rows that travel with the accepted model for smoke tests
+HOLDOUT_ROWS = 20  # rows whose predictions the smoke tests check (the gate adds labelled ones)
+
+
+def predict(bundle: LoadedBundle, rows: pd.DataFrame, runtime: str | None = None) -> Outputs:
+    """What the bundle says about each row (by the runtime that will serve it): predictions, and
+    probabilities in its class order."""
+    try:
+        predictions, probabilities = bundle.predict(rows[bundle.schema.feature_names], runtime)
+    except stl.NonFiniteFeatures as exc:
+        lines = ", ".join(str(rows.index[i]) for i in exc.rows[:5])
+        raise SailError(f"test data: {exc.field or 'a column'} becomes non-finite in the transformation layer "
+                        f"({rows.index.name or 'row'} {lines})") from None
+    return Outputs(np.asarray(predictions), probabilities, tuple(bundle.classes))
 
 
 def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None,
@@ -39,12 +54,8 @@ def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None
     """Metrics of one bundle on the test frame, by the runtime that will serve it (plots too
     when plot_dir is given)."""
     target = bundle.metadata["target"]
-    try:
-        predictions, probabilities = bundle.predict(test, runtime)
-    except stl.NonFiniteFeatures as exc:
-        lines = ", ".join(str(i + 2) for i in exc.rows[:5])
-        raise SailError(f"test data: {exc.field or 'a column'} becomes non-finite in the transformation layer "
-                        f"(data/split/test.csv line(s) {lines})") from None
+    outputs = predict(bundle, test, runtime)
+    predictions, probabilities = outputs.predictions, outputs.probabilities
     y_true = test[target]
     if bundle.metadata["task"] == "classification":
         result = metrics.classification(y_true, predictions, probabilities, bundle.classes)
@@ -185,6 +196,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
         "primary_metric": params.gate.primary_metric,
         "best": winner,
         "test_rows": int(len(test)),
+        "test_hash": file_md5(paths.test_csv),  # the gate scores these very rows again
         "candidates": {
             name: {
                 "metrics": scored[name],

@@ -3,7 +3,8 @@
 Built only from what the steps already wrote (reports/gate.json, evaluation.json,
 validation.json, plots/), so it works as well after a failed gate, which is when it is read
 most. It goes to reports/report.md (plots shown inline, relative to the file), to the job
-summary when GITHUB_STEP_SUMMARY is set, and with --post to one pull-request comment.
+summary when GITHUB_STEP_SUMMARY is set, and with --post to one pull-request comment. The
+model card (card.py) is written again beside it, from the same gate.json.
 
 GitHub cannot show the plots in a comment or a job summary: the comments API takes no
 uploads, images from a CI workspace have no public URL, and data: URIs are stripped. So
@@ -20,6 +21,7 @@ from typing import Any, Mapping
 
 from sail_pipelines.config import HIGHER_IS_BETTER, Params, ProjectPaths
 from sail_pipelines.errors import SailError
+from sail_pipelines.evaluation import card, slices
 from sail_pipelines.files import read_json, write_atomic
 from sail_pipelines.integrations import github
 
@@ -100,24 +102,132 @@ def _thresholds(params: Params, metric: str, value: Any) -> str:
     return "; ".join(parts) or "–"
 
 
+def _level(gate: dict[str, Any]) -> str:
+    return f"{(gate.get('bootstrap') or {}).get('level', 0.95):.0%}"
+
+
+def _ci_columns(level: str, *names: str) -> str:
+    return " | ".join(f"{name} ({level} CI)" for name in names)
+
+
+def _with_interval(value: str, intervals: dict[str, Any], metric: str, who: str) -> str:
+    """'0.9937 [0.9812, 0.9998]': the value and its bootstrap interval, when there is one."""
+    bounds = (intervals.get(metric) or {}).get(who)
+    return (
+        f"{value} {card.interval(bounds, signed=who == 'difference')}"
+        if bounds and value != "–"
+        else value
+    )
+
+
+def _compared(metric: str, mine: Any, theirs: Any, intervals: dict[str, Any]) -> str:
+    """Table cells: the candidate, the champion and their difference, each with its interval."""
+    return " | ".join((
+        _with_interval(_num(mine), intervals, metric, "candidate"),
+        _with_interval(_num(theirs), intervals, metric, "champion"),
+        _with_interval(_delta(metric, mine, theirs), intervals, metric, "difference"),
+    ))
+
+
 def _metrics_table(reports: Reports, params: Params) -> list[str]:
     gate = reports.gate
     champion = gate.get("champion")
     primary = gate["primary_metric"]
     theirs = champion["metrics"] if champion else {}
+    intervals = gate.get("intervals") or {}
+    level = _level(gate)
     head = f"champion v{champion['version']}" if champion else "champion"
     metrics = [primary] + sorted(m for m in gate["metrics"] if m != primary)
-    lines = [f"| metric | candidate | {head} | Δ vs champion | threshold (margin) |", "| --- | ---: | ---: | ---: | --- |"]
+    lines = [
+        f"| metric | {_ci_columns(level, 'candidate', head, 'Δ vs champion')} "
+        "| threshold (margin) |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
     for m in metrics:
         name = f"**{m}** (primary)" if m == primary else m
         mine = gate["metrics"].get(m)
-        lines.append(f"| {name} | {_num(mine)} | {_num(theirs.get(m))} | {_delta(m, mine, theirs.get(m))} | {_thresholds(params, m, mine)} |")
+        cells = _compared(m, mine, theirs.get(m), intervals)
+        lines.append(f"| {name} | {cells} | {_thresholds(params, m, mine)} |")
+    boot = gate.get("bootstrap")
+    if boot and intervals:
+        lines.append(
+            f"\nIntervals: paired bootstrap over the {gate.get('test_rows', '?')} test rows, "
+            f"{boot['resamples']} resamples, seed {boot['seed']}."
+        )
     if champion:
-        lines.append(f"\nChampion metrics: {_cell(champion.get('metrics_source', 'recorded'))}; "
-                     f"the no-regression rule allows a tolerance of {gate.get('tolerance', 0):g} on {primary}.")
+        rule = gate.get("regression_rule", "point")
+        how = (
+            "fails only when the whole interval of Δ lies beyond it"
+            if rule == "confidence"
+            else "fails when the point estimate of Δ lies beyond it"
+        )
+        lines.append(
+            f"\nChampion metrics: {_cell(champion.get('metrics_source', 'recorded'))}; "
+            f"the no-regression rule allows a tolerance of {gate.get('tolerance', 0):g} on "
+            f"{primary} and {how} ({rule} rule)."
+        )
     else:
         lines.append("\nNo champion yet: the thresholds alone decide.")
     return lines
+
+
+def _holdout_section(gate: dict[str, Any]) -> list[str]:
+    """The second yardstick: both models on the champion's signed holdout."""
+    champion = gate.get("champion") or {}
+    holdout = champion.get("holdout")
+    if not holdout:
+        return []
+    primary = gate["primary_metric"]
+    lines = ["", f"### Champion v{champion['version']}'s signed holdout", ""]
+    mine_all = (holdout.get("champion_all_rows") or {}).get(primary)
+    if mine_all is not None:
+        lines.append(
+            f"The champion scores {primary} {_num(mine_all)} on all {holdout['rows']} rows of its "
+            f"holdout ({_num((holdout.get('recorded') or {}).get(primary))} when it was accepted)."
+        )
+    if not holdout.get("judged"):
+        return lines + [f"Candidate against champion: not judged, {_cell(holdout['reason'])}."]
+    level = _level(gate)
+    lines += [
+        f"On the {holdout['unseen_rows']} rows the candidate never trained on:",
+        "",
+        f"| metric | {_ci_columns(level, 'candidate', 'champion', 'Δ')} |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for m in [primary] + sorted(m for m in holdout["candidate"] if m != primary):
+        mine, theirs = holdout["candidate"].get(m), holdout["champion"].get(m)
+        lines.append(f"| {m} | {_compared(m, mine, theirs, holdout['intervals'])} |")
+    return lines
+
+
+def _slices_section(gate: dict[str, Any]) -> list[str]:
+    entries = gate.get("slices") or []
+    if not entries:
+        return []
+    primary, level = gate["primary_metric"], _level(gate)
+    lines = [
+        "",
+        f"### Slices ({primary})",
+        "",
+        f"| slice | rows | {_ci_columns(level, 'candidate', 'champion', 'Δ vs champion')} |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for e in entries:
+        if not e["judged"]:
+            lines.append(
+                f"| {_cell(slices.label(e))} | {e['rows']} | {_cell(e['reason'])} | – | – |"
+            )
+            continue
+        mine, theirs = e["candidate"].get(primary), (e.get("champion") or {}).get(primary)
+        cells = _compared(primary, mine, theirs, e["intervals"])
+        lines.append(f"| {_cell(slices.label(e))} | {e['rows']} | {cells} |")
+    return lines
+
+
+def _icon(rule: dict[str, Any]) -> str:
+    if not rule.get("judged", True):
+        return "➖ not judged"
+    return "✅" if rule["passed"] else "❌"
 
 
 def _candidates_table(reports: Reports) -> list[str]:
@@ -218,12 +328,18 @@ def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str)
         "",
         "| | rule | detail |",
         "| --- | --- | --- |",
-        *(f"| {'✅' if r['passed'] else '❌'} | {_cell(r['rule'])} | {_cell(r['detail'])} |" for r in gate["rules"]),
+        *(f"| {_icon(r)} | {_cell(r['rule'])} | {_cell(r['detail'])} |" for r in gate["rules"]),
     ]
     if not gate["rules"]:
         lines.append("| ✅ | (none) | no thresholds and no champion |")
+    card_link = f"`reports/{card.MARKDOWN}`"
+    if inline_plots:
+        card_link = f"[{card.MARKDOWN}]({card.MARKDOWN})"
     lines += ["", "### Metrics: candidate vs champion and thresholds", "", *_metrics_table(reports, params),
               *_confusion_section(reports),
+              *_holdout_section(gate), *_slices_section(gate),
+              "", f"Model card: {card_link} (and in the candidate's MLflow run, "
+              f"`{card.ARTIFACT}/`).",
               "", "### All candidates", "", *_candidates_table(reports),
               "", "### Serving", "", *_serving_section(reports),
               "", "### Data", "", *_data_section(reports),
@@ -238,11 +354,13 @@ def run(paths: ProjectPaths, params: Params, env: Mapping[str, str], post: githu
     try:
         local = render(reports, params, inline_plots=True, artifacts=artifacts)
         remote = render(reports, params, inline_plots=False, artifacts=artifacts)
+        model_card = card.build(paths, params)
     except (KeyError, TypeError, AttributeError) as exc:
         raise SailError(f"reports/gate.json or evaluation.json lacks what the steps write ({type(exc).__name__}: {exc}): "
                         "run `sail evaluate` and `sail gate` again") from None
     target = paths.reports / REPORT
     write_atomic(target, lambda tmp: tmp.write_text(local))
+    card.write(paths, model_card)
     result: dict[str, Any] = {"verdict": reports.gate["verdict"], "report": str(target.relative_to(paths.root)), "job_summary": False}
     summary = env.get("GITHUB_STEP_SUMMARY")
     if summary:

@@ -147,6 +147,7 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
             git_commit=metadata.get("git_commit"),
             created_at=metadata.get("created_at"),
             signing=metadata.get("signing"),  # algorithm and key id (the public key's fingerprint)
+            model_card=metadata.get("model_card"),  # where `sail gate` logged the model card (MLflow)
             schema=schema.to_dict(),
             inference=serving,
         )
