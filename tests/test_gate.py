@@ -13,9 +13,9 @@ from mlflow import MlflowClient
 from sail_pipelines.evaluation.gate import HOLDOUT_CSV
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.integrity.bundle import HOLDOUT, load_bundle
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity import signing
 
-KEY = SigningKey(TEST_KEY.encode(), dev=False)
+KEY = signing.private_key(TEST_KEY, "test")
 QUIET = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
