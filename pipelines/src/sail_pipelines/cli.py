@@ -69,7 +69,8 @@ def cmd_train(args):
         ran = train.in_containers(paths, params, settings, args.candidate, say=_say)
         return {"bundles": [str((paths.candidates_dir / name).relative_to(paths.root)) for name in ran], "containers": ran}
     origin = Provenance.from_env(os.environ) or Provenance.of(paths.root, paths.root / params.raw_data)
-    written = train.run(paths, params, resolve_key(settings), origin, args.candidate)
+    written = train.run(paths, params, resolve_key(settings), origin, args.candidate,
+                        settings.search_storage)
     return {"bundles": [str(p.relative_to(paths.root)) for p in written]}
 
 
