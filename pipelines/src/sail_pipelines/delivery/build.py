@@ -32,6 +32,8 @@ DOCKERFILE = "docker/Dockerfile"
 PACKAGE = "sail-pipelines"
 # What the metric image adds to the core: tracking (with S3 artifact stores) and plots.
 METRIC_EXTRAS = ("mlflow", "matplotlib", "requests", "boto3")
+# What the training image adds: the hyperparameter search (Optuna, SQLAlchemy for shared studies).
+TRAIN_EXTRAS = ("optuna",)
 REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01: identical wheels for identical code keep Docker's cache
 
 
@@ -125,7 +127,9 @@ def stage(context: BuildContext) -> None:
     """Write what the Dockerfile copies from .sail/build/, touching files only when they change."""
     core = pinned(core_requirements())
     metric = pinned(METRIC_EXTRAS)
-    for name, versions in (("requirements-core.txt", core), ("requirements-metric.txt", metric)):
+    train = pinned(TRAIN_EXTRAS)
+    for name, versions in (("requirements-core.txt", core), ("requirements-metric.txt", metric),
+                           ("requirements-train.txt", train)):
         update(context.staging / name, requirement_lines(versions))
     stage_wheel(context.staging)
 

@@ -88,6 +88,8 @@ def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[st
             client.log_metric(run_id, name, value)
     client.log_artifacts(run_id, str(plot_dir), "plots")
     client.log_artifacts(run_id, str(bundle.path), "bundle")
+    if "search" in meta:
+        tracking.log_trials(client, experiment, run_id, meta["name"], meta["search"])
     client.set_terminated(run_id)
     return run_id
 
@@ -123,6 +125,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SigningKey
                 "bundle_id": bundle.bundle_id,
                 "bundle": str(bundle.path.relative_to(paths.root)),
                 "mlflow_run_id": run_ids[name],
+                **({"search": bundle.metadata["search"]} if "search" in bundle.metadata else {}),
             }
             for name, bundle in bundles.items()
         },
