@@ -24,6 +24,8 @@ def test_every_candidate_estimator_imports_and_accepts_its_params(params):
         assert check(estimator), f"{candidate.name}: {candidate.estimator} does not fit task {params.task}"
         for key, value in candidate.params.items():
             assert estimator.get_params()[key] == value
+        if candidate.search:  # every searched parameter is one the estimator takes
+            assert {d.name for d in candidate.search.space} <= set(estimator.get_params()), candidate.name
 
 
 def test_transform_points_at_the_shared_transformation_layer(build_transformer, params):

@@ -126,9 +126,11 @@ def open_storage(url: str | None) -> Any:
     engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {}
     for attempt in range(5):  # workers starting together may race to create the tables
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine,
-                                                 heartbeat_interval=HEARTBEAT_SECONDS,
-                                                 grace_period=GRACE_SECONDS)
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine,
+                                                     heartbeat_interval=HEARTBEAT_SECONDS,
+                                                     grace_period=GRACE_SECONDS)
             if sqlite:
                 with storage.engine.connect() as connection:
                     connection.exec_driver_sql("PRAGMA journal_mode=WAL")
@@ -200,7 +202,8 @@ def _join(name: str, search: SearchConfig, storage: Any, baseline: dict[str, Any
 
 def _claim(study: Any, storage: Any, search: SearchConfig) -> tuple[Any, int] | None:
     """The next trial this worker runs and its id, or None when the budget is spent. A queued
-    trial is claimed by moving it from WAITING to RUNNING, which succeeds for one worker only."""
+    trial is claimed by moving it from WAITING to RUNNING, which succeeds for one worker only.
+    Its heartbeat is written first, so a worker killed right after a claim still goes stale."""
     import optuna
     from optuna.trial import TrialState
 
@@ -213,6 +216,8 @@ def _claim(study: Any, storage: Any, search: SearchConfig) -> tuple[Any, int] | 
         return trial, storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
     for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, waiting.number)
+        if isinstance(storage, optuna.storages.RDBStorage):
+            storage.record_heartbeat(trial_id)
         try:
             claimed = storage.set_trial_state_values(trial_id, TrialState.RUNNING)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -257,7 +262,9 @@ def _settle(study: Any) -> None:
     from optuna.trial import TrialState
 
     while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         time.sleep(0.5)
 
 
@@ -309,7 +316,6 @@ def run(name: str, search: SearchConfig, fixed: dict[str, Any], problem: Problem
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
     cuts = folds(name, search, problem.task, problem.target)
     direction = "maximize" if HIGHER_IS_BETTER[search.metric] else "minimize"
     storage = open_storage(storage_url)
