@@ -23,7 +23,14 @@ import pytest
 import yaml
 from conftest import TEST_KEY, ok, sail
 from mlflow import MlflowClient
-from sail_pipelines.config import Dimension, ProjectPaths, SearchConfig, Settings, load_params, parse_params
+from sail_pipelines.config import (
+    Dimension,
+    ProjectPaths,
+    SearchConfig,
+    Settings,
+    load_params,
+    parse_params,
+)
 from sail_pipelines.contract import stl
 from sail_pipelines.contract.data import read_csv
 from sail_pipelines.contract.schema import load_schema
@@ -38,8 +45,13 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 from test_config import GOOD
 
-SEARCH = {"trials": 4, "space": {"C": {"type": "float", "low": 0.01, "high": 10, "log": True},
-                                 "class_weight": {"type": "choice", "values": [None, "balanced"]}}}
+SEARCH = {
+    "trials": 4,
+    "space": {
+        "C": {"type": "float", "low": 0.01, "high": 10, "log": True},
+        "class_weight": {"type": "choice", "values": [None, "balanced"]},
+    },
+}
 LR = "logistic_regression"
 
 
@@ -52,28 +64,47 @@ def with_search(block):
 def test_a_search_block_parses_with_its_defaults():
     candidate = parse_params(with_search(SEARCH)).candidates[0]
     assert candidate.search == SearchConfig(
-        space=(Dimension("C", "float", 0.01, 10.0, True),
-               Dimension("class_weight", "choice", choices=(None, "balanced"))),
-        metric="roc_auc", trials=4, timeout=None, folds=5, seed=42)  # gate's metric, split's seed
+        space=(
+            Dimension("C", "float", 0.01, 10.0, True),
+            Dimension("class_weight", "choice", choices=(None, "balanced")),
+        ),
+        metric="roc_auc",
+        trials=4,
+        timeout=None,
+        folds=5,
+        seed=42,
+    )  # gate's metric, split's seed
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"space": {"C": {"type": "float", "low": 10, "high": 1}}}, "low 10 > high 1"),
-    ({"space": {"C": {"type": "normal", "low": 0, "high": 1}}}, "unknown distribution 'normal'"),
-    ({"space": {"C": 3}}, "must be {type: int|float"),
-    ({"space": {"C": {"type": "float", "low": 0, "high": 1, "log": True}}}, "true needs low > 0"),
-    ({"space": {"max_iter": {"type": "int", "low": 1.5, "high": 9}}}, "whole numbers"),
-    ({"space": {"C": {"type": "choice", "values": []}}}, "non-empty list"),
-    ({"space": {"C": {"type": "float", "low": 0.1, "high": 1, "step": 2}}}, "takes only high, log, low, type"),
-    ({"space": {}}, "must map parameter names"),
-    ({"trials": 0}, "trials' must be a whole number of at least 1, got 0"),
-    ({"trials": None, "timeout": 0}, "timeout' must be a number of seconds above 0"),
-    ({"trials": None}, "needs a budget"),
-    ({"metric": "rmse"}, "'rmse' is not one of roc_auc"),
-    ({"folds": 1}, "folds' must be a whole number from 2 to 20"),
-    ({"seed": "x"}, "seed' must be an integer"),
-    ({"trails": 3}, "must be a mapping of space, trials"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"space": {"C": {"type": "float", "low": 10, "high": 1}}}, "low 10 > high 1"),
+        (
+            {"space": {"C": {"type": "normal", "low": 0, "high": 1}}},
+            "unknown distribution 'normal'",
+        ),
+        ({"space": {"C": 3}}, "must be {type: int|float"),
+        (
+            {"space": {"C": {"type": "float", "low": 0, "high": 1, "log": True}}},
+            "true needs low > 0",
+        ),
+        ({"space": {"max_iter": {"type": "int", "low": 1.5, "high": 9}}}, "whole numbers"),
+        ({"space": {"C": {"type": "choice", "values": []}}}, "non-empty list"),
+        (
+            {"space": {"C": {"type": "float", "low": 0.1, "high": 1, "step": 2}}},
+            "takes only high, log, low, type",
+        ),
+        ({"space": {}}, "must map parameter names"),
+        ({"trials": 0}, "trials' must be a whole number of at least 1, got 0"),
+        ({"trials": None, "timeout": 0}, "timeout' must be a number of seconds above 0"),
+        ({"trials": None}, "needs a budget"),
+        ({"metric": "rmse"}, "'rmse' is not one of roc_auc"),
+        ({"folds": 1}, "folds' must be a whole number from 2 to 20"),
+        ({"seed": "x"}, "seed' must be an integer"),
+        ({"trails": 3}, "must be a mapping of space, trials"),
+    ],
+)
 def test_a_bad_search_block_is_refused_naming_the_key(change, message):
     block = {**SEARCH, **change}
     block = {k: v for k, v in block.items() if v is not None}
@@ -83,12 +114,16 @@ def test_a_bad_search_block_is_refused_naming_the_key(change, message):
 
 
 def test_the_search_storage_comes_from_the_environment_and_stays_out_of_repr(tmp_path):
-    settings = Settings.from_env(ProjectPaths(tmp_path), {"SAIL_SEARCH_STORAGE": "postgresql://u:pw@db/optuna"})
+    settings = Settings.from_env(
+        ProjectPaths(tmp_path), {"SAIL_SEARCH_STORAGE": "postgresql://u:pw@db/optuna"}
+    )
     assert settings.search_storage == "postgresql://u:pw@db/optuna" and "pw" not in repr(settings)
 
 
 def test_a_space_naming_a_parameter_the_estimator_lacks_is_refused():
-    config = parse_params(with_search({**SEARCH, "space": {"strength": {"type": "float", "low": 0, "high": 1}}}))
+    config = parse_params(
+        with_search({**SEARCH, "space": {"strength": {"type": "float", "low": 0, "high": 1}}})
+    )
     candidate = config.candidates[0]
     with pytest.raises(SailError, match="names strength, which LogisticRegression does not take"):
         search.check_space(candidate.name, candidate.search, make_estimator(candidate))
@@ -102,6 +137,7 @@ def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path):
 
 # --- the shipped example, on the training split of the session's project ---------------------
 
+
 def example(project, name=LR):
     """The candidate as params.yaml ships it, and the problem `sail train` hands its search."""
     paths = ProjectPaths(project)
@@ -109,9 +145,13 @@ def example(project, name=LR):
     train = read_csv(paths.train_csv)
     transformer = stl.build(params.transform, schema, paths.src)
     candidate = next(c for c in params.candidates if c.name == name)
-    problem = search.Problem(train[schema.feature_names], train[schema.target.name], params.task,
-                             lambda: clone(transformer),
-                             lambda p: make_estimator(dataclasses.replace(candidate, params=p)))
+    problem = search.Problem(
+        train[schema.feature_names],
+        train[schema.target.name],
+        params.task,
+        lambda: clone(transformer),
+        lambda p: make_estimator(dataclasses.replace(candidate, params=p)),
+    )
     return candidate, problem
 
 
@@ -129,8 +169,10 @@ def test_the_search_beats_or_equals_the_fixed_params_on_cv(pipeline_project):
 def test_the_same_seed_gives_the_same_search_and_another_seed_another(pipeline_project):
     candidate, problem = example(pipeline_project)
     config = dataclasses.replace(candidate.search, trials=5, folds=3)
-    runs = [search.run(LR, dataclasses.replace(config, seed=seed), candidate.params, problem, "t2")
-            for seed in (7, 7, 8)]
+    runs = [
+        search.run(LR, dataclasses.replace(config, seed=seed), candidate.params, problem, "t2")
+        for seed in (7, 7, 8)
+    ]
     trials = [[(t["params"], t["score"], t["state"]) for t in r.summary["history"]] for r in runs]
     assert trials[0] == trials[1] and runs[0].params == runs[1].params
     assert trials[2] != trials[0]
@@ -147,23 +189,31 @@ def test_when_every_trial_fails_the_search_says_why_in_one_line(pipeline_project
     candidate, problem = example(pipeline_project)
     space = (Dimension("solver", "choice", choices=("no-such-solver",)),)
     config = dataclasses.replace(candidate.search, space=space, trials=2, folds=2)
-    with pytest.raises(SailError, match="no search trial finished \\(first error: .*solver") as caught:
+    with pytest.raises(
+        SailError, match="no search trial finished \\(first error: .*solver"
+    ) as caught:
         search.run(LR, config, candidate.params, problem, "t4")
     assert "\n" not in str(caught.value)
 
 
 def test_a_regression_search_minimises_rmse():
     x, y = make_regression(n_samples=120, n_features=5, noise=20.0, random_state=0)
-    problem = search.Problem(pd.DataFrame(x), pd.Series(y), "regression", StandardScaler,
-                             lambda p: Ridge(**p))
-    config = SearchConfig((Dimension("alpha", "float", 0.001, 1000.0, True),), "rmse", 6, None, 3, 1)
+    problem = search.Problem(
+        pd.DataFrame(x), pd.Series(y), "regression", StandardScaler, lambda p: Ridge(**p)
+    )
+    config = SearchConfig(
+        (Dimension("alpha", "float", 0.001, 1000.0, True),), "rmse", 6, None, 3, 1
+    )
     outcome = search.run("ridge", config, {"alpha": 500.0}, problem, "t5")
     cuts = search.folds("ridge", config, "regression", problem.target)
     assert outcome.summary["direction"] == "minimize"
-    assert outcome.summary["best"]["score"] < search.cv_score({"alpha": 500.0}, problem, "rmse", cuts)
+    assert outcome.summary["best"]["score"] < search.cv_score(
+        {"alpha": 500.0}, problem, "rmse", cuts
+    )
 
 
 # --- several workers, one study ----------------------------------------------------------------
+
 
 def _worker(project, config, url, results):
     candidate, problem = example(project)
@@ -175,7 +225,10 @@ def test_two_workers_sharing_one_study_run_the_budget_exactly_once(pipeline_proj
     config = dataclasses.replace(example(pipeline_project)[0].search, trials=12, folds=3)
     context = multiprocessing.get_context("fork")  # both start at once, from this process's imports
     results = context.Queue()
-    workers = [context.Process(target=_worker, args=(pipeline_project, config, url, results)) for _ in range(2)]
+    workers = [
+        context.Process(target=_worker, args=(pipeline_project, config, url, results))
+        for _ in range(2)
+    ]
     for worker in workers:
         worker.start()
     summaries = [results.get(timeout=300) for _ in workers]
@@ -184,17 +237,22 @@ def test_two_workers_sharing_one_study_run_the_budget_exactly_once(pipeline_proj
     assert [w.exitcode for w in workers] == [0, 0]
     trials = optuna.load_study(study_name=summaries[0]["study"], storage=url).get_trials()
     assert sorted(t.number for t in trials) == list(range(12))  # exactly the budget, no extra trial
-    ran = {pid: {t.number for t in trials if t.user_attrs["worker"].endswith(f":{pid}")} for pid in
-           (w.pid for w in workers)}
-    assert all(ran.values()) and not set.intersection(*ran.values())  # both worked, never the same trial
+    ran = {
+        pid: {t.number for t in trials if f":{pid}-" in t.user_attrs["worker"]}
+        for pid in (w.pid for w in workers)
+    }
+    assert all(ran.values()) and not set.intersection(
+        *ran.values()
+    )  # both worked, never the same trial
     assert set.union(*ran.values()) == set(range(12))
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
     # Each worker waited for the other, so both record the whole study.
     assert summaries[0]["history"] == summaries[1]["history"] and summaries[0]["trials"] == 12
 
 
-def test_a_killed_workers_trial_goes_stale_and_the_other_worker_finishes(pipeline_project, tmp_path,
-                                                                         monkeypatch):
+def test_a_killed_workers_trial_goes_stale_and_the_other_worker_finishes(
+    pipeline_project, tmp_path, monkeypatch
+):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     candidate, problem = example(pipeline_project)
     config = dataclasses.replace(candidate.search, trials=5, folds=2)
@@ -217,20 +275,28 @@ def test_a_killed_workers_trial_goes_stale_and_the_other_worker_finishes(pipelin
     states = [t["state"] for t in summary["history"]]
     assert len(states) == 5 and states.count("FAIL") == 1
     stale = next(t for t in summary["history"] if t["state"] == "FAIL")
-    assert stale["worker"].endswith(f":{doomed.pid}") and "no heartbeat" in stale["error"]
+    assert f":{doomed.pid}-" in stale["worker"] and "no heartbeat" in stale["error"]
 
 
 # --- the pipeline: signed trials, MLflow, report, refusals, the test split, DVC ---------------
 
+
 def test_the_bundle_carries_the_signed_search_summary(pipeline_project):
-    bundle = load_bundle(pipeline_project / "models" / "candidates" / LR, SigningKey(TEST_KEY.encode(), dev=False))
+    bundle = load_bundle(
+        pipeline_project / "models" / "candidates" / LR, SigningKey(TEST_KEY.encode(), dev=False)
+    )
     searched = bundle.metadata["search"]
     assert searched["trials"] == len(searched["history"]) == 8 and searched["seconds"] > 0
     assert set(searched["best"]) == {"number", "score", "params"}
     assert bundle.metadata["params"] == {"C": 1.0, "max_iter": 2000, **searched["best"]["params"]}
     assert bundle.model.get_params()["C"] == searched["best"]["params"]["C"]
-    assert "search" not in load_bundle(pipeline_project / "models" / "candidates" / "random_forest",
-                                       SigningKey(TEST_KEY.encode(), dev=False)).metadata
+    assert (
+        "search"
+        not in load_bundle(
+            pipeline_project / "models" / "candidates" / "random_forest",
+            SigningKey(TEST_KEY.encode(), dev=False),
+        ).metadata
+    )
 
 
 def test_each_trial_is_an_mlflow_run_nested_under_its_candidates_run(pipeline_project):
@@ -242,7 +308,9 @@ def test_each_trial_is_an_mlflow_run_nested_under_its_candidates_run(pipeline_pr
     assert len(trials) == 8  # the budget
     assert sorted(int(r.data.tags["sail.trial"]) for r in trials) == list(range(8))
     assert all("model.C" in r.data.params for r in trials)
-    assert all("cv_roc_auc" in r.data.metrics for r in trials if r.data.tags["sail.trial_state"] != "FAIL")
+    assert all(
+        "cv_roc_auc" in r.data.metrics for r in trials if r.data.tags["sail.trial_state"] != "FAIL"
+    )
     assert client.get_run(parent).data.params["search.trials"] == "8"
 
 
@@ -254,12 +322,19 @@ def test_the_report_shows_best_params_and_score_against_trials(project_copy):
     assert sum(line.startswith("| ") and line[2].isdigit() for line in section.splitlines()) == 8
 
 
-@pytest.mark.parametrize("space,message", [
-    ({"strength": {"type": "float", "low": 0.1, "high": 1}}, "names strength, which LogisticRegression does not take"),
-    ({"C": {"type": "float", "low": 10, "high": 1}}, "has low 10 > high 1"),
-    ({"C": {"type": "gaussian", "low": 0, "high": 1}}, "unknown distribution 'gaussian'"),
-    (None, "trials' must be a whole number of at least 1, got 0"),
-], ids=["lacking-parameter", "low-above-high", "unknown-distribution", "zero-budget"])
+@pytest.mark.parametrize(
+    "space,message",
+    [
+        (
+            {"strength": {"type": "float", "low": 0.1, "high": 1}},
+            "names strength, which LogisticRegression does not take",
+        ),
+        ({"C": {"type": "float", "low": 10, "high": 1}}, "has low 10 > high 1"),
+        ({"C": {"type": "gaussian", "low": 0, "high": 1}}, "unknown distribution 'gaussian'"),
+        (None, "trials' must be a whole number of at least 1, got 0"),
+    ],
+    ids=["lacking-parameter", "low-above-high", "unknown-distribution", "zero-budget"],
+)
 def test_bad_search_input_is_one_line_and_nothing_is_trained(project_copy, space, message):
     raw = yaml.safe_load((project_copy / "params.yaml").read_text())
     block = next(c for c in raw["candidates"] if c["name"] == LR)["search"]
@@ -287,12 +362,17 @@ def test_training_one_candidate_with_its_search_never_opens_the_test_split(proje
         sys.addaudithook(hook)
         from sail_pipelines.cli import main
         code = main(["--project", {str(project_copy)!r}, "train", "--candidate", {LR!r}])
-        data = {str((project_copy / 'data').resolve())!r}
+        data = {str((project_copy / "data").resolve())!r}
         print("OPENED", json.dumps(sorted(p for p in opened if p.startswith(data))))
         sys.exit(code)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "SAIL_SIGNING_KEY": TEST_KEY})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SAIL_SIGNING_KEY": TEST_KEY},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     opened = json.loads(result.stdout.split("OPENED ", 1)[1])
     split = project_copy.resolve() / "data" / "split"
@@ -303,8 +383,13 @@ def test_training_one_candidate_with_its_search_never_opens_the_test_split(proje
 
 def test_dvc_does_not_rerun_the_search_until_its_inputs_change(project_copy):
     def dvc(*args):
-        return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project_copy, capture_output=True,
-                              text=True, check=True).stdout
+        return subprocess.run(
+            [sys.executable, "-m", "dvc", *args],
+            cwd=project_copy,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     bundle = project_copy / "models" / "candidates" / LR / "metadata.json"
     before = bundle.read_bytes()
@@ -313,7 +398,9 @@ def test_dvc_does_not_rerun_the_search_until_its_inputs_change(project_copy):
     raw = yaml.safe_load((project_copy / "params.yaml").read_text())
     next(c for c in raw["candidates"] if c["name"] == LR)["search"]["trials"] = 6
     (project_copy / "params.yaml").write_text(yaml.safe_dump(raw))
-    assert json.loads(dvc("status", "--json"))["train"] == [{"changed deps": {"params.yaml": {"candidates": "modified"}}}]
+    assert json.loads(dvc("status", "--json"))["train"] == [
+        {"changed deps": {"params.yaml": {"candidates": "modified"}}}
+    ]
 
 
 def test_the_training_image_requirements_include_optuna():

@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import socket
 import threading
 import time
@@ -269,11 +270,11 @@ def _settle(study: Any) -> None:
 
 
 def _run_trial(study: Any, trial: Any, search: SearchConfig, fixed: dict[str, Any],
-               problem: Problem, cuts: list[tuple[Any, Any]]) -> None:
+               problem: Problem, cuts: list[tuple[Any, Any]], worker: str) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr("worker", worker)
     try:
         params = {**fixed, **{d.name: _suggest(trial, d) for d in search.space}}
         score = cv_score(params, problem, search.metric, cuts, trial)
@@ -321,13 +322,15 @@ def run(name: str, search: SearchConfig, fixed: dict[str, Any], problem: Problem
     storage = open_storage(storage_url)
     baseline = problem.make_estimator(fixed).get_params()
     study = _join(study_name(name, search, fixed, inputs), search, storage, baseline, direction)
+    # Who runs these trials: containers on one host share its name and all are pid 1.
+    worker = f"{socket.gethostname()}:{os.getpid()}-{secrets.token_hex(3)}"
     started = time.monotonic()
     while search.timeout is None or time.monotonic() - started < search.timeout:
         claimed = _claim(study, storage, search)
         if claimed is None:
             break
         with _heartbeat(storage, claimed[1]):
-            _run_trial(study, claimed[0], search, fixed, problem, cuts)
+            _run_trial(study, claimed[0], search, fixed, problem, cuts, worker)
     seconds = time.monotonic() - started
     _settle(study)
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
