@@ -4,10 +4,10 @@ Optuna's TPE sampler proposes values from the candidate's `search:` space. Each 
 scored by k-fold cross-validation on the training split only, with a fresh copy of the
 Shared Transformation Layer fitted inside every fold, on the metric the evaluate step uses.
 The median pruner stops a trial whose running CV score lags the others. The first trial
-tries the candidate's fixed params (those inside the space), so the winner is never worse
-on CV than the fixed values. train.py refits the winner on the whole training split and
-signs every trial into the bundle; the evaluate step logs them as MLflow runs nested under
-the candidate's run, since a training container has no MLflow.
+tries what the fixed params give (the estimator's defaults where they are silent), so the
+winner is never worse on CV than the fixed values. train.py refits the winner on the whole
+training split and signs every trial into the bundle; the evaluate step logs them as MLflow
+runs nested under the candidate's run, since a training container has no MLflow.
 
 By default the study lives in memory and the trials run one after another. With
 SAIL_SEARCH_STORAGE set to an Optuna RDB URL (SQLite on one machine, any SQL server across
