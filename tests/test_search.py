@@ -43,7 +43,6 @@ from sklearn.base import clone
 from sklearn.datasets import make_regression
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
-from test_config import GOOD
 
 SEARCH = {
     "trials": 4,
@@ -53,6 +52,14 @@ SEARCH = {
     },
 }
 LR = "logistic_regression"
+GOOD = {
+    "task": "classification",
+    "data": {"raw": "data/raw/data.csv", "target": "target"},
+    "transform": "m.transform:build_transformer",
+    "split": {"test_size": 0.2, "seed": 42},
+    "candidates": [{"name": "lr", "estimator": "sklearn.linear_model.LogisticRegression"}],
+    "gate": {"registered_model": "m", "primary_metric": "roc_auc"},
+}
 
 
 def with_search(block):

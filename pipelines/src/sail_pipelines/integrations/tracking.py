@@ -103,7 +103,7 @@ def log_trials(mlflow_client: Any, experiment: str, parent_run_id: str, candidat
                             params=[Param(k, str(v)) for k, v in summary.items()])
     run_ids = []
     for trial in search["history"]:
-        tags = {"mlflow.parentRunId": parent_run_id, "sail.candidate": candidate,
+        tags = {"mlflow.parentRunId": parent_run_id, "sail.trial_of": candidate,
                 "sail.trial": str(trial["number"]), "sail.trial_state": trial["state"]}
         name = f"{candidate}-trial-{trial['number']}"
         run_id = mlflow_client.create_run(experiment, run_name=name, tags=tags).info.run_id
