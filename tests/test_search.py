@@ -39,7 +39,7 @@ from sail_pipelines.integrity.bundle import load_bundle
 from sail_pipelines.integrity.signing import SigningKey
 from sail_pipelines.training import search
 from sail_pipelines.training.train import make_estimator
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.datasets import make_regression
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
@@ -222,8 +222,20 @@ def test_a_regression_search_minimises_rmse():
 # --- several workers, one study ----------------------------------------------------------------
 
 
-def _worker(project, config, url, results):
+class Stalls(BaseEstimator, ClassifierMixin):
+    """Never finishes fitting: its worker is surely mid-trial when it is killed."""
+
+    def __init__(self, C=1.0, class_weight=None, max_iter=100):
+        self.C, self.class_weight, self.max_iter = C, class_weight, max_iter
+
+    def fit(self, features, target):
+        time.sleep(3600)
+
+
+def _worker(project, config, url, results, stalls=False):
     candidate, problem = example(project)
+    if stalls:
+        problem = dataclasses.replace(problem, make_estimator=lambda params: Stalls(**params))
     results.put(search.run(LR, config, candidate.params, problem, "shared", url).summary)
 
 
@@ -265,16 +277,20 @@ def test_a_killed_workers_trial_goes_stale_and_the_other_worker_finishes(
     config = dataclasses.replace(candidate.search, trials=5, folds=2)
     name = search.study_name(LR, config, candidate.params, "shared")
     context = multiprocessing.get_context("fork")
-    doomed = context.Process(target=_worker, args=(pipeline_project, config, url, context.Queue()))
+    doomed = context.Process(
+        target=_worker, args=(pipeline_project, config, url, context.Queue(), True)
+    )
     doomed.start()
     storage = search.open_storage(url)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # until it has queued the budget and claimed a trial
+    running = []
+    while not running and time.monotonic() < deadline:  # until it is inside its first trial
+        time.sleep(0.2)
         with contextlib.suppress(KeyError):  # no such study yet
             study_id = storage.get_study_id_from_name(name)
-            if storage.get_all_trials(study_id, states=(optuna.trial.TrialState.RUNNING,)):
-                break
-        time.sleep(0.1)
+            trials = storage.get_all_trials(study_id, states=(optuna.trial.TrialState.RUNNING,))
+            running = [t for t in trials if "worker" in t.user_attrs]
+    assert running, "the doomed worker never started a trial"
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.join()
     monkeypatch.setattr(search, "GRACE_SECONDS", 1)
