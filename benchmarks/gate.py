@@ -35,10 +35,10 @@ from sail_pipelines.evaluation.evidence import compare
 from sail_pipelines.files import read_json
 from sail_pipelines.integrations import tracking
 from sail_pipelines.integrity.bundle import load_bundle
-from sail_pipelines.integrity.signing import SigningKey
+from sail_pipelines.integrity import signing
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "benchmark-signing-key-0f3c9a"
+KEY = signing.generate().text()  # a fresh Ed25519 pair for this run
 
 
 def sail(project: Path, *args: str) -> None:
@@ -67,7 +67,7 @@ def measure(project: Path, resamples: int, runs: int) -> dict[str, float]:
     config = dataclasses.replace(
         params.gate, bootstrap=dataclasses.replace(params.gate.bootstrap, resamples=resamples)
     )
-    key = SigningKey(KEY.encode(), dev=False)
+    key = signing.private_key(KEY, "bench")
     settings = Settings.from_env(paths)
     evaluation = read_json(paths.evaluation_report)
     candidate = load_bundle(

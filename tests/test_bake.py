@@ -174,6 +174,8 @@ def test_params_parse_with_sail_pipelines(baked):
     assert params.gate.tolerance == pytest.approx(expected["tolerance"])
     assert {t.metric: (t.minimum, t.maximum) for t in params.gate.thresholds} == expected["thresholds"]
     assert params.validation.min_rows == 50
+    searched = {c.name: c.search for c in params.candidates if c.search}
+    assert len(searched) == 1 and next(iter(searched.values())).trials == 8  # the shipped example
 
 
 def test_dvc_yaml_stages(baked):

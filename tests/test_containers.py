@@ -122,6 +122,13 @@ def test_the_training_container_never_sees_the_test_split(flow, client):
                     str(paths.root / "data" / "raw" / "data.csv"): False, str(paths.root / ".git"): False}
 
 
+def test_the_hyperparameter_search_ran_inside_the_training_container(flow):
+    """So it ran where the test split cannot be seen: every trial's worker is pid 1."""
+    bundle = flow["project"] / "models" / "candidates" / "logistic_regression"
+    history = json.loads((bundle / "metadata.json").read_text())["search"]["history"]
+    assert len(history) == 8 and all(":1-" in trial["worker"] for trial in history)
+
+
 def test_the_metric_container_sees_the_test_split_but_not_the_training_split(flow, client):
     paths = ProjectPaths(flow["project"])
     mounts = containers.metric_mounts(paths, Settings.from_env(paths, {}))

@@ -87,7 +87,7 @@ def cmd_train(args):
         return {"bundles": [str((paths.candidates_dir / name).relative_to(paths.root)) for name in ran], "containers": ran}
     origin = Provenance.from_env(os.environ) or Provenance.of(paths.root, paths.root / params.raw_data)
     key = signing.signing_key(settings, params.signing_scheme)
-    written = train.run(paths, params, key, origin, args.candidate)
+    written = train.run(paths, params, key, origin, args.candidate, settings.search_storage)
     return {"bundles": [str(p.relative_to(paths.root)) for p in written]}
 
 

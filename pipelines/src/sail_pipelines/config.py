@@ -20,6 +20,7 @@ from sail_pipelines.errors import SailError
 TASKS = ("classification", "regression")
 # Bundle signatures: a key pair (the default) or one shared secret.
 SIGNING_SCHEMES = ("ed25519", "hmac-sha256")
+SEARCH_KINDS = ("int", "float", "choice")
 
 # Direction of every metric the evaluate step computes: True when higher is better.
 HIGHER_IS_BETTER = {
@@ -46,10 +47,35 @@ METRICS_BY_TASK = {
 
 
 @dataclass(frozen=True)
+class Dimension:
+    """One searched parameter: an int or float range (log-scaled or not), or a list of choices."""
+
+    name: str
+    kind: str  # one of SEARCH_KINDS
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A candidate's hyperparameter search, run on the training split (training/search.py)."""
+
+    space: tuple[Dimension, ...]
+    metric: str  # defaults to gate.primary_metric
+    trials: int | None  # budget: trials and/or seconds, whichever ends first
+    timeout: float | None
+    folds: int
+    seed: int
+
+
+@dataclass(frozen=True)
 class Candidate:
     name: str
     estimator: str  # dotted path of a scikit-learn compatible class
     params: dict[str, Any] = field(default_factory=dict)
+    search: SearchConfig | None = None  # searched values replace the fixed params of the same name
 
 
 @dataclass(frozen=True)
@@ -302,6 +328,8 @@ class Settings:
     audit_key: str | None = field(default=None, repr=False)
     audit_verify_key: str | None = None
     origins: tuple[tuple[str, str], ...] = ()  # (team key, where its value came from), for `sail doctor`
+    # SAIL_SEARCH_STORAGE: an Optuna RDB URL the workers of one search share (may hold a password)
+    search_storage: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         """Without the secrets (repr=False fields) and without user:password in URIs."""
@@ -363,6 +391,7 @@ class Settings:
                 backoff_seconds=values.get("retry.backoff_seconds", RetryPolicy.backoff_seconds),
             ),
             origins=tuple(sorted(origins.items())),
+            search_storage=env.get("SAIL_SEARCH_STORAGE", "").strip() or None,
         )
 
 
@@ -535,6 +564,76 @@ def _number(value: Any, where: str, low: float | None = None, high: float | None
     return float(value)
 
 
+def _refused(where: str, problem: str) -> SailError:
+    return SailError(f"params.yaml: '{where}' {problem}")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _dimension(name: str, body: Any, where: str) -> Dimension:
+    """One entry of a search space: {type: int|float, low, high, log} or {type: choice, values}."""
+    if not isinstance(body, Mapping):
+        raise _refused(where, "must be {type: int|float, low, high, log} or {type: choice, values}")
+    kind = body.get("type")
+    if kind not in SEARCH_KINDS:
+        raise _refused(where, f"has unknown distribution {kind!r} (known: int, float, choice)")
+    allowed = {"type", "values"} if kind == "choice" else {"type", "low", "high", "log"}
+    if set(body) - allowed:
+        raise _refused(where, f"takes only {', '.join(sorted(allowed))} for type {kind}")
+    if kind == "choice":
+        values = body.get("values")
+        if not isinstance(values, list) or not values or not all(
+            v is None or isinstance(v, (str, int, float)) for v in values
+        ):
+            raise _refused(f"{where}.values", "must be a non-empty list of plain values")
+        return Dimension(name, kind, choices=tuple(values))
+    low = _number(_require(body, "low", f"{where}."), f"{where}.low")
+    high = _number(_require(body, "high", f"{where}."), f"{where}.high")
+    log = body.get("log", False)
+    if kind == "int" and not (_whole(body["low"]) and _whole(body["high"])):
+        raise _refused(where, "is an int range: low and high must be whole numbers")
+    if low > high:
+        raise _refused(where, f"has low {body['low']} > high {body['high']}")
+    if not isinstance(log, bool) or (log and low <= 0):
+        raise _refused(f"{where}.log", "must be true or false, and true needs low > 0")
+    return Dimension(name, kind, low, high, log)
+
+
+def _search(body: Any, where: str, task: str, seed: int, gate: Any) -> SearchConfig | None:
+    """A candidate's `search:` block, checked whole: a bad space or budget fails before training."""
+    if body is None:
+        return None
+    known = ("space", "trials", "timeout", "metric", "folds", "seed")
+    if not isinstance(body, Mapping) or set(body) - set(known):
+        raise _refused(where, f"must be a mapping of {', '.join(known)}")
+    space = _require(body, "space", f"{where}.")
+    if not isinstance(space, Mapping) or not space:
+        raise _refused(f"{where}.space", "must map parameter names to distributions")
+    dimensions = tuple(_dimension(str(n), d, f"{where}.space.{n}") for n, d in space.items())
+    if "trials" not in body and "timeout" not in body:
+        raise _refused(where, "needs a budget: 'trials' and/or 'timeout' (seconds)")
+    trials, timeout = body.get("trials"), body.get("timeout")
+    if trials is not None and (not _whole(trials) or trials < 1):
+        raise _refused(f"{where}.trials", f"must be a whole number of at least 1, got {trials!r}")
+    if timeout is not None and _number(timeout, f"{where}.timeout") <= 0:
+        raise _refused(f"{where}.timeout", f"must be a number of seconds above 0, got {timeout!r}")
+    folds = body.get("folds", 5)
+    if not _whole(folds) or not 2 <= folds <= 20:
+        raise _refused(f"{where}.folds", f"must be a whole number from 2 to 20, got {folds!r}")
+    # Unset, it is the gate's primary metric (which the gate's own check validates).
+    metric = body.get("metric", gate.get("primary_metric") if isinstance(gate, Mapping) else None)
+    if "metric" in body and metric not in METRICS_BY_TASK[task]:
+        allowed = ", ".join(METRICS_BY_TASK[task])
+        raise _refused(f"{where}.metric", f"{metric!r} is not one of {allowed}")
+    search_seed = body.get("seed", seed)
+    if not _whole(search_seed):
+        raise _refused(f"{where}.seed", f"must be an integer, got {search_seed!r}")
+    timeout = None if timeout is None else float(timeout)
+    return SearchConfig(dimensions, metric, trials, timeout, folds, search_seed)
+
+
 def parse_params(raw: Mapping[str, Any]) -> Params:
     """Check params.yaml as a whole, so a typo fails before any work starts."""
     if not isinstance(raw, Mapping):
@@ -560,7 +659,9 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
         hyper = c.get("params") or {}
         if not isinstance(hyper, Mapping):
             raise SailError(f"params.yaml: candidates[{i}].params must be a mapping")
-        candidates.append(Candidate(name, str(_require(c, "estimator", f"candidates[{i}].")), dict(hyper)))
+        search = _search(c.get("search"), f"candidates[{i}].search", task, seed, raw.get("gate"))
+        estimator = str(_require(c, "estimator", f"candidates[{i}]."))
+        candidates.append(Candidate(name, estimator, dict(hyper), search))
     names = [c.name for c in candidates]
     if len(set(names)) != len(names):
         raise SailError(f"params.yaml: candidate names must be unique, got {names}")

@@ -45,6 +45,8 @@ SERVE_COMPILED = ("numpy", "pandas", "flask", "gunicorn", "pyyaml")
 NO_DEPS = ("onnxruntime",)
 # The Dockerfile stage the inference image takes its libraries from, by the runtime serving it.
 INFERENCE_DEPS = {"onnx": "serve-deps", "sklearn": "project-deps"}
+# What the training image adds: the hyperparameter search (Optuna, SQLAlchemy for shared studies).
+TRAIN_EXTRAS = ("optuna",)
 REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01: identical wheels for identical code keep Docker's cache
 
 
@@ -169,8 +171,10 @@ def stage(context: BuildContext) -> None:
     own = pinned(project_requirements(pyproject), hint)
     project = {name: version for name, version in own.items() if name not in core}
     serve = {**pinned(SERVE_COMPILED), **{name: metadata.version(name) for name in NO_DEPS}}
+    train = pinned(TRAIN_EXTRAS)
     for name, versions in (("requirements-core.txt", core), ("requirements-metric.txt", metric),
-                           ("requirements-project.txt", project), ("requirements-serve.txt", serve)):
+                           ("requirements-project.txt", project), ("requirements-serve.txt", serve),
+                           ("requirements-train.txt", train)):
         update(context.staging / name, requirement_lines(versions))
     debian = "".join(f"{name}\n" for name in system_packages(pyproject))
     update(context.staging / "system-packages.txt", debian.encode())

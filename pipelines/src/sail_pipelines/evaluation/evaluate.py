@@ -143,6 +143,8 @@ def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[st
     client.log_artifacts(run_id, str(plot_dir), "plots")
     client.log_artifacts(run_id, str(bundle.path), "bundle")
     _log_datasets(run_id, meta, test, paths)
+    if "search" in meta:
+        tracking.log_trials(client, experiment, run_id, meta["name"], meta["search"])
     client.set_terminated(run_id)
     return run_id
 
@@ -204,6 +206,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
                 "bundle": str(bundle.path.relative_to(paths.root)),
                 "mlflow_run_id": run_ids[name],
                 "inference": runtimes[name],
+                **({"search": bundle.metadata["search"]} if "search" in bundle.metadata else {}),
             }
             for name, bundle in bundles.items()
         },

@@ -27,6 +27,7 @@ from sail_pipelines.integrations import github
 
 REPORT = "report.md"
 MAX_PROBLEMS = 20  # the validation problems listed; a comment must stay readable (and under 65536 chars)
+MAX_TRIAL_ROWS = 20  # a longer search lists only the trials that improved its best
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,56 @@ def _confusion_section(reports: Reports) -> list[str]:
     return lines
 
 
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
+def _trial_rows(search: dict[str, Any]) -> list[tuple[bool, str]]:
+    """A row per trial: its CV score, the best so far and a bar from the worst score to the best;
+    with whether it improved the best (only finished trials can: a pruned score is partial)."""
+    higher = HIGHER_IS_BETTER.get(search["metric"], True)
+    scores = [t["score"] for t in search["history"] if t["score"] is not None]
+    low, high = min(scores, default=0.0), max(scores, default=0.0)
+    rows, best = [], None
+    for trial in search["history"]:
+        score, improved = trial["score"], False
+        if trial["state"] == "COMPLETE" and score is not None:
+            improved = best is None or (score > best if higher else score < best)
+            best = score if improved else best
+        share = (score - low) / (high - low) if score is not None and high > low else 1.0
+        bar = "·" if score is None else "█" * max(1, round(10 * share))
+        shown = _cell(_params_text(trial["params"]))
+        rows.append((improved, f"| {trial['number']} | {trial['state'].lower()} | {_num(score)} | "
+                               f"{_num(best)} | `{bar}` | {shown} |"))
+    return rows
+
+
+def _search_section(reports: Reports) -> list[str]:
+    """Per searched candidate: the winning values, and score against trials (a long search
+    lists only the trials that improved the best)."""
+    lines: list[str] = []
+    for name, entry in sorted(reports.evaluation["candidates"].items()):
+        search = entry.get("search")
+        if not search:
+            continue
+        metric, best = search["metric"], search["best"]
+        lines += [f"**{name}**: best cv {metric} {_num(best['score'])} ({search['folds']}-fold) "
+                  f"at trial {best['number']} of {search['trials']}, searched in "
+                  f"{search['seconds']:.1f} s: {_cell(_params_text(best['params']))}",
+                  "", f"| trial | state | cv {metric} | best so far | score | params |",
+                  "| ---: | --- | ---: | ---: | --- | --- |"]
+        rows = _trial_rows(search)
+        if len(rows) > MAX_TRIAL_ROWS:
+            kept = [row for improved, row in rows[:-1] if improved] + [rows[-1][1]]
+            lines += kept + [f"\n{len(kept)} of {len(rows)} trials: those that improved the best, "
+                             "and the last."]
+        else:
+            lines += [row for _, row in rows]
+        lines.append("")
+    return lines[:-1]
+
+
 def _data_section(reports: Reports) -> list[str]:
     gate, validation = reports.gate, reports.validation
     lines = [f"- data hash (md5, as DVC records it): `{gate.get('data_hash', '?')}`"]
@@ -335,6 +386,7 @@ def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str)
     card_link = f"`reports/{card.MARKDOWN}`"
     if inline_plots:
         card_link = f"[{card.MARKDOWN}]({card.MARKDOWN})"
+    searches = _search_section(reports)
     lines += ["", "### Metrics: candidate vs champion and thresholds", "", *_metrics_table(reports, params),
               *_confusion_section(reports),
               *_holdout_section(gate), *_slices_section(gate),
@@ -342,6 +394,7 @@ def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str)
               f"`{card.ARTIFACT}/`).",
               "", "### All candidates", "", *_candidates_table(reports),
               "", "### Serving", "", *_serving_section(reports),
+              *(["", "### Hyperparameter search", "", *searches] if searches else []),
               "", "### Data", "", *_data_section(reports),
               "", "### Plots", "", *_plots_section(reports, inline_plots, artifacts), ""]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
@@ -124,3 +125,30 @@ def register(mlflow_client: Any, model: str, run_id: str, source: str, tags: dic
     if existing:
         return existing[0]
     return mlflow_client.create_model_version(model, source=source, run_id=run_id, tags=tags)
+
+
+def log_trials(mlflow_client: Any, experiment: str, parent_run_id: str, candidate: str,
+               search: dict[str, Any]) -> list[str]:
+    """One run per search trial, nested under its candidate's run (MLflow's parentRunId tag).
+    The trials come from the signed bundle: the training container that ran them has no MLflow."""
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    metric = f"cv_{search['metric']}"
+    summary = {"search.trials": search["trials"], "search.seconds": search["seconds"],
+               "search.best_trial": search["best"]["number"]}
+    best = Metric(metric, search["best"]["score"], now, 0)
+    mlflow_client.log_batch(parent_run_id, metrics=[best],
+                            params=[Param(k, str(v)) for k, v in summary.items()])
+    run_ids = []
+    for trial in search["history"]:
+        tags = {"mlflow.parentRunId": parent_run_id, "sail.trial_of": candidate,
+                "sail.trial": str(trial["number"]), "sail.trial_state": trial["state"]}
+        name = f"{candidate}-trial-{trial['number']}"
+        run_id = mlflow_client.create_run(experiment, run_name=name, tags=tags).info.run_id
+        scores = [] if trial["score"] is None else [Metric(metric, trial["score"], now, 0)]
+        params = [Param(f"model.{k}", str(v)[:6000]) for k, v in trial["params"].items()]
+        mlflow_client.log_batch(run_id, metrics=scores, params=params)
+        mlflow_client.set_terminated(run_id, "FAILED" if trial["state"] == "FAIL" else "FINISHED")
+        run_ids.append(run_id)
+    return run_ids

@@ -6,14 +6,17 @@ metadata that says where it came from. Training never sees the test split.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import warnings
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+from sklearn.base import clone
 
 from sail_pipelines.config import Candidate, Params, ProjectPaths, Settings
 from sail_pipelines.contract import stl
@@ -26,6 +29,7 @@ from sail_pipelines.inference import onnx
 from sail_pipelines.integrity.bundle import MODEL, ONNX_MODEL, TRANSFORMER, dump_object, write_bundle
 from sail_pipelines.integrity.signing import SignKey
 from sail_pipelines.provenance import Provenance, file_md5, library_versions, project_versions
+from sail_pipelines.training import search
 
 
 def make_estimator(candidate: Candidate) -> Any:
@@ -75,11 +79,19 @@ def select(params: Params, names: list[str] | None) -> list[Candidate]:
     return [known[n] for n in names]
 
 
-def run(paths: ProjectPaths, params: Params, key: SignKey, origin: Provenance, names: list[str] | None = None) -> list[Path]:
+def run(paths: ProjectPaths, params: Params, key: SignKey, origin: Provenance,
+        names: list[str] | None = None, search_storage: str | None = None) -> list[Path]:
+    chosen = select(params, names)
+    for candidate in chosen:  # a bad estimator, params or search space stops before any fitting
+        estimator = make_estimator(candidate)
+        if candidate.search is not None:
+            search.check_space(candidate.name, candidate.search, estimator)
     schema: Schema = load_schema(paths.schema)
     train = read_csv(paths.train_csv)
     features, target = schema.prepare(train), train[schema.target.name]
     transformer = stl.build(params.transform, schema, paths.src)
+    # A shared search study is keyed by the training rows and the unfitted STL, among others.
+    inputs = hashlib.sha256(file_md5(paths.train_csv).encode() + dump_object(transformer))
     try:
         transformer.fit(features, target)
     except (ValueError, TypeError) as exc:
@@ -109,16 +121,24 @@ def run(paths: ProjectPaths, params: Params, key: SignKey, origin: Provenance, n
     }
     transformer_bytes = dump_object(transformer)
     written = []
-    for candidate in select(params, names):
-        model = fit_candidate(candidate, transformed, target)
+    for candidate in chosen:
+        fitted_params, searched = candidate.params, None
+        if candidate.search is not None:  # on the training split only, as the fit below
+            problem = search.Problem(features, target, params.task, lambda: clone(transformer),
+                                     lambda p: make_estimator(replace(candidate, params=p)))
+            outcome = search.run(candidate.name, candidate.search, candidate.params, problem,
+                                 inputs.hexdigest(), search_storage)
+            fitted_params, searched = outcome.params, outcome.summary
+        model = fit_candidate(replace(candidate, params=fitted_params), transformed, target)
         compiled, inference = compile_candidate(params, schema, transformer, model)
         metadata = {
             **common,
             "name": candidate.name,
             "estimator": candidate.estimator,
-            "params": candidate.params,
+            "params": fitted_params,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "inference": inference,
+            **({"search": searched} if searched else {}),
         }
         if params.task == "classification":
             metadata["classes"] = [plain(c) for c in getattr(model, "classes_", [])]
