@@ -54,7 +54,7 @@ def isolated_env(tmp_path_factory):
         # Team-mode settings of the machine (AWS identity, S3 endpoint, registry login) stay out too.
         for name in [n for n in os.environ if n.startswith("AWS_")] + [
             "SAIL_S3_ENDPOINT_URL", "SAIL_AWS_ROLE_ARN", "SAIL_REGISTRY_USERNAME", "SAIL_REGISTRY_PASSWORD",
-            "SAIL_RETRY_ATTEMPTS", "SAIL_RETRY_BACKOFF_SECONDS", "MLFLOW_S3_ENDPOINT_URL",
+            "SAIL_RETRY_ATTEMPTS", "SAIL_RETRY_BACKOFF_SECONDS", "MLFLOW_S3_ENDPOINT_URL", "SAIL_SEARCH_STORAGE",
         ]:
             mp.delenv(name, raising=False)
         for name in CI_VARIABLES:
