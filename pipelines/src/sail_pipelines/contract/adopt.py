@@ -34,14 +34,17 @@ PERFECT = {"roc_auc": 1.0, "accuracy": 1.0, "r2": 1.0, "rmse": 0.0}
 CANDIDATES = {
     "classification": [
         {"name": "logistic_regression", "estimator": "sklearn.linear_model.LogisticRegression",
-         "params": {"C": 1.0, "max_iter": 2000}},
+         "params": {"C": 1.0, "max_iter": 2000},
+         "search": {"trials": 8, "space": {"C": {"type": "float", "low": 0.001, "high": 100.0, "log": True},
+                                            "class_weight": {"type": "choice", "values": [None, "balanced"]}}}},
         {"name": "random_forest", "estimator": "sklearn.ensemble.RandomForestClassifier",
          "params": {"n_estimators": 100, "max_depth": 6, "random_state": 42, "n_jobs": 1}},
         {"name": "gradient_boosting", "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
          "params": {"max_iter": 100, "random_state": 42}},
     ],
     "regression": [
-        {"name": "ridge", "estimator": "sklearn.linear_model.Ridge", "params": {"alpha": 1.0}},
+        {"name": "ridge", "estimator": "sklearn.linear_model.Ridge", "params": {"alpha": 1.0},
+         "search": {"trials": 8, "space": {"alpha": {"type": "float", "low": 0.001, "high": 1000.0, "log": True}}}},
         {"name": "random_forest", "estimator": "sklearn.ensemble.RandomForestRegressor",
          "params": {"n_estimators": 100, "max_depth": 6, "random_state": 42, "n_jobs": 1}},
         {"name": "gradient_boosting", "estimator": "sklearn.ensemble.HistGradientBoostingRegressor",
@@ -91,8 +94,21 @@ def _threshold_comment(thresholds: dict[str, dict[str, float]], task: str) -> st
             f"{MARGIN:.0%} of the gap between that baseline and a perfect score. Raise them as you learn what is good.")
 
 
-def updated_params(text: str, task: str, raw: str, target: str, thresholds: dict[str, dict[str, float]]) -> str:
-    """params.yaml with the adopted data, task and thresholds; comments elsewhere are kept."""
+def evidence_minimums(labels: pd.Series, task: str, test_size: float, params: Params) -> dict[str, int]:
+    """The gate's minimum-evidence settings, lowered to what this data's test split can hold, so a
+    small dataset is judged (with wide intervals) instead of refused on its first run."""
+    test_rows = max(1, int(len(labels) * test_size))
+    minimums = {"min_test_rows": min(params.gate.min_test_rows, test_rows)}
+    if task == "classification":
+        smallest = max(1, int(labels.value_counts().min() * test_size))
+        minimums["min_rows_per_class"] = min(params.gate.min_rows_per_class, smallest)
+    return minimums
+
+
+def updated_params(text: str, task: str, raw: str, target: str, thresholds: dict[str, dict[str, float]],
+                   minimums: dict[str, int]) -> str:
+    """params.yaml with the adopted data, task, thresholds and evidence minimums; comments elsewhere
+    are kept. The example's slice columns belong to the example's data, so slicing starts empty."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
@@ -114,6 +130,16 @@ def updated_params(text: str, task: str, raw: str, target: str, thresholds: dict
         bounds[metric] = flow
     doc["gate"]["thresholds"] = bounds
     doc["gate"].yaml_set_comment_before_after_key("thresholds", before=_threshold_comment(thresholds, task), indent=2)
+    for key in ("min_test_rows", "min_rows_per_class"):
+        if key in minimums:
+            doc["gate"][key] = minimums[key]
+        elif key in doc["gate"]:
+            del doc["gate"][key]  # per class: classification only
+    slices = doc["gate"].get("slices")
+    if slices is not None:
+        slices["columns"] = []
+        if task != "classification" and "min_rows_per_class" in slices:
+            del slices["min_rows_per_class"]
     out = io.StringIO()
     editor.dump(doc, out)
     return out.getvalue()
@@ -139,10 +165,11 @@ def run(paths: ProjectPaths, source: Path, target: str, task: str | None, say: C
     params_text = paths.params.read_text()
     params = parse_params(yaml.safe_load(params_text))
     thresholds = baseline_thresholds(frame, target, inferred.task, params)
-    new_params = updated_params(params_text, inferred.task, raw, target, thresholds)
+    labelled = frame[frame[target].notna()]
+    minimums = evidence_minimums(labelled[target], inferred.task, params.split.test_size, params)
+    new_params = updated_params(params_text, inferred.task, raw, target, thresholds, minimums)
     parse_params(yaml.safe_load(new_params))  # what we write must load
     columns = inference.ordered(inferred.schema, [str(c) for c in frame.columns])
-    labelled = frame[frame[target].notna()]
 
     dest = paths.root / raw
     old = paths.root / params.raw_data
@@ -159,6 +186,7 @@ def run(paths: ProjectPaths, source: Path, target: str, task: str | None, say: C
     dvc(paths.root, "add", "--quiet", raw)
     say(inference.decisions_table(columns))
     say(f"task: {inferred.task} ({inferred.task_reason}); {len(frame) - len(labelled)} row(s) without a label "
-        f"will be dropped; thresholds: {', '.join(f'{m} {next(iter(b))} {next(iter(b.values()))}' for m, b in thresholds.items())}")
+        f"will be dropped; thresholds: {', '.join(f'{m} {next(iter(b))} {next(iter(b.values()))}' for m, b in thresholds.items())}; "
+        f"gate evidence minimums: {', '.join(f'{k} {v}' for k, v in minimums.items())}")
     return {"data": raw, "task": inferred.task, "rows": len(frame), "features": len(inferred.schema.features),
             "ignored": [c.name for c in inferred.schema.ignored], "thresholds": thresholds}
