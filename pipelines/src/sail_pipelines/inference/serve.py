@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from sail_pipelines.contract.ranges import beyond, training_ranges
 from sail_pipelines.contract.schema import parse_schema
 from sail_pipelines.contract.stl import NonFiniteFeatures
-from sail_pipelines.inference import protocols
+from sail_pipelines.inference import page, protocols
 from sail_pipelines.inference.requests import (
     InputError,
     checked_columns,
@@ -231,6 +231,8 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
         ident = body.get("id") if isinstance(body.get("id"), str) else _request_id()
         return jsonify(protocols.v2_response(model_name, model_version, ident, str(task),
                                              predictions, probabilities, wanted))
+
+    page.register(app, bundle, model_name, max_records, max_body_bytes)  # /openapi.json, / and /docs
 
     @app.errorhandler(InputError)
     def input_error(exc: InputError):
