@@ -225,7 +225,8 @@ async function predictBatch() {
   const lines = records.map((record, r) => [...used.map(([name]) => record[name]), answer.body.predictions[r],
     ...classes.map((c) => answer.body.probabilities[r][c])]);
   table.tHead.append(el("tr", {}, ...columns.map((c) => el("th", { text: c }))));
-  for (const line of lines) table.tBodies[0].append(el("tr", {}, ...line.map((v) => el("td", { text: show(v) }))));
+  const shown = (v, i) => (i >= used.length + 1 && typeof v === "number" ? v.toFixed(4) : show(v));
+  for (const line of lines) table.tBodies[0].append(el("tr", {}, ...line.map((v, i) => el("td", { text: shown(v, i) }))));
   status.textContent = records.length + " predictions" + (dropped.length ? " (columns not sent: " + dropped.join(", ") + ")" : "");
   const csv = [columns, ...lines].map((line) => line.map(csvCell).join(",")).join("\r\n") + "\r\n";
   if (downloadUrl) URL.revokeObjectURL(downloadUrl);
