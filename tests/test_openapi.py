@@ -7,13 +7,15 @@ import json
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import try_bundle
 from openapi_spec_validator import validate
 from sail_pipelines.contract.schema import Column, Schema
-from sail_pipelines.inference import openapi
+from sail_pipelines.delivery import build
+from sail_pipelines.inference import openapi, page
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.inference.smoke import local_server
 from sail_pipelines.integrity.bundle import load_bundle
@@ -94,6 +96,14 @@ def test_every_column_type_nullable_and_a_refused_range():
     assert props["count"]["x-training-range"] == [1, 3]
     prediction = document["components"]["schemas"]["Prediction"]["properties"]["predictions"]
     assert prediction["items"] == {"type": "number"}
+
+
+def test_pages_ship_in_the_wheel_the_images_install(tmp_path, monkeypatch):
+    monkeypatch.delenv("SAIL_WHEEL", raising=False)
+    names = set(zipfile.ZipFile(build.stage_wheel(tmp_path)).namelist())
+    static = Path(page.__file__).with_name("static")
+    shipped = {f"sail_pipelines/inference/static/{p.name}" for p in static.iterdir()}
+    assert shipped and shipped <= names
 
 
 def test_schemathesis_finds_no_5xx_and_no_departure_from_the_document(bundle_dir, tmp_path):
