@@ -4,6 +4,7 @@ running `sail serve` that schemathesis cannot make answer 5xx or stray from the 
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -78,15 +79,19 @@ def test_every_column_type_nullable_and_a_refused_range():
             Column("brand", "category", values=("p", "q"), other=True),
             Column("size", "float", nullable=True),
             Column("count", "int"),
+            Column("empty", "float", nullable=True),  # all null in training: a NaN profile
         ),
     )
     metadata = {"task": "regression", "serving": {"out_of_range": "refuse", "range_margin": 0.5},
-                "training_profile": {"columns": {"size": {"min": 0.0, "max": 2.0}, "count": {"min": 1, "max": 3}}}}
-    example = {"when": "2024-05-01", "flag": True, "city": None, "brand": "p", "size": 1.0, "count": 2}
+                "training_profile": {"columns": {"size": {"min": 0.0, "max": 2.0}, "count": {"min": 1, "max": 3},
+                                                     "empty": {"min": math.nan, "max": math.nan}}}}
+    example = {"when": "2024-05-01", "flag": True, "city": None, "brand": "p", "size": 1.0, "count": 2,
+               "empty": None}
     document = openapi.document(schema, metadata, model_name="m", classes=[], examples=[example],
                                 max_records=10, max_body_bytes=1000)
-    validate(document)
+    validate(json.loads(json.dumps(document, allow_nan=False)))
     props = document["components"]["schemas"]["Record"]["properties"]
+    assert props["empty"] == {"type": ["number", "null"]}
     assert props["when"]["type"] == ["string", "null"] and re.match(props["when"]["pattern"], "2024-05-01T10:00Z")
     assert props["flag"] == {"type": "boolean"}
     assert props["city"] == {"enum": ["x", "y", None]}

@@ -8,6 +8,7 @@ function of plain data: nothing here imports pandas or scikit-learn.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 from sail_pipelines.contract.ranges import training_ranges
@@ -17,8 +18,8 @@ from sail_pipelines.inference import protocols
 JSON = "application/json"
 EXACT_INT = 2**53  # larger whole numbers are not all exact as floats: the server refuses them
 # ISO 8601 as datetime.fromisoformat reads it (dates, times to microseconds, Z or an offset)
-ISO_DATE = (r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])"
-            r"(T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?$")
+ISO_DATE = (r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+            r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?$")
 ERRORS = {
     "400": "the body is not valid JSON (or holds NaN, Infinity or a duplicate key)",
     "404": "no such model or version",
@@ -60,7 +61,8 @@ def feature_schema(
         schema = {"type": "string" if strings else "number", "examples": list(column.values or ())}
     else:
         schema = {"enum": list(column.values or ())}
-    if kind in ("float", "int") and "min" in stats:
+    stats = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    if kind in ("float", "int") and {"min", "max"} <= set(stats):  # not for a column of nulls only
         low, high = stats["min"], stats["max"]
         schema["x-training-range"] = [low, high]
         schema["description"] = f"training range [{low:g}, {high:g}]"

@@ -23,10 +23,14 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 PAGES = {"/": "index.html", "/docs": "docs.html"}
 
 
+def _not_json(literal: str) -> None:
+    raise ValueError(literal)
+
+
 def examples(bundle: LoadedBundle) -> list[dict[str, Any]]:
     """The accepted bundle's holdout rows as a client sends them, else one typical record."""
-    try:
-        records = json.loads(bundle.files[HOLDOUT])["records"]
+    try:  # NaN is no JSON a client could send: such rows are no example
+        records = json.loads(bundle.files[HOLDOUT], parse_constant=_not_json)["records"]
         if isinstance(records, list) and records and all(isinstance(r, dict) for r in records):
             return records
     except (KeyError, TypeError, ValueError):
@@ -46,13 +50,18 @@ def register(app: Flask, bundle: LoadedBundle, model_name: str, max_records: int
     def openapi_json():
         return Response(body, mimetype="application/json")
 
-    def page(path: str):
-        response = app.send_static_file(PAGES[path])
-        response.headers["Cache-Control"] = "no-cache"
+    def page(name: str) -> Response:
+        response = app.send_static_file(name)
+        response.headers["Cache-Control"] = "no-cache"  # a new bundle behind the same URL shows at once
         return response
 
-    for path in PAGES:
-        app.add_url_rule(path, f"page_{PAGES[path].split('.')[0]}", lambda path=path: page(path))
+    @app.get("/")
+    def try_it():
+        return page(PAGES["/"])
+
+    @app.get("/docs")
+    def docs():
+        return page(PAGES["/docs"])
 
     @app.after_request
     def security_headers(response: Response) -> Response:
