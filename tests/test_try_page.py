@@ -35,7 +35,15 @@ def server(bundle_dir):
 
 
 @pytest.fixture(scope="module")
-def browser(server):  # quits before the server stops: no open keep-alive connections to wait for
+def regression(tmp_path_factory):
+    """A regression model's server, and its bundle."""
+    bundle_dir = try_bundle.build(tmp_path_factory.mktemp("regression") / "bundle", task="regression")
+    with local_server(bundle_dir, try_bundle.KEY) as url:
+        yield url, bundle_dir
+
+
+@pytest.fixture(scope="module")
+def browser(server, regression):  # quits before the servers stop: no keep-alive connection to wait for
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and chromedriver):
         missing("chromium and chromedriver are not installed (docker/prepare-machine installs them)")
@@ -67,6 +75,17 @@ def _by_id(browser, ident):
 
 def _holdout(bundle_dir) -> list[dict]:
     return json.loads((bundle_dir / "holdout.json").read_text())["records"]
+
+
+def _outside(browser, server: str) -> list[str]:
+    """The URLs the browser requested, since last asked, from anywhere but `server`."""
+    urls = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    assert urls, "no request in the browser's performance log"
+    return [u for u in urls if not u.startswith((server + "/", "data:", "blob:", "about:blank"))]
 
 
 def _open(browser, server):
@@ -149,17 +168,24 @@ def test_docs_page_sends_a_request(browser, server):
     assert '"predictions"' in answer
 
 
+def test_a_regression_value_comes_with_the_test_error(browser, server, regression):
+    assert not _outside(browser, server)  # what the tests above fetched, before another server's
+    url, bundle_dir = regression
+    _open(browser, url)
+    _by_id(browser, "predict").click()
+    answer = _wait(browser, lambda b: b.find_elements("css selector", "#result .answer"))[0].text
+    api = requests.post(f"{url}/predict", json=_holdout(bundle_dir)[0], timeout=10).json()
+    assert not _outside(browser, url)
+    assert str(api["predictions"][0]) in answer
+    assert "± 0.420 (test rmse)" in answer
+
+
 def test_nothing_outside_the_server_and_no_csp_violation(browser, server):
     """Run last in this module: it reads the logs the tests above left."""
     for path in ("/", "/docs", "/static/try.js", "/static/page.css"):
         assert requests.get(server + path, timeout=10).headers["Content-Security-Policy"] == CSP
     _open(browser, server)
-    urls = []
-    for entry in browser.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    assert urls and all(u.startswith((server + "/", "data:", "blob:")) for u in urls), urls
+    assert not _outside(browser, server)
     console = [e["message"] for e in browser.get_log("browser")]
     assert not [m for m in console if "Content Security Policy" in m or "Refused to" in m], console
     assert not [m for m in console if "Uncaught" in m], console
