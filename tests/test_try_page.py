@@ -163,8 +163,8 @@ def test_docs_page_sends_a_request(browser, server):
     operation = _wait(browser, lambda b: b.find_elements("id", "op-post--predict"))[0]
     operation.find_element("tag name", "summary").click()
     operation.find_element("css selector", "button").click()
-    answer = _wait(browser, lambda b: operation.find_element("css selector", ".answer-body").text.startswith("200")
-                   and operation.find_element("css selector", ".answer-body").text)
+    body = operation.find_element("css selector", ".answer-body")
+    answer = _wait(browser, lambda b: body.text.startswith("200") and body.text)
     assert '"predictions"' in answer
 
 

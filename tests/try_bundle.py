@@ -38,8 +38,9 @@ def frame(rows: int, seed: int) -> pd.DataFrame:
     return data
 
 
-def build(dest: Path, task: str = "classification") -> Path:
-    """A classifier of 'no'/'yes', or (task="regression") a Ridge with test rmse and mae."""
+def build(dest: Path, task: str = "classification", runtime: str = "onnx") -> Path:
+    """A classifier of 'no'/'yes', or (task="regression") a Ridge with test rmse and mae;
+    served by ONNX Runtime, or by scikit-learn (runtime="sklearn")."""
     classification = task == "classification"
     train = frame(150, 3)
     score = train.x1 - train.x2 + train.n / 4 + (train.color == "a")
@@ -53,7 +54,8 @@ def build(dest: Path, task: str = "classification") -> Path:
                    "mean": float(train[c].mean()), "std": float(train[c].std(ddof=0))}
                for c in ("x1", "x2", "n")}
     holdout = frame(20, 4)
-    records = [{"customer_id": f"c{i}", **r} for i, r in enumerate(json.loads(holdout.to_json(orient="records")))]
+    rows = json.loads(holdout.to_json(orient="records"))
+    records = [{"customer_id": f"c{i}", **r} for i, r in enumerate(rows)]
     metrics = ({"accuracy": 0.91, "f1": 0.88, "roc_auc": 0.95} if classification
                else {"rmse": 0.42, "mae": 0.31, "r2": 0.97})
     schema = SCHEMA if classification else Schema(Column("score", "float"), SCHEMA.features, SCHEMA.ignored)
@@ -69,7 +71,7 @@ def build(dest: Path, task: str = "classification") -> Path:
         "evaluation": {"metrics": metrics, "primary_metric": "f1" if classification else "rmse"},
         "registry": {"model": MODEL_NAME, "version": VERSION},
         "model_card": "runs:/0123456789abcdef/model_card",
-        "inference": {"runtime": "onnx", "reason": None},
+        "inference": {"runtime": runtime, "reason": None if runtime == "onnx" else "chosen by the test"},
     }
     files = {
         MODEL: dump_object(model),

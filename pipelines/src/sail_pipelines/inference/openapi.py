@@ -277,7 +277,8 @@ def document(
             **_errors("503"),
         })},
         "/version": {"get": _operation("MLflow scoring protocol: the server's version", "MLflow", {
-            "200": {"description": "the sail-pipelines version", "content": {"text/plain": {"schema": string}}},
+            "200": {"description": "the sail-pipelines version",
+                    "content": {"text/plain": {"schema": string}}},
         })},
         "/invocations": {"post": _operation(
             "MLflow scoring protocol: predictions only", "MLflow",

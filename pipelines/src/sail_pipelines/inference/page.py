@@ -38,7 +38,9 @@ def examples(bundle: LoadedBundle) -> list[dict[str, Any]]:
     return [warm_up_record(bundle.schema, bundle.metadata)]
 
 
-def register(app: Flask, bundle: LoadedBundle, model_name: str, max_records: int, max_body_bytes: int) -> None:
+def register(
+    app: Flask, bundle: LoadedBundle, model_name: str, max_records: int, max_body_bytes: int
+) -> None:
     """Add /openapi.json, / and /docs to the API, and the CSP header to every page and file."""
     document = openapi.document(
         bundle.schema, bundle.metadata, model_name=model_name, classes=list(bundle.classes),

@@ -36,5 +36,6 @@ function deref(doc, schema) {
 }
 
 function show(value) {
-  return value === null || value === undefined ? "—" : typeof value === "object" ? JSON.stringify(value) : String(value);
+  if (value === null || value === undefined) return "—";
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
 }

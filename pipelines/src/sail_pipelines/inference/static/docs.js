@@ -4,7 +4,7 @@
 
 const METHODS = ["get", "post"];
 
-function schemaBlock(doc, schema) {
+function schemaBlock(schema) {
   return el("pre", { text: JSON.stringify(schema, null, 2) });
 }
 
@@ -38,7 +38,7 @@ function operation(doc, path, method, op, shared) {
     text = el("textarea", { "aria-label": "request body" });
     const sample = example(doc, body);
     text.value = sample === undefined ? "" : JSON.stringify(sample, null, 2);
-    details.append(text, el("details", {}, el("summary", { text: "schema" }), schemaBlock(doc, body.schema)));
+    details.append(text, el("details", {}, el("summary", { text: "schema" }), schemaBlock(body.schema)));
   }
   const send = el("button", { type: "button", text: "Send" });
   const answer = el("pre", { class: "answer-body" });
@@ -68,7 +68,7 @@ function operation(doc, path, method, op, shared) {
   for (const [code, response] of Object.entries(op.responses || {})) {
     const media = response.content && Object.values(response.content)[0];
     list.append(el("dt", { text: code }), el("dd", {}, response.description || "",
-      media && media.schema ? schemaBlock(doc, media.schema) : null));
+      media && media.schema ? schemaBlock(media.schema) : null));
   }
   details.append(list);
   return details;
@@ -91,7 +91,8 @@ async function main() {
   for (const [tag, nodes] of Object.entries(byTag)) ops.append(el("h2", { text: tag }), ...nodes);
   const schemas = document.getElementById("schemas");
   for (const [name, schema] of Object.entries(doc.components.schemas)) {
-    schemas.append(el("details", {}, el("summary", {}, el("code", { text: name })), schemaBlock(doc, schema)));
+    const summary = el("summary", {}, el("code", { text: name }));
+    schemas.append(el("details", {}, summary, schemaBlock(schema)));
   }
 }
 

@@ -5,6 +5,8 @@
 
 const state = { features: [], properties: {}, example: {}, sail: {}, metrics: {}, task: null };
 
+const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
+
 function kindOf(schema) {
   if (schema.enum) return "enum";
   const types = [].concat(schema.type || []);
@@ -21,7 +23,7 @@ function typed(schema, text) {
   const kind = kindOf(schema);
   const raw = text.trim();
   if (raw === "") return null;
-  if (kind === "number" || kind === "integer") return /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(raw) ? Number(raw) : text;
+  if (kind === "number" || kind === "integer") return NUMBER.test(raw) ? Number(raw) : text;
   if (kind === "boolean") {
     const word = raw.toLowerCase();
     if (["true", "yes", "1"].includes(word)) return true;
@@ -48,7 +50,8 @@ function buildForm() {
     if (kindOf(schema) === "enum" || kindOf(schema) === "boolean") {
       input = el("select", { id: id, name: name });
       const values = schema.enum ? schema.enum : [true, false].concat(nullable(schema) ? [null] : []);
-      values.forEach((value, i) => input.append(el("option", { value: String(i), text: value === null ? "(null)" : String(value) })));
+      values.forEach((value, i) => input.append(
+        el("option", { value: String(i), text: value === null ? "(null)" : String(value) })));
       input.dataset.values = JSON.stringify(values);
     } else {
       input = el("input", { id: id, name: name, type: "text", autocomplete: "off" });
@@ -108,7 +111,8 @@ async function post(records) {
   const body = JSON.stringify(records);
   const limit = state.sail.max_body_bytes;
   if (limit && new Blob([body]).size > limit) {
-    return { ok: false, status: 413, body: { error: "the request would be larger than " + limit + " bytes" } };
+    const error = "the request would be larger than " + limit + " bytes";
+    return { ok: false, status: 413, body: { error: error } };
   }
   const response = await fetch("/predict", {
     method: "POST", headers: { "Content-Type": "application/json" }, body: body,
@@ -125,12 +129,14 @@ function testError() {
   return null;
 }
 
-function showResult(answer) {
+function showResult(body) {
   const result = clear(document.getElementById("result"));
-  const prediction = answer.predictions[0];
-  const probabilities = answer.probabilities ? answer.probabilities[0] : null;
+  const prediction = body.predictions[0];
+  const probabilities = body.probabilities ? body.probabilities[0] : null;
+  const answer = el("p", { class: "answer" }, "Prediction: ",
+    el("strong", { id: "prediction", text: show(prediction) }));
+  result.append(answer);
   if (probabilities) {
-    result.append(el("p", { class: "answer" }, "Prediction: ", el("strong", { id: "prediction", text: show(prediction) })));
     const bars = el("div", { class: "bars", id: "probabilities" });
     for (const [label, p] of Object.entries(probabilities)) {
       const fill = el("div", { class: "fill" + (label === String(prediction) ? " top" : "") });
@@ -141,10 +147,9 @@ function showResult(answer) {
     result.append(bars);
   } else {
     const error = testError();
-    result.append(el("p", { class: "answer" }, "Prediction: ", el("strong", { id: "prediction", text: show(prediction) }),
-      error ? " ± " + error[1].toPrecision(3) + " (test " + error[0] + ")" : ""));
+    if (error) answer.append(" ± " + error[1].toPrecision(3) + " (test " + error[0] + ")");
   }
-  for (const stray of answer.out_of_range || []) {
+  for (const stray of body.out_of_range || []) {
     result.append(el("p", { class: "hint", text: "'" + stray.field + "' = " + stray.value +
       " is outside the training range [" + stray.range.join(", ") + "]" }));
   }
@@ -216,8 +221,8 @@ async function predictBatch() {
   const answer = await post(records);
   if (!answer.ok) {
     const body = answer.body || {};
-    const where = [body.record !== undefined ? "row " + (body.record + 1) : null, body.field ? "'" + body.field + "'" : null]
-      .filter(Boolean).join(", ");
+    const where = [body.record !== undefined ? "row " + (body.record + 1) : null,
+      body.field ? "'" + body.field + "'" : null].filter(Boolean).join(", ");
     return fail((where ? where + ": " : "") + (body.error || "the server answered " + answer.status));
   }
   const classes = answer.body.probabilities ? Object.keys(answer.body.probabilities[0]) : [];
@@ -226,8 +231,11 @@ async function predictBatch() {
     ...classes.map((c) => answer.body.probabilities[r][c])]);
   table.tHead.append(el("tr", {}, ...columns.map((c) => el("th", { text: c }))));
   const shown = (v, i) => (i >= used.length + 1 && typeof v === "number" ? v.toFixed(4) : show(v));
-  for (const line of lines) table.tBodies[0].append(el("tr", {}, ...line.map((v, i) => el("td", { text: shown(v, i) }))));
-  status.textContent = records.length + " predictions" + (dropped.length ? " (columns not sent: " + dropped.join(", ") + ")" : "");
+  for (const line of lines) {
+    table.tBodies[0].append(el("tr", {}, ...line.map((v, i) => el("td", { text: shown(v, i) }))));
+  }
+  status.textContent = records.length + " predictions" +
+    (dropped.length ? " (columns not sent: " + dropped.join(", ") + ")" : "");
   const csv = [columns, ...lines].map((line) => line.map(csvCell).join(",")).join("\r\n") + "\r\n";
   if (downloadUrl) URL.revokeObjectURL(downloadUrl);
   downloadUrl = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
@@ -237,7 +245,7 @@ async function predictBatch() {
 
 function describeModel(meta) {
   const list = clear(document.getElementById("model"));
-  const add = (label, value) => { if (value !== null && value !== undefined) list.append(el("dt", { text: label }), el("dd", {}, value)); };
+  const add = (label, value) => list.append(el("dt", { text: label }), el("dd", {}, value));
   add("Model", show(meta.registered_model || meta.name));
   add("Version", show(meta.model_version));
   add("Task", show(meta.task));
@@ -247,14 +255,18 @@ function describeModel(meta) {
   add("Runtime", show(meta.inference && meta.inference.runtime));
   if (meta.model_card) {
     const card = String(meta.model_card);
-    add("Model card", /^https?:\/\//.test(card) ? el("a", { href: card, text: card }) : el("code", { text: card }));
+    const web = /^https?:\/\//.test(card);  // an MLflow runs:/ URI is no link a browser can follow
+    add("Model card", web ? el("a", { href: card, text: card }) : el("code", { text: card }));
   }
   const body = clear(document.querySelector("#metrics tbody"));
   const metrics = meta.metrics || {};
   for (const [name, value] of Object.entries(metrics)) {
-    body.append(el("tr", {}, el("th", { text: name }), el("td", { text: typeof value === "number" ? value.toPrecision(4) : show(value) })));
+    const text = typeof value === "number" ? value.toPrecision(4) : show(value);
+    body.append(el("tr", {}, el("th", { text: name }), el("td", { text: text })));
   }
-  if (!Object.keys(metrics).length) body.append(el("tr", {}, el("td", { text: "no gate metrics in this bundle" })));
+  if (!Object.keys(metrics).length) {
+    body.append(el("tr", {}, el("td", { text: "no gate metrics in this bundle" })));
+  }
 }
 
 async function main() {
