@@ -3,6 +3,7 @@ running `sail serve` that schemathesis cannot make answer 5xx or stray from the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -15,7 +16,7 @@ import pytest
 import try_bundle
 from openapi_spec_validator import validate
 from sail_pipelines.contract.schema import Column, Schema
-from sail_pipelines.delivery import build
+from sail_pipelines.delivery import build, imagecheck
 from sail_pipelines.inference import openapi, page
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.inference.smoke import local_server
@@ -112,6 +113,12 @@ def test_pages_ship_in_the_wheel_the_images_install(tmp_path, monkeypatch):
     static = Path(page.__file__).with_name("static")
     shipped = {f"sail_pipelines/inference/static/{p.name}" for p in static.iterdir()}
     assert shipped and shipped <= names
+
+
+def test_the_image_build_check_asks_for_the_pages(bundle_dir):
+    digest = hashlib.sha256((bundle_dir / "MANIFEST.json").read_bytes()).hexdigest()
+    assert imagecheck.check(bundle_dir, digest) == ""
+    assert {"/", "/docs", "/openapi.json"} <= set(imagecheck.PAGES)
 
 
 def test_schemathesis_finds_no_5xx_and_no_departure_from_the_document(bundle_dir, tmp_path):
