@@ -312,9 +312,9 @@ def document(
         "info": {
             "title": f"{model_name} prediction API",
             "version": str(version or "unversioned"),
-            "description": (f"A {task} model ({metadata.get('name')}) served from bundle checked "
-                            f"against its own feature schema. {limits}Bad input gets a 4xx JSON body "
-                            "naming the `field` at fault."),
+            "description": (f"A {task} model ({metadata.get('name')}), each request checked against "
+                            f"the feature schema of the bundle it was served from. {limits}"
+                            "Bad input gets a 4xx JSON body naming the `field` at fault."),
             "x-sail": {"task": task, "model": registry.get("model") or model_name, "version": version,
                        "max_records": max_records, "max_body_bytes": max_body_bytes,
                        "classes": list(classes), "example": dict(first)},

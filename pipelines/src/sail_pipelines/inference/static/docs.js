@@ -4,7 +4,12 @@
 
 const METHODS = ["get", "post"];
 
+// A named schema as a link to it (under "Schemas"), any other as its JSON.
 function schemaBlock(schema) {
+  if (schema && typeof schema.$ref === "string" && Object.keys(schema).length === 1) {
+    const name = schema.$ref.split("/").pop();
+    return el("p", {}, "schema ", el("a", { href: "#schema-" + name, text: name }));
+  }
   return el("pre", { text: JSON.stringify(schema, null, 2) });
 }
 
@@ -92,7 +97,8 @@ async function main() {
   const schemas = document.getElementById("schemas");
   for (const [name, schema] of Object.entries(doc.components.schemas)) {
     const summary = el("summary", {}, el("code", { text: name }));
-    schemas.append(el("details", {}, summary, schemaBlock(schema)));
+    const json = el("pre", { text: JSON.stringify(schema, null, 2) });
+    schemas.append(el("details", { id: "schema-" + name }, summary, json));
   }
 }
 
