@@ -5,7 +5,8 @@
    hash against it; only then is anything unpickled.
 2. It posts the holdout rows that travel with the model to the real Flask app and requires the
    metric step's predictions back: an image that cannot serve its model does not get built.
-3. That request, plus the modules gunicorn and the CLI load, imports exactly what serving
+3. The try-it page, /docs, their files and /openapi.json answer: the wheel carried them in.
+4. That request, plus the modules gunicorn and the CLI load, imports exactly what serving
    imports, so byte code is compiled for those modules only (the libraries go in without it to
    keep the image small, and a server compiling scikit-learn and pandas at every start is slow
    to become ready).
@@ -30,6 +31,8 @@ from sail_pipelines.integrity.bundle import (
 STARTUP_MODULES = ("sail_pipelines.cli", "sail_pipelines.inference.predict", "gunicorn.arbiter",
                    "gunicorn.workers.gthread",
                    "gunicorn.glogging", "gunicorn.http.wsgi")
+PAGES = ("/", "/docs", "/openapi.json", "/static/common.js", "/static/try.js", "/static/docs.js",
+         "/static/page.css")
 
 
 def check(bundle_dir: Path, manifest_sha256: str) -> str:
@@ -41,12 +44,17 @@ def check(bundle_dir: Path, manifest_sha256: str) -> str:
     if HOLDOUT not in bundle.files:
         return f"{bundle_dir} carries no {HOLDOUT}: only a bundle accepted by the gate can be packaged"
     holdout = json.loads(bundle.files[HOLDOUT])
-    response = create_app(bundle).test_client().post("/predict", json=holdout["records"])
+    client = create_app(bundle).test_client()
+    response = client.post("/predict", json=holdout["records"])
     if response.status_code != 200:
         return f"/predict answered {response.status_code} for the holdout rows: {response.get_data(as_text=True)[:200]}"
     mismatches = holdout_mismatches(response.get_json()["predictions"], holdout["predictions"])
     if mismatches:
         return f"served predictions differ from the metric step's at rows {mismatches[:10]}"
+    for path in PAGES:
+        with client.get(path) as page:
+            if page.status_code != 200:
+                return f"{path} answered {page.status_code}: the page files are not in the installed wheel"
     for module in STARTUP_MODULES:
         importlib.import_module(module)
     return ""

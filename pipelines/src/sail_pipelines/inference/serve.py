@@ -27,9 +27,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from sail_pipelines.contract.ranges import beyond, training_ranges
 from sail_pipelines.contract.schema import parse_schema
 from sail_pipelines.contract.stl import NonFiniteFeatures
-from sail_pipelines.inference import protocols
+from sail_pipelines.inference import page, protocols
 from sail_pipelines.inference.requests import (
     InputError,
+    check_outputs,
     checked_columns,
     parse_json,
     records_to_columns,
@@ -97,9 +98,11 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
         if strays and refuse_out_of_range:
             raise InputError(422, strays[0].message(), strays[0].field, strays[0].record)
         try:
-            return bundle.predict(columns)
+            predictions, probabilities = bundle.predict(columns)
         except NonFiniteFeatures as exc:
             raise InputError(422, str(exc), exc.field, exc.rows[0] if n > 1 else None) from None
+        check_outputs(predictions, probabilities, strays)
+        return predictions, probabilities
 
     # Prove the model answers before calling ourselves ready, not on the first real request.
     try:
@@ -231,6 +234,8 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
         ident = body.get("id") if isinstance(body.get("id"), str) else _request_id()
         return jsonify(protocols.v2_response(model_name, model_version, ident, str(task),
                                              predictions, probabilities, wanted))
+
+    page.register(app, bundle, model_name, max_records, max_body_bytes)  # /openapi.json, / and /docs
 
     @app.errorhandler(InputError)
     def input_error(exc: InputError):
