@@ -564,7 +564,7 @@ def run(
                 "model_card": f"runs:/{run_id}/{card.ARTIFACT}",
             }
 
-        example = evaluation["holdout"]["records"][:5]
+        example = evaluation["holdout"]["records"]  # MLflow's input example: up to 5 complete rows
         version, accepted_id = accept.release(client, model, run_id, tags, paths.accepted_dir, files, metadata,
                                               key, example)
         report.update(registered_version=version, accepted_bundle_id=accepted_id, registered=True)

@@ -31,8 +31,8 @@ def _spec(column: Any) -> str:
     """MLflow's column type for a feature."""
     if column.type == "float":
         return "double"
-    if column.type == "int":
-        return "long"
+    if column.type == "int":  # MLflow's advice: an integer column that may be null is a double
+        return "double" if column.nullable else "long"
     if column.type == "bool":
         return "boolean"
     if column.type in ("datetime", "text"):
@@ -81,9 +81,18 @@ def save(bundle: LoadedBundle, dest: Path, example: list[dict[str, Any]]) -> Non
         loader_module=__name__,
         data_path=str(bundle.path),
         signature=signature(schema, bundle.metadata["task"], bundle.classes),
-        input_example=pd.DataFrame(example, columns=schema.feature_names),
+        input_example=_complete_rows(example, schema.feature_names),
         pip_requirements=requirements(bundle.runtime),
     )
+
+
+def _complete_rows(example: list[dict[str, Any]], names: list[str]) -> Any:
+    """The example records without a null feature (MLflow checks the example against the
+    signature, and a null in a boolean or integer column fails there); None when none is complete."""
+    import pandas as pd
+
+    complete = [r for r in example if all(r.get(n) is not None for n in names)][:5]
+    return pd.DataFrame(complete, columns=names) if complete else None
 
 
 def bundle_dir(model_dir: Path) -> Path:
