@@ -19,6 +19,7 @@ written but the verdict in reports/gate.json and the model card.
 from __future__ import annotations
 
 import io
+import dataclasses
 import json
 import math
 import tempfile
@@ -524,8 +525,9 @@ def run(
         gate.slices, gate.bootstrap, task, bundle.classes, test, target, outputs, champion_outputs
     )
     rules = judge(gate, scores, champion, measured["intervals"], slice_entries)
-    if all(r.passed for r in rules):
-        rules.append(serving_rule(bundle, evaluation["holdout"]))
+    if all(r.passed for r in rules):  # served by the runtime the metric step chose, as it will be
+        served = dataclasses.replace(bundle, metadata={**meta, "inference": inference})
+        rules.append(serving_rule(served, evaluation["holdout"]))
     passed = all(r.passed for r in rules)
     report.update(
         verdict="pass" if passed else "fail",

@@ -85,8 +85,10 @@ def convert(transformer: Any, model: Any, schema: Schema, classification: bool) 
             )
     except Exception as exc:  # noqa: BLE001 - skl2onnx raises many types for what it cannot convert
         raise ConversionFailed(f"skl2onnx cannot convert it: {_first_line(exc)}") from None
+    # skl2onnx renames inputs to safe identifiers ("mean radius" -> "mean_radius"), in order.
+    onnx_names = dict(zip(kinds, (i.name for i in graph.graph.input)))
     data = _one_number_input(
-        graph, [n for n, k in kinds.items() if k == "number"]
+        graph, [onnx_names[n] for n, k in kinds.items() if k == "number"]
     ).SerializeToString()
     try:
         session(data)
@@ -210,6 +212,9 @@ class CompiledModel:
         self.probabilities = probabilities
         self.session = session(data)
         self.outputs = [o.name for o in self.session.get_outputs()]
+        # The string inputs keep their order in the graph, under skl2onnx's safe names.
+        graph_strings = [i.name for i in self.session.get_inputs() if i.name != NUMERIC]
+        self.string_inputs = dict(zip(self.strings, graph_strings))
 
     def feed(self, columns: Columns) -> dict[str, np.ndarray]:
         feed: dict[str, np.ndarray] = {}
@@ -217,7 +222,7 @@ class CompiledModel:
             feed[NUMERIC] = np.array([columns[n] for n in self.numbers], dtype=np.float32).T.copy()
         for name in self.strings:
             values = [NULL_STRING if v is None or v != v else str(v) for v in columns[name]]
-            feed[name] = np.array(values, dtype=object).reshape(-1, 1)
+            feed[self.string_inputs[name]] = np.array(values, dtype=object).reshape(-1, 1)
         return feed
 
     def predict(self, columns: Columns) -> Prediction:
