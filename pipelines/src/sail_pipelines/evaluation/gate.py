@@ -18,8 +18,8 @@ written but the verdict in reports/gate.json and the model card.
 
 from __future__ import annotations
 
-import io
 import dataclasses
+import io
 import json
 import math
 import tempfile
