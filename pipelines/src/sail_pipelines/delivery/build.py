@@ -41,7 +41,7 @@ _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 # What the inference image of a compiled model needs: ONNX Runtime (without its tooling
 # dependencies, which serving never imports), numpy, pandas (batch files) and the web stack;
 # no scikit-learn or scipy.
-SERVE_COMPILED = ("numpy", "pandas", "flask", "gunicorn", "pyyaml")
+SERVE_COMPILED = ("numpy", "pandas", "flask", "gunicorn", "pyyaml", "prometheus-client")
 NO_DEPS = ("onnxruntime",)
 # The Dockerfile stage the inference image takes its libraries from, by the runtime serving it.
 INFERENCE_DEPS = {"onnx": "serve-deps", "sklearn": "project-deps"}

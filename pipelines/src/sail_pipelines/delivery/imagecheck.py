@@ -29,7 +29,7 @@ from sail_pipelines.integrity.bundle import (
 # Loaded when the container starts but not by a test-client request.
 STARTUP_MODULES = ("sail_pipelines.cli", "sail_pipelines.inference.predict", "gunicorn.arbiter",
                    "gunicorn.workers.gthread",
-                   "gunicorn.glogging", "gunicorn.http.wsgi")
+                   "gunicorn.glogging", "gunicorn.http.wsgi", "prometheus_client.multiprocess")
 
 
 def check(bundle_dir: Path, manifest_sha256: str) -> str:

@@ -1,0 +1,114 @@
+"""The prediction log: one JSON line per served request or scored batch, for `sail monitor`.
+
+A line holds what the model saw (the checked feature columns, without the schema's `log: false`
+columns, which are personal data and never written) and what it answered, with the time, the
+request id, the model, its version and bundle id, the latency and the HTTP status; a refused
+request is logged with its status and no outputs. Lines go through a stdlib logger of their own:
+to stdout ("-"), to one file shared by all workers (appended, reopened when logrotate moves it),
+or to a directory where each process writes its own size-rotated file, so concurrent gunicorn
+workers never rotate a file under each other. `sample` keeps that share of requests (0..1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import random
+import socket
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from sail_pipelines.errors import SailError
+
+ENV_DESTINATION = "SAIL_PREDICTION_LOG"
+ENV_SAMPLE = "SAIL_PREDICTION_LOG_SAMPLE"
+ROTATE_BYTES = 100 * 1024 * 1024
+ROTATE_KEEP = 10
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    destination: str | None = None  # None: no log; "-": stdout; a path: a file, or a directory
+    sample: float = 1.0
+
+
+def settings_from(destination: str | None = None, sample: str | float | None = None,
+                  environ: Mapping[str, str] = os.environ) -> LogSettings:
+    """Flags win over the environment; a bad sampling rate is one line, not a traceback."""
+    destination = destination or environ.get(ENV_DESTINATION) or None
+    raw = sample if sample is not None else environ.get(ENV_SAMPLE, "1")
+    try:
+        rate = float(raw)
+    except (TypeError, ValueError):
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:
+        raise SailError(f"prediction log sampling rate must be a number from 0 to 1, got {raw!r}")
+    return LogSettings(destination, rate)
+
+
+def _handler(destination: str) -> logging.Handler:
+    if destination == "-":
+        return logging.StreamHandler(sys.stdout)
+    path = Path(destination)
+    if path.is_dir() or destination.endswith(os.sep):
+        path.mkdir(parents=True, exist_ok=True)
+        name = f"predictions-{socket.gethostname()}-{os.getpid()}.jsonl"
+        return logging.handlers.RotatingFileHandler(path / name, maxBytes=ROTATE_BYTES,
+                                                    backupCount=ROTATE_KEEP, encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+
+
+class PredictionLog:
+    """Writes prediction lines for one model; made in each serving process (after the fork)."""
+
+    def __init__(self, settings: LogSettings, metadata: Mapping[str, Any], bundle_id: str, logged: list[str]):
+        registry = metadata.get("registry") or {}
+        self.head = {"model": registry.get("model") or metadata.get("name"),
+                     "version": registry.get("version"), "bundle_id": bundle_id}
+        self.logged = logged
+        self.sample = settings.sample
+        self.logger = None
+        if settings.destination:
+            try:
+                handler = _handler(settings.destination)
+            except OSError as exc:
+                raise SailError(f"cannot write the prediction log to {settings.destination}: "
+                                f"{exc.strerror or exc}") from None
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            self.logger = logging.getLogger(f"sail.predictions.{id(self)}")
+            self.logger.propagate = False
+            self.logger.setLevel(logging.INFO)
+            self.logger.handlers = [handler]
+
+    def wanted(self) -> bool:
+        return self.logger is not None and (self.sample >= 1.0 or random.random() < self.sample)
+
+    def write(self, request_id: str, route: str, status: int, latency: float,
+              columns: Mapping[str, list[Any]] | None, outputs: Mapping[str, Any] | None) -> None:
+        """One line; the caller checks `wanted()` first so skipped requests cost nothing."""
+        line = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "request_id": request_id, **self.head, "route": route, "status": status,
+                "latency_ms": round(latency * 1000, 3),
+                "inputs": None if columns is None else {k: columns[k] for k in self.logged if k in columns},
+                "outputs": outputs}
+        self.logger.info(json.dumps(line, default=str, separators=(",", ":")))
+
+
+def outputs(predictions: Any, probabilities: Any, classes: list[str]) -> dict[str, Any]:
+    """The model's answer as columns: `prediction`, and one probability list per class."""
+    out: dict[str, Any] = {"prediction": predictions.tolist()}
+    if probabilities is not None:
+        out["probabilities"] = dict(zip(classes, probabilities.T.tolist()))
+    return out
+
+
+def for_bundle(settings: LogSettings, bundle: Any) -> PredictionLog:
+    schema = bundle.schema
+    return PredictionLog(settings, bundle.metadata, bundle.bundle_id,
+                         [c.name for c in schema.features if c.log])
