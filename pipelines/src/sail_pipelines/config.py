@@ -568,7 +568,7 @@ def _refused(where: str, problem: str) -> SailError:
     return SailError(f"params.yaml: '{where}' {problem}")
 
 
-def _whole(value: Any) -> bool:
+def _is_whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -592,7 +592,7 @@ def _dimension(name: str, body: Any, where: str) -> Dimension:
     low = _number(_require(body, "low", f"{where}."), f"{where}.low")
     high = _number(_require(body, "high", f"{where}."), f"{where}.high")
     log = body.get("log", False)
-    if kind == "int" and not (_whole(body["low"]) and _whole(body["high"])):
+    if kind == "int" and not (_is_whole(body["low"]) and _is_whole(body["high"])):
         raise _refused(where, "is an int range: low and high must be whole numbers")
     if low > high:
         raise _refused(where, f"has low {body['low']} > high {body['high']}")
@@ -615,12 +615,12 @@ def _search(body: Any, where: str, task: str, seed: int, gate: Any) -> SearchCon
     if "trials" not in body and "timeout" not in body:
         raise _refused(where, "needs a budget: 'trials' and/or 'timeout' (seconds)")
     trials, timeout = body.get("trials"), body.get("timeout")
-    if trials is not None and (not _whole(trials) or trials < 1):
+    if trials is not None and (not _is_whole(trials) or trials < 1):
         raise _refused(f"{where}.trials", f"must be a whole number of at least 1, got {trials!r}")
     if timeout is not None and _number(timeout, f"{where}.timeout") <= 0:
         raise _refused(f"{where}.timeout", f"must be a number of seconds above 0, got {timeout!r}")
     folds = body.get("folds", 5)
-    if not _whole(folds) or not 2 <= folds <= 20:
+    if not _is_whole(folds) or not 2 <= folds <= 20:
         raise _refused(f"{where}.folds", f"must be a whole number from 2 to 20, got {folds!r}")
     # Unset, it is the gate's primary metric (which the gate's own check validates).
     metric = body.get("metric", gate.get("primary_metric") if isinstance(gate, Mapping) else None)
@@ -628,7 +628,7 @@ def _search(body: Any, where: str, task: str, seed: int, gate: Any) -> SearchCon
         allowed = ", ".join(METRICS_BY_TASK[task])
         raise _refused(f"{where}.metric", f"{metric!r} is not one of {allowed}")
     search_seed = body.get("seed", seed)
-    if not _whole(search_seed):
+    if not _is_whole(search_seed):
         raise _refused(f"{where}.seed", f"must be an integer, got {search_seed!r}")
     timeout = None if timeout is None else float(timeout)
     return SearchConfig(dimensions, metric, trials, timeout, folds, search_seed)

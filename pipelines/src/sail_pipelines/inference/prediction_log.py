@@ -18,6 +18,7 @@ import os
 import random
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,40 +65,50 @@ def _handler(destination: str) -> logging.Handler:
     return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
 
 
+class _Verbatim(logging.Formatter):
+    """The line is the message, already JSON: no formatting pass per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.msg
+
+
 class PredictionLog:
     """Writes prediction lines for one model; made in each serving process (after the fork)."""
 
     def __init__(self, settings: LogSettings, metadata: Mapping[str, Any], bundle_id: str, logged: list[str]):
         registry = metadata.get("registry") or {}
-        self.head = {"model": registry.get("model") or metadata.get("name"),
-                     "version": registry.get("version"), "bundle_id": bundle_id}
+        head = {"model": registry.get("model") or metadata.get("name"), "version": registry.get("version"),
+                "bundle_id": bundle_id}
+        self.head = json.dumps(head, default=str)[1:-1]  # encoded once: every line repeats it
         self.logged = logged
         self.sample = settings.sample
-        self.logger = None
+        self.handler = None
         if settings.destination:
             try:
-                handler = _handler(settings.destination)
+                self.handler = _handler(settings.destination)
             except OSError as exc:
                 raise SailError(f"cannot write the prediction log to {settings.destination}: "
                                 f"{exc.strerror or exc}") from None
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            self.logger = logging.getLogger(f"sail.predictions.{id(self)}")
-            self.logger.propagate = False
-            self.logger.setLevel(logging.INFO)
-            self.logger.handlers = [handler]
+            self.handler.setFormatter(_Verbatim())
+        # A logger would walk the stack and build a record per line, as long as the request itself
+        # on a compiled model; the handler (rotation, reopening) gets one reused record instead.
+        self.record = logging.LogRecord("sail.predictions", logging.INFO, __file__, 0, "", None, None)
+        self.lock = threading.Lock()
 
     def wanted(self) -> bool:
-        return self.logger is not None and (self.sample >= 1.0 or random.random() < self.sample)
+        return self.handler is not None and (self.sample >= 1.0 or random.random() < self.sample)
 
     def write(self, request_id: str, route: str, status: int, latency: float,
               columns: Mapping[str, list[Any]] | None, outputs: Mapping[str, Any] | None) -> None:
         """One line; the caller checks `wanted()` first so skipped requests cost nothing."""
-        line = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                "request_id": request_id, **self.head, "route": route, "status": status,
-                "latency_ms": round(latency * 1000, 3),
-                "inputs": None if columns is None else {k: columns[k] for k in self.logged if k in columns},
-                "outputs": outputs}
-        self.logger.info(json.dumps(line, default=str, separators=(",", ":")))
+        inputs = None if columns is None else {k: columns[k] for k in self.logged if k in columns}
+        text = (f'{{"time":"{datetime.now(timezone.utc).isoformat(timespec="milliseconds")}",'
+                f'"request_id":{json.dumps(request_id)},{self.head},"route":{json.dumps(route)},'
+                f'"status":{status},"latency_ms":{latency * 1000:.3f},'
+                f'"inputs":{json.dumps(inputs, default=str)},"outputs":{json.dumps(outputs, default=str)}}}')
+        with self.lock:
+            self.record.msg = text
+            self.handler.handle(self.record)
 
 
 def outputs(predictions: Any, probabilities: Any, classes: list[str]) -> dict[str, Any]:
