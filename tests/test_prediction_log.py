@@ -33,8 +33,8 @@ SCHEMA = Schema(
 GOOD = {"x1": 0.5, "income": SECRET, "color": "a"}
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory) -> Path:
+def write_test_bundle(dest: Path, key) -> Path:
+    """A small classifier on SCHEMA, signed with `key` (the metrics test serves it too)."""
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({"x1": rng.normal(size=60), "income": rng.normal(3000, 2000, size=60),
                           "color": rng.choice(["a", "b"], size=60)})
@@ -47,9 +47,13 @@ def bundle_dir(tmp_path_factory) -> Path:
                 "registry": {"model": "m", "version": "3"}, "probabilities": True,
                 "training_profile": {"columns": {"x1": {"min": -3.0, "max": 3.0}, "income": {"min": -5e4, "max": 5e4}}},
                 "inference": {"runtime": "sklearn", "reason": "test"}}
-    dest = tmp_path_factory.mktemp("plog") / "bundle"
-    write_bundle(dest, {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)}, metadata, KEY)
+    write_bundle(dest, {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)}, metadata, key)
     return dest
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory) -> Path:
+    return write_test_bundle(tmp_path_factory.mktemp("plog") / "bundle", KEY)
 
 
 @pytest.fixture(scope="module")
