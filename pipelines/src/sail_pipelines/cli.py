@@ -181,6 +181,16 @@ def cmd_predict(args):
                        log_settings=logs)
 
 
+def cmd_monitor(args):
+    paths, params, settings = _context(args)
+    from sail_pipelines.integrity.bundle import load_bundle
+    from sail_pipelines.monitoring import logs, monitor
+
+    since, until = logs.time_span(args.since, args.until, args.window)
+    bundle = load_bundle(_bundle_path(args, paths), _verify_key(paths, settings))
+    return monitor.run(paths, params, bundle, logs.read(args.log, since, until))
+
+
 def cmd_package(args):
     paths, params, settings = _context(args)
     from sail_pipelines.delivery import package
@@ -306,6 +316,12 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", choices=("csv", "json", "parquet"), help="default: from the output suffix")
     predict.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     prediction_logging(predict)
+    monitor = add("monitor", cmd_monitor, "compare logged predictions with the accepted model's training data")
+    monitor.add_argument("--log", required=True, help="prediction log: a file, a directory or an s3:// prefix")
+    monitor.add_argument("--since", help="first time to include (ISO 8601, UTC unless it says)")
+    monitor.add_argument("--until", help="first time to leave out (ISO 8601)")
+    monitor.add_argument("--window", help="instead of --since: the last N minutes, hours or days (30m, 24h, 7d)")
+    monitor.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     smoke = add("smoke", cmd_smoke, "serve the accepted bundle and check the holdout predictions")
     smoke.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     smoke.add_argument("--url", help="check an already running server instead of starting one")

@@ -9,8 +9,9 @@ one-line SailError naming the file and line.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -46,6 +47,21 @@ def parse_time(text: str, what: str) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def time_span(since: str | None, until: str | None, window: str | None,
+              now: datetime | None = None) -> tuple[str | None, str | None]:
+    """--since/--until, or --window back from now, as log-comparable text."""
+    if window and since:
+        raise SailError("give --window or --since, not both")
+    if window:
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)([mhd])", window.strip())
+        if not match:
+            raise SailError(f"--window must be a number of minutes, hours or days (30m, 24h, 7d), got {window!r}")
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+        start = (now or datetime.now(timezone.utc)) - timedelta(**{unit: float(match.group(1))})
+        since = start.isoformat()
+    return (parse_time(since, "--since") if since else None, parse_time(until, "--until") if until else None)
 
 
 def _lines(source: str) -> Iterator[tuple[str, int, str]]:
@@ -104,9 +120,11 @@ def read(source: str, since: str | None = None, until: str | None = None) -> Tra
                 continue
             traffic.requests += 1
             traffic.bundles.add(str(entry.get("bundle_id")))
-            inputs, outputs = entry.get("inputs"), entry.get("outputs")
+            inputs, outputs, status, request_id = entry["inputs"], entry["outputs"], int(entry["status"]), entry["request_id"]
             if not outputs:
-                traffic.refused += 400 <= int(entry["status"]) < 500
+                if status < 400:
+                    raise ValueError(f"status {status} without outputs")
+                traffic.refused += status < 500
                 continue
             predictions = outputs["prediction"]
             n = len(predictions)
@@ -122,7 +140,7 @@ def read(source: str, since: str | None = None, until: str | None = None) -> Tra
                 traffic.probabilities.setdefault(cls, [None] * traffic.rows).extend(values)
             traffic.predictions.extend(predictions)
             traffic.times.extend([moment] * n)
-            traffic.request_ids.extend([entry["request_id"]] * n)
+            traffic.request_ids.extend([request_id] * n)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             problem = "truncated or corrupted line" if isinstance(exc, json.JSONDecodeError) else f"not a prediction line ({exc})"
             raise SailError(f"{where}:{number}: {problem}") from None

@@ -244,7 +244,8 @@ def training_data(paths: ProjectPaths, schema: Schema) -> pd.DataFrame:
 def write(paths: ProjectPaths, report: dict[str, Any], plots: Sequence[Path]) -> None:
     paths.reports.mkdir(parents=True, exist_ok=True)
     write_json(paths.reports / "monitor.json", report)
-    write_atomic(paths.reports / "monitor.md", markdown(report, plots).encode())
+    text = markdown(report, plots)
+    write_atomic(paths.reports / "monitor.md", lambda tmp: tmp.write_text(text))
 
 
 def run(paths: ProjectPaths, params: Params, bundle: Any, traffic: Traffic, live: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,0 +1,132 @@
+"""`sail monitor` on prediction logs the real API wrote: traffic like the training data passes, a
+shifted feature fails naming it, a sudden change between two windows trips the derivative
+check, and a broken log is one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import bake, sail
+from sail_pipelines.contract.validate import profile_frame
+from sail_pipelines.inference.prediction_log import LogSettings
+from sail_pipelines.inference.serve import create_app
+from sail_pipelines.integrity import signing
+from sail_pipelines.integrity.bundle import MODEL, TRANSFORMER, dump_object, load_bundle, write_bundle
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from test_prediction_log import SCHEMA
+
+SIGNER = signing.generate()
+
+
+def draw(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"x1": rng.normal(shift, 1, size=n), "income": rng.normal(3000, 800, size=n),
+                          "color": rng.choice(["a", "b"], size=n)})
+    frame["label"] = ((frame.x1 + rng.normal(0, 0.5, size=n)) > 0).astype(int)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A generated project whose accepted bundle was trained on data/split/train.csv."""
+    root = bake(tmp_path_factory.mktemp("monitor"))
+    train = draw(2000, 1)
+    (root / "data" / "split").mkdir(parents=True, exist_ok=True)
+    train.to_csv(root / "data" / "split" / "train.csv", index=False)
+    features = train[SCHEMA.feature_names]
+    transformer = ColumnTransformer([("n", StandardScaler(), ["x1", "income"]),
+                                     ("c", OneHotEncoder(handle_unknown="ignore"), ["color"])]).fit(features)
+    model = LogisticRegression().fit(transformer.transform(features), train["label"])
+    metadata = {"task": "classification", "schema": SCHEMA.to_dict(), "name": "m", "classes": [0, 1],
+                "probabilities": True, "registry": {"model": "m", "version": "1"},
+                "training_profile": profile_frame(SCHEMA, train, "h"), "inference": {"runtime": "sklearn"}}
+    write_bundle(root / "models" / "accepted", {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)},
+                 metadata, SIGNER)
+    return root
+
+
+def serve_log(project: Path, log: Path, frame: pd.DataFrame, per_request: int = 20) -> list[str]:
+    """Posts the rows to the real app with the prediction log on; returns the request ids."""
+    client = create_app(load_bundle(project / "models" / "accepted", SIGNER.verify_key),
+                        log_settings=LogSettings(str(log))).test_client()
+    records = frame[SCHEMA.feature_names].to_dict("records")
+    ids = []
+    for start in range(0, len(records), per_request):
+        response = client.post("/predict", json=records[start:start + per_request])
+        assert response.status_code == 200
+        ids.append(response.get_json()["request_id"])
+    return ids
+
+
+def monitor(project: Path, *args: str):
+    return sail(project, "monitor", *args, key=None, SAIL_VERIFY_KEY=SIGNER.verify_key.text())
+
+
+def test_traffic_like_the_test_split_passes(project, tmp_path):
+    log = tmp_path / "p.jsonl"
+    serve_log(project, log, draw(600, 2))
+    result = monitor(project, "--log", str(log))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((project / "reports" / "monitor.json").read_text())
+    assert report["rows"] == 600 and report["breaches"] == []
+    assert report["features"]["income"] == {"logged": False}  # `log: false`: never logged, never judged
+    assert set(report["features"]["x1"]) >= {"psi", "ks", "p_value", "out_of_range", "missing"}
+    assert "Every limit holds." in (project / "reports" / "monitor.md").read_text()
+
+
+def test_a_shifted_feature_fails_naming_it(project, tmp_path):
+    log = tmp_path / "p.jsonl"
+    serve_log(project, log, draw(600, 3, shift=1.5))
+    result = monitor(project, "--log", str(log))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "monitoring limit(s) breached" in lines[0] and "Traceback" not in result.stderr
+    assert any(line.strip().startswith("x1: drift PSI") for line in lines)
+    assert not any(line.strip().startswith("color:") for line in lines)
+    assert (project / "reports" / "monitor" / "x1.png").is_file()
+
+
+def test_a_sudden_change_between_windows_trips_the_derivative_check(project, tmp_path):
+    """The colors are split 50/50 overall, as in training, but all 'a' one day and all 'b' the next."""
+    log = tmp_path / "p.jsonl"
+    frame = draw(600, 4)
+    frame["color"] = ["a"] * 300 + ["b"] * 300
+    serve_log(project, log, frame)
+    lines = log.read_text().splitlines()
+    days = [("2026-01-01" if i < len(lines) / 2 else "2026-01-02") for i in range(len(lines))]
+    log.write_text("".join(line.replace(line[9:19], day, 1) + "\n" for line, day in zip(lines, days)))
+    result = monitor(project, "--log", str(log))
+    assert result.returncode == 1
+    breaches = [line.strip() for line in result.stderr.splitlines()[1:]]
+    assert [b.split(",")[0] for b in breaches] == ["color: sudden change"], breaches
+    # One day alone has no window before it: its colors drifted from training, but nothing changed suddenly.
+    one_day = monitor(project, "--log", str(log), "--since", "2026-01-02", "--until", "2026-01-03")
+    assert "color: drift PSI" in one_day.stderr and "sudden change" not in one_day.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "no prediction log lines"),
+    ('{"time":"2026-01-01T00:00:00.000+00:00","request_id":"r","inputs":{"x1":[1', "p.jsonl:1: truncated or corrupted line"),
+    ('{"time":"2026-01-01T00:00:00.000+00:00","status":200}\n', "p.jsonl:1: not a prediction line"),
+])
+def test_a_broken_log_is_one_line(project, tmp_path, content, message):
+    log = tmp_path / "p.jsonl"
+    log.write_text(content)
+    result = monitor(project, "--log", str(log))
+    assert result.returncode == 1 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_bad_time_options_are_one_line(project, tmp_path):
+    log = tmp_path / "p.jsonl"
+    serve_log(project, log, draw(20, 5))
+    for args, message in ((["--window", "3 weeks"], "--window must be"), (["--since", "yesterday"], "--since must be"),
+                          (["--since", "2030-01-01"], "no prediction logged in the chosen time span")):
+        result = monitor(project, "--log", str(log), *args)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
