@@ -130,3 +130,40 @@ def test_bad_time_options_are_one_line(project, tmp_path):
                           (["--since", "2030-01-01"], "no prediction logged in the chosen time span")):
         result = monitor(project, "--log", str(log), *args)
         assert result.returncode == 1 and message in result.stderr, result.stderr
+
+
+def test_feedback_joins_labels_and_monitor_scores_the_live_model(project, tmp_path):
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    log = tmp_path / "p.jsonl"
+    frame = draw(600, 6)
+    ids = serve_log(project, log, frame)
+    labels = pd.DataFrame({"request_id": np.repeat(ids, 20), "record": np.tile(np.arange(20), len(ids)),
+                           "label": frame["label"]})
+    labels.iloc[:500].to_csv(tmp_path / "labels.csv", index=False)  # ground truth for 500 of the 600 rows
+    raw = project / "data" / "raw" / "data.csv"
+    before = len(pd.read_csv(raw))
+    joined = json.loads(sail(project, "feedback", str(tmp_path / "labels.csv"), "--log", str(log),
+                             "--append-to-training", key=None, SAIL_VERIFY_KEY=SIGNER.verify_key.text()).stdout)
+    assert joined["joined"] == 500 and joined["appended"] == 500
+    assert len(pd.read_csv(raw)) == before + 500
+
+    result = monitor(project, "--log", str(log))
+    live = json.loads((project / "reports" / "monitor.json").read_text())["live"]
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    predictions = [p for line in lines for p in line["outputs"]["prediction"]][:500]
+    scores = [p for line in lines for p in line["outputs"]["probabilities"]["1"]][:500]
+    truth = frame["label"].iloc[:500]
+    assert live["accuracy"] == pytest.approx(accuracy_score(truth, predictions))
+    assert live["roc_auc"] == pytest.approx(roc_auc_score(truth, scores))
+    assert live["roc_auc"] < 0.95  # the template's gate threshold: the live model misses it
+    assert result.returncode == 1 and "live roc_auc" in result.stderr and "below the gate threshold 0.95" in result.stderr
+
+
+def test_a_labels_file_without_its_columns_is_one_line(project, tmp_path):
+    (tmp_path / "labels.csv").write_text("id,label\n1,0\n")
+    (tmp_path / "p.jsonl").write_text("")
+    serve_log(project, tmp_path / "p.jsonl", draw(20, 7))
+    result = sail(project, "feedback", str(tmp_path / "labels.csv"), "--log", str(tmp_path / "p.jsonl"), key=None,
+                  SAIL_VERIFY_KEY=SIGNER.verify_key.text())
+    assert result.returncode == 1 and "needs the columns request_id and label (missing: request_id)" in result.stderr

@@ -186,9 +186,25 @@ def cmd_monitor(args):
     from sail_pipelines.integrity.bundle import load_bundle
     from sail_pipelines.monitoring import logs, monitor
 
+    from sail_pipelines.monitoring import feedback
+
     since, until = logs.time_span(args.since, args.until, args.window)
     bundle = load_bundle(_bundle_path(args, paths), _verify_key(paths, settings))
-    return monitor.run(paths, params, bundle, logs.read(args.log, since, until))
+    traffic = logs.read(args.log, since, until)
+    live = None
+    if feedback.labels_path(paths).is_file():  # ground truth from `sail feedback`
+        joined = feedback.join(traffic, feedback.read_labels(feedback.labels_path(paths)))
+        live = feedback.live_metrics(joined, bundle.metadata, params) if len(joined) else None
+    return monitor.run(paths, params, bundle, traffic, live)
+
+
+def cmd_feedback(args):
+    paths, params, settings = _context(args)
+    from sail_pipelines.integrity.bundle import load_bundle
+    from sail_pipelines.monitoring import feedback, logs
+
+    bundle = load_bundle(_bundle_path(args, paths), _verify_key(paths, settings))
+    return feedback.run(paths, params, bundle, Path(args.labels), logs.read(args.log), args.append_to_training)
 
 
 def cmd_package(args):
@@ -322,6 +338,12 @@ def parser() -> argparse.ArgumentParser:
     monitor.add_argument("--until", help="first time to leave out (ISO 8601)")
     monitor.add_argument("--window", help="instead of --since: the last N minutes, hours or days (30m, 24h, 7d)")
     monitor.add_argument("--bundle", help="bundle directory (default: models/accepted)")
+    feedback = add("feedback", cmd_feedback, "join ground-truth labels to logged predictions (for sail monitor)")
+    feedback.add_argument("labels", metavar="LABELS.csv", help="CSV with request_id, label (and record, in a batch)")
+    feedback.add_argument("--log", required=True, help="prediction log: a file, a directory or an s3:// prefix")
+    feedback.add_argument("--append-to-training", action="store_true",
+                          help="append the joined rows to the raw data (then dvc add, sail validate)")
+    feedback.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     smoke = add("smoke", cmd_smoke, "serve the accepted bundle and check the holdout predictions")
     smoke.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     smoke.add_argument("--url", help="check an already running server instead of starting one")

@@ -26,6 +26,7 @@ class Traffic:
 
     times: list[str] = field(default_factory=list)  # ISO 8601 UTC, sortable as text
     request_ids: list[str] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # the record's place in its request
     inputs: dict[str, list[Any]] = field(default_factory=dict)
     predictions: list[Any] = field(default_factory=list)
     probabilities: dict[str, list[float]] = field(default_factory=dict)
@@ -120,7 +121,8 @@ def read(source: str, since: str | None = None, until: str | None = None) -> Tra
                 continue
             traffic.requests += 1
             traffic.bundles.add(str(entry.get("bundle_id")))
-            inputs, outputs, status, request_id = entry["inputs"], entry["outputs"], int(entry["status"]), entry["request_id"]
+            inputs, outputs = entry["inputs"], entry["outputs"]
+            status, request_id = int(entry["status"]), entry["request_id"]
             if not outputs:
                 if status < 400:
                     raise ValueError(f"status {status} without outputs")
@@ -141,6 +143,7 @@ def read(source: str, since: str | None = None, until: str | None = None) -> Tra
             traffic.predictions.extend(predictions)
             traffic.times.extend([moment] * n)
             traffic.request_ids.extend([request_id] * n)
+            traffic.positions.extend(range(n))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             problem = "truncated or corrupted line" if isinstance(exc, json.JSONDecodeError) else f"not a prediction line ({exc})"
             raise SailError(f"{where}:{number}: {problem}") from None
