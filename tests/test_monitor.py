@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from conftest import bake, sail
 from sail_pipelines.contract.validate import profile_frame
+from sail_pipelines.errors import SailError
 from sail_pipelines.inference.prediction_log import LogSettings
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.integrity import signing
@@ -167,3 +168,18 @@ def test_a_labels_file_without_its_columns_is_one_line(project, tmp_path):
     result = sail(project, "feedback", str(tmp_path / "labels.csv"), "--log", str(tmp_path / "p.jsonl"), key=None,
                   SAIL_VERIFY_KEY=SIGNER.verify_key.text())
     assert result.returncode == 1 and "needs the columns request_id and label (missing: request_id)" in result.stderr
+
+
+def test_monitoring_limits_default_for_old_projects_and_are_checked(project):
+    import yaml
+    from sail_pipelines.config import MonitoringConfig, parse_params
+
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    assert parse_params(raw).monitoring == MonitoringConfig()  # the template states the defaults
+    assert parse_params({k: v for k, v in raw.items() if k != "monitoring"}).monitoring == MonitoringConfig()
+    tuned = parse_params({**raw, "monitoring": {"max_psi": 0.1, "window_hours": 1}}).monitoring
+    assert (tuned.max_psi, tuned.window_hours, tuned.max_ks) == (0.1, 1, MonitoringConfig().max_ks)
+    for bad, message in (({"max_psy": 1}, "unknown key 'monitoring.max_psy'"), ({"max_ks": 2}, "monitoring.max_ks"),
+                         ({"bins": 1}, "monitoring.bins"), ("yes", "'monitoring' must be a mapping")):
+        with pytest.raises(SailError, match=message):
+            parse_params({**raw, "monitoring": bad})

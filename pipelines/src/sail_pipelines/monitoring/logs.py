@@ -131,15 +131,20 @@ def read(source: str, since: str | None = None, until: str | None = None) -> Tra
             predictions = outputs["prediction"]
             n = len(predictions)
             for name, values in inputs.items():
-                column = traffic.inputs.setdefault(name, [None] * traffic.rows)
+                column = traffic.inputs.get(name)
+                if column is None:  # a column first seen here: earlier records did not log it
+                    column = traffic.inputs[name] = [None] * traffic.rows
                 if len(values) != n:
                     raise ValueError(f"'{name}' has {len(values)} values for {n} predictions")
                 column.extend(values)
-            for name, column in traffic.inputs.items():
-                if name not in inputs:
-                    column.extend([None] * n)
+            if inputs.keys() != traffic.inputs.keys():
+                for name, column in traffic.inputs.items():
+                    if name not in inputs:
+                        column.extend([None] * n)
             for cls, values in (outputs.get("probabilities") or {}).items():
-                traffic.probabilities.setdefault(cls, [None] * traffic.rows).extend(values)
+                if cls not in traffic.probabilities:
+                    traffic.probabilities[cls] = [None] * traffic.rows
+                traffic.probabilities[cls].extend(values)
             traffic.predictions.extend(predictions)
             traffic.times.extend([moment] * n)
             traffic.request_ids.extend([request_id] * n)
