@@ -40,15 +40,17 @@ def frame(rows: int, seed: int) -> pd.DataFrame:
 def write_log(path: Path, rows: int, per_line: int) -> None:
     served = frame(rows, 2)
     days = np.repeat(["2026-01-01", "2026-01-02", "2026-01-03"], -(-rows // 3))[:rows]
+    columns = {n: served[n].round(6).tolist() for n in [*NUMBERS, "color"]}
+    p1 = (1 / (1 + np.exp(-served.x0.to_numpy()))).round(6)
+    one, zero, label = p1.tolist(), (1 - p1).round(6).tolist(), (p1 > 0.5).astype(int).tolist()
     with open(path, "w") as fh:
         for start in range(0, rows, per_line):
-            part = served.iloc[start:start + per_line]
-            inputs = {n: part[n].round(6).tolist() for n in [*NUMBERS, "color"]}
-            p1 = (1 / (1 + np.exp(-part.x0.to_numpy()))).round(6)
+            end = start + per_line
             line = {"time": f"{days[start]}T12:00:00.000+00:00", "request_id": f"{start:032x}", "model": "m",
                     "version": "1", "bundle_id": "b", "route": "/predict", "status": 200, "latency_ms": 1.0,
-                    "inputs": inputs, "outputs": {"prediction": (p1 > 0.5).astype(int).tolist(),
-                                                  "probabilities": {"0": (1 - p1).tolist(), "1": p1.tolist()}}}
+                    "inputs": {n: values[start:end] for n, values in columns.items()},
+                    "outputs": {"prediction": label[start:end],
+                                "probabilities": {"0": zero[start:end], "1": one[start:end]}}}
             fh.write(json.dumps(line, separators=(",", ":")) + "\n")
 
 

@@ -4,9 +4,10 @@
 
 A compiled (ONNX Runtime) logistic regression on 8 numbers and a category, the fastest model the
 server runs and so the worst case for the log's share, answers one-row /predict requests through
-Flask's test client in this process: no network, and timed in CPU seconds of this process (other load on
-the machine does not count), so the figure is requests per CPU-second of a worker. Short rounds, in a new random order each time, run with no log, a file and a directory (one rotating
-file per process); the median of each is printed with the overhead in percent. The goal is < 10%.
+Flask's test client in this process: no network, and timed in CPU seconds of this process (other
+load on the machine does not count), so the figure is requests per CPU-second of a worker. Short
+rounds, in a new random order each time, run with no log, a file and a directory (one rotating
+file per process); the median of each is printed with the overhead in percent. Goal: < 10%.
 """
 
 from __future__ import annotations
