@@ -183,3 +183,26 @@ def test_monitoring_limits_default_for_old_projects_and_are_checked(project):
                          ({"bins": 1}, "monitoring.bins"), ("yes", "'monitoring' must be a mapping")):
         with pytest.raises(SailError, match=message):
             parse_params({**raw, "monitoring": bad})
+
+
+def test_logs_are_read_from_s3_too(project, tmp_path):
+    from servers import S3Server
+    from sail_pipelines.monitoring import logs
+
+    log = tmp_path / "p.jsonl"
+    serve_log(project, log, draw(40, 8))
+    server = S3Server().start()
+    try:
+        s3 = server.client()
+        s3.create_bucket(Bucket="logs")
+        lines = log.read_text().splitlines(keepends=True)
+        s3.put_object(Bucket="logs", Key="serve/a.jsonl", Body="".join(lines[:1]).encode())
+        s3.put_object(Bucket="logs", Key="serve/b.jsonl", Body="".join(lines[1:]).encode())
+        traffic = logs.read("s3://logs/serve/", s3=server.client)
+        with pytest.raises(SailError, match="s3://logs/nothing/: no prediction log lines"):
+            logs.read("s3://logs/nothing/", s3=server.client)
+        with pytest.raises(SailError, match="s3://nobucket/: cannot read from S3"):
+            logs.read("s3://nobucket/", s3=server.client)
+    finally:
+        server.stop()
+    assert traffic.rows == 40 and traffic.request_ids[0] == json.loads(lines[0])["request_id"]

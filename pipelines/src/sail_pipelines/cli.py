@@ -181,6 +181,13 @@ def cmd_predict(args):
                        log_settings=logs)
 
 
+def _s3(settings: Settings) -> Callable[[], Any]:
+    """The S3 client of the project's AWS settings, made only for an s3:// log."""
+    from sail_pipelines.integrations import aws
+
+    return lambda: aws.client(settings.aws, "s3")
+
+
 def cmd_monitor(args):
     paths, params, settings = _context(args)
     from sail_pipelines.integrity.bundle import load_bundle
@@ -190,7 +197,7 @@ def cmd_monitor(args):
 
     since, until = logs.time_span(args.since, args.until, args.window)
     bundle = load_bundle(_bundle_path(args, paths), _verify_key(paths, settings))
-    traffic = logs.read(args.log, since, until)
+    traffic = logs.read(args.log, since, until, s3=_s3(settings))
     live = None
     if feedback.labels_path(paths).is_file():  # ground truth from `sail feedback`
         joined = feedback.join(traffic, feedback.read_labels(feedback.labels_path(paths)))
@@ -204,7 +211,8 @@ def cmd_feedback(args):
     from sail_pipelines.monitoring import feedback, logs
 
     bundle = load_bundle(_bundle_path(args, paths), _verify_key(paths, settings))
-    return feedback.run(paths, params, bundle, Path(args.labels), logs.read(args.log), args.append_to_training)
+    traffic = logs.read(args.log, s3=_s3(settings))
+    return feedback.run(paths, params, bundle, Path(args.labels), traffic, args.append_to_training)
 
 
 def cmd_package(args):

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sail_pipelines.errors import SailError
 
@@ -65,9 +65,11 @@ def time_span(since: str | None, until: str | None, window: str | None,
     return (parse_time(since, "--since") if since else None, parse_time(until, "--until") if until else None)
 
 
-def _lines(source: str) -> Iterator[tuple[str, int, str]]:
+def _lines(source: str, s3: Callable[[], Any] | None) -> Iterator[tuple[str, int, str]]:
     if source.startswith("s3://"):
-        yield from _s3_lines(source)
+        if s3 is None:
+            raise SailError(f"{source}: reading from S3 needs the project's AWS settings")
+        yield from _s3_lines(source, s3())
         return
     path = Path(source)
     if path.is_dir():
@@ -87,14 +89,9 @@ def _lines(source: str) -> Iterator[tuple[str, int, str]]:
             raise SailError(f"{file}: cannot read the prediction log: {exc.strerror or exc}") from None
 
 
-def _s3_lines(source: str) -> Iterator[tuple[str, int, str]]:
-    """Every object under an s3://bucket/prefix, in key order (boto3, from the pipeline extra)."""
-    try:
-        import boto3
-    except ImportError:
-        raise SailError("reading logs from S3 needs boto3: pip install 'sail-pipelines[pipeline]'") from None
+def _s3_lines(source: str, client: Any) -> Iterator[tuple[str, int, str]]:
+    """Every object under an s3://bucket/prefix, in key order."""
     bucket, _, prefix = source[len("s3://"):].partition("/")
-    client = boto3.client("s3")
     try:
         keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
                 for o in page.get("Contents", [])]
@@ -106,11 +103,13 @@ def _s3_lines(source: str) -> Iterator[tuple[str, int, str]]:
         raise SailError(f"{source}: cannot read from S3: {exc}") from None
 
 
-def read(source: str, since: str | None = None, until: str | None = None) -> Traffic:
-    """The records logged in [since, until) (ISO 8601 UTC text, as `parse_time` gives)."""
+def read(source: str, since: str | None = None, until: str | None = None,
+         s3: Callable[[], Any] | None = None) -> Traffic:
+    """The records logged in [since, until) (ISO 8601 UTC text, as `parse_time` gives); `s3` makes
+    the S3 client for an s3:// source (the project's AWS identity and endpoint)."""
     traffic = Traffic()
     lines = 0
-    for where, number, line in _lines(source):
+    for where, number, line in _lines(source, s3):
         if not line.startswith(MARK):
             continue
         lines += 1
