@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import pytest
 import requests
 from ci_rules import missing
 from conftest import bake

@@ -78,8 +78,8 @@ class Metrics:
         self.classes = Counter("sail_predictions", "Predictions by class", ["cls"], registry=r)
         self.values = Histogram("sail_prediction_value", "Predicted values (regression)",
                                 buckets=_value_buckets(metadata, target), registry=r)
-        info = Gauge("sail_model_info", "The model this server serves", ["model", "version", "bundle_id", "runtime"],
-                     multiprocess_mode="max", registry=r)
+        info = Gauge("sail_model_info", "The model this server serves",
+                     ["model", "version", "bundle_id", "runtime"], multiprocess_mode="max", registry=r)
         registry = metadata.get("registry") or {}
         info.labels(str(registry.get("model") or metadata.get("name")), str(registry.get("version")),
                     bundle_id, runtime).set(1)

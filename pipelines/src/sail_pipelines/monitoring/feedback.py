@@ -124,7 +124,8 @@ def run(paths: ProjectPaths, params: Params, bundle: Any, source: Path, traffic:
         append: bool = False) -> dict[str, Any]:
     labels = merge_labels(paths, read_labels(source))
     joined = join(traffic, labels)
-    result = {"labels": len(labels), "joined": len(joined), "stored": str(labels_path(paths).relative_to(paths.root))}
+    stored = str(labels_path(paths).relative_to(paths.root))
+    result = {"labels": len(labels), "joined": len(joined), "stored": stored}
     if append:
         if joined.empty:
             raise SailError("no label matches a logged prediction: nothing to append to the training data")

@@ -58,7 +58,8 @@ def time_span(since: str | None, until: str | None, window: str | None,
     if window:
         match = re.fullmatch(r"(\d+(?:\.\d+)?)([mhd])", window.strip())
         if not match:
-            raise SailError(f"--window must be a number of minutes, hours or days (30m, 24h, 7d), got {window!r}")
+            raise SailError(f"--window must be a number of minutes, hours or days (30m, 24h, 7d), "
+                            f"got {window!r}")
         unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
         start = (now or datetime.now(timezone.utc)) - timedelta(**{unit: float(match.group(1))})
         since = start.isoformat()
@@ -93,8 +94,8 @@ def _s3_lines(source: str, client: Any) -> Iterator[tuple[str, int, str]]:
     """Every object under an s3://bucket/prefix, in key order."""
     bucket, _, prefix = source[len("s3://"):].partition("/")
     try:
-        keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-                for o in page.get("Contents", [])]
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
         for key in sorted(keys):
             body = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8", errors="replace")
             for number, line in enumerate(body.splitlines(), 1):
@@ -149,10 +150,12 @@ def read(source: str, since: str | None = None, until: str | None = None,
             traffic.request_ids.extend([request_id] * n)
             traffic.positions.extend(range(n))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            problem = "truncated or corrupted line" if isinstance(exc, json.JSONDecodeError) else f"not a prediction line ({exc})"
+            problem = ("truncated or corrupted line" if isinstance(exc, json.JSONDecodeError)
+                       else f"not a prediction line ({exc})")
             raise SailError(f"{where}:{number}: {problem}") from None
     if not lines:
-        raise SailError(f"{source}: no prediction log lines (empty, or not written by sail serve / sail predict)")
+        raise SailError(f"{source}: no prediction log lines (empty, or not written by sail serve or "
+                        "sail predict)")
     if not traffic.requests:
         raise SailError(f"{source}: no prediction logged in the chosen time span")
     return traffic

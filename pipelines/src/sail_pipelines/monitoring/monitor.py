@@ -61,7 +61,8 @@ def category_drift(shares: Mapping[str, float], served: Sequence[Any]) -> dict[s
 
     names = list(shares)
     counts = pd.Series([str(v) for v in served]).value_counts()
-    actual = np.array([float(counts.get(n, 0)) for n in names] + [float(counts.drop(names, errors="ignore").sum())])
+    unseen = float(counts.drop(names, errors="ignore").sum())
+    actual = np.array([float(counts.get(n, 0)) for n in names] + [unseen])
     expected = np.array([shares[n] for n in names] + [max(0.0, 1 - sum(shares.values()))])
     expected_counts = np.clip(expected, EPSILON, None)
     expected_counts = expected_counts / expected_counts.sum() * actual.sum()
@@ -107,7 +108,8 @@ def _windows(times: list[str], hours: float) -> np.ndarray:
     return ((stamps - stamps.min()).dt.total_seconds() // (hours * 3600)).to_numpy(dtype=int)
 
 
-def sudden_changes(schema: Schema, traffic: Traffic, train: pd.DataFrame, config: MonitoringConfig) -> list[dict[str, Any]]:
+def sudden_changes(schema: Schema, traffic: Traffic, train: pd.DataFrame,
+                   config: MonitoringConfig) -> list[dict[str, Any]]:
     """PSI of each feature between consecutive windows holding at least min_rows records each."""
     windows = _windows(traffic.times, config.window_hours)
     filled = [w for w in np.unique(windows) if np.sum(windows == w) >= config.min_rows]
@@ -127,8 +129,10 @@ def sudden_changes(schema: Schema, traffic: Traffic, train: pd.DataFrame, config
             else:
                 names = sorted(set(map(str, a)) | set(map(str, b)))
                 ca, cb = a.astype(str).value_counts(), b.astype(str).value_counts()
-                value = psi(np.array([ca.get(n, 0) for n in names], float), np.array([cb.get(n, 0) for n in names], float))
-            changes.append({"feature": column.name, "from_window": int(before), "to_window": int(after), "psi": value})
+                value = psi(np.array([ca.get(n, 0) for n in names], float),
+                            np.array([cb.get(n, 0) for n in names], float))
+            changes.append({"feature": column.name, "from_window": int(before), "to_window": int(after),
+                            "psi": value})
     return changes
 
 
@@ -142,7 +146,8 @@ def compare(schema: Schema, metadata: Mapping[str, Any], train: pd.DataFrame, tr
                               "last": max(traffic.times, default=None), "limits": asdict(config),
                               "features": {}, "predictions": {}, "sudden_changes": [], "breaches": []}
     if traffic.rows < config.min_rows:
-        report["note"] = f"{traffic.rows} served rows, fewer than monitoring.min_rows {config.min_rows}: not judged"
+        report["note"] = (f"{traffic.rows} served rows, fewer than monitoring.min_rows {config.min_rows}: "
+                          "not judged")
         return report
     for column in schema.features:
         if column.name not in traffic.inputs:
@@ -163,35 +168,41 @@ def compare(schema: Schema, metadata: Mapping[str, Any], train: pd.DataFrame, tr
         stats.pop("ks"), stats.pop("p_value")  # predictions are not the target: only their mix counts
     report["predictions"] = stats
     if stats.get("psi", 0) > config.max_psi:
-        report["breaches"].append(f"predictions: drift PSI {stats['psi']:.3f} above monitoring.max_psi {config.max_psi}")
+        report["breaches"].append(f"predictions: drift PSI {stats['psi']:.3f} above monitoring.max_psi "
+                                  f"{config.max_psi}")
     for change in sudden_changes(schema, traffic, train, config):
         report["sudden_changes"].append(change)
         if change["psi"] > config.max_window_psi:
             report["breaches"].append(
-                f"{change['feature']}: sudden change, PSI {change['psi']:.3f} between windows {change['from_window']} "
-                f"and {change['to_window']} ({config.window_hours:g} h each), above monitoring.max_window_psi "
-                f"{config.max_window_psi}")
+                f"{change['feature']}: sudden change, PSI {change['psi']:.3f} between windows "
+                f"{change['from_window']} and {change['to_window']} ({config.window_hours:g} h each), above "
+                f"monitoring.max_window_psi {config.max_window_psi}")
     return report
 
 
 def markdown(report: Mapping[str, Any], plots: Sequence[Path]) -> str:
     lines = ["# Monitoring report", "",
-             f"{report['rows']} served rows in {report['requests']} logged requests ({report['refused']} refused), "
-             f"{report['first']} to {report['last']}; bundles {', '.join(report['bundles'])}.", ""]
+             f"{report['rows']} served rows in {report['requests']} logged requests ({report['refused']} "
+             f"refused), {report['first']} to {report['last']}; bundles {', '.join(report['bundles'])}.", ""]
     if report.get("note"):
         lines += [report["note"], ""]
     lines += ["## Verdict", ""] + ([f"- {b}" for b in report["breaches"]] or ["Every limit holds."]) + [""]
-    lines += ["## Features", "", "| feature | PSI | KS | p-value | out of range | missing |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["## Features", "", "| feature | PSI | KS | p-value | out of range | missing |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for name, s in report["features"].items():
         cells = [_cell(s.get(k)) for k in ("psi", "ks", "p_value", "out_of_range", "missing")]
-        lines.append(f"| {name} | " + (" | ".join(cells) if s.get("logged", True) else "not logged (`log: false`) | | | |") + " |")
+        shown = " | ".join(cells) if s.get("logged", True) else "not logged (`log: false`) | | | |"
+        lines.append(f"| {name} | {shown} |")
     if report["predictions"]:
-        lines += ["", f"Predictions: PSI {_cell(report['predictions'].get('psi'))} against the training target."]
+        lines += ["", f"Predictions: PSI {_cell(report['predictions'].get('psi'))} against the training "
+                      "target."]
     if report["sudden_changes"]:
         worst = max(report["sudden_changes"], key=lambda c: c["psi"])
-        lines += ["", f"Largest change between consecutive windows: {worst['feature']}, PSI {worst['psi']:.3f}."]
+        lines += ["", f"Largest change between consecutive windows: {worst['feature']}, "
+                      f"PSI {worst['psi']:.3f}."]
     if report.get("live"):
-        lines += ["", "## Live metrics (joined ground truth)", ""] + [f"- {k}: {_cell(v)}" for k, v in report["live"].items()]
+        lines += ["", "## Live metrics (joined ground truth)", ""]
+        lines += [f"- {k}: {_cell(v)}" for k, v in report["live"].items()]
     lines += [""] + [f"![{p.stem}]({p.parent.name}/{p.name})" for p in plots]
     return "\n".join(lines) + "\n"
 
@@ -202,7 +213,8 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def plot_drifted(out: Path, schema: Schema, train: pd.DataFrame, traffic: Traffic, report: Mapping[str, Any]) -> list[Path]:
+def plot_drifted(out: Path, schema: Schema, train: pd.DataFrame, traffic: Traffic,
+                 report: Mapping[str, Any]) -> list[Path]:
     """Served against training distribution, for each feature named in a breach."""
     drifted = [c for c in schema.features if any(b.startswith(f"{c.name}:") for b in report["breaches"])
                and c.name in traffic.inputs and c.name in train]
@@ -248,7 +260,8 @@ def write(paths: ProjectPaths, report: dict[str, Any], plots: Sequence[Path]) ->
     write_atomic(paths.reports / "monitor.md", lambda tmp: tmp.write_text(text))
 
 
-def run(paths: ProjectPaths, params: Params, bundle: Any, traffic: Traffic, live: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(paths: ProjectPaths, params: Params, bundle: Any, traffic: Traffic,
+        live: dict[str, Any] | None = None) -> dict[str, Any]:
     schema = bundle.schema
     train = training_data(paths, schema)
     report = compare(schema, bundle.metadata, train, traffic, params.monitoring)
