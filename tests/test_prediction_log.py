@@ -107,7 +107,7 @@ def test_a_directory_gets_one_file_per_process_and_sampling_thins_it(bundle, tmp
     assert not silent.exists() or silent.read_text() == ""
 
 
-def test_stdout_and_settings(bundle, capsys):
+def test_stdout_and_settings(bundle, capsys, tmp_path):
     client = create_app(bundle, log_settings=settings_from("-")).test_client()
     client.post("/predict", json=GOOD)
     (line,) = capsys.readouterr().out.splitlines()
@@ -115,6 +115,10 @@ def test_stdout_and_settings(bundle, capsys):
     assert settings_from(None, None, {"SAIL_PREDICTION_LOG": "/x", "SAIL_PREDICTION_LOG_SAMPLE": "0.25"}) == \
         LogSettings("/x", 0.25)
     assert settings_from(None, None, {}) == LogSettings(None, 1.0)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SailError, match="cannot write the prediction log to .*a-file is not a writable folder"):
+        settings_from(str(tmp_path / "a-file" / "sub" / "p.jsonl"), None, {})
+    assert settings_from(str(tmp_path / "new" / "p.jsonl"), None, {}).destination  # folders get made
     for bad in ("2", "often", "-0.1"):
         with pytest.raises(SailError, match="sampling rate must be a number from 0 to 1"):
             settings_from("-", bad, {})

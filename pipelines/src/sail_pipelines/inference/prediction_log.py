@@ -49,7 +49,18 @@ def settings_from(destination: str | None = None, sample: str | float | None = N
         rate = -1.0
     if not 0.0 <= rate <= 1.0:
         raise SailError(f"prediction log sampling rate must be a number from 0 to 1, got {raw!r}")
+    if destination and destination != "-":
+        _check_writable(Path(destination))
     return LogSettings(destination, rate)
+
+
+def _check_writable(path: Path) -> None:
+    """Refused here, in one line, rather than by every worker as it starts."""
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the handler creates the missing folders
+    if not folder.is_dir() or not os.access(folder, os.W_OK) or (path.is_file() and not os.access(path, os.W_OK)):
+        raise SailError(f"cannot write the prediction log to {path}: {folder} is not a writable folder")
 
 
 def _handler(destination: str) -> logging.Handler:
