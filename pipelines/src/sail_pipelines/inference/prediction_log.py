@@ -59,7 +59,8 @@ def _check_writable(path: Path) -> None:
     folder = path if path.is_dir() else path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent  # the handler creates the missing folders
-    if not folder.is_dir() or not os.access(folder, os.W_OK) or (path.is_file() and not os.access(path, os.W_OK)):
+    writable = folder.is_dir() and os.access(folder, os.W_OK)
+    if not writable or (path.is_file() and not os.access(path, os.W_OK)):
         raise SailError(f"cannot write the prediction log to {path}: {folder} is not a writable folder")
 
 
