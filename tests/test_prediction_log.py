@@ -159,3 +159,15 @@ def test_metrics_count_requests_refusals_classes_and_strays(bundle):
     assert _samples(text, "sail_request_seconds_count")['sail_request_seconds_count{route="/predict"}'] == 3
     (info,) = _samples(text, "sail_model_info").items()
     assert f'bundle_id="{bundle.bundle_id}"' in info[0] and 'version="3"' in info[0] and info[1] == 1
+
+
+def test_regression_values_go_to_a_histogram_over_the_training_range():
+    from sail_pipelines.inference.metrics import Metrics
+
+    stats = Metrics({"task": "regression", "training_profile": {"columns": {"y": {"min": 0, "max": 10}}}},
+                    "b", "onnx", "y")
+    stats.scored([1.0, 2.0, 11.0], [])
+    text = stats.exposition()[0].decode()
+    buckets = _samples(text, "sail_prediction_value_bucket")
+    assert buckets['sail_prediction_value_bucket{le="2.0"}'] == 2 and buckets['sail_prediction_value_bucket{le="10.0"}'] == 2
+    assert buckets['sail_prediction_value_bucket{le="+Inf"}'] == 3 and "sail_predictions_total{" not in text
