@@ -164,18 +164,55 @@ def cmd_deploy(args):
 
 def cmd_serve(args):
     paths = ProjectPaths(Path(args.project).resolve())
-    from sail_pipelines.inference import serve
+    from sail_pipelines.inference import prediction_log, serve
 
     key = _verify_key(paths)
-    serve.run_server(_bundle_path(args, paths), key, args.host, args.port, args.workers)
+    logs = prediction_log.settings_from(args.prediction_log, args.prediction_log_sample)
+    serve.run_server(_bundle_path(args, paths), key, args.host, args.port, args.workers, log_settings=logs)
 
 
 def cmd_predict(args):
     paths = ProjectPaths(Path(args.project).resolve())
-    from sail_pipelines.inference import predict
+    from sail_pipelines.inference import predict, prediction_log
 
     key = _verify_key(paths)
-    return predict.run(_bundle_path(args, paths), key, Path(args.input), Path(args.output), args.format)
+    logs = prediction_log.settings_from(args.prediction_log, args.prediction_log_sample)
+    return predict.run(_bundle_path(args, paths), key, Path(args.input), Path(args.output), args.format,
+                       log_settings=logs)
+
+
+def _s3(settings: Settings) -> Callable[[], Any]:
+    """The S3 client of the project's AWS settings, made only for an s3:// log."""
+    from sail_pipelines.integrations import aws
+
+    return lambda: aws.client(settings.aws, "s3")
+
+
+def cmd_monitor(args):
+    paths, params, settings = _context(args)
+    from sail_pipelines.integrity.bundle import load_bundle
+    from sail_pipelines.monitoring import logs, monitor
+
+    from sail_pipelines.monitoring import feedback
+
+    since, until = logs.time_span(args.since, args.until, args.window)
+    bundle = load_bundle(_bundle_path(args, paths), _verify_key(paths, settings))
+    traffic = logs.read(args.log, since, until, s3=_s3(settings))
+    live = None
+    if feedback.labels_path(paths).is_file():  # ground truth from `sail feedback`
+        joined = feedback.join(traffic, feedback.read_labels(feedback.labels_path(paths)))
+        live = feedback.live_metrics(joined, bundle.metadata, params) if len(joined) else None
+    return monitor.run(paths, params, bundle, traffic, live)
+
+
+def cmd_feedback(args):
+    paths, params, settings = _context(args)
+    from sail_pipelines.integrity.bundle import load_bundle
+    from sail_pipelines.monitoring import feedback, logs
+
+    bundle = load_bundle(_bundle_path(args, paths), _verify_key(paths, settings))
+    traffic = logs.read(args.log, s3=_s3(settings))
+    return feedback.run(paths, params, bundle, Path(args.labels), traffic, args.append_to_training)
 
 
 def cmd_package(args):
@@ -236,6 +273,14 @@ port = _bounded("TCP port", 65535)
 workers = _bounded("worker count", 256)
 
 
+def prediction_logging(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prediction-log", metavar="PATH",
+                   help="JSON lines of inputs and predictions: '-' (stdout), a file, or a directory "
+                        "(one rotating file per process); default: $SAIL_PREDICTION_LOG, else none")
+    p.add_argument("--prediction-log-sample", metavar="RATE",
+                   help="share of requests logged, 0 to 1 (default: $SAIL_PREDICTION_LOG_SAMPLE, else 1)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="sail", description="SAIL pipeline steps for a generated project.")
     top.add_argument("--project", default=".", help="project directory (default: current directory)")
@@ -288,11 +333,25 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("SAIL_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=port, default=os.environ.get("SAIL_PORT", "8000"))
     serve.add_argument("--workers", type=workers, help="gunicorn workers (default: CPUs available)")
+    prediction_logging(serve)
     predict = add("predict", cmd_predict, "batch inference, in chunks, from CSV or Parquet to CSV, JSON or Parquet")
     predict.add_argument("--input", required=True, help="CSV or Parquet file with the feature columns")
     predict.add_argument("--output", required=True, help="where to write predictions (.csv or .json)")
     predict.add_argument("--format", choices=("csv", "json", "parquet"), help="default: from the output suffix")
     predict.add_argument("--bundle", help="bundle directory (default: models/accepted)")
+    prediction_logging(predict)
+    monitor = add("monitor", cmd_monitor, "compare logged predictions with the accepted model's training data")
+    monitor.add_argument("--log", required=True, help="prediction log: a file, a directory or an s3:// prefix")
+    monitor.add_argument("--since", help="first time to include (ISO 8601, UTC unless it says)")
+    monitor.add_argument("--until", help="first time to leave out (ISO 8601)")
+    monitor.add_argument("--window", help="instead of --since: the last N minutes, hours or days (30m, 24h, 7d)")
+    monitor.add_argument("--bundle", help="bundle directory (default: models/accepted)")
+    feedback = add("feedback", cmd_feedback, "join ground-truth labels to logged predictions (for sail monitor)")
+    feedback.add_argument("labels", metavar="LABELS.csv", help="CSV with request_id, label (and record, in a batch)")
+    feedback.add_argument("--log", required=True, help="prediction log: a file, a directory or an s3:// prefix")
+    feedback.add_argument("--append-to-training", action="store_true",
+                          help="append the joined rows to the raw data (then dvc add, sail validate)")
+    feedback.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     smoke = add("smoke", cmd_smoke, "serve the accepted bundle and check the holdout predictions")
     smoke.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     smoke.add_argument("--url", help="check an already running server instead of starting one")

@@ -164,6 +164,21 @@ class CompiledConfig:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    """Limits `sail monitor` holds served traffic to, against the accepted bundle's training data."""
+
+    max_psi: float = 0.2  # population stability index of a feature (or of the predictions)
+    max_ks: float = 0.2  # Kolmogorov-Smirnov statistic of a numeric feature
+    min_p_value: float = 0.001  # KS / chi-square p-value below which a shift counts as real
+    max_out_of_range: float = 0.05  # share of a feature's served values beyond the training range
+    max_missing: float = 0.05  # share of a feature's served values that are null
+    max_window_psi: float = 0.25  # PSI between two consecutive windows: a sudden change
+    window_hours: float = 24.0  # length of those windows
+    min_rows: int = 100  # fewer rows than this (in all, or in a window) are not judged
+    bins: int = 10  # quantile bins of the training data for numeric PSI
+
+
+@dataclass(frozen=True)
 class Params:
     task: str
     raw_data: str
@@ -176,6 +191,7 @@ class Params:
     serving: ServingConfig = ServingConfig()
     signing_scheme: str = SIGNING_SCHEMES[0]  # how bundles are signed (integrity/signing.py)
     compiled: CompiledConfig = CompiledConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
 
 @dataclass(frozen=True)
@@ -709,6 +725,26 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
         serving=ServingConfig(out_of_range),
         signing_scheme=scheme,
         compiled=_compiled(raw.get("compiled") or {}),
+        monitoring=_monitoring(raw.get("monitoring") or {}),
+    )
+
+
+def _monitoring(raw: Any) -> MonitoringConfig:
+    if not isinstance(raw, Mapping):
+        raise SailError("params.yaml: 'monitoring' must be a mapping")
+    unknown = sorted(set(raw) - {f.name for f in fields(MonitoringConfig)})
+    if unknown:
+        raise SailError(f"params.yaml: unknown key 'monitoring.{unknown[0]}'")
+    d = MonitoringConfig()
+    share = {k: _number(raw.get(k, getattr(d, k)), f"monitoring.{k}", 0.0, 1.0)
+             for k in ("max_ks", "min_p_value", "max_out_of_range", "max_missing")}
+    return MonitoringConfig(
+        max_psi=_number(raw.get("max_psi", d.max_psi), "monitoring.max_psi", 0.0),
+        max_window_psi=_number(raw.get("max_window_psi", d.max_window_psi), "monitoring.max_window_psi", 0.0),
+        window_hours=_number(raw.get("window_hours", d.window_hours), "monitoring.window_hours", 1 / 60),
+        min_rows=_whole(raw, "min_rows", d.min_rows, "monitoring.", 1, 10**9),
+        bins=_whole(raw, "bins", d.bins, "monitoring.", 2, 100),
+        **share,
     )
 
 

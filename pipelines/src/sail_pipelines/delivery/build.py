@@ -42,7 +42,7 @@ _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 # dependencies, which serving never imports), numpy, pandas (batch files), the web stack and
 # cryptography (the bundle's signature check);
 # no scikit-learn or scipy.
-SERVE_COMPILED = ("numpy", "pandas", "flask", "gunicorn", "pyyaml", "cryptography")
+SERVE_COMPILED = ("numpy", "pandas", "flask", "gunicorn", "pyyaml", "cryptography", "prometheus-client")
 NO_DEPS = ("onnxruntime",)
 # The Dockerfile stage the inference image takes its libraries from, by the runtime serving it.
 INFERENCE_DEPS = {"onnx": "serve-deps", "sklearn": "project-deps"}

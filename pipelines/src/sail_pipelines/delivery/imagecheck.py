@@ -30,7 +30,7 @@ from sail_pipelines.integrity.bundle import (
 # Loaded when the container starts but not by a test-client request.
 STARTUP_MODULES = ("sail_pipelines.cli", "sail_pipelines.inference.predict", "gunicorn.arbiter",
                    "gunicorn.workers.gthread",
-                   "gunicorn.glogging", "gunicorn.http.wsgi")
+                   "gunicorn.glogging", "gunicorn.http.wsgi", "prometheus_client.multiprocess")
 PAGES = ("/", "/docs", "/openapi.json", "/static/common.js", "/static/try.js", "/static/docs.js",
          "/static/page.css")
 

@@ -276,6 +276,10 @@ def document(
             "200": {"description": "ready (an empty body, as MLflow's scoring server answers)"},
             **_errors("503"),
         })},
+        "/metrics": {"get": _operation("Prometheus metrics of all workers (text exposition format)", "Health", {
+            "200": {"description": "requests, latency, predictions, refusals, out-of-range values, model info",
+                    "content": {"text/plain": {"schema": string}}},
+        })},
         "/version": {"get": _operation("MLflow scoring protocol: the server's version", "MLflow", {
             "200": {"description": "the sail-pipelines version",
                     "content": {"text/plain": {"schema": string}}},

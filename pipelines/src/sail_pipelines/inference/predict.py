@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +24,7 @@ from sail_pipelines.contract.ranges import beyond_frame, training_ranges
 from sail_pipelines.contract.schema import check_frame, where
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
+from sail_pipelines.inference import prediction_log
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
 
@@ -53,6 +56,23 @@ def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> pd.DataFrame:
         flagged.setdefault(stray.record, []).append(stray.field)
     out["out_of_range"] = [";".join(flagged.get(i, [])) for i in range(len(out))]
     return out
+
+
+def log_batch(plog: prediction_log.PredictionLog, bundle: LoadedBundle, chunk: pd.DataFrame,
+              scored: pd.DataFrame, seconds: float) -> None:
+    """One prediction-log line per scored chunk, as the API writes one per request."""
+    columns = {name: json_column(chunk[name]) for name in plog.logged}
+    outputs: dict[str, Any] = {"prediction": json_column(scored["prediction"])}
+    probabilities = {str(c): scored[f"probability_{c}"].tolist() for c in bundle.classes
+                     if f"probability_{c}" in scored}
+    if probabilities:
+        outputs["probabilities"] = probabilities
+    plog.write(uuid.uuid4().hex, "batch", 200, seconds, columns, outputs)
+
+
+def json_column(values: pd.Series) -> list[Any]:
+    """Plain JSON values, nulls as None (not NaN, which is no JSON)."""
+    return [None if v is None or v != v else v for v in values.astype(object).tolist()]
 
 
 class _Writer:
@@ -93,7 +113,7 @@ class _Writer:
 
 
 def run(bundle_dir: Path, key: VerifyKey, source: Path, dest: Path, fmt: str | None = None,
-        chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
+        chunk_rows: int = CHUNK_ROWS, log_settings: prediction_log.LogSettings | None = None) -> dict[str, Any]:
     fmt = fmt or {".pq": "parquet"}.get(dest.suffix.lower(), dest.suffix.lstrip(".").lower())
     if fmt not in FORMATS:
         raise SailError(
@@ -101,6 +121,7 @@ def run(bundle_dir: Path, key: VerifyKey, source: Path, dest: Path, fmt: str | N
             f"(from --format or the file suffix), got {fmt!r}"
         )
     bundle = load_bundle(bundle_dir, key)
+    plog = prediction_log.for_bundle(log_settings or prediction_log.LogSettings(), bundle)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
@@ -108,7 +129,11 @@ def run(bundle_dir: Path, key: VerifyKey, source: Path, dest: Path, fmt: str | N
             fh = stack.enter_context(os.fdopen(fd, "wb" if fmt == "parquet" else "w", **({} if fmt == "parquet" else {"newline": ""})))
             writer = _Writer(fmt, fh, bundle)
             for chunk in iter_table(source, chunk_rows):
-                writer.write(predict_frame(bundle, chunk))
+                started = time.perf_counter()
+                scored = predict_frame(bundle, chunk)
+                writer.write(scored)
+                if plog.wanted():
+                    log_batch(plog, bundle, chunk, scored, time.perf_counter() - started)
             writer.close()
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import time
 import uuid
 from importlib import metadata as distributions
 from pathlib import Path
@@ -27,7 +28,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from sail_pipelines.contract.ranges import beyond, training_ranges
 from sail_pipelines.contract.schema import parse_schema
 from sail_pipelines.contract.stl import NonFiniteFeatures
-from sail_pipelines.inference import page, protocols
+from sail_pipelines.inference import metrics, page, prediction_log, protocols
 from sail_pipelines.inference.requests import (
     InputError,
     check_outputs,
@@ -72,7 +73,11 @@ def runtime_info(bundle: LoadedBundle) -> dict[str, Any]:
     return {"runtime": bundle.runtime, "reason": reason, "agreement": inference.get("agreement")}
 
 
-def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: int = 1_000_000) -> Flask:
+PREDICTING = frozenset({"predict", "invocations", "v2_infer"})  # endpoints that write the prediction log
+
+
+def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: int = 1_000_000,
+               log_settings: prediction_log.LogSettings | None = None) -> Flask:
     """Build the API around an already verified bundle (a bad schema raises SailError here)."""
     metadata = bundle.metadata
     schema = parse_schema(metadata.get("schema"))
@@ -86,6 +91,8 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
     serving = runtime_info(bundle)
     ranges = training_ranges(schema, metadata)
     refuse_out_of_range = (metadata.get("serving") or {}).get("out_of_range") == "refuse"
+    plog = prediction_log.for_bundle(log_settings or prediction_log.LogSettings(), bundle)
+    stats = metrics.Metrics(metadata, bundle.bundle_id, bundle.runtime, schema.target.name)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -94,15 +101,17 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
     def predict_columns(columns: dict[str, list[Any]]) -> tuple[Any, Any]:
         """Every protocol's checked columns, through the training-range rule, to the model."""
         g.n_records = n = len(next(iter(columns.values())))
+        g.columns = columns
         g.strays = strays = beyond(columns, ranges)
         if strays and refuse_out_of_range:
             raise InputError(422, strays[0].message(), strays[0].field, strays[0].record)
         try:
-            predictions, probabilities = bundle.predict(columns)
+            g.scored = bundle.predict(columns)
         except NonFiniteFeatures as exc:
             raise InputError(422, str(exc), exc.field, exc.rows[0] if n > 1 else None) from None
-        check_outputs(predictions, probabilities, strays)
-        return predictions, probabilities
+        check_outputs(*g.scored, strays)
+        stats.scored(g.scored[0], strays)
+        return g.scored
 
     # Prove the model answers before calling ourselves ready, not on the first real request.
     try:
@@ -126,6 +135,11 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
         if request.content_length is None and len(data) >= max_body_bytes:
             raise RequestEntityTooLarge()  # werkzeug silently cuts a chunked body off at the limit
         return parse_json(data)
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        body, content_type = stats.exposition()
+        return Response(body, mimetype=None, content_type=content_type)
 
     @app.get("/health")
     def health():
@@ -239,6 +253,7 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
 
     @app.errorhandler(InputError)
     def input_error(exc: InputError):
+        stats.refusal(exc.field)
         return _error(exc.status, exc.message, exc.field, exc.record)
 
     @app.errorhandler(RequestEntityTooLarge)
@@ -257,9 +272,19 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
         app.logger.exception("request %s failed", _request_id())  # traceback to our log, not the client
         return _error(500, "internal server error")
 
+    @app.before_request
+    def start_clock() -> None:
+        g.started = time.perf_counter()
+
     @app.after_request
     def log_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = _request_id()
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        stats.request(request.url_rule.rule if request.url_rule else "(unmatched)", response.status_code, elapsed)
+        if request.endpoint in PREDICTING and plog.wanted():
+            scored = g.get("scored")
+            plog.write(_request_id(), request.path, response.status_code, elapsed, g.get("columns"),
+                       prediction_log.outputs(*scored, class_keys) if scored else None)
         app.logger.info(
             "request_id=%s %s %s records=%s status=%s",
             _request_id(), request.method, request.path, g.get("n_records", 0), response.status_code,
@@ -315,6 +340,7 @@ def run_server(
     port: int = 8000,
     workers: int | None = None,
     max_records: int = 1000,
+    log_settings: prediction_log.LogSettings | None = None,
 ) -> None:
     """Verify the bundle and check its schema here first, so a rejected bundle fails before
     anything listens. Each worker then builds the app and warms the model up itself: an ONNX
@@ -326,6 +352,7 @@ def run_server(
         with contextlib.suppress(Exception):  # a failure shows in each worker's /ready
             bundle.predict(records_to_columns(schema, [warm_up_record(schema, bundle.metadata)]))
     bind_host = f"[{host}]" if ":" in host else host
+    made_dir = metrics.prepare_multiprocess_dir()  # before any worker imports prometheus_client
     options = {
         "bind": f"{bind_host}:{port}",
         "workers": workers or worker_count(),
@@ -339,5 +366,9 @@ def run_server(
         "graceful_timeout": 30,
         "accesslog": "-",
         "errorlog": "-",
+        "child_exit": metrics.child_exit,
     }
-    _Gunicorn(lambda: create_app(bundle, max_records=max_records), options).run()
+    try:
+        _Gunicorn(lambda: create_app(bundle, max_records=max_records, log_settings=log_settings), options).run()
+    finally:
+        metrics.remove_dir(made_dir)
