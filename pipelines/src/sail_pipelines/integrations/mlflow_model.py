@@ -73,7 +73,6 @@ def save(bundle: LoadedBundle, dest: Path, example: list[dict[str, Any]]) -> Non
     """Write the verified bundle as an MLflow model directory (MLmodel, signature, input
     example, requirements; the bundle itself under data/)."""
     import mlflow.pyfunc
-    import pandas as pd
 
     schema = parse_schema(bundle.metadata["schema"])
     mlflow.pyfunc.save_model(
