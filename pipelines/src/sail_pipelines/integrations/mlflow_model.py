@@ -80,18 +80,24 @@ def save(bundle: LoadedBundle, dest: Path, example: list[dict[str, Any]]) -> Non
         loader_module=__name__,
         data_path=str(bundle.path),
         signature=signature(schema, bundle.metadata["task"], bundle.classes),
-        input_example=_complete_rows(example, schema.feature_names),
+        input_example=_complete_rows(example, schema),
         pip_requirements=requirements(bundle.runtime),
     )
 
 
-def _complete_rows(example: list[dict[str, Any]], names: list[str]) -> Any:
-    """The example records without a null feature (MLflow checks the example against the
-    signature, and a null in a boolean or integer column fails there); None when none is complete."""
+def _complete_rows(example: list[dict[str, Any]], schema: Schema) -> Any:
+    """Up to 5 example records without a null feature, in the signature's dtypes (MLflow checks
+    the example against the signature: a null in a boolean or integer column, or JSON's 1065 in
+    a double column, fails there); None when no record is complete."""
     import pandas as pd
 
+    names = schema.feature_names
     complete = [r for r in example if all(r.get(n) is not None for n in names)][:5]
-    return pd.DataFrame(complete, columns=names) if complete else None
+    if not complete:
+        return None
+    frame = pd.DataFrame(complete, columns=names)
+    dtypes = {"double": float, "long": "int64", "boolean": bool}
+    return frame.astype({c.name: dtypes[_spec(c)] for c in schema.features if _spec(c) in dtypes})
 
 
 def bundle_dir(model_dir: Path) -> Path:
