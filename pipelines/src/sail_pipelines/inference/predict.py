@@ -47,10 +47,12 @@ def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> pd.DataFrame:
         shown = ", ".join(where(frame.index[i], frame) for i in exc.rows[:5])
         raise SailError(f"{shown}: {exc}") from None
     out = frame.copy()
-    out["prediction"] = predictions
+    # ONNX Runtime answers in float32: widen to float64, so the file holds the very numbers the
+    # API returns (a float32 written as text is rounded to 7 digits).
+    out["prediction"] = predictions.astype("float64") if predictions.dtype.kind == "f" else predictions
     if probabilities is not None:
         for i, cls in enumerate(bundle.classes):
-            out[f"probability_{cls}"] = probabilities[:, i]
+            out[f"probability_{cls}"] = probabilities[:, i].astype("float64")
     flagged: dict[int, list[str]] = {}
     for stray in strays:
         flagged.setdefault(stray.record, []).append(stray.field)
