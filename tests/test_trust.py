@@ -171,8 +171,8 @@ def test_image_references_parse_as_docker_parses_them(ref, repository, tag, dige
 # --- signed images ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def stubs(docker_client):  # noqa: F811
-    made = Stubs(docker_client)
+def stubs(docker_client, base_image):  # noqa: F811
+    made = Stubs(docker_client, base_image)
     yield made
     remove_containers(docker_client, MODEL)
     made.remove_all()

@@ -948,7 +948,9 @@ def sail_run_steps(project: Path, monkeypatch) -> list[str]:
     for name in results:
         monkeypatch.setattr(getattr(run, name), "run", recorder(name))
     paths = ProjectPaths(project)
-    run.run(paths, load_params(paths), None, None, say=lambda line: None, container=True)
+    from sail_pipelines.integrity.signing import generate
+
+    run.run(paths, load_params(paths), None, generate(), say=lambda line: None, container=True)
     return steps
 
 
