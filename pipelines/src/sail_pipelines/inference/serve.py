@@ -26,7 +26,6 @@ from gunicorn.app.base import BaseApplication
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from sail_pipelines.contract.ranges import beyond, training_ranges
-from sail_pipelines.contract.schema import parse_schema
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.inference import metrics, page, prediction_log, protocols
 from sail_pipelines.inference.requests import (
@@ -80,7 +79,7 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
                log_settings: prediction_log.LogSettings | None = None) -> Flask:
     """Build the API around an already verified bundle (a bad schema raises SailError here)."""
     metadata = bundle.metadata
-    schema = parse_schema(metadata.get("schema"))
+    schema = bundle.schema
     registry = metadata.get("registry") or {}
     evaluation = metadata.get("evaluation") or {}
     model_version = registry.get("version")
@@ -347,7 +346,7 @@ def run_server(
     Runtime session made before a fork leaves the child hanging at exit on a lock of a thread
     it does not have. A scikit-learn model is unpickled and warmed up once, here, and shared."""
     bundle = load_bundle(bundle_dir, key)
-    schema = parse_schema(bundle.metadata.get("schema"))
+    schema = bundle.schema
     if bundle.runtime == "sklearn":  # unpickled and imported once, before the workers fork
         with contextlib.suppress(Exception):  # a failure shows in each worker's /ready
             bundle.predict(records_to_columns(schema, [warm_up_record(schema, bundle.metadata)]))

@@ -14,7 +14,7 @@ from importlib import metadata as distributions
 from pathlib import Path
 from typing import Any
 
-from sail_pipelines.contract.schema import Schema, check_frame, parse_schema
+from sail_pipelines.contract.schema import Schema, check_frame
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 
@@ -74,7 +74,7 @@ def save(bundle: LoadedBundle, dest: Path, example: list[dict[str, Any]]) -> Non
     example, requirements; the bundle itself under data/)."""
     import mlflow.pyfunc
 
-    schema = parse_schema(bundle.metadata["schema"])
+    schema = bundle.schema
     mlflow.pyfunc.save_model(
         path=str(dest),
         loader_module=__name__,
@@ -120,7 +120,7 @@ class SailPyfunc:
 
     def __init__(self, bundle: LoadedBundle):
         self.bundle = bundle
-        self.schema = parse_schema(bundle.metadata["schema"])
+        self.schema = bundle.schema
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         import pandas as pd

@@ -184,7 +184,7 @@ class LoadedBundle:
 
     @cached_property
     def schema(self) -> Schema:
-        return parse_schema(self.metadata["schema"])
+        return parse_schema(self.metadata.get("schema"))  # none: one SailError, as for a bad one
 
     @cached_property
     def transformer(self) -> Any:
