@@ -138,7 +138,8 @@ def open_storage(url: str | None) -> Any:
                     connection.exec_driver_sql("PRAGMA journal_mode=WAL")
             break
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-            if attempt == 4 or not isinstance(exc, sqlalchemy.exc.OperationalError):
+            racing = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError)  # locked, or
+            if attempt == 4 or not isinstance(exc, racing):  # the other worker wrote the version first
                 reason = redact(str(exc).strip().splitlines()[0][:200])
                 raise SailError(f"cannot open the search storage {redact(url)}: {reason}") from None
             time.sleep(0.2 * (attempt + 1))
