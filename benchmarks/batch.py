@@ -29,8 +29,12 @@ KEY = signing.generate().text()  # a fresh Ed25519 pair for this run
 def sail(project: Path, *args: str) -> float:
     """Run one sail command in a child process; its wall time (stop on failure)."""
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
-                            capture_output=True, text=True, env={**os.environ, "SAIL_SIGNING_KEY": KEY})
+    result = subprocess.run(
+        [sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SAIL_SIGNING_KEY": KEY},
+    )
     if result.returncode != 0:
         sys.exit(f"sail {' '.join(args)} failed:\n{result.stderr[-2000:]}")
     return time.monotonic() - started
@@ -39,11 +43,17 @@ def sail(project: Path, *args: str) -> float:
 def measured(command: list[str]) -> tuple[float, float]:
     """Wall time and peak resident memory (MB) of one command, read by a fresh wrapper process whose
     only child it is, so no earlier child's peak counts."""
-    wrapper = ("import resource, subprocess, sys, time; t = time.monotonic(); "
-               "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-               "print(time.monotonic() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    result = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True,
-                            env={**os.environ, "SAIL_SIGNING_KEY": KEY})
+    wrapper = (
+        "import resource, subprocess, sys, time; t = time.monotonic(); "
+        "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+        "print(time.monotonic() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", wrapper, *command],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SAIL_SIGNING_KEY": KEY},
+    )
     if result.returncode != 0:
         sys.exit(f"{' '.join(command[3:])} failed:\n{result.stderr[-2000:]}")
     elapsed, kilobytes = result.stdout.split()
@@ -56,7 +66,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        project = Path(cookiecutter(str(ROOT / "cookiecutter-sail"), no_input=True, output_dir=str(work)))
+        project = Path(
+            cookiecutter(str(ROOT / "cookiecutter-sail"), no_input=True, output_dir=str(work))
+        )
         sail(project, "run")
         data = pd.read_csv(project / "data" / "raw" / "data.csv").drop(columns=["target"])
         rng = np.random.default_rng(0)
@@ -66,12 +78,27 @@ def main() -> None:
         big.to_csv(files["csv"], index=False)
         big.to_parquet(files["parquet"])
         del big, data
-        print(f"sail predict on {args.rows:,} rows, 30 float features, the example's accepted model:")
+        print(
+            f"sail predict on {args.rows:,} rows, 30 float features, the example's accepted model:"
+        )
         for fmt, source in files.items():
-            command = [sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), "predict",
-                       "--input", str(source), "--output", str(work / f"out.{fmt}")]
+            command = [
+                sys.executable,
+                "-m",
+                "sail_pipelines.cli",
+                "--project",
+                str(project),
+                "predict",
+                "--input",
+                str(source),
+                "--output",
+                str(work / f"out.{fmt}"),
+            ]
             elapsed, rss = measured(command)
-            print(f"  {fmt:8} {args.rows / elapsed:10,.0f} rows/s  {elapsed:6.1f} s  peak RSS {rss:6.0f} MB (goal <= 500 MB)")
+            print(
+                f"  {fmt:8} {args.rows / elapsed:10,.0f} rows/s  {elapsed:6.1f} s  peak RSS {rss:6.0f} MB (goal <= 500 MB)"
+            )
+
 
 if __name__ == "__main__":
     main()

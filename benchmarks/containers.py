@@ -33,8 +33,12 @@ KEY = signing.generate().text()  # a fresh pair; the image verifies with its pub
 def sail(project: Path, *args: str) -> tuple[float, str]:
     """Run one sail command; return its wall time and stdout (stop on failure)."""
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
-                            capture_output=True, text=True, env=os.environ)
+    result = subprocess.run(
+        [sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
     if result.returncode != 0:
         sys.exit(f"sail {' '.join(args)} failed:\n{result.stderr[-2000:]}")
     return time.monotonic() - started, result.stdout
@@ -45,7 +49,9 @@ def git(project: Path, *args: str) -> None:
 
 
 def prepare() -> str:
-    result = subprocess.run([str(ROOT / "docker" / "prepare-machine")], capture_output=True, text=True)
+    result = subprocess.run(
+        [str(ROOT / "docker" / "prepare-machine")], capture_output=True, text=True
+    )
     if result.returncode != 0:
         sys.exit(f"docker/prepare-machine failed:\n{result.stderr[-2000:]}")
     return result.stdout.strip().splitlines()[-1].partition("=")[2]
@@ -54,7 +60,13 @@ def prepare() -> str:
 def megabytes(client: docker.DockerClient, ref: str) -> tuple[float, float]:
     """Uncompressed size (what `docker images` shows) and gzip'd `docker save` (about what a registry stores)."""
     size = client.images.get(ref).attrs["Size"] / 1e6
-    saved = subprocess.run(f"docker save {ref} | gzip -1 | wc -c", shell=True, capture_output=True, text=True, check=True)
+    saved = subprocess.run(
+        f"docker save {ref} | gzip -1 | wc -c",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return size, int(saved.stdout) / 1e6
 
 
@@ -62,12 +74,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="cold starts to time")
     args = parser.parse_args()
-    os.environ.update(SAIL_BASE_IMAGE=prepare(), SAIL_SIGNING_KEY=KEY, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.invalid",
-                      GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.invalid")
+    os.environ.update(
+        SAIL_BASE_IMAGE=prepare(),
+        SAIL_SIGNING_KEY=KEY,
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@example.invalid",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@example.invalid",
+    )
     client = docker.from_env()
     figures: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        project = Path(cookiecutter(str(ROOT / "cookiecutter-sail"), no_input=True, output_dir=scratch))
+        project = Path(
+            cookiecutter(str(ROOT / "cookiecutter-sail"), no_input=True, output_dir=scratch)
+        )
         figures["build_seconds"], _ = sail(project, "build")
 
         transform = next((project / "src").glob("*/transform.py"))
@@ -80,21 +100,31 @@ def main() -> None:
         candidates = json.loads(sail(project, "candidates")[1])
         figures["candidates"] = len(candidates)
         figures["train_parallel_seconds"], _ = sail(project, "train", "--container")
-        figures["train_serial_seconds"] = sum(sail(project, "train", "--container", "--candidate", c)[0] for c in candidates)
+        figures["train_serial_seconds"] = sum(
+            sail(project, "train", "--container", "--candidate", c)[0] for c in candidates
+        )
 
         sail(project, "evaluate", "--container")
         sail(project, "gate")
         figures["package_seconds"], out = sail(project, "package")
         inference = json.loads(out)["image"]
         images = json.loads((project / ".sail" / "images.json").read_text())
-        for side, ref in (("train", images["train"]), ("metric", images["metric"]), ("inference", inference)):
+        for side, ref in (
+            ("train", images["train"]),
+            ("metric", images["metric"]),
+            ("inference", inference),
+        ):
             figures[f"{side}_image_mb"], figures[f"{side}_image_gzip_mb"] = megabytes(client, ref)
 
         starts = []
         for _ in range(args.runs):
             with smoke.container_server(inference, {}) as (_, seconds):
                 starts.append(seconds)
-        figures["cold_start_seconds"] = {"min": min(starts), "median": statistics.median(starts), "max": max(starts)}
+        figures["cold_start_seconds"] = {
+            "min": min(starts),
+            "median": statistics.median(starts),
+            "max": max(starts),
+        }
         figures["cpus"] = os.cpu_count()
 
     print(json.dumps(figures, indent=2, default=lambda x: round(x, 2)))
@@ -103,12 +133,22 @@ def main() -> None:
     print("|---|---|---|")
     for side in ("train", "metric", "inference"):
         goal = "<= 300 MB" if side == "inference" else ""
-        print(f"| {side} image | {figures[f'{side}_image_mb']:.0f} MB ({figures[f'{side}_image_gzip_mb']:.0f} MB gzip'd) | {goal} |")
+        print(
+            f"| {side} image | {figures[f'{side}_image_mb']:.0f} MB ({figures[f'{side}_image_gzip_mb']:.0f} MB gzip'd) | {goal} |"
+        )
     cold = figures["cold_start_seconds"]
-    print(f"| inference cold start, `docker run` to /ready (n={args.runs}) | median {cold['median']:.2f} s (min {cold['min']:.2f}, max {cold['max']:.2f}) | <= 3 s |")
-    print(f"| rebuild after a code-only change | {figures['code_only_rebuild_seconds']:.1f} s | <= 30 s |")
-    print(f"| {figures['candidates']} candidates, parallel containers | {figures['train_parallel_seconds']:.1f} s | |")
-    print(f"| {figures['candidates']} candidates, one after another | {figures['train_serial_seconds']:.1f} s | |")
+    print(
+        f"| inference cold start, `docker run` to /ready (n={args.runs}) | median {cold['median']:.2f} s (min {cold['min']:.2f}, max {cold['max']:.2f}) | <= 3 s |"
+    )
+    print(
+        f"| rebuild after a code-only change | {figures['code_only_rebuild_seconds']:.1f} s | <= 30 s |"
+    )
+    print(
+        f"| {figures['candidates']} candidates, parallel containers | {figures['train_parallel_seconds']:.1f} s | |"
+    )
+    print(
+        f"| {figures['candidates']} candidates, one after another | {figures['train_serial_seconds']:.1f} s | |"
+    )
     print(f"| first build (train + metric) | {figures['build_seconds']:.1f} s | |")
     print(f"| package (inference image) | {figures['package_seconds']:.1f} s | |")
 

@@ -25,8 +25,13 @@ from sail_pipelines.contract.validate import profile_frame
 from sail_pipelines.monitoring import logs, monitor
 
 NUMBERS = [f"x{i}" for i in range(8)]
-SCHEMA = Schema(target=Column("label", "category", values=(0, 1)),
-                features=(*(Column(n, "float") for n in NUMBERS), Column("color", "category", values=("a", "b", "c"))))
+SCHEMA = Schema(
+    target=Column("label", "category", values=(0, 1)),
+    features=(
+        *(Column(n, "float") for n in NUMBERS),
+        Column("color", "category", values=("a", "b", "c")),
+    ),
+)
 
 
 def frame(rows: int, seed: int) -> pd.DataFrame:
@@ -46,11 +51,21 @@ def write_log(path: Path, rows: int, per_line: int) -> None:
     with open(path, "w") as fh:
         for start in range(0, rows, per_line):
             end = start + per_line
-            line = {"time": f"{days[start]}T12:00:00.000+00:00", "request_id": f"{start:032x}", "model": "m",
-                    "version": "1", "bundle_id": "b", "route": "/predict", "status": 200, "latency_ms": 1.0,
-                    "inputs": {n: values[start:end] for n, values in columns.items()},
-                    "outputs": {"prediction": label[start:end],
-                                "probabilities": {"0": zero[start:end], "1": one[start:end]}}}
+            line = {
+                "time": f"{days[start]}T12:00:00.000+00:00",
+                "request_id": f"{start:032x}",
+                "model": "m",
+                "version": "1",
+                "bundle_id": "b",
+                "route": "/predict",
+                "status": 200,
+                "latency_ms": 1.0,
+                "inputs": {n: values[start:end] for n, values in columns.items()},
+                "outputs": {
+                    "prediction": label[start:end],
+                    "probabilities": {"0": zero[start:end], "1": one[start:end]},
+                },
+            }
             fh.write(json.dumps(line, separators=(",", ":")) + "\n")
 
 
@@ -71,8 +86,10 @@ def main() -> None:
         started = time.perf_counter()
         report = monitor.compare(SCHEMA, metadata, train, traffic, MonitoringConfig())
         compared = time.perf_counter() - started
-    print(f"{traffic.rows:,} rows, {args.per_line} per line ({size:.0f} MB): read {read:.1f} s, "
-          f"compare {compared:.1f} s, total {read + compared:.1f} s; {len(report['breaches'])} breaches")
+    print(
+        f"{traffic.rows:,} rows, {args.per_line} per line ({size:.0f} MB): read {read:.1f} s, "
+        f"compare {compared:.1f} s, total {read + compared:.1f} s; {len(report['breaches'])} breaches"
+    )
 
 
 if __name__ == "__main__":

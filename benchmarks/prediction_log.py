@@ -26,7 +26,14 @@ from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.inference import onnx
 from sail_pipelines.inference.prediction_log import LogSettings
 from sail_pipelines.inference.serve import create_app
-from sail_pipelines.integrity.bundle import MODEL, ONNX_MODEL, TRANSFORMER, dump_object, load_bundle, write_bundle
+from sail_pipelines.integrity.bundle import (
+    MODEL,
+    ONNX_MODEL,
+    TRANSFORMER,
+    dump_object,
+    load_bundle,
+    write_bundle,
+)
 from sail_pipelines.integrity.signing import HmacKey
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
@@ -34,8 +41,13 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 KEY = HmacKey(b"benchmark")
 NUMBERS = [f"x{i}" for i in range(8)]
-SCHEMA = Schema(target=Column("label", "category", values=(0, 1)),
-                features=(*(Column(n, "float") for n in NUMBERS), Column("color", "category", values=("a", "b"))))
+SCHEMA = Schema(
+    target=Column("label", "category", values=(0, 1)),
+    features=(
+        *(Column(n, "float") for n in NUMBERS),
+        Column("color", "category", values=("a", "b")),
+    ),
+)
 
 
 def bundle(folder: Path):
@@ -44,14 +56,24 @@ def bundle(folder: Path):
     frame["color"] = rng.choice(["a", "b"], size=500)
     frame["label"] = (frame.x0 + frame.x1 > 0).astype(int)
     features = frame[SCHEMA.feature_names]
-    transformer = ColumnTransformer([("n", StandardScaler(), NUMBERS),
-                                     ("c", OneHotEncoder(handle_unknown="ignore"), ["color"])]).fit(features)
+    transformer = ColumnTransformer(
+        [("n", StandardScaler(), NUMBERS), ("c", OneHotEncoder(handle_unknown="ignore"), ["color"])]
+    ).fit(features)
     model = LogisticRegression().fit(transformer.transform(features), frame["label"])
-    metadata = {"task": "classification", "schema": SCHEMA.to_dict(), "name": "bench", "classes": [0, 1],
-                "probabilities": True, "registry": {"model": "bench", "version": "1"},
-                "inference": {"runtime": "onnx"}}
-    files = {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer),
-             ONNX_MODEL: onnx.convert(transformer, model, SCHEMA, classification=True)}
+    metadata = {
+        "task": "classification",
+        "schema": SCHEMA.to_dict(),
+        "name": "bench",
+        "classes": [0, 1],
+        "probabilities": True,
+        "registry": {"model": "bench", "version": "1"},
+        "inference": {"runtime": "onnx"},
+    }
+    files = {
+        MODEL: dump_object(model),
+        TRANSFORMER: dump_object(transformer),
+        ONNX_MODEL: onnx.convert(transformer, model, SCHEMA, classification=True),
+    }
     write_bundle(folder, files, metadata, KEY)
     return load_bundle(folder, KEY)
 
@@ -75,18 +97,24 @@ def main() -> None:
         served = bundle(Path(tmp) / "bundle")
         body = json.dumps({**{n: 0.25 for n in NUMBERS}, "color": "a"}).encode()
         (Path(tmp) / "dir").mkdir()
-        apps = {"no log": create_app(served),
-                "file": create_app(served, log_settings=LogSettings(str(Path(tmp) / "p.jsonl"))),
-                "directory": create_app(served, log_settings=LogSettings(str(Path(tmp) / "dir")))}
+        apps = {
+            "no log": create_app(served),
+            "file": create_app(served, log_settings=LogSettings(str(Path(tmp) / "p.jsonl"))),
+            "directory": create_app(served, log_settings=LogSettings(str(Path(tmp) / "dir"))),
+        }
         figures: dict[str, list[float]] = {name: [] for name in apps}
         for _ in range(args.rounds):
             for name, app in random.sample(list(apps.items()), len(apps)):
                 figures[name].append(rate(app, body, args.requests))
     base = statistics.median(figures["no log"])
-    print(f"runtime: {served.runtime}, one-row /predict, {args.rounds} rounds of {args.requests} requests")
+    print(
+        f"runtime: {served.runtime}, one-row /predict, {args.rounds} rounds of {args.requests} requests"
+    )
     for name, rates in figures.items():
         median = statistics.median(rates)
-        print(f"{name:>10}: {median:8.0f} requests/s  overhead {100 * (base - median) / base:5.1f}%")
+        print(
+            f"{name:>10}: {median:8.0f} requests/s  overhead {100 * (base - median) / base:5.1f}%"
+        )
 
 
 if __name__ == "__main__":

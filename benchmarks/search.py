@@ -48,8 +48,9 @@ def sail(project: Path, *args: str) -> float:
 
 
 def shown(params: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in params.items())
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
 
 
 def scored_on_test(project: Path, name: str, metric: str) -> float:

@@ -12,7 +12,12 @@ from pathlib import Path
 import yaml
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
-TASK_DIR = Path(__file__).resolve().parents[1] / "cookiecutter-sail" / "{{cookiecutter.project_slug}}" / "_task"
+TASK_DIR = (
+    Path(__file__).resolve().parents[1]
+    / "cookiecutter-sail"
+    / "{{cookiecutter.project_slug}}"
+    / "_task"
+)
 
 
 def snake(name: str) -> str:

@@ -29,10 +29,26 @@ pytest_plugins = ("ci_rules", "servers")
 # Settings of the CI running the suite that the code reads (approver, job summary, pull request,
 # links, provenance handed to containers): a test sets what it needs, nothing leaks in.
 CI_VARIABLES = (
-    "BUILD_USER_ID", "BUILD_USER", "BUILD_URL", "CHANGE_ID", "GITHUB_ACTOR", "GITHUB_STEP_SUMMARY",
-    "GITHUB_EVENT_PATH", "GITHUB_TOKEN", "GITHUB_REPOSITORY", "GITHUB_API_URL", "GITHUB_RUN_ID",
-    "GITHUB_SERVER_URL", "SAIL_PR_NUMBER", "SAIL_DATA_HASH", "SAIL_GIT_COMMIT", "SAIL_GIT_DIRTY",
-    "SAIL_WHEEL", "SAIL_HOST", "SAIL_PORT", "SAIL_DEBUG",
+    "BUILD_USER_ID",
+    "BUILD_USER",
+    "BUILD_URL",
+    "CHANGE_ID",
+    "GITHUB_ACTOR",
+    "GITHUB_STEP_SUMMARY",
+    "GITHUB_EVENT_PATH",
+    "GITHUB_TOKEN",
+    "GITHUB_REPOSITORY",
+    "GITHUB_API_URL",
+    "GITHUB_RUN_ID",
+    "GITHUB_SERVER_URL",
+    "SAIL_PR_NUMBER",
+    "SAIL_DATA_HASH",
+    "SAIL_GIT_COMMIT",
+    "SAIL_GIT_DIRTY",
+    "SAIL_WHEEL",
+    "SAIL_HOST",
+    "SAIL_PORT",
+    "SAIL_DEBUG",
 )
 # Seconds for docker/prepare-machine on a prepared machine (`make test` runs it before pytest),
 # below pytest-timeout's 900 so that it, not pytest-timeout, reports a hang.
@@ -44,17 +60,34 @@ REVISION = "org.opencontainers.image.revision"
 def isolated_env(tmp_path_factory):
     """A git identity for the post-gen commit, and no signing or tracking settings leaking in."""
     gitconfig = tmp_path_factory.mktemp("home") / ".gitconfig"
-    gitconfig.write_text("[user]\n\tname = SAIL Tests\n\temail = tests@example.invalid\n[init]\n\tdefaultBranch = main\n")
+    gitconfig.write_text(
+        "[user]\n\tname = SAIL Tests\n\temail = tests@example.invalid\n[init]\n\tdefaultBranch = main\n"
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
         mp.setenv("PATH", BIN + os.pathsep + os.environ.get("PATH", ""))
-        for name in ("SAIL_SIGNING_KEY", "SAIL_VERIFY_KEY", "SAIL_AUDIT_KEY", "SAIL_AUDIT_VERIFY_KEY", "SAIL_ALLOW_DEV_KEY",
-                     "MLFLOW_TRACKING_URI", "SAIL_DVC_REMOTE_URL", "SAIL_REGISTRY", "SAIL_RUNTIME"):
+        for name in (
+            "SAIL_SIGNING_KEY",
+            "SAIL_VERIFY_KEY",
+            "SAIL_AUDIT_KEY",
+            "SAIL_AUDIT_VERIFY_KEY",
+            "SAIL_ALLOW_DEV_KEY",
+            "MLFLOW_TRACKING_URI",
+            "SAIL_DVC_REMOTE_URL",
+            "SAIL_REGISTRY",
+            "SAIL_RUNTIME",
+        ):
             mp.delenv(name, raising=False)
         # Team-mode settings of the machine (AWS identity, S3 endpoint, registry login) stay out too.
         for name in [n for n in os.environ if n.startswith("AWS_")] + [
-            "SAIL_S3_ENDPOINT_URL", "SAIL_AWS_ROLE_ARN", "SAIL_REGISTRY_USERNAME", "SAIL_REGISTRY_PASSWORD",
-            "SAIL_RETRY_ATTEMPTS", "SAIL_RETRY_BACKOFF_SECONDS", "MLFLOW_S3_ENDPOINT_URL", "SAIL_SEARCH_STORAGE",
+            "SAIL_S3_ENDPOINT_URL",
+            "SAIL_AWS_ROLE_ARN",
+            "SAIL_REGISTRY_USERNAME",
+            "SAIL_REGISTRY_PASSWORD",
+            "SAIL_RETRY_ATTEMPTS",
+            "SAIL_RETRY_BACKOFF_SECONDS",
+            "MLFLOW_S3_ENDPOINT_URL",
+            "SAIL_SEARCH_STORAGE",
         ]:
             mp.delenv(name, raising=False)
         for name in CI_VARIABLES:
@@ -85,7 +118,11 @@ def in_process_side_effects():
 
 
 def bake(output_dir: Path, **answers: str) -> Path:
-    return Path(cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir)))
+    return Path(
+        cookiecutter(
+            str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir)
+        )
+    )
 
 
 def key_env(key: str | None) -> dict[str, str]:
@@ -99,22 +136,31 @@ def key_env(key: str | None) -> dict[str, str]:
     return env
 
 
-def sail(project: Path, *args: str, key: str | None = TEST_KEY, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+def sail(
+    project: Path, *args: str, key: str | None = TEST_KEY, timeout: float = 600, **env: str
+) -> subprocess.CompletedProcess:
     """Run the real `sail` command in a project; the test decides what the exit code must be."""
     full_env = {**os.environ, **key_env(key), **env}
     return subprocess.run(
         [sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
-        env=full_env, capture_output=True, text=True, timeout=timeout,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def dvc(project: Path, *args: str) -> None:
     """DVC as a user runs it between pipeline runs (e.g. `dvc add` after editing the data)."""
-    subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=project, check=True, capture_output=True
+    )
 
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -124,8 +170,9 @@ def session_commits(root: Path) -> set[str]:
     commits: set[str] = set()
     for directory, subdirectories, _ in os.walk(root):
         if ".git" in subdirectories:
-            log = subprocess.run(["git", "-C", directory, "rev-list", "--all"], capture_output=True,
-                                 text=True)
+            log = subprocess.run(
+                ["git", "-C", directory, "rev-list", "--all"], capture_output=True, text=True
+            )
             commits |= {commit[:12] for commit in log.stdout.split()}
         subdirectories[:] = [d for d in subdirectories if d not in (".git", ".dvc")]
     return commits
@@ -137,8 +184,12 @@ def base_image(tmp_path_factory):
     the base image to build from. Without Docker the container tests skip, except under CI.
     The images the session's projects built are removed at its end, so repeated runs do not fill
     the disk; those of other sessions on the same daemon (another CI executor) are left alone."""
-    result = subprocess.run([str(ROOT / "docker" / "prepare-machine")], capture_output=True,
-                            text=True, timeout=PREPARE_TIMEOUT)
+    result = subprocess.run(
+        [str(ROOT / "docker" / "prepare-machine")],
+        capture_output=True,
+        text=True,
+        timeout=PREPARE_TIMEOUT,
+    )
     if result.returncode != 0:
         from ci_rules import missing  # here, not at the top: pytest imports it first, as a plugin
 

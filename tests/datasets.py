@@ -43,27 +43,63 @@ def messy_frame(rows: int = 600, seed: int = 7) -> pd.DataFrame:
     signup = pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 5 * 365, rows), unit="D")
     hours = pd.to_timedelta(rng.integers(0, 24, rows), unit="h")
     score = rng.normal(0, 1, rows)
-    signal = (age - 50) / 15 + (np.log(income) - 10.5) / 0.6 + 1.2 * member + score + 0.5 * (city == "Lisbon")
+    signal = (
+        (age - 50) / 15
+        + (np.log(income) - 10.5) / 0.6
+        + 1.2 * member
+        + score
+        + 0.5 * (city == "Lisbon")
+    )
     signal += rng.normal(0, 0.5, rows)
-    label = np.asarray(MESSY_CLASSES, dtype=object)[np.digitize(signal, np.quantile(signal, [0.25, 0.5, 0.75]))]
-    words = ["late", "delivery", "asked", "about", "refund", "called", "twice", "happy", "with", "service"]
+    label = np.asarray(MESSY_CLASSES, dtype=object)[
+        np.digitize(signal, np.quantile(signal, [0.25, 0.5, 0.75]))
+    ]
+    words = [
+        "late",
+        "delivery",
+        "asked",
+        "about",
+        "refund",
+        "called",
+        "twice",
+        "happy",
+        "with",
+        "service",
+    ]
     notes = [" ".join(rng.choice(words, 12)) for _ in range(rows)]
-    frame = pd.DataFrame({
-        "customer_id": [f"C{100000 + i}" for i in range(rows)],
-        "signup": (signup + hours).strftime("%Y-%m-%dT%H:%M:%S"),
-        "notes": notes,
-        "is_member": member.astype(object),
-        "age": age,
-        "income": income,
-        "city": city,
-        "score": score,
-        "tier": label,
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"C{100000 + i}" for i in range(rows)],
+            "signup": (signup + hours).strftime("%Y-%m-%dT%H:%M:%S"),
+            "notes": notes,
+            "is_member": member.astype(object),
+            "age": age,
+            "income": income,
+            "city": city,
+            "score": score,
+            "tier": label,
+        }
+    )
     pick = iter(rng.permutation(rows))
-    for column, share in (("tier", 0.05), ("age", 0.05), ("city", 1 / 30), ("signup", 1 / 60), ("is_member", 1 / 120)):
-        frame.loc[[next(pick) for _ in range(max(1, round(share * rows)))], column] = None  # missing values
-    for column, value in (("income", 1e308), ("income", -1e308), ("score", 5e-324), ("score", -1.7e308)):
-        frame.loc[next(pick), column] = value  # finite extremes (sentinels real exports carry) and a denormal
+    for column, share in (
+        ("tier", 0.05),
+        ("age", 0.05),
+        ("city", 1 / 30),
+        ("signup", 1 / 60),
+        ("is_member", 1 / 120),
+    ):
+        frame.loc[[next(pick) for _ in range(max(1, round(share * rows)))], column] = (
+            None  # missing values
+        )
+    for column, value in (
+        ("income", 1e308),
+        ("income", -1e308),
+        ("score", 5e-324),
+        ("score", -1.7e308),
+    ):
+        frame.loc[next(pick), column] = (
+            value  # finite extremes (sentinels real exports carry) and a denormal
+        )
     return frame
 
 

@@ -20,21 +20,32 @@ from pathlib import Path
 from typing import Mapping
 
 
-def kill_at_rename(program: list[str], source_glob: str, workdir: Path,
-                   env: Mapping[str, str] | None = None, timeout: float = 120) -> dict[str, str]:
+def kill_at_rename(
+    program: list[str],
+    source_glob: str,
+    workdir: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> dict[str, str]:
     """Run `program`, SIGKILL it just before it renames `source_glob`; return that rename."""
     marker = workdir / f"pause-{time.monotonic_ns()}.json"
-    proc = subprocess.Popen([sys.executable, __file__, str(marker), source_glob, *program],
-                            env=None if env is None else dict(env), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, str(marker), source_glob, *program],
+        env=None if env is None else dict(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + timeout
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         if not marker.exists():
             proc.kill()
-            raise AssertionError(f"the program never renamed {source_glob} within {timeout:.0f}s "
-                                 f"(exit {proc.wait()}): {proc.stderr.read()[-2000:]}")
+            raise AssertionError(
+                f"the program never renamed {source_glob} within {timeout:.0f}s "
+                f"(exit {proc.wait()}): {proc.stderr.read()[-2000:]}"
+            )
     finally:
         proc.kill()
         proc.wait(timeout=30)

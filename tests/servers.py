@@ -37,7 +37,11 @@ LOCAL_REGISTRY = "127.0.0.1:5000"
 BUCKET = "team"
 REGION = "us-east-1"
 # The MLflow server's own S3 identity (proxied artifacts are the server's business) ...
-SERVER_AWS = {"AWS_ACCESS_KEY_ID": "mlflow-server-key", "AWS_SECRET_ACCESS_KEY": "mlflow-server-secret", "AWS_DEFAULT_REGION": REGION}
+SERVER_AWS = {
+    "AWS_ACCESS_KEY_ID": "mlflow-server-key",
+    "AWS_SECRET_ACCESS_KEY": "mlflow-server-secret",
+    "AWS_DEFAULT_REGION": REGION,
+}
 # ... and the pipeline's (what a CI job would hold).
 CLIENT_AWS = {"AWS_ACCESS_KEY_ID": "sail-client-key", "AWS_SECRET_ACCESS_KEY": "sail-client-secret"}
 REGISTRY_USER = "sail-ci"
@@ -49,7 +53,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> None:
+def wait_until(
+    ready: Callable[[], bool], timeout: float, what: str, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -58,7 +64,11 @@ def wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path |
         except (requests.RequestException, OSError):
             pass
         time.sleep(0.2)
-    tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log and log.is_file() else ""
+    tail = (
+        "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        if log and log.is_file()
+        else ""
+    )
     pytest.fail(f"{what} did not come up within {timeout:.0f}s{tail}")
 
 
@@ -79,7 +89,11 @@ class S3Server:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
-        wait_until(lambda: requests.get(f"{self.endpoint}/moto-api/", timeout=2).ok, 30, f"moto on {self.endpoint}")
+        wait_until(
+            lambda: requests.get(f"{self.endpoint}/moto-api/", timeout=2).ok,
+            30,
+            f"moto on {self.endpoint}",
+        )
         return self
 
     def stop(self) -> None:
@@ -90,11 +104,18 @@ class S3Server:
     def client(self, service: str = "s3") -> Any:
         import boto3
 
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
-                            aws_access_key_id="test-reader", aws_secret_access_key="test-reader")
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id="test-reader",
+            aws_secret_access_key="test-reader",
+        )
 
     def keys(self, bucket: str = BUCKET, prefix: str = "") -> list[str]:
-        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        pages = (
+            self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        )
         return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
 
     def read(self, key: str, bucket: str = BUCKET) -> bytes:
@@ -121,8 +142,18 @@ class MlflowServer:
 
     def start(self) -> "MlflowServer":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.db}",
-               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        cmd = [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.db}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
         if self.proxied:
             # The server reads and writes the bucket for its clients.
@@ -131,8 +162,19 @@ class MlflowServer:
         else:
             # Clients get s3:// artifact URIs and write there themselves; this server cannot even reach S3.
             cmd += ["--no-serve-artifacts", "--default-artifact-root", self.artifact_root]
-        self._proc = subprocess.Popen(cmd, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: requests.get(f"{self.uri}/health", timeout=2).ok, 120, f"mlflow server on {self.uri}", self.log)
+        self._proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(
+            lambda: requests.get(f"{self.uri}/health", timeout=2).ok,
+            120,
+            f"mlflow server on {self.uri}",
+            self.log,
+        )
         return self
 
     def stop(self) -> None:
@@ -154,7 +196,14 @@ class FaultProxy:
     """HTTP reverse proxy in front of a real server: passes requests through, answers
     `fail_status` for the requests `fail_when(method, path)` picks, or stops listening (down())."""
 
-    HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "host"}
+    HOP = {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "host",
+    }
 
     def __init__(self, upstream: str):
         self.upstream = upstream.rstrip("/")
@@ -168,7 +217,9 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def fail(self, status: int | None, when: Callable[[str, str], bool] = lambda method, path: True) -> None:
+    def fail(
+        self, status: int | None, when: Callable[[str, str], bool] = lambda method, path: True
+    ) -> None:
         self.fail_status, self.fail_when = status, when
 
     def up(self) -> "FaultProxy":
@@ -181,18 +232,31 @@ class FaultProxy:
                 body = self._body()
                 if proxy.fail_status and proxy.fail_when(self.command, self.path):
                     proxy.failed.append(f"{self.command} {self.path}")
-                    payload = json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "injected by FaultProxy"}).encode()
-                    return self._answer(proxy.fail_status, {"Content-Type": "application/json"}, payload)
+                    payload = json.dumps(
+                        {
+                            "error_code": "TEMPORARILY_UNAVAILABLE",
+                            "message": "injected by FaultProxy",
+                        }
+                    ).encode()
+                    return self._answer(
+                        proxy.fail_status, {"Content-Type": "application/json"}, payload
+                    )
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.HOP}
-                upstream = requests.request(self.command, proxy.upstream + self.path, data=body, headers=headers,
-                                            allow_redirects=False, timeout=120)
+                upstream = requests.request(
+                    self.command,
+                    proxy.upstream + self.path,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=120,
+                )
                 kept = {k: v for k, v in upstream.headers.items() if k.lower() not in proxy.HOP}
                 self._answer(upstream.status_code, kept, upstream.content)
 
             def _body(self) -> bytes:
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     chunks = []
-                    while (size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)):
+                    while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
                         chunks.append(self.rfile.read(size))
                         self.rfile.readline()
                     self.rfile.readline()
@@ -240,14 +304,21 @@ def ensure_machine(what: str, ready: Callable[[], bool]) -> None:
         return
     if under_ci():
         pytest.fail(f"{what} is not available: CI must run docker/prepare-machine before the tests")
-    proc = subprocess.run([str(ROOT / "docker" / "prepare-machine")], capture_output=True, text=True,
-                          timeout=600)  # below pytest-timeout's 900 s, so this is what reports a hang
+    proc = subprocess.run(
+        [str(ROOT / "docker" / "prepare-machine")], capture_output=True, text=True, timeout=600
+    )  # below pytest-timeout's 900 s, so this is what reports a hang
     if not ready():
-        pytest.fail(f"{what} is not available after docker/prepare-machine (exit {proc.returncode}): {proc.stderr[-2000:]}")
+        pytest.fail(
+            f"{what} is not available after docker/prepare-machine (exit {proc.returncode}): {proc.stderr[-2000:]}"
+        )
 
 
 def docker_answers() -> bool:
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0 if shutil.which("docker") else False
+    return (
+        subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+        if shutil.which("docker")
+        else False
+    )
 
 
 class AuthRegistry:
@@ -267,19 +338,34 @@ class AuthRegistry:
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         htpasswd = self.workdir / "htpasswd"
-        htpasswd.write_text(f"{REGISTRY_USER}:{bcrypt.hashpw(self.password.encode(), bcrypt.gensalt()).decode()}\n")
+        htpasswd.write_text(
+            f"{REGISTRY_USER}:{bcrypt.hashpw(self.password.encode(), bcrypt.gensalt()).decode()}\n"
+        )
         config = self.workdir / "registry.yml"
-        config.write_text(yaml.safe_dump({
-            "version": 0.1,
-            "storage": {"filesystem": {"rootdirectory": str(self.workdir / "data")}},
-            "http": {"addr": self.address, "secret": "test-only-http-secret"},
-            "auth": {"htpasswd": {"realm": "sail-test", "path": str(htpasswd)}},
-            "log": {"level": "warn"},
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "version": 0.1,
+                    "storage": {"filesystem": {"rootdirectory": str(self.workdir / "data")}},
+                    "http": {"addr": self.address, "secret": "test-only-http-secret"},
+                    "auth": {"htpasswd": {"realm": "sail-test", "path": str(htpasswd)}},
+                    "log": {"level": "warn"},
+                }
+            )
+        )
         log = self.workdir / "registry.log"
-        self._proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log.open("w"), stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-        wait_until(lambda: registry_answers(self.address), 30, f"password-protected registry on {self.address}", log)
+        self._proc = subprocess.Popen(
+            ["docker-registry", "serve", str(config)],
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(
+            lambda: registry_answers(self.address),
+            30,
+            f"password-protected registry on {self.address}",
+            log,
+        )
         return self
 
     def stop(self) -> None:
@@ -297,7 +383,9 @@ def write_infrastructure(project: Path, **sections: dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def team_project(tmp_path: Path, name: str, s3: S3Server, tracking_uri: str, **sections: dict[str, Any]) -> Path:
+def team_project(
+    tmp_path: Path, name: str, s3: S3Server, tracking_uri: str, **sections: dict[str, Any]
+) -> Path:
     """A baked project whose infrastructure.yaml points at the test servers; the remote prefix is
     the project's slug, so projects sharing the bucket and the MLflow server stay apart."""
     from conftest import bake
@@ -316,7 +404,9 @@ def team_project(tmp_path: Path, name: str, s3: S3Server, tracking_uri: str, **s
 def dvc_md5_paths(project: Path, prefix: str) -> set[str]:
     """The object keys DVC stores for the data and the accepted bundle (every file of its .dir)."""
     storage = project / ".dvc" / "cache" / "files" / "md5"
-    data_md5 = yaml.safe_load((project / "data" / "raw" / "data.csv.dvc").read_text())["outs"][0]["md5"]
+    data_md5 = yaml.safe_load((project / "data" / "raw" / "data.csv.dvc").read_text())["outs"][0][
+        "md5"
+    ]
     dir_md5 = yaml.safe_load((project / "models" / "accepted.dvc").read_text())["outs"][0]["md5"]
     listing = json.loads((storage / dir_md5[:2] / dir_md5[2:]).read_text())
     digests = [data_md5, dir_md5, *(entry["md5"] for entry in listing)]
@@ -338,7 +428,9 @@ def s3() -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def mlflow_server(s3, tmp_path_factory) -> Iterator[MlflowServer]:
     """Team MLflow with proxied artifacts: clients talk HTTP only, the server writes to S3."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-proxied"), s3, "mlflow", proxied=True).start()
+    server = MlflowServer(
+        tmp_path_factory.mktemp("mlflow-proxied"), s3, "mlflow", proxied=True
+    ).start()
     yield server
     server.stop()
 
@@ -346,14 +438,18 @@ def mlflow_server(s3, tmp_path_factory) -> Iterator[MlflowServer]:
 @pytest.fixture(scope="session")
 def mlflow_direct(s3, tmp_path_factory) -> Iterator[MlflowServer]:
     """Team MLflow without artifact proxying: clients write artifacts to S3 themselves."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-direct"), s3, "mlflow-direct", proxied=False).start()
+    server = MlflowServer(
+        tmp_path_factory.mktemp("mlflow-direct"), s3, "mlflow-direct", proxied=False
+    ).start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def local_registry() -> str:
-    ensure_machine(f"the local image registry on {LOCAL_REGISTRY}", lambda: registry_answers(LOCAL_REGISTRY))
+    ensure_machine(
+        f"the local image registry on {LOCAL_REGISTRY}", lambda: registry_answers(LOCAL_REGISTRY)
+    )
     return LOCAL_REGISTRY
 
 
@@ -365,6 +461,8 @@ def docker_daemon() -> None:
 @pytest.fixture(scope="session")
 def auth_registry(tmp_path_factory, docker_daemon) -> Iterator[AuthRegistry]:
     ensure_machine("docker-registry", lambda: shutil.which("docker-registry") is not None)
-    registry = AuthRegistry(tmp_path_factory.mktemp("auth-registry"), password="registry-pass-5f1c2a").start()
+    registry = AuthRegistry(
+        tmp_path_factory.mktemp("auth-registry"), password="registry-pass-5f1c2a"
+    ).start()
     yield registry
     registry.stop()

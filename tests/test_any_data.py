@@ -43,8 +43,12 @@ def adopted(request, data_dir, tmp_path_factory) -> tuple[str, Path]:
     """A project baked around one data file, after one `sail run` with no hand edits."""
     name = request.param
     started = time.monotonic()
-    project = bake(tmp_path_factory.mktemp(name), project_name=name.replace("_", " "),
-                   data_file=str(data_file(data_dir, name)), target=DATASETS[name][0])
+    project = bake(
+        tmp_path_factory.mktemp(name),
+        project_name=name.replace("_", " "),
+        data_file=str(data_file(data_dir, name)),
+        target=DATASETS[name][0],
+    )
     ok(sail(project, "run"))
     TIMINGS[name] = time.monotonic() - started
     print(f"\n{name}: baked and green in {TIMINGS[name]:.0f} s")
@@ -61,22 +65,38 @@ def test_goes_green_with_the_right_task_and_metrics(adopted):
     ok(sail(project, "report"))
     report = (project / "reports" / "report.md").read_text()
     if task == "regression":
-        assert "| **r2** (primary)" in report and "| rmse |" in report and "Confusion matrix" not in report
+        assert (
+            "| **r2** (primary)" in report
+            and "| rmse |" in report
+            and "Confusion matrix" not in report
+        )
     else:
         assert "| **roc_auc** (primary)" in report and "| f1_weighted |" in report
         assert "Confusion matrix" in report
-        classes = json.loads((project / "reports" / "evaluation.json").read_text())["candidates"][gate["candidate"]]["metrics"]["classes"]
+        classes = json.loads((project / "reports" / "evaluation.json").read_text())["candidates"][
+            gate["candidate"]
+        ]["metrics"]["classes"]
         assert all(f"| **{c}** |" in report for c in classes)
 
 
 def test_served_predictions_equal_batch_predictions(adopted):
     name, project = adopted
     test = pd.read_csv(project / "data" / "split" / "test.csv")
-    ok(sail(project, "predict", "--input", str(project / "data" / "split" / "test.csv"),
-            "--output", str(project / "reports" / "batch.csv")))
+    ok(
+        sail(
+            project,
+            "predict",
+            "--input",
+            str(project / "data" / "split" / "test.csv"),
+            "--output",
+            str(project / "reports" / "batch.csv"),
+        )
+    )
     batch = pd.read_csv(project / "reports" / "batch.csv")
     sent = test.drop(columns=[DATASETS[name][0]])
-    with local_server(project / "models" / "accepted", signing.public_key(TEST_VERIFY_KEY, "test")) as url:
+    with local_server(
+        project / "models" / "accepted", signing.public_key(TEST_VERIFY_KEY, "test")
+    ) as url:
         served = requests.post(f"{url}/predict", json=json_records(sent), timeout=60)
     assert served.status_code == 200, served.text
     assert list(map(str, served.json()["predictions"])) == list(map(str, batch["prediction"]))
@@ -85,15 +105,24 @@ def test_served_predictions_equal_batch_predictions(adopted):
 
 def test_the_projects_own_tests_pass(adopted):
     _, project = adopted
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
 @pytest.fixture(scope="module")
 def customers(data_dir, tmp_path_factory) -> Path:
-    project = bake(tmp_path_factory.mktemp("customers-again"), project_name="customers two",
-                   data_file=str(data_dir / "customers.csv"), target="tier")
+    project = bake(
+        tmp_path_factory.mktemp("customers-again"),
+        project_name="customers two",
+        data_file=str(data_dir / "customers.csv"),
+        target="tier",
+    )
     ok(sail(project, "run"))
     return project
 
@@ -101,14 +130,23 @@ def customers(data_dir, tmp_path_factory) -> Path:
 def test_messy_data_decisions_are_printed_and_kept_in_the_schema(customers):
     text = (customers / "contracts" / "schema.yaml").read_text()
     columns = {c["name"]: c for c in yaml.safe_load(text)["columns"]}
-    assert text.count("\n  - {name: ") == len(columns) == 9  # one line per column, in the file's order
+    assert (
+        text.count("\n  - {name: ") == len(columns) == 9
+    )  # one line per column, in the file's order
     assert (columns["customer_id"]["role"], columns["notes"]["role"]) == ("ignore", "ignore")
     assert columns["notes"]["reason"].startswith("free text")
     assert (columns["signup"]["type"], columns["is_member"]["type"]) == ("datetime", "bool")
-    assert columns["city"]["other"] and columns["tier"]["values"] == ["bronze", "gold", "platinum", "silver"]
+    assert columns["city"]["other"] and columns["tier"]["values"] == [
+        "bronze",
+        "gold",
+        "platinum",
+        "silver",
+    ]
     validation = json.loads((customers / "reports" / "validation.json").read_text())
     assert validation["rows_without_label"] == 30
-    holdout = json.loads((customers / "reports" / "evaluation.json").read_text())["holdout"]["records"]
+    holdout = json.loads((customers / "reports" / "evaluation.json").read_text())["holdout"][
+        "records"
+    ]
     assert "NaN" not in json.dumps(holdout) and any(v is None for r in holdout for v in r.values())
 
 
@@ -118,10 +156,16 @@ def test_batch_passes_ignored_columns_through_and_flags_extremes(customers, tmp_
     rows.loc[0, "income"] = 1e308
     source = tmp_path / "batch.parquet"
     rows.to_parquet(source)
-    ok(sail(customers, "predict", "--input", str(source), "--output", str(tmp_path / "out.parquet")))
+    ok(
+        sail(
+            customers, "predict", "--input", str(source), "--output", str(tmp_path / "out.parquet")
+        )
+    )
     out = pd.read_parquet(tmp_path / "out.parquet")
     assert out["customer_id"].tolist() == rows["customer_id"].tolist()
-    assert out.loc[0, "out_of_range"] == "income" and (out["out_of_range"].iloc[1:] != "income").all()
+    assert (
+        out.loc[0, "out_of_range"] == "income" and (out["out_of_range"].iloc[1:] != "income").all()
+    )
     assert out["prediction"].isin(["bronze", "silver", "gold", "platinum"]).all()
 
 
@@ -130,7 +174,14 @@ def test_bad_batch_rows_are_named_by_their_line(customers, tmp_path):
     rows["age"] = rows["age"].astype(object)
     rows.loc[9, "age"] = "forty"
     rows.to_csv(tmp_path / "bad.csv", index=False)
-    result = sail(customers, "predict", "--input", str(tmp_path / "bad.csv"), "--output", str(tmp_path / "o.csv"))
+    result = sail(
+        customers,
+        "predict",
+        "--input",
+        str(tmp_path / "bad.csv"),
+        "--output",
+        str(tmp_path / "o.csv"),
+    )
     assert result.returncode == 1 and "'forty' (line 11)" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "o.csv").exists()
 
@@ -141,16 +192,45 @@ def test_fuzzing_with_finite_extremes_never_gets_a_5xx(customers):
 
     rng = random.Random(11)
     base = json_records(messy_frame(rows=50, seed=5).drop(columns=["tier"]))
-    extremes = [1e308, -1e308, 1.7976931348623157e308, 5e-324, -5e-324, 0.0, -0.0, int("9" * 400),
-                -int("9" * 400), 2**63, 1e-300, "1e308", None, True, "", [], {}]
+    extremes = [
+        1e308,
+        -1e308,
+        1.7976931348623157e308,
+        5e-324,
+        -5e-324,
+        0.0,
+        -0.0,
+        int("9" * 400),
+        -int("9" * 400),
+        2**63,
+        1e-300,
+        "1e308",
+        None,
+        True,
+        "",
+        [],
+        {},
+    ]
     statuses: dict[int, int] = {}
-    with local_server(customers / "models" / "accepted", signing.public_key(TEST_VERIFY_KEY, "test"), workers=2) as url, requests.Session() as http:
+    with (
+        local_server(
+            customers / "models" / "accepted",
+            signing.public_key(TEST_VERIFY_KEY, "test"),
+            workers=2,
+        ) as url,
+        requests.Session() as http,
+    ):
         for i in range(10_000):
             record = dict(rng.choice(base))
             for field in rng.sample(sorted(record), rng.randint(1, 3)):
                 record[field] = rng.choice(extremes)
             body = json.dumps(record if i % 4 else [record, rng.choice(base)])
-            status = http.post(f"{url}/predict", data=body, headers={"Content-Type": "application/json"}, timeout=60).status_code
+            status = http.post(
+                f"{url}/predict",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=60,
+            ).status_code
             statuses[status] = statuses.get(status, 0) + 1
         assert http.get(f"{url}/health", timeout=10).status_code == 200
     print(f"\nfuzz: {statuses}")
@@ -165,20 +245,39 @@ def _tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-@pytest.mark.parametrize("data, target, message", [
-    ("customers.csv", "loyalty", "target column 'loyalty' is not in the data"),
-    ("one_class.csv", "y", "target 'y' has one class"),
-    ("ids_only.csv", "y", "no usable feature in the data"),
-    ("broken.parquet", "y", "is not a readable PARQUET file"),
-])
-def test_data_that_cannot_train_is_refused_in_one_line_with_nothing_written(data_dir, tmp_path, pipeline_project,
-                                                                             data, target, message):
+@pytest.mark.parametrize(
+    "data, target, message",
+    [
+        ("customers.csv", "loyalty", "target column 'loyalty' is not in the data"),
+        ("one_class.csv", "y", "target 'y' has one class"),
+        ("ids_only.csv", "y", "no usable feature in the data"),
+        ("broken.parquet", "y", "is not a readable PARQUET file"),
+    ],
+)
+def test_data_that_cannot_train_is_refused_in_one_line_with_nothing_written(
+    data_dir, tmp_path, pipeline_project, data, target, message
+):
     pd.DataFrame({"x": range(60), "y": [1] * 60}).to_csv(data_dir / "one_class.csv", index=False)
-    pd.DataFrame({"id": [f"r{i}" for i in range(60)], "y": [0, 1] * 30}).to_csv(data_dir / "ids_only.csv", index=False)
+    pd.DataFrame({"id": [f"r{i}" for i in range(60)], "y": [0, 1] * 30}).to_csv(
+        data_dir / "ids_only.csv", index=False
+    )
     (data_dir / "broken.parquet").write_bytes(b"PAR1 not really")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(out), str(TEMPLATE),
-                           f"data_file={data_dir / data}", f"target={target}"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            "--no-input",
+            "-o",
+            str(out),
+            str(TEMPLATE),
+            f"data_file={data_dir / data}",
+            f"target={target}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR: data_file")]
     assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
@@ -196,14 +295,22 @@ def test_data_that_cannot_train_is_refused_in_one_line_with_nothing_written(data
 def test_a_copied_project_writes_only_into_its_own_stores(pipeline_project, tmp_path):
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-a", str(pipeline_project), str(copy)], check=True)
-    original = {p: p.stat().st_mtime_ns for p in (pipeline_project / ".mlflow").rglob("*") if p.is_file()}
+    original = {
+        p: p.stat().st_mtime_ns for p in (pipeline_project / ".mlflow").rglob("*") if p.is_file()
+    }
     remote = sorted((pipeline_project / "dvc-storage").rglob("*"))
     ok(sail(copy, "evaluate"))
     ok(sail(copy, "gate"))
     ok(sail(copy, "push"))
-    assert {p: p.stat().st_mtime_ns for p in (pipeline_project / ".mlflow").rglob("*") if p.is_file()} == original
+    assert {
+        p: p.stat().st_mtime_ns for p in (pipeline_project / ".mlflow").rglob("*") if p.is_file()
+    } == original
     assert sorted((pipeline_project / "dvc-storage").rglob("*")) == remote
     runs = json.loads((copy / "reports" / "evaluation.json").read_text())["candidates"]
     for info in runs.values():
-        assert (copy / ".mlflow" / "artifacts" / info["mlflow_run_id"] / "artifacts" / "bundle").is_dir(), info
-        assert not (pipeline_project / ".mlflow" / "artifacts" / info["mlflow_run_id"]).exists(), info
+        assert (
+            copy / ".mlflow" / "artifacts" / info["mlflow_run_id"] / "artifacts" / "bundle"
+        ).is_dir(), info
+        assert not (pipeline_project / ".mlflow" / "artifacts" / info["mlflow_run_id"]).exists(), (
+            info
+        )

@@ -43,7 +43,11 @@ BAKES = {
         "primary": "roc_auc",
         "thresholds": {"roc_auc": (0.95, None), "f1": (0.9, None)},
         "tolerance": 0.01,
-        "candidates": ["LogisticRegression", "RandomForestClassifier", "HistGradientBoostingClassifier"],
+        "candidates": [
+            "LogisticRegression",
+            "RandomForestClassifier",
+            "HistGradientBoostingClassifier",
+        ],
     },
     "regression": {
         "extra_context": {
@@ -83,14 +87,22 @@ def write_gitconfig(path: Path, identity: bool) -> Path:
 def isolated_git(monkeypatch: pytest.MonkeyPatch, gitconfig: Path) -> None:
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for var in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_DIR"):
+    for var in (
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+        "GIT_DIR",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
 def cookiecutter_config(tmp: Path) -> Path:
     """A user config that keeps replay files and clones out of the home directory."""
     config = tmp / "cookiecutter-config.yaml"
-    config.write_text(yaml.safe_dump({"cookiecutters_dir": str(tmp / "cc"), "replay_dir": str(tmp / "replay")}))
+    config.write_text(
+        yaml.safe_dump({"cookiecutters_dir": str(tmp / "cc"), "replay_dir": str(tmp / "replay")})
+    )
     return config
 
 
@@ -100,7 +112,9 @@ def baked(request, cookies_session, tmp_path_factory):
     gitconfig = write_gitconfig(tmp_path_factory.mktemp("git") / "gitconfig", identity=True)
     with pytest.MonkeyPatch.context() as mp:
         isolated_git(mp, gitconfig)
-        result = cookies_session.bake(extra_context=expected["extra_context"], template=str(TEMPLATE))
+        result = cookies_session.bake(
+            extra_context=expected["extra_context"], template=str(TEMPLATE)
+        )
     assert result.exception is None, result.exception
     assert result.exit_code == 0
     project = result.project_path
@@ -140,12 +154,18 @@ def template_syntax_left(project: Path) -> list[str]:
     for path in project.rglob("*"):
         parts = path.relative_to(project).parts
         # git's and DVC's own runtime state (e.g. DVC's JSON lock file) is not generated text.
-        if not path.is_file() or parts[0] == ".git" or parts[:2] in ((".dvc", "tmp"), (".dvc", "cache")):
+        if (
+            not path.is_file()
+            or parts[0] == ".git"
+            or parts[:2] in ((".dvc", "tmp"), (".dvc", "cache"))
+        ):
             continue
         # Every file, UTF-8 or not: one cookiecutter takes for binary is copied without rendering.
         text = path.read_bytes().decode("utf-8", errors="surrogateescape")
         if parts[:2] == (".github", "workflows"):
-            text = GITHUB_EXPRESSION.sub("", text)  # `${{ ... }}` is GitHub's; nothing else may survive
+            text = GITHUB_EXPRESSION.sub(
+                "", text
+            )  # `${{ ... }}` is GitHub's; nothing else may survive
         offenders += [f"{path.relative_to(project)}: {d}" for d in DELIMITERS if d in text]
     return offenders
 
@@ -156,7 +176,9 @@ def test_no_template_syntax_survives(baked):
 
 
 def test_template_syntax_is_found_in_a_file_that_is_not_utf8(tmp_path):
-    (tmp_path / "notes.txt").write_bytes("caf\u00e9 {{ cookiecutter.project_name }}\n".encode("latin-1"))
+    (tmp_path / "notes.txt").write_bytes(
+        "caf\u00e9 {{ cookiecutter.project_name }}\n".encode("latin-1")
+    )
     assert template_syntax_left(tmp_path) == ["notes.txt: {{", "notes.txt: }}"]
 
 
@@ -172,7 +194,9 @@ def test_params_parse_with_sail_pipelines(baked):
     assert params.gate.registered_model == module
     assert params.gate.primary_metric == expected["primary"]
     assert params.gate.tolerance == pytest.approx(expected["tolerance"])
-    assert {t.metric: (t.minimum, t.maximum) for t in params.gate.thresholds} == expected["thresholds"]
+    assert {t.metric: (t.minimum, t.maximum) for t in params.gate.thresholds} == expected[
+        "thresholds"
+    ]
     assert params.validation.min_rows == 50
     searched = {c.name: c.search for c in params.candidates if c.search}
     assert len(searched) == 1 and next(iter(searched.values())).trials == 8  # the shipped example
@@ -219,7 +243,9 @@ def test_data_is_tracked_by_dvc_with_a_local_default_remote(baked):
     config = ConfigObj(str(project / ".dvc" / "config"))
     assert config["core"]["remote"] == "local"
     assert config["core"]["analytics"] == "false"
-    assert config['remote "local"']["url"] == "../dvc-storage"  # relative to .dvc/, i.e. <project>/dvc-storage
+    assert (
+        config['remote "local"']["url"] == "../dvc-storage"
+    )  # relative to .dvc/, i.e. <project>/dvc-storage
 
 
 def test_git_repository_is_initialized_and_committed(baked):
@@ -227,7 +253,9 @@ def test_git_repository_is_initialized_and_committed(baked):
     assert (project / ".git").is_dir()
     assert git(project, "symbolic-ref", "HEAD").stdout.strip() == "refs/heads/main"
     assert len(git(project, "log", "--format=%H").stdout.split()) == 1
-    assert git(project, "status", "--porcelain").stdout == "", "everything should be in the initial commit"
+    assert git(project, "status", "--porcelain").stdout == "", (
+        "everything should be in the initial commit"
+    )
     tracked = set(git(project, "ls-files").stdout.split())
     assert {"data/raw/data.csv.dvc", ".dvc/config", ".cruft.json", "params.yaml"} <= tracked
     assert "data/raw/data.csv" not in tracked, "the data itself belongs to DVC"
@@ -249,7 +277,9 @@ def test_cruft_json(baked):
             assert answers[key] == value, key
     for key, value in expected["extra_context"].items():
         assert answers[key] == value, key
-    assert answers["project_slug"] == expected["slug"] and answers["module_name"] == expected["module"]
+    assert (
+        answers["project_slug"] == expected["slug"] and answers["module_name"] == expected["module"]
+    )
     assert "_output_dir" not in answers
     assert {".git", ".cruft.json"} <= set(state.get("skip", []))
 
@@ -288,10 +318,17 @@ def test_the_generated_params_test_fails_on_a_bad_parameter_value(baked, tmp_pat
     forest = next(c for c in params["candidates"] if ".RandomForest" in c["estimator"])
     forest["params"]["max_depth"] = "deep"
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_params.py"],
-                          cwd=copy, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_params.py"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stdout[-3000:]
-    assert f"{forest['name']}: The 'max_depth' parameter of RandomForest" in proc.stdout, proc.stdout[-3000:]
+    assert f"{forest['name']}: The 'max_depth' parameter of RandomForest" in proc.stdout, (
+        proc.stdout[-3000:]
+    )
     assert "Got 'deep' instead" in proc.stdout and "1 failed" in proc.stdout
 
 
@@ -306,14 +343,24 @@ INVALID = [
     pytest.param({"min_roc_auc": "abc"}, "min_roc_auc", id="roc-auc-not-a-number"),
     pytest.param({"min_r2": "-0.1"}, "min_r2", id="r2-negative"),
     pytest.param({"regression_tolerance": "0.9"}, "regression_tolerance", id="tolerance-above-0.5"),
-    pytest.param({"sail_pipelines_version": "main"}, "sail_pipelines_version", id="version-not-a-release-tag"),
-    pytest.param({"sail_pipelines_repo": "no-owner"}, "sail_pipelines_repo", id="repo-without-owner"),
-    pytest.param({"approvers": "ml approvers; rm -rf /"}, "approvers", id="approvers-with-shell-text"),
+    pytest.param(
+        {"sail_pipelines_version": "main"}, "sail_pipelines_version", id="version-not-a-release-tag"
+    ),
+    pytest.param(
+        {"sail_pipelines_repo": "no-owner"}, "sail_pipelines_repo", id="repo-without-owner"
+    ),
+    pytest.param(
+        {"approvers": "ml approvers; rm -rf /"}, "approvers", id="approvers-with-shell-text"
+    ),
 ]
 
 
 def error_lines(stderr: str, key: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("ERROR: ") and re.search(rf"\b{key}\b", line)]
+    return [
+        line
+        for line in stderr.splitlines()
+        if line.startswith("ERROR: ") and re.search(rf"\b{key}\b", line)
+    ]
 
 
 def replay_file(tmp: Path, bad: dict) -> Path:
@@ -346,7 +393,14 @@ def test_pre_gen_hook_rejects_invalid_answer(bad, key, tmp_path, capfd):
 @pytest.mark.parametrize(("bad", "key"), INVALID)
 def test_cli_bake_with_invalid_answer_fails_with_one_clear_line(bad, key, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "cookiecutter", "--no-input", "--config-file", str(cookiecutter_config(tmp_path))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cookiecutter",
+        "--no-input",
+        "--config-file",
+        str(cookiecutter_config(tmp_path)),
+    ]
     cmd += ["-o", str(out), str(TEMPLATE), *(f"{k}={v}" for k, v in bad.items())]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
@@ -365,14 +419,23 @@ def test_bake_without_git_identity_stages_but_does_not_commit(tmp_path, monkeypa
     """Also bakes from a relative template path: .cruft.json must still get the absolute one."""
     isolated_git(monkeypatch, write_gitconfig(tmp_path / "gitconfig", identity=False))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "cookiecutter", "--no-input", "--config-file", str(cookiecutter_config(tmp_path))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cookiecutter",
+        "--no-input",
+        "--config-file",
+        str(cookiecutter_config(tmp_path)),
+    ]
     cmd += ["-o", str(out), TEMPLATE.name, "project_name=No Identity"]
     proc = subprocess.run(cmd, cwd=TEMPLATE.parent, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "NOTE: git user.name/user.email are not set" in proc.stdout
     project = out / "no-identity"
     assert git(project, "symbolic-ref", "HEAD").stdout.strip() == "refs/heads/main"
-    assert git(project, "rev-parse", "--verify", "-q", "HEAD", check=False).returncode != 0, "no commit expected"
+    assert git(project, "rev-parse", "--verify", "-q", "HEAD", check=False).returncode != 0, (
+        "no commit expected"
+    )
     staged = set(git(project, "diff", "--cached", "--name-only").stdout.split())
     assert {"params.yaml", "data/raw/data.csv.dvc", ".cruft.json"} <= staged
     assert json.loads((project / ".cruft.json").read_text())["template"] == str(TEMPLATE)
@@ -390,8 +453,12 @@ def test_cruft_follows_a_template_under_git(tmp_path, monkeypatch):
     git(template, "commit", "-q", "-m", "template")
     sha = git(template, "rev-parse", "HEAD").stdout.strip()
     project = Path(
-        cookiecutter(str(template), no_input=True, output_dir=str(tmp_path / "out"),
-                     config_file=str(cookiecutter_config(tmp_path)))
+        cookiecutter(
+            str(template),
+            no_input=True,
+            output_dir=str(tmp_path / "out"),
+            config_file=str(cookiecutter_config(tmp_path)),
+        )
     )
     state = json.loads((project / ".cruft.json").read_text())
     assert state["template"] == str(template) and state["commit"] == sha
@@ -405,8 +472,17 @@ def test_post_gen_hook_fails_cleanly_without_dvc(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(fake.parent))
     isolated_git(monkeypatch, write_gitconfig(tmp_path / "gitconfig", identity=True))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "cookiecutter", "--no-input", "--config-file", str(cookiecutter_config(tmp_path))]
-    proc = subprocess.run([*cmd, "-o", str(out), str(TEMPLATE)], capture_output=True, text=True, timeout=120)
+    cmd = [
+        sys.executable,
+        "-m",
+        "cookiecutter",
+        "--no-input",
+        "--config-file",
+        str(cookiecutter_config(tmp_path)),
+    ]
+    proc = subprocess.run(
+        [*cmd, "-o", str(out), str(TEMPLATE)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode != 0
     lines = error_lines(proc.stderr, "dvc")
     assert len(lines) == 1 and "cannot be imported" in lines[0], proc.stderr

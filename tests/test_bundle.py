@@ -38,7 +38,12 @@ class Bomb:
 @pytest.fixture
 def bundle(tmp_path):
     dest = tmp_path / "models" / "bundle"
-    write_bundle(dest, {MODEL: pickle.dumps({"w": 1}), "transformer.joblib": pickle.dumps({"t": 1})}, {"task": "regression"}, KEY)
+    write_bundle(
+        dest,
+        {MODEL: pickle.dumps({"w": 1}), "transformer.joblib": pickle.dumps({"t": 1})},
+        {"task": "regression"},
+        KEY,
+    )
     return dest
 
 
@@ -47,13 +52,20 @@ def test_round_trip_verifies_with_the_public_key_alone(bundle):
     assert loaded.model == {"w": 1} and loaded.metadata == {"task": "regression"}
     assert len(loaded.bundle_id) == 16
     signature = json.loads((bundle / SIGNATURE).read_text())
-    assert signature["algorithm"] == "Ed25519" and signature["key_id"] == PUBLIC.key_id == KEY.key_id
+    assert (
+        signature["algorithm"] == "Ed25519" and signature["key_id"] == PUBLIC.key_id == KEY.key_id
+    )
     assert not hasattr(PUBLIC, "sign")  # the public half has no way to sign
 
 
 def test_hmac_scheme_round_trip(tmp_path):
     dest = tmp_path / "hmac"
-    write_bundle(dest, {MODEL: pickle.dumps(1), "transformer.joblib": pickle.dumps(2)}, {"task": "regression"}, HMAC_KEY)
+    write_bundle(
+        dest,
+        {MODEL: pickle.dumps(1), "transformer.joblib": pickle.dumps(2)},
+        {"task": "regression"},
+        HMAC_KEY,
+    )
     assert load_bundle(dest, HMAC_KEY).model == 1
     assert json.loads((dest / SIGNATURE).read_text())["algorithm"] == "HMAC-SHA256"
 
@@ -65,17 +77,28 @@ def _forge(bundle, algorithm, key_id, signature):
     manifest["files"][MODEL] = hashlib.sha256((bundle / MODEL).read_bytes()).hexdigest()
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     (bundle / "MANIFEST.json").write_bytes(manifest_bytes)
-    (bundle / SIGNATURE).write_text(json.dumps({"algorithm": algorithm, "key_id": key_id,
-                                                "signature": signature(manifest_bytes)}))
+    (bundle / SIGNATURE).write_text(
+        json.dumps(
+            {"algorithm": algorithm, "key_id": key_id, "signature": signature(manifest_bytes)}
+        )
+    )
 
 
 def test_forged_with_the_public_key_is_refused(bundle):
     """All a serving pod holds is the public key: used as an HMAC secret it signs nothing Ed25519 accepts."""
     public_text = PUBLIC.text().encode()
-    _forge(bundle, "HMAC-SHA256", PUBLIC.key_id, lambda data: hmac.new(public_text, data, hashlib.sha256).hexdigest())
+    _forge(
+        bundle,
+        "HMAC-SHA256",
+        PUBLIC.key_id,
+        lambda data: hmac.new(public_text, data, hashlib.sha256).hexdigest(),
+    )
     with pytest.raises(BundleRejected) as refused:
         load_bundle(bundle, PUBLIC)
-    assert f"signed with HMAC-SHA256 key id {PUBLIC.key_id}, this key is Ed25519 key id {PUBLIC.key_id}" in str(refused.value)
+    assert (
+        f"signed with HMAC-SHA256 key id {PUBLIC.key_id}, this key is Ed25519 key id {PUBLIC.key_id}"
+        in str(refused.value)
+    )
 
 
 def test_forged_ed25519_claiming_the_key_id_is_refused(bundle):
@@ -89,15 +112,26 @@ def test_another_key_pair_is_refused_naming_both_key_ids(bundle):
     _forge(bundle, "Ed25519", other.key_id, other.sign)
     with pytest.raises(BundleRejected) as refused:
         load_bundle(bundle, PUBLIC)
-    assert f"signed with Ed25519 key id {other.key_id}, this key is Ed25519 key id {PUBLIC.key_id}" in str(refused.value)
+    assert (
+        f"signed with Ed25519 key id {other.key_id}, this key is Ed25519 key id {PUBLIC.key_id}"
+        in str(refused.value)
+    )
 
 
 def test_hmac_signed_bundle_is_refused_where_ed25519_is_expected(tmp_path):
     dest = tmp_path / "hmac"
-    write_bundle(dest, {MODEL: pickle.dumps(1), "transformer.joblib": pickle.dumps(2)}, {"task": "regression"}, HMAC_KEY)
+    write_bundle(
+        dest,
+        {MODEL: pickle.dumps(1), "transformer.joblib": pickle.dumps(2)},
+        {"task": "regression"},
+        HMAC_KEY,
+    )
     with pytest.raises(BundleRejected) as refused:
         load_bundle(dest, PUBLIC)
-    assert f"signed with HMAC-SHA256 key id {HMAC_KEY.key_id}, this key is Ed25519 key id {PUBLIC.key_id}" in str(refused.value)
+    assert (
+        f"signed with HMAC-SHA256 key id {HMAC_KEY.key_id}, this key is Ed25519 key id {PUBLIC.key_id}"
+        in str(refused.value)
+    )
 
 
 def test_flipped_byte_is_refused(bundle):
@@ -127,12 +161,15 @@ def test_other_key_is_refused_with_key_ids(bundle):
         load_bundle(bundle, generate().verify_key)
 
 
-@pytest.mark.parametrize("change, reason", [
-    ("extra", "files differ from the signed manifest: extra.py"),
-    ("missing", "files differ from the signed manifest: transformer.joblib"),
-    ("no-signature", "is incomplete: no MANIFEST.json or SIGNATURE.json"),
-    ("garbled-signature", "manifest or signature is unreadable"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ("extra", "files differ from the signed manifest: extra.py"),
+        ("missing", "files differ from the signed manifest: transformer.joblib"),
+        ("no-signature", "is incomplete: no MANIFEST.json or SIGNATURE.json"),
+        ("garbled-signature", "manifest or signature is unreadable"),
+    ],
+)
 def test_structural_tampering_is_refused(bundle, change, reason):
     if change == "extra":
         (bundle / "extra.py").write_text("print('hi')")
@@ -227,8 +264,11 @@ def test_a_failed_file_write_keeps_the_previous_bundle(bundle, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(SailError, match=r"could not write bundle .*: No space left on device; "
-                                        r"the previous bundle \(if any\) is kept"):
+    with pytest.raises(
+        SailError,
+        match=r"could not write bundle .*: No space left on device; "
+        r"the previous bundle \(if any\) is kept",
+    ):
         write_new(bundle)
     assert load_bundle(bundle, KEY).bundle_id == before
     only_the_bundle_left(bundle)
@@ -251,8 +291,11 @@ def killed_at_rename(dest, tmp_path, source_glob: str) -> dict:
     script = tmp_path / "writer" / "writer.py"
     script.write_text(WRITER)
     (tmp_path / "writer" / "signing.key").write_text(KEY.text())
-    return kill_at_rename([str(script), str(dest), str(tmp_path / "writer" / "signing.key")], source_glob,
-                          tmp_path / "writer")
+    return kill_at_rename(
+        [str(script), str(dest), str(tmp_path / "writer" / "signing.key")],
+        source_glob,
+        tmp_path / "writer",
+    )
 
 
 def test_a_writer_killed_between_the_two_renames_loses_nothing(bundle, tmp_path):

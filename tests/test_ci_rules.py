@@ -37,10 +37,22 @@ def test_plain():
 """
 
 
-@pytest.mark.parametrize("value, ci", [
-    (None, False), ("", False), ("0", False), ("false", False), ("False", False), ("FALSE", False),
-    ("true", True), ("1", True), ("yes", True), ("TRUE", True), (" false", True),
-])
+@pytest.mark.parametrize(
+    "value, ci",
+    [
+        (None, False),
+        ("", False),
+        ("0", False),
+        ("false", False),
+        ("False", False),
+        ("FALSE", False),
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("TRUE", True),
+        (" false", True),
+    ],
+)
 def test_what_counts_as_ci(monkeypatch, value, ci):
     if value is None:
         monkeypatch.delenv("CI", raising=False)
@@ -52,10 +64,21 @@ def test_what_counts_as_ci(monkeypatch, value, ci):
 def sample_run(tmp_path: Path, ci: str) -> str:
     (tmp_path / "test_sample.py").write_text(SAMPLE)
     env = dict(os.environ, CI=ci, PYTHONPATH=str(TESTS))
-    command = [sys.executable, "-m", "pytest", "-p", "ci_rules", "-p", "no:cacheprovider", "-q",
-               "-rA", "test_sample.py"]
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "ci_rules",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rA",
+        "test_sample.py",
+    ]
+    proc = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     return proc.stdout
 
 
@@ -85,8 +108,13 @@ def test_no_variable_the_code_reads_leaks_in():
 def test_they_are_cleared_even_when_the_ci_sets_them():
     """The test above, in a pytest whose environment sets every one of them, as a CI job would."""
     names = variables_the_code_reads() - MACHINE
-    assert {"BUILD_USER_ID", "GITHUB_ACTOR", "GITHUB_STEP_SUMMARY", "GITHUB_EVENT_PATH",
-            "CHANGE_ID"} <= names
+    assert {
+        "BUILD_USER_ID",
+        "GITHUB_ACTOR",
+        "GITHUB_STEP_SUMMARY",
+        "GITHUB_EVENT_PATH",
+        "CHANGE_ID",
+    } <= names
     env = dict(os.environ, **dict.fromkeys(names, "set-by-the-ci"))
     test = f"{Path(__file__).name}::test_no_variable_the_code_reads_leaks_in"
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", test]

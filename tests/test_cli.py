@@ -18,7 +18,10 @@ def test_outside_a_project(tmp_path):
     one_line_error(sail(tmp_path, "validate"), "validate", "no params.yaml")
 
 
-@pytest.mark.parametrize("args,text", [(["--port", "99999"], "not a TCP port"), (["--workers", "0"], "not a worker count")])
+@pytest.mark.parametrize(
+    "args,text",
+    [(["--port", "99999"], "not a TCP port"), (["--workers", "0"], "not a worker count")],
+)
 def test_bad_serve_arguments(tmp_path, args, text):
     one_line_error(sail(tmp_path, "serve", *args), "serve", text)
 
@@ -29,36 +32,78 @@ def test_broken_params_yaml_names_the_line(project_copy):
 
 
 def test_unknown_candidate_and_estimator(project_copy):
-    one_line_error(sail(project_copy, "train", "--candidate", "nope"), "train", "unknown candidate(s) nope")
-    params = (project_copy / "params.yaml").read_text().replace("sklearn.linear_model.LogisticRegression", "sklearn.linear_model.Nope")
+    one_line_error(
+        sail(project_copy, "train", "--candidate", "nope"), "train", "unknown candidate(s) nope"
+    )
+    params = (
+        (project_copy / "params.yaml")
+        .read_text()
+        .replace("sklearn.linear_model.LogisticRegression", "sklearn.linear_model.Nope")
+    )
     (project_copy / "params.yaml").write_text(params)
-    one_line_error(sail(project_copy, "train"), "train", "cannot import estimator 'sklearn.linear_model.Nope'")
+    one_line_error(
+        sail(project_copy, "train"), "train", "cannot import estimator 'sklearn.linear_model.Nope'"
+    )
 
 
 def test_bad_batch_files(project_copy, tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    one_line_error(sail(project_copy, "predict", "--input", str(empty), "--output", str(tmp_path / "o.csv")), "predict", "not a readable CSV")
-    one_line_error(sail(project_copy, "predict", "--input", str(tmp_path / "none.csv"), "--output", str(tmp_path / "o.csv")), "predict", "no data file")
+    one_line_error(
+        sail(project_copy, "predict", "--input", str(empty), "--output", str(tmp_path / "o.csv")),
+        "predict",
+        "not a readable CSV",
+    )
+    one_line_error(
+        sail(
+            project_copy,
+            "predict",
+            "--input",
+            str(tmp_path / "none.csv"),
+            "--output",
+            str(tmp_path / "o.csv"),
+        ),
+        "predict",
+        "no data file",
+    )
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("a,b\n1,2\n")
-    one_line_error(sail(project_copy, "predict", "--input", str(wrong), "--output", str(tmp_path / "o.csv")), "predict", "input is missing 30 column(s)")
+    one_line_error(
+        sail(project_copy, "predict", "--input", str(wrong), "--output", str(tmp_path / "o.csv")),
+        "predict",
+        "input is missing 30 column(s)",
+    )
     assert not (tmp_path / "o.csv").exists()
 
 
 def test_promotion_is_compare_and_set(project_copy):
     client = MlflowClient(f"sqlite:///{project_copy / '.mlflow' / 'mlflow.db'}")
-    one_line_error(sail(project_copy, "promote", "--expect-champion", "3"), "promote", "has no champion, not the expected '3'")
+    one_line_error(
+        sail(project_copy, "promote", "--expect-champion", "3"),
+        "promote",
+        "has no champion, not the expected '3'",
+    )
     assert "champion" not in client.get_registered_model("sail_model").aliases
     result = json.loads(ok(sail(project_copy, "promote", "--expect-champion", "none")).stdout)
-    assert {k: result[k] for k in ("model", "from", "to", "changed")} == {"model": "sail_model", "from": None, "to": "1", "changed": True}
+    assert {k: result[k] for k in ("model", "from", "to", "changed")} == {
+        "model": "sail_model",
+        "from": None,
+        "to": "1",
+        "changed": True,
+    }
     assert json.loads(ok(sail(project_copy, "promote")).stdout)["changed"] is False
-    one_line_error(sail(project_copy, "promote", "--expect-champion", "none"), "promote", "has v1, not the expected 'none'")
+    one_line_error(
+        sail(project_copy, "promote", "--expect-champion", "none"),
+        "promote",
+        "has v1, not the expected 'none'",
+    )
 
 
 def test_promote_without_a_candidate(tmp_path):
     from conftest import bake
 
     project = bake(tmp_path)
-    one_line_error(sail(project, "promote"), "promote", "no 'candidate' version of sail_model to promote")
+    one_line_error(
+        sail(project, "promote"), "promote", "no 'candidate' version of sail_model to promote"
+    )
     one_line_error(sail(project, "push"), "push", "nothing to push")

@@ -11,8 +11,15 @@ GOOD = {
     "data": {"raw": "data/raw/data.csv", "target": "target"},
     "transform": "m.transform:build_transformer",
     "split": {"test_size": 0.2, "seed": 42},
-    "candidates": [{"name": "lr", "estimator": "sklearn.linear_model.LogisticRegression", "params": {"C": 1.0}}],
-    "gate": {"registered_model": "m", "primary_metric": "roc_auc", "tolerance": 0.01, "thresholds": {"roc_auc": {"min": 0.9}}},
+    "candidates": [
+        {"name": "lr", "estimator": "sklearn.linear_model.LogisticRegression", "params": {"C": 1.0}}
+    ],
+    "gate": {
+        "registered_model": "m",
+        "primary_metric": "roc_auc",
+        "tolerance": 0.01,
+        "thresholds": {"roc_auc": {"min": 0.9}},
+    },
 }
 
 
@@ -44,8 +51,11 @@ def test_good_params_parse():
         (("gate", "holdout_rows"), True, "gate.holdout_rows"),
         (("gate", "slices"), {"columns": "sex"}, "slices.columns must be a list of column names"),
         (("gate", "slices"), {"columns": ["sex"], "min_rows": 0}, "gate.slices.min_rows"),
-        (("gate", "slices"), {"thresholds": {"r2": {"min": 0.1}}},
-         "gate.slices.thresholds.r2 is not a classification metric"),
+        (
+            ("gate", "slices"),
+            {"thresholds": {"r2": {"min": 0.1}}},
+            "gate.slices.thresholds.r2 is not a classification metric",
+        ),
         (("gate", "slices"), {"no_regression": "yes"}, "no_regression' must be true or false"),
     ],
 )
@@ -109,7 +119,18 @@ def test_duplicate_candidate_names_are_refused():
 def test_environment_switches_to_team_infrastructure(tmp_path):
     paths = ProjectPaths(tmp_path)
     local = Settings.from_env(paths, {})
-    assert local.tracking_uri.startswith("sqlite:///") and local.artifact_location and local.signing_key is None
-    team = Settings.from_env(paths, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "SAIL_SIGNING_KEY": "k", "SAIL_DVC_REMOTE_URL": "s3://b/p"})
+    assert (
+        local.tracking_uri.startswith("sqlite:///")
+        and local.artifact_location
+        and local.signing_key is None
+    )
+    team = Settings.from_env(
+        paths,
+        {
+            "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+            "SAIL_SIGNING_KEY": "k",
+            "SAIL_DVC_REMOTE_URL": "s3://b/p",
+        },
+    )
     assert team.tracking_uri == "http://127.0.0.1:5000" and team.artifact_location is None
     assert team.signing_key == b"k" and team.dvc_remote_url == "s3://b/p"

@@ -29,7 +29,7 @@ from sail_pipelines.integrity import imagesign, signing
 import docker
 
 REGISTRY = "127.0.0.1:5000"
-STUB_SERVER = r'''
+STUB_SERVER = r"""
 import hashlib, json, os, signal, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -57,7 +57,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 HTTPServer((os.environ["SAIL_HOST"], int(os.environ["SAIL_PORT"])), Handler).serve_forever()
-'''
+"""
 STUB_DOCKERFILE = """ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 COPY server.py /stub/server.py
@@ -88,11 +88,25 @@ class Stubs:
         self.client, self.base_image = client, base_image
         self.refs: set[str] = set()
 
-    def build(self, ref: str, mode: str = "ready", model: str = "", version: str = "", bundle_id: str = ""):
-        labels = {"sail.test": "stub", "sail.model": model, "sail.model_version": version, "sail.bundle_id": bundle_id}
+    def build(
+        self, ref: str, mode: str = "ready", model: str = "", version: str = "", bundle_id: str = ""
+    ):
+        labels = {
+            "sail.test": "stub",
+            "sail.model": model,
+            "sail.model_version": version,
+            "sail.bundle_id": bundle_id,
+        }
         buildargs = {"STUB_MODE": mode, "STUB_NAME": ref, "BASE_IMAGE": self.base_image}
-        image, _ = self.client.images.build(fileobj=_context(), custom_context=True, tag=ref, network_mode="host", rm=True,
-                                            buildargs=buildargs, labels=labels)
+        image, _ = self.client.images.build(
+            fileobj=_context(),
+            custom_context=True,
+            tag=ref,
+            network_mode="host",
+            rm=True,
+            buildargs=buildargs,
+            labels=labels,
+        )
         self.refs.add(ref)
         return image
 
@@ -161,7 +175,9 @@ def served(port: int) -> dict:
 def first_error_line(result, command="deploy") -> str:
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith(f"sail {command}: error:") or lines[-1].startswith(f"sail {command}: error:"), result.stderr
+    assert lines[0].startswith(f"sail {command}: error:") or lines[-1].startswith(
+        f"sail {command}: error:"
+    ), result.stderr
     return result.stderr
 
 
@@ -187,7 +203,9 @@ def project(tmp_path, docker_client, stubs):
 
 def package(project: Path, ref: str) -> None:
     (project / "reports").mkdir(exist_ok=True)
-    (project / "reports" / "package.json").write_text(json.dumps({"image": ref, "version": "1", "model": MODEL}))
+    (project / "reports" / "package.json").write_text(
+        json.dumps({"image": ref, "version": "1", "model": MODEL})
+    )
 
 
 def deploy(project: Path, *args: str, **env: str):
@@ -243,14 +261,25 @@ def test_staging_deploy_serves_on_loopback_and_moves_the_tag(project, stubs, doc
     out = json.loads(result.stdout)
     assert out["container"] == "deploy-check-staging" and out["url"] == f"http://127.0.0.1:{port}"
     assert out["image"] == f"{REPO}:c0ffee-v1" and out["replaced"] is None
-    assert out["tag"] == {"tag": f"{REPO}:staging", "image_id": image.id, "moved": True, "pushed": False}
+    assert out["tag"] == {
+        "tag": f"{REPO}:staging",
+        "image_id": image.id,
+        "moved": True,
+        "pushed": False,
+    }
     answer = served(port)
     assert answer["image"] == f"{REPO}:c0ffee-v1"
     # The container got the public key, and no private key: in its environment or anywhere else.
-    assert answer["key_sha256"] == hashlib.sha256(TEST_VERIFY_KEY.encode()).hexdigest() and answer["private_key"] is False
+    assert (
+        answer["key_sha256"] == hashlib.sha256(TEST_VERIFY_KEY.encode()).hexdigest()
+        and answer["private_key"] is False
+    )
     assert TEST_KEY not in result.stdout + result.stderr
     container = docker_client.containers.get("deploy-check-staging")
-    assert not any(e.startswith(("SAIL_SIGNING_KEY=", "SAIL_AUDIT_KEY=")) for e in container.attrs["Config"]["Env"])
+    assert not any(
+        e.startswith(("SAIL_SIGNING_KEY=", "SAIL_AUDIT_KEY="))
+        for e in container.attrs["Config"]["Env"]
+    )
     assert "PRIVATE KEY" not in json.dumps(container.attrs)
     assert container.attrs["HostConfig"]["NetworkMode"] == "host"
     assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
@@ -267,13 +296,21 @@ def test_redeploy_replaces_the_container(project, stubs, docker_client):
     package(project, f"{REPO}:d00d-v2")
     out = json.loads(ok(deploy(project, "--environment", "staging", "--port", str(port))).stdout)
     assert out["replaced"] == f"{REPO}:c0ffee-v1" and served(port)["image"] == f"{REPO}:d00d-v2"
-    names = [c.name for c in docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})]
+    names = [
+        c.name
+        for c in docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})
+    ]
     assert names == ["deploy-check-staging"]
     assert docker_client.images.get(f"{REPO}:staging").id == second.id
 
 
-@pytest.mark.parametrize("mode,reason", [("never", "/ready did not answer 200 within 4s"), ("crash", "the container exited")])
-def test_a_never_ready_image_restores_the_previous_container(project, stubs, docker_client, mode, reason):
+@pytest.mark.parametrize(
+    "mode,reason",
+    [("never", "/ready did not answer 200 within 4s"), ("crash", "the container exited")],
+)
+def test_a_never_ready_image_restores_the_previous_container(
+    project, stubs, docker_client, mode, reason
+):
     port = free_port()
     good = stubs.build(f"{REPO}:c0ffee-v1")
     package(project, f"{REPO}:c0ffee-v1")
@@ -282,14 +319,21 @@ def test_a_never_ready_image_restores_the_previous_container(project, stubs, doc
     package(project, f"{REPO}:bad-{mode}")
     result = deploy(project, "--environment", "staging", "--port", str(port), "--timeout", "4")
     stderr = first_error_line(result)
-    assert f"{REPO}:bad-{mode} did not become ready at http://127.0.0.1:{port}: {reason}" in stderr, stderr
+    assert (
+        f"{REPO}:bad-{mode} did not become ready at http://127.0.0.1:{port}: {reason}" in stderr
+    ), stderr
     assert f"the previous container ({REPO}:c0ffee-v1) is serving again" in stderr
-    assert f"stub {REPO}:bad-{mode} starting in mode {mode}, private key: False" in stderr  # the log tail
+    assert (
+        f"stub {REPO}:bad-{mode} starting in mode {mode}, private key: False" in stderr
+    )  # the log tail
     if mode == "crash":
         assert "boom: the bundle does not verify" in stderr
     assert TEST_KEY not in result.stdout + result.stderr
     assert served(port)["image"] == f"{REPO}:c0ffee-v1"
-    names = [c.name for c in docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})]
+    names = [
+        c.name
+        for c in docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})
+    ]
     assert names == ["deploy-check-staging"]
     assert docker_client.images.get(f"{REPO}:staging").id == good.id  # the tag did not move
 
@@ -297,7 +341,9 @@ def test_a_never_ready_image_restores_the_previous_container(project, stubs, doc
 def test_a_first_deploy_that_fails_leaves_nothing_running(project, stubs, docker_client):
     stubs.build(f"{REPO}:bad-crash", mode="crash")
     package(project, f"{REPO}:bad-crash")
-    result = deploy(project, "--environment", "staging", "--port", str(free_port()), "--timeout", "10")
+    result = deploy(
+        project, "--environment", "staging", "--port", str(free_port()), "--timeout", "10"
+    )
     assert "nothing ran here before" in first_error_line(result)
     assert not docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})
 
@@ -310,7 +356,10 @@ def test_a_port_taken_by_another_process_is_refused(project, stubs, docker_clien
         other.listen()
         port = other.getsockname()[1]
         result = deploy(project, "--environment", "staging", "--port", str(port))
-    assert f"127.0.0.1:{port} is in use by another process: choose another --port" in first_error_line(result)
+    assert (
+        f"127.0.0.1:{port} is in use by another process: choose another --port"
+        in first_error_line(result)
+    )
     assert not docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})
 
 
@@ -319,16 +368,38 @@ def test_staging_with_a_registry_pushes_the_moved_tag(project, stubs, docker_cli
     image = stubs.build(ref)
     digest = publish_signed(docker_client, ref)
     package(project, ref)
-    out = json.loads(ok(deploy(project, "--environment", "staging", "--port", str(free_port()), SAIL_REGISTRY=REGISTRY)).stdout)
-    assert out["signature"] == {"digest": digest, "key_id": signing.private_key(TEST_KEY, "t").key_id}
-    assert out["tag"] == {"tag": f"{REGISTRY}/{REPO}:staging", "image_id": image.id, "moved": True, "pushed": True}
+    out = json.loads(
+        ok(
+            deploy(
+                project,
+                "--environment",
+                "staging",
+                "--port",
+                str(free_port()),
+                SAIL_REGISTRY=REGISTRY,
+            )
+        ).stdout
+    )
+    assert out["signature"] == {
+        "digest": digest,
+        "key_id": signing.private_key(TEST_KEY, "t").key_id,
+    }
+    assert out["tag"] == {
+        "tag": f"{REGISTRY}/{REPO}:staging",
+        "image_id": image.id,
+        "moved": True,
+        "pushed": True,
+    }
     tags = requests.get(f"http://{REGISTRY}/v2/{REPO}/tags/list", timeout=10).json()["tags"]
     assert "staging" in tags
 
 
 def test_production_runs_the_champions_image_only(project, stubs, docker_client):
     result = deploy(project, "--environment", "production", "--port", str(free_port()))
-    assert f"image {REPO}:production is not on this host: `sail promote` moves it" in first_error_line(result)
+    assert (
+        f"image {REPO}:production is not on this host: `sail promote` moves it"
+        in first_error_line(result)
+    )
     v1 = register_version(project, MODEL, f"{REPO}:c0ffee-v1", alias="champion")
     image = stubs.build(f"{REPO}:c0ffee-v1", model=MODEL, version=v1, bundle_id=f"bundle-v{v1}")
     image.tag(REPO, "production")
@@ -339,30 +410,51 @@ def test_production_runs_the_champions_image_only(project, stubs, docker_client)
     assert served(port)["image"] == f"{REPO}:c0ffee-v1"
 
     # The production tag on an image of another version (moved by hand): refused, production keeps serving.
-    stubs.build(f"{REPO}:d00d-v2", model=MODEL, version="2", bundle_id="bundle-v2").tag(REPO, "production")
+    stubs.build(f"{REPO}:d00d-v2", model=MODEL, version="2", bundle_id="bundle-v2").tag(
+        REPO, "production"
+    )
     result = deploy(project, "--environment", "production", "--port", str(port))
-    assert f"{REPO}:production holds v2, not champion v1 of {MODEL} (bundle bundle-v1)" in first_error_line(result)
+    assert (
+        f"{REPO}:production holds v2, not champion v1 of {MODEL} (bundle bundle-v1)"
+        in first_error_line(result)
+    )
     assert served(port)["image"] == f"{REPO}:c0ffee-v1"
 
 
 def test_production_without_a_champion_is_refused(project, stubs):
-    stubs.build(f"{REPO}:c0ffee-v1", model=MODEL, version="1", bundle_id="bundle-v1").tag(REPO, "production")
+    stubs.build(f"{REPO}:c0ffee-v1", model=MODEL, version="1", bundle_id="bundle-v1").tag(
+        REPO, "production"
+    )
     register_version(project, MODEL, f"{REPO}:c0ffee-v1")  # a candidate, never promoted
     result = deploy(project, "--environment", "production", "--port", str(free_port()))
-    assert f"{MODEL} has no champion: `sail promote` one before deploying to production" in first_error_line(result)
+    assert (
+        f"{MODEL} has no champion: `sail promote` one before deploying to production"
+        in first_error_line(result)
+    )
 
 
 def test_refusals_before_anything_runs(project, stubs):
-    assert "no reports/package.json: run `sail package` before deploying to staging" in first_error_line(
-        deploy(project, "--environment", "staging"))
+    assert (
+        "no reports/package.json: run `sail package` before deploying to staging"
+        in first_error_line(deploy(project, "--environment", "staging"))
+    )
     package(project, f"{REPO}:never-built")
-    assert f"image {REPO}:never-built is not on this host: run `sail package`" in first_error_line(deploy(project, "--environment", "staging"))
+    assert f"image {REPO}:never-built is not on this host: run `sail package`" in first_error_line(
+        deploy(project, "--environment", "staging")
+    )
     (project / "reports" / "package.json").write_text("[]")
-    assert "reports/package.json names no image" in first_error_line(deploy(project, "--environment", "staging"))
+    assert "reports/package.json names no image" in first_error_line(
+        deploy(project, "--environment", "staging")
+    )
     bad = deploy(project, "--environment", "prod")
-    assert bad.returncode == 2 and "sail deploy: error: argument --environment: invalid choice: 'prod'" in bad.stderr
+    assert (
+        bad.returncode == 2
+        and "sail deploy: error: argument --environment: invalid choice: 'prod'" in bad.stderr
+    )
     package(project, f"{REPO}:c0ffee-v1")
-    down = deploy(project, "--environment", "staging", DOCKER_HOST="unix:///nonexistent/docker.sock")
+    down = deploy(
+        project, "--environment", "staging", DOCKER_HOST="unix:///nonexistent/docker.sock"
+    )
     assert "Docker is not reachable at unix:///nonexistent/docker.sock" in first_error_line(down)
     nokey = sail(project, "deploy", "--environment", "staging", key=None)
     assert "SAIL_VERIFY_KEY is not set" in first_error_line(nokey)
@@ -374,53 +466,126 @@ def test_kubernetes_manifests(project, stubs, docker_client):
     digest = f"{REGISTRY}/{REPO}@{publish_signed(docker_client, ref)}"
     package(project, ref)
     # The deploying job needs the public key only.
-    out = json.loads(ok(deploy(project, "--environment", "staging", "--target", "kubernetes", "--render-only",
-                               SAIL_REGISTRY=REGISTRY, SAIL_VERIFY_KEY=TEST_VERIFY_KEY, key=None)).stdout)
+    out = json.loads(
+        ok(
+            deploy(
+                project,
+                "--environment",
+                "staging",
+                "--target",
+                "kubernetes",
+                "--render-only",
+                SAIL_REGISTRY=REGISTRY,
+                SAIL_VERIFY_KEY=TEST_VERIFY_KEY,
+                key=None,
+            )
+        ).stdout
+    )
     assert out["manifests"] == ["deploy/staging/deployment.yaml", "deploy/staging/service.yaml"]
     assert out["deployed_image"] == digest and "tag" not in out  # render-only moves nothing
     deployment = yaml.safe_load((project / "deploy" / "staging" / "deployment.yaml").read_text())
     service = yaml.safe_load((project / "deploy" / "staging" / "service.yaml").read_text())
-    assert deployment["kind"] == "Deployment" and deployment["metadata"]["name"] == "deploy-check-staging"
+    assert (
+        deployment["kind"] == "Deployment"
+        and deployment["metadata"]["name"] == "deploy-check-staging"
+    )
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["image"] == digest
-    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http", "scheme": "HTTP"}
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/ready",
+        "port": "http",
+        "scheme": "HTTP",
+    }
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
-    assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"} and container["resources"]["requests"]["cpu"] == "250m"
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False and container["securityContext"]["readOnlyRootFilesystem"]
+    assert (
+        container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+        and container["resources"]["requests"]["cpu"] == "250m"
+    )
+    assert (
+        pod["securityContext"]["runAsNonRoot"] is True
+        and pod["securityContext"]["runAsUser"] == 10001
+    )
+    assert (
+        container["securityContext"]["allowPrivilegeEscalation"] is False
+        and container["securityContext"]["readOnlyRootFilesystem"]
+    )
     key_env = [e for e in container["env"] if e["name"].startswith("SAIL_") and "KEY" in e["name"]]
-    assert key_env == [{"name": "SAIL_VERIFY_KEY", "value": TEST_VERIFY_KEY}]  # the public key; no Secret needed
+    assert key_env == [
+        {"name": "SAIL_VERIFY_KEY", "value": TEST_VERIFY_KEY}
+    ]  # the public key; no Secret needed
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert (
+        deployment["spec"]["selector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
-    assert TEST_KEY not in "".join(p.read_text() for p in (project / "deploy").rglob("*") if p.is_file())
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert TEST_KEY not in "".join(
+        p.read_text() for p in (project / "deploy").rglob("*") if p.is_file()
+    )
 
     # Without a registry digest, the versioned tag (never the moving environment tag) is what the cluster pulls.
     stubs.build(f"{REPO}:c0ffee-v1")
     package(project, f"{REPO}:c0ffee-v1")
-    out = json.loads(ok(deploy(project, "--environment", "staging", "--target", "kubernetes", "--render-only", "--port", "8080")).stdout)
+    out = json.loads(
+        ok(
+            deploy(
+                project,
+                "--environment",
+                "staging",
+                "--target",
+                "kubernetes",
+                "--render-only",
+                "--port",
+                "8080",
+            )
+        ).stdout
+    )
     assert out["deployed_image"] == f"{REPO}:c0ffee-v1"
     service = yaml.safe_load((project / "deploy" / "staging" / "service.yaml").read_text())
     assert service["spec"]["ports"][0]["port"] == 8080
 
 
-def test_kubernetes_apply_without_a_cluster_is_a_clear_error(project, stubs, docker_client, tmp_path):
+def test_kubernetes_apply_without_a_cluster_is_a_clear_error(
+    project, stubs, docker_client, tmp_path
+):
     stubs.build(f"{REPO}:c0ffee-v1")
     package(project, f"{REPO}:c0ffee-v1")
-    result = deploy(project, "--environment", "staging", "--target", "kubernetes", KUBECONFIG=str(tmp_path / "no-such-config"))
+    result = deploy(
+        project,
+        "--environment",
+        "staging",
+        "--target",
+        "kubernetes",
+        KUBECONFIG=str(tmp_path / "no-such-config"),
+    )
     assert "no Kubernetes cluster configured" in first_error_line(result)
     assert f"apply them with `kubectl apply -f {project / 'deploy' / 'staging'}`" in result.stderr
     assert (project / "deploy" / "staging" / "deployment.yaml").is_file()
 
     config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
-        "clusters": [{"name": "gone", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
-        "contexts": [{"name": "gone", "context": {"cluster": "gone"}}],
-    }))
-    result = deploy(project, "--environment", "staging", "--target", "kubernetes", KUBECONFIG=str(config))
-    assert "kubectl apply -f" in first_error_line(result) and "failed on context 'gone'" in result.stderr
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "gone",
+                "clusters": [
+                    {"name": "gone", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}
+                ],
+                "contexts": [{"name": "gone", "context": {"cluster": "gone"}}],
+            }
+        )
+    )
+    result = deploy(
+        project, "--environment", "staging", "--target", "kubernetes", KUBECONFIG=str(config)
+    )
+    assert (
+        "kubectl apply -f" in first_error_line(result)
+        and "failed on context 'gone'" in result.stderr
+    )
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(f"{REPO}:staging")  # nothing deployed: the tag did not move

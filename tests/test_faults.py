@@ -32,7 +32,13 @@ from servers import (
 def repro(project, **env) -> None:
     """validate → evaluate through DVC, as `sail run` starts, so a following `sail run` only gates and pushes."""
     full = dict(os.environ, SAIL_SIGNING_KEY=TEST_KEY, **env)
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "evaluate"], cwd=project, env=full, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "evaluate"],
+        cwd=project,
+        env=full,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
@@ -60,7 +66,9 @@ def proxy(mlflow_server):
 
 
 @pytest.mark.parametrize("status", [503, 500])
-def test_mlflow_answering_5xx_during_the_gate_fails_closed(tmp_path, s3, mlflow_server, proxy, status):
+def test_mlflow_answering_5xx_during_the_gate_fails_closed(
+    tmp_path, s3, mlflow_server, proxy, status
+):
     project = team_project(tmp_path, f"Flaky Registry {status}", s3, proxy.url)
     repro(project, **CLIENT_AWS)  # evaluate logs its runs through the proxy
     proxy.fail(status, when=registry_api)  # tracking still works, the model registry answers 5xx
@@ -69,19 +77,38 @@ def test_mlflow_answering_5xx_during_the_gate_fails_closed(tmp_path, s3, mlflow_
     elapsed = time.monotonic() - started
     assert result.returncode == 1
     line = last_line(result)
-    assert line.startswith(f"sail run: error: MLflow at {proxy.url} failed while reading the champion: ") and str(status) in line
+    assert (
+        line.startswith(
+            f"sail run: error: MLflow at {proxy.url} failed while reading the champion: "
+        )
+        and str(status) in line
+    )
     assert any("/registered-models/" in request for request in proxy.failed)
-    nothing_accepted_registered_or_pushed(project, mlflow_server.client(), f"flaky_registry_{status}", s3)
+    nothing_accepted_registered_or_pushed(
+        project, mlflow_server.client(), f"flaky_registry_{status}", s3
+    )
     assert elapsed < 30, elapsed  # MLflow's client retries are kept short (tracking.client)
 
 
-def test_mlflow_failing_while_registering_registers_nothing_and_the_next_run_recovers(tmp_path, s3, mlflow_server, proxy):
+def test_mlflow_failing_while_registering_registers_nothing_and_the_next_run_recovers(
+    tmp_path, s3, mlflow_server, proxy
+):
     project = team_project(tmp_path, "Half Registered", s3, proxy.url)
-    proxy.fail(500, when=lambda method, path: method == "POST" and path.startswith("/api/2.0/mlflow/model-versions/create"))
+    proxy.fail(
+        500,
+        when=lambda method, path: (
+            method == "POST" and path.startswith("/api/2.0/mlflow/model-versions/create")
+        ),
+    )
     result = sail(project, "run", **CLIENT_AWS)
     assert result.returncode == 1
     line = last_line(result)
-    assert line.startswith(f"sail run: error: MLflow at {proxy.url} failed while registering the accepted model: ") and "500" in line
+    assert (
+        line.startswith(
+            f"sail run: error: MLflow at {proxy.url} failed while registering the accepted model: "
+        )
+        and "500" in line
+    )
     client = mlflow_server.client()
     nothing_accepted_registered_or_pushed(project, client, "half_registered", s3)
     assert not client.get_registered_model("half_registered").aliases
@@ -92,7 +119,9 @@ def test_mlflow_failing_while_registering_registers_nothing_and_the_next_run_rec
     assert dvc_md5_paths(project, project.name) <= set(s3.keys(prefix=f"{project.name}/"))
 
 
-def test_mlflow_unreachable_during_the_gate_fails_fast_and_closed(tmp_path, s3, mlflow_server, proxy):
+def test_mlflow_unreachable_during_the_gate_fails_fast_and_closed(
+    tmp_path, s3, mlflow_server, proxy
+):
     project = team_project(tmp_path, "Lost Tracking", s3, proxy.url)
     repro(project, **CLIENT_AWS)
     proxy.down()  # connection refused from here on
@@ -100,19 +129,33 @@ def test_mlflow_unreachable_during_the_gate_fails_fast_and_closed(tmp_path, s3, 
     result = sail(project, "run", **CLIENT_AWS)
     elapsed = time.monotonic() - started
     assert result.returncode == 1
-    assert last_line(result).startswith(f"sail run: error: MLflow at {proxy.url} failed while reading the champion: ")
+    assert last_line(result).startswith(
+        f"sail run: error: MLflow at {proxy.url} failed while reading the champion: "
+    )
     nothing_accepted_registered_or_pushed(project, mlflow_server.client(), "lost_tracking", s3)
     assert elapsed < 30, elapsed
 
 
-def test_s3_outage_during_push_retries_with_backoff_then_the_next_run_recovers(tmp_path, mlflow_server):
-    store = S3Server().start()  # the team's S3, on its own port so stopping it leaves MLflow's alone
+def test_s3_outage_during_push_retries_with_backoff_then_the_next_run_recovers(
+    tmp_path, mlflow_server
+):
+    store = (
+        S3Server().start()
+    )  # the team's S3, on its own port so stopping it leaves MLflow's alone
     store.client().create_bucket(Bucket="outage")
     try:
         project = bake(tmp_path, project_name="Outage Model")
-        write_infrastructure(project, aws={"endpoint_url": store.endpoint, "region": REGION}, dvc={"remote_url": "s3://outage/outage-model"},
-                             mlflow={"tracking_uri": mlflow_server.uri}, retry={"attempts": 3, "backoff_seconds": 0.5})
-        env = {**CLIENT_AWS, "AWS_MAX_ATTEMPTS": "1"}  # botocore's own retries off: this times sail's
+        write_infrastructure(
+            project,
+            aws={"endpoint_url": store.endpoint, "region": REGION},
+            dvc={"remote_url": "s3://outage/outage-model"},
+            mlflow={"tracking_uri": mlflow_server.uri},
+            retry={"attempts": 3, "backoff_seconds": 0.5},
+        )
+        env = {
+            **CLIENT_AWS,
+            "AWS_MAX_ATTEMPTS": "1",
+        }  # botocore's own retries off: this times sail's
         repro(project, **env)
         ok(sail(project, "gate", **env))
         store.stop()
@@ -120,11 +163,21 @@ def test_s3_outage_during_push_retries_with_backoff_then_the_next_run_recovers(t
         result = sail(project, "push", **env)
         elapsed = time.monotonic() - started
         assert result.returncode == 1
-        retries = [line for line in result.stderr.splitlines() if line.startswith("sail push: attempt")]
-        assert [line.split(" failed, ")[1].split(":")[0] for line in retries] == ["retrying in 0.5s", "retrying in 1s"]
+        retries = [
+            line for line in result.stderr.splitlines() if line.startswith("sail push: attempt")
+        ]
+        assert [line.split(" failed, ")[1].split(":")[0] for line in retries] == [
+            "retrying in 0.5s",
+            "retrying in 1s",
+        ]
         line = last_line(result)
-        assert line.startswith("sail push: error: push to s3://outage/outage-model failed after 3 attempt(s): ")
-        assert f"Could not connect to the endpoint URL: \"{store.endpoint}/" in line and line.endswith("run `sail push` again when the remote is back")
+        assert line.startswith(
+            "sail push: error: push to s3://outage/outage-model failed after 3 attempt(s): "
+        )
+        assert (
+            f'Could not connect to the endpoint URL: "{store.endpoint}/' in line
+            and line.endswith("run `sail push` again when the remote is back")
+        )
         assert elapsed >= 1.5
 
         store.start()  # S3 is back, same port, same data
@@ -138,9 +191,18 @@ def test_s3_outage_during_push_retries_with_backoff_then_the_next_run_recovers(t
 
 # --- a training process killed while it writes ---------------------------------------------------
 
-LAST = {"name": "extra_trees", "estimator": "sklearn.ensemble.ExtraTreesClassifier",
-        "params": {"n_estimators": 20, "random_state": 0, "n_jobs": 1}}  # trained after the defaults
-BUNDLE_FILES = ["MANIFEST.json", "SIGNATURE.json", "metadata.json", "model.joblib", "transformer.joblib"]
+LAST = {
+    "name": "extra_trees",
+    "estimator": "sklearn.ensemble.ExtraTreesClassifier",
+    "params": {"n_estimators": 20, "random_state": 0, "n_jobs": 1},
+}  # trained after the defaults
+BUNDLE_FILES = [
+    "MANIFEST.json",
+    "SIGNATURE.json",
+    "metadata.json",
+    "model.joblib",
+    "transformer.joblib",
+]
 COMPILED = "model.onnx"  # beside them when the candidate converts to ONNX
 
 
@@ -173,12 +235,18 @@ def test_training_killed_mid_write_leaves_nothing_a_later_step_would_use(tmp_pat
         load_bundle(candidates / finished, key)  # written before the kill: complete and signed
     served = sail(project, "serve", "--bundle", str(candidates / "extra_trees"), "--port", "1")
     assert served.returncode == 1 and last_line(served) == (
-        f"sail serve: error: no model bundle at {candidates / 'extra_trees'}")
+        f"sail serve: error: no model bundle at {candidates / 'extra_trees'}"
+    )
     evaluated = sail(project, "evaluate")
     assert evaluated.returncode == 1 and last_line(evaluated) == (
-        "sail evaluate: error: no trained bundle for candidate(s) extra_trees: run `sail train` first")
+        "sail evaluate: error: no trained bundle for candidate(s) extra_trees: run `sail train` first"
+    )
     gated = sail(project, "gate")
-    assert gated.returncode == 1 and last_line(gated) == "sail gate: error: no reports/evaluation.json: run `sail evaluate` first"
+    assert (
+        gated.returncode == 1
+        and last_line(gated)
+        == "sail gate: error: no reports/evaluation.json: run `sail evaluate` first"
+    )
 
     # Replacing a complete bundle, killed between its two renames: the old one is parked, the
     # new one whole beside it; the next step puts the old one back and uses it.
@@ -195,4 +263,8 @@ def test_training_killed_mid_write_leaves_nothing_a_later_step_would_use(tmp_pat
     # The next run needs no cleanup: DVC clears the stage's outputs, leftovers included.
     ok(sail(project, "run"))
     assert sorted(d.name for d in candidates.iterdir()) == [
-        "extra_trees", "gradient_boosting", "logistic_regression", "random_forest"]
+        "extra_trees",
+        "gradient_boosting",
+        "logistic_regression",
+        "random_forest",
+    ]

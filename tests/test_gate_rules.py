@@ -8,7 +8,9 @@ from sail_pipelines.evaluation.bootstrap import Outputs
 from sail_pipelines.evaluation.evidence import compare
 from sail_pipelines.evaluation.gate import judge
 
-GATE = GateConfig("roc_auc", (Threshold("roc_auc", minimum=0.9), Threshold("f1", minimum=0.8)), 0.01, "m")
+GATE = GateConfig(
+    "roc_auc", (Threshold("roc_auc", minimum=0.9), Threshold("f1", minimum=0.8)), 0.01, "m"
+)
 REGRESSION = GateConfig("rmse", (Threshold("rmse", maximum=60.0),), 0.5, "m")
 
 
@@ -45,7 +47,9 @@ def test_drop_within_tolerance_passes():
 
 def test_lower_is_better_metrics_compare_the_other_way():
     assert not verdict(judge(REGRESSION, {"rmse": 61.0}, None))
-    assert not verdict(judge(REGRESSION, {"rmse": 55.0}, {"version": "1", "metrics": {"rmse": 50.0}}))
+    assert not verdict(
+        judge(REGRESSION, {"rmse": 55.0}, {"version": "1", "metrics": {"rmse": 50.0}})
+    )
     assert verdict(judge(REGRESSION, {"rmse": 50.4}, {"version": "1", "metrics": {"rmse": 50.0}}))
 
 

@@ -46,7 +46,13 @@ def targets(generated: Path) -> list[tuple[Path, Path]]:
 def hadolint(dockerfile: Path, cwd: Path) -> subprocess.CompletedProcess:
     """hadolint at its default threshold (any finding of level info or above fails), from the
     repository root, so a .hadolint.yaml there would apply as it does for a developer."""
-    return subprocess.run([tool("hadolint"), "--no-color", str(dockerfile)], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [tool("hadolint"), "--no-color", str(dockerfile)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +62,9 @@ def generated_project(tmp_path_factory) -> Path:
 
 def test_the_dockerfiles_are_found(generated_project):
     """Guards against a vacuous pass: the generated project's Dockerfile is linted, as rendered."""
-    assert (generated_project / "docker" / "Dockerfile", generated_project) in targets(generated_project)
+    assert (generated_project / "docker" / "Dockerfile", generated_project) in targets(
+        generated_project
+    )
     assert all(path.is_file() for path, _ in targets(generated_project))
 
 

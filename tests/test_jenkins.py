@@ -69,7 +69,14 @@ def run_harness(*args: str) -> subprocess.CompletedProcess:
         if java is None:
             missing("java is not installed (groovy needs it)")
         env["JAVA_HOME"] = str(Path(java).resolve().parents[1])
-    return subprocess.run([groovy, str(HARNESS), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [groovy, str(HARNESS), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def counts(result: subprocess.CompletedProcess) -> tuple[int, int]:

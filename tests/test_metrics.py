@@ -26,7 +26,9 @@ PREDICT_OK = 'sum(sail_requests_total{route="/predict",status="200"})'
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        missing(f"{name} is not installed (Debian package prometheus; docker/prepare-machine installs it)")
+        missing(
+            f"{name} is not installed (Debian package prometheus; docker/prepare-machine installs it)"
+        )
     return path
 
 
@@ -36,11 +38,21 @@ def prometheus(target: str, storage: Path) -> Iterator[str]:
     binary = _tool("prometheus")
     port = free_port()
     config = storage / "prometheus.yml"
-    config.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                      f"scrape_configs: [{{job_name: sail, static_configs: [{{targets: ['{target}']}}]}}]\n")
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs: [{{job_name: sail, static_configs: [{{targets: ['{target}']}}]}}]\n"
+    )
     with open(storage / "prometheus.log", "w") as log:
-        proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={storage / 'data'}",
-                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={storage / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=log,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -48,7 +60,9 @@ def prometheus(target: str, storage: Path) -> Iterator[str]:
             with contextlib.suppress(requests.RequestException):
                 if requests.get(f"{url}/-/ready", timeout=2).status_code == 200:
                     break
-            assert proc.poll() is None and time.monotonic() < deadline, (storage / "prometheus.log").read_text()[-2000:]
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                storage / "prometheus.log"
+            ).read_text()[-2000:]
             time.sleep(0.2)
         yield url
     finally:
@@ -57,7 +71,9 @@ def prometheus(target: str, storage: Path) -> Iterator[str]:
 
 
 def query(url: str, expr: str) -> float | None:
-    result = requests.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5).json()["data"]["result"]
+    result = requests.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5).json()["data"][
+        "result"
+    ]
     return float(result[0]["value"][1]) if result else None
 
 
@@ -75,13 +91,20 @@ def workers_of(port: int) -> list[int]:
     for proc in Path("/proc").iterdir():
         with contextlib.suppress(OSError):
             if proc.name.isdigit() and f"--port\0{port}\0" in (proc / "cmdline").read_text():
-                serving[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                serving[int(proc.name)] = int(
+                    (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
     return [pid for pid, parent in serving.items() if parent in serving]
 
 
 def post_each(base_url: str, records: list[dict], n: int) -> None:
     for i in range(n):  # a new connection each: both workers take some
-        assert requests.post(f"{base_url}/predict", json=records[i % len(records)], timeout=10).status_code == 200
+        assert (
+            requests.post(
+                f"{base_url}/predict", json=records[i % len(records)], timeout=10
+            ).status_code
+            == 200
+        )
 
 
 def test_prometheus_sums_two_workers_and_keeps_a_killed_workers_counts(tmp_path, monkeypatch):
@@ -90,8 +113,13 @@ def test_prometheus_sums_two_workers_and_keeps_a_killed_workers_counts(tmp_path,
     key = signer.verify_key
     records = [GOOD, {**GOOD, "x1": -1.0, "color": "b"}]
     shared = tmp_path / "multiproc"
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(shared))  # the server inherits it: we can look inside
-    with local_server(bundle, key, workers=2) as base_url, prometheus(base_url.split("//")[1], tmp_path) as prom:
+    monkeypatch.setenv(
+        "PROMETHEUS_MULTIPROC_DIR", str(shared)
+    )  # the server inherits it: we can look inside
+    with (
+        local_server(bundle, key, workers=2) as base_url,
+        prometheus(base_url.split("//")[1], tmp_path) as prom,
+    ):
         port = int(base_url.rsplit(":", 1)[1])
         first = workers_of(port)
         assert len(first) == 2
@@ -104,20 +132,29 @@ def test_prometheus_sums_two_workers_and_keeps_a_killed_workers_counts(tmp_path,
         while len(set(workers_of(port)) - set(first)) < 1 and time.monotonic() < deadline:
             time.sleep(0.2)  # gunicorn replaces the killed worker
         wait_ready(base_url, 30)
-        assert scraped(prom, PREDICT_OK, 30, timeout=5) == 30  # no reset: the dead worker's file still counts
+        assert (
+            scraped(prom, PREDICT_OK, 30, timeout=5) == 30
+        )  # no reset: the dead worker's file still counts
         post_each(base_url, records, 20)
         assert scraped(prom, PREDICT_OK, 50) == 50
-        served = query(prom, 'sum(sail_predictions_total)')
+        served = query(prom, "sum(sail_predictions_total)")
         assert served is not None and served >= 50
-        info = requests.get(f"{prom}/api/v1/query", params={"query": "sail_model_info"}, timeout=5).json()
+        info = requests.get(
+            f"{prom}/api/v1/query", params={"query": "sail_model_info"}, timeout=5
+        ).json()
         (series,) = info["data"]["result"]
-        assert series["metric"]["bundle_id"] == requests.get(f"{base_url}/metadata", timeout=5).json()["bundle_id"]
+        assert (
+            series["metric"]["bundle_id"]
+            == requests.get(f"{base_url}/metadata", timeout=5).json()["bundle_id"]
+        )
         assert series["metric"]["runtime"] in ("onnx", "sklearn")
 
 
 def test_template_alert_rules_pass_promtool(tmp_path):
     promtool = _tool("promtool")
     rules = bake(tmp_path) / "monitoring" / "prometheus-rules.yml"
-    result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(rules)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout

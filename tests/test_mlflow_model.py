@@ -134,7 +134,9 @@ def test_mlflow_models_serve_answers_like_sail_serve(pipeline_project, tracking)
         client.wait_server_ready(timeout=120, scoring_server_proc=server)
         theirs = requests.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=30)
         assert theirs.status_code == 200, theirs.text
-        with local_server(pipeline_project / "models" / "accepted", signing.public_key(TEST_VERIFY_KEY, "test")) as url:
+        with local_server(
+            pipeline_project / "models" / "accepted", signing.public_key(TEST_VERIFY_KEY, "test")
+        ) as url:
             ours = requests.post(f"{url}/invocations", json=body, timeout=30)
         assert ours.status_code == 200
         assert ours.json() == theirs.json()

@@ -16,7 +16,13 @@ from sail_pipelines.errors import SailError
 from sail_pipelines.inference.prediction_log import LogSettings
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.integrity import signing
-from sail_pipelines.integrity.bundle import MODEL, TRANSFORMER, dump_object, load_bundle, write_bundle
+from sail_pipelines.integrity.bundle import (
+    MODEL,
+    TRANSFORMER,
+    dump_object,
+    load_bundle,
+    write_bundle,
+)
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -27,8 +33,13 @@ SIGNER = signing.generate()
 
 def draw(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"x1": rng.normal(shift, 1, size=n), "income": rng.normal(3000, 800, size=n),
-                          "color": rng.choice(["a", "b"], size=n)})
+    frame = pd.DataFrame(
+        {
+            "x1": rng.normal(shift, 1, size=n),
+            "income": rng.normal(3000, 800, size=n),
+            "color": rng.choice(["a", "b"], size=n),
+        }
+    )
     frame["label"] = ((frame.x1 + rng.normal(0, 0.5, size=n)) > 0).astype(int)
     return frame
 
@@ -41,25 +52,42 @@ def project(tmp_path_factory) -> Path:
     (root / "data" / "split").mkdir(parents=True, exist_ok=True)
     train.to_csv(root / "data" / "split" / "train.csv", index=False)
     features = train[SCHEMA.feature_names]
-    transformer = ColumnTransformer([("n", StandardScaler(), ["x1", "income"]),
-                                     ("c", OneHotEncoder(handle_unknown="ignore"), ["color"])]).fit(features)
+    transformer = ColumnTransformer(
+        [
+            ("n", StandardScaler(), ["x1", "income"]),
+            ("c", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+        ]
+    ).fit(features)
     model = LogisticRegression().fit(transformer.transform(features), train["label"])
-    metadata = {"task": "classification", "schema": SCHEMA.to_dict(), "name": "m", "classes": [0, 1],
-                "probabilities": True, "registry": {"model": "m", "version": "1"},
-                "training_profile": profile_frame(SCHEMA, train, "h"), "inference": {"runtime": "sklearn"}}
-    write_bundle(root / "models" / "accepted", {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)},
-                 metadata, SIGNER)
+    metadata = {
+        "task": "classification",
+        "schema": SCHEMA.to_dict(),
+        "name": "m",
+        "classes": [0, 1],
+        "probabilities": True,
+        "registry": {"model": "m", "version": "1"},
+        "training_profile": profile_frame(SCHEMA, train, "h"),
+        "inference": {"runtime": "sklearn"},
+    }
+    write_bundle(
+        root / "models" / "accepted",
+        {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)},
+        metadata,
+        SIGNER,
+    )
     return root
 
 
 def serve_log(project: Path, log: Path, frame: pd.DataFrame, per_request: int = 20) -> list[str]:
     """Posts the rows to the real app with the prediction log on; returns the request ids."""
-    client = create_app(load_bundle(project / "models" / "accepted", SIGNER.verify_key),
-                        log_settings=LogSettings(str(log))).test_client()
+    client = create_app(
+        load_bundle(project / "models" / "accepted", SIGNER.verify_key),
+        log_settings=LogSettings(str(log)),
+    ).test_client()
     records = frame[SCHEMA.feature_names].to_dict("records")
     ids = []
     for start in range(0, len(records), per_request):
-        response = client.post("/predict", json=records[start:start + per_request])
+        response = client.post("/predict", json=records[start : start + per_request])
         assert response.status_code == 200
         ids.append(response.get_json()["request_id"])
     return ids
@@ -76,7 +104,9 @@ def test_traffic_like_the_test_split_passes(project, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads((project / "reports" / "monitor.json").read_text())
     assert report["rows"] == 600 and report["breaches"] == []
-    assert report["features"]["income"] == {"logged": False}  # `log: false`: never logged, never judged
+    assert report["features"]["income"] == {
+        "logged": False
+    }  # `log: false`: never logged, never judged
     assert set(report["features"]["x1"]) >= {"psi", "ks", "p_value", "out_of_range", "missing"}
     assert "Every limit holds." in (project / "reports" / "monitor.md").read_text()
 
@@ -101,7 +131,9 @@ def test_a_sudden_change_between_windows_trips_the_derivative_check(project, tmp
     serve_log(project, log, frame)
     lines = log.read_text().splitlines()
     days = [("2026-01-01" if i < len(lines) / 2 else "2026-01-02") for i in range(len(lines))]
-    log.write_text("".join(line.replace(line[9:19], day, 1) + "\n" for line, day in zip(lines, days)))
+    log.write_text(
+        "".join(line.replace(line[9:19], day, 1) + "\n" for line, day in zip(lines, days))
+    )
     result = monitor(project, "--log", str(log))
     assert result.returncode == 1
     breaches = [line.strip() for line in result.stderr.splitlines()[1:]]
@@ -111,11 +143,20 @@ def test_a_sudden_change_between_windows_trips_the_derivative_check(project, tmp
     assert "color: drift PSI" in one_day.stderr and "sudden change" not in one_day.stderr
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "no prediction log lines"),
-    ('{"time":"2026-01-01T00:00:00.000+00:00","request_id":"r","inputs":{"x1":[1', "p.jsonl:1: truncated or corrupted line"),
-    ('{"time":"2026-01-01T00:00:00.000+00:00","status":200}\n', "p.jsonl:1: not a prediction line"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "no prediction log lines"),
+        (
+            '{"time":"2026-01-01T00:00:00.000+00:00","request_id":"r","inputs":{"x1":[1',
+            "p.jsonl:1: truncated or corrupted line",
+        ),
+        (
+            '{"time":"2026-01-01T00:00:00.000+00:00","status":200}\n',
+            "p.jsonl:1: not a prediction line",
+        ),
+    ],
+)
 def test_a_broken_log_is_one_line(project, tmp_path, content, message):
     log = tmp_path / "p.jsonl"
     log.write_text(content)
@@ -127,8 +168,11 @@ def test_a_broken_log_is_one_line(project, tmp_path, content, message):
 def test_bad_time_options_are_one_line(project, tmp_path):
     log = tmp_path / "p.jsonl"
     serve_log(project, log, draw(20, 5))
-    for args, message in ((["--window", "3 weeks"], "--window must be"), (["--since", "yesterday"], "--since must be"),
-                          (["--since", "2030-01-01"], "no prediction logged in the chosen time span")):
+    for args, message in (
+        (["--window", "3 weeks"], "--window must be"),
+        (["--since", "yesterday"], "--since must be"),
+        (["--since", "2030-01-01"], "no prediction logged in the chosen time span"),
+    ):
         result = monitor(project, "--log", str(log), *args)
         assert result.returncode == 1 and message in result.stderr, result.stderr
 
@@ -139,13 +183,30 @@ def test_feedback_joins_labels_and_monitor_scores_the_live_model(project, tmp_pa
     log = tmp_path / "p.jsonl"
     frame = draw(600, 6)
     ids = serve_log(project, log, frame)
-    labels = pd.DataFrame({"request_id": np.repeat(ids, 20), "record": np.tile(np.arange(20), len(ids)),
-                           "label": frame["label"]})
-    labels.iloc[:500].to_csv(tmp_path / "labels.csv", index=False)  # ground truth for 500 of the 600 rows
+    labels = pd.DataFrame(
+        {
+            "request_id": np.repeat(ids, 20),
+            "record": np.tile(np.arange(20), len(ids)),
+            "label": frame["label"],
+        }
+    )
+    labels.iloc[:500].to_csv(
+        tmp_path / "labels.csv", index=False
+    )  # ground truth for 500 of the 600 rows
     raw = project / "data" / "raw" / "data.csv"
     before = len(pd.read_csv(raw))
-    joined = json.loads(sail(project, "feedback", str(tmp_path / "labels.csv"), "--log", str(log),
-                             "--append-to-training", key=None, SAIL_VERIFY_KEY=SIGNER.verify_key.text()).stdout)
+    joined = json.loads(
+        sail(
+            project,
+            "feedback",
+            str(tmp_path / "labels.csv"),
+            "--log",
+            str(log),
+            "--append-to-training",
+            key=None,
+            SAIL_VERIFY_KEY=SIGNER.verify_key.text(),
+        ).stdout
+    )
     assert joined["joined"] == 500 and joined["appended"] == 500
     assert len(pd.read_csv(raw)) == before + 500
 
@@ -158,16 +219,30 @@ def test_feedback_joins_labels_and_monitor_scores_the_live_model(project, tmp_pa
     assert live["accuracy"] == pytest.approx(accuracy_score(truth, predictions))
     assert live["roc_auc"] == pytest.approx(roc_auc_score(truth, scores))
     assert live["roc_auc"] < 0.95  # the template's gate threshold: the live model misses it
-    assert result.returncode == 1 and "live roc_auc" in result.stderr and "below the gate threshold 0.95" in result.stderr
+    assert (
+        result.returncode == 1
+        and "live roc_auc" in result.stderr
+        and "below the gate threshold 0.95" in result.stderr
+    )
 
 
 def test_a_labels_file_without_its_columns_is_one_line(project, tmp_path):
     (tmp_path / "labels.csv").write_text("id,label\n1,0\n")
     (tmp_path / "p.jsonl").write_text("")
     serve_log(project, tmp_path / "p.jsonl", draw(20, 7))
-    result = sail(project, "feedback", str(tmp_path / "labels.csv"), "--log", str(tmp_path / "p.jsonl"), key=None,
-                  SAIL_VERIFY_KEY=SIGNER.verify_key.text())
-    assert result.returncode == 1 and "needs the columns request_id and label (missing: request_id)" in result.stderr
+    result = sail(
+        project,
+        "feedback",
+        str(tmp_path / "labels.csv"),
+        "--log",
+        str(tmp_path / "p.jsonl"),
+        key=None,
+        SAIL_VERIFY_KEY=SIGNER.verify_key.text(),
+    )
+    assert (
+        result.returncode == 1
+        and "needs the columns request_id and label (missing: request_id)" in result.stderr
+    )
 
 
 def test_monitoring_limits_default_for_old_projects_and_are_checked(project):
@@ -176,11 +251,18 @@ def test_monitoring_limits_default_for_old_projects_and_are_checked(project):
 
     raw = yaml.safe_load((project / "params.yaml").read_text())
     assert parse_params(raw).monitoring == MonitoringConfig()  # the template states the defaults
-    assert parse_params({k: v for k, v in raw.items() if k != "monitoring"}).monitoring == MonitoringConfig()
+    assert (
+        parse_params({k: v for k, v in raw.items() if k != "monitoring"}).monitoring
+        == MonitoringConfig()
+    )
     tuned = parse_params({**raw, "monitoring": {"max_psi": 0.1, "window_hours": 1}}).monitoring
     assert (tuned.max_psi, tuned.window_hours, tuned.max_ks) == (0.1, 1, MonitoringConfig().max_ks)
-    for bad, message in (({"max_psy": 1}, "unknown key 'monitoring.max_psy'"), ({"max_ks": 2}, "monitoring.max_ks"),
-                         ({"bins": 1}, "monitoring.bins"), ("yes", "'monitoring' must be a mapping")):
+    for bad, message in (
+        ({"max_psy": 1}, "unknown key 'monitoring.max_psy'"),
+        ({"max_ks": 2}, "monitoring.max_ks"),
+        ({"bins": 1}, "monitoring.bins"),
+        ("yes", "'monitoring' must be a mapping"),
+    ):
         with pytest.raises(SailError, match=message):
             parse_params({**raw, "monitoring": bad})
 

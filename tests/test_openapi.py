@@ -40,12 +40,21 @@ def test_document_is_valid_and_names_every_route(client):
     document = client.get("/openapi.json").get_json()
     validate(document)
     app = client.application
-    routes = {re.sub(r"<(\w+)>", r"{model_\1}", rule.rule).replace("model_model_", "model_")
-              for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    routes = {
+        re.sub(r"<(\w+)>", r"{model_\1}", rule.rule).replace("model_model_", "model_")
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+    }
     assert routes == set(document["paths"])
     for path, item in document["paths"].items():
         for method, operation in item.items():
-            if method in ("get", "post") and path not in ("/", "/docs", "/version", "/ping", "/metrics"):
+            if method in ("get", "post") and path not in (
+                "/",
+                "/docs",
+                "/version",
+                "/ping",
+                "/metrics",
+            ):
                 responses = operation["responses"].values()
                 assert all("application/json" in r.get("content", {}) for r in responses), path
             if method == "post":
@@ -65,7 +74,9 @@ def test_features_carry_type_range_values_and_holdout_example(client, bundle_dir
     assert record["examples"] == [holdout[0]]
     assert document["info"]["x-sail"]["max_records"] == 50
     predict = document["paths"]["/predict"]["post"]
-    example = predict["requestBody"]["content"]["application/json"]["examples"]["one record"]["value"]
+    example = predict["requestBody"]["content"]["application/json"]["examples"]["one record"][
+        "value"
+    ]
     assert client.post("/predict", json=example).status_code == 200
     label = document["components"]["schemas"]["Prediction"]["properties"]["predictions"]["items"]
     assert label == {"enum": ["no", "yes"]}
@@ -84,14 +95,35 @@ def test_every_column_type_nullable_and_a_refused_range():
             Column("empty", "float", nullable=True),  # all null in training: a NaN profile
         ),
     )
-    metadata = {"task": "regression", "serving": {"out_of_range": "refuse", "range_margin": 0.5},
-                "training_profile": {"columns": {"size": {"min": 0.0, "max": 2.0},
-                                                 "count": {"min": 1, "max": 3},
-                                                 "empty": {"min": math.nan, "max": math.nan}}}}
-    example = {"when": "2024-05-01", "flag": True, "city": None, "brand": "p", "size": 1.0, "count": 2,
-               "empty": None}
-    document = openapi.document(schema, metadata, model_name="m", classes=[], examples=[example],
-                                max_records=10, max_body_bytes=1000)
+    metadata = {
+        "task": "regression",
+        "serving": {"out_of_range": "refuse", "range_margin": 0.5},
+        "training_profile": {
+            "columns": {
+                "size": {"min": 0.0, "max": 2.0},
+                "count": {"min": 1, "max": 3},
+                "empty": {"min": math.nan, "max": math.nan},
+            }
+        },
+    }
+    example = {
+        "when": "2024-05-01",
+        "flag": True,
+        "city": None,
+        "brand": "p",
+        "size": 1.0,
+        "count": 2,
+        "empty": None,
+    }
+    document = openapi.document(
+        schema,
+        metadata,
+        model_name="m",
+        classes=[],
+        examples=[example],
+        max_records=10,
+        max_body_bytes=1000,
+    )
     validate(json.loads(json.dumps(document, allow_nan=False)))
     props = document["components"]["schemas"]["Record"]["properties"]
     assert props["empty"] == {"type": ["number", "null"]}
@@ -129,12 +161,31 @@ def test_schemathesis_finds_no_5xx_and_no_departure_from_the_document(bundle_dir
     schemathesis = Path(sys.executable).with_name("schemathesis")
     with local_server(bundle_dir, try_bundle.KEY, workers=2) as url:
         result = subprocess.run(
-            [str(schemathesis), "--no-color", "--config-file", str(CONFIG), "run", f"{url}/openapi.json",
-             "--checks", "all",
-             "--exclude-checks", "positive_data_acceptance",
-             "--max-examples", "60", "--seed", "19", "--no-shrink",
-             "--report", "junit", "--report-dir", str(tmp_path)],
-            capture_output=True, text=True, timeout=400, cwd=tmp_path,
+            [
+                str(schemathesis),
+                "--no-color",
+                "--config-file",
+                str(CONFIG),
+                "run",
+                f"{url}/openapi.json",
+                "--checks",
+                "all",
+                "--exclude-checks",
+                "positive_data_acceptance",
+                "--max-examples",
+                "60",
+                "--seed",
+                "19",
+                "--no-shrink",
+                "--report",
+                "junit",
+                "--report-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=400,
+            cwd=tmp_path,
         )
     summary = result.stdout[-3000:]
     print(summary)

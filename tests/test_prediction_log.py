@@ -14,7 +14,13 @@ from sail_pipelines.errors import SailError
 from sail_pipelines.inference import predict
 from sail_pipelines.inference.prediction_log import LogSettings, settings_from
 from sail_pipelines.inference.serve import create_app
-from sail_pipelines.integrity.bundle import MODEL, TRANSFORMER, dump_object, load_bundle, write_bundle
+from sail_pipelines.integrity.bundle import (
+    MODEL,
+    TRANSFORMER,
+    dump_object,
+    load_bundle,
+    write_bundle,
+)
 from sail_pipelines.integrity.signing import HmacKey
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
@@ -36,18 +42,37 @@ GOOD = {"x1": 0.5, "income": SECRET, "color": "a"}
 def write_test_bundle(dest: Path, key) -> Path:
     """A small classifier on SCHEMA, signed with `key` (the metrics test serves it too)."""
     rng = np.random.default_rng(3)
-    frame = pd.DataFrame({"x1": rng.normal(size=60), "income": rng.normal(3000, 2000, size=60),
-                          "color": rng.choice(["a", "b"], size=60)})
+    frame = pd.DataFrame(
+        {
+            "x1": rng.normal(size=60),
+            "income": rng.normal(3000, 2000, size=60),
+            "color": rng.choice(["a", "b"], size=60),
+        }
+    )
     frame["label"] = (frame.x1 > 0).astype(int)
     features = frame[SCHEMA.feature_names]
-    transformer = ColumnTransformer([("n", StandardScaler(), ["x1", "income"]),
-                                     ("c", OneHotEncoder(handle_unknown="ignore"), ["color"])]).fit(features)
+    transformer = ColumnTransformer(
+        [
+            ("n", StandardScaler(), ["x1", "income"]),
+            ("c", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+        ]
+    ).fit(features)
     model = LogisticRegression().fit(transformer.transform(features), frame["label"])
-    metadata = {"task": "classification", "schema": SCHEMA.to_dict(), "name": "logreg", "classes": [0, 1],
-                "registry": {"model": "m", "version": "3"}, "probabilities": True,
-                "training_profile": {"columns": {"x1": {"min": -3.0, "max": 3.0}, "income": {"min": -5e4, "max": 5e4}}},
-                "inference": {"runtime": "sklearn", "reason": "test"}}
-    write_bundle(dest, {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)}, metadata, key)
+    metadata = {
+        "task": "classification",
+        "schema": SCHEMA.to_dict(),
+        "name": "logreg",
+        "classes": [0, 1],
+        "registry": {"model": "m", "version": "3"},
+        "probabilities": True,
+        "training_profile": {
+            "columns": {"x1": {"min": -3.0, "max": 3.0}, "income": {"min": -5e4, "max": 5e4}}
+        },
+        "inference": {"runtime": "sklearn", "reason": "test"},
+    }
+    write_bundle(
+        dest, {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)}, metadata, key
+    )
     return dest
 
 
@@ -71,8 +96,17 @@ def test_every_protocol_and_refusal_writes_one_line_without_personal_data(bundle
     predicted = client.post("/predict", json=[GOOD, {**GOOD, "x1": -1.0}])
     assert predicted.status_code == 200
     assert client.post("/invocations", json={"dataframe_records": [GOOD]}).status_code == 200
-    v2 = {"inputs": [{"name": n, "shape": [1], "datatype": "FP64" if n != "color" else "BYTES", "data": [GOOD[n]]}
-                     for n in SCHEMA.feature_names]}
+    v2 = {
+        "inputs": [
+            {
+                "name": n,
+                "shape": [1],
+                "datatype": "FP64" if n != "color" else "BYTES",
+                "data": [GOOD[n]],
+            }
+            for n in SCHEMA.feature_names
+        ]
+    }
     assert client.post("/v2/models/m/infer", json=v2).status_code == 200
     assert client.post("/predict", json={**GOOD, "x1": "oops"}).status_code == 422
     assert client.get("/metadata").status_code == 200  # not a prediction: not logged
@@ -112,13 +146,18 @@ def test_stdout_and_settings(bundle, capsys, tmp_path):
     client.post("/predict", json=GOOD)
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["status"] == 200
-    assert settings_from(None, None, {"SAIL_PREDICTION_LOG": "/x", "SAIL_PREDICTION_LOG_SAMPLE": "0.25"}) == \
-        LogSettings("/x", 0.25)
+    assert settings_from(
+        None, None, {"SAIL_PREDICTION_LOG": "/x", "SAIL_PREDICTION_LOG_SAMPLE": "0.25"}
+    ) == LogSettings("/x", 0.25)
     assert settings_from(None, None, {}) == LogSettings(None, 1.0)
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(SailError, match="cannot write the prediction log to .*a-file is not a writable folder"):
+    with pytest.raises(
+        SailError, match="cannot write the prediction log to .*a-file is not a writable folder"
+    ):
         settings_from(str(tmp_path / "a-file" / "sub" / "p.jsonl"), None, {})
-    assert settings_from(str(tmp_path / "new" / "p.jsonl"), None, {}).destination  # folders get made
+    assert settings_from(
+        str(tmp_path / "new" / "p.jsonl"), None, {}
+    ).destination  # folders get made
     for bad in ("2", "often", "-0.1"):
         with pytest.raises(SailError, match="sampling rate must be a number from 0 to 1"):
             settings_from("-", bad, {})
@@ -128,16 +167,28 @@ def test_a_batch_writes_one_line_per_chunk(bundle_dir, tmp_path):
     source = tmp_path / "in.csv"
     pd.DataFrame([GOOD] * 5).to_csv(source, index=False)
     log = tmp_path / "batch.jsonl"
-    predict.run(bundle_dir, KEY, source, tmp_path / "out.csv", chunk_rows=2, log_settings=LogSettings(str(log)))
+    predict.run(
+        bundle_dir,
+        KEY,
+        source,
+        tmp_path / "out.csv",
+        chunk_rows=2,
+        log_settings=LogSettings(str(log)),
+    )
     lines = _lines(log)
     assert [len(line["outputs"]["prediction"]) for line in lines] == [2, 2, 1]
-    assert all(line["route"] == "batch" and set(line["inputs"]) == {"x1", "color"} for line in lines)
+    assert all(
+        line["route"] == "batch" and set(line["inputs"]) == {"x1", "color"} for line in lines
+    )
     assert "4242" not in log.read_text()
 
 
 def _samples(text: str, name: str) -> dict[str, float]:
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line.startswith(name)}
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name)
+    }
 
 
 def test_metrics_count_requests_refusals_classes_and_strays(bundle):
@@ -151,23 +202,44 @@ def test_metrics_count_requests_refusals_classes_and_strays(bundle):
     requests = _samples(text, "sail_requests_total")
     assert requests['sail_requests_total{route="/predict",status="200"}'] == 2
     assert requests['sail_requests_total{route="/predict",status="422"}'] == 1
-    assert _samples(text, "sail_refused_inputs_total") == {'sail_refused_inputs_total{field="color"}': 1}
-    assert _samples(text, "sail_out_of_range_values_total") == {'sail_out_of_range_values_total{feature="x1"}': 1}
+    assert _samples(text, "sail_refused_inputs_total") == {
+        'sail_refused_inputs_total{field="color"}': 1
+    }
+    assert _samples(text, "sail_out_of_range_values_total") == {
+        'sail_out_of_range_values_total{feature="x1"}': 1
+    }
     classes = _samples(text, "sail_predictions_total")
-    assert sum(classes.values()) == 3 and set(classes) == {'sail_predictions_total{cls="1"}',
-                                                          'sail_predictions_total{cls="0"}'}
-    assert _samples(text, "sail_request_seconds_count")['sail_request_seconds_count{route="/predict"}'] == 3
+    assert sum(classes.values()) == 3 and set(classes) == {
+        'sail_predictions_total{cls="1"}',
+        'sail_predictions_total{cls="0"}',
+    }
+    assert (
+        _samples(text, "sail_request_seconds_count")['sail_request_seconds_count{route="/predict"}']
+        == 3
+    )
     (info,) = _samples(text, "sail_model_info").items()
-    assert f'bundle_id="{bundle.bundle_id}"' in info[0] and 'version="3"' in info[0] and info[1] == 1
+    assert (
+        f'bundle_id="{bundle.bundle_id}"' in info[0] and 'version="3"' in info[0] and info[1] == 1
+    )
 
 
 def test_regression_values_go_to_a_histogram_over_the_training_range():
     from sail_pipelines.inference.metrics import Metrics
 
-    stats = Metrics({"task": "regression", "training_profile": {"columns": {"y": {"min": 0, "max": 10}}}},
-                    "b", "onnx", "y")
+    stats = Metrics(
+        {"task": "regression", "training_profile": {"columns": {"y": {"min": 0, "max": 10}}}},
+        "b",
+        "onnx",
+        "y",
+    )
     stats.scored([1.0, 2.0, 11.0], [])
     text = stats.exposition()[0].decode()
     buckets = _samples(text, "sail_prediction_value_bucket")
-    assert buckets['sail_prediction_value_bucket{le="2.0"}'] == 2 and buckets['sail_prediction_value_bucket{le="10.0"}'] == 2
-    assert buckets['sail_prediction_value_bucket{le="+Inf"}'] == 3 and "sail_predictions_total{" not in text
+    assert (
+        buckets['sail_prediction_value_bucket{le="2.0"}'] == 2
+        and buckets['sail_prediction_value_bucket{le="10.0"}'] == 2
+    )
+    assert (
+        buckets['sail_prediction_value_bucket{le="+Inf"}'] == 3
+        and "sail_predictions_total{" not in text
+    )

@@ -22,16 +22,31 @@ import docker
 pytestmark = pytest.mark.timeout(2400)
 LIGHTGBM = metadata.version("lightgbm")
 CANDIDATES = [
-    {"name": "lightgbm", "estimator": "lightgbm.LGBMClassifier",
-     "params": {"n_estimators": 60, "num_leaves": 15, "random_state": 0, "n_jobs": 1, "verbose": -1}},
-    {"name": "baseline", "estimator": "sklearn.dummy.DummyClassifier", "params": {"strategy": "prior"}},
+    {
+        "name": "lightgbm",
+        "estimator": "lightgbm.LGBMClassifier",
+        "params": {
+            "n_estimators": 60,
+            "num_leaves": 15,
+            "random_state": 0,
+            "n_jobs": 1,
+            "verbose": -1,
+        },
+    },
+    {
+        "name": "baseline",
+        "estimator": "sklearn.dummy.DummyClassifier",
+        "params": {"strategy": "prior"},
+    },
 ]
 
 
 def declare(project: Path, dependency: str, system_package: str | None) -> None:
     """Edit the project as its team would, and commit, so the images are tagged by a clean commit."""
     text = (project / "pyproject.toml").read_text()
-    text = text.replace('    "sail-pipelines",\n]', f'    "sail-pipelines",\n    "{dependency}",\n]')
+    text = text.replace(
+        '    "sail-pipelines",\n]', f'    "sail-pipelines",\n    "{dependency}",\n]'
+    )
     if system_package:
         text = text.replace("system-packages = []", f'system-packages = ["{system_package}"]')
     (project / "pyproject.toml").write_text(text)
@@ -53,12 +68,19 @@ def test_a_lightgbm_candidate_trains_scores_and_serves_in_the_containers(boosted
     project, out = boosted["project"], boosted["run"].stdout
     assert "in the inference container" in out and "smoke test passed: 20 holdout rows" in out
     evaluation = json.loads((project / "reports" / "evaluation.json").read_text())
-    assert set(evaluation["candidates"]) == {"lightgbm", "baseline"}  # both scored by the metric image
+    assert set(evaluation["candidates"]) == {
+        "lightgbm",
+        "baseline",
+    }  # both scored by the metric image
     assert evaluation["best"] == "lightgbm"
     staged = (project / ".sail" / "build" / "requirements-project.txt").read_text()
-    assert f"lightgbm=={LIGHTGBM}\n" in staged and "scikit-learn" not in staged  # the core pins are not repeated
+    assert (
+        f"lightgbm=={LIGHTGBM}\n" in staged and "scikit-learn" not in staged
+    )  # the core pins are not repeated
     for bundle in ("candidates/lightgbm", "candidates/baseline", "accepted"):
-        recorded = json.loads((project / "models" / bundle / "metadata.json").read_text())["project_dependencies"]
+        recorded = json.loads((project / "models" / bundle / "metadata.json").read_text())[
+            "project_dependencies"
+        ]
         assert recorded == {"lightgbm": LIGHTGBM}, bundle
 
 
@@ -68,8 +90,17 @@ def test_every_image_carries_the_version_that_trained_the_model(boosted):
     inference = json.loads((project / "reports" / "package.json").read_text())["image"]
     client = docker.from_env()
     for ref in (images["train"], images["metric"], inference):
-        version = client.containers.run(ref, ["-c", "import lightgbm; print(lightgbm.__version__)"], entrypoint="python3",
-                                        remove=True, network_mode="host").decode().strip()
+        version = (
+            client.containers.run(
+                ref,
+                ["-c", "import lightgbm; print(lightgbm.__version__)"],
+                entrypoint="python3",
+                remove=True,
+                network_mode="host",
+            )
+            .decode()
+            .strip()
+        )
         assert version == LIGHTGBM, ref
 
 
@@ -78,12 +109,17 @@ def test_a_dependency_missing_here_is_refused_before_any_build(tmp_path, base_im
     declare(project, "sail-no-such-package-3f1e", None)
     result = sail(project, "build", SAIL_BASE_IMAGE=base_image)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert ("sail-no-such-package-3f1e is not installed in the environment that runs sail: pip install it "
-            "(it is a dependency in pyproject.toml)") in result.stderr.strip().splitlines()[-1]
+    assert (
+        "sail-no-such-package-3f1e is not installed in the environment that runs sail: pip install it "
+        "(it is a dependency in pyproject.toml)"
+    ) in result.stderr.strip().splitlines()[-1]
 
 
 def test_a_bad_system_package_name_is_refused(tmp_path, base_image):
     project = bake(tmp_path, project_name="Bad System Package")
     declare(project, "lightgbm>=4", "libgomp1; rm -rf /")
     result = sail(project, "build", SAIL_BASE_IMAGE=base_image)
-    assert result.returncode == 1 and "[tool.sail] system-packages must be Debian package names" in result.stderr
+    assert (
+        result.returncode == 1
+        and "[tool.sail] system-packages must be Debian package names" in result.stderr
+    )

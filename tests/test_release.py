@@ -21,7 +21,9 @@ class Injected(RuntimeError):
 def _state(project):
     client = MlflowClient(f"sqlite:///{project / '.mlflow' / 'mlflow.db'}")
     model = load_params(ProjectPaths(project)).gate.registered_model
-    versions = sorted((str(v.version) for v in client.search_model_versions(f"name='{model}'")), key=int)
+    versions = sorted(
+        (str(v.version) for v in client.search_model_versions(f"name='{model}'")), key=int
+    )
     aliases = client.get_registered_model(model).aliases
     remote = sorted(p.name for p in (project / "dvc-storage").rglob("*") if p.is_file())
     return versions, aliases, bundle_id(project / "models" / "accepted"), remote
@@ -45,8 +47,16 @@ def _gate(project, monkeypatch):
     return gate.run(paths, params, settings, signing_key(settings, params.signing_scheme))
 
 
-@pytest.mark.parametrize("step", ["create_model_version", "log_artifacts", "set_model_version_tag",
-                                  "set_registered_model_alias", "write accepted bundle"])
+@pytest.mark.parametrize(
+    "step",
+    [
+        "create_model_version",
+        "log_artifacts",
+        "set_model_version_tag",
+        "set_registered_model_alias",
+        "write accepted bundle",
+    ],
+)
 def test_a_failure_at_any_release_step_leaves_everything_as_it_was(evaluated, monkeypatch, step):
     before = _state(evaluated)
     if step == "write accepted bundle":
@@ -55,12 +65,15 @@ def test_a_failure_at_any_release_step_leaves_everything_as_it_was(evaluated, mo
 
         def write(dest, *args):
             calls.append(dest)
-            if len(calls) == 2:  # the first writes the staged copy for MLflow, the second models/accepted
+            if (
+                len(calls) == 2
+            ):  # the first writes the staged copy for MLflow, the second models/accepted
                 raise Injected(step)
             return real(dest, *args)
 
         monkeypatch.setattr(accept, "write_bundle", write)
     else:
+
         def fail(*args, **kwargs):
             raise Injected(step)
 
@@ -75,7 +88,10 @@ def test_after_those_failures_the_next_gate_releases(evaluated, monkeypatch):
     report = _gate(evaluated, monkeypatch)
     after = _state(evaluated)
     assert after[0] == [*before[0], str(report["registered_version"])]
-    assert str(after[1]["candidate"]) == str(report["registered_version"]) and after[2] == report["accepted_bundle_id"]
+    assert (
+        str(after[1]["candidate"]) == str(report["registered_version"])
+        and after[2] == report["accepted_bundle_id"]
+    )
 
 
 def test_a_model_the_api_cannot_serve_is_never_registered(evaluated, monkeypatch):
@@ -87,5 +103,7 @@ def test_a_model_the_api_cannot_serve_is_never_registered(evaluated, monkeypatch
         _gate(evaluated, monkeypatch)
     assert _state(evaluated)[:3] == before[:3]
     verdict = json.loads((evaluated / "reports" / "gate.json").read_text())
-    rule = next(r for r in verdict["rules"] if r["rule"] == "serves the holdout rows through the API")
+    rule = next(
+        r for r in verdict["rules"] if r["rule"] == "serves the holdout rows through the API"
+    )
     assert not rule["passed"] and "rows [0]" in rule["detail"]

@@ -36,7 +36,11 @@ class FakeGitHub(ThreadingHTTPServer):
 
     def add(self, body: str) -> dict:
         self.next_id += 1
-        comment = {"id": self.next_id, "body": body, "html_url": f"https://github.example/{REPO}/pull/{PR}#issuecomment-{self.next_id}"}
+        comment = {
+            "id": self.next_id,
+            "body": body,
+            "html_url": f"https://github.example/{REPO}/pull/{PR}#issuecomment-{self.next_id}",
+        }
         self.comments.append(comment)
         return comment
 
@@ -61,8 +65,15 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
         url = urlparse(self.path)
-        self.server.requests.append({"method": self.command, "path": url.path, "query": parse_qs(url.query),
-                                     "auth": self.headers.get("Authorization"), "body": body})
+        self.server.requests.append(
+            {
+                "method": self.command,
+                "path": url.path,
+                "query": parse_qs(url.query),
+                "auth": self.headers.get("Authorization"),
+                "body": body,
+            }
+        )
         if self.command in self.server.fail:
             status, message = self.server.fail[self.command]
             return self._send(status, {"message": message})
@@ -70,10 +81,12 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "GET" and url.path == list_path:
             query = parse_qs(url.query)
             per_page, page = int(query["per_page"][0]), int(query.get("page", ["1"])[0])
-            chunk = self.server.comments[(page - 1) * per_page: page * per_page]
+            chunk = self.server.comments[(page - 1) * per_page : page * per_page]
             headers = {}
             if page * per_page < len(self.server.comments):
-                headers["Link"] = f'<{self.server.url}{list_path}?per_page={per_page}&page={page + 1}>; rel="next"'
+                headers["Link"] = (
+                    f'<{self.server.url}{list_path}?per_page={per_page}&page={page + 1}>; rel="next"'
+                )
             return self._send(200, chunk, headers)
         if self.command == "POST" and url.path == list_path:
             return self._send(201, self.server.add(body["body"]))
@@ -98,8 +111,14 @@ def github():
 
 
 def env_for(server: FakeGitHub, **extra: str) -> dict[str, str]:
-    return {"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": REPO, "GITHUB_API_URL": server.url, "SAIL_PR_NUMBER": str(PR),
-            "GITHUB_STEP_SUMMARY": "", **extra}
+    return {
+        "GITHUB_TOKEN": TOKEN,
+        "GITHUB_REPOSITORY": REPO,
+        "GITHUB_API_URL": server.url,
+        "SAIL_PR_NUMBER": str(PR),
+        "GITHUB_STEP_SUMMARY": "",
+        **extra,
+    }
 
 
 def one_line_error(result, text):
@@ -129,8 +148,10 @@ def test_report_of_a_passing_gate(project_copy):
     assert "| ✅ | roc_auc >= 0.95 | roc_auc = " in text and "| ✅ | f1 >= 0.9 |" in text
     low, high = gate["intervals"]["roc_auc"]["candidate"]
     roc_auc = gate["metrics"]["roc_auc"]
-    assert (f"| **roc_auc** (primary) | {roc_auc:.4f} [{low:.4f}, {high:.4f}] | – | – | "
-            f"≥ 0.95 ✅ (+{roc_auc - 0.95:.4f}) |") in text
+    assert (
+        f"| **roc_auc** (primary) | {roc_auc:.4f} [{low:.4f}, {high:.4f}] | – | – | "
+        f"≥ 0.95 ✅ (+{roc_auc - 0.95:.4f}) |"
+    ) in text
     assert "Intervals: paired bootstrap over the 114 test rows, 1000 resamples, seed 42." in text
     assert "Model card: [model_card.md](model_card.md)" in text
     assert (project_copy / "reports" / "model_card.md").is_file()
@@ -140,7 +161,9 @@ def test_report_of_a_passing_gate(project_copy):
     assert f"`{gate['data_hash']}`" in text and "passed ✅, 569 rows, 31 columns" in text
     images = re.findall(r"!\[[^]]*\]\((plots/[^)]+\.png)\)", text)
     assert sorted(images) == ["plots/confusion_matrix.png", "plots/roc.png"]
-    assert all((project_copy / "reports" / image).is_file() for image in images)  # relative to report.md
+    assert all(
+        (project_copy / "reports" / image).is_file() for image in images
+    )  # relative to report.md
     assert "Served by **ONNX Runtime** (compiled), which agrees with scikit-learn on " in text
     assert text.count(" | onnx |") == 3  # every example candidate takes the compiled path
 
@@ -148,7 +171,10 @@ def test_report_of_a_passing_gate(project_copy):
 def test_report_says_why_scikit_learn_serves(project_copy):
     gate_file = project_copy / "reports" / "gate.json"
     gate = json.loads(gate_file.read_text())
-    gate["inference"] = {"runtime": "sklearn", "reason": "no compiled model: skl2onnx cannot convert it: X"}
+    gate["inference"] = {
+        "runtime": "sklearn",
+        "reason": "no compiled model: skl2onnx cannot convert it: X",
+    }
     gate_file.write_text(json.dumps(gate))
     ok(sail(project_copy, "report", GITHUB_STEP_SUMMARY=""))
     text = (project_copy / "reports" / "report.md").read_text()
@@ -160,15 +186,27 @@ def test_report_of_a_failing_gate_against_the_champion(project_copy, tmp_path):
     fail_the_gate(project_copy)
     summary = tmp_path / "summary.md"
     summary.write_text("earlier step output\n")
-    result = json.loads(ok(sail(project_copy, "report", GITHUB_STEP_SUMMARY=str(summary), GITHUB_RUN_ID="42",
-                                GITHUB_REPOSITORY=REPO, GITHUB_SERVER_URL="https://github.example")).stdout)
+    result = json.loads(
+        ok(
+            sail(
+                project_copy,
+                "report",
+                GITHUB_STEP_SUMMARY=str(summary),
+                GITHUB_RUN_ID="42",
+                GITHUB_REPOSITORY=REPO,
+                GITHUB_SERVER_URL="https://github.example",
+            )
+        ).stdout
+    )
     assert result["verdict"] == "fail" and result["job_summary"] is True
     text = (project_copy / "reports" / "report.md").read_text()
-    assert "gate FAILED ❌" in text and "Nothing was registered: **sail_model** keeps its current champion." in text
+    assert (
+        "gate FAILED ❌" in text
+        and "Nothing was registered: **sail_model** keeps its current champion." in text
+    )
     assert "| ❌ | roc_auc >= 0.9999 | roc_auc = " in text
     assert "| ✅ | no regression on roc_auc vs champion v1 |" in text
-    assert "| metric | candidate (95% CI) | champion v1 (95% CI) | Δ vs champion (95% CI) |" \
-        in text
+    assert "| metric | candidate (95% CI) | champion v1 (95% CI) | Δ vs champion (95% CI) |" in text
     # the same model re-scored: no change, below the threshold
     assert "| ±0 [+0.0000, +0.0000] |" in text and "≥ 0.9999 ❌ (-" in text
     assert "### Champion v1's signed holdout" in text
@@ -176,7 +214,9 @@ def test_report_of_a_failing_gate_against_the_champion(project_copy, tmp_path):
     assert "Champion metrics: rescored on this test set" in text
     written = summary.read_text()
     assert written.startswith("earlier step output\n" + MARKER)  # appended, not replaced
-    assert "gate FAILED ❌" in written and "](plots/" not in written  # no image links that cannot resolve there
+    assert (
+        "gate FAILED ❌" in written and "](plots/" not in written
+    )  # no image links that cannot resolve there
     assert "- `reports/plots/roc.png`" in written
     assert "[this workflow run](https://github.example/acme/churn/actions/runs/42)" in written
 
@@ -185,7 +225,10 @@ def test_missing_or_stale_reports_are_one_line_errors(project_copy):
     gate = project_copy / "reports" / "gate.json"
     complete = gate.read_text()
     gate.write_text(json.dumps({k: v for k, v in json.loads(complete).items() if k != "rules"}))
-    one_line_error(sail(project_copy, "report"), "reports/gate.json or evaluation.json lacks what the steps write (KeyError: 'rules')")
+    one_line_error(
+        sail(project_copy, "report"),
+        "reports/gate.json or evaluation.json lacks what the steps write (KeyError: 'rules')",
+    )
     gate.write_text("{not json")
     one_line_error(sail(project_copy, "report"), "a report in reports/ is not valid JSON")
     gate.write_text(complete)
@@ -193,7 +236,10 @@ def test_missing_or_stale_reports_are_one_line_errors(project_copy):
     data = json.loads(evaluation.read_text())
     data["candidates"][data["best"]]["bundle_id"] = "0000000000000000"
     evaluation.write_text(json.dumps(data))
-    one_line_error(sail(project_copy, "report"), "does not judge the candidate of reports/evaluation.json: run `sail gate` again")
+    one_line_error(
+        sail(project_copy, "report"),
+        "does not judge the candidate of reports/evaluation.json: run `sail gate` again",
+    )
     (project_copy / "reports" / "gate.json").unlink()
     one_line_error(sail(project_copy, "report"), "no reports/gate.json: run `sail gate` first")
     assert not (project_copy / "reports" / "report.md").exists()
@@ -210,8 +256,10 @@ def test_post_creates_one_comment_then_updates_it(project_copy, github):
     body = github.comments[1]["body"]
     assert body.startswith(MARKER) and "gate FAILED ❌" in body
     assert [(r["method"], r["path"]) for r in github.requests] == [
-        ("GET", f"/repos/{REPO}/issues/{PR}/comments"), ("POST", f"/repos/{REPO}/issues/{PR}/comments"),
-        ("GET", f"/repos/{REPO}/issues/{PR}/comments"), ("PATCH", f"/repos/{REPO}/issues/comments/{first['comment']['id']}"),
+        ("GET", f"/repos/{REPO}/issues/{PR}/comments"),
+        ("POST", f"/repos/{REPO}/issues/{PR}/comments"),
+        ("GET", f"/repos/{REPO}/issues/{PR}/comments"),
+        ("PATCH", f"/repos/{REPO}/issues/comments/{first['comment']['id']}"),
     ]
     assert all(r["auth"] == f"Bearer {TOKEN}" for r in github.requests)
 
@@ -223,19 +271,31 @@ def test_post_finds_its_comment_on_a_later_page(project_copy, github):
     github.add("a reply after it")
     result = json.loads(ok(sail(project_copy, "report", "--post", **env_for(github))).stdout)
     assert result["comment"]["action"] == "updated" and result["comment"]["id"] == mine["id"]
-    assert [r["query"].get("page", ["1"])[0] for r in github.requests if r["method"] == "GET"] == ["1", "2", "3"]
+    assert [r["query"].get("page", ["1"])[0] for r in github.requests if r["method"] == "GET"] == [
+        "1",
+        "2",
+        "3",
+    ]
     assert len(github.comments) == 232 and "gate PASSED" in mine["body"]
 
 
 def test_forbidden_post_falls_back_to_the_job_summary(project_copy, github, tmp_path):
     github.fail["POST"] = (403, "Resource not accessible by integration")
     summary = tmp_path / "summary.md"
-    result = sail(project_copy, "report", "--post", **env_for(github, GITHUB_STEP_SUMMARY=str(summary)))
+    result = sail(
+        project_copy, "report", "--post", **env_for(github, GITHUB_STEP_SUMMARY=str(summary))
+    )
     ok(result)
-    assert json.loads(result.stdout)["comment"] == {"action": "refused", "fallback": "the job summary"}
+    assert json.loads(result.stdout)["comment"] == {
+        "action": "refused",
+        "fallback": "the job summary",
+    }
     [warning] = result.stderr.strip().splitlines()
     assert warning.startswith("sail report: warning: the pull-request comment was refused")
-    assert "403: Resource not accessible by integration" in warning and "the report is in the job summary" in warning
+    assert (
+        "403: Resource not accessible by integration" in warning
+        and "the report is in the job summary" in warning
+    )
     assert summary.read_text().startswith(MARKER) and not github.comments
 
 
@@ -244,12 +304,20 @@ def test_server_errors_are_clear_and_never_show_the_token(project_copy, github, 
     github.fail["GET"] = (status, f"upstream broke while checking {TOKEN}")
     result = sail(project_copy, "report", "--post", **env_for(github))
     last = one_line_error(result, f"answered {status}: upstream broke while checking ***")
-    assert TOKEN not in result.stdout + result.stderr and TOKEN not in (project_copy / "reports" / "report.md").read_text()
+    assert (
+        TOKEN not in result.stdout + result.stderr
+        and TOKEN not in (project_copy / "reports" / "report.md").read_text()
+    )
     assert last.count("\n") == 0
 
 
 def test_unreachable_api_is_a_clear_error(project_copy):
-    env = {"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": REPO, "SAIL_PR_NUMBER": "7", "GITHUB_API_URL": f"http://127.0.0.1:{free_port()}"}
+    env = {
+        "GITHUB_TOKEN": TOKEN,
+        "GITHUB_REPOSITORY": REPO,
+        "SAIL_PR_NUMBER": "7",
+        "GITHUB_API_URL": f"http://127.0.0.1:{free_port()}",
+    }
     result = sail(project_copy, "report", "--post", **env)
     one_line_error(result, "GitHub API at http://127.0.0.1:")
     assert "is unreachable" in result.stderr and TOKEN not in result.stdout + result.stderr
@@ -259,22 +327,44 @@ def test_pull_request_number_from_the_event_file_or_jenkins(project_copy, github
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"action": "synchronize", "pull_request": {"number": PR}}))
     env = env_for(github, SAIL_PR_NUMBER="", GITHUB_EVENT_PATH=str(event))
-    assert json.loads(ok(sail(project_copy, "report", "--post", **env)).stdout)["comment"]["action"] == "created"
+    assert (
+        json.loads(ok(sail(project_copy, "report", "--post", **env)).stdout)["comment"]["action"]
+        == "created"
+    )
     env = env_for(github, SAIL_PR_NUMBER="", CHANGE_ID=str(PR))
-    assert json.loads(ok(sail(project_copy, "report", "--post", **env)).stdout)["comment"]["action"] == "updated"
+    assert (
+        json.loads(ok(sail(project_copy, "report", "--post", **env)).stdout)["comment"]["action"]
+        == "updated"
+    )
     assert len(github.comments) == 1
     event.write_text(json.dumps({"ref": "refs/heads/main"}))
-    one_line_error(sail(project_copy, "report", "--post", **env_for(github, SAIL_PR_NUMBER="", GITHUB_EVENT_PATH=str(event))),
-                   "is not a pull_request event: set SAIL_PR_NUMBER")
+    one_line_error(
+        sail(
+            project_copy,
+            "report",
+            "--post",
+            **env_for(github, SAIL_PR_NUMBER="", GITHUB_EVENT_PATH=str(event)),
+        ),
+        "is not a pull_request event: set SAIL_PR_NUMBER",
+    )
 
 
-@pytest.mark.parametrize("env,text", [
-    ({"GITHUB_TOKEN": ""}, "GITHUB_TOKEN is not set"),
-    ({"GITHUB_REPOSITORY": "churn"}, "GITHUB_REPOSITORY must be owner/name, got 'churn'"),
-    ({"SAIL_PR_NUMBER": "", "GITHUB_EVENT_PATH": "", "CHANGE_ID": ""}, "no pull request number: set SAIL_PR_NUMBER"),
-    ({"SAIL_PR_NUMBER": "7abc"}, "SAIL_PR_NUMBER is not a pull request number: '7abc'"),
-    ({"SAIL_PR_NUMBER": "", "GITHUB_EVENT_PATH": "/nonexistent/event.json"}, "cannot read the GitHub event file"),
-])
+@pytest.mark.parametrize(
+    "env,text",
+    [
+        ({"GITHUB_TOKEN": ""}, "GITHUB_TOKEN is not set"),
+        ({"GITHUB_REPOSITORY": "churn"}, "GITHUB_REPOSITORY must be owner/name, got 'churn'"),
+        (
+            {"SAIL_PR_NUMBER": "", "GITHUB_EVENT_PATH": "", "CHANGE_ID": ""},
+            "no pull request number: set SAIL_PR_NUMBER",
+        ),
+        ({"SAIL_PR_NUMBER": "7abc"}, "SAIL_PR_NUMBER is not a pull request number: '7abc'"),
+        (
+            {"SAIL_PR_NUMBER": "", "GITHUB_EVENT_PATH": "/nonexistent/event.json"},
+            "cannot read the GitHub event file",
+        ),
+    ],
+)
 def test_post_refuses_an_incomplete_environment(project_copy, github, env, text):
     result = sail(project_copy, "report", "--post", **env_for(github, **env))
     one_line_error(result, text)
@@ -306,13 +396,11 @@ def test_report_and_comment_show_intervals_slices_and_the_holdout(regression_cop
         assert "### Slices (r2)" in text
         assert (
             f"| sex={big['value']} | {big['rows']} | "
-            f"{big['candidate']['r2']:.4f} [{low:.4f}, {high:.4f}] |"
-            in text
+            f"{big['candidate']['r2']:.4f} [{low:.4f}, {high:.4f}] |" in text
         )
         assert (
             "| sex=2 | 41 | too small to judge: 41 rows, fewer than gate.slices.min_rows = 45 "
-            "| – | – |"
-            in text
+            "| – | – |" in text
         )
         assert "### Champion v1's signed holdout" in text and "(confidence rule)" in text
     assert "Model card: `reports/model_card.md`" in comment["body"]

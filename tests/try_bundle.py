@@ -10,7 +10,14 @@ import numpy as np
 import pandas as pd
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.inference import onnx
-from sail_pipelines.integrity.bundle import HOLDOUT, MODEL, ONNX_MODEL, TRANSFORMER, dump_object, write_bundle
+from sail_pipelines.integrity.bundle import (
+    HOLDOUT,
+    MODEL,
+    ONNX_MODEL,
+    TRANSFORMER,
+    dump_object,
+    write_bundle,
+)
 from sail_pipelines.integrity.signing import HmacKey
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -45,20 +52,38 @@ def build(dest: Path, task: str = "classification", runtime: str = "onnx") -> Pa
     train = frame(150, 3)
     score = train.x1 - train.x2 + train.n / 4 + (train.color == "a")
     target = np.where(score > 0.8, "yes", "no") if classification else score * 10
-    transformer = ColumnTransformer([
-        ("numbers", StandardScaler(), ["x1", "x2", "n"]),
-        ("color", OneHotEncoder(handle_unknown="ignore"), ["color"]),
-    ]).fit(train)
-    model = (LogisticRegression() if classification else Ridge()).fit(transformer.transform(train), target)
-    profile = {c: {"null_rate": 0.0, "min": float(train[c].min()), "max": float(train[c].max()),
-                   "mean": float(train[c].mean()), "std": float(train[c].std(ddof=0))}
-               for c in ("x1", "x2", "n")}
+    transformer = ColumnTransformer(
+        [
+            ("numbers", StandardScaler(), ["x1", "x2", "n"]),
+            ("color", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+        ]
+    ).fit(train)
+    model = (LogisticRegression() if classification else Ridge()).fit(
+        transformer.transform(train), target
+    )
+    profile = {
+        c: {
+            "null_rate": 0.0,
+            "min": float(train[c].min()),
+            "max": float(train[c].max()),
+            "mean": float(train[c].mean()),
+            "std": float(train[c].std(ddof=0)),
+        }
+        for c in ("x1", "x2", "n")
+    }
     holdout = frame(20, 4)
     rows = json.loads(holdout.to_json(orient="records"))
     records = [{"customer_id": f"c{i}", **r} for i, r in enumerate(rows)]
-    metrics = ({"accuracy": 0.91, "f1": 0.88, "roc_auc": 0.95} if classification
-               else {"rmse": 0.42, "mae": 0.31, "r2": 0.97})
-    schema = SCHEMA if classification else Schema(Column("score", "float"), SCHEMA.features, SCHEMA.ignored)
+    metrics = (
+        {"accuracy": 0.91, "f1": 0.88, "roc_auc": 0.95}
+        if classification
+        else {"rmse": 0.42, "mae": 0.31, "r2": 0.97}
+    )
+    schema = (
+        SCHEMA
+        if classification
+        else Schema(Column("score", "float"), SCHEMA.features, SCHEMA.ignored)
+    )
     metadata = {
         "task": task,
         "schema": schema.to_dict(),
@@ -71,14 +96,21 @@ def build(dest: Path, task: str = "classification", runtime: str = "onnx") -> Pa
         "evaluation": {"metrics": metrics, "primary_metric": "f1" if classification else "rmse"},
         "registry": {"model": MODEL_NAME, "version": VERSION},
         "model_card": "runs:/0123456789abcdef/model_card",
-        "inference": {"runtime": runtime, "reason": None if runtime == "onnx" else "chosen by the test"},
+        "inference": {
+            "runtime": runtime,
+            "reason": None if runtime == "onnx" else "chosen by the test",
+        },
     }
     files = {
         MODEL: dump_object(model),
         TRANSFORMER: dump_object(transformer),
         ONNX_MODEL: onnx.convert(transformer, model, schema, classification=classification),
-        HOLDOUT: json.dumps({"records": records,
-                             "predictions": model.predict(transformer.transform(holdout)).tolist()}).encode(),
+        HOLDOUT: json.dumps(
+            {
+                "records": records,
+                "predictions": model.predict(transformer.transform(holdout)).tolist(),
+            }
+        ).encode(),
     }
     write_bundle(dest, files, metadata, KEY)
     return dest

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-CONTEXT = json.loads({{ cookiecutter | jsonify | tojson }})
+CONTEXT = json.loads({{cookiecutter | jsonify | tojson}})
 TASK = CONTEXT["__example_task"]
 ROOT = Path.cwd()
 ADOPT = ROOT / ".sail-adopt.json"  # written by the pre-generation hook when data_file is given
@@ -41,7 +41,9 @@ def run(cmd, what, check=True, cwd=None):
     except OSError as exc:
         raise HookError(f"{what} failed: {exc}") from None
     if check and proc.returncode != 0:
-        lines = [line.strip() for line in (proc.stderr + "\n" + proc.stdout).splitlines() if line.strip()]
+        lines = [
+            line.strip() for line in (proc.stderr + "\n" + proc.stdout).splitlines() if line.strip()
+        ]
         detail = lines[-1] if lines else f"exit status {proc.returncode}"
         raise HookError(f"{what} failed: {detail}")
     return proc
@@ -56,13 +58,17 @@ def place_task_files():
     (ROOT / "contracts").mkdir(exist_ok=True)
     shutil.move(str(data), str(ROOT / "data" / "raw" / "data.csv"))
     shutil.move(str(schema), str(ROOT / "contracts" / "schema.yaml"))
-    shutil.move(str(profile), str(ROOT / "contracts" / "profile.json"))  # reference for `sail validate`
+    shutil.move(
+        str(profile), str(ROOT / "contracts" / "profile.json")
+    )  # reference for `sail validate`
     shutil.rmtree(ROOT / "_task")
 
 
 def git_init():
     if shutil.which("git") is None:
-        raise HookError("git is not installed or not on PATH; install git and generate the project again")
+        raise HookError(
+            "git is not installed or not on PATH; install git and generate the project again"
+        )
     run(["git", "init", "-q"], "git init")
     run(["git", "symbolic-ref", "HEAD", "refs/heads/main"], "git init (branch main)")
 
@@ -89,8 +95,19 @@ def track_data():
     answers = json.loads(ADOPT.read_text())
     ADOPT.unlink()
     task = [] if answers["task"] == "auto" else ["--task", answers["task"]]
-    proc = run([sys.executable, "-m", "sail_pipelines.cli", "adopt", answers["path"], "--target", answers["target"], *task],
-               f"sail adopt {Path(answers['path']).name}")
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "sail_pipelines.cli",
+            "adopt",
+            answers["path"],
+            "--target",
+            answers["target"],
+            *task,
+        ],
+        f"sail adopt {Path(answers['path']).name}",
+    )
     print("\n".join(line for line in proc.stdout.splitlines() if not line.startswith("{")))
 
 
@@ -120,7 +137,12 @@ def write_cruft_state():
         template = str(local_template_dir(template) or repo_dir or Path(template).resolve())
     commit = CONTEXT.get("_commit")
     if not commit and repo_dir is not None:
-        proc = run(["git", "rev-parse", "--verify", "-q", "HEAD"], "git rev-parse", check=False, cwd=repo_dir)
+        proc = run(
+            ["git", "rev-parse", "--verify", "-q", "HEAD"],
+            "git rev-parse",
+            check=False,
+            cwd=repo_dir,
+        )
         commit = proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
     answers = {k: v for k, v in CONTEXT.items() if k not in ("_output_dir", "_repo_dir")}
     # Adoption happened once, here; a template update re-renders without it (the data, contract and
@@ -137,7 +159,9 @@ def write_cruft_state():
         "directory": None,
         "skip": CRUFT_SKIP,
     }
-    (ROOT / ".cruft.json").write_text(json.dumps(state, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (ROOT / ".cruft.json").write_text(
+        json.dumps(state, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
 
 
 def git_commit():
@@ -145,11 +169,16 @@ def git_commit():
     name = run(["git", "config", "user.name"], "git config", check=False).stdout.strip()
     email = run(["git", "config", "user.email"], "git config", check=False).stdout.strip()
     if not (name and email):
-        print("NOTE: git user.name/user.email are not set, so the files are staged but not committed; "
-              "set them and run: git commit -m 'Initial commit'")
+        print(
+            "NOTE: git user.name/user.email are not set, so the files are staged but not committed; "
+            "set them and run: git commit -m 'Initial commit'"
+        )
         return
     message = "Initial commit from cookiecutter-sail"
-    run(["git", "-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", message], "git commit")
+    run(
+        ["git", "-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", message],
+        "git commit",
+    )
 
 
 def main():

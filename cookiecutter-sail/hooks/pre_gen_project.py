@@ -15,20 +15,20 @@ import sys
 from pathlib import Path
 
 ANSWERS = {
-    "project_name": {{ cookiecutter.project_name | tojson }},
-    "project_slug": {{ cookiecutter.project_slug | tojson }},
-    "module_name": {{ cookiecutter.module_name | tojson }},
-    "description": {{ cookiecutter.description | tojson }},
-    "author_name": {{ cookiecutter.author_name | tojson }},
-    "data_file": {{ cookiecutter.data_file | tojson }},
-    "target": {{ cookiecutter.target | tojson }},
-    "task": {{ cookiecutter.task | tojson }},
-    "min_roc_auc": {{ cookiecutter.min_roc_auc | tojson }},
-    "min_r2": {{ cookiecutter.min_r2 | tojson }},
-    "regression_tolerance": {{ cookiecutter.regression_tolerance | tojson }},
-    "sail_pipelines_repo": {{ cookiecutter.sail_pipelines_repo | tojson }},
-    "sail_pipelines_version": {{ cookiecutter.sail_pipelines_version | tojson }},
-    "approvers": {{ cookiecutter.approvers | tojson }},
+    "project_name": {{cookiecutter.project_name | tojson}},
+    "project_slug": {{cookiecutter.project_slug | tojson}},
+    "module_name": {{cookiecutter.module_name | tojson}},
+    "description": {{cookiecutter.description | tojson}},
+    "author_name": {{cookiecutter.author_name | tojson}},
+    "data_file": {{cookiecutter.data_file | tojson}},
+    "target": {{cookiecutter.target | tojson}},
+    "task": {{cookiecutter.task | tojson}},
+    "min_roc_auc": {{cookiecutter.min_roc_auc | tojson}},
+    "min_r2": {{cookiecutter.min_r2 | tojson}},
+    "regression_tolerance": {{cookiecutter.regression_tolerance | tojson}},
+    "sail_pipelines_repo": {{cookiecutter.sail_pipelines_repo | tojson}},
+    "sail_pipelines_version": {{cookiecutter.sail_pipelines_version | tojson}},
+    "approvers": {{cookiecutter.approvers | tojson}},
 }
 
 SLUG = r"^[a-z][a-z0-9-]*[a-z0-9]$"
@@ -40,7 +40,18 @@ GROUP = r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$"
 TASKS = ("auto", "classification", "regression")
 ADOPT = ".sail-adopt.json"  # the checked data answers, for the post-generation hook
 # Module names that would shadow what a generated project imports.
-RESERVED = {"sail_pipelines", "sklearn", "pandas", "numpy", "yaml", "mlflow", "dvc", "joblib", "tests", "src"}
+RESERVED = {
+    "sail_pipelines",
+    "sklearn",
+    "pandas",
+    "numpy",
+    "yaml",
+    "mlflow",
+    "dvc",
+    "joblib",
+    "tests",
+    "src",
+}
 RANGES = {"min_roc_auc": (0.5, 1.0), "min_r2": (0.0, 1.0), "regression_tolerance": (0.0, 0.5)}
 # Template delimiters, spelled so that rendering this hook leaves them alone.
 DELIMITERS = ("{" + "{", "}" + "}", "{" + "%", "%" + "}")
@@ -84,12 +95,16 @@ def check_data():
         from sail_pipelines.contract.infer import infer
         from sail_pipelines.errors import SailError
     except ImportError:
-        fail(f"data_file needs sail-pipelines in the Python that runs cookiecutter ({sys.executable})")
+        fail(
+            f"data_file needs sail-pipelines in the Python that runs cookiecutter ({sys.executable})"
+        )
     try:
         infer(read_table(path), target, None if task == "auto" else task)
     except SailError as exc:
         fail(f"data_file {path.name}: {exc}")
-    Path(ADOPT).write_text(json.dumps({"path": str(path.resolve()), "target": target, "task": task}))
+    Path(ADOPT).write_text(
+        json.dumps({"path": str(path.resolve()), "target": target, "task": task})
+    )
 
 
 def main():

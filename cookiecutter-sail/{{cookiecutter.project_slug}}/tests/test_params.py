@@ -32,7 +32,9 @@ def test_every_candidate_fits_a_few_rows(params, build_transformer, columns, dat
         estimator = cls(**candidate.params)
         assert check(estimator), f"{candidate.name}: {candidate.estimator} is not for {params.task}"
         if candidate.search:  # every searched parameter is one the estimator takes
-            assert {d.name for d in candidate.search.space} <= set(estimator.get_params()), candidate.name
+            assert {d.name for d in candidate.search.space} <= set(estimator.get_params()), (
+                candidate.name
+            )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a few rows: convergence warnings are expected

@@ -21,7 +21,9 @@ def test_builds_an_unfitted_scikit_learn_transformer(build_transformer, columns)
         check_is_fitted(transformer)
     for _, step, _ in transformer.transformers:
         for estimator in getattr(step, "named_steps", {"": step}).values():
-            assert type(estimator).__module__.startswith(("sklearn.", "sail_pipelines.")), type(estimator)
+            assert type(estimator).__module__.startswith(("sklearn.", "sail_pipelines.")), type(
+                estimator
+            )
 
 
 def test_is_deterministic(build_transformer, columns, features):
@@ -38,7 +40,9 @@ def test_one_row_alone_equals_the_same_row_in_a_batch(build_transformer, columns
     transformer = build_transformer(**columns).fit(features)
     rows = features.iloc[[0, 1, len(features) // 2, len(features) - 1]].copy()
     gap = rows.iloc[[0]].copy()
-    gap[(columns["numeric"] + columns["categorical"] + columns["datetime"])[0]] = np.nan  # imputed from training
+    gap[(columns["numeric"] + columns["categorical"] + columns["datetime"])[0]] = (
+        np.nan
+    )  # imputed from training
     batch = pd.concat([rows, gap], ignore_index=True)
     together = transformer.transform(batch)
     assert together.shape[0] == len(batch)
@@ -54,14 +58,18 @@ def test_transform_never_refits(build_transformer, columns, features):
     before = transformer.transform(features)
     shifted = features.copy()
     if columns["numeric"]:
-        shifted[columns["numeric"]] = shifted[columns["numeric"]] * -0.5 + 5  # very different (and finite) data
+        shifted[columns["numeric"]] = (
+            shifted[columns["numeric"]] * -0.5 + 5
+        )  # very different (and finite) data
     transformer.transform(shifted)
     transformer.transform(shifted.iloc[[0]])
     assert joblib.hash(transformer) == fitted_state
     np.testing.assert_array_equal(transformer.transform(features), before)
 
 
-def test_fitted_transformer_loads_without_this_project(build_transformer, columns, features, params):
+def test_fitted_transformer_loads_without_this_project(
+    build_transformer, columns, features, params
+):
     """The bundle stores the fitted STL; unpickling it must need scikit-learn and sail-pipelines
     (installed wherever a bundle is loaded), never this package."""
     transformer = build_transformer(**columns).fit(features)

@@ -39,7 +39,13 @@ def cmd_adopt(args):
     paths = ProjectPaths(Path(args.project).resolve())
     from sail_pipelines.contract import adopt
 
-    return adopt.run(paths, Path(args.data).resolve(), args.target, args.task, say=lambda line: print(line, flush=True))
+    return adopt.run(
+        paths,
+        Path(args.data).resolve(),
+        args.target,
+        args.task,
+        say=lambda line: print(line, flush=True),
+    )
 
 
 def cmd_validate(args):
@@ -84,8 +90,13 @@ def cmd_train(args):
 
     if _in_container(args):
         ran = train.in_containers(paths, params, settings, args.candidate, say=_say)
-        return {"bundles": [str((paths.candidates_dir / name).relative_to(paths.root)) for name in ran], "containers": ran}
-    origin = Provenance.from_env(os.environ) or Provenance.of(paths.root, paths.root / params.raw_data)
+        return {
+            "bundles": [str((paths.candidates_dir / name).relative_to(paths.root)) for name in ran],
+            "containers": ran,
+        }
+    origin = Provenance.from_env(os.environ) or Provenance.of(
+        paths.root, paths.root / params.raw_data
+    )
     key = signing.signing_key(settings, params.signing_scheme)
     written = train.run(paths, params, key, origin, args.candidate, settings.search_storage)
     return {"bundles": [str(p.relative_to(paths.root)) for p in written]}
@@ -100,7 +111,12 @@ def cmd_evaluate(args):
         result = evaluate.in_container(paths, params, settings, key, say=_say)
     else:
         result = evaluate.run(paths, params, settings, key)
-    return {"best": result["best"], params.gate.primary_metric: result["candidates"][result["best"]]["metrics"][params.gate.primary_metric]}
+    return {
+        "best": result["best"],
+        params.gate.primary_metric: result["candidates"][result["best"]]["metrics"][
+            params.gate.primary_metric
+        ],
+    }
 
 
 def cmd_gate(args):
@@ -109,7 +125,9 @@ def cmd_gate(args):
 
     key = signing.signing_key(settings, params.signing_scheme)
     report = gate.run(paths, params, settings, key, register=not args.no_register)
-    return {k: report[k] for k in ("verdict", "candidate", "registered_version", "accepted_bundle_id")}
+    return {
+        k: report[k] for k in ("verdict", "candidate", "registered_version", "accepted_bundle_id")
+    }
 
 
 def cmd_push(args):
@@ -132,7 +150,9 @@ def cmd_promote(args):
     paths, params, settings = _context(args)
     from sail_pipelines.delivery import audit, promote
 
-    promotion = promote.Promotion(args.version, args.expect_champion, audit.approver(args.approver, os.environ))
+    promotion = promote.Promotion(
+        args.version, args.expect_champion, audit.approver(args.approver, os.environ)
+    )
     return promote.run(paths, params, settings, _champion_keys(params, settings), promotion)
 
 
@@ -150,7 +170,9 @@ def cmd_report(args):
     from sail_pipelines.evaluation import report
     from sail_pipelines.integrations import github
 
-    return report.run(paths, params, os.environ, github.PullRequest.from_env(os.environ) if args.post else None)
+    return report.run(
+        paths, params, os.environ, github.PullRequest.from_env(os.environ) if args.post else None
+    )
 
 
 def cmd_deploy(args):
@@ -158,7 +180,9 @@ def cmd_deploy(args):
     from sail_pipelines.delivery import deploy
 
     key = signing.verify_key(settings, params.signing_scheme)
-    target = deploy.Deployment(args.environment, args.target, args.port, args.timeout, args.render_only)
+    target = deploy.Deployment(
+        args.environment, args.target, args.port, args.timeout, args.render_only
+    )
     return deploy.run(paths, params, settings, key, target)
 
 
@@ -168,7 +192,9 @@ def cmd_serve(args):
 
     key = _verify_key(paths)
     logs = prediction_log.settings_from(args.prediction_log, args.prediction_log_sample)
-    serve.run_server(_bundle_path(args, paths), key, args.host, args.port, args.workers, log_settings=logs)
+    serve.run_server(
+        _bundle_path(args, paths), key, args.host, args.port, args.workers, log_settings=logs
+    )
 
 
 def cmd_predict(args):
@@ -177,8 +203,14 @@ def cmd_predict(args):
 
     key = _verify_key(paths)
     logs = prediction_log.settings_from(args.prediction_log, args.prediction_log_sample)
-    return predict.run(_bundle_path(args, paths), key, Path(args.input), Path(args.output), args.format,
-                       log_settings=logs)
+    return predict.run(
+        _bundle_path(args, paths),
+        key,
+        Path(args.input),
+        Path(args.output),
+        args.format,
+        log_settings=logs,
+    )
 
 
 def _s3(settings: Settings) -> Callable[[], Any]:
@@ -251,8 +283,14 @@ def cmd_run(args):
     from sail_pipelines import run
 
     key = signing.signing_key(settings, params.signing_scheme)
-    run.run(paths, params, settings, key, say=lambda line: print(line, flush=True),
-            container=args.container)
+    run.run(
+        paths,
+        params,
+        settings,
+        key,
+        say=lambda line: print(line, flush=True),
+        container=args.container,
+    )
 
 
 def cmd_keygen(args):
@@ -274,16 +312,26 @@ workers = _bounded("worker count", 256)
 
 
 def prediction_logging(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prediction-log", metavar="PATH",
-                   help="JSON lines of inputs and predictions: '-' (stdout), a file, or a directory "
-                        "(one rotating file per process); default: $SAIL_PREDICTION_LOG, else none")
-    p.add_argument("--prediction-log-sample", metavar="RATE",
-                   help="share of requests logged, 0 to 1 (default: $SAIL_PREDICTION_LOG_SAMPLE, else 1)")
+    p.add_argument(
+        "--prediction-log",
+        metavar="PATH",
+        help="JSON lines of inputs and predictions: '-' (stdout), a file, or a directory "
+        "(one rotating file per process); default: $SAIL_PREDICTION_LOG, else none",
+    )
+    p.add_argument(
+        "--prediction-log-sample",
+        metavar="RATE",
+        help="share of requests logged, 0 to 1 (default: $SAIL_PREDICTION_LOG_SAMPLE, else 1)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="sail", description="SAIL pipeline steps for a generated project.")
-    top.add_argument("--project", default=".", help="project directory (default: current directory)")
+    top = argparse.ArgumentParser(
+        prog="sail", description="SAIL pipeline steps for a generated project."
+    )
+    top.add_argument(
+        "--project", default=".", help="project directory (default: current directory)"
+    )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable, help: str) -> argparse.ArgumentParser:
@@ -291,81 +339,203 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    adopt = add("adopt", cmd_adopt, "train on your own CSV or Parquet file: infer the schema, task and thresholds")
+    adopt = add(
+        "adopt",
+        cmd_adopt,
+        "train on your own CSV or Parquet file: infer the schema, task and thresholds",
+    )
     adopt.add_argument("data", help="the data file (CSV or Parquet)")
     adopt.add_argument("--target", required=True, help="the column to predict")
-    adopt.add_argument("--task", choices=("classification", "regression"), help="default: inferred from the target")
-    add("validate", cmd_validate, "check the raw data against the schema and reference profile").add_argument(
-        "--baseline", action="store_true", help="accept the current data as the new reference profile"
+    adopt.add_argument(
+        "--task", choices=("classification", "regression"), help="default: inferred from the target"
+    )
+    add(
+        "validate", cmd_validate, "check the raw data against the schema and reference profile"
+    ).add_argument(
+        "--baseline",
+        action="store_true",
+        help="accept the current data as the new reference profile",
     )
     add("split", cmd_split, "seeded, deterministic train/test split")
-    add("candidates", cmd_candidates, "print the candidate names of params.yaml as a JSON list (for CI fan-out)")
-    build = add("build", cmd_build, "build the training and test/metric images (Docker)")
-    build.add_argument("--image", action="append", choices=("train", "metric"), help="build only this image (repeatable)")
-    train = add("train", cmd_train, "fit the transformation layer and the candidates into signed bundles")
-    train.add_argument("--candidate", action="append", help="train only this candidate (repeatable)")
-    train.add_argument("--container", action="store_true", help="one training container per candidate, in parallel")
-    add("evaluate", cmd_evaluate, "verify, score and compare the candidates on the test set; log to MLflow").add_argument(
-        "--container", action="store_true", help="run in the test/metric image"
+    add(
+        "candidates",
+        cmd_candidates,
+        "print the candidate names of params.yaml as a JSON list (for CI fan-out)",
     )
-    add("gate", cmd_gate, "accept the best candidate only if it meets thresholds and beats the champion").add_argument(
+    build = add("build", cmd_build, "build the training and test/metric images (Docker)")
+    build.add_argument(
+        "--image",
+        action="append",
+        choices=("train", "metric"),
+        help="build only this image (repeatable)",
+    )
+    train = add(
+        "train", cmd_train, "fit the transformation layer and the candidates into signed bundles"
+    )
+    train.add_argument(
+        "--candidate", action="append", help="train only this candidate (repeatable)"
+    )
+    train.add_argument(
+        "--container", action="store_true", help="one training container per candidate, in parallel"
+    )
+    add(
+        "evaluate",
+        cmd_evaluate,
+        "verify, score and compare the candidates on the test set; log to MLflow",
+    ).add_argument("--container", action="store_true", help="run in the test/metric image")
+    add(
+        "gate",
+        cmd_gate,
+        "accept the best candidate only if it meets thresholds and beats the champion",
+    ).add_argument(
         "--no-register", action="store_true", help="judge only: register nothing (pull requests)"
     )
     add("push", cmd_push, "dvc push the accepted bundle and the data")
-    promote = add("promote", cmd_promote, "move the MLflow alias 'champion' to the 'candidate' version and its image to production")
-    promote.add_argument("--expect-champion", help="fail unless the current champion is this version ('none' for no champion)")
-    promote.add_argument("--version", help="fail unless this version still holds the 'candidate' alias")
-    promote.add_argument("--approver", help="who approved, for the audit record (default: the CI user, else $USER)")
-    rollback = add("rollback", cmd_rollback, "give 'champion' and the production image back to the previous champion")
-    rollback.add_argument("--to", help="a former champion further back (default: the one before the current)")
-    rollback.add_argument("--approver", help="who approved, for the audit record (default: the CI user, else $USER)")
-    add("report", cmd_report, "Markdown report of the gate verdict: reports/report.md and the CI job summary").add_argument(
-        "--post", action="store_true", help="also create or update the pull-request comment (GITHUB_TOKEN, GITHUB_REPOSITORY)"
+    promote = add(
+        "promote",
+        cmd_promote,
+        "move the MLflow alias 'champion' to the 'candidate' version and its image to production",
     )
-    deploy = add("deploy", cmd_deploy, "run the environment's inference image: this host (Docker) or Kubernetes")
+    promote.add_argument(
+        "--expect-champion",
+        help="fail unless the current champion is this version ('none' for no champion)",
+    )
+    promote.add_argument(
+        "--version", help="fail unless this version still holds the 'candidate' alias"
+    )
+    promote.add_argument(
+        "--approver", help="who approved, for the audit record (default: the CI user, else $USER)"
+    )
+    rollback = add(
+        "rollback",
+        cmd_rollback,
+        "give 'champion' and the production image back to the previous champion",
+    )
+    rollback.add_argument(
+        "--to", help="a former champion further back (default: the one before the current)"
+    )
+    rollback.add_argument(
+        "--approver", help="who approved, for the audit record (default: the CI user, else $USER)"
+    )
+    add(
+        "report",
+        cmd_report,
+        "Markdown report of the gate verdict: reports/report.md and the CI job summary",
+    ).add_argument(
+        "--post",
+        action="store_true",
+        help="also create or update the pull-request comment (GITHUB_TOKEN, GITHUB_REPOSITORY)",
+    )
+    deploy = add(
+        "deploy",
+        cmd_deploy,
+        "run the environment's inference image: this host (Docker) or Kubernetes",
+    )
     deploy.add_argument("--environment", required=True, choices=ENVIRONMENTS)
-    deploy.add_argument("--target", default="local", choices=("local", "kubernetes"), help="default: local")
-    deploy.add_argument("--port", type=port, help="local: host port (staging 8081, production 8080); kubernetes: Service port (80)")
-    deploy.add_argument("--timeout", type=_bounded("timeout in seconds", 3600), default=120, help="seconds to become ready (default 120)")
-    deploy.add_argument("--render-only", action="store_true", help="kubernetes: write deploy/<environment>/ and apply nothing")
+    deploy.add_argument(
+        "--target", default="local", choices=("local", "kubernetes"), help="default: local"
+    )
+    deploy.add_argument(
+        "--port",
+        type=port,
+        help="local: host port (staging 8081, production 8080); kubernetes: Service port (80)",
+    )
+    deploy.add_argument(
+        "--timeout",
+        type=_bounded("timeout in seconds", 3600),
+        default=120,
+        help="seconds to become ready (default 120)",
+    )
+    deploy.add_argument(
+        "--render-only",
+        action="store_true",
+        help="kubernetes: write deploy/<environment>/ and apply nothing",
+    )
     serve = add("serve", cmd_serve, "serve a verified bundle with Flask behind gunicorn")
     serve.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     serve.add_argument("--host", default=os.environ.get("SAIL_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=port, default=os.environ.get("SAIL_PORT", "8000"))
     serve.add_argument("--workers", type=workers, help="gunicorn workers (default: CPUs available)")
     prediction_logging(serve)
-    predict = add("predict", cmd_predict, "batch inference, in chunks, from CSV or Parquet to CSV, JSON or Parquet")
-    predict.add_argument("--input", required=True, help="CSV or Parquet file with the feature columns")
-    predict.add_argument("--output", required=True, help="where to write predictions (.csv or .json)")
-    predict.add_argument("--format", choices=("csv", "json", "parquet"), help="default: from the output suffix")
+    predict = add(
+        "predict",
+        cmd_predict,
+        "batch inference, in chunks, from CSV or Parquet to CSV, JSON or Parquet",
+    )
+    predict.add_argument(
+        "--input", required=True, help="CSV or Parquet file with the feature columns"
+    )
+    predict.add_argument(
+        "--output", required=True, help="where to write predictions (.csv or .json)"
+    )
+    predict.add_argument(
+        "--format", choices=("csv", "json", "parquet"), help="default: from the output suffix"
+    )
     predict.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     prediction_logging(predict)
-    monitor = add("monitor", cmd_monitor, "compare logged predictions with the accepted model's training data")
-    monitor.add_argument("--log", required=True, help="prediction log: a file, a directory or an s3:// prefix")
+    monitor = add(
+        "monitor", cmd_monitor, "compare logged predictions with the accepted model's training data"
+    )
+    monitor.add_argument(
+        "--log", required=True, help="prediction log: a file, a directory or an s3:// prefix"
+    )
     monitor.add_argument("--since", help="first time to include (ISO 8601, UTC unless it says)")
     monitor.add_argument("--until", help="first time to leave out (ISO 8601)")
-    monitor.add_argument("--window", help="instead of --since: the last N minutes, hours or days (30m, 24h, 7d)")
+    monitor.add_argument(
+        "--window", help="instead of --since: the last N minutes, hours or days (30m, 24h, 7d)"
+    )
     monitor.add_argument("--bundle", help="bundle directory (default: models/accepted)")
-    feedback = add("feedback", cmd_feedback, "join ground-truth labels to logged predictions (for sail monitor)")
-    feedback.add_argument("labels", metavar="LABELS.csv", help="CSV with request_id, label (and record, in a batch)")
-    feedback.add_argument("--log", required=True, help="prediction log: a file, a directory or an s3:// prefix")
-    feedback.add_argument("--append-to-training", action="store_true",
-                          help="append the joined rows to the raw data (then dvc add, sail validate)")
+    feedback = add(
+        "feedback",
+        cmd_feedback,
+        "join ground-truth labels to logged predictions (for sail monitor)",
+    )
+    feedback.add_argument(
+        "labels", metavar="LABELS.csv", help="CSV with request_id, label (and record, in a batch)"
+    )
+    feedback.add_argument(
+        "--log", required=True, help="prediction log: a file, a directory or an s3:// prefix"
+    )
+    feedback.add_argument(
+        "--append-to-training",
+        action="store_true",
+        help="append the joined rows to the raw data (then dvc add, sail validate)",
+    )
     feedback.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     smoke = add("smoke", cmd_smoke, "serve the accepted bundle and check the holdout predictions")
     smoke.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     smoke.add_argument("--url", help="check an already running server instead of starting one")
-    smoke.add_argument("--container", action="store_true", help="run the packaged inference image (reports/package.json)")
+    smoke.add_argument(
+        "--container",
+        action="store_true",
+        help="run the packaged inference image (reports/package.json)",
+    )
     smoke.add_argument("--image", help="run this inference image")
     add("package", cmd_package, "build the inference image around the gated, verified bundle")
     add("publish", cmd_publish, "push the images to the registry (SAIL_REGISTRY)")
-    keygen = add("keygen", cmd_keygen,
-                 "write a new Ed25519 key pair: DIR/signing.key (private) and DIR/verify.key (public)")
-    keygen.add_argument("directory", metavar="DIR",
-                        help="where to write the pair (existing keys are never overwritten)")
-    add("doctor", cmd_doctor, "check every configured service (MLflow, S3, DVC remote, registry, Docker, signing key)")
-    add("run", cmd_run, "the whole pipeline: validate, split, train, evaluate, gate, push, smoke test").add_argument(
-        "--container", action="store_true", help="train and evaluate in containers, then package and smoke-test the image"
+    keygen = add(
+        "keygen",
+        cmd_keygen,
+        "write a new Ed25519 key pair: DIR/signing.key (private) and DIR/verify.key (public)",
+    )
+    keygen.add_argument(
+        "directory",
+        metavar="DIR",
+        help="where to write the pair (existing keys are never overwritten)",
+    )
+    add(
+        "doctor",
+        cmd_doctor,
+        "check every configured service (MLflow, S3, DVC remote, registry, Docker, signing key)",
+    )
+    add(
+        "run",
+        cmd_run,
+        "the whole pipeline: validate, split, train, evaluate, gate, push, smoke test",
+    ).add_argument(
+        "--container",
+        action="store_true",
+        help="train and evaluate in containers, then package and smoke-test the image",
     )
     return top
 
@@ -386,7 +556,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the user gets one line; SAIL_DEBUG=1 shows the traceback
         if os.environ.get("SAIL_DEBUG"):
             raise
-        print(f"sail {args.command}: unexpected error: {type(exc).__name__}: {exc} (SAIL_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"sail {args.command}: unexpected error: {type(exc).__name__}: {exc} (SAIL_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 2
     if result is not None:
         print(json.dumps(result, default=str))

@@ -40,8 +40,18 @@ HIGHER_IS_BETTER = {
 }
 METRICS_BY_TASK = {
     # f1, precision and recall are for the positive class when binary, macro averages otherwise.
-    "classification": ("roc_auc", "f1", "accuracy", "precision", "recall", "mcc", "balanced_accuracy",
-                       "f1_weighted", "precision_weighted", "recall_weighted"),
+    "classification": (
+        "roc_auc",
+        "f1",
+        "accuracy",
+        "precision",
+        "recall",
+        "mcc",
+        "balanced_accuracy",
+        "f1_weighted",
+        "precision_weighted",
+        "recall_weighted",
+    ),
     "regression": ("rmse", "mae", "r2"),
 }
 
@@ -136,7 +146,9 @@ class SplitConfig:
 class ValidationConfig:
     range_margin: float  # fraction of the reference range a value may exceed min/max by
     max_null_rate: float  # absolute null rate allowed per column
-    max_mean_shift: float  # change of a column mean since the last accepted data, in reference std units
+    max_mean_shift: (
+        float  # change of a column mean since the last accepted data, in reference std units
+    )
     max_std_ratio: float  # change of a column std since the last accepted data, as a ratio
     min_rows: int
     max_missing_target: float = 0.2  # share of rows without a label that are dropped before failing
@@ -284,9 +296,21 @@ TEAM_KEYS: dict[str, tuple[str, ...]] = {
 }
 # Keys people reach for that must stay in the environment (the file is committed), and where
 # each section's secrets come from instead.
-SECRET_NAMES = {"password", "secret", "token", "api_key", "access_key", "access_key_id", "secret_access_key",
-                "aws_access_key_id", "aws_secret_access_key", "session_token", "signing_key",
-                "audit_key", "private_key"}
+SECRET_NAMES = {
+    "password",
+    "secret",
+    "token",
+    "api_key",
+    "access_key",
+    "access_key_id",
+    "secret_access_key",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "session_token",
+    "signing_key",
+    "audit_key",
+    "private_key",
+}
 SECRET_ENV = {
     "aws": "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)",
     "dvc": "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)",
@@ -343,7 +367,9 @@ class Settings:
     verify_key: str | None = None  # public key text: not a secret, but only the environment sets it
     audit_key: str | None = field(default=None, repr=False)
     audit_verify_key: str | None = None
-    origins: tuple[tuple[str, str], ...] = ()  # (team key, where its value came from), for `sail doctor`
+    origins: tuple[
+        tuple[str, str], ...
+    ] = ()  # (team key, where its value came from), for `sail doctor`
     # SAIL_SEARCH_STORAGE: an Optuna RDB URL the workers of one search share (may hold a password)
     search_storage: str | None = field(default=None, repr=False)
 
@@ -365,15 +391,22 @@ class Settings:
             "aws.profile": self.aws.profile,
             "aws.role_arn": self.aws.role_arn,
             "aws.endpoint_url": self.aws.endpoint_url,
-            "retry.attempts": self.retry.attempts if "retry.attempts" in dict(self.origins) else None,
-            "retry.backoff_seconds": self.retry.backoff_seconds if "retry.backoff_seconds" in dict(self.origins) else None,
+            "retry.attempts": self.retry.attempts
+            if "retry.attempts" in dict(self.origins)
+            else None,
+            "retry.backoff_seconds": self.retry.backoff_seconds
+            if "retry.backoff_seconds" in dict(self.origins)
+            else None,
         }
         return {TEAM_KEYS[key][0]: str(value) for key, value in values.items() if value is not None}
 
     @property
     def team_mode(self) -> bool:
         """True when any shared service (AWS, DVC remote, MLflow server, registry) is configured."""
-        return any(key.split(".")[0] in ("aws", "dvc", "mlflow") or key.startswith("registry.u") for key, _ in self.origins)
+        return any(
+            key.split(".")[0] in ("aws", "dvc", "mlflow") or key.startswith("registry.u")
+            for key, _ in self.origins
+        )
 
     @classmethod
     def from_env(cls, paths: ProjectPaths, env: Mapping[str, str] | None = None) -> "Settings":
@@ -436,24 +469,32 @@ def load_team_file(path: Path) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise SailError(f"{name}: expected a mapping of sections ({', '.join(_sections())}) at the top level")
+        raise SailError(
+            f"{name}: expected a mapping of sections ({', '.join(_sections())}) at the top level"
+        )
     values: dict[str, Any] = {}
     for section, body in raw.items():
         if section in SECRET_NAMES:
             raise SailError(_secret_message(name, str(section)))
         if section not in _sections():
-            raise SailError(f"{name}: unknown section {section!r} (known: {', '.join(_sections())})")
+            raise SailError(
+                f"{name}: unknown section {section!r} (known: {', '.join(_sections())})"
+            )
         if body is None:
             continue
         if not isinstance(body, Mapping):
-            raise SailError(f"{name}: '{section}' must be a mapping of keys, got {redact(str(body))!r}")
+            raise SailError(
+                f"{name}: '{section}' must be a mapping of keys, got {redact(str(body))!r}"
+            )
         for key, value in body.items():
             full = f"{section}.{key}"
             if str(key) in SECRET_NAMES:
                 raise SailError(_secret_message(name, full))
             if full not in TEAM_KEYS:
                 known = [k.split(".", 1)[1] for k in TEAM_KEYS if k.startswith(f"{section}.")]
-                raise SailError(f"{name}: unknown key '{full}' (known in {section}: {', '.join(known)})")
+                raise SailError(
+                    f"{name}: unknown key '{full}' (known in {section}: {', '.join(known)})"
+                )
             if value is None or value == "":
                 continue
             values[full] = _team_value(full, value, f"{name}: {full}", in_file=True)
@@ -489,7 +530,11 @@ def _team_value(key: str, value: Any, where: str, in_file: bool = False) -> Any:
             number = float(value) if isinstance(value, str) else value
         except ValueError:
             number = None
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 <= number <= 300:
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
+            or not 0 <= number <= 300
+        ):
             raise SailError(f"{where} must be a number of seconds from 0 to 300, got {value!r}")
         return float(number)
     if not isinstance(value, str):
@@ -498,7 +543,11 @@ def _team_value(key: str, value: Any, where: str, in_file: bool = False) -> Any:
     problem = _CHECKS[key](value, in_file)
     if problem:
         raise SailError(f"{where}: {problem}, got {redact(value)!r}")
-    return value.rstrip("/") if key in ("aws.endpoint_url", "mlflow.tracking_uri", "registry.url") else value
+    return (
+        value.rstrip("/")
+        if key in ("aws.endpoint_url", "mlflow.tracking_uri", "registry.url")
+        else value
+    )
 
 
 def _check_remote(value: str, in_file: bool) -> str | None:
@@ -535,8 +584,10 @@ def _check_tracking(value: str, in_file: bool) -> str | None:
         if not parts.hostname:
             return "an http(s) tracking URI needs a host: http(s)://host[:port]"
         if in_file and (parts.username or parts.password):
-            return ("a tracking URI in this committed file takes no user:password: "
-                    "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment")
+            return (
+                "a tracking URI in this committed file takes no user:password: "
+                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment"
+            )
         return None
     if not parts.scheme:
         return "the tracking URI needs a scheme: http(s)://host[:port], or sqlite:///path for a local store"
@@ -545,7 +596,9 @@ def _check_tracking(value: str, in_file: bool) -> str | None:
 
 def _check_registry(value: str, in_file: bool) -> str | None:
     if "://" in value:
-        return "write the registry without a scheme, as host[:port][/namespace] (e.g. 127.0.0.1:5000)"
+        return (
+            "write the registry without a scheme, as host[:port][/namespace] (e.g. 127.0.0.1:5000)"
+        )
     if "@" in value:
         return "the registry takes no credentials: set SAIL_REGISTRY_USERNAME and SAIL_REGISTRY_PASSWORD"
     if not _REGISTRY.match(value.rstrip("/")):
@@ -554,15 +607,25 @@ def _check_registry(value: str, in_file: bool) -> str | None:
 
 
 _CHECKS = {
-    "aws.region": lambda v, _: None if _REGION.match(v) else "not an AWS region name such as eu-west-1",
+    "aws.region": lambda v, _: (
+        None if _REGION.match(v) else "not an AWS region name such as eu-west-1"
+    ),
     "aws.profile": lambda v, _: None if _NAME.match(v) else "not an AWS profile name",
-    "aws.role_arn": lambda v, _: None if _ROLE_ARN.match(v) else "not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)",
+    "aws.role_arn": lambda v, _: (
+        None
+        if _ROLE_ARN.match(v)
+        else "not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)"
+    ),
     "aws.endpoint_url": lambda v, _: _check_http(v, "the S3 endpoint"),
     "dvc.remote_url": _check_remote,
     "mlflow.tracking_uri": _check_tracking,
     "registry.url": _check_registry,
-    "registry.username": lambda v, _: None if _NAME.match(v) else "not a user name (letters, digits, . @ + = , - _)",
-    "registry.base_image": lambda v, _: None if v and not any(c.isspace() for c in v) else "not an image reference",
+    "registry.username": lambda v, _: (
+        None if _NAME.match(v) else "not a user name (letters, digits, . @ + = , - _)"
+    ),
+    "registry.base_image": lambda v, _: (
+        None if v and not any(c.isspace() for c in v) else "not an image reference"
+    ),
 }
 
 
@@ -600,8 +663,10 @@ def _dimension(name: str, body: Any, where: str) -> Dimension:
         raise _refused(where, f"takes only {', '.join(sorted(allowed))} for type {kind}")
     if kind == "choice":
         values = body.get("values")
-        if not isinstance(values, list) or not values or not all(
-            v is None or isinstance(v, (str, int, float)) for v in values
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(v is None or isinstance(v, (str, int, float)) for v in values)
         ):
             raise _refused(f"{where}.values", "must be a non-empty list of plain values")
         return Dimension(name, kind, choices=tuple(values))
@@ -671,7 +736,9 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
     for i, c in enumerate(raw_candidates):
         name = _require(c, "name", f"candidates[{i}].")
         if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-            raise SailError(f"params.yaml: candidates[{i}].name {name!r} must be letters, digits, '-' or '_'")
+            raise SailError(
+                f"params.yaml: candidates[{i}].name {name!r} must be letters, digits, '-' or '_'"
+            )
         hyper = c.get("params") or {}
         if not isinstance(hyper, Mapping):
             raise SailError(f"params.yaml: candidates[{i}].params must be a mapping")
@@ -686,7 +753,9 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
     allowed = METRICS_BY_TASK[task]
     primary = _require(gate, "primary_metric", "gate.")
     if primary not in allowed:
-        raise SailError(f"params.yaml: gate.primary_metric {primary!r} is not one of {', '.join(allowed)}")
+        raise SailError(
+            f"params.yaml: gate.primary_metric {primary!r} is not one of {', '.join(allowed)}"
+        )
     thresholds = _thresholds(gate.get("thresholds"), "gate.thresholds", task)
     validation = raw.get("validation") or {}
     serving = raw.get("serving") or {}
@@ -694,12 +763,16 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
         raise SailError("params.yaml: 'serving' takes one key, out_of_range (flag or refuse)")
     out_of_range = serving.get("out_of_range", "flag")
     if out_of_range not in OUT_OF_RANGE:
-        raise SailError(f"params.yaml: serving.out_of_range must be one of {', '.join(OUT_OF_RANGE)}, got {out_of_range!r}")
+        raise SailError(
+            f"params.yaml: serving.out_of_range must be one of {', '.join(OUT_OF_RANGE)}, got {out_of_range!r}"
+        )
     signing = raw.get("signing") or {}
     scheme = signing.get("scheme", SIGNING_SCHEMES[0]) if isinstance(signing, Mapping) else None
     if scheme not in SIGNING_SCHEMES:
-        raise SailError(f"params.yaml: 'signing.scheme' must be one of {', '.join(SIGNING_SCHEMES)}, "
-                        f"got {scheme!r}")
+        raise SailError(
+            f"params.yaml: 'signing.scheme' must be one of {', '.join(SIGNING_SCHEMES)}, "
+            f"got {scheme!r}"
+        )
     return Params(
         task=task,
         raw_data=str(_require(data, "raw", "data.")),
@@ -715,12 +788,22 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
             **_gate_settings(gate, task),
         ),
         validation=ValidationConfig(
-            range_margin=_number(validation.get("range_margin", 0.1), "validation.range_margin", 0.0),
-            max_null_rate=_number(validation.get("max_null_rate", 0.05), "validation.max_null_rate", 0.0, 1.0),
-            max_mean_shift=_number(validation.get("max_mean_shift", 0.5), "validation.max_mean_shift", 0.0),
-            max_std_ratio=_number(validation.get("max_std_ratio", 2.0), "validation.max_std_ratio", 1.0),
+            range_margin=_number(
+                validation.get("range_margin", 0.1), "validation.range_margin", 0.0
+            ),
+            max_null_rate=_number(
+                validation.get("max_null_rate", 0.05), "validation.max_null_rate", 0.0, 1.0
+            ),
+            max_mean_shift=_number(
+                validation.get("max_mean_shift", 0.5), "validation.max_mean_shift", 0.0
+            ),
+            max_std_ratio=_number(
+                validation.get("max_std_ratio", 2.0), "validation.max_std_ratio", 1.0
+            ),
             min_rows=int(_number(validation.get("min_rows", 50), "validation.min_rows", 1)),
-            max_missing_target=_number(validation.get("max_missing_target", 0.2), "validation.max_missing_target", 0.0, 1.0),
+            max_missing_target=_number(
+                validation.get("max_missing_target", 0.2), "validation.max_missing_target", 0.0, 1.0
+            ),
         ),
         serving=ServingConfig(out_of_range),
         signing_scheme=scheme,
@@ -736,12 +819,18 @@ def _monitoring(raw: Any) -> MonitoringConfig:
     if unknown:
         raise SailError(f"params.yaml: unknown key 'monitoring.{unknown[0]}'")
     d = MonitoringConfig()
-    share = {k: _number(raw.get(k, getattr(d, k)), f"monitoring.{k}", 0.0, 1.0)
-             for k in ("max_ks", "min_p_value", "max_out_of_range", "max_missing")}
+    share = {
+        k: _number(raw.get(k, getattr(d, k)), f"monitoring.{k}", 0.0, 1.0)
+        for k in ("max_ks", "min_p_value", "max_out_of_range", "max_missing")
+    }
     return MonitoringConfig(
         max_psi=_number(raw.get("max_psi", d.max_psi), "monitoring.max_psi", 0.0),
-        max_window_psi=_number(raw.get("max_window_psi", d.max_window_psi), "monitoring.max_window_psi", 0.0),
-        window_hours=_number(raw.get("window_hours", d.window_hours), "monitoring.window_hours", 1 / 60),
+        max_window_psi=_number(
+            raw.get("max_window_psi", d.max_window_psi), "monitoring.max_window_psi", 0.0
+        ),
+        window_hours=_number(
+            raw.get("window_hours", d.window_hours), "monitoring.window_hours", 1 / 60
+        ),
         min_rows=_whole(raw, "min_rows", d.min_rows, "monitoring.", 1, 10**9),
         bins=_whole(raw, "bins", d.bins, "monitoring.", 2, 100),
         **share,
@@ -760,13 +849,22 @@ def _compiled(raw: Any) -> CompiledConfig:
     default = CompiledConfig()
     return CompiledConfig(
         enabled=enabled,
-        max_probability_diff=_number(raw.get("max_probability_diff", default.max_probability_diff),
-                                     "compiled.max_probability_diff", 0.0, 1.0),
-        max_value_diff=_number(raw.get("max_value_diff", default.max_value_diff),
-                               "compiled.max_value_diff", 0.0),
-        max_label_mismatches=int(_number(raw.get("max_label_mismatches",
-                                                 default.max_label_mismatches),
-                                         "compiled.max_label_mismatches", 0)),
+        max_probability_diff=_number(
+            raw.get("max_probability_diff", default.max_probability_diff),
+            "compiled.max_probability_diff",
+            0.0,
+            1.0,
+        ),
+        max_value_diff=_number(
+            raw.get("max_value_diff", default.max_value_diff), "compiled.max_value_diff", 0.0
+        ),
+        max_label_mismatches=int(
+            _number(
+                raw.get("max_label_mismatches", default.max_label_mismatches),
+                "compiled.max_label_mismatches",
+                0,
+            )
+        ),
     )
 
 
@@ -843,15 +941,17 @@ def _gate_settings(gate: Mapping[str, Any], task: str) -> dict[str, Any]:
             seed=_whole(boot, "seed", b.seed, "gate.bootstrap.", 0, 2**32 - 1),
         ),
         "min_test_rows": _whole(gate, "min_test_rows", g.min_test_rows, "gate.", 1, many),
-        "min_rows_per_class": _whole(gate, "min_rows_per_class", g.min_rows_per_class, "gate.", 1,
-                                     many),
+        "min_rows_per_class": _whole(
+            gate, "min_rows_per_class", g.min_rows_per_class, "gate.", 1, many
+        ),
         "suspicious_drop": None if drop is None else _number(drop, "gate.suspicious_drop", 0.0),
         "holdout_rows": _whole(gate, "holdout_rows", g.holdout_rows, "gate.", 1, 10**7),
         "slices": SliceConfig(
             columns=tuple(dict.fromkeys(columns)),
             min_rows=_whole(slices, "min_rows", s.min_rows, "gate.slices.", 1, many),
-            min_rows_per_class=_whole(slices, "min_rows_per_class", s.min_rows_per_class,
-                                      "gate.slices.", 1, many),
+            min_rows_per_class=_whole(
+                slices, "min_rows_per_class", s.min_rows_per_class, "gate.slices.", 1, many
+            ),
             thresholds=_thresholds(slices.get("thresholds"), "gate.slices.thresholds", task),
             no_regression=_flag(slices, "no_regression", "gate.slices."),
         ),
@@ -867,7 +967,9 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 
 def load_params(paths: ProjectPaths) -> Params:
     if not paths.params.is_file():
-        raise SailError(f"no params.yaml in {paths.root}: run sail inside a generated project or pass --project")
+        raise SailError(
+            f"no params.yaml in {paths.root}: run sail inside a generated project or pass --project"
+        )
     try:
         raw = yaml.safe_load(paths.params.read_text())
     except yaml.YAMLError as exc:

@@ -52,7 +52,10 @@ def git_commit(root: Path, ignore: tuple[str, ...] = ()) -> tuple[str, bool]:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *ignore],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
@@ -78,8 +81,15 @@ def project_requirements(pyproject: Path) -> list[Requirement]:
         declared = tomllib.loads(pyproject.read_text()).get("project", {}).get("dependencies", [])
         requirements = [Requirement(text) for text in declared]
     except (tomllib.TOMLDecodeError, InvalidRequirement, TypeError) as exc:
-        raise SailError(f"{pyproject.name}: [project].dependencies is not a list of requirements: {exc}") from None
-    return [r for r in requirements if canonicalize_name(r.name) != "sail-pipelines" and (r.marker is None or r.marker.evaluate())]
+        raise SailError(
+            f"{pyproject.name}: [project].dependencies is not a list of requirements: {exc}"
+        ) from None
+    return [
+        r
+        for r in requirements
+        if canonicalize_name(r.name) != "sail-pipelines"
+        and (r.marker is None or r.marker.evaluate())
+    ]
 
 
 def project_versions(pyproject: Path) -> dict[str, str]:
@@ -88,10 +98,14 @@ def project_versions(pyproject: Path) -> dict[str, str]:
     versions = {}
     for requirement in project_requirements(pyproject):
         try:
-            versions[canonicalize_name(requirement.name)] = importlib_metadata.version(requirement.name)
+            versions[canonicalize_name(requirement.name)] = importlib_metadata.version(
+                requirement.name
+            )
         except importlib_metadata.PackageNotFoundError:
-            raise SailError(f"{requirement.name} (a dependency in {pyproject.name}) is not installed here: "
-                            f"pip install it, or run `sail build` again for the images") from None
+            raise SailError(
+                f"{requirement.name} (a dependency in {pyproject.name}) is not installed here: "
+                f"pip install it, or run `sail build` again for the images"
+            ) from None
     return versions
 
 
@@ -113,10 +127,18 @@ class Provenance:
         return cls(file_md5(raw_data), commit, dirty)
 
     def to_env(self) -> dict[str, str]:
-        return {"SAIL_DATA_HASH": self.data_hash, "SAIL_GIT_COMMIT": self.git_commit, "SAIL_GIT_DIRTY": str(int(self.git_dirty))}
+        return {
+            "SAIL_DATA_HASH": self.data_hash,
+            "SAIL_GIT_COMMIT": self.git_commit,
+            "SAIL_GIT_DIRTY": str(int(self.git_dirty)),
+        }
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Provenance | None":
         if not env.get("SAIL_DATA_HASH"):
             return None
-        return cls(env["SAIL_DATA_HASH"], env.get("SAIL_GIT_COMMIT", "unknown"), env.get("SAIL_GIT_DIRTY") == "1")
+        return cls(
+            env["SAIL_DATA_HASH"],
+            env.get("SAIL_GIT_COMMIT", "unknown"),
+            env.get("SAIL_GIT_DIRTY") == "1",
+        )

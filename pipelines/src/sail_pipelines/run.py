@@ -17,17 +17,31 @@ from sail_pipelines.integrations.dvc import dvc
 from sail_pipelines.integrity.signing import SignKey
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: SignKey, say: Callable[[str], None],
-        container: bool = False) -> dict[str, Any]:
+def run(
+    paths: ProjectPaths,
+    params: Params,
+    settings: Settings,
+    key: SignKey,
+    say: Callable[[str], None],
+    container: bool = False,
+) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if container:
         say("== build: training and test/metric images")
         result["images"] = build.run(paths, params, settings, say=say)
     say("== dvc repro: validate, split, train, evaluate (up-to-date stages are skipped)")
-    dvc(paths.root, "repro", "evaluate", capture=False, env={"SAIL_RUNTIME": "container"} if container else None)
+    dvc(
+        paths.root,
+        "repro",
+        "evaluate",
+        capture=False,
+        env={"SAIL_RUNTIME": "container"} if container else None,
+    )
     say("== gate")
     verdict = result["gate"] = gate.run(paths, params, settings, key)
-    say(f"gate passed: {verdict['candidate']} registered as {params.gate.registered_model} v{verdict['registered_version']} (alias candidate)")
+    say(
+        f"gate passed: {verdict['candidate']} registered as {params.gate.registered_model} v{verdict['registered_version']} (alias candidate)"
+    )
     say("== push")
     pushed = result["push"] = push.run(paths, params, settings)
     say(f"pushed {', '.join(pushed['pushed'])}")
@@ -39,5 +53,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: SignKey, s
     else:
         say("== serving smoke test")
         served = result["smoke"] = smoke.run(paths.accepted_dir, key.verify_key)
-    say(f"smoke test passed: {served['rows']} holdout rows served by {served['url']} match the metric step")
+    say(
+        f"smoke test passed: {served['rows']} holdout rows served by {served['url']} match the metric step"
+    )
     return result

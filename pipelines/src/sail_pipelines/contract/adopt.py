@@ -33,27 +33,56 @@ PERFECT = {"roc_auc": 1.0, "accuracy": 1.0, "r2": 1.0, "rmse": 0.0}
 # The candidates a project gets when adoption changes its task (the template ships the same).
 CANDIDATES = {
     "classification": [
-        {"name": "logistic_regression", "estimator": "sklearn.linear_model.LogisticRegression",
-         "params": {"C": 1.0, "max_iter": 2000},
-         "search": {"trials": 8, "space": {"C": {"type": "float", "low": 0.001, "high": 100.0, "log": True},
-                                            "class_weight": {"type": "choice", "values": [None, "balanced"]}}}},
-        {"name": "random_forest", "estimator": "sklearn.ensemble.RandomForestClassifier",
-         "params": {"n_estimators": 100, "max_depth": 6, "random_state": 42, "n_jobs": 1}},
-        {"name": "gradient_boosting", "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
-         "params": {"max_iter": 100, "random_state": 42}},
+        {
+            "name": "logistic_regression",
+            "estimator": "sklearn.linear_model.LogisticRegression",
+            "params": {"C": 1.0, "max_iter": 2000},
+            "search": {
+                "trials": 8,
+                "space": {
+                    "C": {"type": "float", "low": 0.001, "high": 100.0, "log": True},
+                    "class_weight": {"type": "choice", "values": [None, "balanced"]},
+                },
+            },
+        },
+        {
+            "name": "random_forest",
+            "estimator": "sklearn.ensemble.RandomForestClassifier",
+            "params": {"n_estimators": 100, "max_depth": 6, "random_state": 42, "n_jobs": 1},
+        },
+        {
+            "name": "gradient_boosting",
+            "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+            "params": {"max_iter": 100, "random_state": 42},
+        },
     ],
     "regression": [
-        {"name": "ridge", "estimator": "sklearn.linear_model.Ridge", "params": {"alpha": 1.0},
-         "search": {"trials": 8, "space": {"alpha": {"type": "float", "low": 0.001, "high": 1000.0, "log": True}}}},
-        {"name": "random_forest", "estimator": "sklearn.ensemble.RandomForestRegressor",
-         "params": {"n_estimators": 100, "max_depth": 6, "random_state": 42, "n_jobs": 1}},
-        {"name": "gradient_boosting", "estimator": "sklearn.ensemble.HistGradientBoostingRegressor",
-         "params": {"max_iter": 100, "random_state": 42}},
+        {
+            "name": "ridge",
+            "estimator": "sklearn.linear_model.Ridge",
+            "params": {"alpha": 1.0},
+            "search": {
+                "trials": 8,
+                "space": {"alpha": {"type": "float", "low": 0.001, "high": 1000.0, "log": True}},
+            },
+        },
+        {
+            "name": "random_forest",
+            "estimator": "sklearn.ensemble.RandomForestRegressor",
+            "params": {"n_estimators": 100, "max_depth": 6, "random_state": 42, "n_jobs": 1},
+        },
+        {
+            "name": "gradient_boosting",
+            "estimator": "sklearn.ensemble.HistGradientBoostingRegressor",
+            "params": {"max_iter": 100, "random_state": 42},
+        },
     ],
 }
 
 
-def baseline_thresholds(frame: pd.DataFrame, target: str, task: str, params: Params) -> dict[str, dict[str, float]]:
+def baseline_thresholds(
+    frame: pd.DataFrame, target: str, task: str, params: Params
+) -> dict[str, dict[str, float]]:
     """Thresholds a model must meet to beat predicting the majority class (or the mean) on the same
     split the pipeline will make: close MARGIN of the gap between that dummy and a perfect score."""
     from sklearn.dummy import DummyClassifier, DummyRegressor
@@ -64,37 +93,53 @@ def baseline_thresholds(frame: pd.DataFrame, target: str, task: str, params: Par
     labelled = frame[frame[target].notna()]
     stratify = labelled[target] if task == "classification" else None
     try:
-        train, test = train_test_split(labelled, test_size=params.split.test_size,
-                                       random_state=params.split.seed, stratify=stratify)
+        train, test = train_test_split(
+            labelled,
+            test_size=params.split.test_size,
+            random_state=params.split.seed,
+            stratify=stratify,
+        )
     except ValueError as exc:
         raise SailError(f"cannot split the data into train and test: {exc}") from None
     empty = pd.DataFrame(index=range(len(train)))
     if task == "classification":
         dummy = DummyClassifier(strategy="prior").fit(empty, train[target])
         ahead = pd.DataFrame(index=range(len(test)))
-        scores = metrics.classification(test[target], dummy.predict(ahead), dummy.predict_proba(ahead),
-                                        list(dummy.classes_))
+        scores = metrics.classification(
+            test[target], dummy.predict(ahead), dummy.predict_proba(ahead), list(dummy.classes_)
+        )
     else:
         dummy = DummyRegressor(strategy="mean").fit(empty, train[target])
-        scores = metrics.regression(test[target], dummy.predict(pd.DataFrame(index=range(len(test)))))
+        scores = metrics.regression(
+            test[target], dummy.predict(pd.DataFrame(index=range(len(test))))
+        )
     thresholds = {}
     for metric in GATED[task]:
         base = scores[metric]
         if metric == "r2":
-            base = max(base, 0.0)  # the mean of the training split can score a little below 0 on the test split
+            base = max(
+                base, 0.0
+            )  # the mean of the training split can score a little below 0 on the test split
         bound = base + MARGIN * (PERFECT[metric] - base)
         thresholds[metric] = {"min" if HIGHER_IS_BETTER[metric] else "max": round(float(bound), 4)}
     return thresholds
 
 
 def _threshold_comment(thresholds: dict[str, dict[str, float]], task: str) -> str:
-    dummy = "always predicting the class shares of the training split" if task == "classification" \
+    dummy = (
+        "always predicting the class shares of the training split"
+        if task == "classification"
         else "always predicting the mean of the training split"
-    return (f"derived by `sail adopt` from a dummy baseline ({dummy}) on the test split: the model must close\n"
-            f"{MARGIN:.0%} of the gap between that baseline and a perfect score. Raise them as you learn what is good.")
+    )
+    return (
+        f"derived by `sail adopt` from a dummy baseline ({dummy}) on the test split: the model must close\n"
+        f"{MARGIN:.0%} of the gap between that baseline and a perfect score. Raise them as you learn what is good."
+    )
 
 
-def evidence_minimums(labels: pd.Series, task: str, test_size: float, params: Params) -> dict[str, int]:
+def evidence_minimums(
+    labels: pd.Series, task: str, test_size: float, params: Params
+) -> dict[str, int]:
     """The gate's minimum-evidence settings, lowered to what this data's test split can hold, so a
     small dataset is judged (with wide intervals) instead of refused on its first run."""
     test_rows = max(1, int(len(labels) * test_size))
@@ -105,8 +150,14 @@ def evidence_minimums(labels: pd.Series, task: str, test_size: float, params: Pa
     return minimums
 
 
-def updated_params(text: str, task: str, raw: str, target: str, thresholds: dict[str, dict[str, float]],
-                   minimums: dict[str, int]) -> str:
+def updated_params(
+    text: str,
+    task: str,
+    raw: str,
+    target: str,
+    thresholds: dict[str, dict[str, float]],
+    minimums: dict[str, int],
+) -> str:
     """params.yaml with the adopted data, task, thresholds and evidence minimums; comments elsewhere
     are kept. The example's slice columns belong to the example's data, so slicing starts empty."""
     from ruamel.yaml import YAML
@@ -129,7 +180,9 @@ def updated_params(text: str, task: str, raw: str, target: str, thresholds: dict
         flow.fa.set_flow_style()
         bounds[metric] = flow
     doc["gate"]["thresholds"] = bounds
-    doc["gate"].yaml_set_comment_before_after_key("thresholds", before=_threshold_comment(thresholds, task), indent=2)
+    doc["gate"].yaml_set_comment_before_after_key(
+        "thresholds", before=_threshold_comment(thresholds, task), indent=2
+    )
     for key in ("min_test_rows", "min_rows_per_class"):
         if key in minimums:
             doc["gate"][key] = minimums[key]
@@ -146,19 +199,29 @@ def updated_params(text: str, task: str, raw: str, target: str, thresholds: dict
 
 
 def _schema_text(columns: list[Any], source: str) -> str:
-    header = (f"# The feature contract, inferred by `sail adopt` from {source}. Every row of the data,\n"
-              "# every batch file and every API request must meet it. Each column has a type\n"
-              "# (float, int, bool, category, datetime, text) and a role: the target, a feature the model\n"
-              "# sees, or ignore (kept out of the model; the API accepts and drops it, batch output keeps it).\n"
-              "# Edit any decision here, then run `sail validate --baseline`.\n")
-    lines = [yaml.safe_dump(c.to_dict(), default_flow_style=True, sort_keys=False, allow_unicode=True,
-                            width=10**6).strip() for c in columns]
+    header = (
+        f"# The feature contract, inferred by `sail adopt` from {source}. Every row of the data,\n"
+        "# every batch file and every API request must meet it. Each column has a type\n"
+        "# (float, int, bool, category, datetime, text) and a role: the target, a feature the model\n"
+        "# sees, or ignore (kept out of the model; the API accepts and drops it, batch output keeps it).\n"
+        "# Edit any decision here, then run `sail validate --baseline`.\n"
+    )
+    lines = [
+        yaml.safe_dump(
+            c.to_dict(), default_flow_style=True, sort_keys=False, allow_unicode=True, width=10**6
+        ).strip()
+        for c in columns
+    ]
     return header + "columns:\n" + "".join(f"  - {line}\n" for line in lines)
 
 
-def run(paths: ProjectPaths, source: Path, target: str, task: str | None, say: Callable[[str], None]) -> dict[str, Any]:
+def run(
+    paths: ProjectPaths, source: Path, target: str, task: str | None, say: Callable[[str], None]
+) -> dict[str, Any]:
     if not paths.params.is_file():
-        raise SailError(f"no params.yaml in {paths.root}: run sail adopt inside a generated project")
+        raise SailError(
+            f"no params.yaml in {paths.root}: run sail adopt inside a generated project"
+        )
     frame = read_table(source)
     inferred = inference.infer(frame, target, task)
     raw = f"data/raw/data.{'csv' if kind(source) == 'csv' else 'parquet'}"
@@ -185,8 +248,16 @@ def run(paths: ProjectPaths, source: Path, target: str, task: str | None, say: C
     write_json(paths.profile, {"reference": profile, "last": profile})
     dvc(paths.root, "add", "--quiet", raw)
     say(inference.decisions_table(columns))
-    say(f"task: {inferred.task} ({inferred.task_reason}); {len(frame) - len(labelled)} row(s) without a label "
+    say(
+        f"task: {inferred.task} ({inferred.task_reason}); {len(frame) - len(labelled)} row(s) without a label "
         f"will be dropped; thresholds: {', '.join(f'{m} {next(iter(b))} {next(iter(b.values()))}' for m, b in thresholds.items())}; "
-        f"gate evidence minimums: {', '.join(f'{k} {v}' for k, v in minimums.items())}")
-    return {"data": raw, "task": inferred.task, "rows": len(frame), "features": len(inferred.schema.features),
-            "ignored": [c.name for c in inferred.schema.ignored], "thresholds": thresholds}
+        f"gate evidence minimums: {', '.join(f'{k} {v}' for k, v in minimums.items())}"
+    )
+    return {
+        "data": raw,
+        "task": inferred.task,
+        "rows": len(frame),
+        "features": len(inferred.schema.features),
+        "ignored": [c.name for c in inferred.schema.ignored],
+        "thresholds": thresholds,
+    }

@@ -24,7 +24,9 @@ def kind(path: Path) -> str:
 
 
 def _unreadable(path: Path, exc: Exception) -> SailError:
-    return SailError(f"{path} is not a readable {kind(path).upper()} file: {(str(exc).splitlines() or [type(exc).__name__])[0]}")
+    return SailError(
+        f"{path} is not a readable {kind(path).upper()} file: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
+    )
 
 
 def _numbered(frame: pd.DataFrame, first: int, unit: str) -> pd.DataFrame:
@@ -42,8 +44,16 @@ def read_table(path: Path) -> pd.DataFrame:
         else:
             frame = _numbered(pd.read_parquet(path), 1, "row")
     except ImportError as exc:
-        raise SailError(f"reading Parquet needs pyarrow ({exc.name} is missing): pip install pyarrow") from None
-    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SailError(
+            f"reading Parquet needs pyarrow ({exc.name} is missing): pip install pyarrow"
+        ) from None
+    except (
+        ValueError,
+        OSError,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+    ) as exc:
         raise _unreadable(path, exc) from None
     if frame.empty:
         raise SailError(f"{path} has no rows")
@@ -70,8 +80,16 @@ def iter_table(path: Path, rows: int) -> Iterator[pd.DataFrame]:
             yield _numbered(chunk, first + seen, unit)
             seen += len(chunk)
     except ImportError as exc:
-        raise SailError(f"reading Parquet needs pyarrow ({exc.name} is missing): pip install pyarrow") from None
-    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SailError(
+            f"reading Parquet needs pyarrow ({exc.name} is missing): pip install pyarrow"
+        ) from None
+    except (
+        ValueError,
+        OSError,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+    ) as exc:
         raise _unreadable(path, exc) from None
     if seen == 0:
         raise SailError(f"{path} has no rows")
@@ -103,4 +121,6 @@ def json_value(value: Any) -> Any:
 
 def json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON objects, with missing values as null (never NaN, which JSON lacks)."""
-    return [{str(k): json_value(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    return [
+        {str(k): json_value(v) for k, v in row.items()} for row in frame.to_dict(orient="records")
+    ]

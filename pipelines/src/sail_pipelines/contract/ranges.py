@@ -24,11 +24,18 @@ class Beyond:
     high: float
 
     def message(self) -> str:
-        return (f"'{self.field}' = {self.value:g} is outside the training range "
-                f"[{self.low:g}, {self.high:g}] (serving.out_of_range: refuse)")
+        return (
+            f"'{self.field}' = {self.value:g} is outside the training range "
+            f"[{self.low:g}, {self.high:g}] (serving.out_of_range: refuse)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"record": self.record, "field": self.field, "value": self.value, "range": [self.low, self.high]}
+        return {
+            "record": self.record,
+            "field": self.field,
+            "value": self.value,
+            "range": [self.low, self.high],
+        }
 
 
 def training_ranges(schema: Schema, metadata: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
@@ -45,7 +52,9 @@ def training_ranges(schema: Schema, metadata: Mapping[str, Any]) -> dict[str, tu
     return ranges
 
 
-def beyond(columns: Mapping[str, Sequence[Any]], ranges: Mapping[str, tuple[float, float]]) -> list[Beyond]:
+def beyond(
+    columns: Mapping[str, Sequence[Any]], ranges: Mapping[str, tuple[float, float]]
+) -> list[Beyond]:
     """Every checked value (one list per feature, as a request's) outside its range, in record order."""
     found = []
     for name, (low, high) in ranges.items():

@@ -72,7 +72,12 @@ class Schema:
     def to_dict(self) -> dict[str, Any]:
         """Each column with the role its place in the schema gives it."""
         placed = [(c, "feature") for c in self.features] + [(self.target, "target")]
-        return {"columns": [{**c.to_dict(), "role": role} for c, role in placed + [(c, "ignore") for c in self.ignored]]}
+        return {
+            "columns": [
+                {**c.to_dict(), "role": role}
+                for c, role in placed + [(c, "ignore") for c in self.ignored]
+            ]
+        }
 
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The feature columns in the dtypes the STL expects, however the rows were read:
@@ -84,7 +89,9 @@ class Schema:
         for column in self.features:
             values = out[column.name]
             if column.type in NUMERIC:
-                out[column.name] = (values.map(_bool_number) if column.type == "bool" else pd.to_numeric(values)).astype(float)
+                out[column.name] = (
+                    values.map(_bool_number) if column.type == "bool" else pd.to_numeric(values)
+                ).astype(float)
             else:  # missing as NaN, which imputers recognise in object columns (None they do not)
                 out[column.name] = values.astype(object).where(values.notna(), np.nan)
         return out
@@ -104,19 +111,35 @@ def _column(raw: Mapping[str, Any], where: str, role: str | None = None) -> Colu
         raise SailError(f"schema: {where} needs 'name' and 'type'")
     name, kind, role = str(raw["name"]), raw["type"], role or raw.get("role", "feature")
     if kind not in TYPES:
-        raise SailError(f"schema: {where} '{name}' has type {kind!r}, expected one of {', '.join(TYPES)}")
+        raise SailError(
+            f"schema: {where} '{name}' has type {kind!r}, expected one of {', '.join(TYPES)}"
+        )
     if role not in ROLES:
-        raise SailError(f"schema: {where} '{name}' has role {role!r}, expected one of {', '.join(ROLES)}")
+        raise SailError(
+            f"schema: {where} '{name}' has role {role!r}, expected one of {', '.join(ROLES)}"
+        )
     values = raw.get("values")
     if kind == "category" and role != "ignore" and not values:
         raise SailError(f"schema: category column '{name}' needs a non-empty 'values' list")
-    if values is not None and (not isinstance(values, list) or len(set(map(repr, values))) != len(values)):
+    if values is not None and (
+        not isinstance(values, list) or len(set(map(repr, values))) != len(values)
+    ):
         raise SailError(f"schema: 'values' of '{name}' must be a list without repeats")
     if kind == "text" and role == "feature":
-        raise SailError(f"schema: text column '{name}' cannot be a feature (the STL has no text step): "
-                        "set role: ignore, or type: category if it holds a few repeated values")
-    return Column(name, kind, role, tuple(values) if values else None, bool(raw.get("nullable", False)),
-                  bool(raw.get("other", False)), bool(raw.get("log", True)), raw.get("reason"))
+        raise SailError(
+            f"schema: text column '{name}' cannot be a feature (the STL has no text step): "
+            "set role: ignore, or type: category if it holds a few repeated values"
+        )
+    return Column(
+        name,
+        kind,
+        role,
+        tuple(values) if values else None,
+        bool(raw.get("nullable", False)),
+        bool(raw.get("other", False)),
+        bool(raw.get("log", True)),
+        raw.get("reason"),
+    )
 
 
 def parse_schema(raw: Any) -> Schema:
@@ -127,10 +150,14 @@ def parse_schema(raw: Any) -> Schema:
         columns = [_column(raw["target"], "target", "target")]
         columns += [_column(f, f"features[{i}]") for i, f in enumerate(raw["features"])]
     else:
-        raise SailError("schema: expected a 'columns' list (each column with a name, type and role)")
+        raise SailError(
+            "schema: expected a 'columns' list (each column with a name, type and role)"
+        )
     names = [c.name for c in columns]
     if len(set(names)) != len(names):
-        raise SailError(f"schema: column names must be unique, {sorted({n for n in names if names.count(n) > 1})} repeat")
+        raise SailError(
+            f"schema: column names must be unique, {sorted({n for n in names if names.count(n) > 1})} repeat"
+        )
     targets = [c for c in columns if c.role == "target"]
     if len(targets) != 1:
         raise SailError(f"schema: exactly one column needs role: target, found {len(targets)}")
@@ -138,7 +165,9 @@ def parse_schema(raw: Any) -> Schema:
     if not features:
         raise SailError("schema: no column has role: feature, so the model would have no input")
     if targets[0].type in ("datetime", "text"):
-        raise SailError(f"schema: the target '{targets[0].name}' cannot be of type {targets[0].type}")
+        raise SailError(
+            f"schema: the target '{targets[0].name}' cannot be of type {targets[0].type}"
+        )
     return Schema(targets[0], features, tuple(c for c in columns if c.role == "ignore"))
 
 
@@ -187,12 +216,17 @@ def check_value(column: Column, value: Any) -> Any:
             return None
         raise RecordError(name, f"'{name}' must not be null")
     if column.type == "category":
-        if isinstance(value, (dict, list, bool)) or (value not in column.values and not column.other):
+        if isinstance(value, (dict, list, bool)) or (
+            value not in column.values and not column.other
+        ):
             raise RecordError(name, f"'{name}' must be one of {list(column.values)}, got {value!r}")
         kind = str if all(isinstance(v, str) for v in column.values) else (int, float)
         if not isinstance(value, kind) or (isinstance(value, float) and not math.isfinite(value)):
             expected = "a string" if kind is str else "a finite number"
-            raise RecordError(name, f"'{name}' must be {expected} (one of {list(column.values)} or another), got {value!r}")
+            raise RecordError(
+                name,
+                f"'{name}' must be {expected} (one of {list(column.values)} or another), got {value!r}",
+            )
         return value
     if column.type == "bool":
         if not isinstance(value, bool):
@@ -205,7 +239,9 @@ def check_value(column: Column, value: Any) -> Any:
             try:
                 parse_datetime(value)
             except ValueError:
-                raise RecordError(name, f"'{name}' must be an ISO 8601 date or time, got {value[:40]!r}") from None
+                raise RecordError(
+                    name, f"'{name}' must be an ISO 8601 date or time, got {value[:40]!r}"
+                ) from None
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RecordError(name, f"'{name}' must be a number, got {type(value).__name__}")
@@ -270,19 +306,25 @@ def column_problems(column: Column, values: pd.Series) -> list[str]:
     nulls = values.isna()
     if nulls.any() and not column.nullable:
         lines = ", ".join(where(i, values) for i in values[nulls].index[:SHOWN_VALUES])
-        problems.append(f"{name}: {int(nulls.sum())} null value(s) in a non-nullable column, at {lines}")
+        problems.append(
+            f"{name}: {int(nulls.sum())} null value(s) in a non-nullable column, at {lines}"
+        )
     present = values[~nulls]
     if column.type == "text":
         return problems
     if column.type in ("bool", "datetime"):
-        bad = _unparsed(present, parse_bool if column.type == "bool" else lambda v: parse_datetime(str(v)))
+        bad = _unparsed(
+            present, parse_bool if column.type == "bool" else lambda v: parse_datetime(str(v))
+        )
         if len(bad):
             expected = "true/false" if column.type == "bool" else "ISO 8601 dates"
             problems.append(f"{name}: value(s) that are not {expected}: {examples(bad)}")
         return problems
     if column.values is not None and not column.other:
         as_python = present.map(plain)
-        bad = as_python[~as_python.isin(set(column.values)) | as_python.map(lambda v: isinstance(v, bool))]
+        bad = as_python[
+            ~as_python.isin(set(column.values)) | as_python.map(lambda v: isinstance(v, bool))
+        ]
         if len(bad):
             problems.append(f"{name}: value(s) outside {list(column.values)}: {examples(bad)}")
     if column.type == "category":
@@ -299,7 +341,9 @@ def column_problems(column: Column, values: pd.Series) -> list[str]:
         finite = finite[np.isfinite(finite)]
         fractional = finite[finite != np.floor(finite)]
         if len(fractional):
-            problems.append(f"{name}: non-integer value(s) in an int column: {examples(fractional)}")
+            problems.append(
+                f"{name}: non-integer value(s) in an int column: {examples(fractional)}"
+            )
     return problems
 
 
@@ -309,7 +353,9 @@ def check_frame(schema: Schema, frame: pd.DataFrame) -> pd.DataFrame:
     if missing:
         shown = ", ".join(missing[:SHOWN_VALUES]) + (" ..." if len(missing) > SHOWN_VALUES else "")
         raise SailError(f"input is missing {len(missing)} column(s): {shown}")
-    problems = [p for column in schema.features for p in column_problems(column, frame[column.name])]
+    problems = [
+        p for column in schema.features for p in column_problems(column, frame[column.name])
+    ]
     if problems:
         raise SailError("input breaks the schema: " + "; ".join(problems))
     return frame[schema.feature_names]

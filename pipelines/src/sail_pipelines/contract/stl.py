@@ -20,7 +20,9 @@ def arguments(schema: Schema) -> dict[str, Any]:
         "numeric": schema.names(*NUMERIC),
         "categorical": categorical,
         "datetime": schema.names("datetime"),
-        "categories": {c.name: sorted_values(c.values) for c in schema.features if c.name in categorical},
+        "categories": {
+            c.name: sorted_values(c.values) for c in schema.features if c.name in categorical
+        },
     }
 
 
@@ -35,7 +37,9 @@ def build(spec: str, schema: Schema, src: Path) -> Any:
     before datetime support takes only numeric and categorical; it fails clearly on a date."""
     module_name, _, function = spec.partition(":")
     if not module_name or not function:
-        raise SailError(f"params.yaml: 'transform' must look like 'package.module:function', got {spec!r}")
+        raise SailError(
+            f"params.yaml: 'transform' must look like 'package.module:function', got {spec!r}"
+        )
     if str(src) not in sys.path:
         sys.path.insert(0, str(src))
     try:
@@ -47,9 +51,11 @@ def build(spec: str, schema: Schema, src: Path) -> Any:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         return builder(**given)
     if given["datetime"] and "datetime" not in accepted:
-        raise SailError(f"{spec} takes no 'datetime' argument, but the schema has date column(s) "
-                        f"{', '.join(given['datetime'])}: add the argument (see the template's transform.py) "
-                        "or set those columns to role: ignore")
+        raise SailError(
+            f"{spec} takes no 'datetime' argument, but the schema has date column(s) "
+            f"{', '.join(given['datetime'])}: add the argument (see the template's transform.py) "
+            "or set those columns to role: ignore"
+        )
     return builder(**{name: value for name, value in given.items() if name in accepted})
 
 
@@ -61,8 +67,10 @@ class NonFiniteFeatures(SailError):
         self.field = field
         self.rows = rows
         what = f"'{field}'" if field else "an input"
-        super().__init__(f"{what} is too extreme for the model: the transformation layer turned it into a "
-                         "non-finite number; send a value nearer the training range")
+        super().__init__(
+            f"{what} is too extreme for the model: the transformation layer turned it into a "
+            "non-finite number; send a value nearer the training range"
+        )
 
 
 def source_fields(transformer: Any, schema: Schema) -> list[str | None]:

@@ -36,20 +36,30 @@ class CalendarFeatures(TransformerMixin, BaseEstimator):
 
     def transform(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "with_hour_")
-        frame = pd.DataFrame(X, columns=self.feature_names_in_) if not isinstance(X, pd.DataFrame) else X
+        frame = (
+            pd.DataFrame(X, columns=self.feature_names_in_)
+            if not isinstance(X, pd.DataFrame)
+            else X
+        )
         parts = []
         for column, hour in zip(self.feature_names_in_, self.with_hour_):
             stamps = self._parse(frame[column]).dt
             parts += [getattr(stamps, part).astype(float) for part in CALENDAR]
             if hour:
                 parts.append(stamps.hour.astype(float))
-        return np.column_stack([p.to_numpy(dtype=float) for p in parts]) if parts else np.empty((len(frame), 0))
+        return (
+            np.column_stack([p.to_numpy(dtype=float) for p in parts])
+            if parts
+            else np.empty((len(frame), 0))
+        )
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "with_hour_")
         names = []
         for column, hour in zip(self.feature_names_in_, self.with_hour_):
-            names += [f"{column}_{part}" for part in CALENDAR] + ([f"{column}_hour"] if hour else [])
+            names += [f"{column}_{part}" for part in CALENDAR] + (
+                [f"{column}_hour"] if hour else []
+            )
         return np.asarray(names, dtype=object)
 
 
@@ -82,4 +92,8 @@ class OutlierClipper(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         if input_features is not None:
             return np.asarray(input_features, dtype=object)
-        return getattr(self, "feature_names_in_", np.asarray([f"x{i}" for i in range(self.n_features_in_)], dtype=object))
+        return getattr(
+            self,
+            "feature_names_in_",
+            np.asarray([f"x{i}" for i in range(self.n_features_in_)], dtype=object),
+        )

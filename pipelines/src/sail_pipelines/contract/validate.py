@@ -49,8 +49,10 @@ def profile_frame(schema: Schema, frame: pd.DataFrame, data_hash: str) -> dict[s
             numeric = pd.to_numeric(values, errors="coerce")
             with np.errstate(all="ignore"):
                 stats.update(
-                    min=float(numeric.min()), max=float(numeric.max()),
-                    mean=float(numeric.mean()), std=float(numeric.std(ddof=0)),
+                    min=float(numeric.min()),
+                    max=float(numeric.max()),
+                    mean=float(numeric.mean()),
+                    std=float(numeric.std(ddof=0)),
                 )
         elif column.type in ("category", "bool"):
             shares = values.dropna().map(plain).astype(str).value_counts(normalize=True)
@@ -74,12 +76,18 @@ def _check_column(column: Column, values: pd.Series, config: ValidationConfig) -
 
 
 def _check_against(
-    schema: Schema, frame: pd.DataFrame, reference: dict[str, Any], last: dict[str, Any], config: ValidationConfig
+    schema: Schema,
+    frame: pd.DataFrame,
+    reference: dict[str, Any],
+    last: dict[str, Any],
+    config: ValidationConfig,
 ) -> list[str]:
     """Ranges with a margin against the reference, and sudden moves against the last accepted data."""
     problems = []
     for column in (*schema.features, schema.target):
-        if column.type not in ("float", "int") or "min" not in reference["columns"].get(column.name, {}):
+        if column.type not in ("float", "int") or "min" not in reference["columns"].get(
+            column.name, {}
+        ):
             continue
         ref = reference["columns"][column.name]
         values = pd.to_numeric(frame[column.name], errors="coerce")
@@ -87,9 +95,13 @@ def _check_against(
         low, high = ref["min"] - margin, ref["max"] + margin
         below, above = values[values < low], values[values > high]
         if len(below):
-            problems.append(f"{column.name}: value(s) below the reference minimum {ref['min']:g} - margin ({low:g}): {examples(below)}")
+            problems.append(
+                f"{column.name}: value(s) below the reference minimum {ref['min']:g} - margin ({low:g}): {examples(below)}"
+            )
         if len(above):
-            problems.append(f"{column.name}: value(s) above the reference maximum {ref['max']:g} + margin ({high:g}): {examples(above)}")
+            problems.append(
+                f"{column.name}: value(s) above the reference maximum {ref['max']:g} + margin ({high:g}): {examples(above)}"
+            )
         prev = last["columns"].get(column.name)
         if not prev or not prev.get("std"):
             continue
@@ -102,11 +114,19 @@ def _check_against(
             )
         ratio = max(std / prev["std"], prev["std"] / std) if std > 0 else float("inf")
         if ratio > config.max_std_ratio:
-            problems.append(f"{column.name}: std changed from {prev['std']:g} to {std:g} (ratio {ratio:.2f}, limit {config.max_std_ratio})")
+            problems.append(
+                f"{column.name}: std changed from {prev['std']:g} to {std:g} (ratio {ratio:.2f}, limit {config.max_std_ratio})"
+            )
     return problems
 
 
-def check(params: Params, schema: Schema, frame: pd.DataFrame, data_hash: str, stored: dict[str, Any] | None) -> Outcome:
+def check(
+    params: Params,
+    schema: Schema,
+    frame: pd.DataFrame,
+    data_hash: str,
+    stored: dict[str, Any] | None,
+) -> Outcome:
     """Pure check of one frame against the schema and the stored profile (None on a first run).
     Rows without a label are not an error up to validation.max_missing_target: `sail split` drops
     them. Ignored columns may be present or not."""
@@ -118,25 +138,33 @@ def check(params: Params, schema: Schema, frame: pd.DataFrame, data_hash: str, s
     if missing:
         problems.append(f"missing column(s): {', '.join(missing)}")
     if unexpected:
-        problems.append(f"unexpected column(s) not in contracts/schema.yaml: {', '.join(map(str, unexpected))} "
-                        "(add them there, with role: ignore to keep them out of the model)")
+        problems.append(
+            f"unexpected column(s) not in contracts/schema.yaml: {', '.join(map(str, unexpected))} "
+            "(add them there, with role: ignore to keep them out of the model)"
+        )
     if problems:
         return Outcome(problems, {})
     labelled = frame[frame[schema.target.name].notna()]
     unlabelled = len(frame) - len(labelled)
     if unlabelled / len(frame) > params.validation.max_missing_target:
-        problems.append(f"{schema.target.name}: {unlabelled} of {len(frame)} rows have no label "
-                        f"({unlabelled / len(frame):.1%}), above validation.max_missing_target "
-                        f"{params.validation.max_missing_target:.1%}")
+        problems.append(
+            f"{schema.target.name}: {unlabelled} of {len(frame)} rows have no label "
+            f"({unlabelled / len(frame):.1%}), above validation.max_missing_target "
+            f"{params.validation.max_missing_target:.1%}"
+        )
     if len(labelled) < params.validation.min_rows:
-        problems.append(f"only {len(labelled)} labelled rows, at least {params.validation.min_rows} required")
+        problems.append(
+            f"only {len(labelled)} labelled rows, at least {params.validation.min_rows} required"
+        )
     for column in schema.features:
         problems += _check_column(column, frame[column.name], params.validation)
     problems += column_problems(schema.target, labelled[schema.target.name])
     if params.task == "classification" and labelled[schema.target.name].nunique() < 2:
         problems.append(f"{schema.target.name}: a classification target needs at least two classes")
     if not problems and stored:
-        problems += _check_against(schema, labelled, stored["reference"], stored["last"], params.validation)
+        problems += _check_against(
+            schema, labelled, stored["reference"], stored["last"], params.validation
+        )
     return Outcome(problems, profile_frame(schema, labelled, data_hash) if not problems else {})
 
 
@@ -149,7 +177,9 @@ def run(paths: ProjectPaths, params: Params, baseline: bool = False) -> dict[str
     problems = []
     recorded = dvc_recorded_md5(data_path)
     if recorded and recorded != data_hash:
-        problems.append(f"{params.raw_data} changed since it was tracked (md5 {data_hash} != {recorded}): run `dvc add {params.raw_data}`")
+        problems.append(
+            f"{params.raw_data} changed since it was tracked (md5 {data_hash} != {recorded}): run `dvc add {params.raw_data}`"
+        )
     stored = None if baseline or not paths.profile.is_file() else read_json(paths.profile)
     outcome = check(params, schema, frame, data_hash, stored)
     problems += outcome.problems
@@ -158,7 +188,9 @@ def run(paths: ProjectPaths, params: Params, baseline: bool = False) -> dict[str
         "data": params.raw_data,
         "data_hash": data_hash,
         "rows": int(len(frame)),
-        "rows_without_label": int(frame[schema.target.name].isna().sum()) if schema.target.name in frame else None,
+        "rows_without_label": int(frame[schema.target.name].isna().sum())
+        if schema.target.name in frame
+        else None,
         "columns": len(frame.columns),
         "problems": problems,
         "baseline_created": stored is None and not problems,
@@ -167,7 +199,9 @@ def run(paths: ProjectPaths, params: Params, baseline: bool = False) -> dict[str
     if problems:
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
-        raise SailError(f"data validation failed with {len(problems)} problem(s), listed above and in {paths.validation_report.relative_to(paths.root)}")
+        raise SailError(
+            f"data validation failed with {len(problems)} problem(s), listed above and in {paths.validation_report.relative_to(paths.root)}"
+        )
     if stored is None:
         write_json(paths.profile, {"reference": outcome.profile, "last": outcome.profile})
     elif stored["last"].get("data_hash") != data_hash:

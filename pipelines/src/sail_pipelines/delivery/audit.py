@@ -40,7 +40,13 @@ AUDIT_LOG = "audit.jsonl"
 
 def approver(given: str | None, env: Mapping[str, str]) -> str:
     """--approver, else the CI's user (Jenkins BUILD_USER_ID/BUILD_USER, GitHub's actor), else the login."""
-    for value in (given, env.get("BUILD_USER_ID"), env.get("BUILD_USER"), env.get("GITHUB_ACTOR"), env.get("USER")):
+    for value in (
+        given,
+        env.get("BUILD_USER_ID"),
+        env.get("BUILD_USER"),
+        env.get("GITHUB_ACTOR"),
+        env.get("USER"),
+    ):
         if value and value.strip():
             return value.strip()
     return getpass.getuser()
@@ -51,8 +57,9 @@ def now() -> str:
 
 
 @contextlib.contextmanager
-def registry_lock(client: Any, model: str, owner: str, timeout: float,
-                  lease: float = LEASE_SECONDS) -> Iterator[dict[str, Any] | None]:
+def registry_lock(
+    client: Any, model: str, owner: str, timeout: float, lease: float = LEASE_SECONDS
+) -> Iterator[dict[str, Any] | None]:
     """Hold `<model>.sail-lock` while changing the champion; wait up to `timeout` seconds for it.
 
     The lock is a lease: its description records the owner and an expiry. A live lease is waited
@@ -64,8 +71,14 @@ def registry_lock(client: Any, model: str, owner: str, timeout: float,
     from mlflow.exceptions import MlflowException
 
     name = model + LOCK_SUFFIX
-    mine = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
-            "token": uuid.uuid4().hex, "since": now(), "expires": _later(lease)}
+    mine = {
+        "owner": owner,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "token": uuid.uuid4().hex,
+        "since": now(),
+        "expires": _later(lease),
+    }
     deadline, taken, claim = time.monotonic() + timeout, None, None
     while True:
         try:
@@ -86,9 +99,11 @@ def registry_lock(client: Any, model: str, owner: str, timeout: float,
                 client.delete_registered_model(claim)  # released or taken meanwhile: start over
             claim = None
         elif held is not None and time.monotonic() >= deadline:
-            raise SailError(f"another promotion of {model} is in progress: the lock is held by "
-                            f"{held['owner']} on {held['host']} (pid {held['pid']}) since {held['since']}, "
-                            f"until {held['expires']}; an expired lock is taken over")
+            raise SailError(
+                f"another promotion of {model} is in progress: the lock is held by "
+                f"{held['owner']} on {held['host']} (pid {held['pid']}) since {held['since']}, "
+                f"until {held['expires']}; an expired lock is taken over"
+            )
         time.sleep(0.2)
     try:
         yield taken
@@ -119,8 +134,14 @@ def _lease_of(client: Any, name: str) -> dict[str, Any] | None:
     except ValueError:
         pass
     token = hashlib.sha256(description.encode()).hexdigest()[:32]
-    return {"owner": description or "unknown", "host": "?", "pid": "?", "token": token, "since": "?",
-            "expires": ""}
+    return {
+        "owner": description or "unknown",
+        "host": "?",
+        "pid": "?",
+        "token": token,
+        "since": "?",
+        "expires": "",
+    }
 
 
 def _created(client: Any, name: str) -> bool:
@@ -136,11 +157,15 @@ def _created(client: Any, name: str) -> bool:
 
 
 def _canonical(record: Mapping[str, Any]) -> bytes:
-    return json.dumps({k: v for k, v in record.items() if k != "signature"}, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(
+        {k: v for k, v in record.items() if k != "signature"}, sort_keys=True, separators=(",", ":")
+    ).encode()
 
 
 def _digest(record: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(dict(record), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(dict(record), sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 def history(client: Any, model: str, key: Ed25519Verifier) -> list[dict[str, Any]]:
@@ -153,16 +178,30 @@ def history(client: Any, model: str, key: Ed25519Verifier) -> list[dict[str, Any
         try:
             record = json.loads(text)
         except ValueError:
-            raise SailError(f"{where} is not JSON: the audit history was tampered with; refusing to change the champion") from None
-        if not isinstance(record, dict) or record.get("seq") != position or tag != f"{TAG_PREFIX}{position:06d}":
-            raise SailError(f"{where} is out of sequence (expected record {position}): the audit history was tampered with")
+            raise SailError(
+                f"{where} is not JSON: the audit history was tampered with; refusing to change the champion"
+            ) from None
+        if (
+            not isinstance(record, dict)
+            or record.get("seq") != position
+            or tag != f"{TAG_PREFIX}{position:06d}"
+        ):
+            raise SailError(
+                f"{where} is out of sequence (expected record {position}): the audit history was tampered with"
+            )
         if record.get("key_id") != key.key_id:
-            raise SailError(f"{where} was signed with key id {record.get('key_id')}, not this audit key's "
-                            f"{key.key_id}: use the project's audit key (SAIL_AUDIT_KEY)")
+            raise SailError(
+                f"{where} was signed with key id {record.get('key_id')}, not this audit key's "
+                f"{key.key_id}: use the project's audit key (SAIL_AUDIT_KEY)"
+            )
         if not key.verify(_canonical(record), str(record.get("signature", ""))):
-            raise SailError(f"{where} does not match its signature: the audit history was tampered with; refusing to change the champion")
+            raise SailError(
+                f"{where} does not match its signature: the audit history was tampered with; refusing to change the champion"
+            )
         if record.get("prev") != (_digest(records[-1]) if records else None):
-            raise SailError(f"{where} does not follow the record before it: the audit history was tampered with")
+            raise SailError(
+                f"{where} does not follow the record before it: the audit history was tampered with"
+            )
         records.append(record)
     return records
 
@@ -172,18 +211,39 @@ def check_head(records: list[dict[str, Any]], model: str, champion: str | None) 
     outside sail, or the last record was deleted."""
     if records and records[-1]["to"] != champion:
         actual = f"v{champion}" if champion else "no champion"
-        raise SailError(f"{model} has {actual}, but its audit history ends with v{records[-1]['to']} as champion: "
-                        "the alias was moved outside sail or an audit record was removed; restore it before promoting")
+        raise SailError(
+            f"{model} has {actual}, but its audit history ends with v{records[-1]['to']} as champion: "
+            "the alias was moved outside sail or an audit record was removed; restore it before promoting"
+        )
 
 
-def append(client: Any, paths: ProjectPaths, model: str, key: Ed25519Signer, records: list[dict[str, Any]],
-           fields: Mapping[str, Any]) -> dict[str, Any]:
+def append(
+    client: Any,
+    paths: ProjectPaths,
+    model: str,
+    key: Ed25519Signer,
+    records: list[dict[str, Any]],
+    fields: Mapping[str, Any],
+) -> dict[str, Any]:
     """Seal the next record, store it in MLflow, then append it to reports/audit.jsonl (under the lock)."""
-    record = {**fields, "model": model, "seq": len(records) + 1, "prev": _digest(records[-1]) if records else None, "key_id": key.key_id}
+    record = {
+        **fields,
+        "model": model,
+        "seq": len(records) + 1,
+        "prev": _digest(records[-1]) if records else None,
+        "key_id": key.key_id,
+    }
     record["signature"] = key.sign(_canonical(record))
-    client.set_registered_model_tag(model, f"{TAG_PREFIX}{record['seq']:06d}", json.dumps(record, sort_keys=True))
+    client.set_registered_model_tag(
+        model, f"{TAG_PREFIX}{record['seq']:06d}", json.dumps(record, sort_keys=True)
+    )
     log = paths.reports / AUDIT_LOG
     before = log.read_text() if log.is_file() else ""
     line = json.dumps(record, sort_keys=True) + "\n"
-    write_atomic(log, lambda tmp: tmp.write_text(before + ("" if not before or before.endswith("\n") else "\n") + line))
+    write_atomic(
+        log,
+        lambda tmp: tmp.write_text(
+            before + ("" if not before or before.endswith("\n") else "\n") + line
+        ),
+    )
     return record

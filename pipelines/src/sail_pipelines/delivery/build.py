@@ -42,13 +42,23 @@ _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 # dependencies, which serving never imports), numpy, pandas (batch files), the web stack and
 # cryptography (the bundle's signature check);
 # no scikit-learn or scipy.
-SERVE_COMPILED = ("numpy", "pandas", "flask", "gunicorn", "pyyaml", "cryptography", "prometheus-client")
+SERVE_COMPILED = (
+    "numpy",
+    "pandas",
+    "flask",
+    "gunicorn",
+    "pyyaml",
+    "cryptography",
+    "prometheus-client",
+)
 NO_DEPS = ("onnxruntime",)
 # The Dockerfile stage the inference image takes its libraries from, by the runtime serving it.
 INFERENCE_DEPS = {"onnx": "serve-deps", "sklearn": "project-deps"}
 # What the training image adds: the hyperparameter search (Optuna, SQLAlchemy for shared studies).
 TRAIN_EXTRAS = ("optuna",)
-REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01: identical wheels for identical code keep Docker's cache
+REPRODUCIBLE_EPOCH = (
+    "315532800"  # 1980-01-01: identical wheels for identical code keep Docker's cache
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +75,9 @@ class BuildContext:
         return self.root / ".sail" / "images.json"
 
 
-def pinned(roots: Iterable[str | Requirement],
-           hint: str = "install sail-pipelines[pipeline]") -> dict[str, str]:
+def pinned(
+    roots: Iterable[str | Requirement], hint: str = "install sail-pipelines[pipeline]"
+) -> dict[str, str]:
     """The installed version of every distribution the roots need, transitively."""
     versions: dict[str, str] = {}
     todo = [r if isinstance(r, Requirement) else Requirement(r) for r in roots]
@@ -78,11 +89,15 @@ def pinned(roots: Iterable[str | Requirement],
         try:
             dist = metadata.distribution(req.name)
         except metadata.PackageNotFoundError:
-            raise SailError(f"{req.name} is not installed in the environment that runs sail: {hint}") from None
+            raise SailError(
+                f"{req.name} is not installed in the environment that runs sail: {hint}"
+            ) from None
         versions[name] = dist.version
         for text in dist.requires or []:
             dep = Requirement(text)
-            if dep.marker is None or any(dep.marker.evaluate({"extra": extra}) for extra in ("", *req.extras)):
+            if dep.marker is None or any(
+                dep.marker.evaluate({"extra": extra}) for extra in ("", *req.extras)
+            ):
                 todo.append(dep)
     return versions
 
@@ -110,7 +125,9 @@ def package_source() -> Path:
     direct = metadata.distribution(PACKAGE).read_text("direct_url.json")
     url = json.loads(direct).get("url", "") if direct else ""
     if not url.startswith("file://") or not (Path(url[7:]) / "pyproject.toml").is_file():
-        raise SailError("sail build needs the sail-pipelines source (pip install -e <repo>/pipelines) or SAIL_WHEEL=<wheel file>")
+        raise SailError(
+            "sail build needs the sail-pipelines source (pip install -e <repo>/pipelines) or SAIL_WHEEL=<wheel file>"
+        )
     return Path(url[7:])
 
 
@@ -130,11 +147,26 @@ def stage_wheel(staging: Path) -> Path:
             built = Path(given)
         else:
             result = subprocess.run(
-                [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", scratch, str(package_source())],
-                capture_output=True, text=True, env={**os.environ, "SOURCE_DATE_EPOCH": REPRODUCIBLE_EPOCH},
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "wheel",
+                    "--quiet",
+                    "--no-deps",
+                    "--no-build-isolation",
+                    "-w",
+                    scratch,
+                    str(package_source()),
+                ],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "SOURCE_DATE_EPOCH": REPRODUCIBLE_EPOCH},
             )
             if result.returncode != 0:
-                raise SailError(f"could not build the sail-pipelines wheel: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
+                raise SailError(
+                    f"could not build the sail-pipelines wheel: {(result.stderr.strip().splitlines() or ['?'])[-1]}"
+                )
             built = next(Path(scratch).glob("*.whl"))
         wheels.mkdir(parents=True, exist_ok=True)
         for old in wheels.glob("*.whl"):
@@ -158,8 +190,9 @@ def system_packages(pyproject: Path) -> list[str]:
         names = [names]
     bad = [n for n in names if not isinstance(n, str) or not _DEBIAN_PACKAGE.match(n)]
     if bad:
-        raise SailError(f"{pyproject.name}: [tool.sail] system-packages must be Debian package names, "
-                        f"got {bad}")
+        raise SailError(
+            f"{pyproject.name}: [tool.sail] system-packages must be Debian package names, got {bad}"
+        )
     return names
 
 
@@ -168,14 +201,20 @@ def stage(context: BuildContext) -> None:
     core = pinned(core_requirements())
     metric = pinned(METRIC_EXTRAS)
     pyproject = context.root / PYPROJECT
-    hint = f"pip install it (it is a dependency in {PYPROJECT}): the images pin what is installed here"
+    hint = (
+        f"pip install it (it is a dependency in {PYPROJECT}): the images pin what is installed here"
+    )
     own = pinned(project_requirements(pyproject), hint)
     project = {name: version for name, version in own.items() if name not in core}
     serve = {**pinned(SERVE_COMPILED), **{name: metadata.version(name) for name in NO_DEPS}}
     train = pinned(TRAIN_EXTRAS)
-    for name, versions in (("requirements-core.txt", core), ("requirements-metric.txt", metric),
-                           ("requirements-project.txt", project), ("requirements-serve.txt", serve),
-                           ("requirements-train.txt", train)):
+    for name, versions in (
+        ("requirements-core.txt", core),
+        ("requirements-metric.txt", metric),
+        ("requirements-project.txt", project),
+        ("requirements-serve.txt", serve),
+        ("requirements-train.txt", train),
+    ):
         update(context.staging / name, requirement_lines(versions))
     debian = "".join(f"{name}\n" for name in system_packages(pyproject))
     update(context.staging / "system-packages.txt", debian.encode())
@@ -185,7 +224,9 @@ def stage(context: BuildContext) -> None:
 def image_names(paths: ProjectPaths, params: Params, settings: Settings) -> ImageNames:
     """Tags from the commit of the code; `sail push` rewriting DVC pointers does not make it dirty."""
     commit, dirty = git_commit(paths.root, PIPELINE_OUTPUTS)
-    return ImageNames(settings.registry, repository_name(params.gate.registered_model), code_tag(commit, dirty))
+    return ImageNames(
+        settings.registry, repository_name(params.gate.registered_model), code_tag(commit, dirty)
+    )
 
 
 def recorded(paths: ProjectPaths) -> dict[str, Any]:
@@ -196,10 +237,17 @@ def recorded(paths: ProjectPaths) -> dict[str, Any]:
     return read_json(context.record)
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, sides: tuple[str, ...] = ("train", "metric"),
-        say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+def run(
+    paths: ProjectPaths,
+    params: Params,
+    settings: Settings,
+    sides: tuple[str, ...] = ("train", "metric"),
+    say: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
     if not (paths.root / DOCKERFILE).is_file():
-        raise SailError(f"no {DOCKERFILE} in {paths.root}: this project was generated without container support")
+        raise SailError(
+            f"no {DOCKERFILE} in {paths.root}: this project was generated without container support"
+        )
     client = containers.docker_client()
     context = BuildContext.of(paths)
     stage(context)
@@ -209,7 +257,14 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, sides: tuple[st
     for side in sides:
         ref = getattr(names, side)
         say(f"building {ref}")
-        built[side] = containers.build_image(client, paths.root, DOCKERFILE, side, ref, settings.base_image,
-                                             labels={"org.opencontainers.image.revision": names.code})
+        built[side] = containers.build_image(
+            client,
+            paths.root,
+            DOCKERFILE,
+            side,
+            ref,
+            settings.base_image,
+            labels={"org.opencontainers.image.revision": names.code},
+        )
     write_json(context.record, {**previous, **built})
     return {side: built[side] for side in sides}

@@ -54,8 +54,9 @@ def metric_mounts(paths: ProjectPaths, settings: Settings) -> list[Mount]:
     return mounts
 
 
-def step_env(env: Mapping[str, str], extra: Mapping[str, str] | None = None,
-             private: bool = True) -> dict[str, str]:
+def step_env(
+    env: Mapping[str, str], extra: Mapping[str, str] | None = None, private: bool = True
+) -> dict[str, str]:
     """The host's settings for a step container; `private=False` for a step that only verifies:
     the private keys stay out (pass the verify key in `extra`)."""
     dropped = NOT_PASSED if private else NOT_PASSED | PRIVATE_KEYS
@@ -79,20 +80,42 @@ def docker_client() -> Any:
         client.ping()
     except docker.errors.DockerException as exc:
         where = os.environ.get("DOCKER_HOST", "the local socket")
-        raise SailError(f"Docker is not reachable at {where}: {str(exc).splitlines()[0][:200]}") from None
+        raise SailError(
+            f"Docker is not reachable at {where}: {str(exc).splitlines()[0][:200]}"
+        ) from None
     return client
 
 
-def build_image(client: Any, root: Path, dockerfile: str, target: str, tag: str, base_image: str | None,
-                labels: Mapping[str, str], buildargs: Mapping[str, str] | None = None) -> str:
+def build_image(
+    client: Any,
+    root: Path,
+    dockerfile: str,
+    target: str,
+    tag: str,
+    base_image: str | None,
+    labels: Mapping[str, str],
+    buildargs: Mapping[str, str] | None = None,
+) -> str:
     """Build one target of the Dockerfile with host networking; a failure names the failing step."""
     args = {**({"BASE_IMAGE": base_image} if base_image else {}), **(buildargs or {})}
     tail: list[str] = []
     image_id = None
-    for chunk in client.api.build(path=str(root), dockerfile=dockerfile, target=target, tag=tag, buildargs=args,
-                                  labels=dict(labels), network_mode="host", rm=True, forcerm=True, decode=True):
+    for chunk in client.api.build(
+        path=str(root),
+        dockerfile=dockerfile,
+        target=target,
+        tag=tag,
+        buildargs=args,
+        labels=dict(labels),
+        network_mode="host",
+        rm=True,
+        forcerm=True,
+        decode=True,
+    ):
         if "stream" in chunk:
-            tail = (tail + [line for line in chunk["stream"].splitlines() if line.strip()])[-LOG_TAIL:]
+            tail = (tail + [line for line in chunk["stream"].splitlines() if line.strip()])[
+                -LOG_TAIL:
+            ]
         if "aux" in chunk and "ID" in chunk["aux"]:
             image_id = chunk["aux"]["ID"]
         if "error" in chunk:
@@ -106,11 +129,21 @@ def build_image(client: Any, root: Path, dockerfile: str, target: str, tag: str,
 def _docker_mounts(mounts: Iterable[Mount]) -> list[Any]:
     from docker.types import Mount as DockerMount
 
-    return [DockerMount(target=str(m.path), source=str(m.path), type="bind", read_only=not m.writable) for m in mounts]
+    return [
+        DockerMount(target=str(m.path), source=str(m.path), type="bind", read_only=not m.writable)
+        for m in mounts
+    ]
 
 
-def start(client: Any, image: str, args: list[str], mounts: list[Mount], env: Mapping[str, str], workdir: Path,
-          labels: Mapping[str, str]) -> Any:
+def start(
+    client: Any,
+    image: str,
+    args: list[str],
+    mounts: list[Mount],
+    env: Mapping[str, str],
+    workdir: Path,
+    labels: Mapping[str, str],
+) -> Any:
     import docker
 
     missing = [str(m.path) for m in mounts if not m.path.exists()]
@@ -118,8 +151,15 @@ def start(client: Any, image: str, args: list[str], mounts: list[Mount], env: Ma
         raise SailError(f"cannot start {image}: missing {', '.join(missing)}")
     try:
         return client.containers.run(
-            image, args, detach=True, network_mode="host", mounts=_docker_mounts(mounts), environment=dict(env),
-            user=f"{os.getuid()}:{os.getgid()}", working_dir=str(workdir), labels=dict(labels),
+            image,
+            args,
+            detach=True,
+            network_mode="host",
+            mounts=_docker_mounts(mounts),
+            environment=dict(env),
+            user=f"{os.getuid()}:{os.getgid()}",
+            working_dir=str(workdir),
+            labels=dict(labels),
         )
     except docker.errors.ImageNotFound:
         raise SailError(f"image {image} not found: run `sail build`") from None
@@ -127,7 +167,9 @@ def start(client: Any, image: str, args: list[str], mounts: list[Mount], env: Ma
         raise SailError(f"cannot start {image}: {exc.explanation or exc}") from None
 
 
-def wait_all(containers: Mapping[str, Any], say: Callable[[str], None]) -> dict[str, dict[str, str]]:
+def wait_all(
+    containers: Mapping[str, Any], say: Callable[[str], None]
+) -> dict[str, dict[str, str]]:
     """Wait for every container, then remove them all; raise naming each one that failed.
     Returns when each ran (Docker's StartedAt/FinishedAt), which shows they overlapped."""
     failures, ran = [], {}
@@ -153,8 +195,15 @@ def wait_all(containers: Mapping[str, Any], say: Callable[[str], None]) -> dict[
     return ran
 
 
-def run_steps(client: Any, image: str, steps: Mapping[str, list[str]], mounts: list[Mount], env: Mapping[str, str],
-              paths: ProjectPaths, say: Callable[[str], None]) -> dict[str, dict[str, str]]:
+def run_steps(
+    client: Any,
+    image: str,
+    steps: Mapping[str, list[str]],
+    mounts: list[Mount],
+    env: Mapping[str, str],
+    paths: ProjectPaths,
+    say: Callable[[str], None],
+) -> dict[str, dict[str, str]]:
     """Start one container per step at once, so they run in parallel, and wait for all of them."""
     for mount in mounts:
         if mount.writable:
@@ -163,8 +212,15 @@ def run_steps(client: Any, image: str, steps: Mapping[str, list[str]], mounts: l
     try:
         for name, args in steps.items():
             say(f"{name}: started in {image}")
-            started[name] = start(client, image, ["--project", str(paths.root), *args], mounts, env, paths.root,
-                                  {"sail.step": name})
+            started[name] = start(
+                client,
+                image,
+                ["--project", str(paths.root), *args],
+                mounts,
+                env,
+                paths.root,
+                {"sail.step": name},
+            )
     except BaseException:
         for container in started.values():
             container.remove(force=True)

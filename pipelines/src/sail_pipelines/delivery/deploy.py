@@ -44,7 +44,9 @@ PACKAGE_REPORT = "package.json"
 class Deployment:
     environment: str  # one of release.ENVIRONMENTS
     target: str = "local"
-    port: int | None = None  # local: the host port (default by environment); kubernetes: the Service port (80)
+    port: int | None = (
+        None  # local: the host port (default by environment); kubernetes: the Service port (80)
+    )
     timeout: float = 120.0  # seconds to become ready
     render_only: bool = False  # kubernetes: write the manifests, apply nothing
 
@@ -55,7 +57,9 @@ def source_image(paths: ProjectPaths, params: Params, settings: Settings, enviro
         return image_names(paths, params, settings).environment("production")
     package = paths.reports / PACKAGE_REPORT
     if not package.is_file():
-        raise SailError(f"no reports/{PACKAGE_REPORT}: run `sail package` before deploying to staging")
+        raise SailError(
+            f"no reports/{PACKAGE_REPORT}: run `sail package` before deploying to staging"
+        )
     try:
         ref = read_json(package).get("image")
     except (ValueError, AttributeError):
@@ -73,14 +77,26 @@ def check_champion(params: Params, settings: Settings, image: Any, ref: str) -> 
     with tracking.reachable(settings, "reading the champion"):
         champion = tracking.version_by_alias(client, model, tracking.CHAMPION)
     if champion is None:
-        raise SailError(f"{model} has no champion: `sail promote` one before deploying to production")
+        raise SailError(
+            f"{model} has no champion: `sail promote` one before deploying to production"
+        )
     labels = image.labels or {}
-    embedded = (labels.get("sail.model"), labels.get("sail.model_version"), labels.get("sail.bundle_id"))
+    embedded = (
+        labels.get("sail.model"),
+        labels.get("sail.model_version"),
+        labels.get("sail.bundle_id"),
+    )
     expected = (model, str(champion.version), champion.tags.get("sail.accepted_bundle_id"))
     if embedded != expected:
         has = f"v{embedded[1]}" if embedded[1] else "no model version label"
-        how = "promote a packaged version" if not champion.tags.get(release.IMAGE_TAG) else "run `sail promote` or `sail rollback` again"
-        raise SailError(f"{ref} holds {has}, not champion v{champion.version} of {model} (bundle {expected[2]}): {how}")
+        how = (
+            "promote a packaged version"
+            if not champion.tags.get(release.IMAGE_TAG)
+            else "run `sail promote` or `sail rollback` again"
+        )
+        raise SailError(
+            f"{ref} holds {has}, not champion v{champion.version} of {model} (bundle {expected[2]}): {how}"
+        )
     return str(champion.version)
 
 
@@ -143,8 +159,16 @@ def _restore(parked: Any | None, name: str, url: str, timeout: float) -> str:
     return f"the previous container ({parked.labels.get('sail.image', 'unknown image')}) is serving again"
 
 
-def run_local(client: Any, image: Any, ref: str, name: str, port: int, env: Mapping[str, str], labels: Mapping[str, str],
-              timeout: float) -> dict[str, Any]:
+def run_local(
+    client: Any,
+    image: Any,
+    ref: str,
+    name: str,
+    port: int,
+    env: Mapping[str, str],
+    labels: Mapping[str, str],
+    timeout: float,
+) -> dict[str, Any]:
     """Replace the container `name` with one of `image` serving on 127.0.0.1:port, or put the old one back."""
     import docker
 
@@ -161,8 +185,15 @@ def run_local(client: Any, image: Any, ref: str, name: str, port: int, env: Mapp
     try:
         if not port_free(port):
             raise SailError(f"127.0.0.1:{port} is in use by another process: choose another --port")
-        container = client.containers.run(image.id, name=name, detach=True, network_mode="host", environment=dict(env),
-                                          restart_policy={"Name": "unless-stopped"}, labels=dict(labels))
+        container = client.containers.run(
+            image.id,
+            name=name,
+            detach=True,
+            network_mode="host",
+            environment=dict(env),
+            restart_policy={"Name": "unless-stopped"},
+            labels=dict(labels),
+        )
         ready = wait_ready(container, url, timeout)
     except (SailError, docker.errors.APIError) as exc:
         reason = exc.explanation if isinstance(exc, docker.errors.APIError) else str(exc)
@@ -170,19 +201,30 @@ def run_local(client: Any, image: Any, ref: str, name: str, port: int, env: Mapp
         if container is not None:
             logs = f"\n  log tail of the new container:\n  {_log_tail(container, env.get('SAIL_VERIFY_KEY'))}"
             container.remove(force=True)
-        raise SailError(f"{ref} did not become ready at {url}: {reason}; {_restore(parked, name, url, timeout)}{logs}") from None
+        raise SailError(
+            f"{ref} did not become ready at {url}: {reason}; {_restore(parked, name, url, timeout)}{logs}"
+        ) from None
     replaced = None
     if parked is not None:
         replaced = parked.labels.get("sail.image")
         parked.remove(force=True)
-    return {"container": name, "url": url, "ready_seconds": round(ready, 2), "swap_seconds": round(time.monotonic() - started, 2),
-            "replaced": replaced}
+    return {
+        "container": name,
+        "url": url,
+        "ready_seconds": round(ready, 2),
+        "swap_seconds": round(time.monotonic() - started, 2),
+        "replaced": replaced,
+    }
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey, deployment: Deployment) -> dict[str, Any]:
+def run(
+    paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey, deployment: Deployment
+) -> dict[str, Any]:
     environment, target = deployment.environment, deployment.target
     if environment not in release.ENVIRONMENTS:
-        raise SailError(f"unknown environment {environment!r}: one of {', '.join(release.ENVIRONMENTS)}")
+        raise SailError(
+            f"unknown environment {environment!r}: one of {', '.join(release.ENVIRONMENTS)}"
+        )
     if target not in TARGETS:
         raise SailError(f"unknown target {target!r}: one of {', '.join(TARGETS)}")
     ref = source_image(paths, params, settings, environment)
@@ -196,7 +238,12 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
         except SailError as exc:
             how = "`sail promote` moves it" if environment == "production" else "run `sail package`"
             raise SailError(f"{exc}: {how}") from None
-    result: dict[str, Any] = {"environment": environment, "target": target, "image": ref, "image_id": image.id}
+    result: dict[str, Any] = {
+        "environment": environment,
+        "target": target,
+        "image": ref,
+        "image_id": image.id,
+    }
     if digest:
         result["signature"] = {"digest": digest, "key_id": key.key_id}
     if environment == "production":
@@ -204,7 +251,11 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
     model = repository_name(params.gate.registered_model)
     if target == "local":
         port = deployment.port or DEFAULT_PORTS[environment]
-        labels = {"sail.model": params.gate.registered_model, "sail.environment": environment, "sail.image": ref}
+        labels = {
+            "sail.model": params.gate.registered_model,
+            "sail.environment": environment,
+            "sail.image": ref,
+        }
         env = {"SAIL_HOST": "127.0.0.1", "SAIL_PORT": str(port), **serving_env(key)}
         name = f"{model}-{environment}"
         result.update(run_local(client, image, ref, name, port, env, labels, deployment.timeout))
@@ -212,8 +263,14 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
         repository = ImageRef.parse(ref).repository
         pinned = f"{repository}@{digest}" if digest else release.pinned_ref(image, repository)
         verify_text = None if isinstance(key, HmacKey) else key.verify_key.text()
-        workload = kubernetes.Workload(model, environment, pinned, verify_key=verify_text,
-                                       service_port=deployment.port or 80, replicas=REPLICAS[environment])
+        workload = kubernetes.Workload(
+            model,
+            environment,
+            pinned,
+            verify_key=verify_text,
+            service_port=deployment.port or 80,
+            replicas=REPLICAS[environment],
+        )
         directory = paths.root / "deploy" / environment
         written = kubernetes.render(directory, workload)
         result["manifests"] = [str(p.relative_to(paths.root)) for p in written]
@@ -222,5 +279,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
             return result
         result.update(kubernetes.apply(directory, workload, deployment.timeout))
     environment_tag = image_names(paths, params, settings).environment(environment)
-    result["tag"] = release.move_tag(client, image, environment_tag, push_it=bool(settings.registry))
+    result["tag"] = release.move_tag(
+        client, image, environment_tag, push_it=bool(settings.registry)
+    )
     return result

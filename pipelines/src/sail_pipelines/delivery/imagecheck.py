@@ -28,11 +28,24 @@ from sail_pipelines.integrity.bundle import (
 )
 
 # Loaded when the container starts but not by a test-client request.
-STARTUP_MODULES = ("sail_pipelines.cli", "sail_pipelines.inference.predict", "gunicorn.arbiter",
-                   "gunicorn.workers.gthread",
-                   "gunicorn.glogging", "gunicorn.http.wsgi", "prometheus_client.multiprocess")
-PAGES = ("/", "/docs", "/openapi.json", "/static/common.js", "/static/try.js", "/static/docs.js",
-         "/static/page.css")
+STARTUP_MODULES = (
+    "sail_pipelines.cli",
+    "sail_pipelines.inference.predict",
+    "gunicorn.arbiter",
+    "gunicorn.workers.gthread",
+    "gunicorn.glogging",
+    "gunicorn.http.wsgi",
+    "prometheus_client.multiprocess",
+)
+PAGES = (
+    "/",
+    "/docs",
+    "/openapi.json",
+    "/static/common.js",
+    "/static/try.js",
+    "/static/docs.js",
+    "/static/page.css",
+)
 
 
 def check(bundle_dir: Path, manifest_sha256: str) -> str:
@@ -42,7 +55,9 @@ def check(bundle_dir: Path, manifest_sha256: str) -> str:
     except BundleRejected as exc:
         return str(exc)
     if HOLDOUT not in bundle.files:
-        return f"{bundle_dir} carries no {HOLDOUT}: only a bundle accepted by the gate can be packaged"
+        return (
+            f"{bundle_dir} carries no {HOLDOUT}: only a bundle accepted by the gate can be packaged"
+        )
     holdout = json.loads(bundle.files[HOLDOUT])
     client = create_app(bundle).test_client()
     response = client.post("/predict", json=holdout["records"])
@@ -62,7 +77,10 @@ def check(bundle_dir: Path, manifest_sha256: str) -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or not argv[1]:
-        print("imagecheck: usage: python -m sail_pipelines.delivery.imagecheck BUNDLE MANIFEST_SHA256", file=sys.stderr)
+        print(
+            "imagecheck: usage: python -m sail_pipelines.delivery.imagecheck BUNDLE MANIFEST_SHA256",
+            file=sys.stderr,
+        )
         return 2
     problem = check(Path(argv[0]), argv[1])
     if problem:

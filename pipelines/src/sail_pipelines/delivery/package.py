@@ -31,8 +31,13 @@ from sail_pipelines.integrity.bundle import MANIFEST, METADATA, LoadedBundle, re
 from sail_pipelines.integrity.signing import VERIFY_FILE, HmacKey, VerifyKey
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
-        say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+def run(
+    paths: ProjectPaths,
+    params: Params,
+    settings: Settings,
+    key: VerifyKey,
+    say: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
     verdict = accepted_verdict(paths, "package")
     files, bundle_id = read_verified(paths.accepted_dir, key)
     metadata = json.loads(files[METADATA])
@@ -47,20 +52,38 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
     ref = names.inference(version)
     say(f"building {ref}")
     containers.build_image(
-        client, paths.root, DOCKERFILE, "inference", ref, settings.base_image,
-        labels={"org.opencontainers.image.revision": names.code, "sail.model": params.gate.registered_model,
-                "sail.model_version": version, "sail.bundle_id": bundle_id,
-                "sail.runtime": runtime},
+        client,
+        paths.root,
+        DOCKERFILE,
+        "inference",
+        ref,
+        settings.base_image,
+        labels={
+            "org.opencontainers.image.revision": names.code,
+            "sail.model": params.gate.registered_model,
+            "sail.model_version": version,
+            "sail.bundle_id": bundle_id,
+            "sail.runtime": runtime,
+        },
         # A compiled model's image installs only what ONNX Runtime serving needs.
-        buildargs={"BUNDLE_MANIFEST_SHA256": manifest_sha256,
-                   "INFERENCE_DEPS": INFERENCE_DEPS[runtime]},
+        buildargs={
+            "BUNDLE_MANIFEST_SHA256": manifest_sha256,
+            "INFERENCE_DEPS": INFERENCE_DEPS[runtime],
+        },
     )
     model = params.gate.registered_model
     mlflow = tracking.client(settings)
     with tracking.reachable(settings, "recording the image on the model version"):
         mlflow.set_model_version_tag(model, version, IMAGE_TAG, ref)
-    package = {"image": ref, "model": model, "version": version, "bundle_id": bundle_id,
-               "runtime": runtime, "git_commit": verdict["git_commit"], "key_id": key.key_id}
+    package = {
+        "image": ref,
+        "model": model,
+        "version": version,
+        "bundle_id": bundle_id,
+        "runtime": runtime,
+        "git_commit": verdict["git_commit"],
+        "key_id": key.key_id,
+    }
     write_json(paths.reports / "package.json", package)
     return package
 

@@ -57,9 +57,19 @@ class Keys:
     images: VerifyKey | None
 
 
-def move_champion(client: Any, paths: ProjectPaths, params: Params, settings: Settings, keys: Keys,
-                  records: list[dict[str, Any]], target: Any, previous: Any | None, action: str, approver: str,
-                  takeover: dict[str, Any] | None = None) -> dict[str, Any]:
+def move_champion(
+    client: Any,
+    paths: ProjectPaths,
+    params: Params,
+    settings: Settings,
+    keys: Keys,
+    records: list[dict[str, Any]],
+    target: Any,
+    previous: Any | None,
+    action: str,
+    approver: str,
+    takeover: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Image first (a missing or unsigned image changes nothing), then the alias, then the tag,
     then the record.
 
@@ -78,10 +88,16 @@ def move_champion(client: Any, paths: ProjectPaths, params: Params, settings: Se
             else:
                 image = release.get_image(docker, image_ref, pull=False)
         except SailError as exc:
-            raise SailError(f"{exc}: cannot move {production} to v{version}'s image, nothing was changed") from None
+            raise SailError(
+                f"{exc}: cannot move {production} to v{version}'s image, nothing was changed"
+            ) from None
     client.set_registered_model_alias(model, tracking.CHAMPION, version)
     try:
-        moved = release.move_tag(docker, image, production, push_it=bool(settings.registry)) if image else None
+        moved = (
+            release.move_tag(docker, image, production, push_it=bool(settings.registry))
+            if image
+            else None
+        )
     except SailError:
         if previous is None:
             client.delete_registered_model_alias(model, tracking.CHAMPION)
@@ -90,54 +106,101 @@ def move_champion(client: Any, paths: ProjectPaths, params: Params, settings: Se
         raise
     at = audit.now()
     verb = "promoted" if action == "promote" else "restored"
-    for name, value in ((f"sail.{verb}_by", approver), (f"sail.{verb}_at", at),
-                        (f"sail.{verb}_from", str(previous.version) if previous else "none")):
+    for name, value in (
+        (f"sail.{verb}_by", approver),
+        (f"sail.{verb}_at", at),
+        (f"sail.{verb}_from", str(previous.version) if previous else "none"),
+    ):
         client.set_model_version_tag(model, version, name, value)
     if action == "promote" and previous is not None:
         client.set_model_version_tag(model, version, PREVIOUS_CHAMPION, str(previous.version))
-    return audit.append(client, paths, model, keys.audit, records, {
-        "action": action,
-        "from": str(previous.version) if previous else None,
-        "to": version,
-        "approver": approver,
-        "at": at,
-        "image": image_ref,
-        "image_id": image.id if image else None,
-        "production_tag": production if image else None,
-        "pushed": bool(moved and moved["pushed"]),
-        "previous_image": previous.tags.get(release.IMAGE_TAG) if previous else None,
-        "note": None if image else f"v{version} has no {release.IMAGE_TAG} tag (no `sail package`): {production} was not moved",
-        "lock_takeover": takeover and {k: v for k, v in takeover.items() if k != "token"},
-    })
+    return audit.append(
+        client,
+        paths,
+        model,
+        keys.audit,
+        records,
+        {
+            "action": action,
+            "from": str(previous.version) if previous else None,
+            "to": version,
+            "approver": approver,
+            "at": at,
+            "image": image_ref,
+            "image_id": image.id if image else None,
+            "production_tag": production if image else None,
+            "pushed": bool(moved and moved["pushed"]),
+            "previous_image": previous.tags.get(release.IMAGE_TAG) if previous else None,
+            "note": None
+            if image
+            else f"v{version} has no {release.IMAGE_TAG} tag (no `sail package`): {production} was not moved",
+            "lock_takeover": takeover and {k: v for k, v in takeover.items() if k != "token"},
+        },
+    )
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, keys: Keys, promotion: Promotion,
-        lock_timeout: float = LOCK_TIMEOUT) -> dict[str, Any]:
+def run(
+    paths: ProjectPaths,
+    params: Params,
+    settings: Settings,
+    keys: Keys,
+    promotion: Promotion,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> dict[str, Any]:
     model = params.gate.registered_model
     client = tracking.client(settings)
-    with tracking.reachable(settings, "promoting"), \
-            audit.registry_lock(client, model, promotion.approver, lock_timeout) as takeover:
+    with (
+        tracking.reachable(settings, "promoting"),
+        audit.registry_lock(client, model, promotion.approver, lock_timeout) as takeover,
+    ):
         candidate = tracking.version_by_alias(client, model, tracking.CANDIDATE)
         if promotion.version is not None:
             target = model_version(client, model, promotion.version)
             if candidate is None or str(candidate.version) != str(target.version):
                 now = f"v{candidate.version}" if candidate else "no version"
-                raise SailError(f"v{target.version} of {model} no longer holds '{tracking.CANDIDATE}' ({now} does): "
-                                "a newer build superseded it, review and promote that one")
+                raise SailError(
+                    f"v{target.version} of {model} no longer holds '{tracking.CANDIDATE}' ({now} does): "
+                    "a newer build superseded it, review and promote that one"
+                )
         elif candidate is None:
-            raise SailError(f"no '{tracking.CANDIDATE}' version of {model} to promote: run the gate first")
+            raise SailError(
+                f"no '{tracking.CANDIDATE}' version of {model} to promote: run the gate first"
+            )
         else:
             target = candidate
         current = tracking.version_by_alias(client, model, tracking.CHAMPION)
         previous = None if current is None else str(current.version)
-        if promotion.expect_champion is not None and (previous or "none") != promotion.expect_champion:
+        if (
+            promotion.expect_champion is not None
+            and (previous or "none") != promotion.expect_champion
+        ):
             actual = f"v{previous}" if previous else "no champion"
-            raise SailError(f"{model} has {actual}, not the expected {promotion.expect_champion!r}: someone promoted meanwhile")
+            raise SailError(
+                f"{model} has {actual}, not the expected {promotion.expect_champion!r}: someone promoted meanwhile"
+            )
         if previous == str(target.version):
             return {"model": model, "from": previous, "to": previous, "changed": False}
         records = audit.history(client, model, keys.audit.verify_key)
         audit.check_head(records, model, previous)
-        record = move_champion(client, paths, params, settings, keys, records, target, current, "promote",
-                               promotion.approver, takeover)
-    return {"model": model, "from": previous, "to": str(target.version), "changed": True, "image": record["image"],
-            "production_tag": record["production_tag"], "audit": record}
+        record = move_champion(
+            client,
+            paths,
+            params,
+            settings,
+            keys,
+            records,
+            target,
+            current,
+            "promote",
+            promotion.approver,
+            takeover,
+        )
+    return {
+        "model": model,
+        "from": previous,
+        "to": str(target.version),
+        "changed": True,
+        "image": record["image"],
+        "production_tag": record["production_tag"],
+        "audit": record,
+    }

@@ -27,7 +27,9 @@ def push(client: Any, ref: str, auth: dict[str, str] | None) -> str:
     """Push one ref; return its digest. The push stream reports errors in-band, not as exceptions."""
     parsed = ImageRef.parse(ref)
     digest = None
-    stream = client.images.push(parsed.repository, parsed.version, stream=True, decode=True, auth_config=auth)
+    stream = client.images.push(
+        parsed.repository, parsed.version, stream=True, decode=True, auth_config=auth
+    )
     for chunk in stream:
         if "error" in chunk:
             raise SailError(f"pushing {ref} failed: {chunk['error'].strip()}")
@@ -37,8 +39,12 @@ def push(client: Any, ref: str, auth: dict[str, str] | None) -> str:
     return digest
 
 
-def run(paths: ProjectPaths, settings: Settings, key: SignKey,
-        say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+def run(
+    paths: ProjectPaths,
+    settings: Settings,
+    key: SignKey,
+    say: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
     if not settings.registry:
         raise SailError("no image registry configured: set SAIL_REGISTRY (e.g. 127.0.0.1:5000)")
     built = recorded(paths)
@@ -56,7 +62,9 @@ def run(paths: ProjectPaths, settings: Settings, key: SignKey,
             try:
                 client.images.get(ref).tag(target)
             except docker.errors.ImageNotFound:
-                raise SailError(f"image {ref} is not on this machine: run `sail build` / `sail package` first") from None
+                raise SailError(
+                    f"image {ref} is not on this machine: run `sail build` / `sail package` first"
+                ) from None
         say(f"pushing {target}")
         pushed[target] = push(client, target, auth)
     signatures = {}
@@ -64,7 +72,11 @@ def run(paths: ProjectPaths, settings: Settings, key: SignKey,
         target = release.in_registry(inference, settings.registry)
         say(f"signing {target}@{pushed[target]} (key id {key.key_id})")
         signatures[target] = imagesign.sign(settings, target, pushed[target], key)
-    result = {"registry": settings.registry, "images": pushed, "signatures": signatures,
-              "key_id": key.key_id}
+    result = {
+        "registry": settings.registry,
+        "images": pushed,
+        "signatures": signatures,
+        "key_id": key.key_id,
+    }
     write_json(paths.reports / "publish.json", result)
     return result

@@ -33,7 +33,9 @@ def remote_config(root: Path, settings: Settings) -> dict[str, str]:
         remote["endpointurl"] = settings.aws.endpoint_url
     if settings.aws.region:
         remote["region"] = settings.aws.region
-    if settings.aws.profile and not settings.aws.role_arn:  # with a role, the role's credentials come from env
+    if (
+        settings.aws.profile and not settings.aws.role_arn
+    ):  # with a role, the role's credentials come from env
         remote["profile"] = settings.aws.profile
     return remote
 
@@ -46,11 +48,19 @@ def configure_remote(root: Path, settings: Settings) -> None:
         with Config(dvc_dir=str(root / ".dvc")).edit("local") as conf:
             conf["remote"][TEAM_REMOTE] = remote_config(root, settings)
     except ConfigError as exc:
-        raise SailError(f"cannot configure the DVC remote {settings.dvc_remote_url}: {exc}") from None
+        raise SailError(
+            f"cannot configure the DVC remote {settings.dvc_remote_url}: {exc}"
+        ) from None
 
 
-def push_with_retries(root: Path, args: list[str], where: str, policy: RetryPolicy, env: dict[str, str],
-                      say: Callable[[str], None]) -> None:
+def push_with_retries(
+    root: Path,
+    args: list[str],
+    where: str,
+    policy: RetryPolicy,
+    env: dict[str, str],
+    say: Callable[[str], None],
+) -> None:
     """`dvc push`, tried policy.attempts times, waiting backoff_seconds * 2**n in between."""
     for attempt in range(1, policy.attempts + 1):
         try:
@@ -64,7 +74,9 @@ def push_with_retries(root: Path, args: list[str], where: str, policy: RetryPoli
                     "run `sail push` again when the remote is back"
                 ) from None
             delay = policy.backoff_seconds * 2 ** (attempt - 1)
-            say(f"sail push: attempt {attempt}/{policy.attempts} to {where} failed, retrying in {delay:g}s: {reason}")
+            say(
+                f"sail push: attempt {attempt}/{policy.attempts} to {where} failed, retrying in {delay:g}s: {reason}"
+            )
             time.sleep(delay)
 
 
@@ -72,7 +84,9 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, say: Callable[[str], None] = _stderr) -> dict[str, Any]:
+def run(
+    paths: ProjectPaths, params: Params, settings: Settings, say: Callable[[str], None] = _stderr
+) -> dict[str, Any]:
     gate = accepted_verdict(paths, "push")
     remote: list[str] = []
     if settings.dvc_remote_url:
@@ -86,5 +100,11 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, say: Callable[[
         raise SailError(f"not tracked by DVC: {', '.join(missing)} (run `dvc add` on the data)")
     where = settings.dvc_remote_url or "the default DVC remote"
     # DVC's s3fs takes the team identity (a role's temporary credentials, the profile) from its environment.
-    push_with_retries(paths.root, [*remote, *targets], where, settings.retry, aws.environment(settings.aws), say)
-    return {"pushed": targets, "bundle_id": gate["accepted_bundle_id"], "remote": TEAM_REMOTE if remote else "default"}
+    push_with_retries(
+        paths.root, [*remote, *targets], where, settings.retry, aws.environment(settings.aws), say
+    )
+    return {
+        "pushed": targets,
+        "bundle_id": gate["accepted_bundle_id"],
+        "remote": TEAM_REMOTE if remote else "default",
+    }

@@ -16,7 +16,9 @@ from sail_pipelines.integrity import imagesign
 from sail_pipelines.integrity.signing import VerifyKey
 
 ENVIRONMENTS = ("staging", "production")
-IMAGE_TAG = "sail.image"  # model-version tag: the inference image `sail package` built for the version
+IMAGE_TAG = (
+    "sail.image"  # model-version tag: the inference image `sail package` built for the version
+)
 
 
 def get_image(client: Any, ref: str, pull: bool) -> Any:
@@ -34,7 +36,9 @@ def get_image(client: Any, ref: str, pull: bool) -> Any:
         parsed = ImageRef.parse(ref)
         return client.images.pull(parsed.repository, parsed.version)
     except docker.errors.APIError as exc:
-        raise SailError(f"image {ref} is neither on this host nor pullable: {exc.explanation or exc}") from None
+        raise SailError(
+            f"image {ref} is neither on this host nor pullable: {exc.explanation or exc}"
+        ) from None
 
 
 def in_registry(ref: str, registry: str) -> str:
@@ -96,11 +100,17 @@ def move_tag(client: Any, image: Any, target: str, push_it: bool) -> dict[str, A
 
 def pinned_ref(image: Any, repository: str) -> str:
     """An immutable name for a cluster to pull: the registry digest, else the versioned tag."""
-    digests = sorted(d for d in image.attrs.get("RepoDigests") or [] if d.startswith(repository + "@"))
+    digests = sorted(
+        d for d in image.attrs.get("RepoDigests") or [] if d.startswith(repository + "@")
+    )
     if digests:
         return digests[0]
     refs = [ImageRef.parse(t) for t in image.tags]
-    tags = sorted(str(r) for r in refs if r.repository == repository and r.version not in ENVIRONMENTS)
+    tags = sorted(
+        str(r) for r in refs if r.repository == repository and r.version not in ENVIRONMENTS
+    )
     if tags:
         return tags[0]
-    raise SailError(f"image {image.id[:19]} has no digest or versioned tag in {repository}: run `sail package` and `sail publish`")
+    raise SailError(
+        f"image {image.id[:19]} has no digest or versioned tag in {repository}: run `sail package` and `sail publish`"
+    )

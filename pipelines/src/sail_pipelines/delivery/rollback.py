@@ -25,7 +25,9 @@ from sail_pipelines.errors import SailError
 from sail_pipelines.integrations import tracking
 
 
-def champion_line(records: list[dict[str, Any]], current: str, previous_tag: str | None) -> list[str]:
+def champion_line(
+    records: list[dict[str, Any]], current: str, previous_tag: str | None
+) -> list[str]:
     """Versions that were champion, oldest at the bottom; the current champion on top."""
     if not records:
         return [v for v in (previous_tag, current) if v]
@@ -42,12 +44,21 @@ def champion_line(records: list[dict[str, Any]], current: str, previous_tag: str
     return line
 
 
-def run(paths: ProjectPaths, params: Params, settings: Settings, keys: Keys, to: str | None, approver: str,
-        lock_timeout: float = LOCK_TIMEOUT) -> dict[str, Any]:
+def run(
+    paths: ProjectPaths,
+    params: Params,
+    settings: Settings,
+    keys: Keys,
+    to: str | None,
+    approver: str,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> dict[str, Any]:
     model = params.gate.registered_model
     client = tracking.client(settings)
-    with tracking.reachable(settings, "rolling back"), \
-            audit.registry_lock(client, model, approver, lock_timeout) as takeover:
+    with (
+        tracking.reachable(settings, "rolling back"),
+        audit.registry_lock(client, model, approver, lock_timeout) as takeover,
+    ):
         current = tracking.version_by_alias(client, model, tracking.CHAMPION)
         if current is None:
             raise SailError(f"nothing to roll back: {model} has no champion")
@@ -57,15 +68,37 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, keys: Keys, to:
         former = champion_line(records, champion, current.tags.get(PREVIOUS_CHAMPION))[:-1]
         if to is None:
             if not former:
-                raise SailError(f"nothing to roll back to: v{champion} is the first champion of {model}")
+                raise SailError(
+                    f"nothing to roll back to: v{champion} is the first champion of {model}"
+                )
             to = former[-1]
         elif to == champion:
             raise SailError(f"v{to} is already the champion of {model}")
         elif to not in former:
             listed = ", ".join(f"v{v}" for v in former) or "none"
-            raise SailError(f"v{to} is not a former champion of {model} (former champions: {listed}): "
-                            "a version that never was champion goes through `sail promote`")
+            raise SailError(
+                f"v{to} is not a former champion of {model} (former champions: {listed}): "
+                "a version that never was champion goes through `sail promote`"
+            )
         target = model_version(client, model, to)
-        record = move_champion(client, paths, params, settings, keys, records, target, current, "rollback", approver,
-                               takeover)
-    return {"model": model, "from": champion, "to": to, "image": record["image"], "production_tag": record["production_tag"], "audit": record}
+        record = move_champion(
+            client,
+            paths,
+            params,
+            settings,
+            keys,
+            records,
+            target,
+            current,
+            "rollback",
+            approver,
+            takeover,
+        )
+    return {
+        "model": model,
+        "from": champion,
+        "to": to,
+        "image": record["image"],
+        "production_tag": record["production_tag"],
+        "audit": record,
+    }

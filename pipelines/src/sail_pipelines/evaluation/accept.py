@@ -34,31 +34,51 @@ def serving_check(bundle: LoadedBundle, holdout: Mapping[str, Any]) -> None:
     try:
         body = json.dumps(holdout["records"], allow_nan=False)
     except ValueError:
-        raise SailError("the holdout rows hold NaN or infinity, which JSON cannot carry: nothing was registered") from None
+        raise SailError(
+            "the holdout rows hold NaN or infinity, which JSON cannot carry: nothing was registered"
+        ) from None
     app = create_app(bundle)
     app.logger.disabled = True  # the gate reports the outcome; no request log lines in its output
     with app.test_client() as client:
         response = client.post("/predict", data=body, content_type="application/json")
     if response.status_code != 200:
         detail = (response.get_json(silent=True) or {}).get("error", response.status_code)
-        raise SailError(f"serving check: the API refused the holdout rows ({detail}); nothing was registered")
+        raise SailError(
+            f"serving check: the API refused the holdout rows ({detail}); nothing was registered"
+        )
     mismatches = holdout_mismatches(response.get_json()["predictions"], holdout["predictions"])
     if mismatches:
-        raise SailError(f"serving check: served predictions differ from the metric step's at rows {mismatches[:10]}; "
-                        "nothing was registered")
+        raise SailError(
+            f"serving check: served predictions differ from the metric step's at rows {mismatches[:10]}; "
+            "nothing was registered"
+        )
 
 
-def release(client: Any, model: str, run_id: str, tags: dict[str, str], accepted_dir: Path,
-            files: dict[str, bytes], metadata: Callable[[str], dict[str, Any]], key: SignKey,
-            example: list[dict[str, Any]]) -> tuple[str, str]:
+def release(
+    client: Any,
+    model: str,
+    run_id: str,
+    tags: dict[str, str],
+    accepted_dir: Path,
+    files: dict[str, bytes],
+    metadata: Callable[[str], dict[str, Any]],
+    key: SignKey,
+    example: list[dict[str, Any]],
+) -> tuple[str, str]:
     """Register the run's model version, log its accepted bundle as an MLflow model (the version's
     source, `example` its input example), write it to `accepted_dir`, move `candidate` to it.
     Returns (version, accepted bundle id). On any failure the steps already done are undone."""
     before = tracking.version_by_alias(client, model, tracking.CANDIDATE)
-    known = {v.version for v in client.search_model_versions(f"name='{model}' and run_id='{run_id}'")}
-    registered = tracking.register(client, model, run_id, tags["source"], {k: v for k, v in tags.items() if k != "source"})
+    known = {
+        v.version for v in client.search_model_versions(f"name='{model}' and run_id='{run_id}'")
+    }
+    registered = tracking.register(
+        client, model, run_id, tags["source"], {k: v for k, v in tags.items() if k != "source"}
+    )
     version = str(registered.version)
-    staging = Path(tempfile.mkdtemp(prefix="sail-accepted-")) / accepted_dir.name  # data/accepted in the model
+    staging = (
+        Path(tempfile.mkdtemp(prefix="sail-accepted-")) / accepted_dir.name
+    )  # data/accepted in the model
     try:
         signed = metadata(version)
         accepted_id = write_bundle(staging, files, signed, key)

@@ -124,8 +124,10 @@ def _classification(
     recall = _divide(tp, actual)
     f1 = _divide(2 * tp, actual + predicted)
     support = actual.sum(axis=1)  # average="weighted": each label by its count in y_true
-    weighted = {f"{name}_weighted": _divide((v * actual).sum(axis=1), support)
-                for name, v in (("precision", precision), ("recall", recall), ("f1", f1))}
+    weighted = {
+        f"{name}_weighted": _divide((v * actual).sum(axis=1), support)
+        for name, v in (("precision", precision), ("recall", recall), ("f1", f1))
+    }
     # The mean recall over the classes present in y_true.
     balanced = _divide((recall * (actual > 0)).sum(axis=1), (actual > 0).sum(axis=1), np.nan)
     if len(classes) == 2:  # scikit-learn's average="binary", positive class = the last one

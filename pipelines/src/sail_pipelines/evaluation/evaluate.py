@@ -44,13 +44,19 @@ def predict(bundle: LoadedBundle, rows: pd.DataFrame, runtime: str | None = None
         predictions, probabilities = bundle.predict(rows[bundle.schema.feature_names], runtime)
     except stl.NonFiniteFeatures as exc:
         lines = ", ".join(str(rows.index[i]) for i in exc.rows[:5])
-        raise SailError(f"test data: {exc.field or 'a column'} becomes non-finite in the transformation layer "
-                        f"({rows.index.name or 'row'} {lines})") from None
+        raise SailError(
+            f"test data: {exc.field or 'a column'} becomes non-finite in the transformation layer "
+            f"({rows.index.name or 'row'} {lines})"
+        ) from None
     return Outputs(np.asarray(predictions), probabilities, tuple(bundle.classes))
 
 
-def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None,
-          runtime: str | None = None) -> tuple[dict[str, Any], list[Any]]:
+def score(
+    bundle: LoadedBundle,
+    test: pd.DataFrame,
+    plot_dir: Path | None = None,
+    runtime: str | None = None,
+) -> tuple[dict[str, Any], list[Any]]:
     """Metrics of one bundle on the test frame, by the runtime that will serve it (plots too
     when plot_dir is given)."""
     target = bundle.metadata["target"]
@@ -60,7 +66,14 @@ def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None
     if bundle.metadata["task"] == "classification":
         result = metrics.classification(y_true, predictions, probabilities, bundle.classes)
         if plot_dir:
-            plots.classification(plot_dir, bundle.metadata["name"], y_true, predictions, probabilities, bundle.classes)
+            plots.classification(
+                plot_dir,
+                bundle.metadata["name"],
+                y_true,
+                predictions,
+                probabilities,
+                bundle.classes,
+            )
     else:
         result = metrics.regression(y_true, predictions)
         if plot_dir:
@@ -68,8 +81,9 @@ def score(bundle: LoadedBundle, test: pd.DataFrame, plot_dir: Path | None = None
     return result, [plain(p) for p in predictions]
 
 
-def serving_runtime(bundle: LoadedBundle, test: pd.DataFrame,
-                    config: CompiledConfig) -> dict[str, Any]:
+def serving_runtime(
+    bundle: LoadedBundle, test: pd.DataFrame, config: CompiledConfig
+) -> dict[str, Any]:
     """Which runtime will serve this candidate: its compiled graph only if it agrees with
     scikit-learn on the test split and on the holdout rows, the latter built as a request's are."""
     if bundle.runtime != "onnx":
@@ -102,22 +116,36 @@ def candidate_dirs(paths: ProjectPaths, params: Params) -> list[Path]:
         recover(d)  # a training killed while replacing a bundle left the previous one parked
     missing = [d.name for d in dirs if not d.is_dir()]
     if missing:
-        raise SailError(f"no trained bundle for candidate(s) {', '.join(missing)}: run `sail train` first")
+        raise SailError(
+            f"no trained bundle for candidate(s) {', '.join(missing)}: run `sail train` first"
+        )
     return dirs
 
 
 def same_transformation_layer(bundles: dict[str, LoadedBundle]) -> None:
     """Candidates trained in separate containers each fit the STL on the same training split.
     Fitting is deterministic, so their transformers must be byte-identical: one layer for all."""
-    digests = {name: hashlib.sha256(b.files[TRANSFORMER]).hexdigest()[:12] for name, b in bundles.items()}
+    digests = {
+        name: hashlib.sha256(b.files[TRANSFORMER]).hexdigest()[:12] for name, b in bundles.items()
+    }
     if len(set(digests.values())) > 1:
         listed = ", ".join(f"{name}={digest}" for name, digest in digests.items())
-        raise SailError(f"the candidates carry different transformation layers ({listed}): train them all from the same split")
+        raise SailError(
+            f"the candidates carry different transformation layers ({listed}): train them all from the same split"
+        )
 
 
-def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[str, Any],
-             plot_dir: Path, params: Params, runtime: str, test: pd.DataFrame,
-             paths: ProjectPaths) -> str:
+def _log_run(
+    client: Any,
+    experiment: str,
+    bundle: LoadedBundle,
+    result: dict[str, Any],
+    plot_dir: Path,
+    params: Params,
+    runtime: str,
+    test: pd.DataFrame,
+    paths: ProjectPaths,
+) -> str:
     meta = bundle.metadata
     run = client.create_run(
         experiment,
@@ -133,7 +161,11 @@ def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[st
         },
     )
     run_id = run.info.run_id
-    logged = {"estimator": meta["estimator"], "split.test_size": params.split.test_size, "split.seed": params.split.seed}
+    logged = {
+        "estimator": meta["estimator"],
+        "split.test_size": params.split.test_size,
+        "split.seed": params.split.seed,
+    }
     logged.update({f"model.{k}": v for k, v in meta["params"].items()})
     for name, value in logged.items():
         client.log_param(run_id, name, str(value)[:6000])
@@ -149,8 +181,9 @@ def _log_run(client: Any, experiment: str, bundle: LoadedBundle, result: dict[st
     return run_id
 
 
-def _log_datasets(run_id: str, meta: dict[str, Any], test: pd.DataFrame,
-                  paths: ProjectPaths) -> None:
+def _log_datasets(
+    run_id: str, meta: dict[str, Any], test: pd.DataFrame, paths: ProjectPaths
+) -> None:
     """The run's data lineage in MLflow's own terms: the training split by its md5 (this step
     never reads it) and the test split it scored."""
     import mlflow
@@ -161,8 +194,9 @@ def _log_datasets(run_id: str, meta: dict[str, Any], test: pd.DataFrame,
         warnings.simplefilter("ignore")
         source = resolve_dataset_source(str(paths.train_csv))
     train = MetaDataset(source, name="train", digest=meta["train_hash"])
-    scored = mlflow.data.from_pandas(test, source=str(paths.test_csv), targets=meta["target"],
-                                     name="test")
+    scored = mlflow.data.from_pandas(
+        test, source=str(paths.test_csv), targets=meta["target"], name="test"
+    )
     with mlflow.start_run(run_id=run_id):
         mlflow.log_input(train, context="training", tags={"sail.data_hash": meta["data_hash"]})
         mlflow.log_input(scored, context="evaluation")
@@ -170,7 +204,9 @@ def _log_datasets(run_id: str, meta: dict[str, Any], test: pd.DataFrame,
 
 def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey) -> dict[str, Any]:
     test = read_csv(paths.test_csv)
-    bundles = {b.metadata["name"]: b for b in (load_bundle(d, key) for d in candidate_dirs(paths, params))}
+    bundles = {
+        b.metadata["name"]: b for b in (load_bundle(d, key) for d in candidate_dirs(paths, params))
+    }
     same_transformation_layer(bundles)
     client = tracking.client(settings)
     scored: dict[str, dict[str, Any]] = {}
@@ -186,8 +222,9 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
             runtime = runtimes[name]["runtime"]
             scored[name], predictions[name] = score(bundle, test, plot_dir, runtime)
             with tracking.reachable(settings, "logging the evaluation"):
-                run_ids[name] = _log_run(client, experiment, bundle, scored[name], plot_dir, params,
-                                         runtime, test, paths)
+                run_ids[name] = _log_run(
+                    client, experiment, bundle, scored[name], plot_dir, params, runtime, test, paths
+                )
         winner = metrics.best(scored, params.gate.primary_metric)
         shutil.rmtree(paths.plots, ignore_errors=True)
         shutil.copytree(Path(scratch) / winner, paths.plots)
@@ -211,17 +248,27 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
             for name, bundle in bundles.items()
         },
         "holdout": {
-            "records": json_records(holdout[sent]),  # as a client sends them: missing values as null
+            "records": json_records(
+                holdout[sent]
+            ),  # as a client sends them: missing values as null
             "predictions": predictions[winner][: len(holdout)],
         },
     }
     write_json(paths.evaluation_report, evaluation)
-    write_json(paths.metrics, {"candidate": winner, **{k: v for k, v in scored[winner].items() if isinstance(v, float)}})
+    write_json(
+        paths.metrics,
+        {"candidate": winner, **{k: v for k, v in scored[winner].items() if isinstance(v, float)}},
+    )
     return evaluation
 
 
-def in_container(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey,
-                 say: Callable[[str], None]) -> dict[str, Any]:
+def in_container(
+    paths: ProjectPaths,
+    params: Params,
+    settings: Settings,
+    key: VerifyKey,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
     """The same step in the test/metric image: it sees the test split and the candidates, read-only,
     writes only reports/ (and the embedded MLflow store), and gets the verify key, no private
     key."""

@@ -123,8 +123,16 @@ def serving_rule(bundle: LoadedBundle, holdout: dict[str, Any]) -> Rule:
     try:
         accept.serving_check(bundle, holdout)
     except SailError as exc:
-        return Rule("serves the holdout rows through the API", False, str(exc).replace("; nothing was registered", ""))
-    return Rule("serves the holdout rows through the API", True, f"{len(holdout['records'])} rows, same predictions")
+        return Rule(
+            "serves the holdout rows through the API",
+            False,
+            str(exc).replace("; nothing was registered", ""),
+        )
+    return Rule(
+        "serves the holdout rows through the API",
+        True,
+        f"{len(holdout['records'])} rows, same predictions",
+    )
 
 
 def regresses(
@@ -486,8 +494,10 @@ def run(
     meta = bundle.metadata
     task, target = meta["task"], meta["target"]
     scores = {k: v for k, v in info["metrics"].items() if isinstance(v, float)}
-    inference = info.get("inference") or {"runtime": "sklearn",
-                                          "reason": "the evaluation named no serving runtime"}
+    inference = info.get("inference") or {
+        "runtime": "sklearn",
+        "reason": "the evaluation named no serving runtime",
+    }
     model = gate.registered_model
     report: dict[str, Any] = {
         "verdict": "fail",
@@ -547,8 +557,11 @@ def run(
             _finish(paths, params, client, run_id, report)
         return report
     with tracking.reachable(settings, "registering the accepted model"):
-        tags = {"source": client.get_run(run_id).info.artifact_uri + "/" + mlflow_model.ARTIFACT,
-                "sail.data_hash": meta["data_hash"], "sail.git_commit": meta["git_commit"]}
+        tags = {
+            "source": client.get_run(run_id).info.artifact_uri + "/" + mlflow_model.ARTIFACT,
+            "sail.data_hash": meta["data_hash"],
+            "sail.git_commit": meta["git_commit"],
+        }
         files = {name: data for name, data in bundle.files.items() if name != METADATA}
         if inference["runtime"] != "onnx":  # what the metric step scored is what serves
             files.pop(ONNX_MODEL, None)
@@ -557,8 +570,12 @@ def run(
         def metadata(version: str) -> dict[str, Any]:
             return {
                 **meta,
-                "evaluation": {"metrics": scores, "primary_metric": gate.primary_metric,
-                               "test_rows": evaluation["test_rows"], "mlflow_run_id": run_id},
+                "evaluation": {
+                    "metrics": scores,
+                    "primary_metric": gate.primary_metric,
+                    "test_rows": evaluation["test_rows"],
+                    "mlflow_run_id": run_id,
+                },
                 "registry": {"model": model, "version": version, "alias": tracking.CANDIDATE},
                 "candidate_bundle_id": bundle.bundle_id,
                 "inference": inference,
@@ -567,8 +584,9 @@ def run(
             }
 
         example = evaluation["holdout"]["records"]  # MLflow's input example: up to 5 complete rows
-        version, accepted_id = accept.release(client, model, run_id, tags, paths.accepted_dir, files, metadata,
-                                              key, example)
+        version, accepted_id = accept.release(
+            client, model, run_id, tags, paths.accepted_dir, files, metadata, key, example
+        )
         report.update(registered_version=version, accepted_bundle_id=accepted_id, registered=True)
         _finish(paths, params, client, run_id, report)
     return report

@@ -10,7 +10,9 @@ from sklearn import metrics as skm
 from sail_pipelines.config import HIGHER_IS_BETTER
 
 
-def classification(y_true: Any, predictions: Any, probabilities: Any, classes: list[Any]) -> dict[str, Any]:
+def classification(
+    y_true: Any, predictions: Any, probabilities: Any, classes: list[Any]
+) -> dict[str, Any]:
     binary = len(classes) == 2
     average = "binary" if binary else "macro"
     pos_label = classes[-1] if binary else 1
@@ -20,20 +22,38 @@ def classification(y_true: Any, predictions: Any, probabilities: Any, classes: l
             if binary:
                 roc_auc = skm.roc_auc_score(y_true, probabilities[:, 1])
             else:
-                roc_auc = skm.roc_auc_score(y_true, probabilities, multi_class="ovr", labels=classes)
+                roc_auc = skm.roc_auc_score(
+                    y_true, probabilities, multi_class="ovr", labels=classes
+                )
         except ValueError:
             pass
     return {
         "roc_auc": float(roc_auc),
-        "f1": float(skm.f1_score(y_true, predictions, average=average, pos_label=pos_label, zero_division=0)),
+        "f1": float(
+            skm.f1_score(y_true, predictions, average=average, pos_label=pos_label, zero_division=0)
+        ),
         "accuracy": float(skm.accuracy_score(y_true, predictions)),
-        "precision": float(skm.precision_score(y_true, predictions, average=average, pos_label=pos_label, zero_division=0)),
-        "recall": float(skm.recall_score(y_true, predictions, average=average, pos_label=pos_label, zero_division=0)),
+        "precision": float(
+            skm.precision_score(
+                y_true, predictions, average=average, pos_label=pos_label, zero_division=0
+            )
+        ),
+        "recall": float(
+            skm.recall_score(
+                y_true, predictions, average=average, pos_label=pos_label, zero_division=0
+            )
+        ),
         "mcc": float(skm.matthews_corrcoef(y_true, predictions)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, predictions)),
         **{
-            f"{name}_weighted": float(score(y_true, predictions, average="weighted", zero_division=0))
-            for name, score in (("f1", skm.f1_score), ("precision", skm.precision_score), ("recall", skm.recall_score))
+            f"{name}_weighted": float(
+                score(y_true, predictions, average="weighted", zero_division=0)
+            )
+            for name, score in (
+                ("f1", skm.f1_score),
+                ("precision", skm.precision_score),
+                ("recall", skm.recall_score),
+            )
         },
         "classes": list(classes),
         "confusion_matrix": skm.confusion_matrix(y_true, predictions, labels=classes).tolist(),

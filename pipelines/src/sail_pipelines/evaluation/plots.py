@@ -19,16 +19,22 @@ def _save(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def classification(out: Path, title: str, y_true: Any, predictions: Any, probabilities: Any, classes: list[Any]) -> list[Path]:
+def classification(
+    out: Path, title: str, y_true: Any, predictions: Any, probabilities: Any, classes: list[Any]
+) -> list[Path]:
     paths = []
     fig, ax = plt.subplots(figsize=(4, 4))
-    ConfusionMatrixDisplay.from_predictions(y_true, predictions, labels=classes, ax=ax, colorbar=False)
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, predictions, labels=classes, ax=ax, colorbar=False
+    )
     ax.set_title(f"{title}: confusion matrix")
     paths.append(out / "confusion_matrix.png")
     _save(fig, paths[-1])
     if probabilities is not None and len(classes) == 2:
         fig, ax = plt.subplots(figsize=(4, 4))
-        RocCurveDisplay.from_predictions(y_true, probabilities[:, 1], pos_label=classes[1], ax=ax, name=title)
+        RocCurveDisplay.from_predictions(
+            y_true, probabilities[:, 1], pos_label=classes[1], ax=ax, name=title
+        )
         ax.set_title(f"{title}: ROC")
         paths.append(out / "roc.png")
         _save(fig, paths[-1])

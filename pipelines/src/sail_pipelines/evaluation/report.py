@@ -26,7 +26,9 @@ from sail_pipelines.files import read_json, write_atomic
 from sail_pipelines.integrations import github
 
 REPORT = "report.md"
-MAX_PROBLEMS = 20  # the validation problems listed; a comment must stay readable (and under 65536 chars)
+MAX_PROBLEMS = (
+    20  # the validation problems listed; a comment must stay readable (and under 65536 chars)
+)
 MAX_TRIAL_ROWS = 20  # a longer search lists only the trials that improved its best
 
 
@@ -42,15 +44,23 @@ def load(paths: ProjectPaths) -> Reports:
     """The step reports, refusing a gate verdict that does not belong to the evaluation beside it."""
     for path, step in ((paths.gate_report, "gate"), (paths.evaluation_report, "evaluate")):
         if not path.is_file():
-            raise SailError(f"no {path.relative_to(paths.root)}: run `sail {step}` first (the report explains a gate verdict)")
+            raise SailError(
+                f"no {path.relative_to(paths.root)}: run `sail {step}` first (the report explains a gate verdict)"
+            )
     try:
         gate, evaluation = read_json(paths.gate_report), read_json(paths.evaluation_report)
-        validation = read_json(paths.validation_report) if paths.validation_report.is_file() else None
+        validation = (
+            read_json(paths.validation_report) if paths.validation_report.is_file() else None
+        )
     except ValueError as exc:
-        raise SailError(f"a report in {paths.reports.relative_to(paths.root)}/ is not valid JSON: {exc}") from None
+        raise SailError(
+            f"a report in {paths.reports.relative_to(paths.root)}/ is not valid JSON: {exc}"
+        ) from None
     judged = evaluation.get("candidates", {}).get(gate.get("candidate"), {}).get("bundle_id")
     if judged is None or judged != gate.get("bundle_id"):
-        raise SailError("reports/gate.json does not judge the candidate of reports/evaluation.json: run `sail gate` again")
+        raise SailError(
+            "reports/gate.json does not judge the candidate of reports/evaluation.json: run `sail gate` again"
+        )
     plots = tuple(sorted(p.name for p in paths.plots.glob("*.png"))) if paths.plots.is_dir() else ()
     return Reports(gate, evaluation, validation, plots)
 
@@ -81,7 +91,12 @@ def _num(value: Any) -> str:
 
 
 def _delta(metric: str, mine: Any, theirs: Any) -> str:
-    if not isinstance(mine, (int, float)) or not isinstance(theirs, (int, float)) or math.isnan(mine) or math.isnan(theirs):
+    if (
+        not isinstance(mine, (int, float))
+        or not isinstance(theirs, (int, float))
+        or math.isnan(mine)
+        or math.isnan(theirs)
+    ):
         return "–"
     diff = mine - theirs
     if diff == 0:
@@ -97,9 +112,13 @@ def _thresholds(params: Params, metric: str, value: Any) -> str:
             continue
         number = isinstance(value, (int, float)) and not math.isnan(value)
         if t.minimum is not None:
-            parts.append(f"≥ {t.minimum:g} {'✅' if number and value >= t.minimum else '❌'} ({f'{value - t.minimum:+.4f}' if number else '–'})")
+            parts.append(
+                f"≥ {t.minimum:g} {'✅' if number and value >= t.minimum else '❌'} ({f'{value - t.minimum:+.4f}' if number else '–'})"
+            )
         if t.maximum is not None:
-            parts.append(f"≤ {t.maximum:g} {'✅' if number and value <= t.maximum else '❌'} ({f'{t.maximum - value:+.4f}' if number else '–'})")
+            parts.append(
+                f"≤ {t.maximum:g} {'✅' if number and value <= t.maximum else '❌'} ({f'{t.maximum - value:+.4f}' if number else '–'})"
+            )
     return "; ".join(parts) or "–"
 
 
@@ -123,11 +142,13 @@ def _with_interval(value: str, intervals: dict[str, Any], metric: str, who: str)
 
 def _compared(metric: str, mine: Any, theirs: Any, intervals: dict[str, Any]) -> str:
     """Table cells: the candidate, the champion and their difference, each with its interval."""
-    return " | ".join((
-        _with_interval(_num(mine), intervals, metric, "candidate"),
-        _with_interval(_num(theirs), intervals, metric, "champion"),
-        _with_interval(_delta(metric, mine, theirs), intervals, metric, "difference"),
-    ))
+    return " | ".join(
+        (
+            _with_interval(_num(mine), intervals, metric, "candidate"),
+            _with_interval(_num(theirs), intervals, metric, "champion"),
+            _with_interval(_delta(metric, mine, theirs), intervals, metric, "difference"),
+        )
+    )
 
 
 def _metrics_table(reports: Reports, params: Params) -> list[str]:
@@ -234,15 +255,21 @@ def _icon(rule: dict[str, Any]) -> str:
 def _candidates_table(reports: Reports) -> list[str]:
     evaluation = reports.evaluation
     candidates = evaluation["candidates"]
-    metrics = sorted({m for c in candidates.values() for m, v in c["metrics"].items() if isinstance(v, float)})
-    lines = ["| candidate | " + " | ".join(metrics) + " | served by |",
-             "| --- |" + " ---: |" * len(metrics) + " --- |"]
+    metrics = sorted(
+        {m for c in candidates.values() for m, v in c["metrics"].items() if isinstance(v, float)}
+    )
+    lines = [
+        "| candidate | " + " | ".join(metrics) + " | served by |",
+        "| --- |" + " ---: |" * len(metrics) + " --- |",
+    ]
     for name in sorted(candidates):
         label = f"**{name}** (best)" if name == evaluation["best"] else name
         runtime = (candidates[name].get("inference") or {}).get("runtime", "–")
         numbers = " | ".join(_num(candidates[name]["metrics"].get(m)) for m in metrics)
         lines.append(f"| {label} | {numbers} | {runtime} |")
-    lines.append(f"\nScored on {evaluation.get('test_rows', '?')} test rows; the best on {evaluation['primary_metric']} goes to the gate.")
+    lines.append(
+        f"\nScored on {evaluation.get('test_rows', '?')} test rows; the best on {evaluation['primary_metric']} goes to the gate."
+    )
     return lines
 
 
@@ -252,19 +279,26 @@ def _confusion_section(reports: Reports) -> list[str]:
     matrix, classes = metrics.get("confusion_matrix"), metrics.get("classes")
     if not matrix or not classes:
         return []
-    lines = ["", "### Confusion matrix (rows: true class, columns: predicted)", "",
-             "| true ↓ predicted → | " + " | ".join(_cell(c) for c in classes) + " | recall |",
-             "| --- |" + " ---: |" * (len(classes) + 1)]
+    lines = [
+        "",
+        "### Confusion matrix (rows: true class, columns: predicted)",
+        "",
+        "| true ↓ predicted → | " + " | ".join(_cell(c) for c in classes) + " | recall |",
+        "| --- |" + " ---: |" * (len(classes) + 1),
+    ]
     for cls, row in zip(classes, matrix):
         total = sum(row)
         hit = row[classes.index(cls)] / total if total else float("nan")
-        lines.append(f"| **{_cell(cls)}** | " + " | ".join(str(n) for n in row) + f" | {_num(hit)} |")
+        lines.append(
+            f"| **{_cell(cls)}** | " + " | ".join(str(n) for n in row) + f" | {_num(hit)} |"
+        )
     return lines
 
 
 def _params_text(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in params.items())
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
 
 
 def _trial_rows(search: dict[str, Any]) -> list[tuple[bool, str]]:
@@ -282,8 +316,13 @@ def _trial_rows(search: dict[str, Any]) -> list[tuple[bool, str]]:
         share = (score - low) / (high - low) if score is not None and high > low else 1.0
         bar = "·" if score is None else "█" * max(1, round(10 * share))
         shown = _cell(_params_text(trial["params"]))
-        rows.append((improved, f"| {trial['number']} | {trial['state'].lower()} | {_num(score)} | "
-                               f"{_num(best)} | `{bar}` | {shown} |"))
+        rows.append(
+            (
+                improved,
+                f"| {trial['number']} | {trial['state'].lower()} | {_num(score)} | "
+                f"{_num(best)} | `{bar}` | {shown} |",
+            )
+        )
     return rows
 
 
@@ -296,16 +335,20 @@ def _search_section(reports: Reports) -> list[str]:
         if not search:
             continue
         metric, best = search["metric"], search["best"]
-        lines += [f"**{name}**: best cv {metric} {_num(best['score'])} ({search['folds']}-fold) "
-                  f"at trial {best['number']} of {search['trials']}, searched in "
-                  f"{search['seconds']:.1f} s: {_cell(_params_text(best['params']))}",
-                  "", f"| trial | state | cv {metric} | best so far | score | params |",
-                  "| ---: | --- | ---: | ---: | --- | --- |"]
+        lines += [
+            f"**{name}**: best cv {metric} {_num(best['score'])} ({search['folds']}-fold) "
+            f"at trial {best['number']} of {search['trials']}, searched in "
+            f"{search['seconds']:.1f} s: {_cell(_params_text(best['params']))}",
+            "",
+            f"| trial | state | cv {metric} | best so far | score | params |",
+            "| ---: | --- | ---: | ---: | --- | --- |",
+        ]
         rows = _trial_rows(search)
         if len(rows) > MAX_TRIAL_ROWS:
             kept = [row for improved, row in rows[:-1] if improved] + [rows[-1][1]]
-            lines += kept + [f"\n{len(kept)} of {len(rows)} trials: those that improved the best, "
-                             "and the last."]
+            lines += kept + [
+                f"\n{len(kept)} of {len(rows)} trials: those that improved the best, and the last."
+            ]
         else:
             lines += [row for _, row in rows]
         lines.append("")
@@ -318,10 +361,15 @@ def _data_section(reports: Reports) -> list[str]:
     if validation is None:
         return lines + ["- validation: no reports/validation.json in this run"]
     status = "passed ✅" if validation.get("passed") else "failed ❌"
-    lines.append(f"- validation of `{validation.get('data', '?')}`: {status}, {validation.get('rows', '?')} rows, "
-                 f"{validation.get('columns', '?')} columns" + (", new reference profile created" if validation.get("baseline_created") else ""))
+    lines.append(
+        f"- validation of `{validation.get('data', '?')}`: {status}, {validation.get('rows', '?')} rows, "
+        f"{validation.get('columns', '?')} columns"
+        + (", new reference profile created" if validation.get("baseline_created") else "")
+    )
     if validation.get("data_hash") != gate.get("data_hash"):
-        lines.append(f"- ⚠️ validation checked data `{validation.get('data_hash')}`, not the data the gate judged")
+        lines.append(
+            f"- ⚠️ validation checked data `{validation.get('data_hash')}`, not the data the gate judged"
+        )
     problems = validation.get("problems") or []
     lines += [f"  - {_cell(p)}" for p in problems[:MAX_PROBLEMS]]
     if len(problems) > MAX_PROBLEMS:
@@ -355,8 +403,9 @@ def _plots_section(reports: Reports, inline: bool, artifacts: str) -> list[str]:
         return ["No plots in reports/plots/."]
     if inline:
         return [f"![{Path(p).stem}](plots/{p})" for p in reports.plots]
-    return ([f"- `reports/plots/{p}`" for p in reports.plots]
-            + [f"\nGitHub cannot show images from a CI run in a comment or job summary: the PNG files are in {artifacts}."])
+    return [f"- `reports/plots/{p}`" for p in reports.plots] + [
+        f"\nGitHub cannot show images from a CI run in a comment or job summary: the PNG files are in {artifacts}."
+    ]
 
 
 def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str) -> str:
@@ -365,8 +414,11 @@ def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str)
     passed = gate["verdict"] == "pass"
     model = params.gate.registered_model
     verdict = "PASSED ✅" if passed else "FAILED ❌"
-    outcome = (f"Registered as **{model} v{gate.get('registered_version')}** with alias `candidate`, awaiting promotion."
-               if passed else f"Nothing was registered: **{model}** keeps its current champion.")
+    outcome = (
+        f"Registered as **{model} v{gate.get('registered_version')}** with alias `candidate`, awaiting promotion."
+        if passed
+        else f"Nothing was registered: **{model}** keeps its current champion."
+    )
     lines = [
         marker(params),
         f"## SAIL report: {model}, gate {verdict}",
@@ -387,20 +439,44 @@ def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str)
     if inline_plots:
         card_link = f"[{card.MARKDOWN}]({card.MARKDOWN})"
     searches = _search_section(reports)
-    lines += ["", "### Metrics: candidate vs champion and thresholds", "", *_metrics_table(reports, params),
-              *_confusion_section(reports),
-              *_holdout_section(gate), *_slices_section(gate),
-              "", f"Model card: {card_link} (and in the candidate's MLflow run, "
-              f"`{card.ARTIFACT}/`).",
-              "", "### All candidates", "", *_candidates_table(reports),
-              "", "### Serving", "", *_serving_section(reports),
-              *(["", "### Hyperparameter search", "", *searches] if searches else []),
-              "", "### Data", "", *_data_section(reports),
-              "", "### Plots", "", *_plots_section(reports, inline_plots, artifacts), ""]
+    lines += [
+        "",
+        "### Metrics: candidate vs champion and thresholds",
+        "",
+        *_metrics_table(reports, params),
+        *_confusion_section(reports),
+        *_holdout_section(gate),
+        *_slices_section(gate),
+        "",
+        f"Model card: {card_link} (and in the candidate's MLflow run, `{card.ARTIFACT}/`).",
+        "",
+        "### All candidates",
+        "",
+        *_candidates_table(reports),
+        "",
+        "### Serving",
+        "",
+        *_serving_section(reports),
+        *(["", "### Hyperparameter search", "", *searches] if searches else []),
+        "",
+        "### Data",
+        "",
+        *_data_section(reports),
+        "",
+        "### Plots",
+        "",
+        *_plots_section(reports, inline_plots, artifacts),
+        "",
+    ]
     return "\n".join(lines)
 
 
-def run(paths: ProjectPaths, params: Params, env: Mapping[str, str], post: github.PullRequest | None = None) -> dict[str, Any]:
+def run(
+    paths: ProjectPaths,
+    params: Params,
+    env: Mapping[str, str],
+    post: github.PullRequest | None = None,
+) -> dict[str, Any]:
     """Write reports/report.md, append to the job summary when there is one, and maybe comment."""
     reports = load(paths)
     artifacts = artifacts_location(env)
@@ -409,25 +485,36 @@ def run(paths: ProjectPaths, params: Params, env: Mapping[str, str], post: githu
         remote = render(reports, params, inline_plots=False, artifacts=artifacts)
         model_card = card.build(paths, params)
     except (KeyError, TypeError, AttributeError) as exc:
-        raise SailError(f"reports/gate.json or evaluation.json lacks what the steps write ({type(exc).__name__}: {exc}): "
-                        "run `sail evaluate` and `sail gate` again") from None
+        raise SailError(
+            f"reports/gate.json or evaluation.json lacks what the steps write ({type(exc).__name__}: {exc}): "
+            "run `sail evaluate` and `sail gate` again"
+        ) from None
     target = paths.reports / REPORT
     write_atomic(target, lambda tmp: tmp.write_text(local))
     card.write(paths, model_card)
-    result: dict[str, Any] = {"verdict": reports.gate["verdict"], "report": str(target.relative_to(paths.root)), "job_summary": False}
+    result: dict[str, Any] = {
+        "verdict": reports.gate["verdict"],
+        "report": str(target.relative_to(paths.root)),
+        "job_summary": False,
+    }
     summary = env.get("GITHUB_STEP_SUMMARY")
     if summary:
         try:
             with open(summary, "a", encoding="utf-8") as fh:
                 fh.write(remote + "\n")
         except OSError as exc:
-            raise SailError(f"cannot append to the job summary GITHUB_STEP_SUMMARY={summary}: {exc.strerror}") from None
+            raise SailError(
+                f"cannot append to the job summary GITHUB_STEP_SUMMARY={summary}: {exc.strerror}"
+            ) from None
         result["job_summary"] = True
     if post is not None:
         try:
             result["comment"] = github.upsert_comment(post, marker(params), remote)
         except github.CommentForbidden as exc:
             where = "the job summary" if summary else str(target.relative_to(paths.root))
-            print(f"sail report: warning: the pull-request comment was refused ({exc}); the report is in {where}", file=sys.stderr)
+            print(
+                f"sail report: warning: the pull-request comment was refused ({exc}); the report is in {where}",
+                file=sys.stderr,
+            )
             result["comment"] = {"action": "refused", "fallback": where}
     return result

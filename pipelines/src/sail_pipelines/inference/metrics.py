@@ -65,24 +65,47 @@ class Metrics:
 
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("sail_requests", "HTTP requests by route and status", ["route", "status"],
-                                registry=r)
-        self.latency = Histogram("sail_request_seconds", "Request latency by route", ["route"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.refused = Counter("sail_refused_inputs", "Refused prediction requests by field", ["field"],
-                               registry=r)
-        self.out_of_range = Counter("sail_out_of_range_values",
-                                    "Served values outside the training range by feature", ["feature"],
-                                    registry=r)
+        self.requests = Counter(
+            "sail_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "sail_request_seconds",
+            "Request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.refused = Counter(
+            "sail_refused_inputs", "Refused prediction requests by field", ["field"], registry=r
+        )
+        self.out_of_range = Counter(
+            "sail_out_of_range_values",
+            "Served values outside the training range by feature",
+            ["feature"],
+            registry=r,
+        )
         self.records = Counter("sail_records", "Records scored", registry=r)
         self.classes = Counter("sail_predictions", "Predictions by class", ["cls"], registry=r)
-        self.values = Histogram("sail_prediction_value", "Predicted values (regression)",
-                                buckets=_value_buckets(metadata, target), registry=r)
-        info = Gauge("sail_model_info", "The model this server serves",
-                     ["model", "version", "bundle_id", "runtime"], multiprocess_mode="max", registry=r)
+        self.values = Histogram(
+            "sail_prediction_value",
+            "Predicted values (regression)",
+            buckets=_value_buckets(metadata, target),
+            registry=r,
+        )
+        info = Gauge(
+            "sail_model_info",
+            "The model this server serves",
+            ["model", "version", "bundle_id", "runtime"],
+            multiprocess_mode="max",
+            registry=r,
+        )
         registry = metadata.get("registry") or {}
-        info.labels(str(registry.get("model") or metadata.get("name")), str(registry.get("version")),
-                    bundle_id, runtime).set(1)
+        info.labels(
+            str(registry.get("model") or metadata.get("name")),
+            str(registry.get("version")),
+            bundle_id,
+            runtime,
+        ).set(1)
         self.classification = metadata.get("task") == "classification"
 
     def request(self, route: str, status: int, seconds: float) -> None:
@@ -108,7 +131,12 @@ class Metrics:
         self.refused.labels(field or "(request)").inc()
 
     def exposition(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+        from prometheus_client import (
+            CONTENT_TYPE_LATEST,
+            CollectorRegistry,
+            generate_latest,
+            multiprocess,
+        )
 
         if os.environ.get(ENV_DIR):
             registry = CollectorRegistry()

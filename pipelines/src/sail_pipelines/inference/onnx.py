@@ -145,7 +145,9 @@ def _register_sail_transformers() -> None:
         lower = np.clip(clipper.lower_, span.min, span.max).astype(np.float32).reshape(1, -1)
         upper = np.clip(clipper.upper_, span.min, span.max).astype(np.float32).reshape(1, -1)
         above = OnnxMax(operator.inputs[0], lower, op_version=version)
-        OnnxMin(above, upper, op_version=version, output_names=operator.outputs[:1]).add_to(scope, container)
+        OnnxMin(above, upper, op_version=version, output_names=operator.outputs[:1]).add_to(
+            scope, container
+        )
 
     update_registered_converter(OutlierClipper, "SailOutlierClipper", shape, convert)
 

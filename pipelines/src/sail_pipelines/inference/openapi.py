@@ -18,8 +18,10 @@ from sail_pipelines.inference import protocols
 JSON = "application/json"
 EXACT_INT = 2**53  # larger whole numbers are not all exact as floats: the server refuses them
 # ISO 8601 as datetime.fromisoformat reads it (dates, times to microseconds, Z or an offset)
-ISO_DATE = (r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
-            r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?$")
+ISO_DATE = (
+    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?$"
+)
 ERRORS = {
     "400": "the body is not valid JSON (or holds NaN, Infinity or a duplicate key)",
     "404": "no such model or version",
@@ -55,7 +57,11 @@ def feature_schema(
     elif kind == "bool":
         schema = {"type": "boolean"}
     elif kind == "datetime":
-        schema = {"type": "string", "pattern": ISO_DATE, "description": "ISO 8601 date or date-time"}
+        schema = {
+            "type": "string",
+            "pattern": ISO_DATE,
+            "description": "ISO 8601 date or date-time",
+        }
     elif column.other:  # unseen values share the "other" bucket: any value of the same kind
         strings = all(isinstance(v, str) for v in column.values or ())
         schema = {"type": "string" if strings else "number", "examples": list(column.values or ())}
@@ -75,7 +81,9 @@ def feature_schema(
     return _nullable(schema, column)
 
 
-def _record(schema: Schema, metadata: Mapping[str, Any], example: Mapping[str, Any]) -> dict[str, Any]:
+def _record(
+    schema: Schema, metadata: Mapping[str, Any], example: Mapping[str, Any]
+) -> dict[str, Any]:
     profile = (metadata.get("training_profile") or {}).get("columns", {})
     ranges = training_ranges(schema, metadata)
     refuse = (metadata.get("serving") or {}).get("out_of_range") == "refuse"
@@ -84,8 +92,10 @@ def _record(schema: Schema, metadata: Mapping[str, Any], example: Mapping[str, A
         for c in schema.features
     }
     for column in schema.ignored:  # clients may send whole rows: ignored columns are dropped
-        properties[column.name] = {"not": {"type": ["object", "array"]},
-                                   "description": "not a feature: accepted and dropped"}
+        properties[column.name] = {
+            "not": {"type": ["object", "array"]},
+            "description": "not a feature: accepted and dropped",
+        }
     return {
         "type": "object",
         "description": "one record: every feature, nothing unknown",
@@ -100,13 +110,24 @@ def _label_schema(task: str, classes: Sequence[Any]) -> dict[str, Any]:
     return {"enum": list(classes)} if task == "classification" and classes else {"type": "number"}
 
 
-def _components(schema: Schema, metadata: Mapping[str, Any], task: str, classes: Sequence[Any],
-                example: Mapping[str, Any], max_records: int) -> dict[str, Any]:
+def _components(
+    schema: Schema,
+    metadata: Mapping[str, Any],
+    task: str,
+    classes: Sequence[Any],
+    example: Mapping[str, Any],
+    max_records: int,
+) -> dict[str, Any]:
     label = _label_schema(task, classes)
     string_or_null = {"type": ["string", "null"]}
     return {
         "Record": _record(schema, metadata, example),
-        "Records": {"type": "array", "items": _ref("Record"), "minItems": 1, "maxItems": max_records},
+        "Records": {
+            "type": "array",
+            "items": _ref("Record"),
+            "minItems": 1,
+            "maxItems": max_records,
+        },
         "Error": {
             "type": "object",
             "required": ["error", "field", "request_id"],
@@ -130,8 +151,11 @@ def _components(schema: Schema, metadata: Mapping[str, Any], task: str, classes:
                 "probabilities": {
                     "type": "array",
                     "description": "per record, each class's probability",
-                    "items": {"type": "object", "additionalProperties": {"type": "number"},
-                              "properties": {str(c): {"type": "number"} for c in classes}},
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": {"type": "number"},
+                        "properties": {str(c): {"type": "number"} for c in classes},
+                    },
                 },
                 "out_of_range": {
                     "type": "array",
@@ -172,8 +196,13 @@ def _errors(*codes: str) -> dict[str, Any]:
     return {code: _json(_ref("Error"), ERRORS[code]) for code in codes}
 
 
-def _operation(summary: str, tag: str, responses: dict[str, Any], body: dict[str, Any] | None = None,
-               **extra: Any) -> dict[str, Any]:
+def _operation(
+    summary: str,
+    tag: str,
+    responses: dict[str, Any],
+    body: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     operation = {"summary": summary, "tags": [tag], "responses": responses, **extra}
     if body:
         operation["requestBody"] = {"required": True, "content": {JSON: body}}
@@ -185,11 +214,17 @@ def _status(**properties: Any) -> dict[str, Any]:
 
 
 def _v2_example(schema: Schema, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    return {"inputs": [
-        {"name": c.name, "datatype": protocols.v2_datatype(c), "shape": [len(records), 1],
-         "data": [r.get(c.name) for r in records]}
-        for c in schema.features
-    ]}
+    return {
+        "inputs": [
+            {
+                "name": c.name,
+                "datatype": protocols.v2_datatype(c),
+                "shape": [len(records), 1],
+                "data": [r.get(c.name) for r in records],
+            }
+            for c in schema.features
+        ]
+    }
 
 
 def document(
@@ -209,29 +244,61 @@ def document(
     records = [dict(r) for r in examples[:3]]
     features = [{k: r.get(k) for k in schema.feature_names} for r in records]
     string = {"type": "string"}
-    limits = (f"At most {max_records} records and {max_body_bytes} bytes per request. ")
-    name_param = {"name": "model_name", "in": "path", "required": True, "schema": {"enum": [model_name]}}
-    version_param = {"name": "model_version", "in": "path", "required": True,
-                     "schema": {"enum": [version]} if version else string}
+    limits = f"At most {max_records} records and {max_body_bytes} bytes per request. "
+    name_param = {
+        "name": "model_name",
+        "in": "path",
+        "required": True,
+        "schema": {"enum": [model_name]},
+    }
+    version_param = {
+        "name": "model_version",
+        "in": "path",
+        "required": True,
+        "schema": {"enum": [version]} if version else string,
+    }
     predict_body = {
         "schema": {"oneOf": [_ref("Record"), _ref("Records")]},
         "examples": {"one record": {"value": dict(first)}, "a batch": {"value": records}},
     }
     post_errors = ("400", "413", "415", "422", "503")
-    v2_model = _status(name=string, versions={"type": "array", "items": string}, platform=string,
-                       inputs={"type": "array"}, outputs={"type": "array"})
-    v2_answer = _status(model_name=string, model_version={"type": ["string", "null"]}, id=string,
-                        outputs={"type": "array"})
+    v2_model = _status(
+        name=string,
+        versions={"type": "array", "items": string},
+        platform=string,
+        inputs={"type": "array"},
+        outputs={"type": "array"},
+    )
+    v2_answer = _status(
+        model_name=string,
+        model_version={"type": ["string", "null"]},
+        id=string,
+        outputs={"type": "array"},
+    )
     v2_ready = _json(_status(name=string, ready={"type": "boolean"}), "whether the model is ready")
-    v2_infer_body = {"schema": _status(inputs={"type": "array", "items": _ref("Tensor"), "minItems": 1}),
-                     "example": _v2_example(schema, features)}
-    v2_infer = _operation("Open Inference Protocol v2: one tensor per feature", "Open Inference v2",
-                          {"200": _json(v2_answer, "the `predict` (and `predict_proba`) tensors"),
-                           **_errors("404", *post_errors)}, v2_infer_body)
-    v2_meta = _operation("the model's inputs and outputs", "Open Inference v2",
-                         {"200": _json(v2_model, "model metadata"), **_errors("404")})
-    v2_model_ready = _operation("whether the model is ready", "Open Inference v2",
-                                {"200": v2_ready, "400": v2_ready, **_errors("404")})
+    v2_infer_body = {
+        "schema": _status(inputs={"type": "array", "items": _ref("Tensor"), "minItems": 1}),
+        "example": _v2_example(schema, features),
+    }
+    v2_infer = _operation(
+        "Open Inference Protocol v2: one tensor per feature",
+        "Open Inference v2",
+        {
+            "200": _json(v2_answer, "the `predict` (and `predict_proba`) tensors"),
+            **_errors("404", *post_errors),
+        },
+        v2_infer_body,
+    )
+    v2_meta = _operation(
+        "the model's inputs and outputs",
+        "Open Inference v2",
+        {"200": _json(v2_model, "model metadata"), **_errors("404")},
+    )
+    v2_model_ready = _operation(
+        "whether the model is ready",
+        "Open Inference v2",
+        {"200": v2_ready, "400": v2_ready, **_errors("404")},
+    )
     mlflow_body = {
         "schema": {
             "type": "object",
@@ -240,8 +307,10 @@ def document(
             "maxProperties": 1,
             "properties": {
                 "dataframe_records": _ref("Records"),
-                "dataframe_split": _status(columns={"type": "array", "items": string},
-                                           data={"type": "array", "items": {"type": "array"}}),
+                "dataframe_split": _status(
+                    columns={"type": "array", "items": string},
+                    data={"type": "array", "items": {"type": "array"}},
+                ),
                 "instances": _ref("Records"),
                 "inputs": {"type": "object", "description": "one array of values per feature"},
             },
@@ -251,64 +320,161 @@ def document(
     }
     html = {"description": "an HTML page", "content": {"text/html": {"schema": string}}}
     paths: dict[str, Any] = {
-        "/predict": {"post": _operation(
-            "predict one record or a batch", "Prediction",
-            {"200": _json(_ref("Prediction"), "one prediction per record"), **_errors(*post_errors)},
-            predict_body,
-            description=limits + "Send one record (an object) or many (an array of objects).",
-        )},
-        "/health": {"get": _operation("the process is alive", "Health",
-                                      {"200": _json(_status(status={"const": "ok"}), "alive")})},
-        "/ready": {"get": _operation("the model has answered a warm-up prediction", "Health", {
-            "200": _json(_status(status={"const": "ready"}, bundle_id=string), "ready"),
-            "503": _json(_status(status={"const": "not ready"}, error=string), "not ready, and why"),
-        })},
-        "/metadata": {"get": _operation(
-            "model, version, bundle, gate metrics, data hash and schema", "Model",
-            {"200": _json({"type": "object", "required": ["bundle_id", "schema", "task"]}, "metadata")},
-        )},
-        "/openapi.json": {"get": _operation("this document", "Model",
-                                            {"200": _json({"type": "object"}, "OpenAPI 3.1")})},
-        "/": {"get": _operation("try-it page: a form for one record, a CSV upload for a batch", "Pages",
-                                {"200": html})},
-        "/docs": {"get": _operation("interactive documentation of this API", "Pages", {"200": html})},
-        "/ping": {"get": _operation("MLflow scoring protocol: ready", "MLflow", {
-            "200": {"description": "ready (an empty body, as MLflow's scoring server answers)"},
-            **_errors("503"),
-        })},
-        "/metrics": {"get": _operation("Prometheus metrics of all workers (text exposition format)", "Health", {
-            "200": {"description": "requests, latency, predictions, refusals, out-of-range values, model info",
-                    "content": {"text/plain": {"schema": string}}},
-        })},
-        "/version": {"get": _operation("MLflow scoring protocol: the server's version", "MLflow", {
-            "200": {"description": "the sail-pipelines version",
-                    "content": {"text/plain": {"schema": string}}},
-        })},
-        "/invocations": {"post": _operation(
-            "MLflow scoring protocol: predictions only", "MLflow",
-            {"200": _json(_status(predictions={"type": "array", "items": _label_schema(task, classes)}),
-                          "one prediction per row"), **_errors(*post_errors)},
-            mlflow_body, description=limits,
-        )},
-        "/v2": {"get": _operation("Open Inference Protocol v2: server metadata", "Open Inference v2", {
-            "200": _json(_status(name=string, version=string, extensions={"type": "array"}), "server"),
-        })},
-        "/v2/health/live": {"get": _operation("Open Inference Protocol v2: live", "Open Inference v2", {
-            "200": _json(_status(live={"type": "boolean"}), "live"),
-        })},
-        "/v2/health/ready": {"get": _operation("Open Inference Protocol v2: ready", "Open Inference v2", {
-            "200": _json(_status(ready={"type": "boolean"}), "ready"),
-            "400": _json(_status(ready={"type": "boolean"}), "not ready"),
-        })},
+        "/predict": {
+            "post": _operation(
+                "predict one record or a batch",
+                "Prediction",
+                {
+                    "200": _json(_ref("Prediction"), "one prediction per record"),
+                    **_errors(*post_errors),
+                },
+                predict_body,
+                description=limits + "Send one record (an object) or many (an array of objects).",
+            )
+        },
+        "/health": {
+            "get": _operation(
+                "the process is alive",
+                "Health",
+                {"200": _json(_status(status={"const": "ok"}), "alive")},
+            )
+        },
+        "/ready": {
+            "get": _operation(
+                "the model has answered a warm-up prediction",
+                "Health",
+                {
+                    "200": _json(_status(status={"const": "ready"}, bundle_id=string), "ready"),
+                    "503": _json(
+                        _status(status={"const": "not ready"}, error=string), "not ready, and why"
+                    ),
+                },
+            )
+        },
+        "/metadata": {
+            "get": _operation(
+                "model, version, bundle, gate metrics, data hash and schema",
+                "Model",
+                {
+                    "200": _json(
+                        {"type": "object", "required": ["bundle_id", "schema", "task"]}, "metadata"
+                    )
+                },
+            )
+        },
+        "/openapi.json": {
+            "get": _operation(
+                "this document", "Model", {"200": _json({"type": "object"}, "OpenAPI 3.1")}
+            )
+        },
+        "/": {
+            "get": _operation(
+                "try-it page: a form for one record, a CSV upload for a batch",
+                "Pages",
+                {"200": html},
+            )
+        },
+        "/docs": {
+            "get": _operation("interactive documentation of this API", "Pages", {"200": html})
+        },
+        "/ping": {
+            "get": _operation(
+                "MLflow scoring protocol: ready",
+                "MLflow",
+                {
+                    "200": {
+                        "description": "ready (an empty body, as MLflow's scoring server answers)"
+                    },
+                    **_errors("503"),
+                },
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus metrics of all workers (text exposition format)",
+                "Health",
+                {
+                    "200": {
+                        "description": "requests, latency, predictions, refusals, out-of-range values, model info",
+                        "content": {"text/plain": {"schema": string}},
+                    },
+                },
+            )
+        },
+        "/version": {
+            "get": _operation(
+                "MLflow scoring protocol: the server's version",
+                "MLflow",
+                {
+                    "200": {
+                        "description": "the sail-pipelines version",
+                        "content": {"text/plain": {"schema": string}},
+                    },
+                },
+            )
+        },
+        "/invocations": {
+            "post": _operation(
+                "MLflow scoring protocol: predictions only",
+                "MLflow",
+                {
+                    "200": _json(
+                        _status(
+                            predictions={"type": "array", "items": _label_schema(task, classes)}
+                        ),
+                        "one prediction per row",
+                    ),
+                    **_errors(*post_errors),
+                },
+                mlflow_body,
+                description=limits,
+            )
+        },
+        "/v2": {
+            "get": _operation(
+                "Open Inference Protocol v2: server metadata",
+                "Open Inference v2",
+                {
+                    "200": _json(
+                        _status(name=string, version=string, extensions={"type": "array"}), "server"
+                    ),
+                },
+            )
+        },
+        "/v2/health/live": {
+            "get": _operation(
+                "Open Inference Protocol v2: live",
+                "Open Inference v2",
+                {
+                    "200": _json(_status(live={"type": "boolean"}), "live"),
+                },
+            )
+        },
+        "/v2/health/ready": {
+            "get": _operation(
+                "Open Inference Protocol v2: ready",
+                "Open Inference v2",
+                {
+                    "200": _json(_status(ready={"type": "boolean"}), "ready"),
+                    "400": _json(_status(ready={"type": "boolean"}), "not ready"),
+                },
+            )
+        },
         "/v2/models/{model_name}": {"get": v2_meta, "parameters": [name_param]},
         "/v2/models/{model_name}/ready": {"get": v2_model_ready, "parameters": [name_param]},
         "/v2/models/{model_name}/infer": {"post": v2_infer, "parameters": [name_param]},
         "/v2/models/{model_name}/versions/{model_version}": {
-            "get": v2_meta, "parameters": [name_param, version_param]},
+            "get": v2_meta,
+            "parameters": [name_param, version_param],
+        },
         "/v2/models/{model_name}/versions/{model_version}/ready": {
-            "get": v2_model_ready, "parameters": [name_param, version_param]},
+            "get": v2_model_ready,
+            "parameters": [name_param, version_param],
+        },
         "/v2/models/{model_name}/versions/{model_version}/infer": {
-            "post": v2_infer, "parameters": [name_param, version_param]},
+            "post": v2_infer,
+            "parameters": [name_param, version_param],
+        },
     }
     registry = metadata.get("registry") or {}
     return {
@@ -316,12 +482,20 @@ def document(
         "info": {
             "title": f"{model_name} prediction API",
             "version": str(version or "unversioned"),
-            "description": (f"A {task} model ({metadata.get('name')}), each request checked against "
-                            f"the feature schema of the bundle it was served from. {limits}"
-                            "Bad input gets a 4xx JSON body naming the `field` at fault."),
-            "x-sail": {"task": task, "model": registry.get("model") or model_name, "version": version,
-                       "max_records": max_records, "max_body_bytes": max_body_bytes,
-                       "classes": list(classes), "example": dict(first)},
+            "description": (
+                f"A {task} model ({metadata.get('name')}), each request checked against "
+                f"the feature schema of the bundle it was served from. {limits}"
+                "Bad input gets a 4xx JSON body naming the `field` at fault."
+            ),
+            "x-sail": {
+                "task": task,
+                "model": registry.get("model") or model_name,
+                "version": version,
+                "max_records": max_records,
+                "max_body_bytes": max_body_bytes,
+                "classes": list(classes),
+                "example": dict(first),
+            },
         },
         "paths": paths,
         "components": {"schemas": _components(schema, metadata, task, classes, first, max_records)},

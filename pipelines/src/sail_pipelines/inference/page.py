@@ -17,9 +17,11 @@ from sail_pipelines.inference import openapi
 from sail_pipelines.inference.requests import warm_up_record
 from sail_pipelines.integrity.bundle import HOLDOUT, LoadedBundle
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-       "frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 PAGES = {"/": "index.html", "/docs": "docs.html"}
 
 
@@ -43,8 +45,13 @@ def register(
 ) -> None:
     """Add /openapi.json, / and /docs to the API, and the CSP header to every page and file."""
     document = openapi.document(
-        bundle.schema, bundle.metadata, model_name=model_name, classes=list(bundle.classes),
-        examples=examples(bundle), max_records=max_records, max_body_bytes=max_body_bytes,
+        bundle.schema,
+        bundle.metadata,
+        model_name=model_name,
+        classes=list(bundle.classes),
+        examples=examples(bundle),
+        max_records=max_records,
+        max_body_bytes=max_body_bytes,
     )
     body = json.dumps(document, allow_nan=False)
 
@@ -54,7 +61,9 @@ def register(
 
     def page(name: str) -> Response:
         response = app.send_static_file(name)
-        response.headers["Cache-Control"] = "no-cache"  # a new bundle behind the same URL shows at once
+        response.headers["Cache-Control"] = (
+            "no-cache"  # a new bundle behind the same URL shows at once
+        )
         return response
 
     @app.get("/")

@@ -49,7 +49,9 @@ def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     # ONNX Runtime answers in float32: widen to float64, so the file holds the very numbers the
     # API returns (a float32 written as text is rounded to 7 digits).
-    out["prediction"] = predictions.astype("float64") if predictions.dtype.kind == "f" else predictions
+    out["prediction"] = (
+        predictions.astype("float64") if predictions.dtype.kind == "f" else predictions
+    )
     if probabilities is not None:
         for i, cls in enumerate(bundle.classes):
             out[f"probability_{cls}"] = probabilities[:, i].astype("float64")
@@ -60,13 +62,21 @@ def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def log_batch(plog: prediction_log.PredictionLog, bundle: LoadedBundle, chunk: pd.DataFrame,
-              scored: pd.DataFrame, seconds: float) -> None:
+def log_batch(
+    plog: prediction_log.PredictionLog,
+    bundle: LoadedBundle,
+    chunk: pd.DataFrame,
+    scored: pd.DataFrame,
+    seconds: float,
+) -> None:
     """One prediction-log line per scored chunk, as the API writes one per request."""
     columns = {name: json_column(chunk[name]) for name in plog.logged}
     outputs: dict[str, Any] = {"prediction": json_column(scored["prediction"])}
-    probabilities = {str(c): scored[f"probability_{c}"].tolist() for c in bundle.classes
-                     if f"probability_{c}" in scored}
+    probabilities = {
+        str(c): scored[f"probability_{c}"].tolist()
+        for c in bundle.classes
+        if f"probability_{c}" in scored
+    }
     if probabilities:
         outputs["probabilities"] = probabilities
     plog.write(uuid.uuid4().hex, "batch", 200, seconds, columns, outputs)
@@ -87,10 +97,17 @@ class _Writer:
         if self.fmt == "csv":
             chunk.to_csv(self.fh, index=False, header=self.rows == 0)
         elif self.fmt == "json":
-            head = json.dumps({"bundle_id": self.bundle.bundle_id,
-                               "model_version": (self.bundle.metadata.get("registry") or {}).get("version")})
+            head = json.dumps(
+                {
+                    "bundle_id": self.bundle.bundle_id,
+                    "model_version": (self.bundle.metadata.get("registry") or {}).get("version"),
+                }
+            )
             for record in json_records(chunk):
-                self.fh.write((head[:-1] + ', "records": [\n' if self.rows == 0 else ",\n") + json.dumps(record))
+                self.fh.write(
+                    (head[:-1] + ', "records": [\n' if self.rows == 0 else ",\n")
+                    + json.dumps(record)
+                )
                 self.rows += 1
             return
         else:
@@ -98,8 +115,10 @@ class _Writer:
                 import pyarrow as pa
                 import pyarrow.parquet as pq
             except ImportError as exc:
-                raise SailError(f"writing Parquet needs pyarrow ({exc.name} is missing): pip install pyarrow, "
-                                "or write CSV or JSON") from None
+                raise SailError(
+                    f"writing Parquet needs pyarrow ({exc.name} is missing): pip install pyarrow, "
+                    "or write CSV or JSON"
+                ) from None
 
             table = pa.Table.from_pandas(chunk, preserve_index=False)
             if self.parquet is None:
@@ -109,13 +128,24 @@ class _Writer:
 
     def close(self) -> None:
         if self.fmt == "json":
-            self.fh.write("\n]}\n" if self.rows else json.dumps({"bundle_id": self.bundle.bundle_id, "records": []}))
+            self.fh.write(
+                "\n]}\n"
+                if self.rows
+                else json.dumps({"bundle_id": self.bundle.bundle_id, "records": []})
+            )
         if self.parquet is not None:
             self.parquet.close()
 
 
-def run(bundle_dir: Path, key: VerifyKey, source: Path, dest: Path, fmt: str | None = None,
-        chunk_rows: int = CHUNK_ROWS, log_settings: prediction_log.LogSettings | None = None) -> dict[str, Any]:
+def run(
+    bundle_dir: Path,
+    key: VerifyKey,
+    source: Path,
+    dest: Path,
+    fmt: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    log_settings: prediction_log.LogSettings | None = None,
+) -> dict[str, Any]:
     fmt = fmt or {".pq": "parquet"}.get(dest.suffix.lower(), dest.suffix.lstrip(".").lower())
     if fmt not in FORMATS:
         raise SailError(
@@ -128,7 +158,13 @@ def run(bundle_dir: Path, key: VerifyKey, source: Path, dest: Path, fmt: str | N
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
         with ExitStack() as stack:
-            fh = stack.enter_context(os.fdopen(fd, "wb" if fmt == "parquet" else "w", **({} if fmt == "parquet" else {"newline": ""})))
+            fh = stack.enter_context(
+                os.fdopen(
+                    fd,
+                    "wb" if fmt == "parquet" else "w",
+                    **({} if fmt == "parquet" else {"newline": ""}),
+                )
+            )
             writer = _Writer(fmt, fh, bundle)
             for chunk in iter_table(source, chunk_rows):
                 started = time.perf_counter()

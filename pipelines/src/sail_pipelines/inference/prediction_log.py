@@ -38,8 +38,11 @@ class LogSettings:
     sample: float = 1.0
 
 
-def settings_from(destination: str | None = None, sample: str | float | None = None,
-                  environ: Mapping[str, str] = os.environ) -> LogSettings:
+def settings_from(
+    destination: str | None = None,
+    sample: str | float | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> LogSettings:
     """Flags win over the environment; a bad sampling rate is one line, not a traceback."""
     destination = destination or environ.get(ENV_DESTINATION) or None
     raw = sample if sample is not None else environ.get(ENV_SAMPLE, "1")
@@ -61,7 +64,9 @@ def _check_writable(path: Path) -> None:
         folder = folder.parent  # the handler creates the missing folders
     writable = folder.is_dir() and os.access(folder, os.W_OK)
     if not writable or (path.is_file() and not os.access(path, os.W_OK)):
-        raise SailError(f"cannot write the prediction log to {path}: {folder} is not a writable folder")
+        raise SailError(
+            f"cannot write the prediction log to {path}: {folder} is not a writable folder"
+        )
 
 
 def _handler(destination: str) -> logging.Handler:
@@ -71,8 +76,9 @@ def _handler(destination: str) -> logging.Handler:
     if path.is_dir() or destination.endswith(os.sep):
         path.mkdir(parents=True, exist_ok=True)
         name = f"predictions-{socket.gethostname()}-{os.getpid()}.jsonl"
-        return logging.handlers.RotatingFileHandler(path / name, maxBytes=ROTATE_BYTES,
-                                                    backupCount=ROTATE_KEEP, encoding="utf-8")
+        return logging.handlers.RotatingFileHandler(
+            path / name, maxBytes=ROTATE_BYTES, backupCount=ROTATE_KEEP, encoding="utf-8"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
 
@@ -87,10 +93,15 @@ class _Verbatim(logging.Formatter):
 class PredictionLog:
     """Writes prediction lines for one model; made in each serving process (after the fork)."""
 
-    def __init__(self, settings: LogSettings, metadata: Mapping[str, Any], bundle_id: str, logged: list[str]):
+    def __init__(
+        self, settings: LogSettings, metadata: Mapping[str, Any], bundle_id: str, logged: list[str]
+    ):
         registry = metadata.get("registry") or {}
-        head = {"model": registry.get("model") or metadata.get("name"), "version": registry.get("version"),
-                "bundle_id": bundle_id}
+        head = {
+            "model": registry.get("model") or metadata.get("name"),
+            "version": registry.get("version"),
+            "bundle_id": bundle_id,
+        }
         self.head = json.dumps(head, default=str)[1:-1]  # encoded once: every line repeats it
         self.logged = logged
         self.sample = settings.sample
@@ -99,25 +110,38 @@ class PredictionLog:
             try:
                 self.handler = _handler(settings.destination)
             except OSError as exc:
-                raise SailError(f"cannot write the prediction log to {settings.destination}: "
-                                f"{exc.strerror or exc}") from None
+                raise SailError(
+                    f"cannot write the prediction log to {settings.destination}: "
+                    f"{exc.strerror or exc}"
+                ) from None
             self.handler.setFormatter(_Verbatim())
         # A logger would walk the stack and build a record per line, as long as the request itself
         # on a compiled model; the handler (rotation, reopening) gets one reused record instead.
-        self.record = logging.LogRecord("sail.predictions", logging.INFO, __file__, 0, "", None, None)
+        self.record = logging.LogRecord(
+            "sail.predictions", logging.INFO, __file__, 0, "", None, None
+        )
         self.lock = threading.Lock()
 
     def wanted(self) -> bool:
         return self.handler is not None and (self.sample >= 1.0 or random.random() < self.sample)
 
-    def write(self, request_id: str, route: str, status: int, latency: float,
-              columns: Mapping[str, list[Any]] | None, outputs: Mapping[str, Any] | None) -> None:
+    def write(
+        self,
+        request_id: str,
+        route: str,
+        status: int,
+        latency: float,
+        columns: Mapping[str, list[Any]] | None,
+        outputs: Mapping[str, Any] | None,
+    ) -> None:
         """One line; the caller checks `wanted()` first so skipped requests cost nothing."""
         inputs = None if columns is None else {k: columns[k] for k in self.logged if k in columns}
-        text = (f'{{"time":"{datetime.now(timezone.utc).isoformat(timespec="milliseconds")}",'
-                f'"request_id":{json.dumps(request_id)},{self.head},"route":{json.dumps(route)},'
-                f'"status":{status},"latency_ms":{latency * 1000:.3f},'
-                f'"inputs":{json.dumps(inputs, default=str)},"outputs":{json.dumps(outputs, default=str)}}}')
+        text = (
+            f'{{"time":"{datetime.now(timezone.utc).isoformat(timespec="milliseconds")}",'
+            f'"request_id":{json.dumps(request_id)},{self.head},"route":{json.dumps(route)},'
+            f'"status":{status},"latency_ms":{latency * 1000:.3f},'
+            f'"inputs":{json.dumps(inputs, default=str)},"outputs":{json.dumps(outputs, default=str)}}}'
+        )
         with self.lock:
             self.record.msg = text
             self.handler.handle(self.record)
@@ -133,5 +157,6 @@ def outputs(predictions: Any, probabilities: Any, classes: list[str]) -> dict[st
 
 def for_bundle(settings: LogSettings, bundle: Any) -> PredictionLog:
     schema = bundle.schema
-    return PredictionLog(settings, bundle.metadata, bundle.bundle_id,
-                         [c.name for c in schema.features if c.log])
+    return PredictionLog(
+        settings, bundle.metadata, bundle.bundle_id, [c.name for c in schema.features if c.log]
+    )

@@ -179,14 +179,20 @@ def warm_up_record(schema: Schema, metadata: Mapping[str, Any]) -> dict[str, Any
 
     def typical(column: Any) -> Any:
         mean = profile.get(column.name, {}).get("mean")
-        if column.type in ("float", "int") and isinstance(mean, (int, float)) and math.isfinite(mean):
+        if (
+            column.type in ("float", "int")
+            and isinstance(mean, (int, float))
+            and math.isfinite(mean)
+        ):
             return round(mean) if column.type == "int" else mean
         return column.values[0] if column.type == "category" else WARM_UP[column.type]
 
     return {c.name: typical(c) for c in schema.features}
 
 
-def check_outputs(predictions: np.ndarray, probabilities: np.ndarray | None, strays: list[Any]) -> None:
+def check_outputs(
+    predictions: np.ndarray, probabilities: np.ndarray | None, strays: list[Any]
+) -> None:
     """A model may overflow on finite but far-out inputs (1e38 through a linear model): NaN is no
     answer, nor valid JSON, so the record is refused, naming its first value beyond the training range."""
     for scores in (predictions, probabilities):
@@ -198,5 +204,10 @@ def check_outputs(predictions: np.ndarray, probabilities: np.ndarray | None, str
             field = next((s.field for s in strays if s.record == row), None)
             record = row if len(scores) > 1 else None
             where = f"record {row}: " if record is not None else ""
-            raise InputError(422, f"{where}the model's answer is not a finite number; send values nearer "
-                             "the training range", field, record)
+            raise InputError(
+                422,
+                f"{where}the model's answer is not a finite number; send values nearer "
+                "the training range",
+                field,
+                record,
+            )

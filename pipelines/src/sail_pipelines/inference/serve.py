@@ -40,14 +40,15 @@ from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
 
 
-
 def _request_id() -> str:
     if "request_id" not in g:
         g.request_id = uuid.uuid4().hex
     return g.request_id
 
 
-def _error(status: int, message: str, field: str | None = None, record: int | None = None) -> tuple[Response, int]:
+def _error(
+    status: int, message: str, field: str | None = None, record: int | None = None
+) -> tuple[Response, int]:
     body: dict[str, Any] = {"error": message, "field": field, "request_id": _request_id()}
     if record is not None:
         body["record"] = record
@@ -72,11 +73,17 @@ def runtime_info(bundle: LoadedBundle) -> dict[str, Any]:
     return {"runtime": bundle.runtime, "reason": reason, "agreement": inference.get("agreement")}
 
 
-PREDICTING = frozenset({"predict", "invocations", "v2_infer"})  # endpoints that write the prediction log
+PREDICTING = frozenset(
+    {"predict", "invocations", "v2_infer"}
+)  # endpoints that write the prediction log
 
 
-def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: int = 1_000_000,
-               log_settings: prediction_log.LogSettings | None = None) -> Flask:
+def create_app(
+    bundle: LoadedBundle,
+    max_records: int = 1000,
+    max_body_bytes: int = 1_000_000,
+    log_settings: prediction_log.LogSettings | None = None,
+) -> Flask:
     """Build the API around an already verified bundle (a bad schema raises SailError here)."""
     metadata = bundle.metadata
     schema = bundle.schema
@@ -114,7 +121,9 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
 
     # Prove the model answers before calling ourselves ready, not on the first real request.
     try:
-        _, warm_probabilities = bundle.predict(records_to_columns(schema, [warm_up_record(schema, metadata)]))
+        _, warm_probabilities = bundle.predict(
+            records_to_columns(schema, [warm_up_record(schema, metadata)])
+        )
         not_ready_reason = None
     except Exception as exc:  # any failure means the bundle cannot serve; /ready says why
         app.logger.exception("warm-up prediction failed")
@@ -163,14 +172,18 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
             git_commit=metadata.get("git_commit"),
             created_at=metadata.get("created_at"),
             signing=metadata.get("signing"),  # algorithm and key id (the public key's fingerprint)
-            model_card=metadata.get("model_card"),  # where `sail gate` logged the model card (MLflow)
+            model_card=metadata.get(
+                "model_card"
+            ),  # where `sail gate` logged the model card (MLflow)
             schema=schema.to_dict(),
             inference=serving,
         )
 
     @app.post("/predict")
     def predict():
-        predictions, probabilities = predict_columns(checked_columns(schema, json_body(), max_records))
+        predictions, probabilities = predict_columns(
+            checked_columns(schema, json_body(), max_records)
+        )
         body: dict[str, Any] = {
             "request_id": _request_id(),
             "model_version": model_version,
@@ -200,17 +213,28 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
         return jsonify(protocols.mlflow_response(predictions))
 
     # Open Inference Protocol v2
-    v2_meta = protocols.v2_metadata(schema, model_name, model_version,
-                                    protocols.PLATFORMS[bundle.runtime], str(task), classes,
-                                    warm_probabilities is not None)
+    v2_meta = protocols.v2_metadata(
+        schema,
+        model_name,
+        model_version,
+        protocols.PLATFORMS[bundle.runtime],
+        str(task),
+        classes,
+        warm_probabilities is not None,
+    )
 
     def known_model(name: str, version: str | None = None) -> None:
         if name != model_name:
-            raise InputError(404, f"unknown model '{name}'; this server serves '{model_name}'",
-                             "model_name")
+            raise InputError(
+                404, f"unknown model '{name}'; this server serves '{model_name}'", "model_name"
+            )
         if version is not None and version != model_version:
-            raise InputError(404, f"unknown version '{version}' of '{name}'; this server serves "
-                             f"version {model_version}", "model_version")
+            raise InputError(
+                404,
+                f"unknown version '{version}' of '{name}'; this server serves "
+                f"version {model_version}",
+                "model_version",
+            )
 
     @app.get("/v2")
     def v2_server():
@@ -245,10 +269,15 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
         columns, wanted = protocols.v2_columns(schema, body, max_records)
         predictions, probabilities = predict_columns(columns)
         ident = body.get("id") if isinstance(body.get("id"), str) else _request_id()
-        return jsonify(protocols.v2_response(model_name, model_version, ident, str(task),
-                                             predictions, probabilities, wanted))
+        return jsonify(
+            protocols.v2_response(
+                model_name, model_version, ident, str(task), predictions, probabilities, wanted
+            )
+        )
 
-    page.register(app, bundle, model_name, max_records, max_body_bytes)  # /openapi.json, / and /docs
+    page.register(
+        app, bundle, model_name, max_records, max_body_bytes
+    )  # /openapi.json, / and /docs
 
     @app.errorhandler(InputError)
     def input_error(exc: InputError):
@@ -262,13 +291,17 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         response = exc.get_response()  # keeps headers such as Allow on a 405
-        response.data = json.dumps({"error": exc.description, "field": None, "request_id": _request_id()})
+        response.data = json.dumps(
+            {"error": exc.description, "field": None, "request_id": _request_id()}
+        )
         response.content_type = "application/json"
         return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
-        app.logger.exception("request %s failed", _request_id())  # traceback to our log, not the client
+        app.logger.exception(
+            "request %s failed", _request_id()
+        )  # traceback to our log, not the client
         return _error(500, "internal server error")
 
     @app.before_request
@@ -279,14 +312,28 @@ def create_app(bundle: LoadedBundle, max_records: int = 1000, max_body_bytes: in
     def log_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = _request_id()
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        stats.request(request.url_rule.rule if request.url_rule else "(unmatched)", response.status_code, elapsed)
+        stats.request(
+            request.url_rule.rule if request.url_rule else "(unmatched)",
+            response.status_code,
+            elapsed,
+        )
         if request.endpoint in PREDICTING and plog.wanted():
             scored = g.get("scored")
-            plog.write(_request_id(), request.path, response.status_code, elapsed, g.get("columns"),
-                       prediction_log.outputs(*scored, class_keys) if scored else None)
+            plog.write(
+                _request_id(),
+                request.path,
+                response.status_code,
+                elapsed,
+                g.get("columns"),
+                prediction_log.outputs(*scored, class_keys) if scored else None,
+            )
         app.logger.info(
             "request_id=%s %s %s records=%s status=%s",
-            _request_id(), request.method, request.path, g.get("n_records", 0), response.status_code,
+            _request_id(),
+            request.method,
+            request.path,
+            g.get("n_records", 0),
+            response.status_code,
         )
         return response
 
@@ -368,6 +415,8 @@ def run_server(
         "child_exit": metrics.child_exit,
     }
     try:
-        _Gunicorn(lambda: create_app(bundle, max_records=max_records, log_settings=log_settings), options).run()
+        _Gunicorn(
+            lambda: create_app(bundle, max_records=max_records, log_settings=log_settings), options
+        ).run()
     finally:
         metrics.remove_dir(made_dir)

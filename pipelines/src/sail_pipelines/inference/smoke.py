@@ -24,8 +24,13 @@ from sail_pipelines.integrity.bundle import HOLDOUT, holdout_mismatches, read_ve
 from sail_pipelines.integrity.signing import VerifyKey, serving_env
 
 # Keys a server under test must not inherit: it gets the one it needs from serving_env.
-KEY_VARIABLES = ("SAIL_SIGNING_KEY", "SAIL_VERIFY_KEY", "SAIL_AUDIT_KEY", "SAIL_AUDIT_VERIFY_KEY",
-                 "SAIL_ALLOW_DEV_KEY")
+KEY_VARIABLES = (
+    "SAIL_SIGNING_KEY",
+    "SAIL_VERIFY_KEY",
+    "SAIL_AUDIT_KEY",
+    "SAIL_AUDIT_VERIFY_KEY",
+    "SAIL_ALLOW_DEV_KEY",
+)
 
 
 def wait_ready(base_url: str, timeout: float, proc: subprocess.Popen | None = None) -> float:
@@ -47,23 +52,39 @@ def check(base_url: str, holdout: dict[str, Any], timeout: float = 60) -> dict[s
     ready = wait_ready(base_url, timeout)
     response = requests.post(f"{base_url}/predict", json=holdout["records"], timeout=30)
     if response.status_code != 200:
-        raise SailError(f"smoke test: /predict answered {response.status_code}: {response.text[:200]}")
+        raise SailError(
+            f"smoke test: /predict answered {response.status_code}: {response.text[:200]}"
+        )
     served = response.json()["predictions"]
     mismatches = holdout_mismatches(served, holdout["predictions"])
     if mismatches:
-        raise SailError(f"smoke test: served predictions differ from the metric step's at rows {mismatches[:10]}")
-    bad = requests.post(f"{base_url}/predict", data=b"{not json", headers={"Content-Type": "application/json"}, timeout=10)
+        raise SailError(
+            f"smoke test: served predictions differ from the metric step's at rows {mismatches[:10]}"
+        )
+    bad = requests.post(
+        f"{base_url}/predict",
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
     if not 400 <= bad.status_code < 500:
         raise SailError(f"smoke test: malformed JSON got {bad.status_code}, expected a 4xx")
     if requests.get(f"{base_url}/health", timeout=5).status_code != 200:
         raise SailError("smoke test: /health failed after the bad request")
-    return {"ready_seconds": round(ready, 2), "rows": len(served), "matched": True, "bad_input_status": bad.status_code}
+    return {
+        "ready_seconds": round(ready, 2),
+        "rows": len(served),
+        "matched": True,
+        "bad_input_status": bad.status_code,
+    }
 
 
 def holdout_of(bundle_dir: Path, key: VerifyKey) -> dict[str, Any]:
     files, _ = read_verified(bundle_dir, key)
     if HOLDOUT not in files:
-        raise SailError(f"{bundle_dir} carries no {HOLDOUT}: only a bundle accepted by the gate can be smoke-tested")
+        raise SailError(
+            f"{bundle_dir} carries no {HOLDOUT}: only a bundle accepted by the gate can be smoke-tested"
+        )
     return json.loads(files[HOLDOUT])
 
 
@@ -91,9 +112,22 @@ def local_server(bundle_dir: Path, key: VerifyKey, workers: int = 1) -> Iterator
     env = {**{k: v for k, v in os.environ.items() if k not in KEY_VARIABLES}, **serving_env(key)}
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sail_pipelines.cli", "serve", "--bundle", str(bundle_dir), "--port", str(port),
-             "--workers", str(workers)],
-            stdout=subprocess.DEVNULL, stderr=log, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "sail_pipelines.cli",
+                "serve",
+                "--bundle",
+                str(bundle_dir),
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+            env=env,
         )
         base_url = f"http://127.0.0.1:{port}"
         try:
@@ -103,7 +137,9 @@ def local_server(bundle_dir: Path, key: VerifyKey, workers: int = 1) -> Iterator
                 if proc.poll() is not None:
                     log.seek(0)
                     last = log.read().strip().splitlines()
-                    raise SailError(f"`sail serve` failed: {last[-1] if last else proc.returncode}") from None
+                    raise SailError(
+                        f"`sail serve` failed: {last[-1] if last else proc.returncode}"
+                    ) from None
                 raise
             yield base_url
         finally:
@@ -116,7 +152,9 @@ def local_server(bundle_dir: Path, key: VerifyKey, workers: int = 1) -> Iterator
 
 
 @contextlib.contextmanager
-def container_server(image: str, env: dict[str, str], timeout: float = 60) -> Iterator[tuple[str, float]]:
+def container_server(
+    image: str, env: dict[str, str], timeout: float = 60
+) -> Iterator[tuple[str, float]]:
     """The inference image on a free loopback port (host networking); yields the URL and the
     seconds from `docker run` to /ready. The container is always removed afterwards."""
     from sail_pipelines.delivery import containers
@@ -124,8 +162,15 @@ def container_server(image: str, env: dict[str, str], timeout: float = 60) -> It
     client = containers.docker_client()
     port = free_port()
     started = time.monotonic()
-    container = containers.start(client, image, [], [], {**env, "SAIL_HOST": "127.0.0.1", "SAIL_PORT": str(port)},
-                                 Path("/app"), {"sail.step": "smoke"})
+    container = containers.start(
+        client,
+        image,
+        [],
+        [],
+        {**env, "SAIL_HOST": "127.0.0.1", "SAIL_PORT": str(port)},
+        Path("/app"),
+        {"sail.step": "smoke"},
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = started + timeout
@@ -138,7 +183,9 @@ def container_server(image: str, env: dict[str, str], timeout: float = 60) -> It
             container.reload()
             if container.status == "exited" or time.monotonic() > deadline:
                 logs = container.logs().decode(errors="replace").strip().splitlines()
-                state = "exited" if container.status == "exited" else f"not ready within {timeout:.0f}s"
+                state = (
+                    "exited" if container.status == "exited" else f"not ready within {timeout:.0f}s"
+                )
                 raise SailError(f"{image} {state}: {logs[-1] if logs else 'no output'}")
             time.sleep(0.05)
         yield base_url, time.monotonic() - started
@@ -146,12 +193,19 @@ def container_server(image: str, env: dict[str, str], timeout: float = 60) -> It
         container.remove(force=True)
 
 
-def run(bundle_dir: Path, key: VerifyKey, url: str | None = None, image: str | None = None) -> dict[str, Any]:
+def run(
+    bundle_dir: Path, key: VerifyKey, url: str | None = None, image: str | None = None
+) -> dict[str, Any]:
     holdout = holdout_of(bundle_dir, key)
     if url:
         return check(url.rstrip("/"), holdout)
     if image:
         with container_server(image, serving_env(key)) as (base_url, cold_start):
-            return {"image": image, "url": base_url, "cold_start_seconds": round(cold_start, 2), **check(base_url, holdout)}
+            return {
+                "image": image,
+                "url": base_url,
+                "cold_start_seconds": round(cold_start, 2),
+                **check(base_url, holdout),
+            }
     with local_server(bundle_dir, key) as base_url:
         return {"url": base_url, **check(base_url, holdout)}

@@ -19,8 +19,15 @@ from sail_pipelines.errors import SailError
 
 # Short connect/read timeouts and few retries: an unreachable store should fail in seconds,
 # and `sail push` has its own retries with backoff around the whole transfer.
-QUICK = {"connect_timeout": 5, "read_timeout": 20, "retries": {"max_attempts": 2, "mode": "standard"}}
-ENDPOINT_SERVICES = ("s3", "sts")  # an S3-compatible store serves STS at the same address (MinIO, Ceph)
+QUICK = {
+    "connect_timeout": 5,
+    "read_timeout": 20,
+    "retries": {"max_attempts": 2, "mode": "standard"},
+}
+ENDPOINT_SERVICES = (
+    "s3",
+    "sts",
+)  # an S3-compatible store serves STS at the same address (MinIO, Ceph)
 DEFAULT_ENDPOINT_REGION = "us-east-1"  # what MinIO and Ceph assume when no region is configured
 
 
@@ -56,7 +63,11 @@ def _base_session(aws: AwsSettings) -> Any:
 
 def _region(aws: AwsSettings, boto_session: Any) -> str | None:
     """The configured region; for an S3-compatible endpoint without one, DEFAULT_ENDPOINT_REGION."""
-    return aws.region or boto_session.region_name or (DEFAULT_ENDPOINT_REGION if aws.endpoint_url else None)
+    return (
+        aws.region
+        or boto_session.region_name
+        or (DEFAULT_ENDPOINT_REGION if aws.endpoint_url else None)
+    )
 
 
 @functools.cache
@@ -66,12 +77,18 @@ def assumed_credentials(aws: AwsSettings) -> dict[str, str]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     base = _base_session(aws)
-    sts = base.client("sts", endpoint_url=aws.endpoint_url, region_name=_region(aws, base), config=Config(**QUICK))
+    sts = base.client(
+        "sts", endpoint_url=aws.endpoint_url, region_name=_region(aws, base), config=Config(**QUICK)
+    )
     try:
         creds = sts.assume_role(RoleArn=aws.role_arn, RoleSessionName=session_name())["Credentials"]
     except (BotoCoreError, ClientError) as exc:
         raise SailError(f"AWS: cannot assume role {aws.role_arn}: {reason(exc)}") from None
-    return {"key": creds["AccessKeyId"], "secret": creds["SecretAccessKey"], "token": creds["SessionToken"]}
+    return {
+        "key": creds["AccessKeyId"],
+        "secret": creds["SecretAccessKey"],
+        "token": creds["SessionToken"],
+    }
 
 
 def session(aws: AwsSettings) -> Any:
@@ -82,7 +99,9 @@ def session(aws: AwsSettings) -> Any:
 
     creds = assumed_credentials(aws)
     return boto3.Session(
-        aws_access_key_id=creds["key"], aws_secret_access_key=creds["secret"], aws_session_token=creds["token"],
+        aws_access_key_id=creds["key"],
+        aws_secret_access_key=creds["secret"],
+        aws_session_token=creds["token"],
         region_name=aws.region or _base_session(aws).region_name,
     )
 
@@ -104,7 +123,11 @@ def environment(aws: AwsSettings) -> dict[str, str]:
         env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = aws.region
     if aws.role_arn:
         creds = assumed_credentials(aws)
-        env.update(AWS_ACCESS_KEY_ID=creds["key"], AWS_SECRET_ACCESS_KEY=creds["secret"], AWS_SESSION_TOKEN=creds["token"])
+        env.update(
+            AWS_ACCESS_KEY_ID=creds["key"],
+            AWS_SECRET_ACCESS_KEY=creds["secret"],
+            AWS_SESSION_TOKEN=creds["token"],
+        )
     elif aws.profile:
         env["AWS_PROFILE"] = aws.profile
     if aws.endpoint_url:
@@ -118,5 +141,7 @@ def apply(aws: AwsSettings) -> None:
     """Put environment() into this process, for the libraries and subprocesses that read only env."""
     env = environment(aws)
     if aws.role_arn:
-        os.environ.pop("AWS_PROFILE", None)  # the role's credentials, not the profile's, from here on
+        os.environ.pop(
+            "AWS_PROFILE", None
+        )  # the role's credentials, not the profile's, from here on
     os.environ.update(env)

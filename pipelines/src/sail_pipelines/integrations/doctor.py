@@ -27,9 +27,19 @@ from sail_pipelines.integrations.dvc import dvc
 from sail_pipelines.integrity import signing
 
 OK, FAIL, WARN, OFF = "ok", "FAIL", "warn", "off"
-DEFAULT_EXPERIMENT = "0"  # every MLflow server has it; its artifact location shows where artifacts go
+DEFAULT_EXPERIMENT = (
+    "0"  # every MLflow server has it; its artifact location shows where artifacts go
+)
 # DVC remote options that hold credentials: they may live in .dvc/config.local, never in the committed .dvc/config.
-DVC_SECRETS = ("access_key_id", "secret_access_key", "session_token", "password", "ask_password", "sse_customer_key", "token")
+DVC_SECRETS = (
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "password",
+    "ask_password",
+    "sse_customer_key",
+    "token",
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,11 @@ class Check:
 def check_config(settings: Settings) -> Check:
     sources = sorted({origin for _, origin in settings.origins})
     if not settings.team_mode:
-        return Check("config", OK, f"embedded mode: nothing shared configured in {TEAM_FILE} or the environment")
+        return Check(
+            "config",
+            OK,
+            f"embedded mode: nothing shared configured in {TEAM_FILE} or the environment",
+        )
     keys = ", ".join(f"{key} ({origin})" for key, origin in settings.origins)
     return Check("config", OK, f"team mode from {', '.join(sources)}: {keys}")
 
@@ -59,20 +73,39 @@ def check_signing_key(settings: Settings, scheme: str) -> Check:
             return Check("signing key", FAIL, "SAIL_SIGNING_KEY is the public development key")
         verifier = signing.verify_key(settings, scheme)
         if verifier.key_id != key.key_id:
-            return Check("signing key", FAIL, f"SAIL_SIGNING_KEY (key id {key.key_id}) and "
-                                              f"SAIL_VERIFY_KEY (key id {verifier.key_id}) are not one pair")
-        return Check("signing key", OK, f"SAIL_SIGNING_KEY set ({key.algorithm}, key id "
-                                        f"{key.key_id})")
+            return Check(
+                "signing key",
+                FAIL,
+                f"SAIL_SIGNING_KEY (key id {key.key_id}) and "
+                f"SAIL_VERIFY_KEY (key id {verifier.key_id}) are not one pair",
+            )
+        return Check(
+            "signing key", OK, f"SAIL_SIGNING_KEY set ({key.algorithm}, key id {key.key_id})"
+        )
     if settings.verify_key:
         key_id = signing.verify_key(settings, scheme).key_id
-        return Check("signing key", OK, f"SAIL_VERIFY_KEY set (key id {key_id}): this host "
-                                        "verifies only (serve, predict, smoke, package, deploy)")
+        return Check(
+            "signing key",
+            OK,
+            f"SAIL_VERIFY_KEY set (key id {key_id}): this host "
+            "verifies only (serve, predict, smoke, package, deploy)",
+        )
     if settings.allow_dev_key:
         if settings.team_mode:
-            return Check("signing key", FAIL, "SAIL_ALLOW_DEV_KEY=1 in team mode: shared models "
-                                              "need a real key pair (`sail keygen`)")
-        return Check("signing key", WARN, "public development key (SAIL_ALLOW_DEV_KEY=1): demos only")
-    return Check("signing key", FAIL, "SAIL_SIGNING_KEY is not set: train, evaluate, gate and serve will refuse to run")
+            return Check(
+                "signing key",
+                FAIL,
+                "SAIL_ALLOW_DEV_KEY=1 in team mode: shared models "
+                "need a real key pair (`sail keygen`)",
+            )
+        return Check(
+            "signing key", WARN, "public development key (SAIL_ALLOW_DEV_KEY=1): demos only"
+        )
+    return Check(
+        "signing key",
+        FAIL,
+        "SAIL_SIGNING_KEY is not set: train, evaluate, gate and serve will refuse to run",
+    )
 
 
 def check_aws(settings: Settings) -> Check:
@@ -82,11 +115,22 @@ def check_aws(settings: Settings) -> Check:
         return Check("aws", OFF, "no S3 remote, ECR registry or role configured")
     if settings.aws.role_arn:
         aws.assumed_credentials(settings.aws)
-        return Check("aws", OK, f"assumed role {settings.aws.role_arn} as session {aws.session_name()}")
+        return Check(
+            "aws", OK, f"assumed role {settings.aws.role_arn} as session {aws.session_name()}"
+        )
     creds = aws.session(settings.aws).get_credentials()
     if creds is None:
-        return Check("aws", FAIL, "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, aws.profile or aws.role_arn")
-    return Check("aws", OK, f"credentials from {creds.method}" + (f", profile {settings.aws.profile}" if settings.aws.profile else ""))
+        return Check(
+            "aws",
+            FAIL,
+            "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, aws.profile or aws.role_arn",
+        )
+    return Check(
+        "aws",
+        OK,
+        f"credentials from {creds.method}"
+        + (f", profile {settings.aws.profile}" if settings.aws.profile else ""),
+    )
 
 
 def bucket_problem(settings: Settings, bucket: str) -> str | None:
@@ -97,7 +141,11 @@ def bucket_problem(settings: Settings, bucket: str) -> str | None:
         aws.client(settings.aws, "s3").head_bucket(Bucket=bucket)
     except ClientError as exc:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return {404: "no such bucket", 403: "access denied", 301: "the bucket is in another region"}.get(status, aws.reason(exc))
+        return {
+            404: "no such bucket",
+            403: "access denied",
+            301: "the bucket is in another region",
+        }.get(status, aws.reason(exc))
     except BotoCoreError as exc:
         return aws.reason(exc)
     return None
@@ -122,22 +170,42 @@ def check_dvc(paths: ProjectPaths, settings: Settings) -> Check:
         origin, _, setting = line.partition("\t")
         key, _, value = setting.strip().partition("=")
         entries.append((origin.strip(), key, value))
-    leaked = [key for origin, key, _ in entries if origin.endswith(".dvc/config") and key.rsplit(".", 1)[-1] in DVC_SECRETS]
+    leaked = [
+        key
+        for origin, key, _ in entries
+        if origin.endswith(".dvc/config") and key.rsplit(".", 1)[-1] in DVC_SECRETS
+    ]
     if leaked:
-        return Check("dvc", FAIL, f"credentials in the committed .dvc/config ({', '.join(leaked)}): remove them, use the environment")
+        return Check(
+            "dvc",
+            FAIL,
+            f"credentials in the committed .dvc/config ({', '.join(leaked)}): remove them, use the environment",
+        )
     if settings.dvc_remote_url:
-        return Check("dvc", OK, f"sail push sends to {settings.dvc_remote_url} (remote sail-env, kept in .dvc/config.local)")
+        return Check(
+            "dvc",
+            OK,
+            f"sail push sends to {settings.dvc_remote_url} (remote sail-env, kept in .dvc/config.local)",
+        )
     default = next((value for _, key, value in entries if key == "core.remote"), None)
     url = next((value for _, key, value in entries if key == f"remote.{default}.url"), None)
     if not url:
-        return Check("dvc", FAIL, "no DVC remote: set dvc.remote_url in infrastructure.yaml (or SAIL_DVC_REMOTE_URL)")
+        return Check(
+            "dvc",
+            FAIL,
+            "no DVC remote: set dvc.remote_url in infrastructure.yaml (or SAIL_DVC_REMOTE_URL)",
+        )
     return Check("dvc", OK, f"sail push sends to the default remote {default} ({url})")
 
 
 def check_mlflow(settings: Settings) -> Check:
     uri = settings.tracking_uri
     if urlsplit(uri).scheme not in ("http", "https"):
-        return Check("mlflow", OK, f"{'embedded' if settings.artifact_location else 'local'} store {redact(uri)}")
+        return Check(
+            "mlflow",
+            OK,
+            f"{'embedded' if settings.artifact_location else 'local'} store {redact(uri)}",
+        )
     import requests
 
     shown = redact(uri)
@@ -154,13 +222,23 @@ def check_mlflow(settings: Settings) -> Check:
     healthy = f"{shown} healthy, tracking and registry API answer"
     if not root.startswith("s3://"):
         proxied = root.startswith(("mlflow-artifacts:", "http"))
-        return Check("mlflow", OK, f"{healthy}; artifacts {'proxied by the server' if proxied else f'at {root}'}")
+        return Check(
+            "mlflow",
+            OK,
+            f"{healthy}; artifacts {'proxied by the server' if proxied else f'at {root}'}",
+        )
     # The server hands out s3:// artifact URIs: this client writes them itself, so it needs the bucket.
     bucket = urlsplit(root).netloc
     problem = bucket_problem(settings, bucket)
     if problem:
-        return Check("mlflow", FAIL, f"{healthy}, but artifacts go straight to s3://{bucket} and this client gets: {problem}")
-    return Check("mlflow", OK, f"{healthy}; artifacts written by this client to s3://{bucket} (reachable)")
+        return Check(
+            "mlflow",
+            FAIL,
+            f"{healthy}, but artifacts go straight to s3://{bucket} and this client gets: {problem}",
+        )
+    return Check(
+        "mlflow", OK, f"{healthy}; artifacts written by this client to s3://{bucket} (reachable)"
+    )
 
 
 def check_registry(settings: Settings) -> Check:
@@ -174,7 +252,11 @@ def check_docker(settings: Settings) -> Check:
         client = containers.docker_client()
     except SailError as exc:
         # Only publishing needs the daemon for sure; embedded runs work without containers.
-        return Check("docker", FAIL if settings.registry else WARN, f"{exc} (needed by sail build, package, publish)")
+        return Check(
+            "docker",
+            FAIL if settings.registry else WARN,
+            f"{exc} (needed by sail build, package, publish)",
+        )
     return Check("docker", OK, f"daemon {client.version().get('Version', '?')} reachable")
 
 
@@ -200,7 +282,13 @@ def run(paths: ProjectPaths, settings: Settings, say: Callable[[str], None]) -> 
         except SailError as exc:
             result = Check(service, FAIL, str(exc))
         except Exception as exc:  # noqa: BLE001 - one broken check must not hide the others
-            result = Check(service, FAIL, redact(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"))
+            result = Check(
+                service,
+                FAIL,
+                redact(
+                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                ),
+            )
         checks.append(result)
         say(result.line())
     failed = [c.service for c in checks if c.status == FAIL]

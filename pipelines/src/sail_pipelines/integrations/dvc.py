@@ -19,12 +19,25 @@ def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def dvc(root: Path, *args: str, capture: bool = True, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=root, env=environment(env), capture_output=capture, text=True
+        [sys.executable, "-m", "dvc", *args],
+        cwd=root,
+        env=environment(env),
+        capture_output=capture,
+        text=True,
     )
     if proc.returncode != 0 and not capture:
-        raise SailError(f"dvc {' '.join(args)} stopped (exit {proc.returncode}): the failing stage's report is above")
+        raise SailError(
+            f"dvc {' '.join(args)} stopped (exit {proc.returncode}): the failing stage's report is above"
+        )
     if proc.returncode != 0:
-        lines = [line for line in ((proc.stderr or "") + (proc.stdout or "")).splitlines() if line.strip()]
-        reason = next((line for line in lines if "ERROR" in line), lines[-1] if lines else f"exit {proc.returncode}")
+        lines = [
+            line
+            for line in ((proc.stderr or "") + (proc.stdout or "")).splitlines()
+            if line.strip()
+        ]
+        reason = next(
+            (line for line in lines if "ERROR" in line),
+            lines[-1] if lines else f"exit {proc.returncode}",
+        )
         raise SailError(f"dvc {' '.join(args)} failed: {reason.strip()}")
     return proc.stdout or ""

@@ -35,11 +35,15 @@ class PullRequest:
     def from_env(cls, env: Mapping[str, str]) -> "PullRequest":
         token = env.get("GITHUB_TOKEN")
         if not token:
-            raise SailError("GITHUB_TOKEN is not set: --post needs a token that may comment on pull requests")
+            raise SailError(
+                "GITHUB_TOKEN is not set: --post needs a token that may comment on pull requests"
+            )
         repository = env.get("GITHUB_REPOSITORY", "")
         if repository.count("/") != 1 or not all(repository.split("/")):
             raise SailError(f"GITHUB_REPOSITORY must be owner/name, got {repository!r}")
-        return cls(env.get("GITHUB_API_URL") or DEFAULT_API, repository, pull_request_number(env), token)
+        return cls(
+            env.get("GITHUB_API_URL") or DEFAULT_API, repository, pull_request_number(env), token
+        )
 
 
 def pull_request_number(env: Mapping[str, str]) -> int:
@@ -51,15 +55,21 @@ def pull_request_number(env: Mapping[str, str]) -> int:
         try:
             event = json.loads(Path(env["GITHUB_EVENT_PATH"]).read_text())
         except (OSError, ValueError) as exc:
-            raise SailError(f"cannot read the GitHub event file {env['GITHUB_EVENT_PATH']}: {exc}") from None
-        number = (event.get("pull_request") or {}).get("number") if isinstance(event, dict) else None
+            raise SailError(
+                f"cannot read the GitHub event file {env['GITHUB_EVENT_PATH']}: {exc}"
+            ) from None
+        number = (
+            (event.get("pull_request") or {}).get("number") if isinstance(event, dict) else None
+        )
         if number is None:
             raise SailError(f"{source} is not a pull_request event: set SAIL_PR_NUMBER")
         text = str(number)
     elif env.get("CHANGE_ID"):
         text, source = env["CHANGE_ID"], "CHANGE_ID"
     else:
-        raise SailError("no pull request number: set SAIL_PR_NUMBER (or run in a GitHub pull_request event, or a Jenkins change build)")
+        raise SailError(
+            "no pull request number: set SAIL_PR_NUMBER (or run in a GitHub pull_request event, or a Jenkins change build)"
+        )
     if not text.isdigit() or int(text) < 1:
         raise SailError(f"{source} is not a pull request number: {text!r}")
     return int(text)
@@ -73,11 +83,13 @@ class Api:
 
         self.pr = pr
         self.session = requests.Session()
-        self.session.headers.update({
-            "Authorization": f"Bearer {pr.token}",
-            "Accept": "application/vnd.github+json",
-            "X-GitHub-Api-Version": "2022-11-28",
-        })
+        self.session.headers.update(
+            {
+                "Authorization": f"Bearer {pr.token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+            }
+        )
 
     def _clean(self, text: str) -> str:
         return text.replace(self.pr.token, "***")
@@ -88,14 +100,20 @@ class Api:
         try:
             response = self.session.request(method, url, timeout=TIMEOUT, **kwargs)
         except requests.RequestException as exc:
-            raise SailError(self._clean(f"GitHub API at {self.pr.api_url} is unreachable ({method} {url}): {type(exc).__name__}")) from None
+            raise SailError(
+                self._clean(
+                    f"GitHub API at {self.pr.api_url} is unreachable ({method} {url}): {type(exc).__name__}"
+                )
+            ) from None
         if response.ok:
             return response
         try:
             message = str(response.json().get("message", ""))[:200]
         except ValueError:
             message = response.text.strip()[:200]
-        text = self._clean(f"GitHub API {method} {url} answered {response.status_code}: {message or response.reason}")
+        text = self._clean(
+            f"GitHub API {method} {url} answered {response.status_code}: {message or response.reason}"
+        )
         if response.status_code == 403:
             raise CommentForbidden(text)
         raise SailError(text)
@@ -103,7 +121,9 @@ class Api:
     def comments(self) -> list[dict[str, Any]]:
         """Every issue comment of the pull request, following the Link: rel="next" pages."""
         pr = self.pr
-        url: str | None = f"{pr.api_url.rstrip('/')}/repos/{pr.repository}/issues/{pr.number}/comments?per_page={PAGE_SIZE}"
+        url: str | None = (
+            f"{pr.api_url.rstrip('/')}/repos/{pr.repository}/issues/{pr.number}/comments?per_page={PAGE_SIZE}"
+        )
         found = []
         while url:
             response = self.call("GET", url)
@@ -123,9 +143,13 @@ def upsert_comment(pr: PullRequest, marker: str, body: str) -> dict[str, Any]:
     base = f"{pr.api_url.rstrip('/')}/repos/{pr.repository}"
     mine = [c for c in api.comments() if marker in (c.get("body") or "")]
     if mine:
-        comment = api.call("PATCH", f"{base}/issues/comments/{mine[0]['id']}", json={"body": body}).json()
+        comment = api.call(
+            "PATCH", f"{base}/issues/comments/{mine[0]['id']}", json={"body": body}
+        ).json()
         action = "updated"
     else:
-        comment = api.call("POST", f"{base}/issues/{pr.number}/comments", json={"body": body}).json()
+        comment = api.call(
+            "POST", f"{base}/issues/{pr.number}/comments", json={"body": body}
+        ).json()
         action = "created"
     return {"action": action, "id": comment.get("id"), "url": comment.get("html_url")}

@@ -51,8 +51,12 @@ class Workload:
 def manifests(w: Workload) -> dict[str, dict[str, Any]]:
     """{file name: manifest} for the Deployment and its Service."""
     selector = {"app.kubernetes.io/name": w.model, "app.kubernetes.io/instance": w.name}
-    labels = {**selector, "app.kubernetes.io/component": "inference", "app.kubernetes.io/managed-by": "sail-pipelines",
-              "sail/environment": w.environment}
+    labels = {
+        **selector,
+        "app.kubernetes.io/component": "inference",
+        "app.kubernetes.io/managed-by": "sail-pipelines",
+        "sail/environment": w.environment,
+    }
     probe = {"port": "http", "scheme": "HTTP"}
     container = {
         "name": "inference",
@@ -62,17 +66,37 @@ def manifests(w: Workload) -> dict[str, dict[str, Any]]:
         "env": [
             {"name": "SAIL_HOST", "value": "0.0.0.0"},
             {"name": "SAIL_PORT", "value": str(CONTAINER_PORT)},
-            {"name": "SAIL_VERIFY_KEY", "value": w.verify_key} if w.verify_key else
-            {"name": "SAIL_VERIFY_KEY", "valueFrom": {"secretKeyRef": {"name": w.secret, "key": "signing-key"}}},
+            {"name": "SAIL_VERIFY_KEY", "value": w.verify_key}
+            if w.verify_key
+            else {
+                "name": "SAIL_VERIFY_KEY",
+                "valueFrom": {"secretKeyRef": {"name": w.secret, "key": "signing-key"}},
+            },
         ],
-        "readinessProbe": {"httpGet": {"path": "/ready", **probe}, "initialDelaySeconds": 5, "periodSeconds": 5,
-                           "timeoutSeconds": 3, "failureThreshold": 3},
-        "livenessProbe": {"httpGet": {"path": "/health", **probe}, "initialDelaySeconds": 20, "periodSeconds": 10,
-                          "timeoutSeconds": 3, "failureThreshold": 3},
-        "resources": {"requests": {"cpu": w.cpu_request, "memory": w.memory_request},
-                      "limits": {"cpu": w.cpu_limit, "memory": w.memory_limit}},
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", **probe},
+            "initialDelaySeconds": 5,
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/health", **probe},
+            "initialDelaySeconds": 20,
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        "resources": {
+            "requests": {"cpu": w.cpu_request, "memory": w.memory_request},
+            "limits": {"cpu": w.cpu_limit, "memory": w.memory_limit},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # HOME and gunicorn's worker files
     }
     deployment = {
@@ -84,13 +108,21 @@ def manifests(w: Workload) -> dict[str, dict[str, Any]]:
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": selector},
             # A new version takes traffic only once ready; the old pods serve until then.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
                     "automountServiceAccountToken": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS,
+                        "runAsGroup": RUN_AS,
+                        "fsGroup": RUN_AS,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
                 },
@@ -101,8 +133,13 @@ def manifests(w: Workload) -> dict[str, dict[str, Any]]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": w.name, "labels": labels},
-        "spec": {"type": "ClusterIP", "selector": selector,
-                 "ports": [{"name": "http", "port": w.service_port, "targetPort": "http", "protocol": "TCP"}]},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [
+                {"name": "http", "port": w.service_port, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
     }
     return {"deployment.yaml": deployment, "service.yaml": service}
 
@@ -119,9 +156,17 @@ def render(directory: Path, w: Workload) -> list[Path]:
 def _kubectl(*args: str, timeout: float = KUBECTL_TIMEOUT) -> subprocess.CompletedProcess:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        raise SailError("kubectl is not installed: install it, or use --render-only and apply the manifests elsewhere")
+        raise SailError(
+            "kubectl is not installed: install it, or use --render-only and apply the manifests elsewhere"
+        )
     try:  # no stdin: kubectl must never stop to ask for a password
-        return subprocess.run([kubectl, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+        return subprocess.run(
+            [kubectl, *args],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         raise SailError(f"kubectl {args[0]} did not finish within {timeout:.0f}s") from None
 
@@ -135,14 +180,26 @@ def apply(directory: Path, w: Workload, timeout: float) -> dict[str, Any]:
     """kubectl apply, then wait for the rollout: ready pods, or the old ones keep serving."""
     context = _kubectl("config", "current-context")
     if context.returncode != 0:
-        raise SailError(f"no Kubernetes cluster configured ({_last_line(context)}): the manifests are in {directory}, "
-                        f"apply them with `kubectl apply -f {directory}` where a cluster is reachable")
+        raise SailError(
+            f"no Kubernetes cluster configured ({_last_line(context)}): the manifests are in {directory}, "
+            f"apply them with `kubectl apply -f {directory}` where a cluster is reachable"
+        )
     name = context.stdout.strip()
     applied = _kubectl("apply", "--request-timeout=30s", "-f", str(directory))
     if applied.returncode != 0:
-        raise SailError(f"kubectl apply -f {directory} failed on context {name!r}: {_last_line(applied)}")
-    rollout = _kubectl("rollout", "status", f"deployment/{w.name}", f"--timeout={timeout:.0f}s", timeout=timeout + 30)
+        raise SailError(
+            f"kubectl apply -f {directory} failed on context {name!r}: {_last_line(applied)}"
+        )
+    rollout = _kubectl(
+        "rollout",
+        "status",
+        f"deployment/{w.name}",
+        f"--timeout={timeout:.0f}s",
+        timeout=timeout + 30,
+    )
     if rollout.returncode != 0:
-        raise SailError(f"deployment/{w.name} did not become ready on context {name!r}: {_last_line(rollout)}; the previous pods "
-                        f"keep serving (maxUnavailable 0), `kubectl rollout undo deployment/{w.name}` drops the new ones")
+        raise SailError(
+            f"deployment/{w.name} did not become ready on context {name!r}: {_last_line(rollout)}; the previous pods "
+            f"keep serving (maxUnavailable 0), `kubectl rollout undo deployment/{w.name}` drops the new ones"
+        )
     return {"context": name, "applied": applied.stdout.strip().splitlines()}

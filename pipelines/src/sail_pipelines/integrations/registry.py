@@ -19,7 +19,9 @@ from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrations import aws
 
-ECR_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+ECR_HOST = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$"
+)
 TIMEOUT = 10
 
 
@@ -63,16 +65,22 @@ def credentials(settings: Settings) -> Credentials | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            reply = aws.client(settings.aws, "ecr", region=ecr["region"]).get_authorization_token(registryIds=[ecr["account"]])
+            reply = aws.client(settings.aws, "ecr", region=ecr["region"]).get_authorization_token(
+                registryIds=[ecr["account"]]
+            )
             data = reply["authorizationData"][0]
         except (BotoCoreError, ClientError) as exc:
             raise SailError(f"registry {name}: no ECR login token: {aws.reason(exc)}") from None
         user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
         return Credentials(f"https://{name}", user, password)
     if settings.registry_password and not settings.registry_username:
-        raise SailError(f"registry {name}: SAIL_REGISTRY_PASSWORD is set but no user name (registry.username or SAIL_REGISTRY_USERNAME)")
+        raise SailError(
+            f"registry {name}: SAIL_REGISTRY_PASSWORD is set but no user name (registry.username or SAIL_REGISTRY_USERNAME)"
+        )
     if settings.registry_username and not settings.registry_password:
-        raise SailError(f"registry {name}: user {settings.registry_username!r} is set but SAIL_REGISTRY_PASSWORD is not")
+        raise SailError(
+            f"registry {name}: user {settings.registry_username!r} is set but SAIL_REGISTRY_PASSWORD is not"
+        )
     if not settings.registry_username:
         return None
     return Credentials(name, settings.registry_username, settings.registry_password or "")
@@ -86,10 +94,14 @@ def login(docker_client: Any, settings: Settings) -> dict[str, str] | None:
     if creds is None:
         return None
     try:
-        docker_client.login(username=creds.username, password=creds.password, registry=creds.server, reauth=True)
+        docker_client.login(
+            username=creds.username, password=creds.password, registry=creds.server, reauth=True
+        )
     except docker.errors.APIError as exc:
         detail = exc.explanation or str(exc)
-        raise SailError(f"registry {host(settings.registry or '')}: login as {creds.username!r} refused: {creds.scrub(str(detail))}") from None
+        raise SailError(
+            f"registry {host(settings.registry or '')}: login as {creds.username!r} refused: {creds.scrub(str(detail))}"
+        ) from None
     return {"username": creds.username, "password": creds.password, "serveraddress": creds.server}
 
 
@@ -108,7 +120,9 @@ def probe(settings: Settings) -> str:
     creds = credentials(settings)
     if creds is None:
         if answer.status_code == 401:
-            raise SailError(f"{name} asks for credentials (GET /v2/ 401): set registry.username and SAIL_REGISTRY_PASSWORD")
+            raise SailError(
+                f"{name} asks for credentials (GET /v2/ 401): set registry.username and SAIL_REGISTRY_PASSWORD"
+            )
         return f"{name} reachable at {url}, no login needed"
     login(containers.docker_client(), settings)
     kind = "ECR token" if ECR_HOST.match(name) else f"user {creds.username!r}"

@@ -31,8 +31,14 @@ def reachable(settings: Settings, doing: str) -> Iterator[None]:
     try:
         yield
     except (MlflowException, requests.exceptions.RequestException, OSError) as exc:
-        reason = redact(str(exc).strip().splitlines()[0][:300]) if str(exc).strip() else type(exc).__name__
-        raise SailError(f"MLflow at {redact(settings.tracking_uri)} failed while {doing}: {reason}") from None
+        reason = (
+            redact(str(exc).strip().splitlines()[0][:300])
+            if str(exc).strip()
+            else type(exc).__name__
+        )
+        raise SailError(
+            f"MLflow at {redact(settings.tracking_uri)} failed while {doing}: {reason}"
+        ) from None
 
 
 def client(settings: Settings) -> Any:
@@ -73,12 +79,19 @@ def relocate(tracking_uri: str, artifact_location: str) -> None:
             rows = db.execute("SELECT artifact_location FROM experiments").fetchall()
         except sqlite3.DatabaseError:
             return  # not an MLflow store (yet): MLflow itself will say what is wrong
-        stored = {urlsplit(loc).path.split(ARTIFACTS)[0] + ARTIFACTS for (loc,) in rows if loc and ARTIFACTS in loc}
+        stored = {
+            urlsplit(loc).path.split(ARTIFACTS)[0] + ARTIFACTS
+            for (loc,) in rows
+            if loc and ARTIFACTS in loc
+        }
         for old in stored - {here}:
             for table, column in _text_columns(db):
                 for prefix, new in ((f"file://{old}", f"file://{here}"), (old, here)):
-                    db.execute(f'UPDATE "{table}" SET "{column}" = ? || substr("{column}", ?) '
-                               f'WHERE substr("{column}", 1, ?) = ?', (new, len(prefix) + 1, len(prefix), prefix))
+                    db.execute(
+                        f'UPDATE "{table}" SET "{column}" = ? || substr("{column}", ?) '
+                        f'WHERE substr("{column}", 1, ?) = ?',
+                        (new, len(prefix) + 1, len(prefix), prefix),
+                    )
 
 
 ARTIFACTS = "/.mlflow/artifacts"
@@ -86,8 +99,12 @@ ARTIFACTS = "/.mlflow/artifacts"
 
 def _text_columns(db: Any) -> list[tuple[str, str]]:
     tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    return [(table, column[1]) for table in tables for column in db.execute(f'PRAGMA table_info("{table}")')
-            if "CHAR" in column[2].upper() or "TEXT" in column[2].upper()]
+    return [
+        (table, column[1])
+        for table in tables
+        for column in db.execute(f'PRAGMA table_info("{table}")')
+        if "CHAR" in column[2].upper() or "TEXT" in column[2].upper()
+    ]
 
 
 def experiment_id(mlflow_client: Any, settings: Settings, name: str) -> str:
@@ -127,23 +144,32 @@ def register(mlflow_client: Any, model: str, run_id: str, source: str, tags: dic
     return mlflow_client.create_model_version(model, source=source, run_id=run_id, tags=tags)
 
 
-def log_trials(mlflow_client: Any, experiment: str, parent_run_id: str, candidate: str,
-               search: dict[str, Any]) -> list[str]:
+def log_trials(
+    mlflow_client: Any, experiment: str, parent_run_id: str, candidate: str, search: dict[str, Any]
+) -> list[str]:
     """One run per search trial, nested under its candidate's run (MLflow's parentRunId tag).
     The trials come from the signed bundle: the training container that ran them has no MLflow."""
     from mlflow.entities import Metric, Param
 
     now = int(time.time() * 1000)
     metric = f"cv_{search['metric']}"
-    summary = {"search.trials": search["trials"], "search.seconds": search["seconds"],
-               "search.best_trial": search["best"]["number"]}
+    summary = {
+        "search.trials": search["trials"],
+        "search.seconds": search["seconds"],
+        "search.best_trial": search["best"]["number"],
+    }
     best = Metric(metric, search["best"]["score"], now, 0)
-    mlflow_client.log_batch(parent_run_id, metrics=[best],
-                            params=[Param(k, str(v)) for k, v in summary.items()])
+    mlflow_client.log_batch(
+        parent_run_id, metrics=[best], params=[Param(k, str(v)) for k, v in summary.items()]
+    )
     run_ids = []
     for trial in search["history"]:
-        tags = {"mlflow.parentRunId": parent_run_id, "sail.trial_of": candidate,
-                "sail.trial": str(trial["number"]), "sail.trial_state": trial["state"]}
+        tags = {
+            "mlflow.parentRunId": parent_run_id,
+            "sail.trial_of": candidate,
+            "sail.trial": str(trial["number"]),
+            "sail.trial_state": trial["state"],
+        }
         name = f"{candidate}-trial-{trial['number']}"
         run_id = mlflow_client.create_run(experiment, run_name=name, tags=tags).info.run_id
         scores = [] if trial["score"] is None else [Metric(metric, trial["score"], now, 0)]

@@ -59,26 +59,40 @@ def _json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
-def write_bundle(dest: Path, files: Mapping[str, bytes], metadata: Mapping[str, Any], key: SignKey) -> str:
+def write_bundle(
+    dest: Path, files: Mapping[str, bytes], metadata: Mapping[str, Any], key: SignKey
+) -> str:
     """Write and sign a bundle atomically; return its id (the manifest digest).
     Any failure leaves the previous bundle at `dest` (or nothing, if there was none)."""
     contents = dict(files)
     contents[METADATA] = _json_bytes(metadata)
     manifest = {
         "format": 1,
-        "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(contents.items())},
+        "files": {
+            name: hashlib.sha256(data).hexdigest() for name, data in sorted(contents.items())
+        },
     }
     manifest_bytes = _json_bytes(manifest)
-    signature = {"algorithm": key.algorithm, "key_id": key.key_id, "signature": key.sign(manifest_bytes)}
+    signature = {
+        "algorithm": key.algorithm,
+        "key_id": key.key_id,
+        "signature": key.sign(manifest_bytes),
+    }
     dest.parent.mkdir(parents=True, exist_ok=True)
     recover(dest)
-    parked = _leftovers(dest, "old") if dest.exists() else []  # never the only copy of the old bundle
+    parked = (
+        _leftovers(dest, "old") if dest.exists() else []
+    )  # never the only copy of the old bundle
     for leftover in _leftovers(dest, "tmp") + parked:
         shutil.rmtree(leftover, ignore_errors=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
     try:
         tmp.mkdir()
-        for name, data in [*contents.items(), (MANIFEST, manifest_bytes), (SIGNATURE, _json_bytes(signature))]:
+        for name, data in [
+            *contents.items(),
+            (MANIFEST, manifest_bytes),
+            (SIGNATURE, _json_bytes(signature)),
+        ]:
             with open(tmp / name, "wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -138,7 +152,10 @@ def read_verified(path: Path, key: VerifyKey) -> tuple[dict[str, bytes], str]:
         manifest = json.loads(manifest_bytes)
         expected = dict(manifest["files"])
         # "hmac": the field name of bundles signed before Ed25519 became the default
-        signed, algorithm = str(signature.get("signature", signature.get("hmac"))), signature["algorithm"]
+        signed, algorithm = (
+            str(signature.get("signature", signature.get("hmac"))),
+            signature["algorithm"],
+        )
     except (ValueError, KeyError, TypeError):
         raise BundleRejected(f"bundle {path}: manifest or signature is unreadable") from None
     if algorithm != key.algorithm or not key.verify(manifest_bytes, signed):
@@ -151,10 +168,14 @@ def read_verified(path: Path, key: VerifyKey) -> tuple[dict[str, bytes], str]:
 def _check_files(path: Path, files: Mapping[str, bytes], expected: Mapping[str, str]) -> None:
     if set(files) != set(expected):
         odd = sorted(set(files) ^ set(expected))
-        raise BundleRejected(f"bundle {path}: files differ from the signed manifest: {', '.join(odd)}")
+        raise BundleRejected(
+            f"bundle {path}: files differ from the signed manifest: {', '.join(odd)}"
+        )
     for name, digest in expected.items():
         if hashlib.sha256(files[name]).hexdigest() != digest:
-            raise BundleRejected(f"bundle {path}: {name} does not match its signed hash; refusing to load it")
+            raise BundleRejected(
+                f"bundle {path}: {name} does not match its signed hash; refusing to load it"
+            )
 
 
 def verify_digests(path: Path, manifest_sha256: str) -> tuple[dict[str, bytes], str]:
@@ -162,7 +183,11 @@ def verify_digests(path: Path, manifest_sha256: str) -> tuple[dict[str, bytes], 
     (named by its full sha256), and every file matches it. The signing key never enters a build."""
     try:
         manifest_bytes = (path / MANIFEST).read_bytes()
-        files = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file() and p.name not in (MANIFEST, SIGNATURE)}
+        files = {
+            p.name: p.read_bytes()
+            for p in path.iterdir()
+            if p.is_file() and p.name not in (MANIFEST, SIGNATURE)
+        }
         expected = json.loads(manifest_bytes)["files"]
     except (OSError, ValueError, KeyError, TypeError):
         raise BundleRejected(f"bundle {path}: manifest is missing or unreadable") from None
@@ -207,8 +232,9 @@ class LoadedBundle:
 
         if ONNX_MODEL not in self.files:
             raise BundleRejected(f"bundle {self.path} carries no {ONNX_MODEL}")
-        return CompiledModel(self.files[ONNX_MODEL], self.schema,
-                             bool(self.metadata.get("probabilities", True)))
+        return CompiledModel(
+            self.files[ONNX_MODEL], self.schema, bool(self.metadata.get("probabilities", True))
+        )
 
     def predict(self, columns: Columns | pd.DataFrame, runtime: str | None = None) -> Prediction:
         """Predictions (and class probabilities) through the fitted Shared Transformation Layer,
@@ -269,6 +295,7 @@ def _unpickle(bundle: LoadedBundle, name: str) -> Any:
 
 def holdout_mismatches(served: list[Any], expected: list[Any]) -> list[int]:
     """Rows whose served prediction differs from the metric step's (floats to 1e-9)."""
+
     def same(a: Any, b: Any) -> bool:
         if isinstance(a, float) or isinstance(b, float):
             return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)

@@ -46,13 +46,23 @@ def signature_tag(digest: str) -> str:
 
 def payload(repository: str, digest: str) -> bytes:
     """cosign's simple-signing payload: what is signed is which manifest, in which repository."""
-    body = {"critical": {"identity": {"docker-reference": repository}, "image": {"docker-manifest-digest": digest},
-                         "type": IMAGE_TYPE}, "optional": None}
+    body = {
+        "critical": {
+            "identity": {"docker-reference": repository},
+            "image": {"docker-manifest-digest": digest},
+            "type": IMAGE_TYPE,
+        },
+        "optional": None,
+    }
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _blob(data: bytes, media_type: str, **annotations: str) -> dict[str, Any]:
-    layer = {"mediaType": media_type, "size": len(data), "digest": "sha256:" + hashlib.sha256(data).hexdigest()}
+    layer = {
+        "mediaType": media_type,
+        "size": len(data),
+        "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+    }
     return {**layer, "annotations": annotations} if annotations else layer
 
 
@@ -67,13 +77,18 @@ def _client(settings: Settings, ref: ImageRef) -> Any:
     backend = "token"
     if creds is not None:
         try:
-            challenge = requests.get(f"{registry.base_url(ref.registry)}/v2/", timeout=registry.TIMEOUT)
+            challenge = requests.get(
+                f"{registry.base_url(ref.registry)}/v2/", timeout=registry.TIMEOUT
+            )
         except requests.RequestException as exc:
-            raise SailError(f"registry {ref.registry} is unreachable: {type(exc).__name__}") from None
+            raise SailError(
+                f"registry {ref.registry} is unreachable: {type(exc).__name__}"
+            ) from None
         if challenge.headers.get("Www-Authenticate", "").lower().startswith("basic"):
             backend = "basic"
-    client = oras.provider.Registry(hostname=ref.registry, insecure=registry.is_loopback(ref.registry),
-                                    auth_backend=backend)
+    client = oras.provider.Registry(
+        hostname=ref.registry, insecure=registry.is_loopback(ref.registry), auth_backend=backend
+    )
     if creds is not None:
         client.auth.set_basic_auth(creds.username, creds.password)
     return client
@@ -92,7 +107,9 @@ def _request(client: Any, url: str, method: str = "GET", **kwargs: Any) -> Any:
     try:
         return client.do_request(url, method, **kwargs)
     except (requests.RequestException, ValueError) as exc:
-        raise SailError(f"registry call {method} {url} failed: {str(exc).splitlines()[0][:200]}") from None
+        raise SailError(
+            f"registry call {method} {url} failed: {str(exc).splitlines()[0][:200]}"
+        ) from None
 
 
 def sign(settings: Settings, ref: str, digest: str, key: SignKey) -> str:
@@ -100,8 +117,15 @@ def sign(settings: Settings, ref: str, digest: str, key: SignKey) -> str:
     image = ImageRef.parse(ref)
     client = _client(settings, image)
     signed = payload(image.repository, digest)
-    layer = _blob(signed, PAYLOAD_TYPE, **{SIGNATURE: base64.b64encode(bytes.fromhex(key.sign(signed))).decode(),
-                                          KEY_ID: key.key_id, ALGORITHM: key.algorithm})
+    layer = _blob(
+        signed,
+        PAYLOAD_TYPE,
+        **{
+            SIGNATURE: base64.b64encode(bytes.fromhex(key.sign(signed))).decode(),
+            KEY_ID: key.key_id,
+            ALGORITHM: key.algorithm,
+        },
+    )
     config = _blob(b"{}", CONFIG_TYPE)
     tag = signature_tag(digest)
     target = _container(image, tag)
@@ -111,11 +135,15 @@ def sign(settings: Settings, ref: str, digest: str, key: SignKey) -> str:
             path.write_bytes(data)
             answer = client.upload_blob(str(path), target, blob)
             if answer.status_code not in (200, 201, 202):
-                raise SailError(f"storing the signature of {ref} failed: HTTP {answer.status_code} {answer.text[:200]}")
+                raise SailError(
+                    f"storing the signature of {ref} failed: HTTP {answer.status_code} {answer.text[:200]}"
+                )
     manifest = {"schemaVersion": 2, "mediaType": MANIFEST_TYPE, "config": config, "layers": [layer]}
     answer = client.upload_manifest(manifest, target)
     if answer.status_code not in (200, 201):
-        raise SailError(f"storing the signature of {ref} failed: HTTP {answer.status_code} {answer.text[:200]}")
+        raise SailError(
+            f"storing the signature of {ref} failed: HTTP {answer.status_code} {answer.text[:200]}"
+        )
     return f"{image.repository}:{tag}"
 
 
@@ -124,9 +152,13 @@ def registry_digest(docker_client: Any, settings: Settings, ref: str) -> str:
     import docker
 
     try:
-        return docker_client.images.get_registry_data(ref, auth_config=registry.login(docker_client, settings)).id
+        return docker_client.images.get_registry_data(
+            ref, auth_config=registry.login(docker_client, settings)
+        ).id
     except docker.errors.APIError as exc:
-        raise ImageRejected(f"{ref} is not in the registry ({exc.explanation or exc}): run `sail publish`") from None
+        raise ImageRejected(
+            f"{ref} is not in the registry ({exc.explanation or exc}): run `sail publish`"
+        ) from None
 
 
 def verify(docker_client: Any, settings: Settings, ref: str, key: VerifyKey) -> str:
@@ -135,10 +167,14 @@ def verify(docker_client: Any, settings: Settings, ref: str, key: VerifyKey) -> 
     digest = image.digest or registry_digest(docker_client, settings, ref)
     client = _client(settings, image)
     where = _container(image, signature_tag(digest))
-    answer = _request(client, f"{client.prefix}://{where.manifest_url()}", headers={"Accept": MANIFEST_TYPE})
+    answer = _request(
+        client, f"{client.prefix}://{where.manifest_url()}", headers={"Accept": MANIFEST_TYPE}
+    )
     if answer.status_code == 404:
-        raise ImageRejected(f"{ref} ({digest}) is not signed: no {signature_tag(digest)} in {image.repository}; "
-                            "only images that `sail publish` signed are deployed")
+        raise ImageRejected(
+            f"{ref} ({digest}) is not signed: no {signature_tag(digest)} in {image.repository}; "
+            "only images that `sail publish` signed are deployed"
+        )
     if answer.status_code != 200:
         raise SailError(f"reading the signature of {ref} failed: HTTP {answer.status_code}")
     try:
@@ -148,15 +184,26 @@ def verify(docker_client: Any, settings: Settings, ref: str, key: VerifyKey) -> 
         signed = json.loads(blob)["critical"]
         signature = base64.b64decode(annotations.get(SIGNATURE, ""), validate=True).hex()
     except (ValueError, KeyError, TypeError):
-        raise ImageRejected(f"the signature stored for {ref} ({digest}) is unreadable; refusing it") from None
+        raise ImageRejected(
+            f"the signature stored for {ref} ({digest}) is unreadable; refusing it"
+        ) from None
     if hashlib.sha256(blob).hexdigest() != layer["digest"].removeprefix("sha256:"):
-        raise ImageRejected(f"the signature payload of {ref} does not match its digest; refusing it")
+        raise ImageRejected(
+            f"the signature payload of {ref} does not match its digest; refusing it"
+        )
     if annotations.get(ALGORITHM) != key.algorithm or not key.verify(blob, signature):
-        raise ImageRejected(f"{ref} ({digest}) is signed with {annotations.get(ALGORITHM)} key id "
-                            f"{annotations.get(KEY_ID)}, this key is {key.algorithm} key id {key.key_id}: "
-                            "the signature does not check out; refusing it")
-    named = (signed.get("image", {}).get("docker-manifest-digest"), signed.get("identity", {}).get("docker-reference"))
+        raise ImageRejected(
+            f"{ref} ({digest}) is signed with {annotations.get(ALGORITHM)} key id "
+            f"{annotations.get(KEY_ID)}, this key is {key.algorithm} key id {key.key_id}: "
+            "the signature does not check out; refusing it"
+        )
+    named = (
+        signed.get("image", {}).get("docker-manifest-digest"),
+        signed.get("identity", {}).get("docker-reference"),
+    )
     if named != (digest, image.repository):
-        raise ImageRejected(f"{ref} is {digest} in {image.repository}, but its signature is for {named[0]} in "
-                            f"{named[1]}: a re-tagged image; refusing it")
+        raise ImageRejected(
+            f"{ref} is {digest} in {image.repository}, but its signature is for {named[0]} in "
+            f"{named[1]}: a re-tagged image; refusing it"
+        )
     return digest

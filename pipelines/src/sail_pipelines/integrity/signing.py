@@ -40,8 +40,12 @@ BAKED_VERIFY_KEY = Path("/etc/sail/verify.key")
 # Public on purpose: these pairs only exist so a laptop demo runs without secrets, and only
 # SAIL_ALLOW_DEV_KEY=1 lets them in.
 _DEV_SEEDS = {
-    "signing": hashlib.sha256(b"sail-pipelines public development signing key, never for production").digest(),
-    "audit": hashlib.sha256(b"sail-pipelines public development audit key, never for production").digest(),
+    "signing": hashlib.sha256(
+        b"sail-pipelines public development signing key, never for production"
+    ).digest(),
+    "audit": hashlib.sha256(
+        b"sail-pipelines public development audit key, never for production"
+    ).digest(),
 }
 _PEM = re.compile(r"\s*-----BEGIN ([A-Z0-9 ]+)-----([A-Za-z0-9+/=\s]+?)-----END \1-----\s*")
 
@@ -60,7 +64,9 @@ class Ed25519Verifier:
 
     @property
     def key_id(self) -> str:
-        return _fingerprint(self.public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+        return _fingerprint(
+            self.public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        )
 
     def verify(self, data: bytes, signature: str) -> bool:
         try:
@@ -75,7 +81,9 @@ class Ed25519Verifier:
 
     def text(self) -> str:
         """The key as `sail keygen` writes verify.key (and SAIL_VERIFY_KEY takes it)."""
-        return self.public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        return self.public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
 
     def __repr__(self) -> str:
         return f"Ed25519Verifier(key_id={self.key_id!r}, dev={self.dev})"
@@ -105,8 +113,11 @@ class Ed25519Signer:
 
     def text(self) -> str:
         """The key as `sail keygen` writes signing.key (and SAIL_SIGNING_KEY takes it)."""
-        return self.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()).decode()
+        return self.private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
 
     def __repr__(self) -> str:  # keep the key out of any accidental log line
         return f"Ed25519Signer(key_id={self.key_id!r}, dev={self.dev})"
@@ -163,7 +174,9 @@ def private_key(text: str, source: str) -> Ed25519Signer:
     except (ValueError, TypeError):
         key = None
     if not isinstance(key, Ed25519PrivateKey):
-        raise SailError(f"{source} is not an Ed25519 private key (the text of a signing.key that `sail keygen` writes)")
+        raise SailError(
+            f"{source} is not an Ed25519 private key (the text of a signing.key that `sail keygen` writes)"
+        )
     return Ed25519Signer(key)
 
 
@@ -174,7 +187,9 @@ def public_key(text: str, source: str) -> Ed25519Verifier:
     except (ValueError, TypeError):
         key = None
     if not isinstance(key, Ed25519PublicKey):
-        raise SailError(f"{source} is not an Ed25519 public key (the text of a verify.key that `sail keygen` writes)")
+        raise SailError(
+            f"{source} is not an Ed25519 public key (the text of a verify.key that `sail keygen` writes)"
+        )
     return Ed25519Verifier(key)
 
 
@@ -192,12 +207,17 @@ def keygen(directory: Path) -> dict[str, str]:
     signer = generate()
     directory.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, text, mode in ((SIGNING_FILE, signer.text(), 0o600), (VERIFY_FILE, signer.verify_key.text(), 0o644)):
+    for name, text, mode in (
+        (SIGNING_FILE, signer.text(), 0o600),
+        (VERIFY_FILE, signer.verify_key.text(), 0o644),
+    ):
         path = directory / name
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         except FileExistsError:
-            raise SailError(f"{path} exists: refusing to overwrite a key (choose another directory)") from None
+            raise SailError(
+                f"{path} exists: refusing to overwrite a key (choose another directory)"
+            ) from None
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         written[name.replace(".", "_")] = str(path)
@@ -205,7 +225,10 @@ def keygen(directory: Path) -> dict[str, str]:
 
 
 def _warn_dev(what: str) -> None:
-    print(f"sail: warning: {what} with the public development key (SAIL_ALLOW_DEV_KEY=1)", file=sys.stderr)
+    print(
+        f"sail: warning: {what} with the public development key (SAIL_ALLOW_DEV_KEY=1)",
+        file=sys.stderr,
+    )
 
 
 def signing_key(settings: Settings, scheme: str) -> SignKey:
@@ -213,27 +236,37 @@ def signing_key(settings: Settings, scheme: str) -> SignKey:
     text = settings.signing_key.decode() if settings.signing_key else None
     if scheme == HMAC_SHA256:
         if text is None:
-            raise SailError("SAIL_SIGNING_KEY is not set: params.yaml signs with hmac-sha256, export a secret "
-                            "(e.g. `openssl rand -hex 32`); the development key is an Ed25519 pair")
+            raise SailError(
+                "SAIL_SIGNING_KEY is not set: params.yaml signs with hmac-sha256, export a secret "
+                "(e.g. `openssl rand -hex 32`); the development key is an Ed25519 pair"
+            )
         if looks_like_pem(text):
-            raise SailError("SAIL_SIGNING_KEY is a PEM key, but params.yaml signs with hmac-sha256: "
-                            "use a random secret, or drop `signing.scheme` to sign with Ed25519")
+            raise SailError(
+                "SAIL_SIGNING_KEY is a PEM key, but params.yaml signs with hmac-sha256: "
+                "use a random secret, or drop `signing.scheme` to sign with Ed25519"
+            )
         return HmacKey(settings.signing_key)
     if text is not None:
         if not looks_like_pem(text):
-            raise SailError("SAIL_SIGNING_KEY is not an Ed25519 private key: create a pair with `sail keygen DIR` and "
-                            "export SAIL_SIGNING_KEY=\"$(cat DIR/signing.key)\", or set `signing: {scheme: hmac-sha256}` "
-                            "in params.yaml for a shared secret")
+            raise SailError(
+                "SAIL_SIGNING_KEY is not an Ed25519 private key: create a pair with `sail keygen DIR` and "
+                'export SAIL_SIGNING_KEY="$(cat DIR/signing.key)", or set `signing: {scheme: hmac-sha256}` '
+                "in params.yaml for a shared secret"
+            )
         return private_key(text, "SAIL_SIGNING_KEY")
     if settings.allow_dev_key:
         _warn_dev("signing")
         return dev_pair()
-    raise SailError("SAIL_SIGNING_KEY is not set: create a key pair with `sail keygen DIR` and export "
-                    "SAIL_SIGNING_KEY=\"$(cat DIR/signing.key)\", or opt into the public development key with "
-                    "SAIL_ALLOW_DEV_KEY=1")
+    raise SailError(
+        "SAIL_SIGNING_KEY is not set: create a key pair with `sail keygen DIR` and export "
+        'SAIL_SIGNING_KEY="$(cat DIR/signing.key)", or opt into the public development key with '
+        "SAIL_ALLOW_DEV_KEY=1"
+    )
 
 
-def verify_key(settings: Settings, scheme: str | None = None, baked: Path = BAKED_VERIFY_KEY) -> VerifyKey:
+def verify_key(
+    settings: Settings, scheme: str | None = None, baked: Path = BAKED_VERIFY_KEY
+) -> VerifyKey:
     """The key that checks bundles. In order: SAIL_VERIFY_KEY (the public key; for HMAC the shared
     secret), the public half of SAIL_SIGNING_KEY (or the HMAC secret), the key baked into the
     inference image, the development key. `scheme` is params.yaml's; None (in the image) goes by
@@ -243,8 +276,10 @@ def verify_key(settings: Settings, scheme: str | None = None, baked: Path = BAKE
         if (scheme or (ED25519 if looks_like_pem(text) else HMAC_SHA256)) == ED25519:
             return public_key(text, "SAIL_VERIFY_KEY")
         if looks_like_pem(text):
-            raise SailError("SAIL_VERIFY_KEY is a PEM key, but params.yaml signs with hmac-sha256: "
-                            "HMAC verifiers hold the shared secret")
+            raise SailError(
+                "SAIL_VERIFY_KEY is a PEM key, but params.yaml signs with hmac-sha256: "
+                "HMAC verifiers hold the shared secret"
+            )
         return HmacKey(text.encode())
     if settings.signing_key:
         guessed = ED25519 if looks_like_pem(settings.signing_key.decode()) else HMAC_SHA256
@@ -254,8 +289,10 @@ def verify_key(settings: Settings, scheme: str | None = None, baked: Path = BAKE
     if settings.allow_dev_key and scheme != HMAC_SHA256:
         _warn_dev("verifying")
         return dev_pair().verify_key
-    raise SailError("SAIL_VERIFY_KEY is not set: export the public key (the verify.key of `sail keygen`), "
-                    "or opt into the public development key with SAIL_ALLOW_DEV_KEY=1")
+    raise SailError(
+        "SAIL_VERIFY_KEY is not set: export the public key (the verify.key of `sail keygen`), "
+        "or opt into the public development key with SAIL_ALLOW_DEV_KEY=1"
+    )
 
 
 def serving_env(key: VerifyKey) -> dict[str, str]:
@@ -278,11 +315,15 @@ def audit_key(settings: Settings) -> Ed25519Signer:
         _warn_dev("sealing the audit record")
         signer = dev_pair("audit")
     else:
-        raise SailError("SAIL_AUDIT_KEY is not set: promotion and rollback seal the audit history with a key pair "
-                        "of their own (`sail keygen DIR`, then SAIL_AUDIT_KEY=\"$(cat DIR/signing.key)\")")
+        raise SailError(
+            "SAIL_AUDIT_KEY is not set: promotion and rollback seal the audit history with a key pair "
+            'of their own (`sail keygen DIR`, then SAIL_AUDIT_KEY="$(cat DIR/signing.key)")'
+        )
     if settings.audit_verify_key:
         public = public_key(settings.audit_verify_key, "SAIL_AUDIT_VERIFY_KEY")
         if public.key_id != signer.key_id:
-            raise SailError(f"SAIL_AUDIT_KEY (key id {signer.key_id}) is not the private half of "
-                            f"SAIL_AUDIT_VERIFY_KEY (key id {public.key_id})")
+            raise SailError(
+                f"SAIL_AUDIT_KEY (key id {signer.key_id}) is not the private half of "
+                f"SAIL_AUDIT_VERIFY_KEY (key id {public.key_id})"
+            )
     return signer

@@ -39,14 +39,20 @@ def read_labels(source: Path) -> pd.DataFrame:
         raise SailError(f"{source}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
     missing = [c for c in ("request_id", "label") if c not in frame]
     if missing:
-        raise SailError(f"{source}: needs the columns request_id and label (missing: {', '.join(missing)})")
+        raise SailError(
+            f"{source}: needs the columns request_id and label (missing: {', '.join(missing)})"
+        )
     if "record" not in frame:
         frame["record"] = 0
     record = pd.to_numeric(frame["record"], errors="coerce")
-    bad = frame.index[frame["request_id"].isna() | frame["label"].isna() | record.isna() | (record < 0)]
+    bad = frame.index[
+        frame["request_id"].isna() | frame["label"].isna() | record.isna() | (record < 0)
+    ]
     if len(bad):
-        raise SailError(f"{source}: line {bad[0] + 2}: request_id, label and record (a whole number from 0) "
-                        "must all be set")
+        raise SailError(
+            f"{source}: line {bad[0] + 2}: request_id, label and record (a whole number from 0) "
+            "must all be set"
+        )
     frame["record"] = record.astype(int)
     return frame[[*KEY, "label"]]
 
@@ -63,8 +69,14 @@ def merge_labels(paths: ProjectPaths, new: pd.DataFrame) -> pd.DataFrame:
 
 def traffic_frame(traffic: Traffic) -> pd.DataFrame:
     """One row per served record with its key, inputs and answer."""
-    frame = pd.DataFrame({"request_id": traffic.request_ids, "record": traffic.positions,
-                          "prediction": traffic.predictions, **traffic.inputs})
+    frame = pd.DataFrame(
+        {
+            "request_id": traffic.request_ids,
+            "record": traffic.positions,
+            "prediction": traffic.predictions,
+            **traffic.inputs,
+        }
+    )
     for cls, values in traffic.probabilities.items():
         frame[f"probability_{cls}"] = values
     return frame
@@ -88,47 +100,67 @@ def live_metrics(joined: pd.DataFrame, metadata: dict[str, Any], params: Params)
         y_true = _typed(joined["label"], classes)
         predictions = _typed(joined["prediction"].astype(str), classes)
         columns = [f"probability_{c}" for c in classes]
-        probabilities = joined[columns].to_numpy(dtype=float) if all(c in joined for c in columns) else None
+        probabilities = (
+            joined[columns].to_numpy(dtype=float) if all(c in joined for c in columns) else None
+        )
         scores = metrics.classification(y_true, predictions, probabilities, classes)
         scores = {k: v for k, v in scores.items() if k not in ("classes", "confusion_matrix")}
     else:
-        scores = metrics.regression(pd.to_numeric(joined["label"], errors="coerce").to_numpy(),
-                                    joined["prediction"].to_numpy(dtype=float))
+        scores = metrics.regression(
+            pd.to_numeric(joined["label"], errors="coerce").to_numpy(),
+            joined["prediction"].to_numpy(dtype=float),
+        )
     breaches = []
     for threshold in params.gate.thresholds:
         value = scores.get(threshold.metric)
         if value is None or value != value:
             continue
         if threshold.minimum is not None and value < threshold.minimum:
-            breaches.append(f"live {threshold.metric} {value:.4f} on {len(joined)} labelled rows is below the "
-                            f"gate threshold {threshold.minimum}")
+            breaches.append(
+                f"live {threshold.metric} {value:.4f} on {len(joined)} labelled rows is below the "
+                f"gate threshold {threshold.minimum}"
+            )
         if threshold.maximum is not None and value > threshold.maximum:
-            breaches.append(f"live {threshold.metric} {value:.4f} on {len(joined)} labelled rows is above the "
-                            f"gate threshold {threshold.maximum}")
+            breaches.append(
+                f"live {threshold.metric} {value:.4f} on {len(joined)} labelled rows is above the "
+                f"gate threshold {threshold.maximum}"
+            )
     return {"metrics": scores, "breaches": breaches, "rows": len(joined)}
 
 
-def append_to_training(paths: ProjectPaths, params: Params, schema: Schema, joined: pd.DataFrame) -> int:
+def append_to_training(
+    paths: ProjectPaths, params: Params, schema: Schema, joined: pd.DataFrame
+) -> int:
     """The joined rows, as logged plus their label, appended to the raw CSV; columns the log never
     holds (`log: false`, ignored ones) stay empty, for `sail validate` to judge."""
     raw = paths.root / params.raw_data
     if raw.suffix.lower() != ".csv":
-        raise SailError(f"--append-to-training appends to a CSV raw data file; {params.raw_data} is not one")
+        raise SailError(
+            f"--append-to-training appends to a CSV raw data file; {params.raw_data} is not one"
+        )
     header = list(pd.read_csv(raw, nrows=0).columns)
     rows = joined.rename(columns={"label": schema.target.name}).reindex(columns=header)
     rows.to_csv(raw, mode="a", header=False, index=False)
     return len(rows)
 
 
-def run(paths: ProjectPaths, params: Params, bundle: Any, source: Path, traffic: Traffic,
-        append: bool = False) -> dict[str, Any]:
+def run(
+    paths: ProjectPaths,
+    params: Params,
+    bundle: Any,
+    source: Path,
+    traffic: Traffic,
+    append: bool = False,
+) -> dict[str, Any]:
     labels = merge_labels(paths, read_labels(source))
     joined = join(traffic, labels)
     stored = str(labels_path(paths).relative_to(paths.root))
     result = {"labels": len(labels), "joined": len(joined), "stored": stored}
     if append:
         if joined.empty:
-            raise SailError("no label matches a logged prediction: nothing to append to the training data")
+            raise SailError(
+                "no label matches a logged prediction: nothing to append to the training data"
+            )
         result["appended"] = append_to_training(paths, params, bundle.schema, joined)
         result["next"] = f"dvc add {params.raw_data} && sail validate"
     return result

@@ -44,26 +44,34 @@ def parse_time(text: str, what: str) -> str:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise SailError(f"{what} must be an ISO 8601 time such as 2026-01-31T12:00:00Z, got {text!r}") from None
+        raise SailError(
+            f"{what} must be an ISO 8601 time such as 2026-01-31T12:00:00Z, got {text!r}"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def time_span(since: str | None, until: str | None, window: str | None,
-              now: datetime | None = None) -> tuple[str | None, str | None]:
+def time_span(
+    since: str | None, until: str | None, window: str | None, now: datetime | None = None
+) -> tuple[str | None, str | None]:
     """--since/--until, or --window back from now, as log-comparable text."""
     if window and since:
         raise SailError("give --window or --since, not both")
     if window:
         match = re.fullmatch(r"(\d+(?:\.\d+)?)([mhd])", window.strip())
         if not match:
-            raise SailError(f"--window must be a number of minutes, hours or days (30m, 24h, 7d), "
-                            f"got {window!r}")
+            raise SailError(
+                f"--window must be a number of minutes, hours or days (30m, 24h, 7d), "
+                f"got {window!r}"
+            )
         unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
         start = (now or datetime.now(timezone.utc)) - timedelta(**{unit: float(match.group(1))})
         since = start.isoformat()
-    return (parse_time(since, "--since") if since else None, parse_time(until, "--until") if until else None)
+    return (
+        parse_time(since, "--since") if since else None,
+        parse_time(until, "--until") if until else None,
+    )
 
 
 def _lines(source: str, s3: Callable[[], Any] | None) -> Iterator[tuple[str, int, str]]:
@@ -87,25 +95,35 @@ def _lines(source: str, s3: Callable[[], Any] | None) -> Iterator[tuple[str, int
                 for number, line in enumerate(fh, 1):
                     yield str(file), number, line
         except OSError as exc:
-            raise SailError(f"{file}: cannot read the prediction log: {exc.strerror or exc}") from None
+            raise SailError(
+                f"{file}: cannot read the prediction log: {exc.strerror or exc}"
+            ) from None
 
 
 def _s3_lines(source: str, client: Any) -> Iterator[tuple[str, int, str]]:
     """Every object under an s3://bucket/prefix, in key order."""
-    bucket, _, prefix = source[len("s3://"):].partition("/")
+    bucket, _, prefix = source[len("s3://") :].partition("/")
     try:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
         for key in sorted(keys):
-            body = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8", errors="replace")
+            body = (
+                client.get_object(Bucket=bucket, Key=key)["Body"]
+                .read()
+                .decode("utf-8", errors="replace")
+            )
             for number, line in enumerate(body.splitlines(), 1):
                 yield f"s3://{bucket}/{key}", number, line
     except Exception as exc:  # botocore's errors: credentials, no bucket, network
         raise SailError(f"{source}: cannot read from S3: {exc}") from None
 
 
-def read(source: str, since: str | None = None, until: str | None = None,
-         s3: Callable[[], Any] | None = None) -> Traffic:
+def read(
+    source: str,
+    since: str | None = None,
+    until: str | None = None,
+    s3: Callable[[], Any] | None = None,
+) -> Traffic:
     """The records logged in [since, until) (ISO 8601 UTC text, as `parse_time` gives); `s3` makes
     the S3 client for an s3:// source (the project's AWS identity and endpoint)."""
     traffic = Traffic()
@@ -150,12 +168,17 @@ def read(source: str, since: str | None = None, until: str | None = None,
             traffic.request_ids.extend([request_id] * n)
             traffic.positions.extend(range(n))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            problem = ("truncated or corrupted line" if isinstance(exc, json.JSONDecodeError)
-                       else f"not a prediction line ({exc})")
+            problem = (
+                "truncated or corrupted line"
+                if isinstance(exc, json.JSONDecodeError)
+                else f"not a prediction line ({exc})"
+            )
             raise SailError(f"{where}:{number}: {problem}") from None
     if not lines:
-        raise SailError(f"{source}: no prediction log lines (empty, or not written by sail serve or "
-                        "sail predict)")
+        raise SailError(
+            f"{source}: no prediction log lines (empty, or not written by sail serve or "
+            "sail predict)"
+        )
     if not traffic.requests:
         raise SailError(f"{source}: no prediction logged in the chosen time span")
     return traffic

@@ -68,8 +68,10 @@ def check_space(name: str, search: SearchConfig, estimator: Any) -> None:
     """Refuse a space naming a parameter the estimator does not take, before anything is fitted."""
     lacking = [d.name for d in search.space if d.name not in estimator.get_params()]
     if lacking:
-        raise SailError(f"candidate '{name}': the search space names {', '.join(lacking)}, "
-                        f"which {type(estimator).__name__} does not take")
+        raise SailError(
+            f"candidate '{name}': the search space names {', '.join(lacking)}, "
+            f"which {type(estimator).__name__} does not take"
+        )
 
 
 def folds(name: str, search: SearchConfig, task: str, target: pd.Series) -> list[tuple[Any, Any]]:
@@ -79,12 +81,19 @@ def folds(name: str, search: SearchConfig, task: str, target: pd.Series) -> list
         cuts = splitter(search.folds, shuffle=True, random_state=search.seed).split(target, target)
         return list(cuts)
     except ValueError as exc:
-        raise SailError(f"candidate '{name}': cannot cut the training split into {search.folds} "
-                        f"folds: {str(exc).splitlines()[0]}") from None
+        raise SailError(
+            f"candidate '{name}': cannot cut the training split into {search.folds} "
+            f"folds: {str(exc).splitlines()[0]}"
+        ) from None
 
 
-def cv_score(params: dict[str, Any], problem: Problem, metric: str, cuts: list[tuple[Any, Any]],
-             trial: Any = None) -> float:
+def cv_score(
+    params: dict[str, Any],
+    problem: Problem,
+    metric: str,
+    cuts: list[tuple[Any, Any]],
+    trial: Any = None,
+) -> float:
     """Mean score over the folds. With a trial, each running mean is reported, for pruning."""
     import optuna
 
@@ -130,22 +139,30 @@ def open_storage(url: str | None) -> Any:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine,
-                                                     heartbeat_interval=HEARTBEAT_SECONDS,
-                                                     grace_period=GRACE_SECONDS)
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=GRACE_SECONDS,
+                )
             if sqlite:
                 with storage.engine.connect() as connection:
                     connection.exec_driver_sql("PRAGMA journal_mode=WAL")
             break
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
             racing = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError)  # locked, or
-            if attempt == 4 or not isinstance(exc, racing):  # the other worker wrote the version first
+            if attempt == 4 or not isinstance(
+                exc, racing
+            ):  # the other worker wrote the version first
                 reason = redact(str(exc).strip().splitlines()[0][:200])
                 raise SailError(f"cannot open the search storage {redact(url)}: {reason}") from None
             time.sleep(0.2 * (attempt + 1))
     if sqlite:
-        sqlalchemy.event.listen(storage.engine, "begin",
-                                lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
+        sqlalchemy.event.listen(
+            storage.engine,
+            "begin",
+            lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"),
+        )
     return storage
 
 
@@ -175,16 +192,21 @@ def _inside(d: Dimension, value: Any) -> bool:
     return d.low <= value <= d.high and (d.kind == "float" or float(value).is_integer())
 
 
-def _join(name: str, search: SearchConfig, storage: Any, baseline: dict[str, Any],
-          direction: str) -> Any:
+def _join(
+    name: str, search: SearchConfig, storage: Any, baseline: dict[str, Any], direction: str
+) -> Any:
     """Create the study and queue its budget, or join the one another worker created. The first
     trial is the baseline: the values the fixed params (or the estimator's defaults) give."""
     import optuna
 
     startup = min(5, max(1, (search.trials or 10) // 2))  # trials finished before any is pruned
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup)
-    study_args = {"study_name": name, "storage": storage, "pruner": pruner,
-                  "sampler": _sampler(search, 0)}
+    study_args = {
+        "study_name": name,
+        "storage": storage,
+        "pruner": pruner,
+        "sampler": _sampler(search, 0),
+    }
     try:
         study = optuna.create_study(direction=direction, **study_args)
     except optuna.exceptions.DuplicatedStudyError:
@@ -192,8 +214,10 @@ def _join(name: str, search: SearchConfig, storage: Any, baseline: dict[str, Any
         deadline = time.monotonic() + QUEUE_WAIT_SECONDS
         while QUEUED not in study.user_attrs:
             if time.monotonic() > deadline:
-                raise SailError(f"the shared search study {name} never got its trial queue: its "
-                                "creator stopped early; delete the study from the storage, rerun")
+                raise SailError(
+                    f"the shared search study {name} never got its trial queue: its "
+                    "creator stopped early; delete the study from the storage, rerun"
+                )
             time.sleep(0.2)
         return study
     first = {d.name: baseline[d.name] for d in search.space if _inside(d, baseline.get(d.name))}
@@ -271,8 +295,15 @@ def _settle(study: Any) -> None:
         time.sleep(0.5)
 
 
-def _run_trial(study: Any, trial: Any, search: SearchConfig, fixed: dict[str, Any],
-               problem: Problem, cuts: list[tuple[Any, Any]], worker: str) -> None:
+def _run_trial(
+    study: Any,
+    trial: Any,
+    search: SearchConfig,
+    fixed: dict[str, Any],
+    problem: Problem,
+    cuts: list[tuple[Any, Any]],
+    worker: str,
+) -> None:
     import optuna
     from optuna.trial import TrialState
 
@@ -312,8 +343,14 @@ def _record(trial: Any) -> dict[str, Any]:
     return entry
 
 
-def run(name: str, search: SearchConfig, fixed: dict[str, Any], problem: Problem, inputs: str,
-        storage_url: str | None = None) -> Outcome:
+def run(
+    name: str,
+    search: SearchConfig,
+    fixed: dict[str, Any],
+    problem: Problem,
+    inputs: str,
+    storage_url: str | None = None,
+) -> Outcome:
     """Search, then return the winning params and the summary the bundle carries."""
     import optuna
     from optuna.trial import TrialState
@@ -342,8 +379,10 @@ def run(name: str, search: SearchConfig, fixed: dict[str, Any], problem: Problem
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         errors = [t.user_attrs["error"] for t in trials if "error" in t.user_attrs]
-        raise SailError(f"candidate '{name}': no search trial finished"
-                        + (f" (first error: {errors[0]})" if errors else ""))
+        raise SailError(
+            f"candidate '{name}': no search trial finished"
+            + (f" (first error: {errors[0]})" if errors else "")
+        )
     best = study.best_trial
     summary = {
         "metric": search.metric,

@@ -22,10 +22,17 @@ def run(paths: ProjectPaths, params: Params) -> dict[str, int]:
     stratify = labelled[params.target] if params.split.stratify else None
     try:
         train, test = train_test_split(
-            labelled, test_size=params.split.test_size, random_state=params.split.seed, stratify=stratify
+            labelled,
+            test_size=params.split.test_size,
+            random_state=params.split.seed,
+            stratify=stratify,
         )
     except ValueError as exc:
         raise SailError(f"cannot split {params.raw_data}: {exc}") from None
     for part, path in ((train, paths.train_csv), (test, paths.test_csv)):
         write_atomic(path, lambda tmp, part=part: part.to_csv(tmp, index=False))
-    return {"train_rows": len(train), "test_rows": len(test), "dropped_without_label": len(frame) - len(labelled)}
+    return {
+        "train_rows": len(train),
+        "test_rows": len(test),
+        "dropped_without_label": len(frame) - len(labelled),
+    }

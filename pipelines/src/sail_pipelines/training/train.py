@@ -26,7 +26,13 @@ from sail_pipelines.contract.validate import profile_frame
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference import onnx
-from sail_pipelines.integrity.bundle import MODEL, ONNX_MODEL, TRANSFORMER, dump_object, write_bundle
+from sail_pipelines.integrity.bundle import (
+    MODEL,
+    ONNX_MODEL,
+    TRANSFORMER,
+    dump_object,
+    write_bundle,
+)
 from sail_pipelines.integrity.signing import SignKey
 from sail_pipelines.provenance import Provenance, file_md5, library_versions, project_versions
 from sail_pipelines.training import search
@@ -37,11 +43,15 @@ def make_estimator(candidate: Candidate) -> Any:
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError):
-        raise SailError(f"candidate '{candidate.name}': cannot import estimator {candidate.estimator!r}") from None
+        raise SailError(
+            f"candidate '{candidate.name}': cannot import estimator {candidate.estimator!r}"
+        ) from None
     try:
         return cls(**candidate.params)
     except TypeError as exc:
-        raise SailError(f"candidate '{candidate.name}': bad params for {candidate.estimator}: {exc}") from None
+        raise SailError(
+            f"candidate '{candidate.name}': bad params for {candidate.estimator}: {exc}"
+        ) from None
 
 
 def fit_candidate(candidate: Candidate, transformed: Any, target: pd.Series) -> Any:
@@ -51,12 +61,15 @@ def fit_candidate(candidate: Candidate, transformed: Any, target: pd.Series) -> 
             warnings.simplefilter("ignore")
             model.fit(transformed, target)
     except (ValueError, TypeError) as exc:
-        raise SailError(f"candidate '{candidate.name}' failed to train: {str(exc).splitlines()[0]}") from None
+        raise SailError(
+            f"candidate '{candidate.name}' failed to train: {str(exc).splitlines()[0]}"
+        ) from None
     return model
 
 
-def compile_candidate(params: Params, schema: Schema, transformer: Any,
-                      model: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
+def compile_candidate(
+    params: Params, schema: Schema, transformer: Any, model: Any
+) -> tuple[dict[str, bytes], dict[str, Any]]:
     """The candidate's ONNX graph, if it converts, and what metadata says about its runtime.
     The metric step checks the graph against scikit-learn before it may serve."""
     if not params.compiled.enabled:
@@ -75,12 +88,20 @@ def select(params: Params, names: list[str] | None) -> list[Candidate]:
     known = {c.name: c for c in params.candidates}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise SailError(f"unknown candidate(s) {', '.join(unknown)}; params.yaml lists {', '.join(known)}")
+        raise SailError(
+            f"unknown candidate(s) {', '.join(unknown)}; params.yaml lists {', '.join(known)}"
+        )
     return [known[n] for n in names]
 
 
-def run(paths: ProjectPaths, params: Params, key: SignKey, origin: Provenance,
-        names: list[str] | None = None, search_storage: str | None = None) -> list[Path]:
+def run(
+    paths: ProjectPaths,
+    params: Params,
+    key: SignKey,
+    origin: Provenance,
+    names: list[str] | None = None,
+    search_storage: str | None = None,
+) -> list[Path]:
     chosen = select(params, names)
     for candidate in chosen:  # a bad estimator, params or search space stops before any fitting
         estimator = make_estimator(candidate)
@@ -95,13 +116,17 @@ def run(paths: ProjectPaths, params: Params, key: SignKey, origin: Provenance,
     try:
         transformer.fit(features, target)
     except (ValueError, TypeError) as exc:
-        raise SailError(f"the transformation layer failed to fit: {str(exc).splitlines()[0]}") from None
+        raise SailError(
+            f"the transformation layer failed to fit: {str(exc).splitlines()[0]}"
+        ) from None
     try:
         transformed = stl.transform(transformer, schema, features)
     except stl.NonFiniteFeatures as exc:
         lines = ", ".join(str(i + 2) for i in exc.rows[:5])
-        raise SailError(f"training data: {exc.field or 'a column'} becomes non-finite in the transformation layer "
-                        f"(data/split/train.csv line(s) {lines}): clip or drop such values in the STL") from None
+        raise SailError(
+            f"training data: {exc.field or 'a column'} becomes non-finite in the transformation layer "
+            f"(data/split/train.csv line(s) {lines}): clip or drop such values in the STL"
+        ) from None
     common = {
         "format": 1,
         "task": params.task,
@@ -117,17 +142,31 @@ def run(paths: ProjectPaths, params: Params, key: SignKey, origin: Provenance,
         "project_dependencies": project_versions(paths.pyproject),
         "signing": {"algorithm": key.algorithm, "key_id": key.key_id, "dev_key": key.dev},
         # What serving does with a value beyond the training range (validation.range_margin wide).
-        "serving": {"out_of_range": params.serving.out_of_range, "range_margin": params.validation.range_margin},
+        "serving": {
+            "out_of_range": params.serving.out_of_range,
+            "range_margin": params.validation.range_margin,
+        },
     }
     transformer_bytes = dump_object(transformer)
     written = []
     for candidate in chosen:
         fitted_params, searched = candidate.params, None
         if candidate.search is not None:  # on the training split only, as the fit below
-            problem = search.Problem(features, target, params.task, lambda: clone(transformer),
-                                     lambda p: make_estimator(replace(candidate, params=p)))
-            outcome = search.run(candidate.name, candidate.search, candidate.params, problem,
-                                 inputs.hexdigest(), search_storage)
+            problem = search.Problem(
+                features,
+                target,
+                params.task,
+                lambda: clone(transformer),
+                lambda p: make_estimator(replace(candidate, params=p)),
+            )
+            outcome = search.run(
+                candidate.name,
+                candidate.search,
+                candidate.params,
+                problem,
+                inputs.hexdigest(),
+                search_storage,
+            )
             fitted_params, searched = outcome.params, outcome.summary
         model = fit_candidate(replace(candidate, params=fitted_params), transformed, target)
         compiled, inference = compile_candidate(params, schema, transformer, model)
@@ -150,8 +189,13 @@ def run(paths: ProjectPaths, params: Params, key: SignKey, origin: Provenance,
     return written
 
 
-def in_containers(paths: ProjectPaths, params: Params, settings: Settings, names: list[str] | None,
-                  say: Callable[[str], None]) -> dict[str, dict[str, str]]:
+def in_containers(
+    paths: ProjectPaths,
+    params: Params,
+    settings: Settings,
+    names: list[str] | None,
+    say: Callable[[str], None],
+) -> dict[str, dict[str, str]]:
     """Each candidate in its own training container, all at once; the host supplies the provenance
     the containers cannot compute (they see neither the raw data nor .git). Returns when each ran."""
     from sail_pipelines.delivery.build import recorded
@@ -161,4 +205,6 @@ def in_containers(paths: ProjectPaths, params: Params, settings: Settings, names
     origin = Provenance.of(paths.root, paths.root / params.raw_data)
     env = containers.step_env(os.environ, {**containers.team_env(settings), **origin.to_env()})
     steps = {c.name: ["train", "--candidate", c.name] for c in chosen}
-    return containers.run_steps(containers.docker_client(), image, steps, containers.train_mounts(paths), env, paths, say)
+    return containers.run_steps(
+        containers.docker_client(), image, steps, containers.train_mounts(paths), env, paths, say
+    )
