@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from cookiecutter.main import cookiecutter
+
 from sail_pipelines.integrity import signing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +97,8 @@ def main() -> None:
             ]
             elapsed, rss = measured(command)
             print(
-                f"  {fmt:8} {args.rows / elapsed:10,.0f} rows/s  {elapsed:6.1f} s  peak RSS {rss:6.0f} MB (goal <= 500 MB)"
+                f"  {fmt:8} {args.rows / elapsed:10,.0f} rows/s  {elapsed:6.1f} s  peak RSS "
+                f"{rss:6.0f} MB (goal <= 500 MB)"
             )
 
 

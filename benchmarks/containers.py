@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import docker
 from cookiecutter.main import cookiecutter
+
 from sail_pipelines.inference import smoke
 from sail_pipelines.integrity import signing
-
-import docker
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = signing.generate().text()  # a fresh pair; the image verifies with its public half, baked in
@@ -58,7 +58,8 @@ def prepare() -> str:
 
 
 def megabytes(client: docker.DockerClient, ref: str) -> tuple[float, float]:
-    """Uncompressed size (what `docker images` shows) and gzip'd `docker save` (about what a registry stores)."""
+    """Uncompressed size (what `docker images` shows) and gzip'd `docker save` (about what a
+    registry stores)."""
     size = client.images.get(ref).attrs["Size"] / 1e6
     saved = subprocess.run(
         f"docker save {ref} | gzip -1 | wc -c",
@@ -134,20 +135,25 @@ def main() -> None:
     for side in ("train", "metric", "inference"):
         goal = "<= 300 MB" if side == "inference" else ""
         print(
-            f"| {side} image | {figures[f'{side}_image_mb']:.0f} MB ({figures[f'{side}_image_gzip_mb']:.0f} MB gzip'd) | {goal} |"
+            f"| {side} image | {figures[f'{side}_image_mb']:.0f} MB "
+            f"({figures[f'{side}_image_gzip_mb']:.0f} MB gzip'd) | {goal} |"
         )
     cold = figures["cold_start_seconds"]
     print(
-        f"| inference cold start, `docker run` to /ready (n={args.runs}) | median {cold['median']:.2f} s (min {cold['min']:.2f}, max {cold['max']:.2f}) | <= 3 s |"
+        f"| inference cold start, `docker run` to /ready (n={args.runs}) | median "
+        f"{cold['median']:.2f} s (min {cold['min']:.2f}, max {cold['max']:.2f}) | <= 3 s |"
     )
     print(
-        f"| rebuild after a code-only change | {figures['code_only_rebuild_seconds']:.1f} s | <= 30 s |"
+        f"| rebuild after a code-only change | {figures['code_only_rebuild_seconds']:.1f} s | <= "
+        "30 s |"
     )
     print(
-        f"| {figures['candidates']} candidates, parallel containers | {figures['train_parallel_seconds']:.1f} s | |"
+        f"| {figures['candidates']} candidates, parallel containers | "
+        f"{figures['train_parallel_seconds']:.1f} s | |"
     )
     print(
-        f"| {figures['candidates']} candidates, one after another | {figures['train_serial_seconds']:.1f} s | |"
+        f"| {figures['candidates']} candidates, one after another | "
+        f"{figures['train_serial_seconds']:.1f} s | |"
     )
     print(f"| first build (train + metric) | {figures['build_seconds']:.1f} s | |")
     print(f"| package (inference image) | {figures['package_seconds']:.1f} s | |")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cookiecutter.main import cookiecutter
+
 from sail_pipelines.config import ProjectPaths, Settings, load_params
 from sail_pipelines.contract.data import read_csv
 from sail_pipelines.evaluation import card, gate, slices
@@ -34,8 +35,8 @@ from sail_pipelines.evaluation.evaluate import predict
 from sail_pipelines.evaluation.evidence import compare
 from sail_pipelines.files import read_json
 from sail_pipelines.integrations import tracking
-from sail_pipelines.integrity.bundle import load_bundle
 from sail_pipelines.integrity import signing
+from sail_pipelines.integrity.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = signing.generate().text()  # a fresh Ed25519 pair for this run

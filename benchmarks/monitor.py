@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from sail_pipelines.config import MonitoringConfig
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.contract.validate import profile_frame
@@ -88,7 +89,8 @@ def main() -> None:
         compared = time.perf_counter() - started
     print(
         f"{traffic.rows:,} rows, {args.per_line} per line ({size:.0f} MB): read {read:.1f} s, "
-        f"compare {compared:.1f} s, total {read + compared:.1f} s; {len(report['breaches'])} breaches"
+        f"compare {compared:.1f} s, total {read + compared:.1f} s; {len(report['breaches'])} "
+        "breaches"
     )
 
 

@@ -22,6 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.inference import onnx
 from sail_pipelines.inference.prediction_log import LogSettings
@@ -35,9 +39,6 @@ from sail_pipelines.integrity.bundle import (
     write_bundle,
 )
 from sail_pipelines.integrity.signing import HmacKey
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 KEY = HmacKey(b"benchmark")
 NUMBERS = [f"x{i}" for i in range(8)]
@@ -108,7 +109,8 @@ def main() -> None:
                 figures[name].append(rate(app, body, args.requests))
     base = statistics.median(figures["no log"])
     print(
-        f"runtime: {served.runtime}, one-row /predict, {args.rounds} rounds of {args.requests} requests"
+        f"runtime: {served.runtime}, one-row /predict, {args.rounds} rounds of {args.requests} "
+        "requests"
     )
     for name, rates in figures.items():
         median = statistics.median(rates)

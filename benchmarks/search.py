@@ -23,11 +23,12 @@ from pathlib import Path
 
 import yaml
 from cookiecutter.main import cookiecutter
+
 from sail_pipelines.config import ProjectPaths, load_params
 from sail_pipelines.contract.data import read_csv
 from sail_pipelines.evaluation.evaluate import score
-from sail_pipelines.integrity.bundle import load_bundle
 from sail_pipelines.integrity import signing
+from sail_pipelines.integrity.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = signing.generate().text()  # a fresh Ed25519 pair for this run

@@ -31,6 +31,7 @@ from typing import Iterator
 import pandas as pd
 import requests
 from cookiecutter.main import cookiecutter
+
 from sail_pipelines.inference import smoke
 from sail_pipelines.integrations import mlflow_model
 from sail_pipelines.integrity import signing
@@ -163,9 +164,12 @@ def wrk(url: str, body: str, seconds: int, scratch: Path) -> dict[str, float]:
 def bodies(project: Path) -> dict[str, str]:
     rows = pd.read_csv(project / "data" / "split" / "test.csv").drop(columns=["target"])
     hundred = pd.concat([rows] * (100 // len(rows) + 1)).head(100)
-    split = lambda frame: json.dumps(
-        {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
-    )  # noqa: E731
+
+    def split(frame: pd.DataFrame) -> str:
+        return json.dumps(
+            {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+        )
+
     return {"1 row": split(rows.head(1)), "100 rows": split(hundred)}
 
 

@@ -1,4 +1,5 @@
-"""Regenerate the datasets and schemas shipped in the cookiecutter-sail template (run once, commit them).
+"""Regenerate the datasets and schemas shipped in the cookiecutter-sail template (run once, commit
+them).
 
 classification: scikit-learn's breast-cancer data, snake_case columns, label `target` (0/1).
 regression:     scikit-learn's diabetes data unscaled, `age` and `sex` as integers, label `target`.

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 import yaml
+
 from ci_rules import under_ci
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +161,8 @@ class MlflowServer:
             cmd += ["--artifacts-destination", self.artifact_root]
             env.update(SERVER_AWS, MLFLOW_S3_ENDPOINT_URL=self.s3.endpoint)
         else:
-            # Clients get s3:// artifact URIs and write there themselves; this server cannot even reach S3.
+            # Clients get s3:// artifact URIs and write there themselves; this server cannot even
+            # reach S3.
             cmd += ["--no-serve-artifacts", "--default-artifact-root", self.artifact_root]
         self._proc = subprocess.Popen(
             cmd,
@@ -299,7 +301,8 @@ def registry_answers(address: str) -> bool:
 
 
 def ensure_machine(what: str, ready: Callable[[], bool]) -> None:
-    """Run docker/prepare-machine when `ready` is false; under CI the machine must already be prepared."""
+    """Run docker/prepare-machine when `ready` is false; under CI the machine must already be
+    prepared."""
     if ready():
         return
     if under_ci():
@@ -309,7 +312,8 @@ def ensure_machine(what: str, ready: Callable[[], bool]) -> None:
     )  # below pytest-timeout's 900 s, so this is what reports a hang
     if not ready():
         pytest.fail(
-            f"{what} is not available after docker/prepare-machine (exit {proc.returncode}): {proc.stderr[-2000:]}"
+            f"{what} is not available after docker/prepare-machine (exit {proc.returncode}): "
+            f"{proc.stderr[-2000:]}"
         )
 
 

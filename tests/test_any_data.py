@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import requests
 import yaml
+
 from conftest import TEMPLATE, TEST_VERIFY_KEY, bake, ok, sail
 from datasets import SKLEARN, messy_csv, messy_frame, sklearn_csv
 from sail_pipelines.contract.data import json_records

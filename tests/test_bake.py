@@ -23,6 +23,7 @@ from cookiecutter.exceptions import FailedHookException
 from cookiecutter.generate import generate_context
 from cookiecutter.main import cookiecutter
 from cookiecutter.prompt import prompt_for_config
+
 from sail_pipelines.config import parse_params
 from sail_pipelines.contract.schema import load_schema
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from sail_pipelines.config import METRICS_BY_TASK, BootstrapConfig
 from sail_pipelines.evaluation import bootstrap, metrics
 from sail_pipelines.evaluation.bootstrap import Outputs

@@ -11,6 +11,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+
 from pause_at_rename import kill_at_rename
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.bundle import (
@@ -85,7 +86,8 @@ def _forge(bundle, algorithm, key_id, signature):
 
 
 def test_forged_with_the_public_key_is_refused(bundle):
-    """All a serving pod holds is the public key: used as an HMAC secret it signs nothing Ed25519 accepts."""
+    """All a serving pod holds is the public key: used as an HMAC secret it signs nothing Ed25519
+    accepts."""
     public_text = PUBLIC.text().encode()
     _forge(
         bundle,
@@ -96,8 +98,8 @@ def test_forged_with_the_public_key_is_refused(bundle):
     with pytest.raises(BundleRejected) as refused:
         load_bundle(bundle, PUBLIC)
     assert (
-        f"signed with HMAC-SHA256 key id {PUBLIC.key_id}, this key is Ed25519 key id {PUBLIC.key_id}"
-        in str(refused.value)
+        f"signed with HMAC-SHA256 key id {PUBLIC.key_id}, this key is Ed25519 key id "
+        f"{PUBLIC.key_id}" in str(refused.value)
     )
 
 
@@ -129,8 +131,8 @@ def test_hmac_signed_bundle_is_refused_where_ed25519_is_expected(tmp_path):
     with pytest.raises(BundleRejected) as refused:
         load_bundle(dest, PUBLIC)
     assert (
-        f"signed with HMAC-SHA256 key id {HMAC_KEY.key_id}, this key is Ed25519 key id {PUBLIC.key_id}"
-        in str(refused.value)
+        f"signed with HMAC-SHA256 key id {HMAC_KEY.key_id}, this key is Ed25519 key id "
+        f"{PUBLIC.key_id}" in str(refused.value)
     )
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from ci_rules import under_ci
 
 TESTS = Path(__file__).resolve().parent

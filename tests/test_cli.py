@@ -3,8 +3,9 @@
 import json
 
 import pytest
-from conftest import ok, sail
 from mlflow import MlflowClient
+
+from conftest import ok, sail
 
 
 def one_line_error(result, command, text):

@@ -10,16 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
+from sklearn.linear_model import LogisticRegression, Ridge
+
 from conftest import TEMPLATE, TEST_KEY, ok, sail
 from sail_pipelines.config import CompiledConfig
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.inference import onnx
 from sail_pipelines.inference.serve import create_app
-from sail_pipelines.integrity.bundle import load_bundle
 from sail_pipelines.integrity import signing
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
-from sklearn.linear_model import LogisticRegression, Ridge
+from sail_pipelines.integrity.bundle import load_bundle
 
 SCHEMA = Schema(
     target=Column("y", "int", values=(0, 1)),
@@ -32,7 +33,8 @@ SCHEMA = Schema(
 
 
 def template_transformer_for(numeric: list[str], categorical: list[str]):
-    """The STL every generated project starts with (median/most-frequent imputers, scaler, one-hot)."""
+    """The STL every generated project starts with (median/most-frequent imputers, scaler,
+    one-hot)."""
     path = next((TEMPLATE / "{{cookiecutter.project_slug}}" / "src").glob("*/transform.py"))
     spec = importlib.util.spec_from_file_location("template_transform", path)
     module = importlib.util.module_from_spec(spec)

@@ -3,6 +3,7 @@
 import copy
 
 import pytest
+
 from sail_pipelines.config import ProjectPaths, Settings, parse_params
 from sail_pipelines.errors import SailError
 

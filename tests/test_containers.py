@@ -10,19 +10,19 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
+import docker
 import pytest
 import requests
 import yaml
+
 from conftest import bake, ok, sail
 from sail_pipelines.config import ProjectPaths, Settings
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
 from sail_pipelines.evaluation.evaluate import same_transformation_layer
 from sail_pipelines.inference import smoke
-from sail_pipelines.integrity.bundle import MANIFEST, TRANSFORMER, LoadedBundle
 from sail_pipelines.integrity import signing
-
-import docker
+from sail_pipelines.integrity.bundle import MANIFEST, TRANSFORMER, LoadedBundle
 
 REGISTRY = "127.0.0.1:5000"
 # The first test builds the module's `flow` (sail run --container, 1500 s at most, then publish,

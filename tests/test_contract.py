@@ -8,14 +8,15 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.preprocessing import FunctionTransformer
+
 from sail_pipelines.contract import stl
 from sail_pipelines.contract.infer import infer, infer_column, infer_task
 from sail_pipelines.contract.ranges import beyond, training_ranges
 from sail_pipelines.contract.schema import RecordError, check_record, check_value, parse_schema
 from sail_pipelines.contract.transformers import CalendarFeatures, OutlierClipper
 from sail_pipelines.errors import SailError
-from sklearn.compose import ColumnTransformer
-from sklearn.preprocessing import FunctionTransformer
 
 SCHEMA = parse_schema(
     {
@@ -306,6 +307,9 @@ def test_a_builder_without_datetime_is_refused_when_the_schema_has_dates(tmp_pat
 
 def _served(tmp_path, out_of_range, transformer=None):
     """A small signed bundle with a training profile, served by the real Flask app."""
+    from sklearn.linear_model import LinearRegression
+    from sklearn.preprocessing import StandardScaler
+
     from sail_pipelines.contract.validate import profile_frame
     from sail_pipelines.inference.serve import create_app
     from sail_pipelines.integrity.bundle import (
@@ -316,8 +320,6 @@ def _served(tmp_path, out_of_range, transformer=None):
         write_bundle,
     )
     from sail_pipelines.integrity.signing import generate
-    from sklearn.linear_model import LinearRegression
-    from sklearn.preprocessing import StandardScaler
 
     schema = parse_schema(
         {

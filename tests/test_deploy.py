@@ -17,23 +17,24 @@ import socket
 import tarfile
 from pathlib import Path
 
+import docker
 import pytest
 import requests
 import yaml
-from conftest import TEST_KEY, TEST_VERIFY_KEY, bake, ok, sail
 from mlflow import MlflowClient
+
+from conftest import TEST_KEY, TEST_VERIFY_KEY, bake, ok, sail
 from sail_pipelines.config import ProjectPaths, Settings
 from sail_pipelines.inference.smoke import free_port
 from sail_pipelines.integrity import imagesign, signing
-
-import docker
 
 REGISTRY = "127.0.0.1:5000"
 STUB_SERVER = r"""
 import hashlib, json, os, signal, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop like gunicorn does, not after docker's timeout
+# stop like gunicorn does, not after docker's timeout
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 MODE, NAME = os.environ["STUB_MODE"], os.environ["STUB_NAME"]
 KEY = os.environ.get("SAIL_VERIFY_KEY", "")
@@ -46,7 +47,9 @@ if MODE == "crash":
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         ok = self.path == "/health" or (self.path == "/ready" and MODE == "ready")
-        body = json.dumps({"image": NAME, "key_sha256": hashlib.sha256(KEY.encode()).hexdigest(), "private_key": PRIVATE}).encode()
+        key_sha256 = hashlib.sha256(KEY.encode()).hexdigest()
+        fields = {"image": NAME, "key_sha256": key_sha256, "private_key": PRIVATE}
+        body = json.dumps(fields).encode()
         self.send_response(200 if ok else 503)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -82,7 +85,8 @@ def _context() -> io.BytesIO:
 
 
 class Stubs:
-    """Builds stand-in inference images, tagged like `sail package` tags them, and removes them afterwards."""
+    """Builds stand-in inference images, tagged like `sail package` tags them, and removes them
+    afterwards."""
 
     def __init__(self, client, base_image: str):
         self.client, self.base_image = client, base_image
@@ -139,7 +143,8 @@ def registry(project: Path) -> MlflowClient:
 
 
 def register_version(project: Path, model: str, image: str | None, alias: str = "candidate") -> str:
-    """A registered version as the gate and `sail package` leave it: accepted bundle id, image ref, an alias."""
+    """A registered version as the gate and `sail package` leave it: accepted bundle id, image ref,
+    an alias."""
     client = registry(project)
     try:
         client.get_registered_model(model)
@@ -156,7 +161,8 @@ def register_version(project: Path, model: str, image: str | None, alias: str = 
 
 
 def publish_signed(client, ref: str, key: str = TEST_KEY) -> str:
-    """Push an image to the local registry and sign its digest as `sail publish` does; the digest."""
+    """Push an image to the local registry and sign its digest as `sail publish` does; the
+    digest."""
     repository, _, tag = ref.rpartition(":")
     for line in client.api.push(repository, tag=tag, stream=True, decode=True):
         assert "error" not in line, line
@@ -409,7 +415,8 @@ def test_production_runs_the_champions_image_only(project, stubs, docker_client)
     assert out["tag"]["moved"] is False  # promotion already moved it
     assert served(port)["image"] == f"{REPO}:c0ffee-v1"
 
-    # The production tag on an image of another version (moved by hand): refused, production keeps serving.
+    # The production tag on an image of another version (moved by hand): refused, production keeps
+    # serving.
     stubs.build(f"{REPO}:d00d-v2", model=MODEL, version="2", bundle_id="bundle-v2").tag(
         REPO, "production"
     )
@@ -527,7 +534,8 @@ def test_kubernetes_manifests(project, stubs, docker_client):
         p.read_text() for p in (project / "deploy").rglob("*") if p.is_file()
     )
 
-    # Without a registry digest, the versioned tag (never the moving environment tag) is what the cluster pulls.
+    # Without a registry digest, the versioned tag (never the moving environment tag) is what the
+    # cluster pulls.
     stubs.build(f"{REPO}:c0ffee-v1")
     package(project, f"{REPO}:c0ffee-v1")
     out = json.loads(

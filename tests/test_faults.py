@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import TEST_KEY, bake, ok, sail
 from pause_at_rename import kill_at_rename
 from sail_pipelines.integrity import signing
@@ -30,7 +31,8 @@ from servers import (
 
 
 def repro(project, **env) -> None:
-    """validate → evaluate through DVC, as `sail run` starts, so a following `sail run` only gates and pushes."""
+    """validate → evaluate through DVC, as `sail run` starts, so a following `sail run` only gates
+    and pushes."""
     full = dict(os.environ, SAIL_SIGNING_KEY=TEST_KEY, **env)
     proc = subprocess.run(
         [sys.executable, "-m", "dvc", "repro", "evaluate"],
@@ -239,7 +241,8 @@ def test_training_killed_mid_write_leaves_nothing_a_later_step_would_use(tmp_pat
     )
     evaluated = sail(project, "evaluate")
     assert evaluated.returncode == 1 and last_line(evaluated) == (
-        "sail evaluate: error: no trained bundle for candidate(s) extra_trees: run `sail train` first"
+        "sail evaluate: error: no trained bundle for candidate(s) extra_trees: run `sail train` "
+        "first"
     )
     gated = sail(project, "gate")
     assert (

@@ -8,12 +8,13 @@ import json
 
 import pandas as pd
 import yaml
-from conftest import TEST_KEY, ok, sail
 from mlflow import MlflowClient
+
+from conftest import TEST_KEY, ok, sail
 from sail_pipelines.evaluation.gate import HOLDOUT_CSV
 from sail_pipelines.inference.serve import create_app
-from sail_pipelines.integrity.bundle import HOLDOUT, load_bundle
 from sail_pipelines.integrity import signing
+from sail_pipelines.integrity.bundle import HOLDOUT, load_bundle
 
 KEY = signing.private_key(TEST_KEY, "test")
 QUIET = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}

@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+
 from sail_pipelines.config import BootstrapConfig, GateConfig, SliceConfig, Threshold
 from sail_pipelines.evaluation.bootstrap import Outputs
 from sail_pipelines.evaluation.evidence import compare

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from ci_rules import missing
 from conftest import ROOT, bake
 

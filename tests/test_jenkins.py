@@ -1,4 +1,5 @@
-"""The Jenkins front end: shared-library/, the generated project's Jenkinsfile and this repository's.
+"""The Jenkins front end: shared-library/, the generated project's Jenkinsfile and this
+repository's.
 
 Jenkins cannot run here, so tests/jenkins/ runs those pipeline scripts under stubs of every Jenkins
 step (JenkinsPipelineUnit-style), all in one groovy process, and checks stage order, the gate and
@@ -102,7 +103,8 @@ def test_jenkins_harness_passes():
 
 
 def test_jenkins_harness_can_fail():
-    """A deliberately failing check (a step that leaks a secret, claimed clean) fails the harness."""
+    """A deliberately failing check (a step that leaks a secret, claimed clean) fails the
+    harness."""
     result = run_harness("--demo-failure")
     assert counts(result) == (0, 1) and result.returncode == 1, shown(result)
     assert "shows a secret: sail publish --password ****" in result.stdout, shown(result)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 import requests
+
 from ci_rules import missing
 from conftest import bake
 from sail_pipelines.inference.smoke import free_port, local_server, wait_ready
@@ -27,7 +28,8 @@ def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         missing(
-            f"{name} is not installed (Debian package prometheus; docker/prepare-machine installs it)"
+            f"{name} is not installed (Debian package prometheus; docker/prepare-machine "
+            "installs it)"
         )
     return path
 
@@ -86,7 +88,8 @@ def scraped(url: str, expr: str, want: float, timeout: float = 30) -> float | No
 
 
 def workers_of(port: int) -> list[int]:
-    """The gunicorn worker pids of the `sail serve` on `port` (the master's children, same command)."""
+    """The gunicorn worker pids of the `sail serve` on `port` (the master's children, same
+    command)."""
     serving = {}
     for proc in Path("/proc").iterdir():
         with contextlib.suppress(OSError):

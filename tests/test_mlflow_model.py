@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from conftest import TEST_KEY, TEST_VERIFY_KEY
 from mlflow import MlflowClient
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+
+from conftest import TEST_KEY, TEST_VERIFY_KEY
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference.smoke import free_port, local_server
 from sail_pipelines.integrity import signing

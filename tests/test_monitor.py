@@ -10,6 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
 from conftest import bake, sail
 from sail_pipelines.contract.validate import profile_frame
 from sail_pipelines.errors import SailError
@@ -23,9 +27,6 @@ from sail_pipelines.integrity.bundle import (
     load_bundle,
     write_bundle,
 )
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from test_prediction_log import SCHEMA
 
 SIGNER = signing.generate()
@@ -124,7 +125,8 @@ def test_a_shifted_feature_fails_naming_it(project, tmp_path):
 
 
 def test_a_sudden_change_between_windows_trips_the_derivative_check(project, tmp_path):
-    """The colors are split 50/50 overall, as in training, but all 'a' one day and all 'b' the next."""
+    """The colors are split 50/50 overall, as in training, but all 'a' one day and all 'b' the
+    next."""
     log = tmp_path / "p.jsonl"
     frame = draw(600, 4)
     frame["color"] = ["a"] * 300 + ["b"] * 300
@@ -132,13 +134,16 @@ def test_a_sudden_change_between_windows_trips_the_derivative_check(project, tmp
     lines = log.read_text().splitlines()
     days = [("2026-01-01" if i < len(lines) / 2 else "2026-01-02") for i in range(len(lines))]
     log.write_text(
-        "".join(line.replace(line[9:19], day, 1) + "\n" for line, day in zip(lines, days))
+        "".join(
+            line.replace(line[9:19], day, 1) + "\n" for line, day in zip(lines, days, strict=True)
+        )
     )
     result = monitor(project, "--log", str(log))
     assert result.returncode == 1
     breaches = [line.strip() for line in result.stderr.splitlines()[1:]]
     assert [b.split(",")[0] for b in breaches] == ["color: sudden change"], breaches
-    # One day alone has no window before it: its colors drifted from training, but nothing changed suddenly.
+    # One day alone has no window before it: its colors drifted from training, but nothing changed
+    # suddenly.
     one_day = monitor(project, "--log", str(log), "--since", "2026-01-02", "--until", "2026-01-03")
     assert "color: drift PSI" in one_day.stderr and "sudden change" not in one_day.stderr
 
@@ -247,6 +252,7 @@ def test_a_labels_file_without_its_columns_is_one_line(project, tmp_path):
 
 def test_monitoring_limits_default_for_old_projects_and_are_checked(project):
     import yaml
+
     from sail_pipelines.config import MonitoringConfig, parse_params
 
     raw = yaml.safe_load((project / "params.yaml").read_text())
@@ -268,8 +274,8 @@ def test_monitoring_limits_default_for_old_projects_and_are_checked(project):
 
 
 def test_logs_are_read_from_s3_too(project, tmp_path):
-    from servers import S3Server
     from sail_pipelines.monitoring import logs
+    from servers import S3Server
 
     log = tmp_path / "p.jsonl"
     serve_log(project, log, draw(40, 8))

@@ -13,8 +13,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import try_bundle
 from openapi_spec_validator import validate
+
+import try_bundle
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.delivery import build, imagecheck
 from sail_pipelines.inference import openapi, page

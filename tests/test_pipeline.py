@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from conftest import TEST_KEY, TEST_VERIFY_KEY, bake, dvc, ok, sail
 from mlflow import MlflowClient
+
+from conftest import TEST_KEY, TEST_VERIFY_KEY, bake, dvc, ok, sail
 from sail_pipelines.inference.smoke import local_server
 from sail_pipelines.integrity import signing
 
@@ -242,7 +243,8 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
         == "sail push: error: nothing to push: the last gate verdict was 'fail'"
     )
 
-    # 2. Thresholds met, but worse than the champion beyond the tolerance: the no-regression rule stops it.
+    # 2. Thresholds met, but worse than the champion beyond the tolerance: the no-regression rule
+    # stops it.
     data.write_bytes(original)
     dvc(project, "add", "data/raw/data.csv")
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -269,7 +271,8 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
     assert str(client.get_model_version_by_alias("gatekeeper", "champion").version) == "1"
     assert remote_files(project) == remote_before
 
-    # 3. A champion bundle that no longer verifies is not trusted for re-scoring: its recorded metrics decide.
+    # 3. A champion bundle that no longer verifies is not trusted for re-scoring: its recorded
+    # metrics decide.
     champion_run = client.get_model_version_by_alias("gatekeeper", "champion").run_id
     # the registered MLflow model holds the signed bundle under data/accepted/
     [stored] = (project / ".mlflow" / "artifacts").rglob(
@@ -326,7 +329,8 @@ def test_dvc_remote_url_from_the_environment(project_copy, tmp_path):
 
 
 def test_sudden_shift_against_the_shipped_profile_stops_validation(project_copy):
-    """The template ships a reference profile, so the first-derivative check works from the first commit."""
+    """The template ships a reference profile, so the first-derivative check works from the first
+    commit."""
     assert (
         json.loads((project_copy / "reports" / "validation.json").read_text())["baseline_created"]
         is False

@@ -9,6 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference import predict
@@ -22,9 +26,6 @@ from sail_pipelines.integrity.bundle import (
     write_bundle,
 )
 from sail_pipelines.integrity.signing import HmacKey
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 KEY = HmacKey(b"test-key")
 SECRET = 4242.4242  # a value of the `log: false` column: it must never be found in a log

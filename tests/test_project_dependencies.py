@@ -11,11 +11,11 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import docker
 import pytest
 import yaml
-from conftest import bake, ok, sail
 
-import docker
+from conftest import bake, ok, sail
 
 # One full `sail run --container` with two extra build layers: longer than the suite's 900 s on a
 # busy 2-core machine.
@@ -42,7 +42,8 @@ CANDIDATES = [
 
 
 def declare(project: Path, dependency: str, system_package: str | None) -> None:
-    """Edit the project as its team would, and commit, so the images are tagged by a clean commit."""
+    """Edit the project as its team would, and commit, so the images are tagged by a clean
+    commit."""
     text = (project / "pyproject.toml").read_text()
     text = text.replace(
         '    "sail-pipelines",\n]', f'    "sail-pipelines",\n    "{dependency}",\n]'
@@ -110,7 +111,8 @@ def test_a_dependency_missing_here_is_refused_before_any_build(tmp_path, base_im
     result = sail(project, "build", SAIL_BASE_IMAGE=base_image)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert (
-        "sail-no-such-package-3f1e is not installed in the environment that runs sail: pip install it "
+        "sail-no-such-package-3f1e is not installed in the environment that runs sail: pip "
+        "install it "
         "(it is a dependency in pyproject.toml)"
     ) in result.stderr.strip().splitlines()[-1]
 

@@ -1,4 +1,5 @@
-"""Promotion and rollback: compare-and-set under the registry lock, the production image tag, and the
+"""Promotion and rollback: compare-and-set under the registry lock, the production image tag, and
+the
 signed audit history, against a real MLflow SQLite store, the real Docker daemon and the local
 registry. The first test promotes the version the gate registered and `sail package` built the
 real inference image for, deploys it to production and asks it /ready and /predict. The others
@@ -11,10 +12,12 @@ import os
 import subprocess
 import sys
 
+import docker
 import pytest
 import requests
-from conftest import TEST_AUDIT_KEY, TEST_KEY, bake, key_env, ok, sail
 from mlflow import MlflowClient
+
+from conftest import TEST_AUDIT_KEY, TEST_KEY, bake, key_env, ok, sail
 from sail_pipelines.config import ProjectPaths, Settings, load_params
 from sail_pipelines.delivery import promote
 from sail_pipelines.errors import SailError
@@ -31,8 +34,6 @@ from test_deploy import (  # noqa: F401 - docker_client and real_project are fix
     served,
     serves_the_accepted_model,
 )
-
-import docker
 
 MODEL = "promote_check"
 REPO = "promote-check/inference"
@@ -228,7 +229,8 @@ def test_rollback_follows_the_line_of_champions(project, stubs, docker_client):
     refused(
         sail(project, "rollback"), "nothing to roll back to: v1 is the first champion", "rollback"
     )
-    # v2 was never rolled back to, and is not below v1: going there again takes a promotion with its review.
+    # v2 was never rolled back to, and is not below v1: going there again takes a promotion with its
+    # review.
     refused(sail(project, "rollback", "--to", "2"), "v2 is not a former champion", "rollback")
 
 
@@ -418,7 +420,8 @@ import sys, time
 from mlflow import MlflowClient
 from sail_pipelines.delivery import audit
 uri = sys.argv[1]
-with audit.registry_lock(MlflowClient(uri, registry_uri=uri), "promote_check", "killed-job", 5, lease=float(sys.argv[2])):
+client = MlflowClient(uri, registry_uri=uri)
+with audit.registry_lock(client, "promote_check", "killed-job", 5, lease=float(sys.argv[2])):
     print("holding", flush=True)
     time.sleep(600)
 """

@@ -14,6 +14,11 @@ import pandas as pd
 import pytest
 import tritonclient.http as triton
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from tritonclient.utils import InferenceServerException
+
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.inference import onnx
 from sail_pipelines.inference.smoke import local_server
@@ -26,10 +31,6 @@ from sail_pipelines.integrity.bundle import (
     write_bundle,
 )
 from sail_pipelines.integrity.signing import HmacKey
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
-from tritonclient.utils import InferenceServerException
 
 SECRET = "protocol-test-key"
 KEY = HmacKey(SECRET.encode())

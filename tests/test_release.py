@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TEST_KEY, ok, sail
 from mlflow import MlflowClient
+
+from conftest import TEST_KEY, ok, sail
 from sail_pipelines.config import ProjectPaths, Settings, load_params
 from sail_pipelines.evaluation import accept, gate
 from sail_pipelines.integrity.bundle import bundle_id
@@ -31,7 +32,8 @@ def _state(project):
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, pipeline_project):
-    """A run project whose new evaluation awaits the gate (so the gate would register a new version)."""
+    """A run project whose new evaluation awaits the gate (so the gate would register a new
+    version)."""
     import shutil
 
     project = tmp_path_factory.mktemp("release") / "p"

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
+
 from conftest import ok, sail
 from sail_pipelines.inference.smoke import free_port
 
@@ -21,7 +22,8 @@ MARKER = "<!-- sail-report:sail_model -->"
 
 
 class FakeGitHub(ThreadingHTTPServer):
-    """Issue comments of one pull request, paginated like GitHub (Link: rel="next"), recording every request."""
+    """Issue comments of one pull request, paginated like GitHub (Link: rel="next"), recording every
+    request."""
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), Handler)
@@ -85,7 +87,8 @@ class Handler(BaseHTTPRequestHandler):
             headers = {}
             if page * per_page < len(self.server.comments):
                 headers["Link"] = (
-                    f'<{self.server.url}{list_path}?per_page={per_page}&page={page + 1}>; rel="next"'
+                    f"<{self.server.url}{list_path}?per_page={per_page}&page={page + 1}>; "
+                    'rel="next"'
                 )
             return self._send(200, chunk, headers)
         if self.command == "POST" and url.path == list_path:

@@ -21,8 +21,13 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import TEST_KEY, ok, sail
 from mlflow import MlflowClient
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.datasets import make_regression
+from sklearn.linear_model import Ridge
+from sklearn.preprocessing import StandardScaler
+
+from conftest import TEST_KEY, ok, sail
 from sail_pipelines.config import (
     Dimension,
     ProjectPaths,
@@ -35,14 +40,10 @@ from sail_pipelines.contract import stl
 from sail_pipelines.contract.data import read_csv
 from sail_pipelines.contract.schema import load_schema
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrity.bundle import load_bundle
 from sail_pipelines.integrity import signing
+from sail_pipelines.integrity.bundle import load_bundle
 from sail_pipelines.training import search
 from sail_pipelines.training.train import make_estimator
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.datasets import make_regression
-from sklearn.linear_model import Ridge
-from sklearn.preprocessing import StandardScaler
 
 SEARCH = {
     "trials": 4,

@@ -20,6 +20,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from conftest import bake, ok, sail
 from sail_pipelines.config import ProjectPaths, Settings
 from sail_pipelines.errors import SailError

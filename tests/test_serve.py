@@ -1,4 +1,5 @@
-"""The prediction API: endpoints, strict input checks, a real gunicorn run, and refusing bad bundles."""
+"""The prediction API: endpoints, strict input checks, a real gunicorn run, and refusing bad
+bundles."""
 
 from __future__ import annotations
 
@@ -18,11 +19,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.errors import SailError
-from sail_pipelines.inference import serve
+from sail_pipelines.inference import onnx, serve
 from sail_pipelines.inference.serve import create_app, run_server, worker_count
-from sail_pipelines.inference import onnx
 from sail_pipelines.integrity.bundle import (
     MODEL,
     ONNX_MODEL,
@@ -33,9 +37,6 @@ from sail_pipelines.integrity.bundle import (
     write_bundle,
 )
 from sail_pipelines.integrity.signing import HmacKey
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 KEY = HmacKey(b"test-key")
 SCHEMA = Schema(
@@ -184,7 +185,7 @@ def test_predict_many_records(client, bundle):
     predictions, probabilities = _expected(bundle, rows)
     assert body["predictions"] == predictions.tolist()
     assert len(body["probabilities"]) == len(rows)
-    for got, want in zip(body["probabilities"], probabilities):
+    for got, want in zip(body["probabilities"], probabilities, strict=True):
         assert sum(got.values()) == pytest.approx(1.0)
         assert [got["0"], got["1"]] == pytest.approx(want.tolist())
 
@@ -689,7 +690,8 @@ def live_server(bundle_dir, tmp_path):
     port = _free_port()
     log = open(tmp_path / "server.log", "wb")
     code = (
-        "import sys; from pathlib import Path; from sail_pipelines.inference.serve import run_server; "
+        "import sys; from pathlib import Path; from sail_pipelines.inference.serve import "
+        "run_server; "
         "from sail_pipelines.integrity.signing import HmacKey; "
         "run_server(Path(sys.argv[1]), HmacKey(b'test-key'), host='127.0.0.1', "
         "port=int(sys.argv[2]), workers=2)"

@@ -20,6 +20,7 @@ import time
 import pytest
 import requests
 import yaml
+
 from conftest import bake, dvc, ok, sail
 from sail_pipelines.config import TEAM_FILE, TEAM_KEYS, ProjectPaths, Settings, load_team_file
 from sail_pipelines.errors import SailError
@@ -102,7 +103,8 @@ BAD_FILES = [
     ("registry:\n  url: Registry.Example.com/ML\n", "lowercase namespace"),
     (
         "registry:\n  password: hunter2\n",
-        "'registry.password' is a secret and never goes in this committed file: set SAIL_REGISTRY_PASSWORD",
+        "'registry.password' is a secret and never goes in this committed file: set "
+        "SAIL_REGISTRY_PASSWORD",
     ),
     ("aws:\n  secret_access_key: abc\n", "set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY"),
     ("retry:\n  attempts: 0\n", "retry.attempts must be a whole number from 1 to 20, got 0"),
@@ -149,7 +151,8 @@ def test_a_bad_file_stops_any_command_with_one_line(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert lines == [
-            f"sail {command}: error: infrastructure.yaml: dvc.remote_url: an s3:// url needs a bucket: s3://bucket/path, got 's3://'"
+            f"sail {command}: error: infrastructure.yaml: dvc.remote_url: an s3:// url needs a "
+            "bucket: s3://bucket/path, got 's3://'"
         ]
 
 
@@ -241,7 +244,8 @@ def test_doctor_finds_every_configured_service_working(team_run, s3, mlflow_serv
     assert lines["aws"][1] == "credentials from env"
     assert (
         lines["mlflow"][1]
-        == f"{mlflow_server.uri} healthy, tracking and registry API answer; artifacts proxied by the server"
+        == f"{mlflow_server.uri} healthy, tracking and registry API answer; artifacts proxied by "
+        "the server"
     )
     assert lines["registry"][1].startswith("127.0.0.1:5000 reachable")
 
@@ -346,7 +350,8 @@ def test_inference_image_is_published_to_the_registry_named_in_the_team_file(
         f"http://{local_registry}/v2/{repository}/manifests/{tag}",
         timeout=10,
         headers={
-            "Accept": "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json, "
+            "application/vnd.oci.image.manifest.v1+json"
         },
     )
     assert manifest.headers["Docker-Content-Digest"] == published[image]
@@ -382,7 +387,8 @@ def test_images_are_published_to_the_password_protected_team_registry(
             auth=auth,
             timeout=10,
             headers={
-                "Accept": "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+                "Accept": "application/vnd.docker.distribution.manifest.v2+json, "
+                "application/vnd.oci.image.manifest.v1+json"
             },
         )
         assert manifest.headers["Docker-Content-Digest"] == digest
@@ -439,7 +445,8 @@ def test_direct_artifacts_and_an_assumed_role_from_the_environment_only(
 
 
 def test_ecr_login_token_comes_from_boto3(tmp_path, s3, monkeypatch):
-    """An ECR registry needs no password: the token comes from ecr:GetAuthorizationToken (moto's ECR here)."""
+    """An ECR registry needs no password: the token comes from ecr:GetAuthorizationToken (moto's ECR
+    here)."""
     from sail_pipelines.integrations import registry
 
     monkeypatch.setenv(
@@ -540,7 +547,8 @@ def test_doctor_names_missing_keys_credentials_and_remotes(tmp_path, s3, local_r
     )
     assert lines["aws"] == (
         "FAIL",
-        "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, aws.profile or aws.role_arn",
+        "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, aws.profile or "
+        "aws.role_arn",
     )
     assert lines["s3"] == (
         "FAIL",
@@ -592,7 +600,8 @@ def test_doctor_refuses_credentials_in_the_committed_dvc_config(tmp_path):
     assert result.returncode == 1 and "wJalrXUtnFEMI-example" not in result.stdout + result.stderr
     assert doctor_lines(result)["dvc"] == (
         "FAIL",
-        "credentials in the committed .dvc/config (remote.storage.secret_access_key): remove them, use the environment",
+        "credentials in the committed .dvc/config (remote.storage.secret_access_key): remove "
+        "them, use the environment",
     )
 
 
@@ -601,7 +610,8 @@ def test_doctor_and_login_against_a_password_protected_registry(tmp_path, auth_r
     env = {"SAIL_REGISTRY": auth_registry.address}
     assert doctor_lines(sail(project, "doctor", **env))["registry"] == (
         "FAIL",
-        f"{auth_registry.address} asks for credentials (GET /v2/ 401): set registry.username and SAIL_REGISTRY_PASSWORD",
+        f"{auth_registry.address} asks for credentials (GET /v2/ 401): set registry.username and "
+        "SAIL_REGISTRY_PASSWORD",
     )
     wrong = sail(
         project,
@@ -621,7 +631,8 @@ def test_doctor_and_login_against_a_password_protected_registry(tmp_path, auth_r
     ]
     assert only_user == (
         "FAIL",
-        f"registry {auth_registry.address}: user '{REGISTRY_USER}' is set but SAIL_REGISTRY_PASSWORD is not",
+        f"registry {auth_registry.address}: user '{REGISTRY_USER}' is set but "
+        "SAIL_REGISTRY_PASSWORD is not",
     )
     write_infrastructure(
         project, registry={"url": auth_registry.address, "username": REGISTRY_USER}
@@ -630,7 +641,8 @@ def test_doctor_and_login_against_a_password_protected_registry(tmp_path, auth_r
     assert good.returncode == 0, good.stdout + good.stderr
     assert doctor_lines(good)["registry"] == (
         "ok",
-        f"{auth_registry.address} reachable at http://{auth_registry.address}/v2/, docker login accepted (user '{REGISTRY_USER}')",
+        f"{auth_registry.address} reachable at http://{auth_registry.address}/v2/, docker login "
+        f"accepted (user '{REGISTRY_USER}')",
     )
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from conftest import TEST_AUDIT_KEY, TEST_KEY, TEST_VERIFY_KEY, bake, ok, sail
 from mlflow import MlflowClient
+
+from conftest import TEST_AUDIT_KEY, TEST_KEY, TEST_VERIFY_KEY, bake, ok, sail
 from sail_pipelines.config import ProjectPaths
 from sail_pipelines.delivery import audit
 from sail_pipelines.delivery.images import ImageRef

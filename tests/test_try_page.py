@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 import try_bundle
 from ci_rules import missing
 from sail_pipelines.inference.page import CSP

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from sail_pipelines.config import ValidationConfig
 from sail_pipelines.contract.schema import parse_schema
 from sail_pipelines.contract.validate import check, profile_frame
@@ -59,7 +60,8 @@ def test_missing_and_unexpected_columns():
     df = frame().drop(columns=["n"]).assign(extra=1)
     assert problems(df) == [
         "missing column(s): n",
-        "unexpected column(s) not in contracts/schema.yaml: extra (add them there, with role: ignore to keep them out of the model)",
+        "unexpected column(s) not in contracts/schema.yaml: extra (add them there, with role: "
+        "ignore to keep them out of the model)",
     ]
 
 

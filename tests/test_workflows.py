@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import pytest
 import yaml
+
 from ci_rules import missing
 from conftest import ROOT, bake, ok, sail
 
@@ -80,7 +81,8 @@ def tool(name: str) -> str:
 
 
 def actionlint(root: Path, files: list[Path]) -> subprocess.CompletedProcess:
-    """actionlint with shellcheck on; run inside `root` (a git repository) so local `uses:` resolve."""
+    """actionlint with shellcheck on; run inside `root` (a git repository) so local `uses:`
+    resolve."""
     cmd = [
         tool("actionlint"),
         "-no-color",
@@ -425,7 +427,9 @@ def walk_job(
     matrix = (job.get("strategy") or {}).get("matrix") or {}
     axes = {k: render(v, context, ok_status) for k, v in matrix.items()}
     assert all(isinstance(v, list) for v in axes.values()), f"{workflow.name}:{name}: matrix {axes}"
-    combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] or [{}]
+    combos = [
+        dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())
+    ] or [{}]
     result, outputs = "success", {}
     for combo in combos:
         steps: dict[str, dict] = {}
@@ -447,7 +451,9 @@ def walk_job(
             for command in runs(step):
                 words = shlex.split(
                     re.sub(
-                        r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: env.get(m[1], m[0]), command
+                        r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?",
+                        lambda m, env=env: env.get(m[1], m[0]),
+                        command,
                     )
                 )
                 line = " ".join(words)
@@ -595,7 +601,8 @@ def hygiene(
                     )
                 if scope == "pull-requests" and is_pr and SAME_REPO not in str(job.get("if", "")):
                     problems.append(
-                        f"{at}: pull-requests: write without the same-repository condition ({SAME_REPO})"
+                        f"{at}: pull-requests: write without the same-repository condition "
+                        f"({SAME_REPO})"
                     )
             if "uses" not in job and OIDC_ACTION in actions and granted.get("id-token") != "write":
                 problems.append(f"{at}: the OIDC login needs id-token: write")
@@ -608,7 +615,8 @@ def hygiene(
                 for scope, level in need.items():
                     if LEVEL.get(granted.get(scope, "none"), 0) < level:
                         problems.append(
-                            f"{at}: grants {scope}: {granted.get(scope, 'none')} but {nested.name} needs more"
+                            f"{at}: grants {scope}: {granted.get(scope, 'none')} but "
+                            f"{nested.name} needs more"
                         )
                 for scope, level in granted.items():
                     if LEVEL[level] > need.get(scope, 0):
@@ -625,7 +633,8 @@ def hygiene(
                     or group.get("cancel-in-progress") is not False
                 ):
                     problems.append(
-                        f"{at}: deploys, so needs concurrency with a group and cancel-in-progress: false"
+                        f"{at}: deploys, so needs concurrency with a group and "
+                        "cancel-in-progress: false"
                     )
             if (
                 any(
@@ -638,7 +647,8 @@ def hygiene(
                 name_of = environment.get("name") if isinstance(environment, dict) else environment
                 if name_of != "production":
                     problems.append(
-                        f"{at}: promotes, so must be bound to the environment production (required reviewers)"
+                        f"{at}: promotes, so must be bound to the environment production "
+                        "(required reviewers)"
                     )
             # AWS only through OIDC.
             for step in job.get("steps") or []:
@@ -693,7 +703,8 @@ def hygiene(
                     for key in ("sail_pipelines_repo", "sail_pipelines_version"):
                         if given.get(key.replace("_", "-")) != answers[key]:
                             problems.append(
-                                f"{where}:{name}: with.{key.replace('_', '-')} must be {answers[key]} "
+                                f"{where}:{name}: with.{key.replace('_', '-')} must be "
+                                f"{answers[key]} "
                                 "(the same release as its uses:)"
                             )
     return problems
@@ -794,7 +805,8 @@ def test_actionlint_rejects_broken_workflows(default_variant, tmp_path):
     (root / ".github" / "workflows").mkdir(parents=True)
     broken = root / ".github" / "workflows" / "broken.yml"
     broken.write_text(
-        "name: broken\non: push\npermissions: {}\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    permissions: {}\n"
+        "name: broken\non: push\npermissions: {}\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    "
+        "permissions: {}\n"
         "    steps:\n      - run: echo $UNQUOTED\n"
     )
     subprocess.run(["git", "init", "-q", str(root)], check=True)

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.inference import onnx
 from sail_pipelines.integrity.bundle import (
@@ -19,9 +23,6 @@ from sail_pipelines.integrity.bundle import (
     write_bundle,
 )
 from sail_pipelines.integrity.signing import HmacKey
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 KEY = HmacKey(b"try-it-key")
 SCHEMA = Schema(

@@ -170,7 +170,8 @@ def git_commit():
     email = run(["git", "config", "user.email"], "git config", check=False).stdout.strip()
     if not (name and email):
         print(
-            "NOTE: git user.name/user.email are not set, so the files are staged but not committed; "
+            "NOTE: git user.name/user.email are not set, so the files are staged but not "
+            "committed; "
             "set them and run: git commit -m 'Initial commit'"
         )
         return

@@ -96,7 +96,8 @@ def check_data():
         from sail_pipelines.errors import SailError
     except ImportError:
         fail(
-            f"data_file needs sail-pipelines in the Python that runs cookiecutter ({sys.executable})"
+            "data_file needs sail-pipelines in the Python that runs cookiecutter "
+            f"({sys.executable})"
         )
     try:
         infer(read_table(path), target, None if task == "auto" else task)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 from sail_pipelines.config import parse_params
 from sail_pipelines.contract import stl
 from sail_pipelines.contract.data import read_table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+
 from sail_pipelines.contract.schema import check_frame, column_problems
 
 

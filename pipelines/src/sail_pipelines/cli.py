@@ -72,7 +72,8 @@ def _say(line: str) -> None:
 
 
 def _in_container(args: argparse.Namespace) -> bool:
-    """--container, or SAIL_RUNTIME=container (how `sail run --container` reaches the DVC stages)."""
+    """--container, or SAIL_RUNTIME=container (how `sail run --container` reaches the DVC
+    stages)."""
     return args.container or os.environ.get("SAIL_RUNTIME") == "container"
 
 
@@ -223,9 +224,7 @@ def _s3(settings: Settings) -> Callable[[], Any]:
 def cmd_monitor(args):
     paths, params, settings = _context(args)
     from sail_pipelines.integrity.bundle import load_bundle
-    from sail_pipelines.monitoring import logs, monitor
-
-    from sail_pipelines.monitoring import feedback
+    from sail_pipelines.monitoring import feedback, logs, monitor
 
     since, until = logs.time_span(args.since, args.until, args.window)
     bundle = load_bundle(_bundle_path(args, paths), _verify_key(paths, settings))
@@ -557,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SAIL_DEBUG"):
             raise
         print(
-            f"sail {args.command}: unexpected error: {type(exc).__name__}: {exc} (SAIL_DEBUG=1 shows the traceback)",
+            f"sail {args.command}: unexpected error: {type(exc).__name__}: {exc} (SAIL_DEBUG=1 "
+            "shows the traceback)",
             file=sys.stderr,
         )
         return 2

@@ -177,7 +177,8 @@ class CompiledConfig:
 
 @dataclass(frozen=True)
 class MonitoringConfig:
-    """Limits `sail monitor` holds served traffic to, against the accepted bundle's training data."""
+    """Limits `sail monitor` holds served traffic to, against the accepted bundle's training
+    data."""
 
     max_psi: float = 0.2  # population stability index of a feature (or of the predictions)
     max_ks: float = 0.2  # Kolmogorov-Smirnov statistic of a numeric feature
@@ -318,7 +319,8 @@ SECRET_ENV = {
     "registry": "SAIL_REGISTRY_PASSWORD",
 }
 
-_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])"
 _REGISTRY = re.compile(rf"^{_HOST}(?::\d{{1,5}})?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _BUCKET = re.compile(r"^[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -351,7 +353,8 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class Settings:
     """What the environment decides: embedded defaults unless the project's infrastructure.yaml or a
-    variable points at team infrastructure. Secrets come from the environment only and stay out of repr."""
+    variable points at team infrastructure. Secrets come from the environment only and stay out of
+    repr."""
 
     tracking_uri: str
     artifact_location: str | None
@@ -367,16 +370,16 @@ class Settings:
     verify_key: str | None = None  # public key text: not a secret, but only the environment sets it
     audit_key: str | None = field(default=None, repr=False)
     audit_verify_key: str | None = None
-    origins: tuple[
-        tuple[str, str], ...
-    ] = ()  # (team key, where its value came from), for `sail doctor`
+    # (team key, where its value came from), for `sail doctor`
+    origins: tuple[tuple[str, str], ...] = ()
     # SAIL_SEARCH_STORAGE: an Optuna RDB URL the workers of one search share (may hold a password)
     search_storage: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         """Without the secrets (repr=False fields) and without user:password in URIs."""
         shown = ((f.name, getattr(self, f.name)) for f in fields(self) if f.repr)
-        return f"Settings({', '.join(f'{n}={redact(v)!r}' if isinstance(v, str) else f'{n}={v!r}' for n, v in shown)})"
+        items = (f"{n}={redact(v)!r}" if isinstance(v, str) else f"{n}={v!r}" for n, v in shown)
+        return f"Settings({', '.join(items)})"
 
     def team_env(self) -> dict[str, str]:
         """The configured team values as the variables that set them: a step container sees the
@@ -460,7 +463,8 @@ def team_values(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dic
 
 
 def load_team_file(path: Path) -> dict[str, Any]:
-    """Parse and check infrastructure.yaml as a whole: unknown keys, wrong types and secrets are refused."""
+    """Parse and check infrastructure.yaml as a whole: unknown keys, wrong types and secrets are
+    refused."""
     name = path.name
     try:
         raw = yaml.safe_load(path.read_text())
@@ -514,7 +518,10 @@ def _secret_message(name: str, key: str) -> str:
     section, _, leaf = key.rpartition(".")
     named = {"signing_key": "SAIL_SIGNING_KEY", "audit_key": "SAIL_AUDIT_KEY"}
     env = named.get(leaf) or SECRET_ENV.get(section, "the matching environment variable")
-    return f"{name}: '{key}' is a secret and never goes in this committed file: set {env} in the environment"
+    return (
+        f"{name}: '{key}' is a secret and never goes in this committed file: set {env} in the "
+        "environment"
+    )
 
 
 def _team_value(key: str, value: Any, where: str, in_file: bool = False) -> Any:
@@ -559,7 +566,10 @@ def _check_remote(value: str, in_file: bool) -> str | None:
     if not parts.netloc:
         return "an s3:// url needs a bucket: s3://bucket/path"
     if "@" in parts.netloc or ":" in parts.netloc:
-        return "an s3:// url takes no credentials or port (credentials come from the environment, endpoints from aws.endpoint_url)"
+        return (
+            "an s3:// url takes no credentials or port (credentials come from the "
+            "environment, endpoints from aws.endpoint_url)"
+        )
     if not _BUCKET.match(parts.netloc):
         return f"{parts.netloc!r} is not a valid S3 bucket name"
     return None
@@ -572,7 +582,7 @@ def _check_http(value: str, what: str) -> str | None:
     if parts.username or parts.password:
         return f"{what} takes no user:password (credentials come from the environment)"
     try:
-        parts.port
+        _ = parts.port  # raises on a port that is not a number
     except ValueError:
         return f"{what} has a bad port"
     return None
@@ -590,7 +600,10 @@ def _check_tracking(value: str, in_file: bool) -> str | None:
             )
         return None
     if not parts.scheme:
-        return "the tracking URI needs a scheme: http(s)://host[:port], or sqlite:///path for a local store"
+        return (
+            "the tracking URI needs a scheme: http(s)://host[:port], or sqlite:///path for a "
+            "local store"
+        )
     return None
 
 
@@ -600,7 +613,10 @@ def _check_registry(value: str, in_file: bool) -> str | None:
             "write the registry without a scheme, as host[:port][/namespace] (e.g. 127.0.0.1:5000)"
         )
     if "@" in value:
-        return "the registry takes no credentials: set SAIL_REGISTRY_USERNAME and SAIL_REGISTRY_PASSWORD"
+        return (
+            "the registry takes no credentials: set SAIL_REGISTRY_USERNAME and "
+            "SAIL_REGISTRY_PASSWORD"
+        )
     if not _REGISTRY.match(value.rstrip("/")):
         return "the registry must be host[:port][/namespace] with a lowercase namespace"
     return None
@@ -764,7 +780,8 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
     out_of_range = serving.get("out_of_range", "flag")
     if out_of_range not in OUT_OF_RANGE:
         raise SailError(
-            f"params.yaml: serving.out_of_range must be one of {', '.join(OUT_OF_RANGE)}, got {out_of_range!r}"
+            f"params.yaml: serving.out_of_range must be one of {', '.join(OUT_OF_RANGE)}, got "
+            f"{out_of_range!r}"
         )
     signing = raw.get("signing") or {}
     scheme = signing.get("scheme", SIGNING_SCHEMES[0]) if isinstance(signing, Mapping) else None

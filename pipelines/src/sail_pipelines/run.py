@@ -40,7 +40,8 @@ def run(
     say("== gate")
     verdict = result["gate"] = gate.run(paths, params, settings, key)
     say(
-        f"gate passed: {verdict['candidate']} registered as {params.gate.registered_model} v{verdict['registered_version']} (alias candidate)"
+        f"gate passed: {verdict['candidate']} registered as {params.gate.registered_model} "
+        f"v{verdict['registered_version']} (alias candidate)"
     )
     say("== push")
     pushed = result["push"] = push.run(paths, params, settings)
@@ -54,6 +55,7 @@ def run(
         say("== serving smoke test")
         served = result["smoke"] = smoke.run(paths.accepted_dir, key.verify_key)
     say(
-        f"smoke test passed: {served['rows']} holdout rows served by {served['url']} match the metric step"
+        f"smoke test passed: {served['rows']} holdout rows served by {served['url']} match the "
+        "metric step"
     )
     return result

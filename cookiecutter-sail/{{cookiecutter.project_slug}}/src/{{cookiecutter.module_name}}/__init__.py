@@ -1,1 +1,2 @@
-"""Project code of {{ cookiecutter.project_slug }}; `transform` holds the Shared Transformation Layer."""
+"""Project code of {{ cookiecutter.project_slug }}; `transform` holds the Shared Transformation
+Layer."""

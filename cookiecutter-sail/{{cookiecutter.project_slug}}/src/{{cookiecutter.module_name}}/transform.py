@@ -1,4 +1,5 @@
-"""The Shared Transformation Layer (STL): the one place this project defines feature transformations.
+"""The Shared Transformation Layer (STL): the one place this project defines feature
+transformations.
 
 Why it exists: training and serving must turn raw features into model inputs in exactly the
 same way, or the model silently sees different data in production than it was scored on.
@@ -17,11 +18,12 @@ Add steps here, not in training or serving code, and keep them stateless outside
 
 from __future__ import annotations
 
-from sail_pipelines.contract.transformers import CalendarFeatures, OutlierClipper
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from sail_pipelines.contract.transformers import CalendarFeatures, OutlierClipper
 
 
 def build_transformer(

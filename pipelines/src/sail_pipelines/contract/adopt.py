@@ -132,8 +132,10 @@ def _threshold_comment(thresholds: dict[str, dict[str, float]], task: str) -> st
         else "always predicting the mean of the training split"
     )
     return (
-        f"derived by `sail adopt` from a dummy baseline ({dummy}) on the test split: the model must close\n"
-        f"{MARGIN:.0%} of the gap between that baseline and a perfect score. Raise them as you learn what is good."
+        f"derived by `sail adopt` from a dummy baseline ({dummy}) on the test split: the model "
+        "must close\n"
+        f"{MARGIN:.0%} of the gap between that baseline and a perfect score. Raise them as you "
+        "learn what is good."
     )
 
 
@@ -202,8 +204,10 @@ def _schema_text(columns: list[Any], source: str) -> str:
     header = (
         f"# The feature contract, inferred by `sail adopt` from {source}. Every row of the data,\n"
         "# every batch file and every API request must meet it. Each column has a type\n"
-        "# (float, int, bool, category, datetime, text) and a role: the target, a feature the model\n"
-        "# sees, or ignore (kept out of the model; the API accepts and drops it, batch output keeps it).\n"
+        "# (float, int, bool, category, datetime, text) and a role: the target, a feature the "
+        "model\n"
+        "# sees, or ignore (kept out of the model; the API accepts and drops it, batch output "
+        "keeps it).\n"
         "# Edit any decision here, then run `sail validate --baseline`.\n"
     )
     lines = [
@@ -248,9 +252,10 @@ def run(
     write_json(paths.profile, {"reference": profile, "last": profile})
     dvc(paths.root, "add", "--quiet", raw)
     say(inference.decisions_table(columns))
+    limits = (f"{m} {next(iter(b))} {next(iter(b.values()))}" for m, b in thresholds.items())
     say(
-        f"task: {inferred.task} ({inferred.task_reason}); {len(frame) - len(labelled)} row(s) without a label "
-        f"will be dropped; thresholds: {', '.join(f'{m} {next(iter(b))} {next(iter(b.values()))}' for m, b in thresholds.items())}; "
+        f"task: {inferred.task} ({inferred.task_reason}); {len(frame) - len(labelled)} row(s) "
+        f"without a label will be dropped; thresholds: {', '.join(limits)}; "
         f"gate evidence minimums: {', '.join(f'{k} {v}' for k, v in minimums.items())}"
     )
     return {

@@ -25,7 +25,8 @@ def kind(path: Path) -> str:
 
 def _unreadable(path: Path, exc: Exception) -> SailError:
     return SailError(
-        f"{path} is not a readable {kind(path).upper()} file: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
+        f"{path} is not a readable {kind(path).upper()} file: "
+        f"{(str(exc).splitlines() or [type(exc).__name__])[0]}"
     )
 
 

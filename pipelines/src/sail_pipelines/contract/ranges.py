@@ -55,7 +55,8 @@ def training_ranges(schema: Schema, metadata: Mapping[str, Any]) -> dict[str, tu
 def beyond(
     columns: Mapping[str, Sequence[Any]], ranges: Mapping[str, tuple[float, float]]
 ) -> list[Beyond]:
-    """Every checked value (one list per feature, as a request's) outside its range, in record order."""
+    """Every checked value (one list per feature, as a request's) outside its range, in record
+    order."""
     found = []
     for name, (low, high) in ranges.items():
         for i, value in enumerate(columns.get(name, ())):

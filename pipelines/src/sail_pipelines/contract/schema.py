@@ -156,7 +156,8 @@ def parse_schema(raw: Any) -> Schema:
     names = [c.name for c in columns]
     if len(set(names)) != len(names):
         raise SailError(
-            f"schema: column names must be unique, {sorted({n for n in names if names.count(n) > 1})} repeat"
+            "schema: column names must be unique, "
+            f"{sorted({n for n in names if names.count(n) > 1})} repeat"
         )
     targets = [c for c in columns if c.role == "target"]
     if len(targets) != 1:
@@ -225,7 +226,8 @@ def check_value(column: Column, value: Any) -> Any:
             expected = "a string" if kind is str else "a finite number"
             raise RecordError(
                 name,
-                f"'{name}' must be {expected} (one of {list(column.values)} or another), got {value!r}",
+                f"'{name}' must be {expected} (one of {list(column.values)} or another), got "
+                f"{value!r}",
             )
         return value
     if column.type == "bool":
@@ -254,7 +256,8 @@ def check_value(column: Column, value: Any) -> Any:
 
 def check_record(schema: Schema, record: Any) -> dict[str, Any]:
     """Validate one API record strictly: every feature of the right type, nothing unknown.
-    Ignored columns may come along (clients send whole rows); they are checked loosely and dropped."""
+    Ignored columns may come along (clients send whole rows); they are checked loosely and
+    dropped."""
     if not isinstance(record, dict):
         raise RecordError(None, f"each record must be a JSON object, got {type(record).__name__}")
     missing = [n for n in schema.feature_names if n not in record]
@@ -348,7 +351,8 @@ def column_problems(column: Column, values: pd.Series) -> list[str]:
 
 
 def check_frame(schema: Schema, frame: pd.DataFrame) -> pd.DataFrame:
-    """Validate a batch file's feature columns; extra columns are allowed and left for the caller."""
+    """Validate a batch file's feature columns; extra columns are allowed and left for the
+    caller."""
     missing = [n for n in schema.feature_names if n not in frame.columns]
     if missing:
         shown = ", ".join(missing[:SHOWN_VALUES]) + (" ..." if len(missing) > SHOWN_VALUES else "")

@@ -42,7 +42,7 @@ class CalendarFeatures(TransformerMixin, BaseEstimator):
             else X
         )
         parts = []
-        for column, hour in zip(self.feature_names_in_, self.with_hour_):
+        for column, hour in zip(self.feature_names_in_, self.with_hour_, strict=True):
             stamps = self._parse(frame[column]).dt
             parts += [getattr(stamps, part).astype(float) for part in CALENDAR]
             if hour:
@@ -56,7 +56,7 @@ class CalendarFeatures(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "with_hour_")
         names = []
-        for column, hour in zip(self.feature_names_in_, self.with_hour_):
+        for column, hour in zip(self.feature_names_in_, self.with_hour_, strict=True):
             names += [f"{column}_{part}" for part in CALENDAR] + (
                 [f"{column}_hour"] if hour else []
             )

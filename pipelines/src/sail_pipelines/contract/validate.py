@@ -82,7 +82,8 @@ def _check_against(
     last: dict[str, Any],
     config: ValidationConfig,
 ) -> list[str]:
-    """Ranges with a margin against the reference, and sudden moves against the last accepted data."""
+    """Ranges with a margin against the reference, and sudden moves against the last accepted
+    data."""
     problems = []
     for column in (*schema.features, schema.target):
         if column.type not in ("float", "int") or "min" not in reference["columns"].get(
@@ -96,11 +97,13 @@ def _check_against(
         below, above = values[values < low], values[values > high]
         if len(below):
             problems.append(
-                f"{column.name}: value(s) below the reference minimum {ref['min']:g} - margin ({low:g}): {examples(below)}"
+                f"{column.name}: value(s) below the reference minimum {ref['min']:g} - margin "
+                f"({low:g}): {examples(below)}"
             )
         if len(above):
             problems.append(
-                f"{column.name}: value(s) above the reference maximum {ref['max']:g} + margin ({high:g}): {examples(above)}"
+                f"{column.name}: value(s) above the reference maximum {ref['max']:g} + margin "
+                f"({high:g}): {examples(above)}"
             )
         prev = last["columns"].get(column.name)
         if not prev or not prev.get("std"):
@@ -109,13 +112,15 @@ def _check_against(
         shift = abs(mean - prev["mean"]) / prev["std"]
         if shift > config.max_mean_shift:
             problems.append(
-                f"{column.name}: mean moved from {prev['mean']:g} to {mean:g}, {shift:.2f} std since the last "
+                f"{column.name}: mean moved from {prev['mean']:g} to {mean:g}, {shift:.2f} std "
+                "since the last "
                 f"accepted data (limit {config.max_mean_shift})"
             )
         ratio = max(std / prev["std"], prev["std"] / std) if std > 0 else float("inf")
         if ratio > config.max_std_ratio:
             problems.append(
-                f"{column.name}: std changed from {prev['std']:g} to {std:g} (ratio {ratio:.2f}, limit {config.max_std_ratio})"
+                f"{column.name}: std changed from {prev['std']:g} to {std:g} (ratio {ratio:.2f}, "
+                f"limit {config.max_std_ratio})"
             )
     return problems
 
@@ -169,7 +174,8 @@ def check(
 
 
 def run(paths: ProjectPaths, params: Params, baseline: bool = False) -> dict[str, Any]:
-    """Validate the raw data, write the report, and roll the profile forward when the data passes."""
+    """Validate the raw data, write the report, and roll the profile forward when the data
+    passes."""
     schema = load_schema(paths.schema)
     data_path = paths.root / params.raw_data
     frame = read_table(data_path)
@@ -178,7 +184,8 @@ def run(paths: ProjectPaths, params: Params, baseline: bool = False) -> dict[str
     recorded = dvc_recorded_md5(data_path)
     if recorded and recorded != data_hash:
         problems.append(
-            f"{params.raw_data} changed since it was tracked (md5 {data_hash} != {recorded}): run `dvc add {params.raw_data}`"
+            f"{params.raw_data} changed since it was tracked (md5 {data_hash} != {recorded}): "
+            f"run `dvc add {params.raw_data}`"
         )
     stored = None if baseline or not paths.profile.is_file() else read_json(paths.profile)
     outcome = check(params, schema, frame, data_hash, stored)
@@ -200,7 +207,8 @@ def run(paths: ProjectPaths, params: Params, baseline: bool = False) -> dict[str
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         raise SailError(
-            f"data validation failed with {len(problems)} problem(s), listed above and in {paths.validation_report.relative_to(paths.root)}"
+            f"data validation failed with {len(problems)} problem(s), listed above and in "
+            f"{paths.validation_report.relative_to(paths.root)}"
         )
     if stored is None:
         write_json(paths.profile, {"reference": outcome.profile, "last": outcome.profile})

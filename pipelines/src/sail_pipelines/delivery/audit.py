@@ -39,7 +39,8 @@ AUDIT_LOG = "audit.jsonl"
 
 
 def approver(given: str | None, env: Mapping[str, str]) -> str:
-    """--approver, else the CI's user (Jenkins BUILD_USER_ID/BUILD_USER, GitHub's actor), else the login."""
+    """--approver, else the CI's user (Jenkins BUILD_USER_ID/BUILD_USER, GitHub's actor), else the
+    login."""
     for value in (
         given,
         env.get("BUILD_USER_ID"),
@@ -169,7 +170,8 @@ def _digest(record: Mapping[str, Any]) -> str:
 
 
 def history(client: Any, model: str, key: Ed25519Verifier) -> list[dict[str, Any]]:
-    """The verified records, oldest first; a record edited, removed or re-signed stops everything."""
+    """The verified records, oldest first; a record edited, removed or re-signed stops
+    everything."""
     tags = client.get_registered_model(model).tags
     numbered = sorted((k, v) for k, v in tags.items() if k.startswith(TAG_PREFIX))
     records: list[dict[str, Any]] = []
@@ -179,7 +181,8 @@ def history(client: Any, model: str, key: Ed25519Verifier) -> list[dict[str, Any
             record = json.loads(text)
         except ValueError:
             raise SailError(
-                f"{where} is not JSON: the audit history was tampered with; refusing to change the champion"
+                f"{where} is not JSON: the audit history was tampered with; refusing to change "
+                "the champion"
             ) from None
         if (
             not isinstance(record, dict)
@@ -187,7 +190,8 @@ def history(client: Any, model: str, key: Ed25519Verifier) -> list[dict[str, Any
             or tag != f"{TAG_PREFIX}{position:06d}"
         ):
             raise SailError(
-                f"{where} is out of sequence (expected record {position}): the audit history was tampered with"
+                f"{where} is out of sequence (expected record {position}): the audit history was "
+                "tampered with"
             )
         if record.get("key_id") != key.key_id:
             raise SailError(
@@ -196,7 +200,8 @@ def history(client: Any, model: str, key: Ed25519Verifier) -> list[dict[str, Any
             )
         if not key.verify(_canonical(record), str(record.get("signature", ""))):
             raise SailError(
-                f"{where} does not match its signature: the audit history was tampered with; refusing to change the champion"
+                f"{where} does not match its signature: the audit history was tampered with; "
+                "refusing to change the champion"
             )
         if record.get("prev") != (_digest(records[-1]) if records else None):
             raise SailError(
@@ -212,8 +217,10 @@ def check_head(records: list[dict[str, Any]], model: str, champion: str | None) 
     if records and records[-1]["to"] != champion:
         actual = f"v{champion}" if champion else "no champion"
         raise SailError(
-            f"{model} has {actual}, but its audit history ends with v{records[-1]['to']} as champion: "
-            "the alias was moved outside sail or an audit record was removed; restore it before promoting"
+            f"{model} has {actual}, but its audit history ends with v{records[-1]['to']} as "
+            "champion: "
+            "the alias was moved outside sail or an audit record was removed; restore it before "
+            "promoting"
         )
 
 
@@ -225,7 +232,8 @@ def append(
     records: list[dict[str, Any]],
     fields: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Seal the next record, store it in MLflow, then append it to reports/audit.jsonl (under the lock)."""
+    """Seal the next record, store it in MLflow, then append it to reports/audit.jsonl (under the
+    lock)."""
     record = {
         **fields,
         "model": model,

@@ -14,9 +14,9 @@ import json
 import os
 import re
 import subprocess
-import tomllib
 import sys
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -126,7 +126,8 @@ def package_source() -> Path:
     url = json.loads(direct).get("url", "") if direct else ""
     if not url.startswith("file://") or not (Path(url[7:]) / "pyproject.toml").is_file():
         raise SailError(
-            "sail build needs the sail-pipelines source (pip install -e <repo>/pipelines) or SAIL_WHEEL=<wheel file>"
+            "sail build needs the sail-pipelines source (pip install -e <repo>/pipelines) or "
+            "SAIL_WHEEL=<wheel file>"
         )
     return Path(url[7:])
 
@@ -165,7 +166,8 @@ def stage_wheel(staging: Path) -> Path:
             )
             if result.returncode != 0:
                 raise SailError(
-                    f"could not build the sail-pipelines wheel: {(result.stderr.strip().splitlines() or ['?'])[-1]}"
+                    "could not build the sail-pipelines wheel: "
+                    f"{(result.stderr.strip().splitlines() or ['?'])[-1]}"
                 )
             built = next(Path(scratch).glob("*.whl"))
         wheels.mkdir(parents=True, exist_ok=True)
@@ -222,7 +224,8 @@ def stage(context: BuildContext) -> None:
 
 
 def image_names(paths: ProjectPaths, params: Params, settings: Settings) -> ImageNames:
-    """Tags from the commit of the code; `sail push` rewriting DVC pointers does not make it dirty."""
+    """Tags from the commit of the code; `sail push` rewriting DVC pointers does not make it
+    dirty."""
     commit, dirty = git_commit(paths.root, PIPELINE_OUTPUTS)
     return ImageNames(
         settings.registry, repository_name(params.gate.registered_model), code_tag(commit, dirty)

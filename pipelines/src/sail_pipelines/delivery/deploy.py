@@ -52,7 +52,8 @@ class Deployment:
 
 
 def source_image(paths: ProjectPaths, params: Params, settings: Settings, environment: str) -> str:
-    """The ref an environment deploys: the packaged image for staging, the production tag for production."""
+    """The ref an environment deploys: the packaged image for staging, the production tag for
+    production."""
     if environment == "production":
         return image_names(paths, params, settings).environment("production")
     package = paths.reports / PACKAGE_REPORT
@@ -95,7 +96,8 @@ def check_champion(params: Params, settings: Settings, image: Any, ref: str) -> 
             else "run `sail promote` or `sail rollback` again"
         )
         raise SailError(
-            f"{ref} holds {has}, not champion v{champion.version} of {model} (bundle {expected[2]}): {how}"
+            f"{ref} holds {has}, not champion v{champion.version} of {model} (bundle "
+            f"{expected[2]}): {how}"
         )
     return str(champion.version)
 
@@ -156,7 +158,10 @@ def _restore(parked: Any | None, name: str, url: str, timeout: float) -> str:
         wait_ready(parked, url, timeout)
     except SailError as exc:
         return f"the previous container was restarted but is not ready either ({exc})"
-    return f"the previous container ({parked.labels.get('sail.image', 'unknown image')}) is serving again"
+    return (
+        f"the previous container ({parked.labels.get('sail.image', 'unknown image')}) is "
+        "serving again"
+    )
 
 
 def run_local(
@@ -169,7 +174,8 @@ def run_local(
     labels: Mapping[str, str],
     timeout: float,
 ) -> dict[str, Any]:
-    """Replace the container `name` with one of `image` serving on 127.0.0.1:port, or put the old one back."""
+    """Replace the container `name` with one of `image` serving on 127.0.0.1:port, or put the old
+    one back."""
     import docker
 
     url = f"http://127.0.0.1:{port}"
@@ -199,10 +205,14 @@ def run_local(
         reason = exc.explanation if isinstance(exc, docker.errors.APIError) else str(exc)
         logs = ""
         if container is not None:
-            logs = f"\n  log tail of the new container:\n  {_log_tail(container, env.get('SAIL_VERIFY_KEY'))}"
+            logs = (
+                "\n  log tail of the new container:\n  "
+                f"{_log_tail(container, env.get('SAIL_VERIFY_KEY'))}"
+            )
             container.remove(force=True)
         raise SailError(
-            f"{ref} did not become ready at {url}: {reason}; {_restore(parked, name, url, timeout)}{logs}"
+            f"{ref} did not become ready at {url}: {reason}; "
+            f"{_restore(parked, name, url, timeout)}{logs}"
         ) from None
     replaced = None
     if parked is not None:

@@ -1,4 +1,5 @@
-"""Run inside the inference image build: `python -m sail_pipelines.delivery.imagecheck BUNDLE MANIFEST_SHA256`.
+"""Run inside the inference image build: `python -m sail_pipelines.delivery.imagecheck BUNDLE
+MANIFEST_SHA256`.
 
 1. The bundle copied into the image must be the one whose signature `sail package` verified
    on the host. The build has no key, so it checks the digest of the manifest and every file
@@ -62,14 +63,20 @@ def check(bundle_dir: Path, manifest_sha256: str) -> str:
     client = create_app(bundle).test_client()
     response = client.post("/predict", json=holdout["records"])
     if response.status_code != 200:
-        return f"/predict answered {response.status_code} for the holdout rows: {response.get_data(as_text=True)[:200]}"
+        return (
+            f"/predict answered {response.status_code} for the holdout rows: "
+            f"{response.get_data(as_text=True)[:200]}"
+        )
     mismatches = holdout_mismatches(response.get_json()["predictions"], holdout["predictions"])
     if mismatches:
         return f"served predictions differ from the metric step's at rows {mismatches[:10]}"
     for path in PAGES:
         with client.get(path) as page:
             if page.status_code != 200:
-                return f"{path} answered {page.status_code}: the page files are not in the installed wheel"
+                return (
+                    f"{path} answered {page.status_code}: the page files are not in the "
+                    "installed wheel"
+                )
     for module in STARTUP_MODULES:
         importlib.import_module(module)
     return ""
@@ -78,7 +85,8 @@ def check(bundle_dir: Path, manifest_sha256: str) -> str:
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or not argv[1]:
         print(
-            "imagecheck: usage: python -m sail_pipelines.delivery.imagecheck BUNDLE MANIFEST_SHA256",
+            "imagecheck: usage: python -m sail_pipelines.delivery.imagecheck BUNDLE "
+            "MANIFEST_SHA256",
             file=sys.stderr,
         )
         return 2

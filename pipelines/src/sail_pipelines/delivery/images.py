@@ -26,7 +26,8 @@ def repository_name(registered_model: str) -> str:
 
 
 def code_tag(commit: str, dirty: bool) -> str:
-    """The commit, shortened; a dirty work tree is marked so its image is never mistaken for the commit's."""
+    """The commit, shortened; a dirty work tree is marked so its image is never mistaken for the
+    commit's."""
     tag = commit[:12] if commit and commit != "unknown" else "nocommit"
     return f"{tag}-dirty" if dirty else tag
 
@@ -80,7 +81,7 @@ class ImageRef:
             name, tag = parse_repository_tag(name)
         parsed = cls(name, tag, digest)
         try:
-            parsed.registry
+            _ = parsed.registry  # raises on a malformed name
         except InvalidRepository as exc:
             raise SailError(f"{ref!r} is not an image reference: {exc}") from None
         return parsed

@@ -133,7 +133,8 @@ def move_champion(
             "previous_image": previous.tags.get(release.IMAGE_TAG) if previous else None,
             "note": None
             if image
-            else f"v{version} has no {release.IMAGE_TAG} tag (no `sail package`): {production} was not moved",
+            else f"v{version} has no {release.IMAGE_TAG} tag (no `sail package`): {production} "
+            "was not moved",
             "lock_takeover": takeover and {k: v for k, v in takeover.items() if k != "token"},
         },
     )
@@ -159,7 +160,8 @@ def run(
             if candidate is None or str(candidate.version) != str(target.version):
                 now = f"v{candidate.version}" if candidate else "no version"
                 raise SailError(
-                    f"v{target.version} of {model} no longer holds '{tracking.CANDIDATE}' ({now} does): "
+                    f"v{target.version} of {model} no longer holds '{tracking.CANDIDATE}' ({now} "
+                    "does): "
                     "a newer build superseded it, review and promote that one"
                 )
         elif candidate is None:
@@ -176,7 +178,8 @@ def run(
         ):
             actual = f"v{previous}" if previous else "no champion"
             raise SailError(
-                f"{model} has {actual}, not the expected {promotion.expect_champion!r}: someone promoted meanwhile"
+                f"{model} has {actual}, not the expected {promotion.expect_champion!r}: someone "
+                "promoted meanwhile"
             )
         if previous == str(target.version):
             return {"model": model, "from": previous, "to": previous, "changed": False}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import docker
+
 from sail_pipelines.config import ProjectPaths, Settings
 from sail_pipelines.delivery import containers, release
 from sail_pipelines.delivery.build import recorded
@@ -24,7 +25,8 @@ from sail_pipelines.integrity.signing import SignKey
 
 
 def push(client: Any, ref: str, auth: dict[str, str] | None) -> str:
-    """Push one ref; return its digest. The push stream reports errors in-band, not as exceptions."""
+    """Push one ref; return its digest. The push stream reports errors in-band, not as
+    exceptions."""
     parsed = ImageRef.parse(ref)
     digest = None
     stream = client.images.push(

@@ -24,7 +24,8 @@ TEAM_REMOTE = "sail-env"
 
 
 def remote_config(root: Path, settings: Settings) -> dict[str, str]:
-    """The team remote's DVC options: where, and for S3 the endpoint, region and profile (no secrets)."""
+    """The team remote's DVC options: where, and for S3 the endpoint, region and profile (no
+    secrets)."""
     url = settings.dvc_remote_url or ""
     if not url.startswith("s3://"):
         return {"url": str((root / url).resolve())}
@@ -41,7 +42,8 @@ def remote_config(root: Path, settings: Settings) -> dict[str, str]:
 
 
 def configure_remote(root: Path, settings: Settings) -> None:
-    """Write the team remote to .dvc/config.local, as `dvc remote add --local --force` would, in one edit."""
+    """Write the team remote to .dvc/config.local, as `dvc remote add --local --force` would, in one
+    edit."""
     from dvc.config import Config, ConfigError
 
     try:
@@ -70,12 +72,14 @@ def push_with_retries(
             reason = str(exc).split(" failed: ", 1)[-1]  # DVC's own ERROR line
             if attempt == policy.attempts:
                 raise SailError(
-                    f"push to {where} failed after {attempt} attempt(s): {reason}; nothing is lost, "
+                    f"push to {where} failed after {attempt} attempt(s): {reason}; nothing is "
+                    "lost, "
                     "run `sail push` again when the remote is back"
                 ) from None
             delay = policy.backoff_seconds * 2 ** (attempt - 1)
             say(
-                f"sail push: attempt {attempt}/{policy.attempts} to {where} failed, retrying in {delay:g}s: {reason}"
+                f"sail push: attempt {attempt}/{policy.attempts} to {where} failed, retrying in "
+                f"{delay:g}s: {reason}"
             )
             time.sleep(delay)
 
@@ -99,7 +103,8 @@ def run(
     if missing:
         raise SailError(f"not tracked by DVC: {', '.join(missing)} (run `dvc add` on the data)")
     where = settings.dvc_remote_url or "the default DVC remote"
-    # DVC's s3fs takes the team identity (a role's temporary credentials, the profile) from its environment.
+    # DVC's s3fs takes the team identity (a role's temporary credentials, the profile) from its
+    # environment.
     push_with_retries(
         paths.root, [*remote, *targets], where, settings.retry, aws.environment(settings.aws), say
     )

@@ -73,7 +73,8 @@ def push(client: Any, ref: str) -> None:
 
 
 def move_tag(client: Any, image: Any, target: str, push_it: bool) -> dict[str, Any]:
-    """Point `target` at `image` (and push it); on a failed push the local tag goes back where it was."""
+    """Point `target` at `image` (and push it); on a failed push the local tag goes back where it
+    was."""
     import docker
 
     parsed = ImageRef.parse(target)
@@ -112,5 +113,6 @@ def pinned_ref(image: Any, repository: str) -> str:
     if tags:
         return tags[0]
     raise SailError(
-        f"image {image.id[:19]} has no digest or versioned tag in {repository}: run `sail package` and `sail publish`"
+        f"image {image.id[:19]} has no digest or versioned tag in {repository}: run `sail "
+        "package` and `sail publish`"
     )

@@ -49,7 +49,8 @@ def serving_check(bundle: LoadedBundle, holdout: Mapping[str, Any]) -> None:
     mismatches = holdout_mismatches(response.get_json()["predictions"], holdout["predictions"])
     if mismatches:
         raise SailError(
-            f"serving check: served predictions differ from the metric step's at rows {mismatches[:10]}; "
+            "serving check: served predictions differ from the metric step's at rows "
+            f"{mismatches[:10]}; "
             "nothing was registered"
         )
 

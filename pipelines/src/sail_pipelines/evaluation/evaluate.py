@@ -131,7 +131,8 @@ def same_transformation_layer(bundles: dict[str, LoadedBundle]) -> None:
     if len(set(digests.values())) > 1:
         listed = ", ".join(f"{name}={digest}" for name, digest in digests.items())
         raise SailError(
-            f"the candidates carry different transformation layers ({listed}): train them all from the same split"
+            f"the candidates carry different transformation layers ({listed}): train them all "
+            "from the same split"
         )
 
 

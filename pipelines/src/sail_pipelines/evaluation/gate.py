@@ -119,7 +119,8 @@ def _threshold_rules(
 
 
 def serving_rule(bundle: LoadedBundle, holdout: dict[str, Any]) -> Rule:
-    """The holdout rows, served through the real API code, come back as the metric step scored them."""
+    """The holdout rows, served through the real API code, come back as the metric step scored
+    them."""
     try:
         accept.serving_check(bundle, holdout)
     except SailError as exc:

@@ -74,7 +74,8 @@ def better(metric: str, a: float, b: float) -> bool:
 
 
 def best(results: dict[str, dict[str, Any]], metric: str) -> str:
-    """Name of the best candidate on the primary metric; ties go to the first listed (params order)."""
+    """Name of the best candidate on the primary metric; ties go to the first listed (params
+    order)."""
     winner = None
     for name, scores in results.items():
         value = scores[metric]

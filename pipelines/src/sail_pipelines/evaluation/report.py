@@ -41,11 +41,13 @@ class Reports:
 
 
 def load(paths: ProjectPaths) -> Reports:
-    """The step reports, refusing a gate verdict that does not belong to the evaluation beside it."""
+    """The step reports, refusing a gate verdict that does not belong to the evaluation beside
+    it."""
     for path, step in ((paths.gate_report, "gate"), (paths.evaluation_report, "evaluate")):
         if not path.is_file():
             raise SailError(
-                f"no {path.relative_to(paths.root)}: run `sail {step}` first (the report explains a gate verdict)"
+                f"no {path.relative_to(paths.root)}: run `sail {step}` first (the report "
+                "explains a gate verdict)"
             )
     try:
         gate, evaluation = read_json(paths.gate_report), read_json(paths.evaluation_report)
@@ -59,14 +61,16 @@ def load(paths: ProjectPaths) -> Reports:
     judged = evaluation.get("candidates", {}).get(gate.get("candidate"), {}).get("bundle_id")
     if judged is None or judged != gate.get("bundle_id"):
         raise SailError(
-            "reports/gate.json does not judge the candidate of reports/evaluation.json: run `sail gate` again"
+            "reports/gate.json does not judge the candidate of reports/evaluation.json: run "
+            "`sail gate` again"
         )
     plots = tuple(sorted(p.name for p in paths.plots.glob("*.png"))) if paths.plots.is_dir() else ()
     return Reports(gate, evaluation, validation, plots)
 
 
 def marker(params: Params) -> str:
-    """Hidden in the Markdown; finds this model's comment again (a repository may hold several models)."""
+    """Hidden in the Markdown; finds this model's comment again (a repository may hold several
+    models)."""
     return f"<!-- sail-report:{params.gate.registered_model} -->"
 
 
@@ -74,7 +78,10 @@ def artifacts_location(env: Mapping[str, str]) -> str:
     """Where this CI run keeps reports/plots/, in words with a link when the CI says where."""
     if env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
         server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
-        return f"the artifacts of [this workflow run]({server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']})"
+        return (
+            "the artifacts of [this workflow "
+            f"run]({server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']})"
+        )
     if env.get("BUILD_URL"):
         return f"the [build artifacts]({env['BUILD_URL'].rstrip('/')}/artifact/reports/plots/)"
     return "the pipeline's workspace and CI artifacts"
@@ -113,11 +120,13 @@ def _thresholds(params: Params, metric: str, value: Any) -> str:
         number = isinstance(value, (int, float)) and not math.isnan(value)
         if t.minimum is not None:
             parts.append(
-                f"≥ {t.minimum:g} {'✅' if number and value >= t.minimum else '❌'} ({f'{value - t.minimum:+.4f}' if number else '–'})"
+                f"≥ {t.minimum:g} {'✅' if number and value >= t.minimum else '❌'} "
+                f"({f'{value - t.minimum:+.4f}' if number else '–'})"
             )
         if t.maximum is not None:
             parts.append(
-                f"≤ {t.maximum:g} {'✅' if number and value <= t.maximum else '❌'} ({f'{t.maximum - value:+.4f}' if number else '–'})"
+                f"≤ {t.maximum:g} {'✅' if number and value <= t.maximum else '❌'} "
+                f"({f'{t.maximum - value:+.4f}' if number else '–'})"
             )
     return "; ".join(parts) or "–"
 
@@ -268,7 +277,8 @@ def _candidates_table(reports: Reports) -> list[str]:
         numbers = " | ".join(_num(candidates[name]["metrics"].get(m)) for m in metrics)
         lines.append(f"| {label} | {numbers} | {runtime} |")
     lines.append(
-        f"\nScored on {evaluation.get('test_rows', '?')} test rows; the best on {evaluation['primary_metric']} goes to the gate."
+        f"\nScored on {evaluation.get('test_rows', '?')} test rows; the best on "
+        f"{evaluation['primary_metric']} goes to the gate."
     )
     return lines
 
@@ -286,7 +296,7 @@ def _confusion_section(reports: Reports) -> list[str]:
         "| true ↓ predicted → | " + " | ".join(_cell(c) for c in classes) + " | recall |",
         "| --- |" + " ---: |" * (len(classes) + 1),
     ]
-    for cls, row in zip(classes, matrix):
+    for cls, row in zip(classes, matrix, strict=True):
         total = sum(row)
         hit = row[classes.index(cls)] / total if total else float("nan")
         lines.append(
@@ -362,13 +372,15 @@ def _data_section(reports: Reports) -> list[str]:
         return lines + ["- validation: no reports/validation.json in this run"]
     status = "passed ✅" if validation.get("passed") else "failed ❌"
     lines.append(
-        f"- validation of `{validation.get('data', '?')}`: {status}, {validation.get('rows', '?')} rows, "
+        f"- validation of `{validation.get('data', '?')}`: {status}, "
+        f"{validation.get('rows', '?')} rows, "
         f"{validation.get('columns', '?')} columns"
         + (", new reference profile created" if validation.get("baseline_created") else "")
     )
     if validation.get("data_hash") != gate.get("data_hash"):
         lines.append(
-            f"- ⚠️ validation checked data `{validation.get('data_hash')}`, not the data the gate judged"
+            f"- ⚠️ validation checked data `{validation.get('data_hash')}`, not the data the "
+            "gate judged"
         )
     problems = validation.get("problems") or []
     lines += [f"  - {_cell(p)}" for p in problems[:MAX_PROBLEMS]]
@@ -404,18 +416,21 @@ def _plots_section(reports: Reports, inline: bool, artifacts: str) -> list[str]:
     if inline:
         return [f"![{Path(p).stem}](plots/{p})" for p in reports.plots]
     return [f"- `reports/plots/{p}`" for p in reports.plots] + [
-        f"\nGitHub cannot show images from a CI run in a comment or job summary: the PNG files are in {artifacts}."
+        "\nGitHub cannot show images from a CI run in a comment or job summary: the PNG files "
+        f"are in {artifacts}."
     ]
 
 
 def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str) -> str:
-    """The whole report. inline_plots: image links relative to reports/report.md; else a list and where to find them."""
+    """The whole report. inline_plots: image links relative to reports/report.md; else a list and
+    where to find them."""
     gate = reports.gate
     passed = gate["verdict"] == "pass"
     model = params.gate.registered_model
     verdict = "PASSED ✅" if passed else "FAILED ❌"
     outcome = (
-        f"Registered as **{model} v{gate.get('registered_version')}** with alias `candidate`, awaiting promotion."
+        f"Registered as **{model} v{gate.get('registered_version')}** with alias `candidate`, "
+        "awaiting promotion."
         if passed
         else f"Nothing was registered: **{model}** keeps its current champion."
     )
@@ -423,7 +438,8 @@ def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str)
         marker(params),
         f"## SAIL report: {model}, gate {verdict}",
         "",
-        f"Candidate **{gate['candidate']}** (bundle `{gate.get('bundle_id')}`), commit `{str(gate.get('git_commit', '?'))[:12]}`, "
+        f"Candidate **{gate['candidate']}** (bundle `{gate.get('bundle_id')}`), commit "
+        f"`{str(gate.get('git_commit', '?'))[:12]}`, "
         f"signing key id `{gate.get('key_id', '?')}`, "
         f"judged {gate.get('judged_at', '?')}. {outcome}",
         "",
@@ -486,7 +502,8 @@ def run(
         model_card = card.build(paths, params)
     except (KeyError, TypeError, AttributeError) as exc:
         raise SailError(
-            f"reports/gate.json or evaluation.json lacks what the steps write ({type(exc).__name__}: {exc}): "
+            "reports/gate.json or evaluation.json lacks what the steps write "
+            f"({type(exc).__name__}: {exc}): "
             "run `sail evaluate` and `sail gate` again"
         ) from None
     target = paths.reports / REPORT
@@ -513,7 +530,8 @@ def run(
         except github.CommentForbidden as exc:
             where = "the job summary" if summary else str(target.relative_to(paths.root))
             print(
-                f"sail report: warning: the pull-request comment was refused ({exc}); the report is in {where}",
+                f"sail report: warning: the pull-request comment was refused ({exc}); the report "
+                f"is in {where}",
                 file=sys.stderr,
             )
             result["comment"] = {"action": "refused", "fallback": where}

@@ -1,6 +1,7 @@
 """Prometheus metrics of the prediction API, summed over every gunicorn worker.
 
-Each worker writes its numbers to memory-mapped files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's
+Each worker writes its numbers to memory-mapped files in PROMETHEUS_MULTIPROC_DIR
+(prometheus_client's
 multiprocess mode) and /metrics, answered by any worker, adds up the files of all of them, those of
 dead workers included, so a killed worker never takes its counts with it. The mode is chosen when
 prometheus_client is first imported, so `run_server` sets the directory up before anything imports

@@ -86,7 +86,7 @@ def convert(transformer: Any, model: Any, schema: Schema, classification: bool) 
     except Exception as exc:  # noqa: BLE001 - skl2onnx raises many types for what it cannot convert
         raise ConversionFailed(f"skl2onnx cannot convert it: {_first_line(exc)}") from None
     # skl2onnx renames inputs to safe identifiers ("mean radius" -> "mean_radius"), in order.
-    onnx_names = dict(zip(kinds, (i.name for i in graph.graph.input)))
+    onnx_names = dict(zip(kinds, (i.name for i in graph.graph.input), strict=True))
     data = _one_number_input(
         graph, [onnx_names[n] for n, k in kinds.items() if k == "number"]
     ).SerializeToString()
@@ -216,7 +216,7 @@ class CompiledModel:
         self.outputs = [o.name for o in self.session.get_outputs()]
         # The string inputs keep their order in the graph, under skl2onnx's safe names.
         graph_strings = [i.name for i in self.session.get_inputs() if i.name != NUMERIC]
-        self.string_inputs = dict(zip(self.strings, graph_strings))
+        self.string_inputs = dict(zip(self.strings, graph_strings, strict=True))
 
     def feed(self, columns: Columns) -> dict[str, np.ndarray]:
         feed: dict[str, np.ndarray] = {}

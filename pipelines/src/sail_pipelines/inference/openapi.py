@@ -395,7 +395,8 @@ def document(
                 "Health",
                 {
                     "200": {
-                        "description": "requests, latency, predictions, refusals, out-of-range values, model info",
+                        "description": "requests, latency, predictions, refusals, out-of-range "
+                        "values, model info",
                         "content": {"text/plain": {"schema": string}},
                     },
                 },

@@ -140,7 +140,8 @@ class PredictionLog:
             f'{{"time":"{datetime.now(timezone.utc).isoformat(timespec="milliseconds")}",'
             f'"request_id":{json.dumps(request_id)},{self.head},"route":{json.dumps(route)},'
             f'"status":{status},"latency_ms":{latency * 1000:.3f},'
-            f'"inputs":{json.dumps(inputs, default=str)},"outputs":{json.dumps(outputs, default=str)}}}'
+            f'"inputs":{json.dumps(inputs, default=str)},'
+            f'"outputs":{json.dumps(outputs, default=str)}}}'
         )
         with self.lock:
             self.record.msg = text
@@ -151,7 +152,7 @@ def outputs(predictions: Any, probabilities: Any, classes: list[str]) -> dict[st
     """The model's answer as columns: `prediction`, and one probability list per class."""
     out: dict[str, Any] = {"prediction": predictions.tolist()}
     if probabilities is not None:
-        out["probabilities"] = dict(zip(classes, probabilities.T.tolist()))
+        out["probabilities"] = dict(zip(classes, probabilities.T.tolist(), strict=True))
     return out
 
 

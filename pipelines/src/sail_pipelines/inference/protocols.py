@@ -97,7 +97,7 @@ def _split_records(split: Any) -> list[dict[str, Any]]:
                 "dataframe_split.data",
                 record=i,
             )
-        rows.append(dict(zip(columns, row)))
+        rows.append(dict(zip(columns, row, strict=True)))
     return rows
 
 

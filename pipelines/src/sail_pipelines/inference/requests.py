@@ -174,7 +174,8 @@ WARM_UP = {"bool": False, "datetime": "2000-01-01", "text": "", "float": 0.0, "i
 
 
 def warm_up_record(schema: Schema, metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """A row like the training data: numbers at their training mean (0 is not in every STL's domain)."""
+    """A row like the training data: numbers at their training mean (0 is not in every STL's
+    domain)."""
     profile = (metadata.get("training_profile") or {}).get("columns", {})
 
     def typical(column: Any) -> Any:
@@ -194,7 +195,8 @@ def check_outputs(
     predictions: np.ndarray, probabilities: np.ndarray | None, strays: list[Any]
 ) -> None:
     """A model may overflow on finite but far-out inputs (1e38 through a linear model): NaN is no
-    answer, nor valid JSON, so the record is refused, naming its first value beyond the training range."""
+    answer, nor valid JSON, so the record is refused, naming its first value beyond the training
+    range."""
     for scores in (predictions, probabilities):
         if scores is None or scores.dtype.kind != "f":
             continue  # class labels

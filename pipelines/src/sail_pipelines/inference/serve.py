@@ -191,7 +191,9 @@ def create_app(
             "predictions": predictions.tolist(),
         }
         if probabilities is not None:
-            body["probabilities"] = [dict(zip(class_keys, row)) for row in probabilities.tolist()]
+            body["probabilities"] = [
+                dict(zip(class_keys, row, strict=True)) for row in probabilities.tolist()
+            ]
         if g.strays:
             body["out_of_range"] = [s.to_dict() for s in g.strays]
         return jsonify(body)

@@ -59,7 +59,8 @@ def check(base_url: str, holdout: dict[str, Any], timeout: float = 60) -> dict[s
     mismatches = holdout_mismatches(served, holdout["predictions"])
     if mismatches:
         raise SailError(
-            f"smoke test: served predictions differ from the metric step's at rows {mismatches[:10]}"
+            "smoke test: served predictions differ from the metric step's at rows "
+            f"{mismatches[:10]}"
         )
     bad = requests.post(
         f"{base_url}/predict",
@@ -83,7 +84,8 @@ def holdout_of(bundle_dir: Path, key: VerifyKey) -> dict[str, Any]:
     files, _ = read_verified(bundle_dir, key)
     if HOLDOUT not in files:
         raise SailError(
-            f"{bundle_dir} carries no {HOLDOUT}: only a bundle accepted by the gate can be smoke-tested"
+            f"{bundle_dir} carries no {HOLDOUT}: only a bundle accepted by the gate can be "
+            "smoke-tested"
         )
     return json.loads(files[HOLDOUT])
 

@@ -37,7 +37,10 @@ def reason(exc: BaseException) -> str:
     error = response.get("Error", {})
     if error.get("Code"):
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return f"{error['Code']}{f' (HTTP {status})' if status else ''}: {error.get('Message') or 'no message'}"
+        return (
+            f"{error['Code']}{f' (HTTP {status})' if status else ''}: "
+            f"{error.get('Message') or 'no message'}"
+        )
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
 
@@ -92,7 +95,8 @@ def assumed_credentials(aws: AwsSettings) -> dict[str, str]:
 
 
 def session(aws: AwsSettings) -> Any:
-    """A boto3 session with the team identity: the role's when one is set, else the profile's or boto3's default."""
+    """A boto3 session with the team identity: the role's when one is set, else the profile's or
+    boto3's default."""
     if not aws.role_arn:
         return _base_session(aws)
     import boto3
@@ -138,7 +142,8 @@ def environment(aws: AwsSettings) -> dict[str, str]:
 
 
 def apply(aws: AwsSettings) -> None:
-    """Put environment() into this process, for the libraries and subprocesses that read only env."""
+    """Put environment() into this process, for the libraries and subprocesses that read only
+    env."""
     env = environment(aws)
     if aws.role_arn:
         os.environ.pop(

@@ -30,7 +30,8 @@ OK, FAIL, WARN, OFF = "ok", "FAIL", "warn", "off"
 DEFAULT_EXPERIMENT = (
     "0"  # every MLflow server has it; its artifact location shows where artifacts go
 )
-# DVC remote options that hold credentials: they may live in .dvc/config.local, never in the committed .dvc/config.
+# DVC remote options that hold credentials: they may live in .dvc/config.local, never in the
+# committed .dvc/config.
 DVC_SECRETS = (
     "access_key_id",
     "secret_access_key",
@@ -123,7 +124,8 @@ def check_aws(settings: Settings) -> Check:
         return Check(
             "aws",
             FAIL,
-            "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, aws.profile or aws.role_arn",
+            "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, aws.profile or "
+            "aws.role_arn",
         )
     return Check(
         "aws",
@@ -179,13 +181,15 @@ def check_dvc(paths: ProjectPaths, settings: Settings) -> Check:
         return Check(
             "dvc",
             FAIL,
-            f"credentials in the committed .dvc/config ({', '.join(leaked)}): remove them, use the environment",
+            f"credentials in the committed .dvc/config ({', '.join(leaked)}): remove them, use "
+            "the environment",
         )
     if settings.dvc_remote_url:
         return Check(
             "dvc",
             OK,
-            f"sail push sends to {settings.dvc_remote_url} (remote sail-env, kept in .dvc/config.local)",
+            f"sail push sends to {settings.dvc_remote_url} (remote sail-env, kept in "
+            ".dvc/config.local)",
         )
     default = next((value for _, key, value in entries if key == "core.remote"), None)
     url = next((value for _, key, value in entries if key == f"remote.{default}.url"), None)
@@ -227,14 +231,16 @@ def check_mlflow(settings: Settings) -> Check:
             OK,
             f"{healthy}; artifacts {'proxied by the server' if proxied else f'at {root}'}",
         )
-    # The server hands out s3:// artifact URIs: this client writes them itself, so it needs the bucket.
+    # The server hands out s3:// artifact URIs: this client writes them itself, so it needs the
+    # bucket.
     bucket = urlsplit(root).netloc
     problem = bucket_problem(settings, bucket)
     if problem:
         return Check(
             "mlflow",
             FAIL,
-            f"{healthy}, but artifacts go straight to s3://{bucket} and this client gets: {problem}",
+            f"{healthy}, but artifacts go straight to s3://{bucket} and this client gets: "
+            f"{problem}",
         )
     return Check(
         "mlflow", OK, f"{healthy}; artifacts written by this client to s3://{bucket} (reachable)"
@@ -286,7 +292,8 @@ def run(paths: ProjectPaths, settings: Settings, say: Callable[[str], None]) -> 
                 service,
                 FAIL,
                 redact(
-                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                    f"{type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
                 ),
             )
         checks.append(result)

@@ -27,7 +27,8 @@ def dvc(root: Path, *args: str, capture: bool = True, env: dict[str, str] | None
     )
     if proc.returncode != 0 and not capture:
         raise SailError(
-            f"dvc {' '.join(args)} stopped (exit {proc.returncode}): the failing stage's report is above"
+            f"dvc {' '.join(args)} stopped (exit {proc.returncode}): the failing stage's report "
+            "is above"
         )
     if proc.returncode != 0:
         lines = [

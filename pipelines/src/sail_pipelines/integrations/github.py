@@ -68,7 +68,8 @@ def pull_request_number(env: Mapping[str, str]) -> int:
         text, source = env["CHANGE_ID"], "CHANGE_ID"
     else:
         raise SailError(
-            "no pull request number: set SAIL_PR_NUMBER (or run in a GitHub pull_request event, or a Jenkins change build)"
+            "no pull request number: set SAIL_PR_NUMBER (or run in a GitHub pull_request event, "
+            "or a Jenkins change build)"
         )
     if not text.isdigit() or int(text) < 1:
         raise SailError(f"{source} is not a pull request number: {text!r}")
@@ -102,7 +103,8 @@ class Api:
         except requests.RequestException as exc:
             raise SailError(
                 self._clean(
-                    f"GitHub API at {self.pr.api_url} is unreachable ({method} {url}): {type(exc).__name__}"
+                    f"GitHub API at {self.pr.api_url} is unreachable ({method} {url}): "
+                    f"{type(exc).__name__}"
                 )
             ) from None
         if response.ok:
@@ -112,7 +114,8 @@ class Api:
         except ValueError:
             message = response.text.strip()[:200]
         text = self._clean(
-            f"GitHub API {method} {url} answered {response.status_code}: {message or response.reason}"
+            f"GitHub API {method} {url} answered {response.status_code}: "
+            f"{message or response.reason}"
         )
         if response.status_code == 403:
             raise CommentForbidden(text)

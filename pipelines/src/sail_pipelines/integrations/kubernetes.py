@@ -157,7 +157,8 @@ def _kubectl(*args: str, timeout: float = KUBECTL_TIMEOUT) -> subprocess.Complet
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         raise SailError(
-            "kubectl is not installed: install it, or use --render-only and apply the manifests elsewhere"
+            "kubectl is not installed: install it, or use --render-only and apply the manifests "
+            "elsewhere"
         )
     try:  # no stdin: kubectl must never stop to ask for a password
         return subprocess.run(
@@ -181,7 +182,8 @@ def apply(directory: Path, w: Workload, timeout: float) -> dict[str, Any]:
     context = _kubectl("config", "current-context")
     if context.returncode != 0:
         raise SailError(
-            f"no Kubernetes cluster configured ({_last_line(context)}): the manifests are in {directory}, "
+            f"no Kubernetes cluster configured ({_last_line(context)}): the manifests are in "
+            f"{directory}, "
             f"apply them with `kubectl apply -f {directory}` where a cluster is reachable"
         )
     name = context.stdout.strip()
@@ -199,7 +201,9 @@ def apply(directory: Path, w: Workload, timeout: float) -> dict[str, Any]:
     )
     if rollout.returncode != 0:
         raise SailError(
-            f"deployment/{w.name} did not become ready on context {name!r}: {_last_line(rollout)}; the previous pods "
-            f"keep serving (maxUnavailable 0), `kubectl rollout undo deployment/{w.name}` drops the new ones"
+            f"deployment/{w.name} did not become ready on context {name!r}: "
+            f"{_last_line(rollout)}; the previous pods "
+            f"keep serving (maxUnavailable 0), `kubectl rollout undo deployment/{w.name}` drops "
+            "the new ones"
         )
     return {"context": name, "applied": applied.stdout.strip().splitlines()}

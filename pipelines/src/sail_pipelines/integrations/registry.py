@@ -50,7 +50,8 @@ def is_loopback(hostport: str) -> bool:
 
 
 def base_url(registry: str) -> str:
-    """https, except on loopback where Docker itself talks plain http (127.0.0.0/8 is an insecure registry by default)."""
+    """https, except on loopback where Docker itself talks plain http (127.0.0.0/8 is an insecure
+    registry by default)."""
     return f"{'http' if is_loopback(host(registry)) else 'https'}://{host(registry)}"
 
 
@@ -75,11 +76,13 @@ def credentials(settings: Settings) -> Credentials | None:
         return Credentials(f"https://{name}", user, password)
     if settings.registry_password and not settings.registry_username:
         raise SailError(
-            f"registry {name}: SAIL_REGISTRY_PASSWORD is set but no user name (registry.username or SAIL_REGISTRY_USERNAME)"
+            f"registry {name}: SAIL_REGISTRY_PASSWORD is set but no user name (registry.username "
+            "or SAIL_REGISTRY_USERNAME)"
         )
     if settings.registry_username and not settings.registry_password:
         raise SailError(
-            f"registry {name}: user {settings.registry_username!r} is set but SAIL_REGISTRY_PASSWORD is not"
+            f"registry {name}: user {settings.registry_username!r} is set but "
+            "SAIL_REGISTRY_PASSWORD is not"
         )
     if not settings.registry_username:
         return None
@@ -100,7 +103,8 @@ def login(docker_client: Any, settings: Settings) -> dict[str, str] | None:
     except docker.errors.APIError as exc:
         detail = exc.explanation or str(exc)
         raise SailError(
-            f"registry {host(settings.registry or '')}: login as {creds.username!r} refused: {creds.scrub(str(detail))}"
+            f"registry {host(settings.registry or '')}: login as {creds.username!r} refused: "
+            f"{creds.scrub(str(detail))}"
         ) from None
     return {"username": creds.username, "password": creds.password, "serveraddress": creds.server}
 
@@ -121,7 +125,8 @@ def probe(settings: Settings) -> str:
     if creds is None:
         if answer.status_code == 401:
             raise SailError(
-                f"{name} asks for credentials (GET /v2/ 401): set registry.username and SAIL_REGISTRY_PASSWORD"
+                f"{name} asks for credentials (GET /v2/ 401): set registry.username and "
+                "SAIL_REGISTRY_PASSWORD"
             )
         return f"{name} reachable at {url}, no login needed"
     login(containers.docker_client(), settings)

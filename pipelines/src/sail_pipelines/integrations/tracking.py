@@ -62,10 +62,12 @@ def client(settings: Settings) -> Any:
 
 
 def relocate(tracking_uri: str, artifact_location: str) -> None:
-    """Point an embedded store copied or moved with its project (`cp -a`) at this project's artifacts.
+    """Point an embedded store copied or moved with its project (`cp -a`) at this project's
+    artifacts.
 
     The SQLite store records absolute artifact paths; left alone, a copy would keep writing into the
-    original project's .mlflow/artifacts. Every recorded path under another project's artifact folder
+    original project's .mlflow/artifacts. Every recorded path under another project's artifact
+    folder
     is rewritten to this one's, in one transaction, the first time the copy uses its store.
     """
     import sqlite3

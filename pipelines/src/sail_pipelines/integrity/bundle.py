@@ -139,7 +139,8 @@ def recover(dest: Path) -> None:
 
 
 def read_verified(path: Path, key: VerifyKey) -> tuple[dict[str, bytes], str]:
-    """Return every signed file of the bundle and the bundle id, or raise BundleRejected saying what is wrong."""
+    """Return every signed file of the bundle and the bundle id, or raise BundleRejected saying what
+    is wrong."""
     recover(path)
     if not path.is_dir():
         raise BundleRejected(f"no model bundle at {path}")
@@ -159,7 +160,10 @@ def read_verified(path: Path, key: VerifyKey) -> tuple[dict[str, bytes], str]:
     except (ValueError, KeyError, TypeError):
         raise BundleRejected(f"bundle {path}: manifest or signature is unreadable") from None
     if algorithm != key.algorithm or not key.verify(manifest_bytes, signed):
-        hint = f" (signed with {algorithm} key id {signature.get('key_id')}, this key is {key.algorithm} key id {key.key_id})"
+        hint = (
+            f" (signed with {algorithm} key id {signature.get('key_id')}, this key is "
+            f"{key.algorithm} key id {key.key_id})"
+        )
         raise BundleRejected(f"bundle {path}: signature does not match{hint}; refusing to load it")
     _check_files(path, files, expected)
     return files, hashlib.sha256(manifest_bytes).hexdigest()[:16]
@@ -303,7 +307,7 @@ def holdout_mismatches(served: list[Any], expected: list[Any]) -> list[int]:
 
     if len(served) != len(expected):
         return list(range(max(len(served), len(expected))))
-    return [i for i, (a, b) in enumerate(zip(served, expected)) if not same(a, b)]
+    return [i for i, (a, b) in enumerate(zip(served, expected, strict=True)) if not same(a, b)]
 
 
 def bundle_id(path: Path) -> str:

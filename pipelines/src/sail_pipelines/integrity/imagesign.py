@@ -113,7 +113,8 @@ def _request(client: Any, url: str, method: str = "GET", **kwargs: Any) -> Any:
 
 
 def sign(settings: Settings, ref: str, digest: str, key: SignKey) -> str:
-    """Store the signature of `digest` (pushed as `ref`) in its repository; return the signature tag."""
+    """Store the signature of `digest` (pushed as `ref`) in its repository; return the signature
+    tag."""
     image = ImageRef.parse(ref)
     client = _client(settings, image)
     signed = payload(image.repository, digest)
@@ -136,7 +137,8 @@ def sign(settings: Settings, ref: str, digest: str, key: SignKey) -> str:
             answer = client.upload_blob(str(path), target, blob)
             if answer.status_code not in (200, 201, 202):
                 raise SailError(
-                    f"storing the signature of {ref} failed: HTTP {answer.status_code} {answer.text[:200]}"
+                    f"storing the signature of {ref} failed: HTTP {answer.status_code} "
+                    f"{answer.text[:200]}"
                 )
     manifest = {"schemaVersion": 2, "mediaType": MANIFEST_TYPE, "config": config, "layers": [layer]}
     answer = client.upload_manifest(manifest, target)

@@ -175,7 +175,8 @@ def private_key(text: str, source: str) -> Ed25519Signer:
         key = None
     if not isinstance(key, Ed25519PrivateKey):
         raise SailError(
-            f"{source} is not an Ed25519 private key (the text of a signing.key that `sail keygen` writes)"
+            f"{source} is not an Ed25519 private key (the text of a signing.key that `sail "
+            "keygen` writes)"
         )
     return Ed25519Signer(key)
 
@@ -188,7 +189,8 @@ def public_key(text: str, source: str) -> Ed25519Verifier:
         key = None
     if not isinstance(key, Ed25519PublicKey):
         raise SailError(
-            f"{source} is not an Ed25519 public key (the text of a verify.key that `sail keygen` writes)"
+            f"{source} is not an Ed25519 public key (the text of a verify.key that `sail keygen` "
+            "writes)"
         )
     return Ed25519Verifier(key)
 
@@ -249,8 +251,10 @@ def signing_key(settings: Settings, scheme: str) -> SignKey:
     if text is not None:
         if not looks_like_pem(text):
             raise SailError(
-                "SAIL_SIGNING_KEY is not an Ed25519 private key: create a pair with `sail keygen DIR` and "
-                'export SAIL_SIGNING_KEY="$(cat DIR/signing.key)", or set `signing: {scheme: hmac-sha256}` '
+                "SAIL_SIGNING_KEY is not an Ed25519 private key: create a pair with `sail keygen "
+                "DIR` and "
+                'export SAIL_SIGNING_KEY="$(cat DIR/signing.key)", or set `signing: {scheme: '
+                "hmac-sha256}` "
                 "in params.yaml for a shared secret"
             )
         return private_key(text, "SAIL_SIGNING_KEY")
@@ -316,7 +320,8 @@ def audit_key(settings: Settings) -> Ed25519Signer:
         signer = dev_pair("audit")
     else:
         raise SailError(
-            "SAIL_AUDIT_KEY is not set: promotion and rollback seal the audit history with a key pair "
+            "SAIL_AUDIT_KEY is not set: promotion and rollback seal the audit history with a key "
+            "pair "
             'of their own (`sail keygen DIR`, then SAIL_AUDIT_KEY="$(cat DIR/signing.key)")'
         )
     if settings.audit_verify_key:

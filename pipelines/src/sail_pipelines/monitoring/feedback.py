@@ -30,7 +30,8 @@ def labels_path(paths: ProjectPaths) -> Path:
 
 
 def read_labels(source: Path) -> pd.DataFrame:
-    """request_id, record (0 when absent) and label; anything else is one line naming the problem."""
+    """request_id, record (0 when absent) and label; anything else is one line naming the
+    problem."""
     try:
         frame = pd.read_csv(source, dtype={"request_id": str, "label": str})
     except FileNotFoundError:

@@ -12,6 +12,7 @@ training distributions for the features that drifted.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -61,7 +62,8 @@ def numeric_drift(reference: np.ndarray, served: np.ndarray, bins: int) -> dict[
 
 
 def category_drift(shares: Mapping[str, float], served: Sequence[Any]) -> dict[str, Any]:
-    """PSI and chi-square against the training shares; values never seen in training pool in one bin."""
+    """PSI and chi-square against the training shares; values never seen in training pool in one
+    bin."""
     from scipy.stats import chisquare
 
     names = list(shares)
@@ -121,7 +123,8 @@ def _breaches(name: str, stats: Mapping[str, Any], config: MonitoringConfig) -> 
         )
     if stats.get("missing", 0) > config.max_missing:
         lines.append(
-            f"{name}: {stats['missing']:.1%} of served values missing, above monitoring.max_missing "
+            f"{name}: {stats['missing']:.1%} of served values missing, above "
+            "monitoring.max_missing "
             f"{config.max_missing:.1%}"
         )
     return lines
@@ -140,7 +143,7 @@ def sudden_changes(
     windows = _windows(traffic.times, config.window_hours)
     filled = [w for w in np.unique(windows) if np.sum(windows == w) >= config.min_rows]
     changes = []
-    for before, after in zip(filled, filled[1:]):
+    for before, after in itertools.pairwise(filled):
         for column in schema.features:
             served = traffic.inputs.get(column.name)
             if served is None:
@@ -244,7 +247,8 @@ def compare(
         if change["psi"] > config.max_window_psi:
             report["breaches"].append(
                 f"{change['feature']}: sudden change, PSI {change['psi']:.3f} between windows "
-                f"{change['from_window']} and {change['to_window']} ({config.window_hours:g} h each), above "
+                f"{change['from_window']} and {change['to_window']} ({config.window_hours:g} h "
+                "each), above "
                 f"monitoring.max_window_psi {config.max_window_psi}"
             )
     return report
@@ -254,7 +258,8 @@ def markdown(report: Mapping[str, Any], plots: Sequence[Path]) -> str:
     lines = [
         "# Monitoring report",
         "",
-        f"{report['rows']} served rows in {report['requests']} logged requests ({report['refused']} "
+        f"{report['rows']} served rows in {report['requests']} logged requests "
+        f"({report['refused']} "
         f"refused), {report['first']} to {report['last']}; bundles {', '.join(report['bundles'])}.",
         "",
     ]

@@ -217,7 +217,7 @@ def _join(
                 raise SailError(
                     f"the shared search study {name} never got its trial queue: its "
                     "creator stopped early; delete the study from the storage, rerun"
-                )
+                ) from None
             time.sleep(0.2)
         return study
     first = {d.name: baseline[d.name] for d in search.space if _inside(d, baseline.get(d.name))}

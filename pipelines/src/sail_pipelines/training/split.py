@@ -1,4 +1,5 @@
-"""`sail split`: a seeded, deterministic train/test split, so the test set is fixed per data version.
+"""`sail split`: a seeded, deterministic train/test split, so the test set is fixed per data
+version.
 
 Rows without a label cannot train or score a model, so they are dropped here (validation has
 already counted them against validation.max_missing_target).

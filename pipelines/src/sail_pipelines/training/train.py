@@ -124,7 +124,8 @@ def run(
     except stl.NonFiniteFeatures as exc:
         lines = ", ".join(str(i + 2) for i in exc.rows[:5])
         raise SailError(
-            f"training data: {exc.field or 'a column'} becomes non-finite in the transformation layer "
+            f"training data: {exc.field or 'a column'} becomes non-finite in the transformation "
+            "layer "
             f"(data/split/train.csv line(s) {lines}): clip or drop such values in the STL"
         ) from None
     common = {
@@ -157,7 +158,7 @@ def run(
                 target,
                 params.task,
                 lambda: clone(transformer),
-                lambda p: make_estimator(replace(candidate, params=p)),
+                lambda p, this=candidate: make_estimator(replace(this, params=p)),
             )
             outcome = search.run(
                 candidate.name,
@@ -197,7 +198,8 @@ def in_containers(
     say: Callable[[str], None],
 ) -> dict[str, dict[str, str]]:
     """Each candidate in its own training container, all at once; the host supplies the provenance
-    the containers cannot compute (they see neither the raw data nor .git). Returns when each ran."""
+    the containers cannot compute (they see neither the raw data nor .git). Returns when each
+    ran."""
     from sail_pipelines.delivery.build import recorded
 
     chosen = select(params, names)
