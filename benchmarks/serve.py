@@ -212,9 +212,8 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk")
-    if (
-        not args.project
-    ):  # a given project comes with its key (SAIL_SIGNING_KEY or SAIL_ALLOW_DEV_KEY)
+    # a given project comes with its key (SAIL_SIGNING_KEY or SAIL_ALLOW_DEV_KEY)
+    if not args.project:
         os.environ["SAIL_SIGNING_KEY"] = KEY
     os.environ.update(
         GIT_AUTHOR_NAME="bench",

@@ -307,9 +307,10 @@ def ensure_machine(what: str, ready: Callable[[], bool]) -> None:
         return
     if under_ci():
         pytest.fail(f"{what} is not available: CI must run docker/prepare-machine before the tests")
+    # below pytest-timeout's 900 s, so this is what reports a hang
     proc = subprocess.run(
         [str(ROOT / "docker" / "prepare-machine")], capture_output=True, text=True, timeout=600
-    )  # below pytest-timeout's 900 s, so this is what reports a hang
+    )
     if not ready():
         pytest.fail(
             f"{what} is not available after docker/prepare-machine (exit {proc.returncode}): "

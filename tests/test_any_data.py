@@ -131,9 +131,8 @@ def customers(data_dir, tmp_path_factory) -> Path:
 def test_messy_data_decisions_are_printed_and_kept_in_the_schema(customers):
     text = (customers / "contracts" / "schema.yaml").read_text()
     columns = {c["name"]: c for c in yaml.safe_load(text)["columns"]}
-    assert (
-        text.count("\n  - {name: ") == len(columns) == 9
-    )  # one line per column, in the file's order
+    # one line per column, in the file's order
+    assert text.count("\n  - {name: ") == len(columns) == 9
     assert (columns["customer_id"]["role"], columns["notes"]["role"]) == ("ignore", "ignore")
     assert columns["notes"]["reason"].startswith("free text")
     assert (columns["signup"]["type"], columns["is_member"]["type"]) == ("datetime", "bool")

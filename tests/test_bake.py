@@ -164,9 +164,8 @@ def template_syntax_left(project: Path) -> list[str]:
         # Every file, UTF-8 or not: one cookiecutter takes for binary is copied without rendering.
         text = path.read_bytes().decode("utf-8", errors="surrogateescape")
         if parts[:2] == (".github", "workflows"):
-            text = GITHUB_EXPRESSION.sub(
-                "", text
-            )  # `${{ ... }}` is GitHub's; nothing else may survive
+            # `${{ ... }}` is GitHub's; nothing else may survive
+            text = GITHUB_EXPRESSION.sub("", text)
         offenders += [f"{path.relative_to(project)}: {d}" for d in DELIMITERS if d in text]
     return offenders
 
@@ -244,9 +243,8 @@ def test_data_is_tracked_by_dvc_with_a_local_default_remote(baked):
     config = ConfigObj(str(project / ".dvc" / "config"))
     assert config["core"]["remote"] == "local"
     assert config["core"]["analytics"] == "false"
-    assert (
-        config['remote "local"']["url"] == "../dvc-storage"
-    )  # relative to .dvc/, i.e. <project>/dvc-storage
+    # relative to .dvc/, i.e. <project>/dvc-storage
+    assert config['remote "local"']["url"] == "../dvc-storage"
 
 
 def test_git_repository_is_initialized_and_committed(baked):

@@ -18,9 +18,8 @@ N = 150
 def binary(labels=(0, 1)):
     y = RNG.choice(labels, N)
     positive = (y == labels[1]).astype(float)
-    p = np.round(
-        np.clip(0.35 * positive + 0.65 * RNG.random(N), 0, 1), 2
-    )  # rounded: ties in the scores
+    # rounded: ties in the scores
+    p = np.round(np.clip(0.35 * positive + 0.65 * RNG.random(N), 0, 1), 2)
     return y, Outputs(np.where(p > 0.5, labels[1], labels[0]), np.c_[1 - p, p], tuple(labels))
 
 

@@ -353,10 +353,11 @@ def test_the_step_environment_passes_settings_but_not_host_files():
         {"SAIL_VERIFY_KEY": "public"},
         private=False,
     )
+    # a verifying step gets no private key
     assert verifying == {
         "SAIL_REGISTRY": "r",
         "SAIL_VERIFY_KEY": "public",
-    }  # a verifying step gets no private key
+    }
 
 
 def test_the_generated_dockerfile_takes_a_base_image_and_orders_layers_for_caching(tmp_path):

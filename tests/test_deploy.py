@@ -329,9 +329,8 @@ def test_a_never_ready_image_restores_the_previous_container(
         f"{REPO}:bad-{mode} did not become ready at http://127.0.0.1:{port}: {reason}" in stderr
     ), stderr
     assert f"the previous container ({REPO}:c0ffee-v1) is serving again" in stderr
-    assert (
-        f"stub {REPO}:bad-{mode} starting in mode {mode}, private key: False" in stderr
-    )  # the log tail
+    # the log tail
+    assert f"stub {REPO}:bad-{mode} starting in mode {mode}, private key: False" in stderr
     if mode == "crash":
         assert "boom: the bundle does not verify" in stderr
     assert TEST_KEY not in result.stdout + result.stderr
@@ -518,9 +517,8 @@ def test_kubernetes_manifests(project, stubs, docker_client):
         and container["securityContext"]["readOnlyRootFilesystem"]
     )
     key_env = [e for e in container["env"] if e["name"].startswith("SAIL_") and "KEY" in e["name"]]
-    assert key_env == [
-        {"name": "SAIL_VERIFY_KEY", "value": TEST_VERIFY_KEY}
-    ]  # the public key; no Secret needed
+    # the public key; no Secret needed
+    assert key_env == [{"name": "SAIL_VERIFY_KEY", "value": TEST_VERIFY_KEY}]
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
     assert (
         deployment["spec"]["selector"]["matchLabels"].items()

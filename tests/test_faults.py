@@ -141,9 +141,8 @@ def test_mlflow_unreachable_during_the_gate_fails_fast_and_closed(
 def test_s3_outage_during_push_retries_with_backoff_then_the_next_run_recovers(
     tmp_path, mlflow_server
 ):
-    store = (
-        S3Server().start()
-    )  # the team's S3, on its own port so stopping it leaves MLflow's alone
+    # the team's S3, on its own port so stopping it leaves MLflow's alone
+    store = S3Server().start()
     store.client().create_bucket(Bucket="outage")
     try:
         project = bake(tmp_path, project_name="Outage Model")
@@ -154,10 +153,11 @@ def test_s3_outage_during_push_retries_with_backoff_then_the_next_run_recovers(
             mlflow={"tracking_uri": mlflow_server.uri},
             retry={"attempts": 3, "backoff_seconds": 0.5},
         )
+        # botocore's own retries off: this times sail's
         env = {
             **CLIENT_AWS,
             "AWS_MAX_ATTEMPTS": "1",
-        }  # botocore's own retries off: this times sail's
+        }
         repro(project, **env)
         ok(sail(project, "gate", **env))
         store.stop()
@@ -193,11 +193,12 @@ def test_s3_outage_during_push_retries_with_backoff_then_the_next_run_recovers(
 
 # --- a training process killed while it writes ---------------------------------------------------
 
+# trained after the defaults
 LAST = {
     "name": "extra_trees",
     "estimator": "sklearn.ensemble.ExtraTreesClassifier",
     "params": {"n_estimators": 20, "random_state": 0, "n_jobs": 1},
-}  # trained after the defaults
+}
 BUNDLE_FILES = [
     "MANIFEST.json",
     "SIGNATURE.json",

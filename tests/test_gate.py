@@ -54,17 +54,14 @@ def one_line_failure(result, start):
 def test_accepted_bundle_carries_the_labelled_holdout_and_the_smoke_rows(pipeline_project):
     bundle = load_bundle(pipeline_project / "models" / "accepted", KEY)
     holdout = json.loads(bundle.files[HOLDOUT])
-    assert (
-        len(holdout["records"]) == len(holdout["predictions"]) == 20
-    )  # what the smoke tests serve
+    # what the smoke tests serve
+    assert len(holdout["records"]) == len(holdout["predictions"]) == 20
     labelled = pd.read_csv(pipeline_project / "data" / "split" / "test.csv")
-    assert (
-        bundle.files[HOLDOUT_CSV] == labelled.to_csv(index=False).encode()
-    )  # all 114 test rows, with labels
+    # all 114 test rows, with labels
+    assert bundle.files[HOLDOUT_CSV] == labelled.to_csv(index=False).encode()
     assert holdout["labelled"]["rows"] == holdout["labelled"]["test_rows"] == len(labelled) == 114
-    assert (
-        holdout["labelled"]["metrics"] == bundle.metadata["evaluation"]["metrics"]
-    )  # what the next gate expects
+    # what the next gate expects
+    assert holdout["labelled"]["metrics"] == bundle.metadata["evaluation"]["metrics"]
 
 
 def test_labels_corrupted_in_the_new_test_split_only_fail_as_suspicious_data(project_copy):
@@ -84,12 +81,10 @@ def test_labels_corrupted_in_the_new_test_split_only_fail_as_suspicious_data(pro
         and "gate.suspicious_drop 0.1" in last
     )
     by_name = rules(project_copy)
-    assert (
-        by_name["roc_auc >= 0.3"]["passed"] and by_name["f1 >= 0.3"]["passed"]
-    )  # low thresholds let it through
-    assert by_name["no regression on roc_auc vs champion v1"][
-        "passed"
-    ]  # both models look equally bad on it
+    # low thresholds let it through
+    assert by_name["roc_auc >= 0.3"]["passed"] and by_name["f1 >= 0.3"]["passed"]
+    # both models look equally bad on it
+    assert by_name["no regression on roc_auc vs champion v1"]["passed"]
     assert [r for r, v in by_name.items() if not v["passed"]] == [
         "test data consistent with champion v1's holdout"
     ]
@@ -100,9 +95,8 @@ def test_labels_corrupted_in_the_new_test_split_only_fail_as_suspicious_data(pro
         < 0.95
         < champion["holdout"]["champion_all_rows"]["roc_auc"]
     )
-    assert (
-        champion["holdout"]["champion_all_rows"] == champion["holdout"]["recorded"]
-    )  # its holdout: as recorded
+    # its holdout: as recorded
+    assert champion["holdout"]["champion_all_rows"] == champion["holdout"]["recorded"]
     assert versions(project_copy) == ["1"]
 
 
@@ -188,9 +182,8 @@ def test_a_slice_rule_fails_while_the_overall_metric_passes(regression_copy):
         and not by_name[f"in every slice: r2 >= {floor:g}"]["passed"]
     )
 
-    edit_params(
-        project, lambda p: p["gate"]["slices"].update(min_rows=1000)
-    )  # every slice too small now
+    # every slice too small now
+    edit_params(project, lambda p: p["gate"]["slices"].update(min_rows=1000))
     ok(sail(project, "gate", "--no-register", **QUIET))
     rule = rules(project)[f"in every slice: r2 >= {floor:g}"]
     assert (

@@ -116,9 +116,8 @@ def test_prometheus_sums_two_workers_and_keeps_a_killed_workers_counts(tmp_path,
     key = signer.verify_key
     records = [GOOD, {**GOOD, "x1": -1.0, "color": "b"}]
     shared = tmp_path / "multiproc"
-    monkeypatch.setenv(
-        "PROMETHEUS_MULTIPROC_DIR", str(shared)
-    )  # the server inherits it: we can look inside
+    # the server inherits it: we can look inside
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(shared))
     with (
         local_server(bundle, key, workers=2) as base_url,
         prometheus(base_url.split("//")[1], tmp_path) as prom,
@@ -135,9 +134,8 @@ def test_prometheus_sums_two_workers_and_keeps_a_killed_workers_counts(tmp_path,
         while len(set(workers_of(port)) - set(first)) < 1 and time.monotonic() < deadline:
             time.sleep(0.2)  # gunicorn replaces the killed worker
         wait_ready(base_url, 30)
-        assert (
-            scraped(prom, PREDICT_OK, 30, timeout=5) == 30
-        )  # no reset: the dead worker's file still counts
+        # no reset: the dead worker's file still counts
+        assert scraped(prom, PREDICT_OK, 30, timeout=5) == 30
         post_each(base_url, records, 20)
         assert scraped(prom, PREDICT_OK, 50) == 50
         served = query(prom, "sum(sail_predictions_total)")

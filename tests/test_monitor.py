@@ -105,9 +105,8 @@ def test_traffic_like_the_test_split_passes(project, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads((project / "reports" / "monitor.json").read_text())
     assert report["rows"] == 600 and report["breaches"] == []
-    assert report["features"]["income"] == {
-        "logged": False
-    }  # `log: false`: never logged, never judged
+    # `log: false`: never logged, never judged
+    assert report["features"]["income"] == {"logged": False}
     assert set(report["features"]["x1"]) >= {"psi", "ks", "p_value", "out_of_range", "missing"}
     assert "Every limit holds." in (project / "reports" / "monitor.md").read_text()
 
@@ -195,9 +194,8 @@ def test_feedback_joins_labels_and_monitor_scores_the_live_model(project, tmp_pa
             "label": frame["label"],
         }
     )
-    labels.iloc[:500].to_csv(
-        tmp_path / "labels.csv", index=False
-    )  # ground truth for 500 of the 600 rows
+    # ground truth for 500 of the 600 rows
+    labels.iloc[:500].to_csv(tmp_path / "labels.csv", index=False)
     raw = project / "data" / "raw" / "data.csv"
     before = len(pd.read_csv(raw))
     joined = json.loads(

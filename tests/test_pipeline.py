@@ -59,9 +59,8 @@ def test_registry_holds_the_version_with_its_alias(pipeline_project):
     assert run.data.metrics["roc_auc"] == pytest.approx(gate["metrics"]["roc_auc"])
     assert "estimator" in run.data.params
     runs = client.search_runs([run.info.experiment_id])
-    assert (
-        len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 3
-    )  # one per candidate
+    # one per candidate
+    assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 3
 
 
 def test_dvc_remote_holds_the_accepted_bundle_and_data(pipeline_project):
@@ -197,17 +196,15 @@ def test_bad_data_stops_the_pipeline_naming_column_and_value(project_copy):
     dvc(project_copy, "add", "data/raw/data.csv")
     result = sail(project_copy, "run")
     assert result.returncode == 1
-    assert (
-        "mean_radius: non-numeric value(s): 'abc' (line 5)" in result.stderr
-    )  # line 5 of the file: header, then rows 0-3
+    # line 5 of the file: header, then rows 0-3
+    assert "mean_radius: non-numeric value(s): 'abc' (line 5)" in result.stderr
 
 
 def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_path):
     project = bake(tmp_path, project_name="Gatekeeper")
     ok(sail(project, "run"))
-    again = ok(
-        sail(project, "run")
-    )  # idempotent: DVC skips every stage, the gate reuses the version
+    # idempotent: DVC skips every stage, the gate reuses the version
+    again = ok(sail(project, "run"))
     assert "Stage 'train' didn't change, skipping" in again.stdout + again.stderr
     ok(sail(project, "promote"))
     client = registry(project)
@@ -323,9 +320,8 @@ def test_dvc_remote_url_from_the_environment(project_copy, tmp_path):
     team_remote = tmp_path / "team-remote"
     ok(sail(project_copy, "push", SAIL_DVC_REMOTE_URL=str(team_remote)))
     assert any(p.name.endswith(".dir") for p in team_remote.rglob("*"))
-    assert (
-        "sail-env" not in (project_copy / ".dvc" / "config").read_text()
-    )  # the committed config is untouched
+    # the committed config is untouched
+    assert "sail-env" not in (project_copy / ".dvc" / "config").read_text()
 
 
 def test_sudden_shift_against_the_shipped_profile_stops_validation(project_copy):

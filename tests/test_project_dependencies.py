@@ -69,15 +69,15 @@ def test_a_lightgbm_candidate_trains_scores_and_serves_in_the_containers(boosted
     project, out = boosted["project"], boosted["run"].stdout
     assert "in the inference container" in out and "smoke test passed: 20 holdout rows" in out
     evaluation = json.loads((project / "reports" / "evaluation.json").read_text())
+    # both scored by the metric image
     assert set(evaluation["candidates"]) == {
         "lightgbm",
         "baseline",
-    }  # both scored by the metric image
+    }
     assert evaluation["best"] == "lightgbm"
     staged = (project / ".sail" / "build" / "requirements-project.txt").read_text()
-    assert (
-        f"lightgbm=={LIGHTGBM}\n" in staged and "scikit-learn" not in staged
-    )  # the core pins are not repeated
+    # the core pins are not repeated
+    assert f"lightgbm=={LIGHTGBM}\n" in staged and "scikit-learn" not in staged
     for bundle in ("candidates/lightgbm", "candidates/baseline", "accepted"):
         recorded = json.loads((project / "models" / bundle / "metadata.json").read_text())[
             "project_dependencies"

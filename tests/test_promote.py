@@ -238,9 +238,8 @@ def test_rollback_of_a_champion_from_before_the_audit_history(project):
     client = mlflow(project)
     for _ in range(2):
         register_version(project, MODEL, None, alias="")
-    client.set_registered_model_alias(
-        MODEL, "champion", "2"
-    )  # as an earlier sail-pipelines left it
+    # as an earlier sail-pipelines left it
+    client.set_registered_model_alias(MODEL, "champion", "2")
     client.set_model_version_tag(MODEL, "2", "sail.previous_champion", "1")
     result = json.loads(ok(sail(project, "rollback", "--approver", "dave")).stdout)
     assert result["to"] == "1" and result["image"] is None
@@ -248,10 +247,11 @@ def test_rollback_of_a_champion_from_before_the_audit_history(project):
 
 
 def test_promotion_refusals_change_nothing(project, stubs):
+    # v2 holds 'candidate' now
     v1, v2 = (
         packaged(project, stubs, "1"),
         packaged(project, stubs, "2"),
-    )  # v2 holds 'candidate' now
+    )
     refused(
         sail(project, "promote", "--version", v1, "--expect-champion", "none"),
         "v1 of promote_check no longer holds 'candidate' (v2 does): a newer build superseded it",

@@ -67,9 +67,8 @@ def test_a_failure_at_any_release_step_leaves_everything_as_it_was(evaluated, mo
 
         def write(dest, *args):
             calls.append(dest)
-            if (
-                len(calls) == 2
-            ):  # the first writes the staged copy for MLflow, the second models/accepted
+            # the first writes the staged copy for MLflow, the second models/accepted
+            if len(calls) == 2:
                 raise Injected(step)
             return real(dest, *args)
 

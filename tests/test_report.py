@@ -164,9 +164,8 @@ def test_report_of_a_passing_gate(project_copy):
     assert f"`{gate['data_hash']}`" in text and "passed ✅, 569 rows, 31 columns" in text
     images = re.findall(r"!\[[^]]*\]\((plots/[^)]+\.png)\)", text)
     assert sorted(images) == ["plots/confusion_matrix.png", "plots/roc.png"]
-    assert all(
-        (project_copy / "reports" / image).is_file() for image in images
-    )  # relative to report.md
+    # relative to report.md
+    assert all((project_copy / "reports" / image).is_file() for image in images)
     assert "Served by **ONNX Runtime** (compiled), which agrees with scikit-learn on " in text
     assert text.count(" | onnx |") == 3  # every example candidate takes the compiled path
 
@@ -217,9 +216,8 @@ def test_report_of_a_failing_gate_against_the_champion(project_copy, tmp_path):
     assert "Champion metrics: rescored on this test set" in text
     written = summary.read_text()
     assert written.startswith("earlier step output\n" + MARKER)  # appended, not replaced
-    assert (
-        "gate FAILED ❌" in written and "](plots/" not in written
-    )  # no image links that cannot resolve there
+    # no image links that cannot resolve there
+    assert "gate FAILED ❌" in written and "](plots/" not in written
     assert "- `reports/plots/roc.png`" in written
     assert "[this workflow run](https://github.example/acme/churn/actions/runs/42)" in written
 

@@ -71,6 +71,7 @@ def with_search(block):
 
 def test_a_search_block_parses_with_its_defaults():
     candidate = parse_params(with_search(SEARCH)).candidates[0]
+    # gate's metric, split's seed
     assert candidate.search == SearchConfig(
         space=(
             Dimension("C", "float", 0.01, 10.0, True),
@@ -81,7 +82,7 @@ def test_a_search_block_parses_with_its_defaults():
         timeout=None,
         folds=5,
         seed=42,
-    )  # gate's metric, split's seed
+    )
 
 
 @pytest.mark.parametrize(
@@ -261,9 +262,8 @@ def test_two_workers_sharing_one_study_run_the_budget_exactly_once(pipeline_proj
         pid: {t.number for t in trials if f":{pid}-" in t.user_attrs["worker"]}
         for pid in (w.pid for w in workers)
     }
-    assert all(ran.values()) and not set.intersection(
-        *ran.values()
-    )  # both worked, never the same trial
+    # both worked, never the same trial
+    assert all(ran.values()) and not set.intersection(*ran.values())
     assert set.union(*ran.values()) == set(range(12))
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
     # Each worker waited for the other, so both record the whole study.

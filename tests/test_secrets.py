@@ -91,12 +91,10 @@ def secret_run(tmp_path_factory, s3, mlflow_server, auth_registry):
     outputs = {
         "doctor": ok(sail(project, "doctor", key=key, **env)),
         "run": ok(sail(project, "run", key=key, **env)),
-        "promote": ok(
-            sail(project, "promote", key=key, **env)
-        ),  # seals the audit record with SAIL_AUDIT_KEY
-        "gate": ok(
-            sail(project, "gate", key=key, **env)
-        ),  # re-scores the champion: downloads its bundle
+        # seals the audit record with SAIL_AUDIT_KEY
+        "promote": ok(sail(project, "promote", key=key, **env)),
+        # re-scores the champion: downloads its bundle
+        "gate": ok(sail(project, "gate", key=key, **env)),
         "report": sail(project, "report", key=key, **env),
         # Failures print what went wrong; they must not print what was used to try.
         "push-down": sail(
@@ -186,9 +184,8 @@ def test_no_secret_in_the_bucket(secret_run, s3):
     found = []
     for key in s3.keys():
         found += leaks(s3.read(key), f"s3://{key}", secret_run["secrets"])
-    assert s3.keys(
-        prefix=f"{secret_run['project'].name}/"
-    )  # the project's data and bundle are there to search
+    # the project's data and bundle are there to search
+    assert s3.keys(prefix=f"{secret_run['project'].name}/")
     assert found == []
 
 

@@ -812,9 +812,8 @@ INT_SCHEMA = Schema(
     "rows",
     [
         [{"n": 1, "x": 0.5, "k": 1}, {"n": 2.0, "x": None, "k": 2}],
-        [
-            {"n": 2**60 + 1, "x": 0.5, "k": 1}
-        ],  # not a float: check_value refuses it in an int column
+        # not a float: check_value refuses it in an int column
+        [{"n": 2**60 + 1, "x": 0.5, "k": 1}],
         [{"n": 1.5, "x": 0.5, "k": 1}],
         [{"n": True, "x": 0.5, "k": 1}],
         [{"n": 1, "x": 0.5, "k": True}],  # True == 1, yet not a category value

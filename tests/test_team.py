@@ -254,9 +254,8 @@ def test_data_and_accepted_bundle_are_in_the_bucket(team_run, s3):
     project = team_run["project"]
     stored = set(s3.keys(prefix=f"{project.name}/"))
     expected = dvc_md5_paths(project, project.name)
-    assert (
-        len(expected) >= 7 and expected <= stored
-    )  # the data, the .dir listing and every bundle file
+    # the data, the .dir listing and every bundle file
+    assert len(expected) >= 7 and expected <= stored
     data_md5 = yaml.safe_load((project / "data" / "raw" / "data.csv.dvc").read_text())["outs"][0][
         "md5"
     ]
@@ -303,13 +302,13 @@ def test_team_remote_lives_in_the_uncommitted_dvc_config(team_run, s3):
         and f"endpointurl = {s3.endpoint}" in local
         and f"region = {REGION}" in local
     )
-    assert (
-        "key" not in local and "secret" not in local and "token" not in local
-    )  # credentials stay in the environment
+    # credentials stay in the environment
+    assert "key" not in local and "secret" not in local and "token" not in local
+    # never committed
     assert (
         subprocess.run(["git", "check-ignore", "-q", ".dvc/config.local"], cwd=project).returncode
         == 0
-    )  # never committed
+    )
 
 
 def test_promoted_champion_is_rescored_from_its_bundle_in_s3(team_run):
@@ -439,9 +438,8 @@ def test_direct_artifacts_and_an_assumed_role_from_the_environment_only(
         for r in get_backend("sts")["123456789012"]["global"].assumed_roles
     }
     assert (ROLE, f"sail-{getpass.getuser()}") in sessions
-    assert (
-        "profile" not in (project / ".dvc" / "config.local").read_text()
-    )  # the role's credentials came through the environment
+    # the role's credentials came through the environment
+    assert "profile" not in (project / ".dvc" / "config.local").read_text()
 
 
 def test_ecr_login_token_comes_from_boto3(tmp_path, s3, monkeypatch):
@@ -449,9 +447,8 @@ def test_ecr_login_token_comes_from_boto3(tmp_path, s3, monkeypatch):
     here)."""
     from sail_pipelines.integrations import registry
 
-    monkeypatch.setenv(
-        "AWS_ENDPOINT_URL_ECR", s3.endpoint
-    )  # boto3's own per-service endpoint variable
+    # boto3's own per-service endpoint variable
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", s3.endpoint)
     for name, value in CLIENT_AWS.items():
         monkeypatch.setenv(name, value)
     host = "123456789012.dkr.ecr.us-east-1.amazonaws.com"

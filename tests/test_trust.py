@@ -147,12 +147,10 @@ def test_the_development_pair_only_behind_its_opt_in(split_project, tmp_path):
         "dev_key": True,
     }
     ok(predict(project, SAIL_ALLOW_DEV_KEY="1"))
-    assert "SAIL_VERIFY_KEY is not set" in last_error(
-        predict(project), "predict"
-    )  # no opt-in, no key
-    line = last_error(
-        predict(project, SAIL_VERIFY_KEY=TEST_VERIFY_KEY), "predict"
-    )  # a real key refuses it
+    # no opt-in, no key
+    assert "SAIL_VERIFY_KEY is not set" in last_error(predict(project), "predict")
+    # a real key refuses it
+    line = last_error(predict(project, SAIL_VERIFY_KEY=TEST_VERIFY_KEY), "predict")
     assert f"signed with Ed25519 key id {signing.dev_pair().key_id}" in line
 
 

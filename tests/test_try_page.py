@@ -46,9 +46,8 @@ def regression(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(
-    server, regression
-):  # quits before the servers stop: no keep-alive connection to wait for
+# quits before the servers stop: no keep-alive connection to wait for
+def browser(server, regression):
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and chromedriver):
         missing(
@@ -110,9 +109,8 @@ def _open(browser, server):
 def test_form_predicts_what_the_api_predicts(browser, server, bundle_dir):
     _open(browser, server)
     row = _holdout(bundle_dir)[0]
-    assert _by_id(browser, "f-0").get_attribute("value") == str(
-        row["x1"]
-    )  # pre-filled with the holdout row
+    # pre-filled with the holdout row
+    assert _by_id(browser, "f-0").get_attribute("value") == str(row["x1"])
     _by_id(browser, "predict").click()
     shown = _wait(browser, lambda b: b.find_elements("id", "prediction"))[0].text
     api = requests.post(f"{server}/predict", json=row, timeout=10).json()
@@ -141,9 +139,8 @@ def test_csv_batch_comes_back_as_a_table_and_a_download(browser, server, bundle_
     rows = _holdout(bundle_dir)[:6]
     upload = tmp_path / "batch.csv"
     with upload.open("w", newline="") as out:
-        writer = csv.DictWriter(
-            out, fieldnames=[*rows[0], "label"]
-        )  # the target column is left out
+        # the target column is left out
+        writer = csv.DictWriter(out, fieldnames=[*rows[0], "label"])
         writer.writeheader()
         writer.writerows({**r, "label": "yes"} for r in rows)
     _open(browser, server)

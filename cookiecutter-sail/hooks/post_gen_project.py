@@ -58,9 +58,8 @@ def place_task_files():
     (ROOT / "contracts").mkdir(exist_ok=True)
     shutil.move(str(data), str(ROOT / "data" / "raw" / "data.csv"))
     shutil.move(str(schema), str(ROOT / "contracts" / "schema.yaml"))
-    shutil.move(
-        str(profile), str(ROOT / "contracts" / "profile.json")
-    )  # reference for `sail validate`
+    # reference for `sail validate`
+    shutil.move(str(profile), str(ROOT / "contracts" / "profile.json"))
     shutil.rmtree(ROOT / "_task")
 
 

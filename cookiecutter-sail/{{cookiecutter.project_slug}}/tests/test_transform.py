@@ -40,9 +40,8 @@ def test_one_row_alone_equals_the_same_row_in_a_batch(build_transformer, columns
     transformer = build_transformer(**columns).fit(features)
     rows = features.iloc[[0, 1, len(features) // 2, len(features) - 1]].copy()
     gap = rows.iloc[[0]].copy()
-    gap[(columns["numeric"] + columns["categorical"] + columns["datetime"])[0]] = (
-        np.nan
-    )  # imputed from training
+    # imputed from training
+    gap[(columns["numeric"] + columns["categorical"] + columns["datetime"])[0]] = np.nan
     batch = pd.concat([rows, gap], ignore_index=True)
     together = transformer.transform(batch)
     assert together.shape[0] == len(batch)
@@ -58,9 +57,8 @@ def test_transform_never_refits(build_transformer, columns, features):
     before = transformer.transform(features)
     shifted = features.copy()
     if columns["numeric"]:
-        shifted[columns["numeric"]] = (
-            shifted[columns["numeric"]] * -0.5 + 5
-        )  # very different (and finite) data
+        # very different (and finite) data
+        shifted[columns["numeric"]] = shifted[columns["numeric"]] * -0.5 + 5
     transformer.transform(shifted)
     transformer.transform(shifted.iloc[[0]])
     assert joblib.hash(transformer) == fitted_state

@@ -117,9 +117,8 @@ def baseline_thresholds(
     for metric in GATED[task]:
         base = scores[metric]
         if metric == "r2":
-            base = max(
-                base, 0.0
-            )  # the mean of the training split can score a little below 0 on the test split
+            # the mean of the training split can score a little below 0 on the test split
+            base = max(base, 0.0)
         bound = base + MARGIN * (PERFECT[metric] - base)
         thresholds[metric] = {"min" if HIGHER_IS_BETTER[metric] else "max": round(float(bound), 4)}
     return thresholds

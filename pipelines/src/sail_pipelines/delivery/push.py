@@ -34,9 +34,8 @@ def remote_config(root: Path, settings: Settings) -> dict[str, str]:
         remote["endpointurl"] = settings.aws.endpoint_url
     if settings.aws.region:
         remote["region"] = settings.aws.region
-    if (
-        settings.aws.profile and not settings.aws.role_arn
-    ):  # with a role, the role's credentials come from env
+    # with a role, the role's credentials come from env
+    if settings.aws.profile and not settings.aws.role_arn:
         remote["profile"] = settings.aws.profile
     return remote
 

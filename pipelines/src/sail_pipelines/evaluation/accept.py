@@ -77,9 +77,8 @@ def release(
         client, model, run_id, tags["source"], {k: v for k, v in tags.items() if k != "source"}
     )
     version = str(registered.version)
-    staging = (
-        Path(tempfile.mkdtemp(prefix="sail-accepted-")) / accepted_dir.name
-    )  # data/accepted in the model
+    # data/accepted in the model
+    staging = Path(tempfile.mkdtemp(prefix="sail-accepted-")) / accepted_dir.name
     try:
         signed = metadata(version)
         accepted_id = write_bundle(staging, files, signed, key)

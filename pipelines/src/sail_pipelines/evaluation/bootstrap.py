@@ -106,9 +106,8 @@ def _classification(
     y_true: np.ndarray, outputs: Outputs, weights: np.ndarray
 ) -> dict[str, np.ndarray]:
     classes = list(outputs.classes)
-    labels = classes + sorted(
-        set(pd.unique(y_true)) - set(classes), key=str
-    )  # a label the model never saw
+    # a label the model never saw
+    labels = classes + sorted(set(pd.unique(y_true)) - set(classes), key=str)
     k = len(labels)
     true_code = pd.Categorical(y_true, categories=labels).codes
     pred_code = pd.Categorical(
@@ -169,9 +168,8 @@ def _roc_auc(
         _binary_auc(true_code == labels.index(c), outputs.probabilities[:, i], weights)
         for i, c in enumerate(classes)
     ]
-    return np.mean(
-        per_class, axis=0
-    )  # NaN when any class is absent from a resample, as scikit-learn
+    # NaN when any class is absent from a resample, as scikit-learn
+    return np.mean(per_class, axis=0)
 
 
 def _binary_auc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:

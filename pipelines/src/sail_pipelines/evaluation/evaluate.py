@@ -249,9 +249,8 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
             for name, bundle in bundles.items()
         },
         "holdout": {
-            "records": json_records(
-                holdout[sent]
-            ),  # as a client sends them: missing values as null
+            # as a client sends them: missing values as null
+            "records": json_records(holdout[sent]),
             "predictions": predictions[winner][: len(holdout)],
         },
     }

@@ -232,12 +232,10 @@ class CompiledModel:
         if len(outputs) == 1:  # a regressor: one [rows, 1] output
             return outputs[0].ravel(), None
         labels = outputs[0]
-        if (
-            labels.dtype.kind == "i"
-        ):  # ONNX Runtime's int64 is numpy's longlong, which pandas does not
-            labels = labels.astype(
-                np.int64
-            )  # count as int (Spark UDFs of MLflow select columns by it)
+        # ONNX Runtime's int64 is numpy's longlong, which pandas does not count as int (Spark UDFs
+        # of MLflow select columns by it)
+        if labels.dtype.kind == "i":
+            labels = labels.astype(np.int64)
         return labels, outputs[1] if self.probabilities else None
 
 

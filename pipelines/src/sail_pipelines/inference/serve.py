@@ -73,9 +73,8 @@ def runtime_info(bundle: LoadedBundle) -> dict[str, Any]:
     return {"runtime": bundle.runtime, "reason": reason, "agreement": inference.get("agreement")}
 
 
-PREDICTING = frozenset(
-    {"predict", "invocations", "v2_infer"}
-)  # endpoints that write the prediction log
+# endpoints that write the prediction log
+PREDICTING = frozenset({"predict", "invocations", "v2_infer"})
 
 
 def create_app(
@@ -172,9 +171,8 @@ def create_app(
             git_commit=metadata.get("git_commit"),
             created_at=metadata.get("created_at"),
             signing=metadata.get("signing"),  # algorithm and key id (the public key's fingerprint)
-            model_card=metadata.get(
-                "model_card"
-            ),  # where `sail gate` logged the model card (MLflow)
+            # where `sail gate` logged the model card (MLflow)
+            model_card=metadata.get("model_card"),
             schema=schema.to_dict(),
             inference=serving,
         )
@@ -277,9 +275,8 @@ def create_app(
             )
         )
 
-    page.register(
-        app, bundle, model_name, max_records, max_body_bytes
-    )  # /openapi.json, / and /docs
+    # /openapi.json, / and /docs
+    page.register(app, bundle, model_name, max_records, max_body_bytes)
 
     @app.errorhandler(InputError)
     def input_error(exc: InputError):
@@ -301,9 +298,8 @@ def create_app(
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
-        app.logger.exception(
-            "request %s failed", _request_id()
-        )  # traceback to our log, not the client
+        # traceback to our log, not the client
+        app.logger.exception("request %s failed", _request_id())
         return _error(500, "internal server error")
 
     @app.before_request

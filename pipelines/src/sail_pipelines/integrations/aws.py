@@ -24,10 +24,8 @@ QUICK = {
     "read_timeout": 20,
     "retries": {"max_attempts": 2, "mode": "standard"},
 }
-ENDPOINT_SERVICES = (
-    "s3",
-    "sts",
-)  # an S3-compatible store serves STS at the same address (MinIO, Ceph)
+# an S3-compatible store serves STS at the same address (MinIO, Ceph)
+ENDPOINT_SERVICES = ("s3", "sts")
 DEFAULT_ENDPOINT_REGION = "us-east-1"  # what MinIO and Ceph assume when no region is configured
 
 
@@ -146,7 +144,6 @@ def apply(aws: AwsSettings) -> None:
     env."""
     env = environment(aws)
     if aws.role_arn:
-        os.environ.pop(
-            "AWS_PROFILE", None
-        )  # the role's credentials, not the profile's, from here on
+        # the role's credentials, not the profile's, from here on
+        os.environ.pop("AWS_PROFILE", None)
     os.environ.update(env)

@@ -80,9 +80,8 @@ def write_bundle(
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
     recover(dest)
-    parked = (
-        _leftovers(dest, "old") if dest.exists() else []
-    )  # never the only copy of the old bundle
+    # never the only copy of the old bundle
+    parked = _leftovers(dest, "old") if dest.exists() else []
     for leftover in _leftovers(dest, "tmp") + parked:
         shutil.rmtree(leftover, ignore_errors=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"

@@ -208,9 +208,8 @@ def compare(
         return report
     for column in schema.features:
         if column.name not in traffic.inputs:
-            report["features"][column.name] = {
-                "logged": False
-            }  # `log: false`, or not a feature then
+            # `log: false`, or not a feature then
+            report["features"][column.name] = {"logged": False}
             continue
         reference = train[column.name].dropna() if column.name in train else None
         stats = _feature(
@@ -233,10 +232,9 @@ def compare(
             np.asarray(traffic.predictions, dtype=float),
             config.bins,
         )
-        (
-            stats.pop("ks"),
-            stats.pop("p_value"),
-        )  # predictions are not the target: only their mix counts
+        # predictions are not the target: only their mix counts
+        stats.pop("ks")
+        stats.pop("p_value")
     report["predictions"] = stats
     if stats.get("psi", 0) > config.max_psi:
         report["breaches"].append(

@@ -151,9 +151,8 @@ def open_storage(url: str | None) -> Any:
             break
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
             racing = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError)  # locked, or
-            if attempt == 4 or not isinstance(
-                exc, racing
-            ):  # the other worker wrote the version first
+            # the other worker wrote the version first
+            if attempt == 4 or not isinstance(exc, racing):
                 reason = redact(str(exc).strip().splitlines()[0][:200])
                 raise SailError(f"cannot open the search storage {redact(url)}: {reason}") from None
             time.sleep(0.2 * (attempt + 1))
