@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= $(CURDIR)/build/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench bench-batch bench-serve clean
+.PHONY: venv demo lint test bench bench-batch bench-serve clean
 
 $(BIN)/sail: pipelines/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,17 @@ demo: venv
 	  sail predict --input data/split/test.csv --output reports/batch_predictions.csv
 	@echo "demo project: $(DEMO_DIR)/sail-model  (serve it: cd there && SAIL_ALLOW_DEV_KEY=1 sail serve)"
 
+# The lint, format and type gates (ruff.toml; [tool.mypy] in pipelines/pyproject.toml). --config:
+# ruff would otherwise also read the template's pyproject.toml, which is Jinja, not TOML.
+lint: venv
+	$(BIN)/ruff check --config ruff.toml .
+	$(BIN)/ruff format --config ruff.toml --check .
+	cd pipelines && $(abspath $(BIN))/mypy
+
 # The container, Jenkins and workflow tests need Docker, a base image, a local registry, groovy and
 # shellcheck: docker/prepare-machine sets them up (idempotent). Only under CI is a failure fatal;
 # elsewhere those tests skip. CI is CI set to anything but "", 0 or false (tests/ci_rules.py).
-test: venv
+test: venv lint
 	docker/prepare-machine || case "$$(printf %s "$${CI:-}" | tr A-Z a-z)" in ""|0|false) ;; *) exit 1 ;; esac
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 

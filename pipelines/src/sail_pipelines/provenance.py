@@ -95,7 +95,7 @@ def project_requirements(pyproject: Path) -> list[Requirement]:
 def project_versions(pyproject: Path) -> dict[str, str]:
     """{name: installed version} of the project's dependencies where this runs (in a training
     container: the image's, which `sail build` pinned to the host's)."""
-    versions = {}
+    versions: dict[str, str] = {}
     for requirement in project_requirements(pyproject):
         try:
             versions[canonicalize_name(requirement.name)] = importlib_metadata.version(

@@ -217,17 +217,15 @@ def check_value(column: Column, value: Any) -> Any:
             return None
         raise RecordError(name, f"'{name}' must not be null")
     if column.type == "category":
-        if isinstance(value, (dict, list, bool)) or (
-            value not in column.values and not column.other
-        ):
-            raise RecordError(name, f"'{name}' must be one of {list(column.values)}, got {value!r}")
-        kind = str if all(isinstance(v, str) for v in column.values) else (int, float)
+        values = column.values or ()  # a category column always lists its values
+        if isinstance(value, (dict, list, bool)) or (value not in values and not column.other):
+            raise RecordError(name, f"'{name}' must be one of {list(values)}, got {value!r}")
+        kind = str if all(isinstance(v, str) for v in values) else (int, float)
         if not isinstance(value, kind) or (isinstance(value, float) and not math.isfinite(value)):
             expected = "a string" if kind is str else "a finite number"
             raise RecordError(
                 name,
-                f"'{name}' must be {expected} (one of {list(column.values)} or another), got "
-                f"{value!r}",
+                f"'{name}' must be {expected} (one of {list(values)} or another), got {value!r}",
             )
         return value
     if column.type == "bool":

@@ -180,10 +180,10 @@ def _one_number_input(graph: Any, numbers: list[str]) -> Any:
     if not numbers:
         return graph
     opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
-    extra = {"num_outputs": len(numbers)} if opset >= 18 else {}
-    split = helper.make_node(
-        "Split", [NUMERIC], numbers, axis=1, name="sail_split_numbers", **extra
-    )
+    attributes: dict[str, Any] = {"axis": 1}
+    if opset >= 18:
+        attributes["num_outputs"] = len(numbers)
+    split = helper.make_node("Split", [NUMERIC], numbers, name="sail_split_numbers", **attributes)
     kept = [i for i in graph.graph.input if i.name not in numbers]
     del graph.graph.input[:]
     graph.graph.input.extend(
@@ -249,7 +249,7 @@ def agreement(
     if not classification:
         spread = max(float(np.std(want)), 1e-12)  # differences in units of the predictions' spread
         gap = float(np.max(np.abs(np.asarray(got, float) - want), initial=0.0)) / spread
-        figures = {"rows": rows, "max_value_diff": gap}
+        figures: dict[str, Any] = {"rows": rows, "max_value_diff": gap}
         if gap > config.max_value_diff:
             return (
                 f"predictions differ by up to {gap:.3g} "
@@ -258,7 +258,7 @@ def agreement(
             )
         return None, figures
     mismatches = int(np.sum(np.asarray(want, dtype=object) != np.asarray(got, dtype=object)))
-    figures: dict[str, Any] = {"rows": rows, "label_mismatches": mismatches}
+    figures = {"rows": rows, "label_mismatches": mismatches}
     if mismatches > config.max_label_mismatches:
         return (
             f"{mismatches} of {rows} labels differ (allowed {config.max_label_mismatches})",

@@ -76,7 +76,7 @@ def register(
 
     @app.after_request
     def security_headers(response: Response) -> Response:
-        if request.path in PAGES or request.path.startswith(app.static_url_path + "/"):
+        if request.path in PAGES or request.path.startswith(f"{app.static_url_path}/"):
             response.headers["Content-Security-Policy"] = CSP
             response.headers["X-Content-Type-Options"] = "nosniff"
             response.headers["Referrer-Policy"] = "no-referrer"

@@ -91,7 +91,8 @@ class _Writer:
     """Appends scored chunks to one open file in the chosen format."""
 
     def __init__(self, fmt: str, fh: IO[Any], bundle: LoadedBundle):
-        self.fmt, self.fh, self.bundle, self.rows, self.parquet = fmt, fh, bundle, 0, None
+        self.fmt, self.fh, self.bundle, self.rows = fmt, fh, bundle, 0
+        self.parquet: Any = None  # a pyarrow ParquetWriter once the first chunk is in
 
     def write(self, chunk: pd.DataFrame) -> None:
         if self.fmt == "csv":
@@ -158,13 +159,8 @@ def run(
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
         with ExitStack() as stack:
-            fh = stack.enter_context(
-                os.fdopen(
-                    fd,
-                    "wb" if fmt == "parquet" else "w",
-                    **({} if fmt == "parquet" else {"newline": ""}),
-                )
-            )
+            opened = os.fdopen(fd, "wb") if fmt == "parquet" else os.fdopen(fd, "w", newline="")
+            fh: IO[Any] = stack.enter_context(opened)
             writer = _Writer(fmt, fh, bundle)
             for chunk in iter_table(source, chunk_rows):
                 started = time.perf_counter()

@@ -143,6 +143,7 @@ class PredictionLog:
             f'"inputs":{json.dumps(inputs, default=str)},'
             f'"outputs":{json.dumps(outputs, default=str)}}}'
         )
+        assert self.handler is not None  # the caller checked wanted()
         with self.lock:
             self.record.msg = text
             self.handler.handle(self.record)

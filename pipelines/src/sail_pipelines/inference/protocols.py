@@ -43,7 +43,7 @@ PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "sklearn"}  # by the runtime
 # --- MLflow scoring protocol -------------------------------------------------------------------
 
 
-def mlflow_columns(schema: Schema, body: Any, max_records: int) -> list[dict[str, Any]]:
+def mlflow_columns(schema: Schema, body: Any, max_records: int) -> dict[str, list[Any]]:
     """The checked feature columns of an /invocations body."""
     if not isinstance(body, dict):
         raise InputError(
@@ -171,7 +171,7 @@ def _flat(data: Any) -> list[Any]:
 
 def v2_columns(
     schema: Schema, body: Any, max_records: int
-) -> tuple[list[dict[str, Any]], list[str]]:
+) -> tuple[dict[str, list[Any]], list[str]]:
     """The checked feature columns of a v2 infer request (one tensor per feature), and the
     outputs asked for."""
     if not isinstance(body, dict):

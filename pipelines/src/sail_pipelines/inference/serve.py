@@ -28,6 +28,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from sail_pipelines.contract.ranges import beyond, training_ranges
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.inference import metrics, page, prediction_log, protocols
+from sail_pipelines.inference.onnx import Prediction
 from sail_pipelines.inference.requests import (
     InputError,
     check_outputs,
@@ -114,7 +115,8 @@ def create_app(
             g.scored = bundle.predict(columns)
         except NonFiniteFeatures as exc:
             raise InputError(422, str(exc), exc.field, exc.rows[0] if n > 1 else None) from None
-        check_outputs(*g.scored, strays)
+        predictions, probabilities = g.scored
+        check_outputs(predictions, probabilities, strays)
         stats.scored(g.scored[0], strays)
         return g.scored
 
@@ -178,7 +180,7 @@ def create_app(
         )
 
     @app.post("/predict")
-    def predict():
+    def predict() -> Response:
         predictions, probabilities = predict_columns(
             checked_columns(schema, json_body(), max_records)
         )
@@ -316,14 +318,14 @@ def create_app(
             elapsed,
         )
         if request.endpoint in PREDICTING and plog.wanted():
-            scored = g.get("scored")
+            scored: Prediction | None = g.get("scored")
             plog.write(
                 _request_id(),
                 request.path,
                 response.status_code,
                 elapsed,
                 g.get("columns"),
-                prediction_log.outputs(*scored, class_keys) if scored else None,
+                prediction_log.outputs(scored[0], scored[1], class_keys) if scored else None,
             )
         app.logger.info(
             "request_id=%s %s %s records=%s status=%s",

@@ -10,6 +10,7 @@ which is never written under deploy/.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -148,7 +149,7 @@ def render(directory: Path, w: Workload) -> list[Path]:
     written = []
     for name, manifest in manifests(w).items():
         text = yaml.safe_dump(manifest, sort_keys=False)
-        write_atomic(directory / name, lambda tmp, text=text: tmp.write_text(text))
+        write_atomic(directory / name, functools.partial(Path.write_text, data=text))
         written.append(directory / name)
     return written
 

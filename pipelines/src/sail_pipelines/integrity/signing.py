@@ -247,7 +247,7 @@ def signing_key(settings: Settings, scheme: str) -> SignKey:
                 "SAIL_SIGNING_KEY is a PEM key, but params.yaml signs with hmac-sha256: "
                 "use a random secret, or drop `signing.scheme` to sign with Ed25519"
             )
-        return HmacKey(settings.signing_key)
+        return HmacKey(text.encode())
     if text is not None:
         if not looks_like_pem(text):
             raise SailError(

@@ -29,7 +29,7 @@ class Traffic:
     positions: list[int] = field(default_factory=list)  # the record's place in its request
     inputs: dict[str, list[Any]] = field(default_factory=dict)
     predictions: list[Any] = field(default_factory=list)
-    probabilities: dict[str, list[float]] = field(default_factory=dict)
+    probabilities: dict[str, list[float | None]] = field(default_factory=dict)
     refused: int = 0  # requests answered with a 4xx
     requests: int = 0
     bundles: set[str] = field(default_factory=set)

@@ -29,7 +29,7 @@ import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,7 @@ from sail_pipelines.config import HIGHER_IS_BETTER, Dimension, SearchConfig, red
 from sail_pipelines.errors import SailError
 from sail_pipelines.evaluation import metrics
 
+Direction = Literal["minimize", "maximize"]  # an Optuna study's
 QUEUED = "sail.queued"  # study attribute: the trial queue is complete
 QUEUE_WAIT_SECONDS = 60  # how long a joining worker waits for the creator to queue the trials
 HEARTBEAT_SECONDS = 5  # a shared trial's worker marks it alive this often ...
@@ -176,11 +177,12 @@ def _sampler(search: SearchConfig, number: int) -> Any:
 
 
 def _suggest(trial: Any, d: Dimension) -> Any:
+    if d.kind == "choice":
+        return trial.suggest_categorical(d.name, list(d.choices))
+    assert d.low is not None and d.high is not None  # parse_params sets both for a range
     if d.kind == "int":
         return trial.suggest_int(d.name, int(d.low), int(d.high), log=d.log)
-    if d.kind == "float":
-        return trial.suggest_float(d.name, d.low, d.high, log=d.log)
-    return trial.suggest_categorical(d.name, list(d.choices))
+    return trial.suggest_float(d.name, d.low, d.high, log=d.log)
 
 
 def _inside(d: Dimension, value: Any) -> bool:
@@ -188,11 +190,12 @@ def _inside(d: Dimension, value: Any) -> bool:
         return value in d.choices
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
+    assert d.low is not None and d.high is not None  # parse_params sets both for a range
     return d.low <= value <= d.high and (d.kind == "float" or float(value).is_integer())
 
 
 def _join(
-    name: str, search: SearchConfig, storage: Any, baseline: dict[str, Any], direction: str
+    name: str, search: SearchConfig, storage: Any, baseline: dict[str, Any], direction: Direction
 ) -> Any:
     """Create the study and queue its budget, or join the one another worker created. The first
     trial is the baseline: the values the fixed params (or the estimator's defaults) give."""
@@ -356,7 +359,7 @@ def run(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cuts = folds(name, search, problem.task, problem.target)
-    direction = "maximize" if HIGHER_IS_BETTER[search.metric] else "minimize"
+    direction: Direction = "maximize" if HIGHER_IS_BETTER[search.metric] else "minimize"
     storage = open_storage(storage_url)
     baseline = problem.make_estimator(fixed).get_params()
     study = _join(study_name(name, search, fixed, inputs), search, storage, baseline, direction)

@@ -7,6 +7,8 @@ already counted them against validation.max_missing_target).
 
 from __future__ import annotations
 
+import functools
+
 from sklearn.model_selection import train_test_split
 
 from sail_pipelines.config import Params, ProjectPaths
@@ -31,7 +33,7 @@ def run(paths: ProjectPaths, params: Params) -> dict[str, int]:
     except ValueError as exc:
         raise SailError(f"cannot split {params.raw_data}: {exc}") from None
     for part, path in ((train, paths.train_csv), (test, paths.test_csv)):
-        write_atomic(path, lambda tmp, part=part: part.to_csv(tmp, index=False))
+        write_atomic(path, functools.partial(part.to_csv, index=False))
     return {
         "train_rows": len(train),
         "test_rows": len(test),

@@ -6,6 +6,7 @@ metadata that says where it came from. Training never sees the test split.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import os
@@ -36,6 +37,11 @@ from sail_pipelines.integrity.bundle import (
 from sail_pipelines.integrity.signing import SignKey
 from sail_pipelines.provenance import Provenance, file_md5, library_versions, project_versions
 from sail_pipelines.training import search
+
+
+def _with_params(candidate: Candidate, params: dict[str, Any]) -> Any:
+    """A search trial's estimator: the candidate with the trial's params in place of its own."""
+    return make_estimator(replace(candidate, params=params))
 
 
 def make_estimator(candidate: Candidate) -> Any:
@@ -158,7 +164,7 @@ def run(
                 target,
                 params.task,
                 lambda: clone(transformer),
-                lambda p, this=candidate: make_estimator(replace(this, params=p)),
+                functools.partial(_with_params, candidate),
             )
             outcome = search.run(
                 candidate.name,
