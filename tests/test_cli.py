@@ -32,6 +32,22 @@ def test_broken_params_yaml_names_the_line(project_copy):
     one_line_error(sail(project_copy, "split"), "split", "params.yaml is not valid YAML: line 3")
 
 
+def test_a_wrapped_error_is_one_line_and_sail_debug_shows_its_cause(tmp_path):
+    """The one line stays as it is; SAIL_DEBUG=1 adds the chain down to the YAML parser's error."""
+    (tmp_path / "params.yaml").write_text("task: classification\ncandidates: [\n")
+    message = "params.yaml is not valid YAML: line 3"
+    one_line_error(sail(tmp_path, "split"), "split", message)
+    assert len(sail(tmp_path, "split").stderr.strip().splitlines()) == 1
+
+    debug = sail(tmp_path, "split", SAIL_DEBUG="1")
+    assert debug.returncode == 1
+    lines = debug.stderr.strip().splitlines()
+    assert lines[-1].startswith("sail split: error: " + message), debug.stderr
+    assert "yaml.parser.ParserError: while parsing a flow node" in debug.stderr
+    assert "The above exception was the direct cause of the following exception" in debug.stderr
+    assert "sail_pipelines.errors.SailError: " + message in debug.stderr
+
+
 def test_unknown_candidate_and_estimator(project_copy):
     one_line_error(
         sail(project_copy, "train", "--candidate", "nope"), "train", "unknown candidate(s) nope"

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -543,11 +544,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         result = args.handler(args)
-    except GateFailed as exc:
-        print(f"sail {args.command}: GATE FAILED: {exc}", file=sys.stderr)
-        return 1
     except SailError as exc:
-        print(f"sail {args.command}: error: {exc}", file=sys.stderr)
+        if os.environ.get("SAIL_DEBUG"):  # what led to it, the cause chain first
+            traceback.print_exception(exc, file=sys.stderr)
+        verdict = "GATE FAILED" if isinstance(exc, GateFailed) else "error"
+        print(f"sail {args.command}: {verdict}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"sail {args.command}: interrupted", file=sys.stderr)

@@ -469,7 +469,7 @@ def load_team_file(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise SailError(f"{name} is not valid YAML: {yaml_problem(exc)}") from None
+        raise SailError(f"{name} is not valid YAML: {yaml_problem(exc)}") from exc
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
@@ -990,5 +990,5 @@ def load_params(paths: ProjectPaths) -> Params:
     try:
         raw = yaml.safe_load(paths.params.read_text())
     except yaml.YAMLError as exc:
-        raise SailError(f"params.yaml is not valid YAML: {yaml_problem(exc)}") from None
+        raise SailError(f"params.yaml is not valid YAML: {yaml_problem(exc)}") from exc
     return parse_params(raw)

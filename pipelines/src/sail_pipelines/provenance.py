@@ -83,7 +83,7 @@ def project_requirements(pyproject: Path) -> list[Requirement]:
     except (tomllib.TOMLDecodeError, InvalidRequirement, TypeError) as exc:
         raise SailError(
             f"{pyproject.name}: [project].dependencies is not a list of requirements: {exc}"
-        ) from None
+        ) from exc
     return [
         r
         for r in requirements
@@ -101,11 +101,11 @@ def project_versions(pyproject: Path) -> dict[str, str]:
             versions[canonicalize_name(requirement.name)] = importlib_metadata.version(
                 requirement.name
             )
-        except importlib_metadata.PackageNotFoundError:
+        except importlib_metadata.PackageNotFoundError as exc:
             raise SailError(
                 f"{requirement.name} (a dependency in {pyproject.name}) is not installed here: "
                 f"pip install it, or run `sail build` again for the images"
-            ) from None
+            ) from exc
     return versions
 
 

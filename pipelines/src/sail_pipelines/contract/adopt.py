@@ -100,7 +100,7 @@ def baseline_thresholds(
             stratify=stratify,
         )
     except ValueError as exc:
-        raise SailError(f"cannot split the data into train and test: {exc}") from None
+        raise SailError(f"cannot split the data into train and test: {exc}") from exc
     empty = pd.DataFrame(index=range(len(train)))
     if task == "classification":
         dummy = DummyClassifier(strategy="prior").fit(empty, train[target])

@@ -47,7 +47,7 @@ def read_table(path: Path) -> pd.DataFrame:
     except ImportError as exc:
         raise SailError(
             f"reading Parquet needs pyarrow ({exc.name} is missing): pip install pyarrow"
-        ) from None
+        ) from exc
     except (
         ValueError,
         OSError,
@@ -55,7 +55,7 @@ def read_table(path: Path) -> pd.DataFrame:
         pd.errors.EmptyDataError,
         UnicodeDecodeError,
     ) as exc:
-        raise _unreadable(path, exc) from None
+        raise _unreadable(path, exc) from exc
     if frame.empty:
         raise SailError(f"{path} has no rows")
     return frame
@@ -83,7 +83,7 @@ def iter_table(path: Path, rows: int) -> Iterator[pd.DataFrame]:
     except ImportError as exc:
         raise SailError(
             f"reading Parquet needs pyarrow ({exc.name} is missing): pip install pyarrow"
-        ) from None
+        ) from exc
     except (
         ValueError,
         OSError,
@@ -91,7 +91,7 @@ def iter_table(path: Path, rows: int) -> Iterator[pd.DataFrame]:
         pd.errors.EmptyDataError,
         UnicodeDecodeError,
     ) as exc:
-        raise _unreadable(path, exc) from None
+        raise _unreadable(path, exc) from exc
     if seen == 0:
         raise SailError(f"{path} has no rows")
 
@@ -103,7 +103,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SailError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+        raise SailError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from exc
     if frame.empty:
         raise SailError(f"{path} has no rows")
     return frame

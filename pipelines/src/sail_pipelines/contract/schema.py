@@ -178,7 +178,7 @@ def load_schema(path: Path) -> Schema:
     try:
         return parse_schema(yaml.safe_load(path.read_text()))
     except yaml.YAMLError as exc:
-        raise SailError(f"{path} is not valid YAML: {yaml_problem(exc)}") from None
+        raise SailError(f"{path} is not valid YAML: {yaml_problem(exc)}") from exc
 
 
 def _bool_number(value: Any) -> float:
@@ -238,10 +238,10 @@ def check_value(column: Column, value: Any) -> Any:
         if column.type == "datetime":
             try:
                 parse_datetime(value)
-            except ValueError:
+            except ValueError as exc:
                 raise RecordError(
                     name, f"'{name}' must be an ISO 8601 date or time, got {value[:40]!r}"
-                ) from None
+                ) from exc
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RecordError(name, f"'{name}' must be a number, got {type(value).__name__}")

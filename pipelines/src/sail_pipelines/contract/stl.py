@@ -45,7 +45,7 @@ def build(spec: str, schema: Schema, src: Path) -> Any:
     try:
         builder = getattr(importlib.import_module(module_name), function)
     except (ImportError, AttributeError) as exc:
-        raise SailError(f"cannot load the transformation layer {spec!r}: {exc}") from None
+        raise SailError(f"cannot load the transformation layer {spec!r}: {exc}") from exc
     given = arguments(schema)
     accepted = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):

@@ -179,11 +179,11 @@ def history(client: Any, model: str, key: Ed25519Verifier) -> list[dict[str, Any
         where = f"audit record {tag} of {model}"
         try:
             record = json.loads(text)
-        except ValueError:
+        except ValueError as exc:
             raise SailError(
                 f"{where} is not JSON: the audit history was tampered with; refusing to change "
                 "the champion"
-            ) from None
+            ) from exc
         if (
             not isinstance(record, dict)
             or record.get("seq") != position

@@ -88,10 +88,10 @@ def pinned(
             continue
         try:
             dist = metadata.distribution(req.name)
-        except metadata.PackageNotFoundError:
+        except metadata.PackageNotFoundError as exc:
             raise SailError(
                 f"{req.name} is not installed in the environment that runs sail: {hint}"
-            ) from None
+            ) from exc
         versions[name] = dist.version
         for text in dist.requires or []:
             dep = Requirement(text)
@@ -186,7 +186,7 @@ def system_packages(pyproject: Path) -> list[str]:
     try:
         tool = tomllib.loads(pyproject.read_text()).get("tool", {})
     except tomllib.TOMLDecodeError as exc:
-        raise SailError(f"{pyproject.name} is not valid TOML: {exc}") from None
+        raise SailError(f"{pyproject.name} is not valid TOML: {exc}") from exc
     names = tool.get("sail", {}).get("system-packages", [])
     if not isinstance(names, list):
         names = [names]

@@ -82,7 +82,7 @@ def docker_client() -> Any:
         where = os.environ.get("DOCKER_HOST", "the local socket")
         raise SailError(
             f"Docker is not reachable at {where}: {str(exc).splitlines()[0][:200]}"
-        ) from None
+        ) from exc
     return client
 
 
@@ -161,10 +161,10 @@ def start(
             working_dir=str(workdir),
             labels=dict(labels),
         )
-    except docker.errors.ImageNotFound:
-        raise SailError(f"image {image} not found: run `sail build`") from None
+    except docker.errors.ImageNotFound as exc:
+        raise SailError(f"image {image} not found: run `sail build`") from exc
     except docker.errors.APIError as exc:
-        raise SailError(f"cannot start {image}: {exc.explanation or exc}") from None
+        raise SailError(f"cannot start {image}: {exc.explanation or exc}") from exc
 
 
 def wait_all(

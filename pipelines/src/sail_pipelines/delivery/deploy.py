@@ -32,6 +32,7 @@ from sail_pipelines.errors import SailError
 from sail_pipelines.files import read_json
 from sail_pipelines.integrations import kubernetes, tracking
 from sail_pipelines.integrity.signing import HmacKey, VerifyKey, serving_env
+from sail_pipelines.polling import wait_until
 
 TARGETS = ("local", "kubernetes")
 DEFAULT_PORTS = {"staging": 8081, "production": 8080}
@@ -114,23 +115,20 @@ def port_free(port: int) -> bool:
 
 def wait_ready(container: Any, url: str, timeout: float) -> float:
     """Seconds until /ready answers 200; fails as soon as the container exits or restarts."""
-    import requests
+    from sail_pipelines.inference.smoke import answers_ready
 
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
+    def ready() -> bool:
         container.reload()
         state = container.attrs["State"]
         if state["Status"] in ("exited", "dead"):
             raise SailError(f"the container exited with code {state.get('ExitCode')}")
         if state["Status"] == "restarting" or container.attrs.get("RestartCount", 0):
             raise SailError("the container exited and Docker is restarting it")
-        try:
-            if requests.get(f"{url}/ready", timeout=2).status_code == 200:
-                return time.monotonic() - start
-        except requests.RequestException:
-            pass
-        time.sleep(0.25)
-    raise SailError(f"/ready did not answer 200 within {timeout:.0f}s")
+        return answers_ready(url)
+
+    return wait_until(
+        ready, timeout, 0.25, lambda: SailError(f"/ready did not answer 200 within {timeout:.0f}s")
+    )
 
 
 def _find(client: Any, name: str) -> Any | None:
@@ -213,7 +211,7 @@ def run_local(
         raise SailError(
             f"{ref} did not become ready at {url}: {reason}; "
             f"{_restore(parked, name, url, timeout)}{logs}"
-        ) from None
+        ) from exc
     replaced = None
     if parked is not None:
         replaced = parked.labels.get("sail.image")
@@ -247,7 +245,7 @@ def run(
             image = release.get_image(client, ref, pull=False)
         except SailError as exc:
             how = "`sail promote` moves it" if environment == "production" else "run `sail package`"
-            raise SailError(f"{exc}: {how}") from None
+            raise SailError(f"{exc}: {how}") from exc
     result: dict[str, Any] = {
         "environment": environment,
         "target": target,

@@ -83,7 +83,7 @@ class ImageRef:
         try:
             _ = parsed.registry  # raises on a malformed name
         except InvalidRepository as exc:
-            raise SailError(f"{ref!r} is not an image reference: {exc}") from None
+            raise SailError(f"{ref!r} is not an image reference: {exc}") from exc
         return parsed
 
     @property

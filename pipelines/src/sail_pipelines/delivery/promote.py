@@ -44,7 +44,7 @@ def model_version(client: Any, model: str, version: str) -> Any:
         return client.get_model_version(model, version)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise SailError(f"{model} has no version {version}") from None
+            raise SailError(f"{model} has no version {version}") from exc
         raise
 
 
@@ -90,7 +90,7 @@ def move_champion(
         except SailError as exc:
             raise SailError(
                 f"{exc}: cannot move {production} to v{version}'s image, nothing was changed"
-            ) from None
+            ) from exc
     client.set_registered_model_alias(model, tracking.CHAMPION, version)
     try:
         moved = (

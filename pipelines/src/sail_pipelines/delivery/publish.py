@@ -63,10 +63,10 @@ def run(
         if target != ref:
             try:
                 client.images.get(ref).tag(target)
-            except docker.errors.ImageNotFound:
+            except docker.errors.ImageNotFound as exc:
                 raise SailError(
                     f"image {ref} is not on this machine: run `sail build` / `sail package` first"
-                ) from None
+                ) from exc
         say(f"pushing {target}")
         pushed[target] = push(client, target, auth)
     signatures = {}

@@ -10,7 +10,6 @@ simply sends what is still missing, so an outage needs no cleanup.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +18,7 @@ from sail_pipelines.errors import SailError
 from sail_pipelines.evaluation.gate import accepted_verdict
 from sail_pipelines.integrations import aws
 from sail_pipelines.integrations.dvc import dvc
+from sail_pipelines.polling import retry
 
 TEAM_REMOTE = "sail-env"
 
@@ -51,7 +51,7 @@ def configure_remote(root: Path, settings: Settings) -> None:
     except ConfigError as exc:
         raise SailError(
             f"cannot configure the DVC remote {settings.dvc_remote_url}: {exc}"
-        ) from None
+        ) from exc
 
 
 def push_with_retries(
@@ -63,24 +63,30 @@ def push_with_retries(
     say: Callable[[str], None],
 ) -> None:
     """`dvc push`, tried policy.attempts times, waiting backoff_seconds * 2**n in between."""
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            dvc(root, "push", *args, env=env)  # not --quiet: that would hide DVC's ERROR line
-            return
-        except SailError as exc:
-            reason = str(exc).split(" failed: ", 1)[-1]  # DVC's own ERROR line
-            if attempt == policy.attempts:
-                raise SailError(
-                    f"push to {where} failed after {attempt} attempt(s): {reason}; nothing is "
-                    "lost, "
-                    "run `sail push` again when the remote is back"
-                ) from None
-            delay = policy.backoff_seconds * 2 ** (attempt - 1)
-            say(
-                f"sail push: attempt {attempt}/{policy.attempts} to {where} failed, retrying in "
-                f"{delay:g}s: {reason}"
-            )
-            time.sleep(delay)
+
+    def reason(exc: BaseException) -> str:
+        return str(exc).split(" failed: ", 1)[-1]  # DVC's own ERROR line
+
+    def retrying(attempt: int, exc: BaseException, delay: float) -> None:
+        say(
+            f"sail push: attempt {attempt}/{policy.attempts} to {where} failed, retrying in "
+            f"{delay:g}s: {reason(exc)}"
+        )
+
+    try:
+        retry(
+            # not --quiet: that would hide DVC's ERROR line
+            lambda: dvc(root, "push", *args, env=env),
+            policy.attempts,
+            lambda attempt: policy.backoff_seconds * 2 ** (attempt - 1),
+            SailError,
+            retrying,
+        )
+    except SailError as exc:
+        raise SailError(
+            f"push to {where} failed after {policy.attempts} attempt(s): {reason(exc)}; nothing "
+            "is lost, run `sail push` again when the remote is back"
+        ) from exc
 
 
 def _stderr(line: str) -> None:

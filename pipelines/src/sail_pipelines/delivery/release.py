@@ -27,18 +27,18 @@ def get_image(client: Any, ref: str, pull: bool) -> Any:
 
     try:
         return client.images.get(ref)
-    except docker.errors.ImageNotFound:
+    except docker.errors.ImageNotFound as exc:
         if not pull:
-            raise SailError(f"image {ref} is not on this host") from None
+            raise SailError(f"image {ref} is not on this host") from exc
     except docker.errors.APIError as exc:
-        raise SailError(f"Docker could not look up {ref}: {exc.explanation or exc}") from None
+        raise SailError(f"Docker could not look up {ref}: {exc.explanation or exc}") from exc
     try:
         parsed = ImageRef.parse(ref)
         return client.images.pull(parsed.repository, parsed.version)
     except docker.errors.APIError as exc:
         raise SailError(
             f"image {ref} is neither on this host nor pullable: {exc.explanation or exc}"
-        ) from None
+        ) from exc
 
 
 def in_registry(ref: str, registry: str) -> str:
@@ -85,7 +85,7 @@ def move_tag(client: Any, image: Any, target: str, push_it: bool) -> dict[str, A
             return {"tag": target, "image_id": image.id, "moved": False, "pushed": False}
         image.tag(repository, tag)
     except docker.errors.APIError as exc:
-        raise SailError(f"tagging {target} failed: {exc.explanation or exc}") from None
+        raise SailError(f"tagging {target} failed: {exc.explanation or exc}") from exc
     if push_it:
         try:
             push(client, target)
@@ -95,7 +95,7 @@ def move_tag(client: Any, image: Any, target: str, push_it: bool) -> dict[str, A
             else:
                 client.images.remove(target, noprune=True)
             reason = exc.explanation if isinstance(exc, docker.errors.APIError) else exc
-            raise SailError(f"{reason}; {target} was left where it was") from None
+            raise SailError(f"{reason}; {target} was left where it was") from exc
     return {"tag": target, "image_id": image.id, "moved": before != image.id, "pushed": push_it}
 
 

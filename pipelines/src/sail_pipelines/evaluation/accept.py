@@ -33,10 +33,10 @@ def serving_check(bundle: LoadedBundle, holdout: Mapping[str, Any]) -> None:
 
     try:
         body = json.dumps(holdout["records"], allow_nan=False)
-    except ValueError:
+    except ValueError as exc:
         raise SailError(
             "the holdout rows hold NaN or infinity, which JSON cannot carry: nothing was registered"
-        ) from None
+        ) from exc
     app = create_app(bundle)
     app.logger.disabled = True  # the gate reports the outcome; no request log lines in its output
     with app.test_client() as client:

@@ -47,7 +47,7 @@ def predict(bundle: LoadedBundle, rows: pd.DataFrame, runtime: str | None = None
         raise SailError(
             f"test data: {exc.field or 'a column'} becomes non-finite in the transformation layer "
             f"({rows.index.name or 'row'} {lines})"
-        ) from None
+        ) from exc
     return Outputs(np.asarray(predictions), probabilities, tuple(bundle.classes))
 
 

@@ -57,7 +57,7 @@ def load(paths: ProjectPaths) -> Reports:
     except ValueError as exc:
         raise SailError(
             f"a report in {paths.reports.relative_to(paths.root)}/ is not valid JSON: {exc}"
-        ) from None
+        ) from exc
     judged = evaluation.get("candidates", {}).get(gate.get("candidate"), {}).get("bundle_id")
     if judged is None or judged != gate.get("bundle_id"):
         raise SailError(
@@ -505,7 +505,7 @@ def run(
             "reports/gate.json or evaluation.json lacks what the steps write "
             f"({type(exc).__name__}: {exc}): "
             "run `sail evaluate` and `sail gate` again"
-        ) from None
+        ) from exc
     target = paths.reports / REPORT
     write_atomic(target, lambda tmp: tmp.write_text(local))
     card.write(paths, model_card)
@@ -522,7 +522,7 @@ def run(
         except OSError as exc:
             raise SailError(
                 f"cannot append to the job summary GITHUB_STEP_SUMMARY={summary}: {exc.strerror}"
-            ) from None
+            ) from exc
         result["job_summary"] = True
     if post is not None:
         try:

@@ -70,7 +70,7 @@ def convert(transformer: Any, model: Any, schema: Schema, classification: bool) 
         from skl2onnx.common.data_types import FloatTensorType, StringTensorType
         from sklearn.pipeline import Pipeline
     except ImportError as exc:
-        raise ConversionFailed(f"the converter is not installed ({exc.name})") from None
+        raise ConversionFailed(f"the converter is not installed ({exc.name})") from exc
     _patch_tree_flags()
     _register_sail_transformers()
     types = {"number": FloatTensorType([None, 1]), "string": StringTensorType([None, 1])}
@@ -84,7 +84,7 @@ def convert(transformer: Any, model: Any, schema: Schema, classification: bool) 
                 options={id(model): {"zipmap": False}} if classification else None,
             )
     except Exception as exc:  # noqa: BLE001 - skl2onnx raises many types for what it cannot convert
-        raise ConversionFailed(f"skl2onnx cannot convert it: {_first_line(exc)}") from None
+        raise ConversionFailed(f"skl2onnx cannot convert it: {_first_line(exc)}") from exc
     # skl2onnx renames inputs to safe identifiers ("mean radius" -> "mean_radius"), in order.
     onnx_names = dict(zip(kinds, (i.name for i in graph.graph.input), strict=True))
     data = _one_number_input(
@@ -95,7 +95,7 @@ def convert(transformer: Any, model: Any, schema: Schema, classification: bool) 
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base class
         raise ConversionFailed(
             f"ONNX Runtime refuses the converted graph: {_first_line(exc)}"
-        ) from None
+        ) from exc
     return data
 
 

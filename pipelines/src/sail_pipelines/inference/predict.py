@@ -45,7 +45,7 @@ def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> pd.DataFrame:
         predictions, probabilities = bundle.predict(features)
     except NonFiniteFeatures as exc:
         shown = ", ".join(where(frame.index[i], frame) for i in exc.rows[:5])
-        raise SailError(f"{shown}: {exc}") from None
+        raise SailError(f"{shown}: {exc}") from exc
     out = frame.copy()
     # ONNX Runtime answers in float32: widen to float64, so the file holds the very numbers the
     # API returns (a float32 written as text is rounded to 7 digits).
@@ -119,7 +119,7 @@ class _Writer:
                 raise SailError(
                     f"writing Parquet needs pyarrow ({exc.name} is missing): pip install pyarrow, "
                     "or write CSV or JSON"
-                ) from None
+                ) from exc
 
             table = pa.Table.from_pandas(chunk, preserve_index=False)
             if self.parquet is None:

@@ -113,7 +113,7 @@ class PredictionLog:
                 raise SailError(
                     f"cannot write the prediction log to {settings.destination}: "
                     f"{exc.strerror or exc}"
-                ) from None
+                ) from exc
             self.handler.setFormatter(_Verbatim())
         # A logger would walk the stack and build a record per line, as long as the request itself
         # on a compiled model; the handler (rotation, reopening) gets one reused record instead.

@@ -62,18 +62,18 @@ def parse_json(data: bytes) -> Any:
         raise InputError(400, "request body is empty; send a JSON object or an array of objects")
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(400, "request body is not valid UTF-8") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(400, "request body is not valid UTF-8") from exc
     try:
         return json.loads(
             text, object_pairs_hook=_strict_object, parse_constant=_NonFinite, parse_int=_parse_int
         )
     except RecordError as exc:
-        raise InputError(400, exc.message, exc.field) from None
-    except RecursionError:
-        raise InputError(400, "JSON is nested too deeply") from None
+        raise InputError(400, exc.message, exc.field) from exc
+    except RecursionError as exc:
+        raise InputError(400, "JSON is nested too deeply") from exc
     except ValueError as exc:
-        raise InputError(400, f"malformed JSON: {exc}") from None
+        raise InputError(400, f"malformed JSON: {exc}") from exc
 
 
 def checked_columns(
@@ -131,7 +131,7 @@ def check_records(
         try:
             return [check_record(schema, payload)]
         except RecordError as exc:
-            raise InputError(422, exc.message, exc.field) from None
+            raise InputError(422, exc.message, exc.field) from exc
     label = where or "request body"
     if not isinstance(payload, list):
         raise InputError(
@@ -161,7 +161,7 @@ def check_records(
         try:
             records.append(check_record(schema, record))
         except RecordError as exc:
-            raise InputError(422, f"record {i}: {exc.message}", exc.field, record=i) from None
+            raise InputError(422, f"record {i}: {exc.message}", exc.field, record=i) from exc
     return records
 
 

@@ -114,7 +114,7 @@ def create_app(
         try:
             g.scored = bundle.predict(columns)
         except NonFiniteFeatures as exc:
-            raise InputError(422, str(exc), exc.field, exc.rows[0] if n > 1 else None) from None
+            raise InputError(422, str(exc), exc.field, exc.rows[0] if n > 1 else None) from exc
         predictions, probabilities = g.scored
         check_outputs(predictions, probabilities, strays)
         stats.scored(g.scored[0], strays)

@@ -22,6 +22,7 @@ import requests
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.bundle import HOLDOUT, holdout_mismatches, read_verified
 from sail_pipelines.integrity.signing import VerifyKey, serving_env
+from sail_pipelines.polling import wait_until
 
 # Keys a server under test must not inherit: it gets the one it needs from serving_env.
 KEY_VARIABLES = (
@@ -33,19 +34,25 @@ KEY_VARIABLES = (
 )
 
 
+def answers_ready(base_url: str) -> bool:
+    """/ready answers 200 (a server still starting refuses the connection or answers 503)."""
+    try:
+        return requests.get(f"{base_url}/ready", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 def wait_ready(base_url: str, timeout: float, proc: subprocess.Popen | None = None) -> float:
     """Seconds until /ready answers 200; fails if the server process dies first."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
+
+    def ready() -> bool:
         if proc is not None and proc.poll() is not None:
             raise SailError(f"the server exited with code {proc.returncode} before it was ready")
-        try:
-            if requests.get(f"{base_url}/ready", timeout=2).status_code == 200:
-                return time.monotonic() - start
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise SailError(f"{base_url} was not ready within {timeout:.0f}s")
+        return answers_ready(base_url)
+
+    return wait_until(
+        ready, timeout, 0.1, lambda: SailError(f"{base_url} was not ready within {timeout:.0f}s")
+    )
 
 
 def check(base_url: str, holdout: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
@@ -135,13 +142,13 @@ def local_server(bundle_dir: Path, key: VerifyKey, workers: int = 1) -> Iterator
         try:
             try:
                 wait_ready(base_url, 60, proc)
-            except SailError:
+            except SailError as exc:
                 if proc.poll() is not None:
                     log.seek(0)
                     last = log.read().strip().splitlines()
                     raise SailError(
                         f"`sail serve` failed: {last[-1] if last else proc.returncode}"
-                    ) from None
+                    ) from exc
                 raise
             yield base_url
         finally:
@@ -174,22 +181,22 @@ def container_server(
         {"sail.step": "smoke"},
     )
     base_url = f"http://127.0.0.1:{port}"
+
+    def failed(state: str) -> SailError:
+        logs = container.logs().decode(errors="replace").strip().splitlines()
+        return SailError(f"{image} {state}: {logs[-1] if logs else 'no output'}")
+
+    def ready() -> bool:
+        if answers_ready(base_url):
+            return True
+        container.reload()
+        if container.status == "exited":
+            raise failed("exited")
+        return False
+
     try:
-        deadline = started + timeout
-        while True:
-            try:
-                if requests.get(f"{base_url}/ready", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            container.reload()
-            if container.status == "exited" or time.monotonic() > deadline:
-                logs = container.logs().decode(errors="replace").strip().splitlines()
-                state = (
-                    "exited" if container.status == "exited" else f"not ready within {timeout:.0f}s"
-                )
-                raise SailError(f"{image} {state}: {logs[-1] if logs else 'no output'}")
-            time.sleep(0.05)
+        left = timeout - (time.monotonic() - started)
+        wait_until(ready, left, 0.05, lambda: failed(f"not ready within {timeout:.0f}s"))
         yield base_url, time.monotonic() - started
     finally:
         container.remove(force=True)

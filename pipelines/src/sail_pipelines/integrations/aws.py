@@ -59,7 +59,7 @@ def _base_session(aws: AwsSettings) -> Any:
     try:
         return boto3.Session(profile_name=aws.profile, region_name=aws.region)
     except BotoCoreError as exc:
-        raise SailError(f"AWS profile {aws.profile!r}: {reason(exc)}") from None
+        raise SailError(f"AWS profile {aws.profile!r}: {reason(exc)}") from exc
 
 
 def _region(aws: AwsSettings, boto_session: Any) -> str | None:
@@ -84,7 +84,7 @@ def assumed_credentials(aws: AwsSettings) -> dict[str, str]:
     try:
         creds = sts.assume_role(RoleArn=aws.role_arn, RoleSessionName=session_name())["Credentials"]
     except (BotoCoreError, ClientError) as exc:
-        raise SailError(f"AWS: cannot assume role {aws.role_arn}: {reason(exc)}") from None
+        raise SailError(f"AWS: cannot assume role {aws.role_arn}: {reason(exc)}") from exc
     return {
         "key": creds["AccessKeyId"],
         "secret": creds["SecretAccessKey"],

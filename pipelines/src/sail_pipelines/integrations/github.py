@@ -57,7 +57,7 @@ def pull_request_number(env: Mapping[str, str]) -> int:
         except (OSError, ValueError) as exc:
             raise SailError(
                 f"cannot read the GitHub event file {env['GITHUB_EVENT_PATH']}: {exc}"
-            ) from None
+            ) from exc
         number = (
             (event.get("pull_request") or {}).get("number") if isinstance(event, dict) else None
         )
@@ -106,7 +106,7 @@ class Api:
                     f"GitHub API at {self.pr.api_url} is unreachable ({method} {url}): "
                     f"{type(exc).__name__}"
                 )
-            ) from None
+            ) from exc
         if response.ok:
             return response
         try:

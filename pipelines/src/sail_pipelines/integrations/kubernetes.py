@@ -169,8 +169,8 @@ def _kubectl(*args: str, timeout: float = KUBECTL_TIMEOUT) -> subprocess.Complet
             stdin=subprocess.DEVNULL,
             timeout=timeout,
         )
-    except subprocess.TimeoutExpired:
-        raise SailError(f"kubectl {args[0]} did not finish within {timeout:.0f}s") from None
+    except subprocess.TimeoutExpired as exc:
+        raise SailError(f"kubectl {args[0]} did not finish within {timeout:.0f}s") from exc
 
 
 def _last_line(result: subprocess.CompletedProcess) -> str:

@@ -110,8 +110,8 @@ def bundle_dir(model_dir: Path) -> Path:
         return model_dir
     try:
         data = yaml.safe_load(mlmodel.read_text())["flavors"]["python_function"]["data"]
-    except (yaml.YAMLError, KeyError, TypeError):
-        raise SailError(f"{mlmodel} names no python_function data path") from None
+    except (yaml.YAMLError, KeyError, TypeError) as exc:
+        raise SailError(f"{mlmodel} names no python_function data path") from exc
     return model_dir / data
 
 
@@ -130,7 +130,7 @@ class SailPyfunc:
         try:
             features = check_frame(self.schema, frame)
         except SailError as exc:
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
         predictions, _ = self.bundle.predict(features)
         return predictions
 

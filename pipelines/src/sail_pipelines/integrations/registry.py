@@ -71,7 +71,7 @@ def credentials(settings: Settings) -> Credentials | None:
             )
             data = reply["authorizationData"][0]
         except (BotoCoreError, ClientError) as exc:
-            raise SailError(f"registry {name}: no ECR login token: {aws.reason(exc)}") from None
+            raise SailError(f"registry {name}: no ECR login token: {aws.reason(exc)}") from exc
         user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
         return Credentials(f"https://{name}", user, password)
     if settings.registry_password and not settings.registry_username:
@@ -105,7 +105,7 @@ def login(docker_client: Any, settings: Settings) -> dict[str, str] | None:
         raise SailError(
             f"registry {host(settings.registry or '')}: login as {creds.username!r} refused: "
             f"{creds.scrub(str(detail))}"
-        ) from None
+        ) from exc
     return {"username": creds.username, "password": creds.password, "serveraddress": creds.server}
 
 
@@ -118,7 +118,7 @@ def probe(settings: Settings) -> str:
     try:
         answer = requests.get(url, timeout=TIMEOUT)
     except requests.RequestException as exc:
-        raise SailError(f"{name}: cannot reach {url}: {type(exc).__name__}") from None
+        raise SailError(f"{name}: cannot reach {url}: {type(exc).__name__}") from exc
     if answer.status_code not in (200, 401):
         raise SailError(f"{name}: GET {url} answered HTTP {answer.status_code}, not a registry API")
     creds = credentials(settings)

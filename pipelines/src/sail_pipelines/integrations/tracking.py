@@ -36,6 +36,7 @@ def reachable(settings: Settings, doing: str) -> Iterator[None]:
             if str(exc).strip()
             else type(exc).__name__
         )
+        # The cause is left out: its message may quote the tracking URI with its password.
         raise SailError(
             f"MLflow at {redact(settings.tracking_uri)} failed while {doing}: {reason}"
         ) from None

@@ -99,7 +99,7 @@ def write_bundle(
         _replace_dir(tmp, dest)
     except OSError as exc:
         reason = f"{exc.strerror or exc}; the previous bundle (if any) is kept"
-        raise SailError(f"could not write bundle {dest}: {reason}") from None
+        raise SailError(f"could not write bundle {dest}: {reason}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return hashlib.sha256(manifest_bytes).hexdigest()[:16]
@@ -156,8 +156,8 @@ def read_verified(path: Path, key: VerifyKey) -> tuple[dict[str, bytes], str]:
             str(signature.get("signature", signature.get("hmac"))),
             signature["algorithm"],
         )
-    except (ValueError, KeyError, TypeError):
-        raise BundleRejected(f"bundle {path}: manifest or signature is unreadable") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleRejected(f"bundle {path}: manifest or signature is unreadable") from exc
     if algorithm != key.algorithm or not key.verify(manifest_bytes, signed):
         hint = (
             f" (signed with {algorithm} key id {signature.get('key_id')}, this key is "
@@ -192,8 +192,8 @@ def verify_digests(path: Path, manifest_sha256: str) -> tuple[dict[str, bytes], 
             if p.is_file() and p.name not in (MANIFEST, SIGNATURE)
         }
         expected = json.loads(manifest_bytes)["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise BundleRejected(f"bundle {path}: manifest is missing or unreadable") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleRejected(f"bundle {path}: manifest is missing or unreadable") from exc
     if hashlib.sha256(manifest_bytes).hexdigest() != manifest_sha256:
         raise BundleRejected(f"bundle {path}: manifest is not the one verified before the build")
     _check_files(path, files, expected)
@@ -314,5 +314,5 @@ def bundle_id(path: Path) -> str:
     recover(path)
     try:
         return hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()[:16]
-    except OSError:
-        raise BundleRejected(f"no model bundle at {path}") from None
+    except OSError as exc:
+        raise BundleRejected(f"no model bundle at {path}") from exc

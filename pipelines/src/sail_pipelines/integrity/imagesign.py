@@ -83,7 +83,7 @@ def _client(settings: Settings, ref: ImageRef) -> Any:
         except requests.RequestException as exc:
             raise SailError(
                 f"registry {ref.registry} is unreachable: {type(exc).__name__}"
-            ) from None
+            ) from exc
         if challenge.headers.get("Www-Authenticate", "").lower().startswith("basic"):
             backend = "basic"
     client = oras.provider.Registry(
@@ -109,7 +109,7 @@ def _request(client: Any, url: str, method: str = "GET", **kwargs: Any) -> Any:
     except (requests.RequestException, ValueError) as exc:
         raise SailError(
             f"registry call {method} {url} failed: {str(exc).splitlines()[0][:200]}"
-        ) from None
+        ) from exc
 
 
 def sign(settings: Settings, ref: str, digest: str, key: SignKey) -> str:
@@ -160,7 +160,7 @@ def registry_digest(docker_client: Any, settings: Settings, ref: str) -> str:
     except docker.errors.APIError as exc:
         raise ImageRejected(
             f"{ref} is not in the registry ({exc.explanation or exc}): run `sail publish`"
-        ) from None
+        ) from exc
 
 
 def verify(docker_client: Any, settings: Settings, ref: str, key: VerifyKey) -> str:
@@ -185,10 +185,10 @@ def verify(docker_client: Any, settings: Settings, ref: str, key: VerifyKey) -> 
         annotations = layer.get("annotations") or {}
         signed = json.loads(blob)["critical"]
         signature = base64.b64decode(annotations.get(SIGNATURE, ""), validate=True).hex()
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError) as exc:
         raise ImageRejected(
             f"the signature stored for {ref} ({digest}) is unreadable; refusing it"
-        ) from None
+        ) from exc
     if hashlib.sha256(blob).hexdigest() != layer["digest"].removeprefix("sha256:"):
         raise ImageRejected(
             f"the signature payload of {ref} does not match its digest; refusing it"

@@ -216,10 +216,10 @@ def keygen(directory: Path) -> dict[str, str]:
         path = directory / name
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        except FileExistsError:
+        except FileExistsError as exc:
             raise SailError(
                 f"{path} exists: refusing to overwrite a key (choose another directory)"
-            ) from None
+            ) from exc
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         written[name.replace(".", "_")] = str(path)

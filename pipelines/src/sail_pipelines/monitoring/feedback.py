@@ -34,10 +34,10 @@ def read_labels(source: Path) -> pd.DataFrame:
     problem."""
     try:
         frame = pd.read_csv(source, dtype={"request_id": str, "label": str})
-    except FileNotFoundError:
-        raise SailError(f"{source}: no such labels file") from None
+    except FileNotFoundError as exc:
+        raise SailError(f"{source}: no such labels file") from exc
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SailError(f"{source}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
+        raise SailError(f"{source}: not a readable CSV file ({str(exc).splitlines()[0]})") from exc
     missing = [c for c in ("request_id", "label") if c not in frame]
     if missing:
         raise SailError(

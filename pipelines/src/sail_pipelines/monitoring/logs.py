@@ -43,10 +43,10 @@ def parse_time(text: str, what: str) -> str:
     """An ISO 8601 time as the log writes it (UTC, milliseconds), for comparing as text."""
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    except ValueError as exc:
         raise SailError(
             f"{what} must be an ISO 8601 time such as 2026-01-31T12:00:00Z, got {text!r}"
-        ) from None
+        ) from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
@@ -97,7 +97,7 @@ def _lines(source: str, s3: Callable[[], Any] | None) -> Iterator[tuple[str, int
         except OSError as exc:
             raise SailError(
                 f"{file}: cannot read the prediction log: {exc.strerror or exc}"
-            ) from None
+            ) from exc
 
 
 def _s3_lines(source: str, client: Any) -> Iterator[tuple[str, int, str]]:
@@ -115,7 +115,7 @@ def _s3_lines(source: str, client: Any) -> Iterator[tuple[str, int, str]]:
             for number, line in enumerate(body.splitlines(), 1):
                 yield f"s3://{bucket}/{key}", number, line
     except Exception as exc:  # botocore's errors: credentials, no bucket, network
-        raise SailError(f"{source}: cannot read from S3: {exc}") from None
+        raise SailError(f"{source}: cannot read from S3: {exc}") from exc
 
 
 def read(
@@ -173,7 +173,7 @@ def read(
                 if isinstance(exc, json.JSONDecodeError)
                 else f"not a prediction line ({exc})"
             )
-            raise SailError(f"{where}:{number}: {problem}") from None
+            raise SailError(f"{where}:{number}: {problem}") from exc
     if not lines:
         raise SailError(
             f"{source}: no prediction log lines (empty, or not written by sail serve or "

@@ -40,6 +40,7 @@ from threadpoolctl import threadpool_limits
 from sail_pipelines.config import HIGHER_IS_BETTER, Dimension, SearchConfig, redact
 from sail_pipelines.errors import SailError
 from sail_pipelines.evaluation import metrics
+from sail_pipelines.polling import retry, wait_until
 
 Direction = Literal["minimize", "maximize"]  # an Optuna study's
 QUEUED = "sail.queued"  # study attribute: the trial queue is complete
@@ -85,7 +86,7 @@ def folds(name: str, search: SearchConfig, task: str, target: pd.Series) -> list
         raise SailError(
             f"candidate '{name}': cannot cut the training split into {search.folds} "
             f"folds: {str(exc).splitlines()[0]}"
-        ) from None
+        ) from exc
 
 
 def cv_score(
@@ -136,27 +137,30 @@ def open_storage(url: str | None) -> Any:
         return optuna.storages.InMemoryStorage()
     sqlite = url.startswith("sqlite")
     engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {}
-    for attempt in range(5):  # workers starting together may race to create the tables
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine,
-                    heartbeat_interval=HEARTBEAT_SECONDS,
-                    grace_period=GRACE_SECONDS,
-                )
-            if sqlite:
-                with storage.engine.connect() as connection:
-                    connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-            break
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-            racing = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError)  # locked, or
-            # the other worker wrote the version first
-            if attempt == 4 or not isinstance(exc, racing):
-                reason = redact(str(exc).strip().splitlines()[0][:200])
-                raise SailError(f"cannot open the search storage {redact(url)}: {reason}") from None
-            time.sleep(0.2 * (attempt + 1))
+
+    def connect() -> Any:
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+            )
+        if sqlite:
+            with storage.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        return storage
+
+    # Workers starting together race to create the tables: the database is locked, or the other
+    # worker wrote the schema version first. Anything else is no race and fails at once.
+    racing = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError)
+    try:
+        storage = retry(connect, 5, lambda attempt: 0.2 * attempt, racing)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+        # The cause is left out: a driver's message may quote the URL with its password.
+        reason = redact(str(exc).strip().splitlines()[0][:200])
+        raise SailError(f"cannot open the search storage {redact(url)}: {reason}") from None
     if sqlite:
         sqlalchemy.event.listen(
             storage.engine,
@@ -213,14 +217,15 @@ def _join(
         study = optuna.create_study(direction=direction, **study_args)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(**study_args)
-        deadline = time.monotonic() + QUEUE_WAIT_SECONDS
-        while QUEUED not in study.user_attrs:
-            if time.monotonic() > deadline:
-                raise SailError(
-                    f"the shared search study {name} never got its trial queue: its "
-                    "creator stopped early; delete the study from the storage, rerun"
-                ) from None
-            time.sleep(0.2)
+        wait_until(
+            lambda: QUEUED in study.user_attrs,
+            QUEUE_WAIT_SECONDS,
+            0.2,
+            lambda: SailError(
+                f"the shared search study {name} never got its trial queue: its "
+                "creator stopped early; delete the study from the storage, rerun"
+            ),
+        )
         return study
     first = {d.name: baseline[d.name] for d in search.space if _inside(d, baseline.get(d.name))}
     for number in range(search.trials or 0):

@@ -31,7 +31,7 @@ def run(paths: ProjectPaths, params: Params) -> dict[str, int]:
             stratify=stratify,
         )
     except ValueError as exc:
-        raise SailError(f"cannot split {params.raw_data}: {exc}") from None
+        raise SailError(f"cannot split {params.raw_data}: {exc}") from exc
     for part, path in ((train, paths.train_csv), (test, paths.test_csv)):
         write_atomic(path, functools.partial(part.to_csv, index=False))
     return {

@@ -48,16 +48,16 @@ def make_estimator(candidate: Candidate) -> Any:
     module_name, _, class_name = candidate.estimator.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError):
+    except (ImportError, AttributeError, ValueError) as exc:
         raise SailError(
             f"candidate '{candidate.name}': cannot import estimator {candidate.estimator!r}"
-        ) from None
+        ) from exc
     try:
         return cls(**candidate.params)
     except TypeError as exc:
         raise SailError(
             f"candidate '{candidate.name}': bad params for {candidate.estimator}: {exc}"
-        ) from None
+        ) from exc
 
 
 def fit_candidate(candidate: Candidate, transformed: Any, target: pd.Series) -> Any:
@@ -69,7 +69,7 @@ def fit_candidate(candidate: Candidate, transformed: Any, target: pd.Series) -> 
     except (ValueError, TypeError) as exc:
         raise SailError(
             f"candidate '{candidate.name}' failed to train: {str(exc).splitlines()[0]}"
-        ) from None
+        ) from exc
     return model
 
 
@@ -124,7 +124,7 @@ def run(
     except (ValueError, TypeError) as exc:
         raise SailError(
             f"the transformation layer failed to fit: {str(exc).splitlines()[0]}"
-        ) from None
+        ) from exc
     try:
         transformed = stl.transform(transformer, schema, features)
     except stl.NonFiniteFeatures as exc:
@@ -133,7 +133,7 @@ def run(
             f"training data: {exc.field or 'a column'} becomes non-finite in the transformation "
             "layer "
             f"(data/split/train.csv line(s) {lines}): clip or drop such values in the STL"
-        ) from None
+        ) from exc
     common = {
         "format": 1,
         "task": params.task,
