@@ -28,8 +28,8 @@ def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         missing(
-            f"{name} is not installed (Debian package prometheus; docker/prepare-machine "
-            "installs it)"
+            f"{name} is not installed (Debian package prometheus; docker/prepare-machine installs "
+            "it)"
         )
     return path
 

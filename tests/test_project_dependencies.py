@@ -112,8 +112,7 @@ def test_a_dependency_missing_here_is_refused_before_any_build(tmp_path, base_im
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert (
         "sail-no-such-package-3f1e is not installed in the environment that runs sail: pip "
-        "install it "
-        "(it is a dependency in pyproject.toml)"
+        "install it (it is a dependency in pyproject.toml)"
     ) in result.stderr.strip().splitlines()[-1]
 
 

@@ -691,8 +691,7 @@ def live_server(bundle_dir, tmp_path):
     log = open(tmp_path / "server.log", "wb")
     code = (
         "import sys; from pathlib import Path; from sail_pipelines.inference.serve import "
-        "run_server; "
-        "from sail_pipelines.integrity.signing import HmacKey; "
+        "run_server; from sail_pipelines.integrity.signing import HmacKey; "
         "run_server(Path(sys.argv[1]), HmacKey(b'test-key'), host='127.0.0.1', "
         "port=int(sys.argv[2]), workers=2)"
     )

@@ -170,8 +170,7 @@ def git_commit():
     if not (name and email):
         print(
             "NOTE: git user.name/user.email are not set, so the files are staged but not "
-            "committed; "
-            "set them and run: git commit -m 'Initial commit'"
+            "committed; set them and run: git commit -m 'Initial commit'"
         )
         return
     message = "Initial commit from cookiecutter-sail"

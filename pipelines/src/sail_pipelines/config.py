@@ -567,8 +567,8 @@ def _check_remote(value: str, in_file: bool) -> str | None:
         return "an s3:// url needs a bucket: s3://bucket/path"
     if "@" in parts.netloc or ":" in parts.netloc:
         return (
-            "an s3:// url takes no credentials or port (credentials come from the "
-            "environment, endpoints from aws.endpoint_url)"
+            "an s3:// url takes no credentials or port (credentials come from the environment, "
+            "endpoints from aws.endpoint_url)"
         )
     if not _BUCKET.match(parts.netloc):
         return f"{parts.netloc!r} is not a valid S3 bucket name"

@@ -254,8 +254,8 @@ def run(
     limits = (f"{m} {next(iter(b))} {next(iter(b.values()))}" for m, b in thresholds.items())
     say(
         f"task: {inferred.task} ({inferred.task_reason}); {len(frame) - len(labelled)} row(s) "
-        f"without a label will be dropped; thresholds: {', '.join(limits)}; "
-        f"gate evidence minimums: {', '.join(f'{k} {v}' for k, v in minimums.items())}"
+        f"without a label will be dropped; thresholds: {', '.join(limits)}; gate evidence "
+        f"minimums: {', '.join(f'{k} {v}' for k, v in minimums.items())}"
     )
     return {
         "data": raw,

@@ -113,8 +113,7 @@ def _check_against(
         if shift > config.max_mean_shift:
             problems.append(
                 f"{column.name}: mean moved from {prev['mean']:g} to {mean:g}, {shift:.2f} std "
-                "since the last "
-                f"accepted data (limit {config.max_mean_shift})"
+                f"since the last accepted data (limit {config.max_mean_shift})"
             )
         ratio = max(std / prev["std"], prev["std"] / std) if std > 0 else float("inf")
         if ratio > config.max_std_ratio:
@@ -184,8 +183,8 @@ def run(paths: ProjectPaths, params: Params, baseline: bool = False) -> dict[str
     recorded = dvc_recorded_md5(data_path)
     if recorded and recorded != data_hash:
         problems.append(
-            f"{params.raw_data} changed since it was tracked (md5 {data_hash} != {recorded}): "
-            f"run `dvc add {params.raw_data}`"
+            f"{params.raw_data} changed since it was tracked (md5 {data_hash} != {recorded}): run "
+            f"`dvc add {params.raw_data}`"
         )
     stored = None if baseline or not paths.profile.is_file() else read_json(paths.profile)
     outcome = check(params, schema, frame, data_hash, stored)

@@ -218,9 +218,8 @@ def check_head(records: list[dict[str, Any]], model: str, champion: str | None) 
         actual = f"v{champion}" if champion else "no champion"
         raise SailError(
             f"{model} has {actual}, but its audit history ends with v{records[-1]['to']} as "
-            "champion: "
-            "the alias was moved outside sail or an audit record was removed; restore it before "
-            "promoting"
+            "champion: the alias was moved outside sail or an audit record was removed; restore "
+            "it before promoting"
         )
 
 

@@ -157,8 +157,8 @@ def _restore(parked: Any | None, name: str, url: str, timeout: float) -> str:
     except SailError as exc:
         return f"the previous container was restarted but is not ready either ({exc})"
     return (
-        f"the previous container ({parked.labels.get('sail.image', 'unknown image')}) is "
-        "serving again"
+        f"the previous container ({parked.labels.get('sail.image', 'unknown image')}) is serving "
+        "again"
     )
 
 
@@ -204,8 +204,8 @@ def run_local(
         logs = ""
         if container is not None:
             logs = (
-                "\n  log tail of the new container:\n  "
-                f"{_log_tail(container, env.get('SAIL_VERIFY_KEY'))}"
+                "\n  log tail of the new container:\n"
+                f"  {_log_tail(container, env.get('SAIL_VERIFY_KEY'))}"
             )
             container.remove(force=True)
         raise SailError(

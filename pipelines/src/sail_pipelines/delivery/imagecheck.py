@@ -74,8 +74,8 @@ def check(bundle_dir: Path, manifest_sha256: str) -> str:
         with client.get(path) as page:
             if page.status_code != 200:
                 return (
-                    f"{path} answered {page.status_code}: the page files are not in the "
-                    "installed wheel"
+                    f"{path} answered {page.status_code}: the page files are not in the installed "
+                    "wheel"
                 )
     for module in STARTUP_MODULES:
         importlib.import_module(module)

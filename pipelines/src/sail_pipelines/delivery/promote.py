@@ -161,8 +161,7 @@ def run(
                 now = f"v{candidate.version}" if candidate else "no version"
                 raise SailError(
                     f"v{target.version} of {model} no longer holds '{tracking.CANDIDATE}' ({now} "
-                    "does): "
-                    "a newer build superseded it, review and promote that one"
+                    "does): a newer build superseded it, review and promote that one"
                 )
         elif candidate is None:
             raise SailError(

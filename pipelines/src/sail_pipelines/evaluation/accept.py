@@ -50,8 +50,7 @@ def serving_check(bundle: LoadedBundle, holdout: Mapping[str, Any]) -> None:
     if mismatches:
         raise SailError(
             "serving check: served predictions differ from the metric step's at rows "
-            f"{mismatches[:10]}; "
-            "nothing was registered"
+            f"{mismatches[:10]}; nothing was registered"
         )
 
 

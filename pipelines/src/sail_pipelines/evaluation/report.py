@@ -46,8 +46,8 @@ def load(paths: ProjectPaths) -> Reports:
     for path, step in ((paths.gate_report, "gate"), (paths.evaluation_report, "evaluate")):
         if not path.is_file():
             raise SailError(
-                f"no {path.relative_to(paths.root)}: run `sail {step}` first (the report "
-                "explains a gate verdict)"
+                f"no {path.relative_to(paths.root)}: run `sail {step}` first (the report explains "
+                "a gate verdict)"
             )
     try:
         gate, evaluation = read_json(paths.gate_report), read_json(paths.evaluation_report)
@@ -61,8 +61,8 @@ def load(paths: ProjectPaths) -> Reports:
     judged = evaluation.get("candidates", {}).get(gate.get("candidate"), {}).get("bundle_id")
     if judged is None or judged != gate.get("bundle_id"):
         raise SailError(
-            "reports/gate.json does not judge the candidate of reports/evaluation.json: run "
-            "`sail gate` again"
+            "reports/gate.json does not judge the candidate of reports/evaluation.json: run `sail "
+            "gate` again"
         )
     plots = tuple(sorted(p.name for p in paths.plots.glob("*.png"))) if paths.plots.is_dir() else ()
     return Reports(gate, evaluation, validation, plots)
@@ -373,14 +373,13 @@ def _data_section(reports: Reports) -> list[str]:
     status = "passed ✅" if validation.get("passed") else "failed ❌"
     lines.append(
         f"- validation of `{validation.get('data', '?')}`: {status}, "
-        f"{validation.get('rows', '?')} rows, "
-        f"{validation.get('columns', '?')} columns"
+        f"{validation.get('rows', '?')} rows, {validation.get('columns', '?')} columns"
         + (", new reference profile created" if validation.get("baseline_created") else "")
     )
     if validation.get("data_hash") != gate.get("data_hash"):
         lines.append(
-            f"- ⚠️ validation checked data `{validation.get('data_hash')}`, not the data the "
-            "gate judged"
+            f"- ⚠️ validation checked data `{validation.get('data_hash')}`, not the data the gate "
+            "judged"
         )
     problems = validation.get("problems") or []
     lines += [f"  - {_cell(p)}" for p in problems[:MAX_PROBLEMS]]
@@ -416,8 +415,8 @@ def _plots_section(reports: Reports, inline: bool, artifacts: str) -> list[str]:
     if inline:
         return [f"![{Path(p).stem}](plots/{p})" for p in reports.plots]
     return [f"- `reports/plots/{p}`" for p in reports.plots] + [
-        "\nGitHub cannot show images from a CI run in a comment or job summary: the PNG files "
-        f"are in {artifacts}."
+        "\nGitHub cannot show images from a CI run in a comment or job summary: the PNG files are "
+        f"in {artifacts}."
     ]
 
 
@@ -439,8 +438,7 @@ def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str)
         f"## SAIL report: {model}, gate {verdict}",
         "",
         f"Candidate **{gate['candidate']}** (bundle `{gate.get('bundle_id')}`), commit "
-        f"`{str(gate.get('git_commit', '?'))[:12]}`, "
-        f"signing key id `{gate.get('key_id', '?')}`, "
+        f"`{str(gate.get('git_commit', '?'))[:12]}`, signing key id `{gate.get('key_id', '?')}`, "
         f"judged {gate.get('judged_at', '?')}. {outcome}",
         "",
         "### Gate rules",
@@ -503,8 +501,7 @@ def run(
     except (KeyError, TypeError, AttributeError) as exc:
         raise SailError(
             "reports/gate.json or evaluation.json lacks what the steps write "
-            f"({type(exc).__name__}: {exc}): "
-            "run `sail evaluate` and `sail gate` again"
+            f"({type(exc).__name__}: {exc}): run `sail evaluate` and `sail gate` again"
         ) from exc
     target = paths.reports / REPORT
     write_atomic(target, lambda tmp: tmp.write_text(local))

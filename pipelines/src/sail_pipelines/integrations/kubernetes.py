@@ -184,8 +184,8 @@ def apply(directory: Path, w: Workload, timeout: float) -> dict[str, Any]:
     if context.returncode != 0:
         raise SailError(
             f"no Kubernetes cluster configured ({_last_line(context)}): the manifests are in "
-            f"{directory}, "
-            f"apply them with `kubectl apply -f {directory}` where a cluster is reachable"
+            f"{directory}, apply them with `kubectl apply -f {directory}` where a cluster is "
+            "reachable"
         )
     name = context.stdout.strip()
     applied = _kubectl("apply", "--request-timeout=30s", "-f", str(directory))
@@ -203,8 +203,7 @@ def apply(directory: Path, w: Workload, timeout: float) -> dict[str, Any]:
     if rollout.returncode != 0:
         raise SailError(
             f"deployment/{w.name} did not become ready on context {name!r}: "
-            f"{_last_line(rollout)}; the previous pods "
-            f"keep serving (maxUnavailable 0), `kubectl rollout undo deployment/{w.name}` drops "
-            "the new ones"
+            f"{_last_line(rollout)}; the previous pods keep serving (maxUnavailable 0), `kubectl "
+            f"rollout undo deployment/{w.name}` drops the new ones"
         )
     return {"context": name, "applied": applied.stdout.strip().splitlines()}

@@ -254,8 +254,7 @@ def signing_key(settings: Settings, scheme: str) -> SignKey:
                 "SAIL_SIGNING_KEY is not an Ed25519 private key: create a pair with `sail keygen "
                 "DIR` and "
                 'export SAIL_SIGNING_KEY="$(cat DIR/signing.key)", or set `signing: {scheme: '
-                "hmac-sha256}` "
-                "in params.yaml for a shared secret"
+                "hmac-sha256}` in params.yaml for a shared secret"
             )
         return private_key(text, "SAIL_SIGNING_KEY")
     if settings.allow_dev_key:

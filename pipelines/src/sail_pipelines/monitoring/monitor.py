@@ -124,8 +124,7 @@ def _breaches(name: str, stats: Mapping[str, Any], config: MonitoringConfig) -> 
     if stats.get("missing", 0) > config.max_missing:
         lines.append(
             f"{name}: {stats['missing']:.1%} of served values missing, above "
-            "monitoring.max_missing "
-            f"{config.max_missing:.1%}"
+            f"monitoring.max_missing {config.max_missing:.1%}"
         )
     return lines
 
@@ -246,8 +245,7 @@ def compare(
             report["breaches"].append(
                 f"{change['feature']}: sudden change, PSI {change['psi']:.3f} between windows "
                 f"{change['from_window']} and {change['to_window']} ({config.window_hours:g} h "
-                "each), above "
-                f"monitoring.max_window_psi {config.max_window_psi}"
+                f"each), above monitoring.max_window_psi {config.max_window_psi}"
             )
     return report
 
@@ -257,8 +255,8 @@ def markdown(report: Mapping[str, Any], plots: Sequence[Path]) -> str:
         "# Monitoring report",
         "",
         f"{report['rows']} served rows in {report['requests']} logged requests "
-        f"({report['refused']} "
-        f"refused), {report['first']} to {report['last']}; bundles {', '.join(report['bundles'])}.",
+        f"({report['refused']} refused), {report['first']} to {report['last']}; bundles "
+        f"{', '.join(report['bundles'])}.",
         "",
     ]
     if report.get("note"):

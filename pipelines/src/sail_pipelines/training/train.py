@@ -131,8 +131,7 @@ def run(
         lines = ", ".join(str(i + 2) for i in exc.rows[:5])
         raise SailError(
             f"training data: {exc.field or 'a column'} becomes non-finite in the transformation "
-            "layer "
-            f"(data/split/train.csv line(s) {lines}): clip or drop such values in the STL"
+            f"layer (data/split/train.csv line(s) {lines}): clip or drop such values in the STL"
         ) from exc
     common = {
         "format": 1,
