@@ -102,10 +102,11 @@ def login(docker_client: Any, settings: Settings) -> dict[str, str] | None:
         )
     except docker.errors.APIError as exc:
         detail = exc.explanation or str(exc)
+        # The cause is left out: the daemon's message may quote the password.
         raise SailError(
             f"registry {host(settings.registry or '')}: login as {creds.username!r} refused: "
             f"{creds.scrub(str(detail))}"
-        ) from exc
+        ) from None
     return {"username": creds.username, "password": creds.password, "serveraddress": creds.server}
 
 
