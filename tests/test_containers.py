@@ -98,7 +98,11 @@ def test_candidates_train_in_parallel_containers(flow, tmp_path, client):
     result = ok(sail(project, "train", "--container", **flow["env"]))
     ran = json.loads(result.stdout)["containers"]
     assert len(ran) == 3
-    parse = lambda s: datetime.fromisoformat(s[:26].rstrip("Z"))  # noqa: E731 - Docker's nanosecond timestamps
+
+    def parse(stamp: str) -> datetime:
+        """Docker's timestamps carry nanoseconds; fromisoformat takes microseconds."""
+        return datetime.fromisoformat(stamp[:26].rstrip("Z"))
+
     latest_start = max(parse(r["started"]) for r in ran.values())
     earliest_finish = min(parse(r["finished"]) for r in ran.values())
     assert latest_start < earliest_finish, f"the candidates ran one after another: {ran}"

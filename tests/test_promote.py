@@ -41,7 +41,7 @@ PRODUCTION = f"{REPO}:production"
 
 
 @pytest.fixture(scope="module")
-def stubs(docker_client, base_image):  # noqa: F811 - the fixture imported above
+def stubs(docker_client, base_image):
     made = Stubs(docker_client, base_image)
     yield made
     for container in docker_client.containers.list(
@@ -52,7 +52,7 @@ def stubs(docker_client, base_image):  # noqa: F811 - the fixture imported above
 
 
 @pytest.fixture
-def project(tmp_path, stubs, docker_client):  # noqa: F811
+def project(tmp_path, stubs, docker_client):
     root = bake(tmp_path, project_name="Promote Check")
     yield root
     for container in docker_client.containers.list(
@@ -100,7 +100,7 @@ def no_lock_left(project):
 
 
 @pytest.mark.timeout(3000)  # the first test to ask for packaged_project builds the image
-def test_promote_then_deploy_runs_the_packaged_inference_image(real_project, docker_client):  # noqa: F811
+def test_promote_then_deploy_runs_the_packaged_inference_image(real_project, docker_client):
     project = real_project
     image = json.loads((project / "reports" / "package.json").read_text())["image"]
     promotion = ("--version", "1", "--expect-champion", "none", "--approver", "alice")

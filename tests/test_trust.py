@@ -243,7 +243,7 @@ def test_image_references_parse_as_docker_parses_them(ref, repository, tag, dige
 
 
 @pytest.fixture(scope="module")
-def stubs(docker_client, base_image):  # noqa: F811
+def stubs(docker_client, base_image):
     made = Stubs(docker_client, base_image)
     yield made
     remove_containers(docker_client, MODEL)
@@ -251,7 +251,7 @@ def stubs(docker_client, base_image):  # noqa: F811
 
 
 @pytest.fixture
-def image_project(tmp_path, stubs, docker_client):  # noqa: F811
+def image_project(tmp_path, stubs, docker_client):
     root = bake(tmp_path, project_name="Trust Check")
     (root / "reports").mkdir(exist_ok=True)
     yield root
@@ -287,7 +287,7 @@ def manifest(path: str, reference: str) -> requests.Response:
     )
 
 
-def test_deploy_runs_only_images_signed_with_the_project_key(image_project, stubs, docker_client):  # noqa: F811
+def test_deploy_runs_only_images_signed_with_the_project_key(image_project, stubs, docker_client):
     tag = f"t{free_port()}"  # a fresh tag per run: the registry outlives the test
     ref = f"{REGISTRY}/{REPO}:{tag}"
     stubs.build(ref)
@@ -355,7 +355,7 @@ def test_deploy_runs_only_images_signed_with_the_project_key(image_project, stub
     ] == serving
 
 
-def test_promote_refuses_an_unsigned_image_and_changes_nothing(image_project, stubs, docker_client):  # noqa: F811
+def test_promote_refuses_an_unsigned_image_and_changes_nothing(image_project, stubs, docker_client):
     tag = f"p{free_port()}"
     ref = f"{REGISTRY}/{REPO}:{tag}"
     stubs.build(ref, model=MODEL, version="1", bundle_id="bundle-v1")

@@ -553,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sail {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the user gets one line; SAIL_DEBUG=1 shows the traceback
+    except Exception as exc:  # noqa: BLE001 - one line; SAIL_DEBUG=1 shows the traceback
         if os.environ.get("SAIL_DEBUG"):
             raise
         print(

@@ -124,9 +124,8 @@ class Api:
     def comments(self) -> list[dict[str, Any]]:
         """Every issue comment of the pull request, following the Link: rel="next" pages."""
         pr = self.pr
-        url: str | None = (
-            f"{pr.api_url.rstrip('/')}/repos/{pr.repository}/issues/{pr.number}/comments?per_page={PAGE_SIZE}"
-        )
+        comments = f"{pr.api_url.rstrip('/')}/repos/{pr.repository}/issues/{pr.number}/comments"
+        url: str | None = f"{comments}?per_page={PAGE_SIZE}"
         found = []
         while url:
             response = self.call("GET", url)
