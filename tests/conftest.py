@@ -17,8 +17,8 @@ from sail_pipelines.integrity import signing
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "cookiecutter-sail"
-# Key pairs made once per test session: bundles (TEST_KEY signs, TEST_VERIFY_KEY verifies) and
-# audit.
+# Key pairs made once per test session: bundles (TEST_KEY signs, TEST_VERIFY_KEY verifies)
+# and audit.
 _PAIRS = {name: signing.generate() for name in ("bundle", "audit")}
 TEST_KEY = _PAIRS["bundle"].text()
 TEST_VERIFY_KEY = _PAIRS["bundle"].verify_key.text()
@@ -61,8 +61,8 @@ def isolated_env(tmp_path_factory):
     """A git identity for the post-gen commit, and no signing or tracking settings leaking in."""
     gitconfig = tmp_path_factory.mktemp("home") / ".gitconfig"
     gitconfig.write_text(
-        "[user]\n\tname = SAIL Tests\n\temail = tests@example.invalid\n[init]\n\tdefaultBranch = "
-        "main\n"
+        "[user]\n\tname = SAIL Tests\n\temail = tests@example.invalid\n"
+        "[init]\n\tdefaultBranch = main\n"
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
@@ -79,8 +79,8 @@ def isolated_env(tmp_path_factory):
             "SAIL_RUNTIME",
         ):
             mp.delenv(name, raising=False)
-        # Team-mode settings of the machine (AWS identity, S3 endpoint, registry login) stay out
-        # too.
+        # Team-mode settings of the machine (AWS identity, S3 endpoint, registry login) stay
+        # out too.
         for name in [n for n in os.environ if n.startswith("AWS_")] + [
             "SAIL_S3_ENDPOINT_URL",
             "SAIL_AWS_ROLE_ARN",
