@@ -76,6 +76,16 @@ def git(project: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
     return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, check=check)
 
 
+def cruft_home(template: Path) -> tuple[str, str | None]:
+    """Where .cruft.json must point: the git repository holding the template, and its folder."""
+    top = git(template, "rev-parse", "--show-toplevel", check=False)
+    if top.returncode != 0:
+        return str(template), None
+    root = Path(top.stdout.strip()).resolve()
+    folder = template.resolve().relative_to(root).as_posix()
+    return str(root), None if folder == "." else folder
+
+
 def write_gitconfig(path: Path, identity: bool) -> Path:
     # init.defaultBranch=master proves the hook forces branch main.
     text = "[init]\n\tdefaultBranch = master\n"
@@ -266,10 +276,10 @@ def test_cruft_json(baked):
     project, expected, context = baked
     state = json.loads((project / ".cruft.json").read_text())
     assert {"template", "commit", "checkout", "context", "directory"} <= set(state)
-    assert state["template"] == str(TEMPLATE)
+    assert (state["template"], state["directory"]) == cruft_home(TEMPLATE)
     head = git(TEMPLATE, "rev-parse", "--verify", "-q", "HEAD", check=False)
     assert state["commit"] == (head.stdout.strip() if head.returncode == 0 else None)
-    assert state["checkout"] is None and state["directory"] is None
+    assert state["checkout"] is None
     answers = state["context"]["cookiecutter"]
     for key, value in context.items():
         if not key.startswith("_"):
@@ -287,9 +297,12 @@ def test_project_pyproject(baked):
     project, expected, context = baked
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
     assert pyproject["project"]["name"] == expected["slug"]
+    package = tomllib.loads((TEMPLATE.parent / "pipelines" / "pyproject.toml").read_text())
+    pin = f"sail-pipelines=={package['project']['version']}"
+    assert pin in pyproject["project"]["dependencies"], "pinned to the release it was made from"
+    assert context["sail_pipelines_version"] == f"v{package['project']['version']}"
     assert pyproject["project"]["description"] == context["description"]
     assert pyproject["project"]["authors"] == [{"name": context["author_name"]}]
-    assert "sail-pipelines" in pyproject["project"]["dependencies"]
     pytest_options = pyproject["tool"]["pytest"]["ini_options"]
     assert pytest_options["pythonpath"] == ["src"] and pytest_options["testpaths"] == ["tests"]
 
@@ -437,7 +450,8 @@ def test_bake_without_git_identity_stages_but_does_not_commit(tmp_path, monkeypa
     )
     staged = set(git(project, "diff", "--cached", "--name-only").stdout.split())
     assert {"params.yaml", "data/raw/data.csv.dvc", ".cruft.json"} <= staged
-    assert json.loads((project / ".cruft.json").read_text())["template"] == str(TEMPLATE)
+    state = json.loads((project / ".cruft.json").read_text())
+    assert (state["template"], state["directory"]) == cruft_home(TEMPLATE)
 
 
 def test_cruft_follows_a_template_under_git(tmp_path, monkeypatch):
@@ -495,3 +509,43 @@ def test_template_hooks_render_without_leftover_syntax():
         assert "{#" not in text, hook  # would start a Jinja comment
         for expression in re.findall(r"\{\{(.*?)\}\}", text):
             assert expression.strip().startswith("cookiecutter"), (hook.name, expression)
+
+
+def test_cruft_updates_a_project_baked_from_the_template_folder_of_a_tagged_clone(tmp_path, monkeypatch):
+    """The documented way (cookiecutter on cookiecutter-sail/ of a checkout) gives a project that
+    `cruft check` and `cruft update` accept: .cruft.json names the repository and its folder."""
+    import cruft
+
+    isolated_git(monkeypatch, write_gitconfig(tmp_path / "gitconfig", identity=True))
+    repo = tmp_path / "sail-pipelines"
+    repo.mkdir()
+    shutil.copytree(TEMPLATE, repo / "cookiecutter-sail", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "README.md").write_text("sail-pipelines\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "release")
+    git(repo, "tag", "v0.1.0")
+    project = Path(
+        cookiecutter(str(repo / "cookiecutter-sail"), no_input=True, output_dir=str(tmp_path / "out"),
+                     config_file=str(cookiecutter_config(tmp_path)),
+                     extra_context={"project_name": "Kept Answers", "author_name": "Grace"})
+    )
+    state = json.loads((project / ".cruft.json").read_text())
+    assert (state["template"], state["directory"]) == (str(repo.resolve()), "cookiecutter-sail")
+    assert cruft.check(project_dir=project) is True
+
+    readme = repo / "cookiecutter-sail" / "{{cookiecutter.project_slug}}" / "README.md"
+    readme.write_text(readme.read_text() + "\nA line the template gained after v0.1.0.\n")
+    git(repo, "commit", "-q", "-am", "template: a new README line")
+    assert cruft.check(project_dir=project) is False, "the project is behind the template now"
+
+    proc = subprocess.run([sys.executable, "-m", "cruft", "update", "--skip-apply-ask", "-y"],
+                          cwd=project, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "A line the template gained after v0.1.0." in (project / "README.md").read_text()
+    state = json.loads((project / ".cruft.json").read_text())
+    assert state["commit"] == git(repo, "rev-parse", "HEAD").stdout.strip()
+    answers = state["context"]["cookiecutter"]
+    assert (answers["project_name"], answers["author_name"]) == ("Kept Answers", "Grace")
+    assert project.name == "kept-answers" and (project / "src" / "kept_answers").is_dir()
+    assert cruft.check(project_dir=project) is True

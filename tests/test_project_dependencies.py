@@ -7,6 +7,7 @@ inference image. Every image carries the version installed here, and every bundl
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -45,9 +46,8 @@ def declare(project: Path, dependency: str, system_package: str | None) -> None:
     """Edit the project as its team would, and commit, so the images are tagged by a clean
     commit."""
     text = (project / "pyproject.toml").read_text()
-    text = text.replace(
-        '    "sail-pipelines",\n]', f'    "sail-pipelines",\n    "{dependency}",\n]'
-    )
+    text, added = re.subn(r'(    "sail-pipelines[^"]*",\n)]', rf'\1    "{dependency}",\n]', text)
+    assert added == 1, "the template's dependency list changed shape"
     if system_package:
         text = text.replace("system-packages = []", f'system-packages = ["{system_package}"]')
     (project / "pyproject.toml").write_text(text)

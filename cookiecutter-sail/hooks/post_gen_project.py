@@ -129,11 +129,28 @@ def local_template_dir(path):
     return None
 
 
+def git_home(template_dir):
+    """(repository root, template's folder in it) of a local template inside a git repository.
+
+    The template lives in a subfolder (cookiecutter-sail/) of the sail-pipelines repository, and
+    cruft clones `template` and renders `directory`: naming the subfolder as the template makes
+    `cruft check` and `cruft update` fail ("repository ... does not exist")."""
+    proc = run(["git", "rev-parse", "--show-toplevel"], "git rev-parse", check=False, cwd=template_dir)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return template_dir, None
+    root = Path(proc.stdout.strip()).resolve()
+    folder = template_dir.resolve().relative_to(root).as_posix()
+    return root, (None if folder == "." else folder)
+
+
 def write_cruft_state():
     template = CONTEXT.get("_template")
     repo_dir = local_template_dir(CONTEXT.get("_repo_dir")) or local_template_dir(template)
+    directory = None
     if template and not REMOTE_TEMPLATE.match(str(template)):
-        template = str(local_template_dir(template) or repo_dir or Path(template).resolve())
+        template_dir = local_template_dir(template) or repo_dir or Path(template).resolve()
+        root, folder = git_home(template_dir)
+        template, directory = str(root), folder
     commit = CONTEXT.get("_commit")
     if not commit and repo_dir is not None:
         proc = run(
@@ -155,7 +172,7 @@ def write_cruft_state():
         "commit": commit,
         "checkout": CONTEXT.get("_checkout"),
         "context": {"cookiecutter": answers},
-        "directory": None,
+        "directory": directory,
         "skip": CRUFT_SKIP,
     }
     (ROOT / ".cruft.json").write_text(
