@@ -511,7 +511,9 @@ def test_template_hooks_render_without_leftover_syntax():
             assert expression.strip().startswith("cookiecutter"), (hook.name, expression)
 
 
-def test_cruft_updates_a_project_baked_from_the_template_folder_of_a_tagged_clone(tmp_path, monkeypatch):
+def test_cruft_updates_a_project_baked_from_the_template_folder_of_a_tagged_clone(
+    tmp_path, monkeypatch
+):
     """The documented way (cookiecutter on cookiecutter-sail/ of a checkout) gives a project that
     `cruft check` and `cruft update` accept: .cruft.json names the repository and its folder."""
     import cruft
@@ -519,16 +521,22 @@ def test_cruft_updates_a_project_baked_from_the_template_folder_of_a_tagged_clon
     isolated_git(monkeypatch, write_gitconfig(tmp_path / "gitconfig", identity=True))
     repo = tmp_path / "sail-pipelines"
     repo.mkdir()
-    shutil.copytree(TEMPLATE, repo / "cookiecutter-sail", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        TEMPLATE, repo / "cookiecutter-sail", ignore=shutil.ignore_patterns("__pycache__")
+    )
     (repo / "README.md").write_text("sail-pipelines\n")
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "release")
     git(repo, "tag", "v0.1.0")
     project = Path(
-        cookiecutter(str(repo / "cookiecutter-sail"), no_input=True, output_dir=str(tmp_path / "out"),
-                     config_file=str(cookiecutter_config(tmp_path)),
-                     extra_context={"project_name": "Kept Answers", "author_name": "Grace"})
+        cookiecutter(
+            str(repo / "cookiecutter-sail"),
+            no_input=True,
+            output_dir=str(tmp_path / "out"),
+            config_file=str(cookiecutter_config(tmp_path)),
+            extra_context={"project_name": "Kept Answers", "author_name": "Grace"},
+        )
     )
     state = json.loads((project / ".cruft.json").read_text())
     assert (state["template"], state["directory"]) == (str(repo.resolve()), "cookiecutter-sail")
@@ -539,8 +547,13 @@ def test_cruft_updates_a_project_baked_from_the_template_folder_of_a_tagged_clon
     git(repo, "commit", "-q", "-am", "template: a new README line")
     assert cruft.check(project_dir=project) is False, "the project is behind the template now"
 
-    proc = subprocess.run([sys.executable, "-m", "cruft", "update", "--skip-apply-ask", "-y"],
-                          cwd=project, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cruft", "update", "--skip-apply-ask", "-y"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "A line the template gained after v0.1.0." in (project / "README.md").read_text()
     state = json.loads((project / ".cruft.json").read_text())

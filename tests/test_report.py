@@ -407,3 +407,99 @@ def test_report_and_comment_show_intervals_slices_and_the_holdout(regression_cop
     assert "Model card: `reports/model_card.md`" in comment["body"]
     card = (project / "reports" / "model_card.md").read_text()
     assert "| sex=2 | 41 | too small to judge" in card and "parent champion: v1" in card
+
+
+# --- the template and its charts ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mermaid():
+    """Mermaid's own parser, in headless Chromium."""
+    from browser import MermaidParser, chromium, mermaid_script
+
+    script = mermaid_script()
+    with chromium() as driver:
+        yield MermaidParser(driver, script)
+
+
+def mermaid_blocks(text: str) -> list[str]:
+    return re.findall(r"```mermaid\n(.*?)```", text, flags=re.S)
+
+
+def test_the_comment_draws_the_roc_curve_and_the_champions_as_mermaid_that_parses(
+    project_copy, github, mermaid
+):
+    ok(sail(project_copy, "promote", "--expect-champion", "none", "--approver", "alice"))
+    ok(sail(project_copy, "gate", "--no-register"))
+    ok(sail(project_copy, "report", "--post", **env_for(github)))
+    [comment] = github.comments
+    blocks = mermaid_blocks(comment["body"])
+    assert [b.splitlines()[1].split('"')[1] for b in blocks] == [
+        "ROC curve (AUC {:.4f}), positive class".format(
+            json.loads((project_copy / "reports" / "gate.json").read_text())["metrics"]["roc_auc"]
+        ),
+        "roc_auc of the champions, then this candidate",
+    ]
+    assert 'x-axis ["v1", "candidate"]' in blocks[1]
+    for block in blocks:
+        assert mermaid.error(block) is None, block
+    assert mermaid_blocks((project_copy / "reports" / "report.md").read_text()) == blocks
+    # the parser can refuse: a chart with a broken axis is an error, not a silent pass
+    assert mermaid.error(blocks[0].replace("0 --> 1", "0 -> 1", 1)) is not None
+
+
+def test_residuals_by_bucket_parse_and_match_the_test_split(regression_copy, mermaid):
+    import numpy as np
+
+    ok(sail(regression_copy, "report", GITHUB_STEP_SUMMARY=""))
+    [block] = mermaid_blocks((regression_copy / "reports" / "report.md").read_text())
+    assert mermaid.error(block) is None, block
+    evaluation = json.loads((regression_copy / "reports" / "evaluation.json").read_text())
+    drawn = evaluation["candidates"][evaluation["best"]]["charts"]["residuals"]
+    assert sum(drawn["rows"]) == evaluation["test_rows"] and len(drawn["rows"]) == 10
+    bars = re.search(r"bar \[(.*)\]", block).group(1)
+    assert np.allclose([float(v) for v in bars.split(", ")], drawn["mean_residual"], rtol=1e-3)
+
+
+def test_a_project_template_extends_the_report_and_a_broken_one_is_one_line(project_copy):
+    templates = project_copy / "templates"
+    templates.mkdir()
+    (templates / "report.md.j2").write_text(
+        '{% extends "sail/report.md.j2" %}\n'
+        "{% block plots %}\n### Owner\n\nOn call: {{ gate.candidate | upper }}, "
+        "{{ gate.metrics.roc_auc | num }}\n{% endblock %}\n"
+    )
+    ok(sail(project_copy, "report", GITHUB_STEP_SUMMARY=""))
+    text = (project_copy / "reports" / "report.md").read_text()
+    gate = json.loads((project_copy / "reports" / "gate.json").read_text())
+    assert f"On call: {gate['candidate'].upper()}, {gate['metrics']['roc_auc']:.4f}" in text
+    assert "### Plots" not in text and "### Gate rules" in text and text.startswith(MARKER)
+
+    (templates / "report.md.j2").write_text("{{ marker }}\n\n{{ gate.no_such_key }}\n")
+    last = one_line_error(
+        sail(project_copy, "report"), "templates/report.md.j2 line 3 cannot be rendered"
+    )
+    assert "no_such_key" in last
+    (templates / "report.md.j2").write_text("{% block plots %}\n")
+    one_line_error(sail(project_copy, "report"), "templates/report.md.j2 line")
+
+
+def test_charts_of_multiclass_and_odd_labels_parse_and_degenerate_data_draws_nothing(mermaid):
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from sail_pipelines.evaluation import charts
+
+    features, labels = load_iris(return_X_y=True, as_frame=True)
+    names = load_iris().target_names[labels]
+    model = LogisticRegression(max_iter=500).fit(features, names)
+    roc = charts.data_roc(names, model.predict_proba(features), list(model.classes_))
+    assert roc["average"] == "micro-average, one-vs-rest" and roc["tpr"][-1] == 1.0
+    [block] = mermaid_blocks(charts.mermaid_roc(roc, 0.99))
+    assert mermaid.error(block) is None, block
+    odd = [{"label": 'v1 "old"', "value": 0.5}, {"label": "candidate\nnew", "value": 0.5}]
+    [block] = mermaid_blocks(charts.mermaid_history('f1 "macro"', odd))
+    assert mermaid.error(block) is None, block
+    assert charts.data_roc(["a"] * 5, [[1.0, 0.0]] * 5, ["a", "b"]) is None  # one class: no curve
+    assert charts.data_residuals([1.0, 2.0], [1.0, 2.0]) is None  # fewer rows than buckets
+    assert charts.mermaid_history("r2", [{"label": "candidate", "value": 0.4}]) is None

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import requests
 
 import try_bundle
-from ci_rules import missing
+from browser import chromium
 from sail_pipelines.inference.page import CSP
 from sail_pipelines.inference.smoke import local_server
 
@@ -46,32 +45,11 @@ def regression(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-# quits before the servers stop: no keep-alive connection to wait for
-def browser(server, regression):
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        missing(
-            "chromium and chromedriver are not installed (docker/prepare-machine installs them)"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,1600",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
-    yield driver
-    driver.quit()
+def browser(
+    server, regression
+):  # quits before the servers stop: no keep-alive connection to wait for
+    with chromium() as driver:
+        yield driver
 
 
 def _wait(browser, condition):

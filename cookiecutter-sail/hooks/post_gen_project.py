@@ -135,7 +135,9 @@ def git_home(template_dir):
     The template lives in a subfolder (cookiecutter-sail/) of the sail-pipelines repository, and
     cruft clones `template` and renders `directory`: naming the subfolder as the template makes
     `cruft check` and `cruft update` fail ("repository ... does not exist")."""
-    proc = run(["git", "rev-parse", "--show-toplevel"], "git rev-parse", check=False, cwd=template_dir)
+    proc = run(
+        ["git", "rev-parse", "--show-toplevel"], "git rev-parse", check=False, cwd=template_dir
+    )
     if proc.returncode != 0 or not proc.stdout.strip():
         return template_dir, None
     root = Path(proc.stdout.strip()).resolve()

@@ -24,7 +24,7 @@ from sail_pipelines.contract.data import json_records, read_csv
 from sail_pipelines.contract.schema import plain
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
-from sail_pipelines.evaluation import metrics, plots
+from sail_pipelines.evaluation import charts, metrics, plots
 from sail_pipelines.evaluation.bootstrap import Outputs
 from sail_pipelines.files import read_json, write_json
 from sail_pipelines.inference import onnx
@@ -56,9 +56,9 @@ def score(
     test: pd.DataFrame,
     plot_dir: Path | None = None,
     runtime: str | None = None,
-) -> tuple[dict[str, Any], list[Any]]:
+) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
     """Metrics of one bundle on the test frame, by the runtime that will serve it (plots too
-    when plot_dir is given)."""
+    when plot_dir is given), its predictions, and the points the report charts."""
     target = bundle.metadata["target"]
     outputs = predict(bundle, test, runtime)
     predictions, probabilities = outputs.predictions, outputs.probabilities
@@ -78,7 +78,8 @@ def score(
         result = metrics.regression(y_true, predictions)
         if plot_dir:
             plots.regression(plot_dir, bundle.metadata["name"], y_true, predictions)
-    return result, [plain(p) for p in predictions]
+    drawn = charts.data(bundle.metadata["task"], y_true, predictions, probabilities, bundle.classes)
+    return result, [plain(p) for p in predictions], drawn
 
 
 def serving_runtime(
@@ -214,6 +215,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
     predictions: dict[str, list[Any]] = {}
     run_ids: dict[str, str] = {}
     runtimes: dict[str, dict[str, Any]] = {}
+    drawn: dict[str, dict[str, Any]] = {}
     with tracking.reachable(settings, "logging the evaluation"):
         experiment = tracking.experiment_id(client, settings, params.gate.registered_model)
     with tempfile.TemporaryDirectory() as scratch:
@@ -221,7 +223,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
             plot_dir = Path(scratch) / name
             runtimes[name] = serving_runtime(bundle, test, params.compiled)
             runtime = runtimes[name]["runtime"]
-            scored[name], predictions[name] = score(bundle, test, plot_dir, runtime)
+            scored[name], predictions[name], drawn[name] = score(bundle, test, plot_dir, runtime)
             with tracking.reachable(settings, "logging the evaluation"):
                 run_ids[name] = _log_run(
                     client, experiment, bundle, scored[name], plot_dir, params, runtime, test, paths
@@ -244,6 +246,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
                 "bundle": str(bundle.path.relative_to(paths.root)),
                 "mlflow_run_id": run_ids[name],
                 "inference": runtimes[name],
+                "charts": drawn[name],
                 **({"search": bundle.metadata["search"]} if "search" in bundle.metadata else {}),
             }
             for name, bundle in bundles.items()

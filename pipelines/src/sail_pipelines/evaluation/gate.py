@@ -41,6 +41,7 @@ from sail_pipelines.config import (
     Threshold,
 )
 from sail_pipelines.contract.data import read_csv
+from sail_pipelines.delivery.audit import TAG_PREFIX as AUDIT_TAG_PREFIX
 from sail_pipelines.errors import GateFailed, SailError
 from sail_pipelines.evaluation import accept, card, slices
 from sail_pipelines.evaluation.bootstrap import Outputs
@@ -319,6 +320,32 @@ def fetch_champion(
     return champion, signed, "rescored on this test set"
 
 
+def champion_history(client: Any, model: str, metric: str, last: int = 10) -> list[dict[str, Any]]:
+    """The metric each champion was accepted with, oldest first, for the report's chart: the
+    versions the audit trail's promotions and rollbacks made champion (read, not verified: a chart
+    decides nothing; promote and rollback verify it), else only today's champion."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client.get_registered_model(model).tags
+        line = [
+            json.loads(text).get("to")
+            for tag, text in sorted(tags.items())
+            if tag.startswith(AUDIT_TAG_PREFIX)
+        ]
+        current = tracking.version_by_alias(client, model, tracking.CHAMPION)
+        line = [str(v) for v in line if v] or ([str(current.version)] if current else [])
+        history = []
+        for number in line[-last:]:
+            run_id = client.get_model_version(model, number).run_id
+            history.append(
+                {"version": number, "value": client.get_run(run_id).data.metrics.get(metric)}
+            )
+        return history
+    except (MlflowException, OSError, ValueError, AttributeError):
+        return []
+
+
 def seen_in(rows: pd.DataFrame, train: pd.DataFrame, features: list[str]) -> np.ndarray:
     """Which rows have exactly the features of some training row: the candidate trained on them."""
 
@@ -400,12 +427,14 @@ def _read_champion(
         bundle, recorded, source = fetch_champion(
             client, version.run_id, candidate.metadata["schema"], key
         )
+        history = champion_history(client, gate.registered_model, gate.primary_metric)
     entry: dict[str, Any] = {
         "version": str(version.version),
         "run_id": version.run_id,
         "metrics_source": source,
         "recorded": recorded,
         "rescored": bundle is not None,
+        "history": history,
     }
     if bundle is None:
         return {**entry, "metrics": recorded}, None

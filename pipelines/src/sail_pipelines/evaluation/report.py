@@ -6,26 +6,36 @@ most. It goes to reports/report.md (plots shown inline, relative to the file), t
 summary when GITHUB_STEP_SUMMARY is set, and with --post to one pull-request comment. The
 model card (card.py) is written again beside it, from the same gate.json.
 
-GitHub cannot show the plots in a comment or a job summary: the comments API takes no
-uploads, images from a CI workspace have no public URL, and data: URIs are stripped. So
-those two list the plots and say where the run's artifacts keep them.
+The layout is a Jinja2 template, templates/report.md.j2, which a project replaces or extends
+with its own templates/report.md.j2; this module computes what it places.
+
+GitHub cannot show the PNG plots in a comment or a job summary: the comments API takes no
+uploads, images from a CI workspace have no public URL, and data: URIs are stripped. So those
+two list the PNG files and say where the run's artifacts keep them, and draw the curves as
+Mermaid charts, which GitHub renders (charts.py).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import jinja2
+
 from sail_pipelines.config import HIGHER_IS_BETTER, Params, ProjectPaths
 from sail_pipelines.errors import SailError
-from sail_pipelines.evaluation import card, slices
+from sail_pipelines.evaluation import card, charts, slices
 from sail_pipelines.files import read_json, write_atomic
 from sail_pipelines.integrations import github
 
 REPORT = "report.md"
+TEMPLATE = "report.md.j2"  # in the package's templates/, or the project's own TEMPLATES folder
+TEMPLATES = "templates"
 MAX_PROBLEMS = (
     20  # the validation problems listed; a comment must stay readable (and under 65536 chars)
 )
@@ -420,69 +430,132 @@ def _plots_section(reports: Reports, inline: bool, artifacts: str) -> list[str]:
     ]
 
 
-def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str) -> str:
-    """The whole report. inline_plots: image links relative to reports/report.md; else a list and
-    where to find them."""
+def _sections(
+    reports: Reports, params: Params, inline_plots: bool, artifacts: str
+) -> dict[str, str]:
+    """The Markdown pieces a report template places."""
     gate = reports.gate
-    passed = gate["verdict"] == "pass"
     model = params.gate.registered_model
-    verdict = "PASSED ✅" if passed else "FAILED ❌"
     outcome = (
         f"Registered as **{model} v{gate.get('registered_version')}** with alias `candidate`, "
         "awaiting promotion."
-        if passed
+        if gate["verdict"] == "pass"
         else f"Nothing was registered: **{model}** keeps its current champion."
     )
-    lines = [
-        marker(params),
-        f"## SAIL report: {model}, gate {verdict}",
-        "",
-        f"Candidate **{gate['candidate']}** (bundle `{gate.get('bundle_id')}`), commit "
-        f"`{str(gate.get('git_commit', '?'))[:12]}`, signing key id `{gate.get('key_id', '?')}`, "
-        f"judged {gate.get('judged_at', '?')}. {outcome}",
-        "",
-        "### Gate rules",
-        "",
+    rules = [
         "| | rule | detail |",
         "| --- | --- | --- |",
         *(f"| {_icon(r)} | {_cell(r['rule'])} | {_cell(r['detail'])} |" for r in gate["rules"]),
     ]
     if not gate["rules"]:
-        lines.append("| ✅ | (none) | no thresholds and no champion |")
-    card_link = f"`reports/{card.MARKDOWN}`"
-    if inline_plots:
-        card_link = f"[{card.MARKDOWN}]({card.MARKDOWN})"
-    searches = _search_section(reports)
-    lines += [
-        "",
-        "### Metrics: candidate vs champion and thresholds",
-        "",
-        *_metrics_table(reports, params),
-        *_confusion_section(reports),
-        *_holdout_section(gate),
-        *_slices_section(gate),
-        "",
-        f"Model card: {card_link} (and in the candidate's MLflow run, `{card.ARTIFACT}/`).",
-        "",
-        "### All candidates",
-        "",
-        *_candidates_table(reports),
-        "",
-        "### Serving",
-        "",
-        *_serving_section(reports),
-        *(["", "### Hyperparameter search", "", *searches] if searches else []),
-        "",
-        "### Data",
-        "",
-        *_data_section(reports),
-        "",
-        "### Plots",
-        "",
-        *_plots_section(reports, inline_plots, artifacts),
-        "",
+        rules.append("| ✅ | (none) | no thresholds and no champion |")
+    card_link = (
+        f"[{card.MARKDOWN}]({card.MARKDOWN})" if inline_plots else f"`reports/{card.MARKDOWN}`"
+    )
+    pieces = {
+        "outcome": [outcome],
+        "rules": rules,
+        "metrics": _metrics_table(reports, params),
+        "confusion": _confusion_section(reports),
+        "holdout": _holdout_section(gate),
+        "slices": _slices_section(gate),
+        "card_link": [card_link],
+        "card_artifact": [card.ARTIFACT],
+        "candidates": _candidates_table(reports),
+        "serving": _serving_section(reports),
+        "search": _search_section(reports),
+        "data": _data_section(reports),
+        "plots": _plots_section(reports, inline_plots, artifacts),
+    }
+    return {name: "\n".join(lines).strip("\n") for name, lines in pieces.items()}
+
+
+def _charts(reports: Reports) -> dict[str, str]:
+    """Mermaid blocks of the winner's curves and of the champions' history, where drawable."""
+    gate, evaluation = reports.gate, reports.evaluation
+    winner = evaluation["candidates"][evaluation["best"]]
+    drawn = winner.get("charts") or {}
+    found: dict[str, str | None] = {}
+    if drawn.get("roc"):
+        found["roc"] = charts.mermaid_roc(drawn["roc"], winner["metrics"].get("roc_auc"))
+    if drawn.get("residuals"):
+        found["residuals"] = charts.mermaid_residuals(drawn["residuals"])
+    primary = gate["primary_metric"]
+    history = [
+        {"label": f"v{h['version']}", "value": h.get("value")}
+        for h in ((gate.get("champion") or {}).get("history") or [])
     ]
-    return "\n".join(lines)
+    history.append({"label": "candidate", "value": gate["metrics"].get(primary)})
+    found["history"] = charts.mermaid_history(primary, history)
+    return {name: block for name, block in found.items() if block}
+
+
+def environment(project_templates: Path | None) -> jinja2.Environment:
+    """The package's templates, under their own names and as sail/<name>; a project's
+    templates/ folder, when it has one, comes first (so its report.md.j2 wins and may extend
+    sail/report.md.j2)."""
+    package = jinja2.PackageLoader("sail_pipelines.evaluation", "templates")
+    loaders: list[jinja2.BaseLoader] = [jinja2.PrefixLoader({"sail": package}), package]
+    if project_templates is not None and project_templates.is_dir():
+        loaders.insert(0, jinja2.FileSystemLoader(project_templates))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters.update(num=_num, cell=_cell)
+    return env
+
+
+def _where(exc: jinja2.TemplateError, templates: Path | None) -> str:
+    """'templates/report.md.j2 line 3': a syntax error knows its place; an error while rendering
+    (an undefined name, say) is found in the traceback, whose template frames Jinja2 rewrote."""
+    filename, line = getattr(exc, "filename", None), getattr(exc, "lineno", None)
+    if filename is None:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(".j2")]
+        if frames:
+            filename, line = frames[-1].filename, frames[-1].lineno
+    if filename is None:
+        return TEMPLATE
+    path = Path(filename)
+    inside = templates is not None and path.is_relative_to(templates)
+    shown = f"{TEMPLATES}/{path.name}" if inside else f"sail/{path.name}"
+    return f"{shown} line {line}" if line else shown
+
+
+def render(
+    reports: Reports,
+    params: Params,
+    inline_plots: bool,
+    artifacts: str,
+    templates: Path | None = None,
+) -> str:
+    """The whole report from report.md.j2 (the project's, else the package's). inline_plots:
+    image links relative to reports/report.md; else a list and where to find them."""
+    env = environment(templates)
+    context = {
+        "marker": marker(params),
+        "model": params.gate.registered_model,
+        "passed": reports.gate["verdict"] == "pass",
+        "gate": reports.gate,
+        "evaluation": reports.evaluation,
+        "validation": reports.validation,
+        "params": params,
+        "inline_plots": inline_plots,
+        "sections": _sections(reports, params, inline_plots, artifacts),
+        "charts": _charts(reports),
+    }
+    try:
+        text = env.get_template(TEMPLATE).render(context)
+    except jinja2.TemplateError as exc:
+        raise SailError(
+            f"the report template {_where(exc, templates)} cannot be rendered: "
+            f"{exc.message or type(exc).__name__}"
+        ) from exc
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
 
 
 def run(
@@ -495,8 +568,11 @@ def run(
     reports = load(paths)
     artifacts = artifacts_location(env)
     try:
-        local = render(reports, params, inline_plots=True, artifacts=artifacts)
-        remote = render(reports, params, inline_plots=False, artifacts=artifacts)
+        templates = paths.root / TEMPLATES
+        local = render(reports, params, inline_plots=True, artifacts=artifacts, templates=templates)
+        remote = render(
+            reports, params, inline_plots=False, artifacts=artifacts, templates=templates
+        )
         model_card = card.build(paths, params)
     except (KeyError, TypeError, AttributeError) as exc:
         raise SailError(
