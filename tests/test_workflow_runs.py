@@ -65,7 +65,11 @@ MARKER = f"<!-- sail-report:{MODEL} -->"
 FORK = "someone-else/churn"
 STAGING_PORT, PRODUCTION_PORT = 8081, 8080  # sail deploy's defaults: the workflows pass no --port
 # What the runner's environment passes through from this process; everything else stays out.
+ACT_TIMEOUT = 1500  # seconds for one workflow run; pytest's own limit for these tests is above it
 RUNNER_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "DOCKER_HOST", "DOCKER_CONFIG", "GIT_CONFIG_GLOBAL")
+
+pytestmark = pytest.mark.timeout(2 * ACT_TIMEOUT)
+
 
 def signing_secrets() -> dict[str, str]:
     """The repository secrets that carry the signing key: the one place a key format change touches."""
@@ -315,12 +319,17 @@ class Act:
                "--actor", actor]
         cmd += [f"--local-repository={spec}" for spec in self.local_repositories()]
         cmd += [f"--input={k}={v}" for k, v in (inputs or {}).items()]
-        proc = subprocess.run(cmd, cwd=workdir, env=self.environment(artifacts), capture_output=True, text=True,
-                              timeout=1500)
-        (home / "act.log").write_text(proc.stdout + proc.stderr)
+        # Its own process group: on a timeout the steps act started go with it.
+        with subprocess.Popen(cmd, cwd=workdir, env=self.environment(artifacts), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True) as proc:
+            try:
+                output, _ = proc.communicate(timeout=ACT_TIMEOUT)
+            except BaseException:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
+        (home / "act.log").write_text(output)
         shutil.rmtree(home / "jobs", ignore_errors=True)  # a failed job's folder stays, with its image tars
-        records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-        return Run(records, artifacts)
+        return Run([json.loads(line) for line in output.splitlines() if line.startswith("{")], artifacts)
 
 
 @pytest.fixture(scope="module")
