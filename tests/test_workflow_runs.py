@@ -472,7 +472,7 @@ def test_a_pull_request_from_this_repository_gets_one_comment(same_repository_pu
     run, before = same_repository_pull_request
     assert run.result("build, validate, split") == run.result("evaluate, gate") == ["success"], run.tail()
     assert run.result("/train ") == ["success", "success"], run.tail()
-    assert run.result("report on the pull request") == ["success"] and not run.result("report/sail report"), run.tail()
+    assert run.result("report on the pull request") == ["success"] and not run.result("report-summary/"), run.tail()
     gate = read_artifact(run, "sail-reports", "gate.json")
     assert gate["verdict"] == "pass" and gate["registered"] is False
     [comment] = github.comments
@@ -538,7 +538,7 @@ def test_shuffled_labels_fail_the_gate_and_update_the_comment(same_repository_pu
                           tmp_path / "pull-request-after-the-gate.yml")
     report = act.run(shuffled_labels, rest, "pull_request", event, artifacts=run.artifacts)
     assert report.result("report on the pull request") == ["success"], report.tail()  # reported all the same
-    assert not report.result("report/sail report")
+    assert not report.result("report-summary/")
     [comment] = github.comments
     assert comment["id"] == first["id"]  # updated, not a second comment
     body = comment["body"]
@@ -562,7 +562,7 @@ def test_a_pull_request_from_a_fork_gets_the_job_summary_only(same_repository_pu
     rest = after_the_gate(workflow, gate_result, tmp_path / "pull-request-after-the-gate.yml")
     run = act.run(project.path, rest, "pull_request", pull_request_event(FORK, git(project.path, "rev-parse", "HEAD")),
                   artifacts=first.artifacts)
-    assert run.result("report/sail report/report") == ["success"], run.tail()
+    assert run.result("report-summary/") == ["success"], run.tail()
     assert not run.result("report on the pull request")  # the job that may write never ran
     [summary] = [s for s in run.summaries() if MARKER in s]
     assert f"## SAIL report: {MODEL}, gate PASSED ✅" in summary
