@@ -34,18 +34,26 @@ def main() -> int:
     env = os.environ
     store = Path(env["SAIL_ACT_ARTIFACTS"])
     dest = Path(os.path.expanduser(env["INPUT_PATH"] or env["GITHUB_WORKSPACE"])).absolute()
-    available = sorted(p.name for p in store.iterdir() if not p.name.startswith(".")) if store.is_dir() else []
+    available = (
+        sorted(p.name for p in store.iterdir() if not p.name.startswith("."))
+        if store.is_dir()
+        else []
+    )
     if env["INPUT_NAME"]:
         if env["INPUT_NAME"] not in available:
-            print(f"::error::Unable to download artifact(s): Artifact not found for name: {env['INPUT_NAME']}")
+            print(
+                "::error::Unable to download artifact(s): "
+                f"Artifact not found for name: {env['INPUT_NAME']}"
+            )
             return 1
         chosen, merge = [env["INPUT_NAME"]], True
     else:
         chosen = [n for n in available if fnmatch.fnmatchcase(n, env["INPUT_PATTERN"] or "*")]
         merge = env["INPUT_MERGE_MULTIPLE"].strip().lower() == "true"
     for name in chosen:
-        shutil.copytree(store / name, dest if merge else dest / name, copy_function=place,
-                        dirs_exist_ok=True)
+        shutil.copytree(
+            store / name, dest if merge else dest / name, copy_function=place, dirs_exist_ok=True
+        )
         print(f"Artifact {name} downloaded to {dest if merge else dest / name}")
     print(f"Total of {len(chosen)} artifact(s) downloaded")
     with open(env["GITHUB_OUTPUT"], "a") as out:

@@ -70,22 +70,29 @@ def main() -> int:
         return 1
     roots, files = [], set()
     for line in lines:
-        root, found = matches(str(Path(os.path.expanduser(line)).absolute()), truthy(env["INPUT_INCLUDE_HIDDEN_FILES"]))
+        root, found = matches(
+            str(Path(os.path.expanduser(line)).absolute()),
+            truthy(env["INPUT_INCLUDE_HIDDEN_FILES"]),
+        )
         roots.append(root)
         files |= set(found)
     if not files:
         how = env["INPUT_IF_NO_FILES_FOUND"]
-        message = f"No files were found with the provided path: {env['INPUT_PATH'].strip()}. No artifacts will be uploaded."
+        message = (f"No files were found with the provided path: {env['INPUT_PATH'].strip()}. "
+                   "No artifacts will be uploaded.")
         if how == "error":
             print(f"::error::{message}")
             return 1
         if how == "warn":
             print(f"::warning::{message}")
         return 0
-    base = Path(os.path.commonpath([str(r if len(roots) > 1 or not r.is_file() else r.parent) for r in roots]))
+    # The least common ancestor of the search paths; a lone file's is its folder.
+    base = Path(os.path.commonpath([str(r.parent if len(roots) == 1 and r.is_file() else r)
+                                    for r in roots]))
     target = store / name
     if target.exists() and not truthy(env["INPUT_OVERWRITE"]):
-        print(f"::error::Failed to CreateArtifact: an artifact with this name already exists on the workflow run: {name}")
+        print("::error::Failed to CreateArtifact: an artifact with this name already exists "
+              f"on the workflow run: {name}")
         return 1
     store.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=store, prefix=f".{name}."))
