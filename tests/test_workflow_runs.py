@@ -29,6 +29,7 @@ not reproduce of a hosted runner.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -757,9 +758,18 @@ def answers(port: int) -> dict:
 
 @pytest.fixture(scope="module")
 def deployed() -> Iterator[None]:
-    """The containers `sail deploy` starts on the ports the workflows imply; removed afterwards."""
+    """The containers `sail deploy` starts on the ports the workflows imply; removed before
+    (left by an interrupted run) and after."""
     import docker
 
+    client = docker.from_env()
+
+    def remove() -> None:
+        for environment in ("staging", "production"):
+            with contextlib.suppress(docker.errors.NotFound):
+                client.containers.get(f"{MODEL}-{environment}").remove(force=True)
+
+    remove()
     busy = [port for port in (STAGING_PORT, PRODUCTION_PORT) if not port_free(port)]
     if busy:
         pytest.fail(
@@ -767,12 +777,7 @@ def deployed() -> Iterator[None]:
             "(sail deploy's default)"
         )
     yield
-    client = docker.from_env()
-    for environment in ("staging", "production"):
-        try:
-            client.containers.get(f"{MODEL}-{environment}").remove(force=True)
-        except docker.errors.NotFound:
-            pass
+    remove()
 
 
 def port_free(port: int) -> bool:
