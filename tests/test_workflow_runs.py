@@ -68,7 +68,7 @@ STAND_INS = {
 BUILT_IN = {"actions/checkout"}
 PROJECT_NAME = "Act Churn"  # its own model, containers and registry repositories
 MODEL = "act_churn"
-IMAGES = "act-churn"  # images.repository_name(MODEL)
+IMAGES = "act-churn"  # images.repository_name(MODEL): registry repositories, container names
 MARKER = f"<!-- sail-report:{MODEL} -->"
 FORK = "someone-else/churn"
 STAGING_PORT, PRODUCTION_PORT = 8081, 8080  # sail deploy's defaults: the workflows pass no --port
@@ -767,7 +767,7 @@ def deployed() -> Iterator[None]:
     def remove() -> None:
         for environment in ("staging", "production"):
             with contextlib.suppress(docker.errors.NotFound):
-                client.containers.get(f"{MODEL}-{environment}").remove(force=True)
+                client.containers.get(f"{IMAGES}-{environment}").remove(force=True)
 
     remove()
     busy = [port for port in (STAGING_PORT, PRODUCTION_PORT) if not port_free(port)]
