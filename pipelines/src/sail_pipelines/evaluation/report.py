@@ -365,8 +365,13 @@ def render(reports: Reports, params: Params, inline_plots: bool, artifacts: str)
     passed = gate["verdict"] == "pass"
     model = params.gate.registered_model
     verdict = "PASSED ✅" if passed else "FAILED ❌"
-    outcome = (f"Registered as **{model} v{gate.get('registered_version')}** with alias `candidate`, awaiting promotion."
-               if passed else f"Nothing was registered: **{model}** keeps its current champion.")
+    if passed and gate["registered"]:
+        outcome = (f"Registered as **{model} v{gate.get('registered_version')}** with alias `candidate`, "
+                   "awaiting promotion.")
+    elif passed:  # `sail gate --no-register` (pull requests): judged, never registered
+        outcome = f"Judged only, nothing was registered: **{model}** keeps its current champion."
+    else:
+        outcome = f"Nothing was registered: **{model}** keeps its current champion."
     lines = [
         marker(params),
         f"## SAIL report: {model}, gate {verdict}",
