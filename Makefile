@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= $(CURDIR)/build/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo lint test bench bench-batch bench-serve clean
+.PHONY: venv demo lint test test-workflows bench bench-batch bench-serve clean
 
 $(BIN)/sail: pipelines/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ lint: venv
 test: venv lint
 	docker/prepare-machine || case "$$(printf %s "$${CI:-}" | tr A-Z a-z)" in ""|0|false) ;; *) exit 1 ;; esac
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Only the generated workflows run through act (tests/test_workflow_runs.py; `make test` runs them
+# too): pull requests, main to staging, the promotion, on this host's Docker and local registry.
+test-workflows: venv
+	docker/prepare-machine || case "$$(printf %s "$${CI:-}" | tr A-Z a-z)" in ""|0|false) ;; *) exit 1 ;; esac
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests/test_workflow_runs.py $(PYTEST_ARGS)
 
 # Container figures (image sizes, cold start, rebuild, parallel training), printed for the README.
 bench: venv

@@ -183,6 +183,18 @@ def test_report_says_why_scikit_learn_serves(project_copy):
     assert "Served by **scikit-learn**: no compiled model: skl2onnx cannot convert it: X." in text
 
 
+def test_report_of_a_gate_that_passed_without_registering(project_copy):
+    """A pull request's gate (`sail gate --no-register`) passes and registers nothing."""
+    gate_file = project_copy / "reports" / "gate.json"
+    gate = json.loads(gate_file.read_text())
+    gate.update(registered_version=None, accepted_bundle_id=None, registered=False)
+    gate_file.write_text(json.dumps(gate))
+    ok(sail(project_copy, "report", GITHUB_STEP_SUMMARY=""))
+    text = (project_copy / "reports" / "report.md").read_text()
+    assert "gate PASSED ✅" in text and "Registered as" not in text and "vNone" not in text
+    assert "Judged only, nothing was registered: **sail_model** keeps its current champion." in text
+
+
 def test_report_of_a_failing_gate_against_the_champion(project_copy, tmp_path):
     ok(sail(project_copy, "promote", "--expect-champion", "none", "--approver", "alice"))
     fail_the_gate(project_copy)

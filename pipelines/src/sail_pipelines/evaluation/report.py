@@ -436,12 +436,16 @@ def _sections(
     """The Markdown pieces a report template places."""
     gate = reports.gate
     model = params.gate.registered_model
-    outcome = (
-        f"Registered as **{model} v{gate.get('registered_version')}** with alias `candidate`, "
-        "awaiting promotion."
-        if gate["verdict"] == "pass"
-        else f"Nothing was registered: **{model}** keeps its current champion."
-    )
+    passed = gate["verdict"] == "pass"
+    if passed and gate.get("registered", True):
+        outcome = (
+            f"Registered as **{model} v{gate.get('registered_version')}** with alias `candidate`, "
+            "awaiting promotion."
+        )
+    elif passed:  # `sail gate --no-register` (pull requests): judged, never registered
+        outcome = f"Judged only, nothing was registered: **{model}** keeps its current champion."
+    else:
+        outcome = f"Nothing was registered: **{model}** keeps its current champion."
     rules = [
         "| | rule | detail |",
         "| --- | --- | --- |",
