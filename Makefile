@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= $(CURDIR)/build/demo
 PYTEST_ARGS ?=
+# Two workers; the tests marked docker or workflows all go to one of them (tests/conftest.py).
+XDIST ?= -n 2 --dist loadgroup
 
-.PHONY: venv demo test bench bench-batch bench-serve clean
+.PHONY: venv demo test test-fast bench bench-batch bench-serve clean
 
 $(BIN)/sail: pipelines/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +31,12 @@ demo: venv
 # elsewhere those tests skip. CI is CI set to anything but "", 0 or false (tests/ci_rules.py).
 test: venv
 	docker/prepare-machine || case "$$(printf %s "$${CI:-}" | tr A-Z a-z)" in ""|0|false) ;; *) exit 1 ;; esac
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) --durations=15 $(PYTEST_ARGS)
+
+# The edit-test loop: no Docker, no workflow runs, nothing slow (pytest.ini's markers).
+test-fast: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) --durations=15 \
+	  -m "not docker and not slow and not workflows" $(PYTEST_ARGS)
 
 # Container figures (image sizes, cold start, rebuild, parallel training), printed for the README.
 bench: venv

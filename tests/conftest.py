@@ -40,6 +40,23 @@ PREPARE_TIMEOUT = 600
 REVISION = "org.opencontainers.image.revision"
 
 
+# Marks whose tests share the machine (Docker daemon, images, the registry on 127.0.0.1:5000, act):
+# under pytest-xdist they all run on one worker, one after another.
+SERIAL_MARKS = ("docker", "workflows")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """Put the tests marked docker or workflows into xdist_group "docker" and, on an xdist
+    worker, first: that group is the longest unit of work, so it starts at once."""
+    serial = [item for item in items if any(item.get_closest_marker(m) for m in SERIAL_MARKS)]
+    for item in serial:
+        item.add_marker(pytest.mark.xdist_group("docker"))
+    if hasattr(config, "workerinput"):
+        chosen = set(serial)
+        items[:] = serial + [item for item in items if item not in chosen]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_env(tmp_path_factory):
     """A git identity for the post-gen commit, and no signing or tracking settings leaking in."""

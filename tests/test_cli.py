@@ -46,6 +46,7 @@ def test_bad_batch_files(project_copy, tmp_path):
     assert not (tmp_path / "o.csv").exists()
 
 
+@pytest.mark.slow
 def test_promotion_is_compare_and_set(project_copy):
     client = MlflowClient(f"sqlite:///{project_copy / '.mlflow' / 'mlflow.db'}")
     one_line_error(sail(project_copy, "promote", "--expect-champion", "3"), "promote", "has no champion, not the expected '3'")

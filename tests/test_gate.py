@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 import yaml
 from conftest import TEST_KEY, ok, sail
 from mlflow import MlflowClient
@@ -105,6 +106,7 @@ def test_labels_corrupted_in_the_new_test_split_only_fail_as_suspicious_data(pro
     assert versions(project_copy) == ["1"]
 
 
+@pytest.mark.slow
 def test_a_drop_within_noise_passes_the_confidence_rule_and_fails_the_point_rule(project_copy):
     """Random forest scores a little below the champion (logistic regression) on 114 rows."""
     ok(sail(project_copy, "promote"))
@@ -137,6 +139,7 @@ def test_a_drop_within_noise_passes_the_confidence_rule_and_fails_the_point_rule
     assert versions(project_copy) == ["1"]
 
 
+@pytest.mark.slow
 def test_too_few_rows_or_a_missing_class_is_a_clear_refusal(project_copy):
     test_csv = project_copy / "data" / "split" / "test.csv"
     test = pd.read_csv(test_csv)
@@ -164,6 +167,7 @@ def test_too_few_rows_or_a_missing_class_is_a_clear_refusal(project_copy):
     assert gate_report(project_copy)["verdict"] == "fail" and versions(project_copy) == ["1"]
 
 
+@pytest.mark.slow
 def test_a_slice_rule_fails_while_the_overall_metric_passes(regression_copy):
     project = regression_copy
     passed = gate_report(project)

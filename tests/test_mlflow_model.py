@@ -97,6 +97,7 @@ def test_a_tampered_model_raises_before_loading(pipeline_project, tracking, tmp_
     assert not os.path.exists("/tmp/sail-deserialized-an-unverified-model")
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_like_sail_serve(pipeline_project, tracking):
     """`mlflow models serve` on the registered model and `sail serve` on the accepted bundle give
     MLflow's scoring client the same answer, byte for byte."""

@@ -140,6 +140,7 @@ def test_bad_data_stops_the_pipeline_naming_column_and_value(project_copy):
     assert "mean_radius: non-numeric value(s): 'abc' (line 5)" in result.stderr  # line 5 of the file: header, then rows 0-3
 
 
+@pytest.mark.slow
 def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_path):
     project = bake(tmp_path, project_name="Gatekeeper")
     ok(sail(project, "run"))
@@ -221,6 +222,7 @@ def test_a_judge_only_gate_registers_and_ships_nothing(project_copy):
     assert refused.returncode == 1 and "does not match the last gate verdict" in refused.stderr
 
 
+@pytest.mark.slow
 def test_regression_project_runs_end_to_end(regression_project):
     project = regression_project
     metrics = json.loads((project / "reports" / "metrics.json").read_text())

@@ -19,7 +19,7 @@ import docker
 
 # One full `sail run --container` with two extra build layers: longer than the suite's 900 s on a
 # busy 2-core machine.
-pytestmark = pytest.mark.timeout(2400)
+pytestmark = [pytest.mark.timeout(2400), pytest.mark.docker]
 LIGHTGBM = metadata.version("lightgbm")
 CANDIDATES = [
     {"name": "lightgbm", "estimator": "lightgbm.LGBMClassifier",

@@ -281,6 +281,7 @@ def test_post_refuses_an_incomplete_environment(project_copy, github, env, text)
     assert not github.requests and TOKEN not in result.stderr
 
 
+@pytest.mark.slow
 def test_report_and_comment_show_intervals_slices_and_the_holdout(regression_copy, github):
     project = regression_copy
     ok(sail(project, "promote"))
