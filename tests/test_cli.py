@@ -28,6 +28,7 @@ def test_broken_params_yaml_names_the_line(project_copy):
     one_line_error(sail(project_copy, "split"), "split", "params.yaml is not valid YAML: line 3")
 
 
+@pytest.mark.slow
 def test_unknown_candidate_and_estimator(project_copy):
     one_line_error(sail(project_copy, "train", "--candidate", "nope"), "train", "unknown candidate(s) nope")
     params = (project_copy / "params.yaml").read_text().replace("sklearn.linear_model.LogisticRegression", "sklearn.linear_model.Nope")
@@ -57,6 +58,7 @@ def test_promotion_is_compare_and_set(project_copy):
     one_line_error(sail(project_copy, "promote", "--expect-champion", "none"), "promote", "has v1, not the expected 'none'")
 
 
+@pytest.mark.slow
 def test_promote_without_a_candidate(tmp_path):
     from conftest import bake
 

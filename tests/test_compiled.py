@@ -216,6 +216,7 @@ def test_a_candidate_that_disagrees_is_scored_and_served_by_scikit_learn(project
     )
 
 
+@pytest.mark.slow
 def test_a_disabled_compiled_path_trains_no_graph(project_copy):
     params = yaml.safe_load((project_copy / "params.yaml").read_text())
     params["compiled"] = {"enabled": False}

@@ -67,6 +67,7 @@ def test_accepted_bundle_carries_the_labelled_holdout_and_the_smoke_rows(pipelin
     )  # what the next gate expects
 
 
+@pytest.mark.slow
 def test_labels_corrupted_in_the_new_test_split_only_fail_as_suspicious_data(project_copy):
     ok(sail(project_copy, "promote"))
     edit_params(
@@ -209,6 +210,7 @@ def test_a_slice_rule_fails_while_the_overall_metric_passes(regression_copy):
     )
 
 
+@pytest.mark.slow
 def test_a_slice_column_that_is_not_a_category_is_refused(project_copy):
     edit_params(project_copy, lambda p: p["gate"]["slices"].update(columns=["mean_radius"]))
     result = sail(project_copy, "gate", "--no-register")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import pytest
 import requests
 from ci_rules import missing
 from conftest import bake
@@ -84,6 +85,7 @@ def post_each(base_url: str, records: list[dict], n: int) -> None:
         assert requests.post(f"{base_url}/predict", json=records[i % len(records)], timeout=10).status_code == 200
 
 
+@pytest.mark.slow
 def test_prometheus_sums_two_workers_and_keeps_a_killed_workers_counts(tmp_path, monkeypatch):
     signer = signing.generate()
     bundle = write_test_bundle(tmp_path / "bundle", signer)

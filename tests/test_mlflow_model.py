@@ -145,6 +145,7 @@ def test_mlflow_models_serve_answers_like_sail_serve(pipeline_project, tracking)
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_spark_udf_scores_in_local_spark(pipeline_project, tracking):
     pyspark = pytest.importorskip("pyspark")
     from pyspark.sql import SparkSession

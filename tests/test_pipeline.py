@@ -118,6 +118,7 @@ def test_missing_signing_key_is_a_clear_error(pipeline_project):
     assert result.stderr.strip().splitlines()[-1].startswith("sail train: error: SAIL_SIGNING_KEY is not set")
 
 
+@pytest.mark.slow
 def test_unreachable_mlflow_fails_the_gate_closed(project_copy):
     before = (project_copy / "models" / "accepted" / "MANIFEST.json").read_bytes()
     result = sail(project_copy, "gate", MLFLOW_TRACKING_URI="http://127.0.0.1:9", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
@@ -125,6 +126,7 @@ def test_unreachable_mlflow_fails_the_gate_closed(project_copy):
     assert (project_copy / "models" / "accepted" / "MANIFEST.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_bad_data_stops_the_pipeline_naming_column_and_value(project_copy):
     data = project_copy / "data" / "raw" / "data.csv"
     frame = pd.read_csv(data)
@@ -207,6 +209,7 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
     assert by_name["test data consistent with champion v1's holdout"]["judged"] is False
 
 
+@pytest.mark.slow
 def test_a_judge_only_gate_registers_and_ships_nothing(project_copy):
     """Pull requests run `sail gate --no-register`: a verdict for the report, nothing else."""
     client = registry(project_copy)
@@ -231,6 +234,7 @@ def test_regression_project_runs_end_to_end(regression_project):
     assert str(registry(project).get_model_version_by_alias("diabetes_progression", "candidate").version) == "1"
 
 
+@pytest.mark.slow
 def test_dvc_remote_url_from_the_environment(project_copy, tmp_path):
     team_remote = tmp_path / "team-remote"
     ok(sail(project_copy, "push", SAIL_DVC_REMOTE_URL=str(team_remote)))

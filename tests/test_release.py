@@ -47,6 +47,7 @@ def _gate(project, monkeypatch):
 
 @pytest.mark.parametrize("step", ["create_model_version", "log_artifacts", "set_model_version_tag",
                                   "set_registered_model_alias", "write accepted bundle"])
+@pytest.mark.slow
 def test_a_failure_at_any_release_step_leaves_everything_as_it_was(evaluated, monkeypatch, step):
     before = _state(evaluated)
     if step == "write accepted bundle":
