@@ -66,8 +66,9 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
                              for m in item.iter_markers("xdist_group")})
-            if groups and "@" not in item.nodeid:
-                item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
+            suffix = "@" + "_".join(groups)  # a parameter id may hold an "@" of its own
+            if groups and not item.nodeid.endswith(suffix):
+                item._id = NodeId.parse(item.nodeid + suffix)
     return result
 
 

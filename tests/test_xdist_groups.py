@@ -18,7 +18,7 @@ import pytest
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("i", range(3))
+@pytest.mark.parametrize("i", ["a", "b", "registry:5000/m@sha256:ab"])
 def test_serial(i):
     time.sleep(0.3)
 
