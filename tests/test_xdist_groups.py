@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parent
 SAMPLE = """
 import time
@@ -34,6 +36,7 @@ def test_spread(i):
 """
 
 
+@pytest.mark.slow  # two xdist workers, each loading tests/conftest.py
 def test_docker_and_workflows_tests_share_one_worker(tmp_path):
     (tmp_path / "test_sample.py").write_text(SAMPLE)
     (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    docker: d\n    workflows: w\n")
