@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= $(CURDIR)/build/demo
 PYTEST_ARGS ?=
+# Two workers; the tests marked docker or workflows all go to one of them (tests/conftest.py).
+XDIST ?= -n 2 --dist loadgroup
 
-.PHONY: venv demo lint test test-workflows bench bench-batch bench-serve clean
+.PHONY: venv demo lint test test-fast test-workflows bench bench-batch bench-serve clean
 
 $(BIN)/sail: pipelines/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +38,12 @@ lint: venv
 # elsewhere those tests skip. CI is CI set to anything but "", 0 or false (tests/ci_rules.py).
 test: venv lint
 	docker/prepare-machine || case "$$(printf %s "$${CI:-}" | tr A-Z a-z)" in ""|0|false) ;; *) exit 1 ;; esac
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) --durations=15 $(PYTEST_ARGS)
+
+# The edit-test loop: no Docker, no workflow runs, nothing slow (pytest.ini's markers).
+test-fast: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) --durations=15 \
+	  -m "not docker and not slow and not workflows" $(PYTEST_ARGS)
 
 # Only the generated workflows run through act (tests/test_workflow_runs.py; `make test` runs them
 # too): pull requests, main to staging, the promotion, on this host's Docker and local registry.

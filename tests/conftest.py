@@ -56,6 +56,42 @@ PREPARE_TIMEOUT = 600
 REVISION = "org.opencontainers.image.revision"
 
 
+# Marks whose tests share the machine (Docker daemon, images, the registry on 127.0.0.1:5000, act):
+# under pytest-xdist they all run on one worker, one after another.
+SERIAL_MARKS = ("docker", "workflows")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config, items):
+    """Put the tests marked docker or workflows into xdist_group "docker" and, on an xdist
+    worker, first: that group is the longest unit of work, so it starts at once.
+
+    pytest-xdist 3.8 names a test's group by appending "@group" to `item._nodeid`, which
+    pytest 9 no longer reads (a node's id lives in `_id`), so every test was spread over
+    both workers; after xdist's hook has run, the group is appended here where it is missing."""
+    serial = [item for item in items if any(item.get_closest_marker(m) for m in SERIAL_MARKS)]
+    for item in serial:
+        item.add_marker(pytest.mark.xdist_group("docker"))
+    if hasattr(config, "workerinput"):
+        chosen = set(serial)
+        items[:] = serial + [item for item in items if item not in chosen]
+    result = yield
+    if getattr(config.option, "loadgroup", False):
+        from _pytest.nodeid import NodeId
+
+        for item in items:
+            groups = sorted(
+                {
+                    str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                    for m in item.iter_markers("xdist_group")
+                }
+            )
+            suffix = "@" + "_".join(groups)  # a parameter id may hold an "@" of its own
+            if groups and not item.nodeid.endswith(suffix):
+                item._id = NodeId.parse(item.nodeid + suffix)
+    return result
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_env(tmp_path_factory):
     """A git identity for the post-gen commit, and no signing or tracking settings leaking in."""

@@ -22,6 +22,8 @@ from sail_pipelines.contract.data import json_records
 from sail_pipelines.inference.smoke import local_server
 from sail_pipelines.integrity import signing
 
+pytestmark = pytest.mark.slow
+
 DATASETS = {"customers": ("tier", "classification"), **SKLEARN}
 TIMINGS: dict[str, float] = {}
 

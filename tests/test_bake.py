@@ -307,6 +307,7 @@ def test_project_pyproject(baked):
     assert pytest_options["pythonpath"] == ["src"] and pytest_options["testpaths"] == ["tests"]
 
 
+@pytest.mark.slow
 def test_baked_project_tests_pass(baked):
     project, _, _ = baked
     proc = subprocess.run(
@@ -320,6 +321,7 @@ def test_baked_project_tests_pass(baked):
     assert " passed" in proc.stdout
 
 
+@pytest.mark.slow
 def test_the_generated_params_test_fails_on_a_bad_parameter_value(baked, tmp_path):
     """scikit-learn accepts any value until fit(): the project's test_params.py fits each
     candidate, so a bad value fails there, naming the candidate."""

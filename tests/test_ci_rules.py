@@ -83,6 +83,7 @@ def sample_run(tmp_path: Path, ci: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_under_ci_a_skip_is_a_failure(tmp_path):
     out = sample_run(tmp_path, "true")
     because = "skipped under CI, where every test must run"
@@ -91,6 +92,7 @@ def test_under_ci_a_skip_is_a_failure(tmp_path):
     assert out.strip().splitlines()[-1].startswith("1 failed, 1 passed, 1 xfailed, 1 error"), out
 
 
+@pytest.mark.slow
 def test_elsewhere_a_skip_stays_a_skip(tmp_path):
     out = sample_run(tmp_path, "false")
     assert "SKIPPED [1] test_sample.py:5: groovy is not installed" in out, out
@@ -106,6 +108,7 @@ def test_no_variable_the_code_reads_leaks_in():
     assert leaked == []
 
 
+@pytest.mark.slow
 def test_they_are_cleared_even_when_the_ci_sets_them():
     """The test above, in a pytest whose environment sets every one of them, as a CI job would."""
     names = variables_the_code_reads() - MACHINE

@@ -48,6 +48,7 @@ def test_a_wrapped_error_is_one_line_and_sail_debug_shows_its_cause(tmp_path):
     assert "sail_pipelines.errors.SailError: " + message in debug.stderr
 
 
+@pytest.mark.slow
 def test_unknown_candidate_and_estimator(project_copy):
     one_line_error(
         sail(project_copy, "train", "--candidate", "nope"), "train", "unknown candidate(s) nope"
@@ -93,6 +94,7 @@ def test_bad_batch_files(project_copy, tmp_path):
     assert not (tmp_path / "o.csv").exists()
 
 
+@pytest.mark.slow
 def test_promotion_is_compare_and_set(project_copy):
     client = MlflowClient(f"sqlite:///{project_copy / '.mlflow' / 'mlflow.db'}")
     one_line_error(
@@ -116,6 +118,7 @@ def test_promotion_is_compare_and_set(project_copy):
     )
 
 
+@pytest.mark.slow
 def test_promote_without_a_candidate(tmp_path):
     from conftest import bake
 

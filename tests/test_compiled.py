@@ -185,6 +185,7 @@ def test_what_cannot_be_converted_says_why():
         onnx.input_kinds(blank)
 
 
+@pytest.mark.slow
 def test_a_candidate_that_disagrees_is_scored_and_served_by_scikit_learn(project_copy, monkeypatch):
     """Tolerances of zero: every compiled candidate disagrees, so scikit-learn scores and serves,
     and the reason travels to the evaluation, the bundle, the report and /metadata."""
@@ -217,6 +218,7 @@ def test_a_candidate_that_disagrees_is_scored_and_served_by_scikit_learn(project
     )
 
 
+@pytest.mark.slow
 def test_a_disabled_compiled_path_trains_no_graph(project_copy):
     params = yaml.safe_load((project_copy / "params.yaml").read_text())
     params["compiled"] = {"enabled": False}

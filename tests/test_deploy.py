@@ -28,6 +28,8 @@ from sail_pipelines.config import ProjectPaths, Settings
 from sail_pipelines.inference.smoke import free_port
 from sail_pipelines.integrity import imagesign, signing
 
+pytestmark = pytest.mark.docker
+
 REGISTRY = "127.0.0.1:5000"
 STUB_SERVER = r"""
 import hashlib, json, os, signal, sys

@@ -29,6 +29,8 @@ from servers import (
     write_infrastructure,
 )
 
+pytestmark = pytest.mark.slow
+
 
 def repro(project, **env) -> None:
     """validate → evaluate through DVC, as `sail run` starts, so a following `sail run` only gates

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 import yaml
 from mlflow import MlflowClient
 
@@ -64,6 +65,7 @@ def test_accepted_bundle_carries_the_labelled_holdout_and_the_smoke_rows(pipelin
     assert holdout["labelled"]["metrics"] == bundle.metadata["evaluation"]["metrics"]
 
 
+@pytest.mark.slow
 def test_labels_corrupted_in_the_new_test_split_only_fail_as_suspicious_data(project_copy):
     ok(sail(project_copy, "promote"))
     edit_params(
@@ -100,6 +102,7 @@ def test_labels_corrupted_in_the_new_test_split_only_fail_as_suspicious_data(pro
     assert versions(project_copy) == ["1"]
 
 
+@pytest.mark.slow
 def test_a_drop_within_noise_passes_the_confidence_rule_and_fails_the_point_rule(project_copy):
     """Random forest scores a little below the champion (logistic regression) on 114 rows."""
     ok(sail(project_copy, "promote"))
@@ -132,6 +135,7 @@ def test_a_drop_within_noise_passes_the_confidence_rule_and_fails_the_point_rule
     assert versions(project_copy) == ["1"]
 
 
+@pytest.mark.slow
 def test_too_few_rows_or_a_missing_class_is_a_clear_refusal(project_copy):
     test_csv = project_copy / "data" / "split" / "test.csv"
     test = pd.read_csv(test_csv)
@@ -159,6 +163,7 @@ def test_too_few_rows_or_a_missing_class_is_a_clear_refusal(project_copy):
     assert gate_report(project_copy)["verdict"] == "fail" and versions(project_copy) == ["1"]
 
 
+@pytest.mark.slow
 def test_a_slice_rule_fails_while_the_overall_metric_passes(regression_copy):
     project = regression_copy
     passed = gate_report(project)
@@ -199,6 +204,7 @@ def test_a_slice_rule_fails_while_the_overall_metric_passes(regression_copy):
     )
 
 
+@pytest.mark.slow
 def test_a_slice_column_that_is_not_a_category_is_refused(project_copy):
     edit_params(project_copy, lambda p: p["gate"]["slices"].update(columns=["mean_radius"]))
     result = sail(project_copy, "gate", "--no-register")

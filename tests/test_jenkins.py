@@ -17,7 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ci_rules import missing
+
+pytestmark = pytest.mark.slow  # a JVM (groovy) per test
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "tests" / "jenkins" / "run.groovy"

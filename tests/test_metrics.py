@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import pytest
 import requests
 
 from ci_rules import missing
@@ -110,6 +111,7 @@ def post_each(base_url: str, records: list[dict], n: int) -> None:
         )
 
 
+@pytest.mark.slow
 def test_prometheus_sums_two_workers_and_keeps_a_killed_workers_counts(tmp_path, monkeypatch):
     signer = signing.generate()
     bundle = write_test_bundle(tmp_path / "bundle", signer)

@@ -98,6 +98,7 @@ def test_a_tampered_model_raises_before_loading(pipeline_project, tracking, tmp_
     assert not os.path.exists("/tmp/sail-deserialized-an-unverified-model")
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_like_sail_serve(pipeline_project, tracking):
     """`mlflow models serve` on the registered model and `sail serve` on the accepted bundle give
     MLflow's scoring client the same answer, byte for byte."""
@@ -147,6 +148,7 @@ def test_mlflow_models_serve_answers_like_sail_serve(pipeline_project, tracking)
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_spark_udf_scores_in_local_spark(pipeline_project, tracking):
     pyspark = pytest.importorskip("pyspark")
     from pyspark.sql import SparkSession

@@ -98,6 +98,7 @@ def monitor(project: Path, *args: str):
     return sail(project, "monitor", *args, key=None, SAIL_VERIFY_KEY=SIGNER.verify_key.text())
 
 
+@pytest.mark.slow
 def test_traffic_like_the_test_split_passes(project, tmp_path):
     log = tmp_path / "p.jsonl"
     serve_log(project, log, draw(600, 2))
@@ -111,6 +112,7 @@ def test_traffic_like_the_test_split_passes(project, tmp_path):
     assert "Every limit holds." in (project / "reports" / "monitor.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_shifted_feature_fails_naming_it(project, tmp_path):
     log = tmp_path / "p.jsonl"
     serve_log(project, log, draw(600, 3, shift=1.5))
@@ -123,6 +125,7 @@ def test_a_shifted_feature_fails_naming_it(project, tmp_path):
     assert (project / "reports" / "monitor" / "x1.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_sudden_change_between_windows_trips_the_derivative_check(project, tmp_path):
     """The colors are split 50/50 overall, as in training, but all 'a' one day and all 'b' the
     next."""
@@ -161,6 +164,7 @@ def test_a_sudden_change_between_windows_trips_the_derivative_check(project, tmp
         ),
     ],
 )
+@pytest.mark.slow
 def test_a_broken_log_is_one_line(project, tmp_path, content, message):
     log = tmp_path / "p.jsonl"
     log.write_text(content)
@@ -169,6 +173,7 @@ def test_a_broken_log_is_one_line(project, tmp_path, content, message):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_bad_time_options_are_one_line(project, tmp_path):
     log = tmp_path / "p.jsonl"
     serve_log(project, log, draw(20, 5))
@@ -181,6 +186,7 @@ def test_bad_time_options_are_one_line(project, tmp_path):
         assert result.returncode == 1 and message in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_feedback_joins_labels_and_monitor_scores_the_live_model(project, tmp_path):
     from sklearn.metrics import accuracy_score, roc_auc_score
 

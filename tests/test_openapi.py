@@ -154,6 +154,7 @@ def test_the_image_build_check_asks_for_the_pages(bundle_dir):
     assert {"/", "/docs", "/openapi.json"} <= set(imagecheck.PAGES)
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_no_departure_from_the_document(bundle_dir, tmp_path):
     """Every check, every phase, at least MIN_CASES generated requests. But for
     positive_data_acceptance: schema-valid data may still be refused, with a documented 4xx, for

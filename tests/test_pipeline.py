@@ -169,6 +169,7 @@ def test_missing_signing_key_is_a_clear_error(pipeline_project):
     )
 
 
+@pytest.mark.slow
 def test_unreachable_mlflow_fails_the_gate_closed(project_copy):
     before = (project_copy / "models" / "accepted" / "MANIFEST.json").read_bytes()
     result = sail(
@@ -184,6 +185,7 @@ def test_unreachable_mlflow_fails_the_gate_closed(project_copy):
     assert (project_copy / "models" / "accepted" / "MANIFEST.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_bad_data_stops_the_pipeline_naming_column_and_value(project_copy):
     data = project_copy / "data" / "raw" / "data.csv"
     frame = pd.read_csv(data)
@@ -200,6 +202,7 @@ def test_bad_data_stops_the_pipeline_naming_column_and_value(project_copy):
     assert "mean_radius: non-numeric value(s): 'abc' (line 5)" in result.stderr
 
 
+@pytest.mark.slow
 def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_path):
     project = bake(tmp_path, project_name="Gatekeeper")
     ok(sail(project, "run"))
@@ -286,6 +289,7 @@ def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_pa
     assert by_name["test data consistent with champion v1's holdout"]["judged"] is False
 
 
+@pytest.mark.slow
 def test_a_judge_only_gate_registers_and_ships_nothing(project_copy):
     """Pull requests run `sail gate --no-register`: a verdict for the report, nothing else."""
     client = registry(project_copy)
@@ -301,6 +305,7 @@ def test_a_judge_only_gate_registers_and_ships_nothing(project_copy):
     assert refused.returncode == 1 and "does not match the last gate verdict" in refused.stderr
 
 
+@pytest.mark.slow
 def test_regression_project_runs_end_to_end(regression_project):
     project = regression_project
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
@@ -316,6 +321,7 @@ def test_regression_project_runs_end_to_end(regression_project):
     )
 
 
+@pytest.mark.slow
 def test_dvc_remote_url_from_the_environment(project_copy, tmp_path):
     team_remote = tmp_path / "team-remote"
     ok(sail(project_copy, "push", SAIL_DVC_REMOTE_URL=str(team_remote)))

@@ -20,7 +20,7 @@ from conftest import bake, ok, sail
 
 # One full `sail run --container` with two extra build layers: longer than the suite's 900 s on a
 # busy 2-core machine.
-pytestmark = pytest.mark.timeout(2400)
+pytestmark = [pytest.mark.timeout(2400), pytest.mark.docker]
 LIGHTGBM = metadata.version("lightgbm")
 CANDIDATES = [
     {

@@ -35,6 +35,8 @@ from test_deploy import (  # noqa: F401 - docker_client and real_project are fix
     serves_the_accepted_model,
 )
 
+pytestmark = pytest.mark.docker
+
 MODEL = "promote_check"
 REPO = "promote-check/inference"
 PRODUCTION = f"{REPO}:production"

@@ -59,6 +59,7 @@ def _gate(project, monkeypatch):
         "write accepted bundle",
     ],
 )
+@pytest.mark.slow
 def test_a_failure_at_any_release_step_leaves_everything_as_it_was(evaluated, monkeypatch, step):
     before = _state(evaluated)
     if step == "write accepted bundle":

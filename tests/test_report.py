@@ -195,6 +195,7 @@ def test_report_of_a_gate_that_passed_without_registering(project_copy):
     assert "Judged only, nothing was registered: **sail_model** keeps its current champion." in text
 
 
+@pytest.mark.slow
 def test_report_of_a_failing_gate_against_the_champion(project_copy, tmp_path):
     ok(sail(project_copy, "promote", "--expect-champion", "none", "--approver", "alice"))
     fail_the_gate(project_copy)
@@ -234,6 +235,7 @@ def test_report_of_a_failing_gate_against_the_champion(project_copy, tmp_path):
     assert "[this workflow run](https://github.example/acme/churn/actions/runs/42)" in written
 
 
+@pytest.mark.slow
 def test_missing_or_stale_reports_are_one_line_errors(project_copy):
     gate = project_copy / "reports" / "gate.json"
     complete = gate.read_text()
@@ -258,6 +260,7 @@ def test_missing_or_stale_reports_are_one_line_errors(project_copy):
     assert not (project_copy / "reports" / "report.md").exists()
 
 
+@pytest.mark.slow
 def test_post_creates_one_comment_then_updates_it(project_copy, github):
     github.add("LGTM")  # someone else's comment stays untouched
     first = json.loads(ok(sail(project_copy, "report", "--post", **env_for(github))).stdout)
@@ -277,6 +280,7 @@ def test_post_creates_one_comment_then_updates_it(project_copy, github):
     assert all(r["auth"] == f"Bearer {TOKEN}" for r in github.requests)
 
 
+@pytest.mark.slow
 def test_post_finds_its_comment_on_a_later_page(project_copy, github):
     for i in range(230):
         github.add(f"comment {i}")
@@ -292,6 +296,7 @@ def test_post_finds_its_comment_on_a_later_page(project_copy, github):
     assert len(github.comments) == 232 and "gate PASSED" in mine["body"]
 
 
+@pytest.mark.slow
 def test_forbidden_post_falls_back_to_the_job_summary(project_copy, github, tmp_path):
     github.fail["POST"] = (403, "Resource not accessible by integration")
     summary = tmp_path / "summary.md"
@@ -312,6 +317,7 @@ def test_forbidden_post_falls_back_to_the_job_summary(project_copy, github, tmp_
     assert summary.read_text().startswith(MARKER) and not github.comments
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", [500, 502])
 def test_server_errors_are_clear_and_never_show_the_token(project_copy, github, status):
     github.fail["GET"] = (status, f"upstream broke while checking {TOKEN}")
@@ -324,6 +330,7 @@ def test_server_errors_are_clear_and_never_show_the_token(project_copy, github, 
     assert last.count("\n") == 0
 
 
+@pytest.mark.slow
 def test_unreachable_api_is_a_clear_error(project_copy):
     env = {
         "GITHUB_TOKEN": TOKEN,
@@ -336,6 +343,7 @@ def test_unreachable_api_is_a_clear_error(project_copy):
     assert "is unreachable" in result.stderr and TOKEN not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_pull_request_number_from_the_event_file_or_jenkins(project_copy, github, tmp_path):
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"action": "synchronize", "pull_request": {"number": PR}}))
@@ -378,12 +386,14 @@ def test_pull_request_number_from_the_event_file_or_jenkins(project_copy, github
         ),
     ],
 )
+@pytest.mark.slow
 def test_post_refuses_an_incomplete_environment(project_copy, github, env, text):
     result = sail(project_copy, "report", "--post", **env_for(github, **env))
     one_line_error(result, text)
     assert not github.requests and TOKEN not in result.stderr
 
 
+@pytest.mark.slow
 def test_report_and_comment_show_intervals_slices_and_the_holdout(regression_copy, github):
     project = regression_copy
     ok(sail(project, "promote"))

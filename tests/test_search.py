@@ -164,6 +164,7 @@ def example(project, name=LR):
     return candidate, problem
 
 
+@pytest.mark.slow
 def test_the_search_beats_or_equals_the_fixed_params_on_cv(pipeline_project):
     candidate, problem = example(pipeline_project)
     outcome = search.run(candidate.name, candidate.search, candidate.params, problem, "t1")
@@ -175,6 +176,7 @@ def test_the_search_beats_or_equals_the_fixed_params_on_cv(pipeline_project):
     assert outcome.params == {**candidate.params, **outcome.summary["best"]["params"]}
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_search_and_another_seed_another(pipeline_project):
     candidate, problem = example(pipeline_project)
     config = dataclasses.replace(candidate.search, trials=5, folds=3)
@@ -241,6 +243,7 @@ def _worker(project, config, url, results, stalls=False):
     results.put(search.run(LR, config, candidate.params, problem, "shared", url).summary)
 
 
+@pytest.mark.slow
 def test_two_workers_sharing_one_study_run_the_budget_exactly_once(pipeline_project, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     config = dataclasses.replace(example(pipeline_project)[0].search, trials=12, folds=3)
@@ -338,6 +341,7 @@ def test_each_trial_is_an_mlflow_run_nested_under_its_candidates_run(pipeline_pr
     assert client.get_run(parent).data.params["search.trials"] == "8"
 
 
+@pytest.mark.slow
 def test_the_report_shows_best_params_and_score_against_trials(project_copy):
     ok(sail(project_copy, "report"))
     report = (project_copy / "reports" / "report.md").read_text()
@@ -375,6 +379,7 @@ def test_bad_search_input_is_one_line_and_nothing_is_trained(project_copy, space
     assert {p: p.stat().st_mtime_ns for p in candidates.rglob("*")} == before  # nothing (re)trained
 
 
+@pytest.mark.slow
 def test_training_one_candidate_with_its_search_never_opens_the_test_split(project_copy):
     """An audit hook lists every file the real `sail train --candidate` opens."""
     script = textwrap.dedent(f"""

@@ -36,6 +36,8 @@ from servers import (
     write_infrastructure,
 )
 
+pytestmark = pytest.mark.docker
+
 ROLE = "arn:aws:iam::123456789012:role/sail-pipeline"
 
 

@@ -38,6 +38,8 @@ from test_deploy import (  # noqa: F401 - docker_client is a fixture
     remove_containers,
 )
 
+pytestmark = pytest.mark.docker
+
 MODEL = "trust_check"
 REPO = "trust-check/inference"
 

@@ -1,0 +1,66 @@
+"""`make test` runs on two pytest-xdist workers: the tests marked docker or workflows must all run
+on one of them, one after another (tests/conftest.py), or two Docker builds, registry pushes and
+image clean-ups of one session would race each other."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+SAMPLE = """
+import time
+
+import pytest
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("i", ["a", "b", "registry:5000/m@sha256:ab"])
+def test_serial(i):
+    time.sleep(0.3)
+
+
+@pytest.mark.workflows
+def test_workflow_run():
+    time.sleep(0.3)
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_spread(i):
+    time.sleep(0.3)
+"""
+
+
+@pytest.mark.slow  # two xdist workers, each loading tests/conftest.py
+def test_docker_and_workflows_tests_share_one_worker(tmp_path):
+    (tmp_path / "test_sample.py").write_text(SAMPLE)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    docker: d\n    workflows: w\n")
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "conftest",
+        "-p",
+        "no:cacheprovider",
+        "-v",
+        "-n",
+        "2",
+        "--dist",
+        "loadgroup",
+        "test_sample.py",
+    ]
+    proc = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ran = re.findall(r"^\[(gw\d)\] .*PASSED test_sample\.py::(\w+)", proc.stdout, re.M)
+    assert len(ran) == 8, proc.stdout
+    serial = {worker for worker, name in ran if name in ("test_serial", "test_workflow_run")}
+    assert len(serial) == 1, proc.stdout
