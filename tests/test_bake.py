@@ -309,6 +309,7 @@ INVALID = [
     pytest.param({"sail_pipelines_version": "main"}, "sail_pipelines_version", id="version-not-a-release-tag"),
     pytest.param({"sail_pipelines_repo": "no-owner"}, "sail_pipelines_repo", id="repo-without-owner"),
     pytest.param({"approvers": "ml approvers; rm -rf /"}, "approvers", id="approvers-with-shell-text"),
+    pytest.param({"retrain_on_breach": "sometimes"}, "retrain_on_breach", id="retrain-not-yes-or-no"),
 ]
 
 
