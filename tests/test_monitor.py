@@ -214,7 +214,8 @@ def test_logs_are_read_from_s3_too(project, tmp_path):
 
 def workflow_steps(path: Path) -> dict[str, dict]:
     doc = yaml.safe_load(path.read_text())
-    return {step.get("name"): step for job in doc["jobs"].values() for step in job.get("steps") or []}
+    jobs = doc["jobs"].values()
+    return {step.get("name"): step for job in jobs for step in job.get("steps") or []}
 
 
 def run_step(step: dict, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -222,13 +223,15 @@ def run_step(step: dict, cwd: Path, env: dict[str, str]) -> subprocess.Completed
     keys given values here; `sail` is this interpreter's."""
     assert set(step.get("env") or {}) <= set(env), step
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=cwd,
-                          env={**os.environ, "PATH": path, **env}, capture_output=True, text=True, timeout=600)
+    shell = ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]]
+    return subprocess.run(shell, cwd=cwd, env={**os.environ, "PATH": path, **env},
+                          capture_output=True, text=True, timeout=600, check=False)
 
 
-@pytest.mark.parametrize("shift, breached", [(1.5, True), (0.0, False)], ids=["shifted", "like-training"])
-def test_the_scheduled_workflow_fails_on_a_breach_and_its_retraining_sees_it(project, tmp_path, shift,
-                                                                             breached):
+@pytest.mark.parametrize("shift, breached", [(1.5, True), (0.0, False)],
+                         ids=["shifted", "like-training"])
+def test_the_scheduled_workflow_fails_on_a_breach_and_its_retraining_sees_it(project, tmp_path,
+                                                                             shift, breached):
     """The scripts of .github/workflows/sail-monitor.yml and of the generated monitor.yml's
     retraining job, run as GitHub runs them, on a log the real API wrote."""
     log = tmp_path / "p.jsonl"
@@ -239,9 +242,11 @@ def test_the_scheduled_workflow_fails_on_a_breach_and_its_retraining_sees_it(pro
     steps = workflow_steps(ROOT / ".github" / "workflows" / "sail-monitor.yml")
     result = run_step(steps["sail monitor"], project, env)
     assert result.returncode == (1 if breached else 0), result.stderr
-    assert any(line.strip().startswith("x1: drift PSI") for line in result.stderr.splitlines()) == breached
+    lines = [line.strip() for line in result.stderr.splitlines()]
+    assert any(line.startswith("x1: drift PSI") for line in lines) == breached
     assert run_step(steps["Report to the job summary"], project, env).returncode == 0
     assert ("- x1: drift PSI" in summary.read_text()) == breached
-    retraining = bake(tmp_path / "bake", retrain_on_breach="yes") / ".github" / "workflows" / "monitor.yml"
-    verdict = run_step(workflow_steps(retraining)["Breached limits"], project, env)
-    assert verdict.returncode == 0 and output.read_text() == f"breached={str(breached).lower()}\n", verdict.stderr
+    retraining = bake(tmp_path / "bake", retrain_on_breach="yes") / ".github" / "workflows"
+    verdict = run_step(workflow_steps(retraining / "monitor.yml")["Breached limits"], project, env)
+    assert verdict.returncode == 0, verdict.stderr
+    assert output.read_text() == f"breached={str(breached).lower()}\n"

@@ -309,7 +309,7 @@ class Event:
     inputs: dict = field(default_factory=dict)
     failing: tuple[str, ...] = ()  # sail commands (e.g. "sail gate") that exit non-zero
     query_output: dict[str, str] = field(default_factory=dict)  # stdout of the queries, e.g. candidates
-    workflow: str | None = None  # the file a workflow_dispatch runs (GitHub dispatches one workflow)
+    workflow: str | None = None  # the file a workflow_dispatch runs (GitHub runs that one only)
     vars: dict[str, str] = field(default_factory=dict)  # the repository's variables
     step_outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # by step id, other steps
 
@@ -472,16 +472,18 @@ MONITORING = {"log": "s3://acme-ml/predictions/", "window": "24h"}
 
 def schedule(**kw) -> dict:
     """The daily run of monitor.yml, with the repository variable that names production's log."""
-    github = {"event_name": "schedule", "ref": "refs/heads/main", "repository": REPOSITORY, "actor": "dev",
-              "event": {"repository": {"default_branch": "main"}}}
-    return {"name": "schedule", "github": github, "vars": {"SAIL_PREDICTION_LOG": MONITORING["log"]}, **kw}
+    github = {"event_name": "schedule", "ref": "refs/heads/main", "repository": REPOSITORY,
+              "actor": "dev", "event": {"repository": {"default_branch": "main"}}}
+    variables = {"SAIL_PREDICTION_LOG": MONITORING["log"]}
+    return {"name": "schedule", "github": github, "vars": variables, **kw}
 
 
 def dispatch(workflow: str, inputs: dict | None = None, **kw) -> dict:
     """A run started by hand (Actions > Run workflow) or by `gh workflow run`."""
     github = {"event_name": "workflow_dispatch", "ref": "refs/heads/main", "repository": REPOSITORY,
               "actor": "dev", "event": {"inputs": inputs or {}}}
-    return {"name": "workflow_dispatch", "workflow": workflow, "inputs": inputs or {}, "github": github, **kw}
+    return {"name": "workflow_dispatch", "workflow": workflow, "inputs": inputs or {},
+            "github": github, **kw}
 
 
 # --- hygiene ----------------------------------------------------------------------------------
@@ -519,9 +521,10 @@ def hygiene(workflows: dict[str, Workflow], reusable: dict[str, Workflow], answe
             for scope, level in granted.items():
                 if level != "write":
                     continue
-                justified = {"id-token": OIDC_ACTION in actions, "pull-requests": "sail report --post" in commands,
-                             "actions": any(DISPATCH.search(str(s.get("run", ""))) for s in job.get("steps") or [])
-                             }.get(scope)
+                dispatches = any(DISPATCH.search(str(s.get("run", ""))) for s in job.get("steps") or [])
+                justified = {"id-token": OIDC_ACTION in actions,
+                             "pull-requests": "sail report --post" in commands,
+                             "actions": dispatches}.get(scope)
                 if not justified:
                     problems.append(f"{at}: {scope}: write is not needed ({WRITE_NEEDS.get(scope, 'never')})")
                 if scope == "pull-requests" and is_pr and SAME_REPO not in str(job.get("if", "")):
@@ -736,7 +739,8 @@ REPO_MUTATIONS = [
                  id="aws-access-key"),
     pytest.param("ci.yml", "concurrency:\n  group:", "x-concurrency:\n  group:", "concurrency group",
                  id="ci-without-concurrency"),
-    pytest.param("sail-report.yml", "      contents: read\n", "      contents: read\n      actions: write\n",
+    pytest.param("sail-report.yml", "      contents: read\n",
+                 "      contents: read\n      actions: write\n",
                  "actions: write is not needed", id="actions-write-without-dispatch"),
 ]
 
@@ -967,7 +971,8 @@ REUSABLE_PARITY_MUTATIONS = [
 
 
 def test_parity_catches_a_drifted_monitor_workflow(default_variant, tmp_path):
-    copy = mutated(REUSABLE_DIR, tmp_path / "reusable", "sail-monitor.yml", ' --window "$WINDOW"', "")
+    copy = mutated(REUSABLE_DIR, tmp_path / "reusable", "sail-monitor.yml",
+                   ' --window "$WINDOW"', "")
     run = sequence_for(default_variant.workflows_dir, default_variant.candidates, reusable_dir=copy,
                        **schedule())
     contract = expected("monitor", default_variant.candidates)
@@ -1014,7 +1019,8 @@ def parsed(line: str) -> argparse.Namespace:
     """A ci_parity.yaml line, its placeholders filled, through the CLI's own argument parser."""
     from sail_pipelines.cli import parser
 
-    filled = line.format(candidate="random_forest", version="7", champion="6", approver="alice", **MONITORING)
+    filled = line.format(candidate="random_forest", version="7", champion="6", approver="alice",
+                         **MONITORING)
     words = shlex.split(filled)
     assert words[0] == "sail", line
     refusal = io.StringIO()

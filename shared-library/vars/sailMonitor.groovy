@@ -8,11 +8,14 @@
 def call(Map config = [:]) {
     Map monitor = config.monitor ?: [:]
     if (!(monitor.log instanceof CharSequence) || !monitor.log) {
-        error 'sailMonitor: monitor.log must name production\'s prediction log (an s3:// prefix, a directory or a file)'
+        error 'sailMonitor: monitor.log must name production\'s prediction log ' +
+                '(an s3:// prefix, a directory or a file)'
     }
     try {
-        sailSh(config, 'sail monitor --log "$SAIL_MONITOR_LOG" --window "$SAIL_MONITOR_WINDOW"', ['verify', 'aws'],
-                ["SAIL_MONITOR_LOG=${monitor.log}".toString(), "SAIL_MONITOR_WINDOW=${monitor.window ?: '24h'}".toString()])
+        List settings = ["SAIL_MONITOR_LOG=${monitor.log}".toString(),
+                         "SAIL_MONITOR_WINDOW=${monitor.window ?: '24h'}".toString()]
+        sailSh(config, 'sail monitor --log "$SAIL_MONITOR_LOG" --window "$SAIL_MONITOR_WINDOW"',
+                ['verify', 'aws'], settings)
     } catch (err) {
         if (monitor.retrain == true && breached()) {
             echo "sailMonitor: monitoring limits breached, starting /${env.JOB_NAME} to retrain"
@@ -20,7 +23,8 @@ def call(Map config = [:]) {
         }
         throw err
     } finally {
-        archiveArtifacts(artifacts: 'reports/monitor.*, reports/monitor/**', allowEmptyArchive: true)
+        archiveArtifacts(artifacts: 'reports/monitor.*, reports/monitor/**',
+                allowEmptyArchive: true)
     }
 }
 

@@ -12,7 +12,8 @@
  */
 def call(Map config = [:]) {
     List known = ['approvers', 'agentLabel', 'mainBranch', 'deployLock', 'environment', 'signingKeyCredentials',
-                  'verifyKeyCredentials', 'auditKeyCredentials', 'githubTokenCredentials', 'githubRepository', 'registryCredentials', 'awsCredentials', 'mlflowCredentials', 'monitor']
+                  'verifyKeyCredentials', 'auditKeyCredentials', 'githubTokenCredentials', 'githubRepository', 'registryCredentials', 'awsCredentials', 'mlflowCredentials',
+                  'monitor']
     List unknown = []
     for (def key in config.keySet()) {
         if (!known.contains(key)) {
@@ -32,7 +33,8 @@ def call(Map config = [:]) {
     boolean pullRequest = env.CHANGE_ID != null
     boolean onMain = !pullRequest && env.BRANCH_NAME == mainBranch
     // A build the cron trigger started only monitors; any other build (push, retraining) delivers.
-    boolean timer = !currentBuild.getBuildCauses('hudson.triggers.TimerTrigger$TimerTriggerCause').isEmpty()
+    String timerCause = 'hudson.triggers.TimerTrigger$TimerTriggerCause'
+    boolean timer = !currentBuild.getBuildCauses(timerCause).isEmpty()
     boolean monitoring = monitor != null && onMain && timer
     boolean delivers = onMain && !monitoring
     String schedule = monitor != null && onMain ? monitor.schedule : ''
@@ -131,8 +133,9 @@ def call(Map config = [:]) {
 }
 
 /**
- * config.monitor with its defaults, or null when monitoring is off (no log named): log (production's
- * prediction log), window (default 24h), schedule (cron, default 'H 6 * * *'), retrain (default false).
+ * config.monitor with its defaults, or null when monitoring is off (no log named): log
+ * (production's prediction log), window (default 24h), schedule (cron, default 'H 6 * * *'),
+ * retrain (default false).
  */
 private Map monitorSettings(Object given) {
     if (given == null) {
@@ -149,16 +152,20 @@ private Map monitorSettings(Object given) {
         }
     }
     if (!unknown.isEmpty()) {
-        error "sailPipeline: unknown monitor setting(s) ${unknown.join(', ')}; known: log, window, schedule, retrain"
+        error "sailPipeline: unknown monitor setting(s) ${unknown.join(', ')}; " +
+                'known: log, window, schedule, retrain'
     }
     if (!(monitor.window instanceof CharSequence) || !(monitor.window ==~ /[1-9][0-9]*[mhd]/)) {
-        error "sailPipeline: monitor.window must be a number of minutes, hours or days (30m, 24h, 7d), got '${monitor.window}'"
+        error 'sailPipeline: monitor.window must be a number of minutes, hours or days ' +
+                "(30m, 24h, 7d), got '${monitor.window}'"
     }
     if (!(monitor.retrain instanceof Boolean)) {
         error "sailPipeline: monitor.retrain must be true or false, got '${monitor.retrain}'"
     }
-    if (!(monitor.log instanceof CharSequence) || !(monitor.schedule instanceof CharSequence) || !monitor.schedule) {
-        error "sailPipeline: monitor.log and monitor.schedule must be text, got '${monitor.log}' and '${monitor.schedule}'"
+    boolean texts = monitor.log instanceof CharSequence && monitor.schedule instanceof CharSequence
+    if (!texts || !monitor.schedule) {
+        error 'sailPipeline: monitor.log and monitor.schedule must be text, ' +
+                "got '${monitor.log}' and '${monitor.schedule}'"
     }
     return monitor.log ? monitor : null
 }

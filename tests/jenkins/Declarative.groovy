@@ -94,7 +94,11 @@ class Declarative {
         Pipeline model = new Pipeline()
         void agent(Object spec) { model.agent = agentOf(spec) }
         void options(Closure c) { model.options = optionsOf(c) }
-        void triggers(Closure c) { model.triggers = ((DeclarativeTriggers) Declarative.applyTo(new DeclarativeTriggers(), c)).triggers }
+        void triggers(Closure c) {
+            DeclarativeTriggers triggers = new DeclarativeTriggers()
+            Declarative.applyTo(triggers, c)
+            model.triggers = triggers.triggers
+        }
         void environment(Closure c) { model.environment = environmentOf(c) }
         void stages(Closure c) { model.stages = stagesOf(c) }
         void post(Closure c) { model.post = postOf(c) }
@@ -313,12 +317,14 @@ class DeclarativeOptions {
     }
 }
 
-/** Collects the triggers { } of a pipeline: recorded in the model, fired by a test through its build causes. */
+/** Collects the triggers { } of a pipeline, for the model; a test fires one by a build cause. */
 class DeclarativeTriggers {
     List<Map> triggers = []
     def methodMissing(String name, Object args) {
         Object[] a = args as Object[]
-        if (!Declarative.TRIGGERS.contains(name) || a.length != 1) { throw new MissingMethodException(name, DeclarativeTriggers, a) }
+        if (!Declarative.TRIGGERS.contains(name) || a.length != 1) {
+            throw new MissingMethodException(name, DeclarativeTriggers, a)
+        }
         triggers.add([name: name, spec: a[0]?.toString()])
     }
 }

@@ -480,7 +480,7 @@ class PipelineHarness {
         return workspace.containsKey(path)
     }
 
-    /** The build step: records the job it starts; only wait: false is modelled (no result to wait for). */
+    /** The build step: records the job it starts; only wait: false is modelled. */
     void step_build(Map a) {
         record('build', [job: a.job?.toString(), wait: a.wait])
         if (a.wait != false) { throw new HarnessError('build: only wait: false is modelled') }
