@@ -1,20 +1,17 @@
 """`sail monitor` on prediction logs the real API wrote: traffic like the training data passes, a
 shifted feature fails naming it, a sudden change between two windows trips the derivative
-check, a broken log is one line, and the scheduled workflow's own scripts fail on a breach."""
+check, and a broken log is one line (the champion and the scheduled workflow:
+test_monitor_champion.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from conftest import ROOT, bake, sail
+from conftest import bake, sail
 from sail_pipelines.contract.validate import profile_frame
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference.prediction_log import LogSettings
@@ -210,43 +207,3 @@ def test_logs_are_read_from_s3_too(project, tmp_path):
     finally:
         server.stop()
     assert traffic.rows == 40 and traffic.request_ids[0] == json.loads(lines[0])["request_id"]
-
-
-def workflow_steps(path: Path) -> dict[str, dict]:
-    doc = yaml.safe_load(path.read_text())
-    jobs = doc["jobs"].values()
-    return {step.get("name"): step for job in jobs for step in job.get("steps") or []}
-
-
-def run_step(step: dict, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """A workflow step's `run:` script as the runner runs it (bash -eo pipefail), with its env:
-    keys given values here; `sail` is this interpreter's."""
-    assert set(step.get("env") or {}) <= set(env), step
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    shell = ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]]
-    return subprocess.run(shell, cwd=cwd, env={**os.environ, "PATH": path, **env},
-                          capture_output=True, text=True, timeout=600, check=False)
-
-
-@pytest.mark.parametrize("shift, breached", [(1.5, True), (0.0, False)],
-                         ids=["shifted", "like-training"])
-def test_the_scheduled_workflow_fails_on_a_breach_and_its_retraining_sees_it(project, tmp_path,
-                                                                             shift, breached):
-    """The scripts of .github/workflows/sail-monitor.yml and of the generated monitor.yml's
-    retraining job, run as GitHub runs them, on a log the real API wrote."""
-    log = tmp_path / "p.jsonl"
-    serve_log(project, log, draw(600, 5, shift=shift))
-    summary, output = tmp_path / "summary.md", tmp_path / "output"
-    env = {"LOG": str(log), "WINDOW": "24h", "SAIL_VERIFY_KEY": SIGNER.verify_key.text(),
-           "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": str(output)}
-    steps = workflow_steps(ROOT / ".github" / "workflows" / "sail-monitor.yml")
-    result = run_step(steps["sail monitor"], project, env)
-    assert result.returncode == (1 if breached else 0), result.stderr
-    lines = [line.strip() for line in result.stderr.splitlines()]
-    assert any(line.startswith("x1: drift PSI") for line in lines) == breached
-    assert run_step(steps["Report to the job summary"], project, env).returncode == 0
-    assert ("- x1: drift PSI" in summary.read_text()) == breached
-    retraining = bake(tmp_path / "bake", retrain_on_breach="yes") / ".github" / "workflows"
-    verdict = run_step(workflow_steps(retraining / "monitor.yml")["Breached limits"], project, env)
-    assert verdict.returncode == 0, verdict.stderr
-    assert output.read_text() == f"breached={str(breached).lower()}\n"

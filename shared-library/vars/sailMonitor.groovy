@@ -1,8 +1,9 @@
 /**
- * Scheduled monitoring: `sail monitor` on production's prediction log for the last window, then
+ * Scheduled monitoring: `sail monitor --champion` on production's prediction log for the last
+ * window (against the MLflow champion and its training split, not the workspace's bundle), then
  * the report archived. A breached limit fails the step (and the build), one line per limit in the
  * log; with retrain: true it first starts a new build of this job, which runs the whole pipeline.
- * A monitor that fails without judging (no log, no bundle) starts nothing.
+ * A monitor that fails without judging (no log, no champion) starts nothing.
  * Settings: config.monitor, as sailPipeline checks them (log, window, retrain).
  */
 def call(Map config = [:]) {
@@ -14,8 +15,8 @@ def call(Map config = [:]) {
     try {
         List settings = ["SAIL_MONITOR_LOG=${monitor.log}".toString(),
                          "SAIL_MONITOR_WINDOW=${monitor.window ?: '24h'}".toString()]
-        sailSh(config, 'sail monitor --log "$SAIL_MONITOR_LOG" --window "$SAIL_MONITOR_WINDOW"',
-                ['verify', 'aws'], settings)
+        sailSh(config, 'sail monitor --champion --log "$SAIL_MONITOR_LOG" ' +
+                '--window "$SAIL_MONITOR_WINDOW"', ['verify', 'aws', 'mlflow'], settings)
     } catch (err) {
         if (monitor.retrain == true && breached()) {
             echo "sailMonitor: monitoring limits breached, starting /${env.JOB_NAME} to retrain"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import IO, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -246,11 +246,13 @@ def plot_drifted(out: Path, schema: Schema, train: pd.DataFrame, traffic: Traffi
     return paths
 
 
-def training_data(paths: ProjectPaths, schema: Schema) -> pd.DataFrame:
-    if not paths.train_csv.is_file():
+def training_data(paths: ProjectPaths, schema: Schema, source: Path | IO[bytes] | None = None) -> pd.DataFrame:
+    """The training split: `source` (the champion's, see reference.py) or data/split/train.csv."""
+    if source is None and not paths.train_csv.is_file():
         raise SailError(f"{paths.train_csv} is missing: the monitor compares with the training split "
                         "(dvc pull, or sail split)")
-    return pd.read_csv(paths.train_csv, usecols=lambda c: c in {*schema.feature_names, schema.target.name})
+    return pd.read_csv(paths.train_csv if source is None else source,
+                       usecols=lambda c: c in {*schema.feature_names, schema.target.name})
 
 
 def write(paths: ProjectPaths, report: dict[str, Any], plots: Sequence[Path]) -> None:
@@ -261,9 +263,9 @@ def write(paths: ProjectPaths, report: dict[str, Any], plots: Sequence[Path]) ->
 
 
 def run(paths: ProjectPaths, params: Params, bundle: Any, traffic: Traffic,
-        live: dict[str, Any] | None = None) -> dict[str, Any]:
+        live: dict[str, Any] | None = None, train_source: Path | IO[bytes] | None = None) -> dict[str, Any]:
     schema = bundle.schema
-    train = training_data(paths, schema)
+    train = training_data(paths, schema, train_source)
     report = compare(schema, bundle.metadata, train, traffic, params.monitoring)
     report["bundle_id"] = bundle.bundle_id
     if live:
