@@ -970,13 +970,16 @@ REUSABLE_PARITY_MUTATIONS = [
 ]
 
 
-def test_parity_catches_a_drifted_monitor_workflow(default_variant, tmp_path):
-    copy = mutated(REUSABLE_DIR, tmp_path / "reusable", "sail-monitor.yml",
-                   ' --window "$WINDOW"', "")
+@pytest.mark.parametrize("old, new, dropped", [
+    (' --window "$WINDOW"', "", " --window 24h"),
+    ("run: sail monitor --champion --log", "run: sail monitor --log", " --champion"),
+], ids=["no-window", "checkout-bundle-not-champion"])
+def test_parity_catches_a_drifted_monitor_workflow(default_variant, tmp_path, old, new, dropped):
+    copy = mutated(REUSABLE_DIR, tmp_path / "reusable", "sail-monitor.yml", old, new)
     run = sequence_for(default_variant.workflows_dir, default_variant.candidates, reusable_dir=copy,
                        **schedule())
     contract = expected("monitor", default_variant.candidates)
-    assert run.commands == [c.removesuffix(" --window 24h") for c in contract] != contract
+    assert run.commands == [c.replace(dropped, "", 1) for c in contract] != contract
 
 
 def test_the_retraining_check_catches_a_retrain_on_any_failure(tmp_path):
