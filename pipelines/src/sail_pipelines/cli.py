@@ -355,7 +355,8 @@ def parser() -> argparse.ArgumentParser:
     monitor.add_argument("--window", help="instead of --since: the last N minutes, hours or days (30m, 24h, 7d)")
     monitor.add_argument("--bundle", help="bundle directory (default: models/accepted)")
     monitor.add_argument("--champion", action="store_true",
-                         help="compare with the MLflow champion and its training split, not models/accepted")
+                         help="compare with the MLflow champion and its training split "
+                              "(not models/accepted)")
     feedback = add("feedback", cmd_feedback, "join ground-truth labels to logged predictions (for sail monitor)")
     feedback.add_argument("labels", metavar="LABELS.csv", help="CSV with request_id, label (and record, in a batch)")
     feedback.add_argument("--log", required=True, help="prediction log: a file, a directory or an s3:// prefix")

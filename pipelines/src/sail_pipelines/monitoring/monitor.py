@@ -246,7 +246,8 @@ def plot_drifted(out: Path, schema: Schema, train: pd.DataFrame, traffic: Traffi
     return paths
 
 
-def training_data(paths: ProjectPaths, schema: Schema, source: Path | IO[bytes] | None = None) -> pd.DataFrame:
+def training_data(paths: ProjectPaths, schema: Schema,
+                  source: Path | IO[bytes] | None = None) -> pd.DataFrame:
     """The training split: `source` (the champion's, see reference.py) or data/split/train.csv."""
     if source is None and not paths.train_csv.is_file():
         raise SailError(f"{paths.train_csv} is missing: the monitor compares with the training split "
@@ -263,7 +264,8 @@ def write(paths: ProjectPaths, report: dict[str, Any], plots: Sequence[Path]) ->
 
 
 def run(paths: ProjectPaths, params: Params, bundle: Any, traffic: Traffic,
-        live: dict[str, Any] | None = None, train_source: Path | IO[bytes] | None = None) -> dict[str, Any]:
+        live: dict[str, Any] | None = None,
+        train_source: Path | IO[bytes] | None = None) -> dict[str, Any]:
     schema = bundle.schema
     train = training_data(paths, schema, train_source)
     report = compare(schema, bundle.metadata, train, traffic, params.monitoring)
