@@ -366,6 +366,9 @@ INVALID = [
     pytest.param(
         {"approvers": "ml approvers; rm -rf /"}, "approvers", id="approvers-with-shell-text"
     ),
+    pytest.param(
+        {"retrain_on_breach": "sometimes"}, "retrain_on_breach", id="retrain-not-yes-or-no"
+    ),
 ]
 
 
@@ -418,9 +421,10 @@ def test_cli_bake_with_invalid_answer_fails_with_one_clear_line(bad, key, tmp_pa
     cmd += ["-o", str(out), str(TEMPLATE), *(f"{k}={v}" for k, v in bad.items())]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
-    if key == "task":
+    if key in ("task", "retrain_on_breach"):
         # cookiecutter itself refuses an unknown choice given on the command line, before any hook.
-        assert re.search(r"^ValueError: .*\branking\b.*\btask\b", proc.stderr, re.M), proc.stderr
+        pattern = rf"^ValueError: .*\b{re.escape(bad[key])}\b.*\b{key}\b"
+        assert re.search(pattern, proc.stderr, re.M), proc.stderr
     else:
         assert len(error_lines(proc.stderr, key)) == 1, proc.stderr
     assert not out.exists() or not any(out.iterdir()), "a failed bake must leave nothing behind"

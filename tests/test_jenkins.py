@@ -53,6 +53,17 @@ CHECKS = (
     "generated Jenkinsfile (custom answers): release tag, approvers and candidates flow through",
     "this repository's Jenkinsfile: bakes the template, runs make test, keeps junit "
     "results even on failure",
+    (
+        "monitoring: a cron trigger on main once a log is named; its builds run only sail monitor "
+        "(ci_parity monitor)"
+    ),
+    (
+        "monitoring: a breach fails the build; with retrain it starts a full build of the job, "
+        "without it none"
+    ),
+    "monitoring: a monitor that fails without judging (no report) starts no retraining",
+    "monitoring: bad monitor settings are refused with one line before any sail command",
+    "generated Jenkinsfile (retrain_on_breach yes): monitoring retrains once its log is named",
     "harness: the docs check flags a step without .txt and a .txt without step",
     "harness: the leak checks catch a step that interpolates a secret in Groovy",
     "harness: the parity check catches a missing sail command",

@@ -1,6 +1,7 @@
 """`sail monitor` on prediction logs the real API wrote: traffic like the training data passes, a
 shifted feature fails naming it, a sudden change between two windows trips the derivative
-check, and a broken log is one line."""
+check, and a broken log is one line (the champion and the scheduled workflow:
+test_monitor_champion.py)."""
 
 from __future__ import annotations
 

@@ -53,6 +53,7 @@ LONG_LIVED_KEYS = (
 WRITE_NEEDS = {  # a job may write a scope only to do this
     "id-token": "an AWS OIDC login (aws-actions/configure-aws-credentials)",
     "pull-requests": "`sail report --post`",
+    "actions": "starting another workflow (`gh workflow run`: the retraining after a breach)",
 }
 
 VARIANTS = {
@@ -63,6 +64,7 @@ VARIANTS = {
         "sail_pipelines_repo": "acme-ml/sail-pipelines",
         "sail_pipelines_version": "v1.4.2",
         "approvers": "alice,bob",
+        "retrain_on_breach": "yes",
     },
 }
 
@@ -335,13 +337,16 @@ def condition(raw: Any, context: dict, status: dict[str, bool]) -> bool:
 
 @dataclass
 class Event:
-    name: str  # the trigger: push, pull_request, workflow_dispatch
+    name: str  # the trigger: push, pull_request, schedule, workflow_dispatch
     github: dict
     inputs: dict = field(default_factory=dict)
     failing: tuple[str, ...] = ()  # sail commands (e.g. "sail gate") that exit non-zero
     query_output: dict[str, str] = field(
         default_factory=dict
     )  # stdout of the queries, e.g. candidates
+    workflow: str | None = None  # the file a workflow_dispatch runs (GitHub runs that one only)
+    vars: dict[str, str] = field(default_factory=dict)  # the repository's variables
+    step_outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # by step id, other steps
 
 
 @dataclass
@@ -350,12 +355,20 @@ class Run:
     jobs: dict[str, str] = field(
         default_factory=dict
     )  # "workflow:job" -> success | failure | skipped
+    dispatched: list[str] = field(default_factory=list)  # workflows started by `gh workflow run`
+
+
+DISPATCH = re.compile(r"(?:^|[\s;&|(])gh\s+workflow\s+run\s+(\S+)")
 
 
 def triggered(workflow: Workflow, event: Event) -> bool:
     if event.name not in workflow.on:
         return False
-    branches = workflow.on[event.name].get("branches")
+    if event.name == "workflow_dispatch":
+        assert event.workflow, "a workflow_dispatch event names its workflow; it runs that one only"
+        return workflow.name == event.workflow
+    spec = workflow.on[event.name]  # schedule: a list of crons, run on the default branch
+    branches = spec.get("branches") if isinstance(spec, dict) else None
     ref = event.github.get("ref", "")
     return not branches or any(
         fnmatch.fnmatch(ref.removeprefix("refs/heads/"), b) for b in branches
@@ -385,7 +398,7 @@ def walk_workflow(
     base = {
         "github": event.github,
         "inputs": inputs,
-        "vars": {},
+        "vars": event.vars,
         "secrets": {},
         "runner": {"temp": "/tmp/runner"},
     }
@@ -466,6 +479,10 @@ def walk_job(
                 if any(line == f or line.startswith(f + " ") for f in event.failing):
                     failed = True
                     break
+            if not failed:
+                run.dispatched += DISPATCH.findall(str(step.get("run", "")))
+            if "id" in step and not step_outputs:
+                step_outputs = event.step_outputs.get(step["id"], {})
             if "id" in step:
                 steps[step["id"]] = {
                     "outputs": step_outputs,
@@ -491,6 +508,7 @@ def sail_sequence(
 
 
 def expected(key: str, candidates: list[str], **values: str) -> list[str]:
+    values = {"log": MONITORING["log"], "window": MONITORING["window"], **values}
     lines = []
     for line in PARITY[key]:
         lines += (
@@ -540,6 +558,7 @@ def promote() -> dict:
     return {
         "name": "workflow_dispatch",
         "inputs": inputs,
+        "workflow": "promote.yml",
         "github": {
             "event_name": "workflow_dispatch",
             "ref": "refs/heads/main",
@@ -547,6 +566,40 @@ def promote() -> dict:
             "actor": PROMOTION["approver"],
             "event": {"inputs": inputs},
         },
+    }
+
+
+MONITORING = {"log": "s3://acme-ml/predictions/", "window": "24h"}
+
+
+def schedule(**kw) -> dict:
+    """The daily run of monitor.yml, with the repository variable that names production's log."""
+    github = {
+        "event_name": "schedule",
+        "ref": "refs/heads/main",
+        "repository": REPOSITORY,
+        "actor": "dev",
+        "event": {"repository": {"default_branch": "main"}},
+    }
+    variables = {"SAIL_PREDICTION_LOG": MONITORING["log"]}
+    return {"name": "schedule", "github": github, "vars": variables, **kw}
+
+
+def dispatch(workflow: str, inputs: dict | None = None, **kw) -> dict:
+    """A run started by hand (Actions > Run workflow) or by `gh workflow run`."""
+    github = {
+        "event_name": "workflow_dispatch",
+        "ref": "refs/heads/main",
+        "repository": REPOSITORY,
+        "actor": "dev",
+        "event": {"inputs": inputs or {}},
+    }
+    return {
+        "name": "workflow_dispatch",
+        "workflow": workflow,
+        "inputs": inputs or {},
+        "github": github,
+        **kw,
     }
 
 
@@ -591,9 +644,13 @@ def hygiene(
             for scope, level in granted.items():
                 if level != "write":
                     continue
+                dispatches = any(
+                    DISPATCH.search(str(s.get("run", ""))) for s in job.get("steps") or []
+                )
                 justified = {
                     "id-token": OIDC_ACTION in actions,
                     "pull-requests": "sail report --post" in commands,
+                    "actions": dispatches,
                 }.get(scope)
                 if not justified:
                     problems.append(
@@ -782,6 +839,7 @@ def test_actionlint_passes_this_repositorys_workflows():
         "sail-pr-report.yml",
         "sail-deliver.yml",
         "sail-promote.yml",
+        "sail-monitor.yml",
     } <= {f.name for f in files}
     result = actionlint(ROOT, files)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -789,7 +847,7 @@ def test_actionlint_passes_this_repositorys_workflows():
 
 def test_actionlint_passes_the_generated_workflows(variant, tmp_path):
     files = sorted(variant.workflows_dir.glob("*.yml"))
-    assert [f.name for f in files] == ["main.yml", "promote.yml", "pull-request.yml"]
+    assert [f.name for f in files] == ["main.yml", "monitor.yml", "promote.yml", "pull-request.yml"]
     result = actionlint(variant.project, files)
     assert result.returncode == 0, result.stdout + result.stderr
     # Against the callees: every input, secret and permission of every call.
@@ -932,6 +990,13 @@ REPO_MUTATIONS = [
         "x-concurrency:\n  group:",
         "concurrency group",
         id="ci-without-concurrency",
+    ),
+    pytest.param(
+        "sail-report.yml",
+        "      contents: read\n",
+        "      contents: read\n      actions: write\n",
+        "actions: write is not needed",
+        id="actions-write-without-dispatch",
     ),
 ]
 
@@ -1119,6 +1184,54 @@ def test_a_refused_promotion_deploys_nothing(variant):
     assert run.commands == expected("promote", variant.candidates, **PROMOTION)[:1]
 
 
+def retrains(variant: Variant) -> bool:
+    return variant.answers["retrain_on_breach"] == "yes"
+
+
+def test_scheduled_monitoring_runs_the_parity_sequence(variant):
+    run = sequence_for(variant.workflows_dir, variant.candidates, **schedule())
+    assert run.commands == expected("monitor", variant.candidates)
+    assert run.jobs["monitor.yml:monitor"] == "success" and run.dispatched == []
+    assert run.jobs.get("monitor.yml:retrain", "skipped") == "skipped"
+
+
+def test_monitoring_by_hand_reads_the_log_and_window_given(variant):
+    inputs = {"log": "s3://acme-ml/other/", "window": "7d"}
+    run = sequence_for(variant.workflows_dir, variant.candidates, **dispatch("monitor.yml", inputs))
+    assert run.commands == expected("monitor", variant.candidates, **inputs)
+
+
+def test_monitoring_is_skipped_until_a_log_is_named(variant):
+    run = sequence_for(variant.workflows_dir, variant.candidates, **schedule(vars={}))
+    assert run.commands == [] and run.jobs["monitor.yml:monitor"] == "skipped", run
+
+
+def test_a_breach_fails_the_monitor_and_retrains_only_when_the_template_says_so(variant):
+    breach = schedule(failing=("sail monitor",), step_outputs={"verdict": {"breached": "true"}})
+    run = sequence_for(variant.workflows_dir, variant.candidates, **breach)
+    assert run.commands == expected("monitor", variant.candidates)
+    assert run.jobs["monitor.yml:monitor"] == "failure"
+    assert run.dispatched == (["main.yml"] if retrains(variant) else []), run
+    # What the retraining starts: main.yml by workflow_dispatch, the whole push-main sequence.
+    retrain = sequence_for(variant.workflows_dir, variant.candidates, **dispatch("main.yml"))
+    assert retrain.commands == expected("push-main", variant.candidates)
+
+
+def test_a_monitor_that_fails_without_a_breach_retrains_nothing(variant):
+    broken = schedule(failing=("sail monitor",), step_outputs={"verdict": {"breached": "false"}})
+    run = sequence_for(variant.workflows_dir, variant.candidates, **broken)
+    assert run.jobs["monitor.yml:monitor"] == "failure" and run.dispatched == []
+
+
+def test_a_dispatch_must_name_its_workflow(default_variant):
+    """Two workflows take workflow_dispatch (main.yml, monitor.yml, promote.yml): GitHub runs
+    the one dispatched, so an event that names none is a mistake of the test, not a choice."""
+    event = dispatch("main.yml")
+    del event["workflow"]
+    with pytest.raises(AssertionError, match="names its workflow"):
+        sequence_for(default_variant.workflows_dir, default_variant.candidates, **event)
+
+
 def without(commands: list[str], line: str) -> list[str]:
     assert line in commands, line
     return [c for c in commands if c != line]
@@ -1168,6 +1281,16 @@ PARITY_MUTATIONS = [
         lambda c: replaced(c, "sail report --post", "sail report"),
         id="pr-without-comment",
     ),
+    pytest.param(
+        "monitor.yml",
+        "      window: ${{ inputs.window || '24h' }}\n",
+        "      window: ${{ inputs.window || '7d' }}\n",
+        "schedule",
+        (),
+        "monitor",
+        lambda c: [line.replace("--window 24h", "--window 7d") for line in c],
+        id="monitor-other-window",
+    ),
 ]
 
 
@@ -1178,7 +1301,7 @@ def test_parity_catches_a_drifted_generated_workflow(
     source = ROOT / "cookiecutter-sail" / "{{cookiecutter.project_slug}}" / ".github" / "workflows"
     copy = mutated(source, tmp_path / "mutated", file, old, new)
     rendered = render_template_dir(copy, default_variant.answers, tmp_path / "rendered")
-    spec = {"push_main": push_main, "pull_request": pull_request}[event]()
+    spec = {"push_main": push_main, "pull_request": pull_request, "schedule": schedule}[event]()
     run = sequence_for(
         rendered, default_variant.candidates, **spec, **({"failing": failing} if failing else {})
     )
@@ -1224,6 +1347,43 @@ REUSABLE_PARITY_MUTATIONS = [
 ]
 
 
+@pytest.mark.parametrize(
+    "old, new, dropped",
+    [
+        (' --window "$WINDOW"', "", " --window 24h"),
+        ("run: sail monitor --champion --log", "run: sail monitor --log", " --champion"),
+    ],
+    ids=["no-window", "checkout-bundle-not-champion"],
+)
+def test_parity_catches_a_drifted_monitor_workflow(default_variant, tmp_path, old, new, dropped):
+    copy = mutated(REUSABLE_DIR, tmp_path / "reusable", "sail-monitor.yml", old, new)
+    run = sequence_for(
+        default_variant.workflows_dir, default_variant.candidates, reusable_dir=copy, **schedule()
+    )
+    contract = expected("monitor", default_variant.candidates)
+    assert run.commands == [c.replace(dropped, "", 1) for c in contract] != contract
+
+
+def test_the_retraining_check_catches_a_retrain_on_any_failure(tmp_path):
+    """The retraining starts on a breach only: without the verdict's condition it would start on
+    any failure (a missing bundle, an unreadable log), and the walk sees that."""
+    answers = {"retrain_on_breach": "yes"}
+    project = bake(tmp_path / "bake", **answers)
+    cruft = json.loads((project / ".cruft.json").read_text())["context"]["cookiecutter"]
+    source = ROOT / "cookiecutter-sail" / "{{cookiecutter.project_slug}}" / ".github" / "workflows"
+    copy = mutated(
+        source,
+        tmp_path / "mutated",
+        "monitor.yml",
+        "        if: ${{ steps.verdict.outputs.breached == 'true' }}\n",
+        "",
+    )
+    rendered = render_template_dir(copy, cruft, tmp_path / "rendered")
+    broken = schedule(failing=("sail monitor",), step_outputs={"verdict": {"breached": "false"}})
+    assert sequence_for(rendered, [], **broken).dispatched == ["main.yml"]
+    assert sequence_for(project / ".github" / "workflows", [], **broken).dispatched == []
+
+
 @pytest.mark.parametrize("file, old, new, change", REUSABLE_PARITY_MUTATIONS)
 def test_parity_catches_a_drifted_reusable_workflow(
     default_variant, tmp_path, file, old, new, change
@@ -1255,7 +1415,9 @@ def parsed(line: str) -> argparse.Namespace:
     """A ci_parity.yaml line, its placeholders filled, through the CLI's own argument parser."""
     from sail_pipelines.cli import parser
 
-    filled = line.format(candidate="random_forest", version="7", champion="6", approver="alice")
+    filled = line.format(
+        candidate="random_forest", version="7", champion="6", approver="alice", **MONITORING
+    )
     words = shlex.split(filled)
     assert words[0] == "sail", line
     refusal = io.StringIO()

@@ -29,6 +29,7 @@ ANSWERS = {
     "sail_pipelines_repo": {{cookiecutter.sail_pipelines_repo | tojson}},
     "sail_pipelines_version": {{cookiecutter.sail_pipelines_version | tojson}},
     "approvers": {{cookiecutter.approvers | tojson}},
+    "retrain_on_breach": {{cookiecutter.retrain_on_breach | tojson}},
 }
 
 SLUG = r"^[a-z][a-z0-9-]*[a-z0-9]$"
@@ -38,6 +39,7 @@ REPO = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
 VERSION_TAG = r"^v\d+\.\d+\.\d+$"
 GROUP = r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$"
 TASKS = ("auto", "classification", "regression")
+YES_NO = ("no", "yes")
 ADOPT = ".sail-adopt.json"  # the checked data answers, for the post-generation hook
 # Module names that would shadow what a generated project imports.
 RESERVED = {
@@ -131,6 +133,8 @@ def main():
     task = ANSWERS["task"]
     if task not in TASKS:
         fail(f"task {task!r} must be one of {', '.join(TASKS)}")
+    if ANSWERS["retrain_on_breach"] not in YES_NO:
+        fail(f"retrain_on_breach {ANSWERS['retrain_on_breach']!r} must be no or yes")
 
     for key, (low, high) in RANGES.items():
         raw = ANSWERS[key]

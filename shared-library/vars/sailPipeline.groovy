@@ -6,11 +6,14 @@
  * branch only: push, package, smoke test, publish, deploy to staging, then wait for an approver
  * and promote to production. Waiting holds no executor (agent none at the top, the input comes
  * before the stage's agent); a milestone stops a superseded build from promoting and a lock
- * serialises production deployments. All logic is in `sail`; these stages only call it.
+ * serialises production deployments. With config.monitor.log, a cron trigger on the main branch
+ * starts builds that only monitor production (sailMonitor). All logic is in `sail`; these stages
+ * only call it.
  */
 def call(Map config = [:]) {
     List known = ['approvers', 'agentLabel', 'mainBranch', 'deployLock', 'environment', 'signingKeyCredentials',
-                  'verifyKeyCredentials', 'auditKeyCredentials', 'githubTokenCredentials', 'githubRepository', 'registryCredentials', 'awsCredentials', 'mlflowCredentials']
+                  'verifyKeyCredentials', 'auditKeyCredentials', 'githubTokenCredentials', 'githubRepository', 'registryCredentials', 'awsCredentials', 'mlflowCredentials',
+                  'monitor']
     List unknown = []
     for (def key in config.keySet()) {
         if (!known.contains(key)) {
@@ -26,16 +29,32 @@ def call(Map config = [:]) {
     String agentLabel = config.agentLabel ?: 'sail'
     String mainBranch = config.mainBranch ?: 'main'
     String deployLock = config.deployLock ?: "${env.JOB_NAME}"
+    Map monitor = monitorSettings(config.monitor)
     boolean pullRequest = env.CHANGE_ID != null
-    boolean delivers = !pullRequest && env.BRANCH_NAME == mainBranch
+    boolean onMain = !pullRequest && env.BRANCH_NAME == mainBranch
+    // A build the cron trigger started only monitors; any other build (push, retraining) delivers.
+    String timerCause = 'hudson.triggers.TimerTrigger$TimerTriggerCause'
+    boolean timer = !currentBuild.getBuildCauses(timerCause).isEmpty()
+    boolean monitoring = monitor != null && onMain && timer
+    boolean delivers = onMain && !monitoring
+    String schedule = monitor != null && onMain ? monitor.schedule : ''
 
     pipeline {
         agent none
         options {
             buildDiscarder(logRotator(numToKeepStr: '50'))
         }
+        triggers {
+            cron("${schedule}")
+        }
         stages {
+            stage('Monitor production') {
+                when { expression { monitoring } }
+                agent { label "${agentLabel}" }
+                steps { sailMonitor(config + [monitor: monitor]) }
+            }
             stage('CI') {
+                when { expression { !monitoring } }
                 agent { label "${agentLabel}" }
                 stages {
                     stage('Build images') {
@@ -111,4 +130,42 @@ def call(Map config = [:]) {
             }
         }
     }
+}
+
+/**
+ * config.monitor with its defaults, or null when monitoring is off (no log named): log
+ * (production's prediction log), window (default 24h), schedule (cron, default 'H 6 * * *'),
+ * retrain (default false).
+ */
+private Map monitorSettings(Object given) {
+    if (given == null) {
+        return null
+    }
+    if (!(given instanceof Map)) {
+        error "sailPipeline: monitor must be a map (log, window, schedule, retrain), got '${given}'"
+    }
+    Map monitor = [log: '', window: '24h', schedule: 'H 6 * * *', retrain: false] + (Map) given
+    List unknown = []
+    for (def key in monitor.keySet()) {
+        if (!(key in ['log', 'window', 'schedule', 'retrain'])) {
+            unknown.add(key)
+        }
+    }
+    if (!unknown.isEmpty()) {
+        error "sailPipeline: unknown monitor setting(s) ${unknown.join(', ')}; " +
+                'known: log, window, schedule, retrain'
+    }
+    if (!(monitor.window instanceof CharSequence) || !(monitor.window ==~ /[1-9][0-9]*[mhd]/)) {
+        error 'sailPipeline: monitor.window must be a number of minutes, hours or days ' +
+                "(30m, 24h, 7d), got '${monitor.window}'"
+    }
+    if (!(monitor.retrain instanceof Boolean)) {
+        error "sailPipeline: monitor.retrain must be true or false, got '${monitor.retrain}'"
+    }
+    boolean texts = monitor.log instanceof CharSequence && monitor.schedule instanceof CharSequence
+    if (!texts || !monitor.schedule) {
+        error 'sailPipeline: monitor.log and monitor.schedule must be text, ' +
+                "got '${monitor.log}' and '${monitor.schedule}'"
+    }
+    return monitor.log ? monitor : null
 }

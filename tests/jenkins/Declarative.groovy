@@ -41,6 +41,7 @@ class Declarative {
     static class Pipeline {
         Agent agent
         List<Map> options = []
+        List<Map> triggers = []
         Map<String, String> environment = [:]
         List<Stage> stages = []
         Map<String, Closure> post = [:]
@@ -52,6 +53,7 @@ class Declarative {
                                         'timestamps', 'durabilityHint', 'preserveStashes', 'quietPeriod', 'disableResume',
                                         'skipStagesAfterUnstable', 'parallelsAlwaysFailFast', 'checkoutToSubdirectory'] as Set
     static final Set<String> OPTION_VALUES = ['logRotator'] as Set
+    static final Set<String> TRIGGERS = ['cron', 'pollSCM', 'upstream'] as Set
 
     // ---- builders ----
 
@@ -92,6 +94,11 @@ class Declarative {
         Pipeline model = new Pipeline()
         void agent(Object spec) { model.agent = agentOf(spec) }
         void options(Closure c) { model.options = optionsOf(c) }
+        void triggers(Closure c) {
+            DeclarativeTriggers triggers = new DeclarativeTriggers()
+            Declarative.applyTo(triggers, c)
+            model.triggers = triggers.triggers
+        }
         void environment(Closure c) { model.environment = environmentOf(c) }
         void stages(Closure c) { model.stages = stagesOf(c) }
         void post(Closure c) { model.post = postOf(c) }
@@ -307,6 +314,18 @@ class DeclarativeOptions {
         }
         if (Declarative.OPTION_VALUES.contains(name)) { return [name: name, args: a.toList()] }
         throw new MissingMethodException(name, DeclarativeOptions, a)
+    }
+}
+
+/** Collects the triggers { } of a pipeline, for the model; a test fires one by a build cause. */
+class DeclarativeTriggers {
+    List<Map> triggers = []
+    def methodMissing(String name, Object args) {
+        Object[] a = args as Object[]
+        if (!Declarative.TRIGGERS.contains(name) || a.length != 1) {
+            throw new MissingMethodException(name, DeclarativeTriggers, a)
+        }
+        triggers.add([name: name, spec: a[0]?.toString()])
     }
 }
 

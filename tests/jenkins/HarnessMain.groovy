@@ -16,8 +16,14 @@ class HarnessMain {
                                              'Push data and model', 'Package', 'Smoke test', 'Publish', 'Deploy to staging',
                                              'Promote to production']
     static final List<String> DELIVERY_STAGES = MAIN_STAGES.drop(6)
+    static final String MONITOR_STAGE = 'Monitor production'
+    static final String TIMER = 'hudson.triggers.TimerTrigger$TimerTriggerCause'
+    static final Map MONITOR = [log: 's3://acme-ml/predictions/', window: '24h']
+    static final String MONITORED = "@Library('sail-pipelines@test') _\n" +
+            "sailPipeline(approvers: '${APPROVERS}', monitor: [log: '${MONITOR.log}'])\n"
     /** Values the stubs supply for the ci_parity.yaml placeholders. */
-    static final Map<String, String> VALUES = [version: '7', champion: '6', approver: 'alice']
+    static final Map<String, String> VALUES = [version: '7', champion: '6', approver: 'alice',
+                                               log: MONITOR.log, window: MONITOR.window]
     static final Map CHAMPION = [version: '6', run_id: 'r6', metrics: [roc_auc: 0.97]]
     static final Map<String, Map> CREDENTIALS = [
             'sail-signing-key': [secret: 'signing-secret-4f9a0c'],
@@ -111,6 +117,13 @@ class HarnessMain {
                 [pattern: 'sail package', writes: ['reports/package.json': [image: '127.0.0.1:5000/sail-model/inference:0a1b2c3d4e5f-v7', version: '7']]],
                 [pattern: 'sail publish', writes: ['reports/publish.json': [images: ['127.0.0.1:5000/sail-model/inference:0a1b2c3d4e5f-v7': 'sha256:00']]]],
         ])
+        if (o.timer) { h.causes = [TIMER] }
+        if (o.breach != null) {
+            String line = 'x1: drift PSI 0.912 above monitoring.max_psi 0.2'
+            Map report = [breaches: o.breach ? [line] : []]
+            h.shRules.add(0, [pattern: 'sail monitor .*', exit: o.breach ? 1 : 0,
+                              writes : ['reports/monitor.json': report]])
+        }
         if (o.reject) { h.inputAnswer = [approve: false, user: 'alice'] }
         if (o.superseded) { h.newerBuildPassed = [2] as Set }
         return h
@@ -242,7 +255,8 @@ class HarnessMain {
             assert h.result == 'SUCCESS': summary(h)
             List<String> problems = Checks.parity(Checks.sailCommands(h), event('pull-request', candidates(bake())))
             assert problems.isEmpty(): problems.join('\n')
-            assert h.stages.findAll { it.status == 'skipped: when' }*.name == DELIVERY_STAGES: summary(h)
+            List<String> skipped = h.stages.findAll { it.status == 'skipped: when' }*.name
+            assert skipped == [MONITOR_STAGE] + DELIVERY_STAGES: summary(h)
             assert !h.calls.any { it.step in ['input', 'milestone', 'lock', 'stash'] }: summary(h)
             assert sh(h, 'sail report --post')[0].credentials.contains('GITHUB_TOKEN')
         }
@@ -267,7 +281,8 @@ class HarnessMain {
             assert h.result == 'SUCCESS': summary(h)
             List<String> ran = Checks.sailCommands(h)
             assert ran.contains('sail gate --no-register') && ran.contains('sail report') && !ran.contains('sail report --post'): ran
-            assert h.stages.findAll { it.status == 'skipped: when' }*.name == DELIVERY_STAGES: summary(h)
+            List<String> skipped = h.stages.findAll { it.status == 'skipped: when' }*.name
+            assert skipped == [MONITOR_STAGE] + DELIVERY_STAGES: summary(h)
         }
 
         test('pull request, gate fails: the report is still posted') {
@@ -387,7 +402,9 @@ class HarnessMain {
         test('generated Jenkinsfile (default answers): pins the library release and runs the pipeline') {
             File project = bake()
             String text = new File(project, 'Jenkinsfile').text
-            assert text.contains("@Library('sail-pipelines@v0.1.0') _") && text.contains("sailPipeline(approvers: 'ml-approvers')"): text
+            assert text.contains("@Library('sail-pipelines@v0.1.0') _"): text
+            assert text.contains("sailPipeline(approvers: 'ml-approvers',"): text
+            assert text.contains("monitor: [log: '', window: '24h', retrain: false]"): text
             PipelineHarness h = harness()
             h.runJenkinsfile(text)
             assert h.libraries == ['sail-pipelines': 'v0.1.0'] && h.result == 'SUCCESS': summary(h)
@@ -422,6 +439,86 @@ class HarnessMain {
                 Map junit = h.calls.find { it.step == 'junit' }
                 assert junit != null && junit.post == 'always' && junit.node != null: summary(h)
             }
+        }
+
+        test('monitoring: a cron trigger on main once a log is named; ' +
+                'its builds run only sail monitor (ci_parity monitor)') {
+            PipelineHarness plain = harness()
+            plain.runJenkinsfile(JENKINSFILE)
+            assert plain.model.triggers == [[name: 'cron', spec: '']]: 'no log named: no schedule'
+            PipelineHarness pr = harness(pr: true)
+            pr.runJenkinsfile(MONITORED)
+            assert pr.model.triggers == [[name: 'cron', spec: '']]: 'pull requests: no schedule'
+            PipelineHarness push = harness()
+            push.runJenkinsfile(MONITORED)
+            assert push.model.triggers == [[name: 'cron', spec: 'H 6 * * *']]: summary(push)
+            assert ran(push) == MAIN_STAGES: summary(push)
+            PipelineHarness h = harness(timer: true, breach: false)
+            h.runJenkinsfile(MONITORED)
+            assert h.result == 'SUCCESS' && ran(h) == [MONITOR_STAGE]: summary(h)
+            List<String> problems = Checks.parity(Checks.sailCommands(h), event('monitor', []))
+            assert problems.isEmpty(): problems.join('\n')
+            Map call = sh(h, 'sail monitor')[0]
+            assert call.node == 'sail' && call.credentials == ['SAIL_VERIFY_KEY']: summary(h)
+            assert !h.calls.any { it.step in ['input', 'build'] }: summary(h)
+            List<Map> archived = h.calls.findAll { it.step == 'archiveArtifacts' }
+            assert archived*.files.flatten().contains('reports/monitor.json'): summary(h)
+        }
+
+        test('monitoring: a breach fails the build; ' +
+                'with retrain it starts a full build of the job, without it none') {
+            for (boolean retrain in [false, true]) {
+                PipelineHarness h = harness(timer: true, breach: true)
+                h.runStep('sailPipeline', [approvers: APPROVERS,
+                                           monitor  : MONITOR + [retrain: retrain]])
+                assert h.result == 'FAILURE': summary(h)
+                assert h.errors[0].startsWith('script returned exit code 1'): summary(h)
+                List<Map> builds = h.calls.findAll { it.step == 'build' }
+                assert builds*.job == (retrain ? ['/sail-model/main'] : []): summary(h)
+                assert builds.every { it.wait == false }: summary(h)
+            }
+            // The build it starts is not the timer's: the whole pipeline runs
+            // (ci_parity push-main, then promote).
+            PipelineHarness retrained = harness()
+            retrained.causes = ['hudson.model.Cause$UpstreamCause']
+            retrained.runStep('sailPipeline', [approvers: APPROVERS,
+                                               monitor  : MONITOR + [retrain: true]])
+            List<String> cands = candidates(bake())
+            List<String> full = event('push-main', cands) + event('promote', cands)
+            List<String> problems = Checks.parity(Checks.sailCommands(retrained), full)
+            assert problems.isEmpty(): problems.join('\n')
+        }
+
+        test('monitoring: a monitor that fails without judging (no report) starts no retraining') {
+            PipelineHarness h = harness(timer: true, rules: [[pattern: 'sail monitor .*', exit: 1]])
+            h.runStep('sailPipeline', [approvers: APPROVERS, monitor: MONITOR + [retrain: true]])
+            assert h.result == 'FAILURE' && !h.calls.any { it.step == 'build' }: summary(h)
+        }
+
+        test('monitoring: bad monitor settings are refused with one line before any sail command') {
+            Map<Object, String> refused = [
+                    (MONITOR + [window: 'daily'])      : 'monitor.window must be',
+                    (MONITOR + [retrain: 'yes'])       : 'monitor.retrain must be true or false',
+                    (MONITOR + [shedule: 'H * * * *']) : 'unknown monitor setting(s) shedule',
+                    's3://acme-ml/predictions/'        : 'monitor must be a map']
+            refused.each { Object monitor, String message ->
+                PipelineHarness bad = harness(timer: true)
+                bad.runStep('sailPipeline', [approvers: APPROVERS, monitor: monitor])
+                assert bad.result == 'FAILURE' && bad.errors.size() == 1: summary(bad)
+                assert bad.errors[0].contains(message): summary(bad)
+                assert Checks.sailCommands(bad).isEmpty(): summary(bad)
+            }
+        }
+
+        test('generated Jenkinsfile (retrain_on_breach yes): ' +
+                'monitoring retrains once its log is named') {
+            String text = new File(bake([retrain_on_breach: 'yes']), 'Jenkinsfile').text
+            assert text.contains("monitor: [log: '', window: '24h', retrain: true]"): text
+            PipelineHarness h = harness(timer: true, breach: true)
+            h.runJenkinsfile(text.replace("log: ''", "log: '${MONITOR.log}'"))
+            assert h.result == 'FAILURE': summary(h)
+            assert h.calls.findAll { it.step == 'build' }*.job == ['/sail-model/main']: summary(h)
+            assert Checks.parity(Checks.sailCommands(h), event('monitor', [])).isEmpty(): summary(h)
         }
 
         // ---- the checks and the harness itself can fail ----

@@ -47,6 +47,8 @@ class PipelineHarness {
     /** milestone ordinals a newer build already passed (this build gets aborted there) */
     Set<Integer> newerBuildPassed = [] as Set
     String previousResult = 'SUCCESS'
+    /** why the build started: class names as currentBuild.getBuildCauses(className) matches them */
+    List<String> causes = ['jenkins.branch.BranchEventCause']
 
     // ---- what happened ----
     final List<Map> calls = []
@@ -160,6 +162,7 @@ class PipelineHarness {
     /** Globals a pipeline script sees besides steps: env, then environment variables by name. */
     Object global(String name) {
         if (name == 'env') { return env }
+        if (name == 'currentBuild') { return new PipelineCurrentBuild(harness: this) }
         if (isCallable(name)) { return callable(name) }
         Map e = currentEnv()
         if (e.containsKey(name)) { return e[name] }
@@ -470,6 +473,19 @@ class PipelineHarness {
         if (files.isEmpty() && !a.allowEmptyArchive) { throw new Failure("archiveArtifacts: no artifacts found that match '${a.artifacts}'") }
     }
 
+    boolean step_fileExists(Object arg) {
+        requireWorkspace('fileExists')
+        String path = named(arg, 'file').file.toString()
+        record('fileExists', [file: path])
+        return workspace.containsKey(path)
+    }
+
+    /** The build step: records the job it starts; only wait: false is modelled. */
+    void step_build(Map a) {
+        record('build', [job: a.job?.toString(), wait: a.wait])
+        if (a.wait != false) { throw new HarnessError('build: only wait: false is modelled') }
+    }
+
     void step_junit(Object arg) {
         requireWorkspace('junit')
         Map a = named(arg, 'testResults')
@@ -497,6 +513,14 @@ class PipelineHarness {
             re.toString()
         }
         return Pattern.compile(parts.join('|'))
+    }
+}
+
+/** `currentBuild` as pipeline scripts see it: the causes of this build. */
+class PipelineCurrentBuild {
+    PipelineHarness harness
+    List<Map> getBuildCauses(String className = null) {
+        harness.causes.findAll { className == null || it == className }.collect { [_class: it] }
     }
 }
 

@@ -228,13 +228,23 @@ def cmd_monitor(args):
     from sail_pipelines.monitoring import feedback, logs, monitor
 
     since, until = logs.time_span(args.since, args.until, args.window)
-    bundle = load_bundle(_bundle_path(args, paths), _verify_key(paths, settings))
+    key = _verify_key(paths, settings)
+    train = None
+    if args.champion:  # what production serves, and the split it was trained on
+        from sail_pipelines.monitoring import reference
+
+        if args.bundle:
+            raise SailError("give --champion or --bundle, not both")
+        bundle = reference.champion_bundle(params, settings, key)
+        train = reference.training_split(paths, settings, bundle)
+    else:
+        bundle = load_bundle(_bundle_path(args, paths), key)
     traffic = logs.read(args.log, since, until, s3=_s3(settings))
     live = None
     if feedback.labels_path(paths).is_file():  # ground truth from `sail feedback`
         joined = feedback.join(traffic, feedback.read_labels(feedback.labels_path(paths)))
         live = feedback.live_metrics(joined, bundle.metadata, params) if len(joined) else None
-    return monitor.run(paths, params, bundle, traffic, live)
+    return monitor.run(paths, params, bundle, traffic, live, train)
 
 
 def cmd_feedback(args):
@@ -485,6 +495,11 @@ def parser() -> argparse.ArgumentParser:
         "--window", help="instead of --since: the last N minutes, hours or days (30m, 24h, 7d)"
     )
     monitor.add_argument("--bundle", help="bundle directory (default: models/accepted)")
+    monitor.add_argument(
+        "--champion",
+        action="store_true",
+        help="compare with the MLflow champion and its training split (not models/accepted)",
+    )
     feedback = add(
         "feedback",
         cmd_feedback,

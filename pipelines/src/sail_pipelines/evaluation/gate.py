@@ -22,10 +22,8 @@ import dataclasses
 import io
 import json
 import math
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -304,16 +302,12 @@ def fetch_champion(
     from mlflow.exceptions import MlflowException
 
     recorded = client.get_run(run_id).data.metrics
-    with tempfile.TemporaryDirectory() as scratch:
-        try:
-            client.download_artifacts(run_id, mlflow_model.ARTIFACT, scratch)
-        except (MlflowException, OSError) as exc:
-            return None, recorded, f"recorded (its bundle could not be fetched: {exc})"
-        try:
-            downloaded = mlflow_model.bundle_dir(Path(scratch) / mlflow_model.ARTIFACT)
-            champion = load_bundle(downloaded, key)
-        except BundleRejected as exc:
-            return None, recorded, f"recorded (its bundle was refused: {exc})"
+    try:
+        champion = mlflow_model.download_bundle(client, run_id, key)
+    except (MlflowException, OSError) as exc:
+        return None, recorded, f"recorded (its bundle could not be fetched: {exc})"
+    except BundleRejected as exc:
+        return None, recorded, f"recorded (its bundle was refused: {exc})"
     if champion.metadata["schema"] != schema:
         return None, recorded, "recorded (it was trained on other features)"
     signed = (champion.metadata.get("evaluation") or {}).get("metrics") or recorded

@@ -10,6 +10,7 @@ The pyfunc returns what MLflow's scikit-learn flavour returns: labels, or predic
 
 from __future__ import annotations
 
+import tempfile
 from importlib import metadata as distributions
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from sail_pipelines.contract.schema import Schema, check_frame
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
+from sail_pipelines.integrity.signing import VerifyKey
 
 ARTIFACT = "accepted_bundle"  # run artifact path of the model: the registered version's source
 MLMODEL = "MLmodel"
@@ -113,6 +115,14 @@ def bundle_dir(model_dir: Path) -> Path:
     except (yaml.YAMLError, KeyError, TypeError) as exc:
         raise SailError(f"{mlmodel} names no python_function data path") from exc
     return model_dir / data
+
+
+def download_bundle(client: Any, run_id: str, key: VerifyKey) -> LoadedBundle:
+    """A registered run's accepted bundle, its signature checked before anything in it is
+    deserialized (BundleRejected otherwise); MLflow's own errors pass through to the caller."""
+    with tempfile.TemporaryDirectory() as scratch:
+        client.download_artifacts(run_id, ARTIFACT, scratch)
+        return load_bundle(bundle_dir(Path(scratch) / ARTIFACT), key)
 
 
 class SailPyfunc:

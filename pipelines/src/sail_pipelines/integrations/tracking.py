@@ -50,6 +50,7 @@ def client(settings: Settings) -> Any:
     """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar in CI logs
     if settings.aws.configured:
         aws.apply(settings.aws)
     import mlflow

@@ -16,7 +16,7 @@ import itertools
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import IO, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -349,14 +349,18 @@ def plot_drifted(
     return paths
 
 
-def training_data(paths: ProjectPaths, schema: Schema) -> pd.DataFrame:
-    if not paths.train_csv.is_file():
+def training_data(
+    paths: ProjectPaths, schema: Schema, source: Path | IO[bytes] | None = None
+) -> pd.DataFrame:
+    """The training split: `source` (the champion's, see reference.py) or data/split/train.csv."""
+    if source is None and not paths.train_csv.is_file():
         raise SailError(
             f"{paths.train_csv} is missing: the monitor compares with the training split "
             "(dvc pull, or sail split)"
         )
     return pd.read_csv(
-        paths.train_csv, usecols=lambda c: c in {*schema.feature_names, schema.target.name}
+        paths.train_csv if source is None else source,
+        usecols=lambda c: c in {*schema.feature_names, schema.target.name},
     )
 
 
@@ -373,9 +377,10 @@ def run(
     bundle: Any,
     traffic: Traffic,
     live: dict[str, Any] | None = None,
+    train_source: Path | IO[bytes] | None = None,
 ) -> dict[str, Any]:
     schema = bundle.schema
-    train = training_data(paths, schema)
+    train = training_data(paths, schema, train_source)
     report = compare(schema, bundle.metadata, train, traffic, params.monitoring)
     report["bundle_id"] = bundle.bundle_id
     if live:
