@@ -212,6 +212,8 @@ class FaultProxy:
         self.port = free_port()
         self.fail_status: int | None = None
         self.fail_when: Callable[[str, str], bool] = lambda method, path: True
+        self.fail_times: int | None = None
+        self.fail_forwarded = False
         self.failed: list[str] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -220,9 +222,16 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def fail(
-        self, status: int | None, when: Callable[[str, str], bool] = lambda method, path: True
+        self,
+        status: int | None,
+        when: Callable[[str, str], bool] = lambda method, path: True,
+        times: int | None = None,
+        forwarded: bool = False,
     ) -> None:
+        """Answer `status` to the picked requests, the first `times` of them (all when None);
+        `forwarded` lets the server act on them first, as when only the answer is lost."""
         self.fail_status, self.fail_when = status, when
+        self.fail_times, self.fail_forwarded = times, forwarded
 
     def up(self) -> "FaultProxy":
         proxy = self
@@ -232,8 +241,16 @@ class FaultProxy:
 
             def relay(self) -> None:
                 body = self._body()
-                if proxy.fail_status and proxy.fail_when(self.command, self.path):
+                if (
+                    proxy.fail_status
+                    and proxy.fail_when(self.command, self.path)
+                    and proxy.fail_times != 0
+                ):
                     proxy.failed.append(f"{self.command} {self.path}")
+                    if proxy.fail_times is not None:
+                        proxy.fail_times -= 1
+                    if proxy.fail_forwarded:
+                        self._forward(body)
                     payload = json.dumps(
                         {
                             "error_code": "TEMPORARILY_UNAVAILABLE",
@@ -243,8 +260,13 @@ class FaultProxy:
                     return self._answer(
                         proxy.fail_status, {"Content-Type": "application/json"}, payload
                     )
+                upstream = self._forward(body)
+                kept = {k: v for k, v in upstream.headers.items() if k.lower() not in proxy.HOP}
+                self._answer(upstream.status_code, kept, upstream.content)
+
+            def _forward(self, body: bytes) -> requests.Response:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.HOP}
-                upstream = requests.request(
+                return requests.request(
                     self.command,
                     proxy.upstream + self.path,
                     data=body,
@@ -252,8 +274,6 @@ class FaultProxy:
                     allow_redirects=False,
                     timeout=120,
                 )
-                kept = {k: v for k, v in upstream.headers.items() if k.lower() not in proxy.HOP}
-                self._answer(upstream.status_code, kept, upstream.content)
 
             def _body(self) -> bytes:
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":

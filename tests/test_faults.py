@@ -123,6 +123,23 @@ def test_mlflow_failing_while_registering_registers_nothing_and_the_next_run_rec
     assert dvc_md5_paths(project, project.name) <= set(s3.keys(prefix=f"{project.name}/"))
 
 
+def test_a_lost_answer_to_creating_the_experiment_is_not_a_failure(
+    tmp_path, s3, mlflow_server, proxy
+):
+    """MLflow creates the experiment but its answer is lost: the client's retry then hears
+    RESOURCE_ALREADY_EXISTS, as a job racing another to create it does (seen in CI)."""
+    project = team_project(tmp_path, "Lost Answer", s3, proxy.url)
+    proxy.fail(
+        503,
+        when=lambda method, path: method == "POST" and "/experiments/create" in path,
+        times=1,
+        forwarded=True,
+    )
+    repro(project, **CLIENT_AWS)
+    assert proxy.failed == ["POST /api/2.0/mlflow/experiments/create"]
+    assert mlflow_server.client().get_experiment_by_name("lost_answer") is not None
+
+
 def test_mlflow_unreachable_during_the_gate_fails_fast_and_closed(
     tmp_path, s3, mlflow_server, proxy
 ):

@@ -112,10 +112,23 @@ def _text_columns(db: Any) -> list[tuple[str, str]]:
 
 
 def experiment_id(mlflow_client: Any, settings: Settings, name: str) -> str:
+    """The experiment's id, created on first use.
+
+    Jobs running side by side (candidates, evaluation, search) may all find it missing; the
+    one that loses the race to create it reads the winner's instead of failing.
+    """
+    from mlflow.exceptions import MlflowException
+
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return mlflow_client.create_experiment(name, artifact_location=settings.artifact_location)
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=settings.artifact_location)
+    except MlflowException as exc:
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS" or experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def version_by_alias(mlflow_client: Any, model: str, alias: str) -> Any | None:
