@@ -35,11 +35,17 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def team_environment() -> dict[str, str]:
+    """The variables that override team settings, as digests (some hold credentials in URLs).
+    Read before the run: MLflow's client exports MLFLOW_TRACKING_URI into the process."""
+    variables = sorted({v for names in TEAM_KEYS.values() for v in names} | {"SAIL_RUNTIME"})
+    return {v: _digest(os.environ[v].encode()) for v in variables if v in os.environ}
+
+
 def fingerprint(
-    paths: ProjectPaths, params: Params, key: SignKey, container: bool
+    paths: ProjectPaths, params: Params, key: SignKey, container: bool, env: dict[str, str]
 ) -> dict[str, Any]:
-    """What a finished run's outcome depends on besides the DVC stages' own inputs. Environment
-    values are kept as digests: some may be credentials in URLs."""
+    """What a finished run's outcome depends on besides the DVC stages' own inputs."""
     watched = [
         *WATCHED,
         f"{params.raw_data}.dvc",
@@ -49,8 +55,6 @@ def fingerprint(
     for name in watched:
         path = paths.root / name
         files[name] = _digest(path.read_bytes()) if path.is_file() else None
-    variables = sorted({v for names in TEAM_KEYS.values() for v in names} | {"SAIL_RUNTIME"})
-    env = {v: _digest(os.environ[v].encode()) for v in variables if v in os.environ}
     return {
         "version": __version__,
         "container": container,
@@ -84,7 +88,8 @@ def run(
     container: bool = False,
     force: bool = False,
 ) -> dict[str, Any]:
-    before = fingerprint(paths, params, key, container)
+    env = team_environment()
+    before = fingerprint(paths, params, key, container, env)
     last = None if force else unchanged(paths, before)
     if last is not None:
         say(
@@ -132,7 +137,7 @@ def run(
         "metric step"
     )
     record = {
-        "fingerprint": fingerprint(paths, params, key, container),
+        "fingerprint": fingerprint(paths, params, key, container, env),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "registered_version": verdict["registered_version"],
     }
