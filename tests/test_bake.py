@@ -517,6 +517,7 @@ def test_template_hooks_render_without_leftover_syntax():
             assert expression.strip().startswith("cookiecutter"), (hook.name, expression)
 
 
+@pytest.mark.slow
 def test_cruft_updates_a_project_baked_from_the_template_folder_of_a_tagged_clone(
     tmp_path, monkeypatch
 ):

@@ -17,6 +17,8 @@ import yaml
 
 from conftest import ROOT, TEST_VERIFY_KEY, bake, dvc, ok, sail
 
+pytestmark = pytest.mark.slow  # a promoted project with its split in a DVC remote
+
 FEATURE = "mean_radius"  # a feature of the default project, shifted to make traffic drift
 
 

@@ -448,6 +448,7 @@ def mermaid_blocks(text: str) -> list[str]:
     return re.findall(r"```mermaid\n(.*?)```", text, flags=re.S)
 
 
+@pytest.mark.slow
 def test_the_comment_draws_the_roc_curve_and_the_champions_as_mermaid_that_parses(
     project_copy, github, mermaid
 ):
@@ -470,6 +471,7 @@ def test_the_comment_draws_the_roc_curve_and_the_champions_as_mermaid_that_parse
     assert mermaid.error(blocks[0].replace("0 --> 1", "0 -> 1", 1)) is not None
 
 
+@pytest.mark.slow
 def test_residuals_by_bucket_parse_and_match_the_test_split(regression_copy, mermaid):
     import numpy as np
 
