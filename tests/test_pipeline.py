@@ -206,9 +206,13 @@ def test_bad_data_stops_the_pipeline_naming_column_and_value(project_copy):
 def test_worse_models_are_stopped_and_leave_champion_and_remote_untouched(tmp_path):
     project = bake(tmp_path, project_name="Gatekeeper")
     ok(sail(project, "run"))
-    # idempotent: DVC skips every stage, the gate reuses the version
+    # nothing changed: the run is skipped whole; forced, DVC skips every stage and the gate
+    # reuses the version
     again = ok(sail(project, "run"))
-    assert "Stage 'train' didn't change, skipping" in again.stdout + again.stderr
+    assert "nothing changed since the last successful run" in again.stdout
+    forced = ok(sail(project, "run", "--force"))
+    assert "Stage 'train' didn't change, skipping" in forced.stdout + forced.stderr
+    assert "registered as gatekeeper v1" in forced.stdout
     ok(sail(project, "promote"))
     client = registry(project)
     assert str(client.get_model_version_by_alias("gatekeeper", "champion").version) == "1"
@@ -349,3 +353,33 @@ def test_sudden_shift_against_the_shipped_profile_stops_validation(project_copy)
     assert result.returncode == 1 and "mean_texture: mean moved" in result.stderr
     assert "reference maximum" not in result.stderr
     assert json.loads((project_copy / "reports" / "validation.json").read_text())["passed"] is False
+
+
+def test_a_run_with_nothing_changed_is_skipped_and_any_change_runs_it(project_copy):
+    """The skip must never hide a change: each input the outcome depends on runs it again."""
+    stamp = project_copy / ".sail" / "last-run.json"
+    gate_file = project_copy / "reports" / "gate.json"
+    judged = gate_file.read_bytes()
+    skipped = ok(sail(project_copy, "run"))
+    assert "nothing changed since the last successful run" in skipped.stdout
+    assert "sail_model v1 stands" in skipped.stdout and "== gate" not in skipped.stdout
+    assert gate_file.read_bytes() == judged and stamp.is_file()
+
+    def runs(**env: str) -> None:
+        result = ok(sail(project_copy, "run", **env))
+        assert "== gate" in result.stdout and "smoke test passed" in result.stdout, result.stdout
+        assert "nothing changed" in ok(sail(project_copy, "run", **env)).stdout
+
+    params = project_copy / "params.yaml"
+    params.write_text(params.read_text().replace("tolerance: 0.01", "tolerance: 0.02"))
+    runs()  # a gate setting
+    runs(SAIL_RETRY_ATTEMPTS="2")  # a team setting from the environment
+    accepted = project_copy / "models" / "accepted" / "holdout.json"
+    accepted.write_text(accepted.read_text() + " ")
+    runs()  # a pushed output edited by hand: dvc status sees it, the run rebuilds it
+    assert "smoke test passed" in ok(sail(project_copy, "run", "--force")).stdout
+
+    # A run that fails leaves no record: the next one runs in full.
+    failed = sail(project_copy, "run", MLFLOW_TRACKING_URI="http://127.0.0.1:9")
+    assert failed.returncode == 1 and not stamp.exists()
+    runs()

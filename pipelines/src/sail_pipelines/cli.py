@@ -300,6 +300,7 @@ def cmd_run(args):
         key,
         say=lambda line: print(line, flush=True),
         container=args.container,
+        force=args.force,
     )
 
 
@@ -543,14 +544,20 @@ def parser() -> argparse.ArgumentParser:
         cmd_doctor,
         "check every configured service (MLflow, S3, DVC remote, registry, Docker, signing key)",
     )
-    add(
+    run = add(
         "run",
         cmd_run,
         "the whole pipeline: validate, split, train, evaluate, gate, push, smoke test",
-    ).add_argument(
+    )
+    run.add_argument(
         "--container",
         action="store_true",
         help="train and evaluate in containers, then package and smoke-test the image",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="gate, push and smoke-test even when nothing changed since the last successful run",
     )
     return top
 

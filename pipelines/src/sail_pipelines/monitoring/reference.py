@@ -35,7 +35,7 @@ def champion_bundle(params: Params, settings: Settings, key: VerifyKey) -> Loade
         try:
             return mlflow_model.download_bundle(client, version.run_id, key)
         except BundleRejected as exc:
-            raise SailError(f"the champion {model} v{version.version} is refused: {exc}") from None
+            raise SailError(f"the champion {model} v{version.version} is refused: {exc}") from exc
 
 
 def training_split(
