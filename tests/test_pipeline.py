@@ -355,6 +355,7 @@ def test_sudden_shift_against_the_shipped_profile_stops_validation(project_copy)
     assert json.loads((project_copy / "reports" / "validation.json").read_text())["passed"] is False
 
 
+@pytest.mark.slow  # one sail run per watched input: minutes
 def test_a_run_with_nothing_changed_is_skipped_and_any_change_runs_it(project_copy):
     """The skip must never hide a change: each input the outcome depends on runs it again."""
     stamp = project_copy / ".sail" / "last-run.json"
