@@ -25,13 +25,18 @@ FEATURE = "mean_radius"  # a feature of the default project, shifted to make tra
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory) -> Path:
     """A default project trained at a commit whose dvc.lock names its split (pushed to the
-    project's DVC remote), after `sail run` and `sail promote`: v1 is the champion."""
+    project's DVC remote by `sail run`), after `sail run` and `sail promote`: v1 is the
+    champion."""
     project = bake(tmp_path_factory.mktemp("champion"))
     dvc(project, "repro", "split")
     subprocess.run(["git", "add", "dvc.lock"], cwd=project, check=True)
     subprocess.run(["git", "commit", "-qm", "the split"], cwd=project, check=True)
-    dvc(project, "push", "data/split/train.csv")
-    ok(sail(project, "run"))
+    run = sail(project, "run")  # its push sends the split along with the data and the bundle
+    ok(run)
+    assert (
+        "data/split/train.csv"
+        in [line for line in (run.stdout + run.stderr).splitlines() if "pushed " in line][-1]
+    )
     ok(sail(project, "promote"))
     return project
 

@@ -1,5 +1,8 @@
 """`sail push`: send the accepted bundle and the data it was trained on to the DVC remote.
 
+The data is the raw data and, when dvc.lock records it, the training split: monitoring the
+champion later (`sail monitor --champion`) reads that split at the champion's commit.
+
 Only a bundle the gate passed is pushed: the gate report and the bundle on disk must agree.
 A team remote (dvc.remote_url in infrastructure.yaml or SAIL_DVC_REMOTE_URL) is written to
 .dvc/config.local, never the committed .dvc/config, and holds no credentials: DVC reads those
@@ -12,6 +15,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Any, Callable
+
+import yaml
 
 from sail_pipelines.config import Params, ProjectPaths, RetryPolicy, Settings
 from sail_pipelines.errors import SailError
@@ -89,6 +94,18 @@ def push_with_retries(
         ) from exc
 
 
+def made_here(paths: ProjectPaths, output: Path) -> list[str]:
+    """`output` as a push target when a stage made it in this checkout (dvc.lock records it and
+    it is on disk, so in DVC's cache), else nothing: a CI job handed only the bundle skips it."""
+    lock = paths.root / "dvc.lock"
+    if not (lock.is_file() and output.is_file()):
+        return []
+    where = str(output.relative_to(paths.root))
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    outs = [out.get("path") for stage in stages.values() for out in stage.get("outs", [])]
+    return [where] if where in outs else []
+
+
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -103,18 +120,20 @@ def run(
         remote = ["--remote", TEAM_REMOTE]
     accepted = str(paths.accepted_dir.relative_to(paths.root))
     dvc(paths.root, "add", "--quiet", accepted)
-    targets = [f"{params.raw_data}.dvc", f"{accepted}.dvc"]
-    missing = [t for t in targets if not (paths.root / t).is_file()]
+    tracked = [f"{params.raw_data}.dvc", f"{accepted}.dvc"]
+    missing = [t for t in tracked if not (paths.root / t).is_file()]
     if missing:
         raise SailError(f"not tracked by DVC: {', '.join(missing)} (run `dvc add` on the data)")
+    made = made_here(paths, paths.train_csv)
     where = settings.dvc_remote_url or "the default DVC remote"
     # DVC's s3fs takes the team identity (a role's temporary credentials, the profile) from its
     # environment.
-    push_with_retries(
-        paths.root, [*remote, *targets], where, settings.retry, aws.environment(settings.aws), say
-    )
+    env = aws.environment(settings.aws)
+    # Two calls: DVC 3.67 silently skips some targets when .dvc files and stage outputs are mixed.
+    for targets in [group for group in (tracked, made) if group]:
+        push_with_retries(paths.root, [*remote, *targets], where, settings.retry, env, say)
     return {
-        "pushed": targets,
+        "pushed": tracked + made,
         "bundle_id": gate["accepted_bundle_id"],
         "remote": TEAM_REMOTE if remote else "default",
     }
