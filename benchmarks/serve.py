@@ -78,25 +78,7 @@ def process(command: list[str], ready_path: str, port: int) -> Iterator[tuple[st
 def mlflow_server(workers: int) -> contextlib.AbstractContextManager:
     port = smoke.free_port()
     return process(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            f"models:/{MODEL}@candidate",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-w",
-            str(workers),
-        ],
-        "/ping",
-        port,
+        mlflow_model.serve_command(f"models:/{MODEL}@candidate", port, workers), "/ping", port
     )
 
 
