@@ -1,5 +1,6 @@
 """What the benchmarks share: the real `sail` (and docker/prepare-machine) in a child process,
-as a user runs them; a failure stops the benchmark with the end of its stderr."""
+as a user runs them, a failure stopping the benchmark with the end of its stderr; and the size
+of an image."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,3 +36,17 @@ def prepare_machine() -> str:
     if result.returncode != 0:
         sys.exit(f"docker/prepare-machine failed:\n{result.stderr[-2000:]}")
     return result.stdout.strip().splitlines()[-1].partition("=")[2]
+
+
+def image_megabytes(client: Any, ref: str) -> tuple[float, float]:
+    """Uncompressed size (what `docker images` shows) and gzip'd `docker save` (about what a
+    registry stores)."""
+    size = client.images.get(ref).attrs["Size"] / 1e6
+    saved = subprocess.run(
+        f"docker save {ref} | gzip -1 | wc -c",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return size, int(saved.stdout) / 1e6

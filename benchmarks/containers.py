@@ -21,7 +21,7 @@ from pathlib import Path
 import docker
 from cookiecutter.main import cookiecutter
 
-from _common import ROOT, prepare_machine, sail
+from _common import ROOT, image_megabytes, prepare_machine, sail
 from sail_pipelines.inference import smoke
 from sail_pipelines.integrity import signing
 
@@ -30,20 +30,6 @@ KEY = signing.generate().text()  # a fresh pair; the image verifies with its pub
 
 def git(project: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
-
-
-def megabytes(client: docker.DockerClient, ref: str) -> tuple[float, float]:
-    """Uncompressed size (what `docker images` shows) and gzip'd `docker save` (about what a
-    registry stores)."""
-    size = client.images.get(ref).attrs["Size"] / 1e6
-    saved = subprocess.run(
-        f"docker save {ref} | gzip -1 | wc -c",
-        shell=True,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return size, int(saved.stdout) / 1e6
 
 
 def main() -> None:
@@ -90,7 +76,9 @@ def main() -> None:
             ("metric", images["metric"]),
             ("inference", inference),
         ):
-            figures[f"{side}_image_mb"], figures[f"{side}_image_gzip_mb"] = megabytes(client, ref)
+            figures[f"{side}_image_mb"], figures[f"{side}_image_gzip_mb"] = image_megabytes(
+                client, ref
+            )
 
         starts = []
         for _ in range(args.runs):

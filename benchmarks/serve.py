@@ -32,7 +32,7 @@ import pandas as pd
 import requests
 from cookiecutter.main import cookiecutter
 
-from _common import ROOT, prepare_machine, sail
+from _common import ROOT, image_megabytes, prepare_machine, sail
 from sail_pipelines.inference import smoke
 from sail_pipelines.integrations import mlflow_model
 from sail_pipelines.integrity import signing
@@ -275,17 +275,10 @@ def image_figures(
     sail(project, "package")
     package = json.loads((project / "reports" / "package.json").read_text())
     image = package["image"]
-    size = docker.from_env().images.get(image).attrs["Size"] / 1e6
-    gz = subprocess.run(
-        f"docker save {image} | gzip -1 | wc -c",
-        shell=True,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    size, gzipped = image_megabytes(docker.from_env(), image)
     print(
         f"\ninference image {image} (runtime {package['runtime']}): {size:.0f} MB, "
-        f"{int(gz.stdout) / 1e6:.0f} MB gzip'd"
+        f"{gzipped:.0f} MB gzip'd"
     )
     env = {k: os.environ[k] for k in ("SAIL_SIGNING_KEY", "SAIL_ALLOW_DEV_KEY") if k in os.environ}
     seconds = []
