@@ -14,31 +14,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from cookiecutter.main import cookiecutter
 
+from _common import ROOT, sail
 from sail_pipelines.integrity import signing
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = signing.generate().text()  # a fresh Ed25519 pair for this run
-
-
-def sail(project: Path, *args: str) -> float:
-    """Run one sail command in a child process; its wall time (stop on failure)."""
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "SAIL_SIGNING_KEY": KEY},
-    )
-    if result.returncode != 0:
-        sys.exit(f"sail {' '.join(args)} failed:\n{result.stderr[-2000:]}")
-    return time.monotonic() - started
+ENV = {**os.environ, "SAIL_SIGNING_KEY": KEY}
 
 
 def measured(command: list[str]) -> tuple[float, float]:
@@ -53,7 +39,7 @@ def measured(command: list[str]) -> tuple[float, float]:
         [sys.executable, "-c", wrapper, *command],
         capture_output=True,
         text=True,
-        env={**os.environ, "SAIL_SIGNING_KEY": KEY},
+        env=ENV,
     )
     if result.returncode != 0:
         sys.exit(f"{' '.join(command[3:])} failed:\n{result.stderr[-2000:]}")
@@ -70,7 +56,7 @@ def main() -> None:
         project = Path(
             cookiecutter(str(ROOT / "cookiecutter-sail"), no_input=True, output_dir=str(work))
         )
-        sail(project, "run")
+        sail(project, "run", env=ENV)
         data = pd.read_csv(project / "data" / "raw" / "data.csv").drop(columns=["target"])
         rng = np.random.default_rng(0)
         big = data.sample(args.rows, replace=True, random_state=0).reset_index(drop=True)

@@ -15,60 +15,21 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import docker
 from cookiecutter.main import cookiecutter
 
+from _common import ROOT, image_megabytes, prepare_machine, sail
 from sail_pipelines.inference import smoke
 from sail_pipelines.integrity import signing
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = signing.generate().text()  # a fresh pair; the image verifies with its public half, baked in
-
-
-def sail(project: Path, *args: str) -> tuple[float, str]:
-    """Run one sail command; return its wall time and stdout (stop on failure)."""
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-    )
-    if result.returncode != 0:
-        sys.exit(f"sail {' '.join(args)} failed:\n{result.stderr[-2000:]}")
-    return time.monotonic() - started, result.stdout
 
 
 def git(project: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
-
-
-def prepare() -> str:
-    result = subprocess.run(
-        [str(ROOT / "docker" / "prepare-machine")], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        sys.exit(f"docker/prepare-machine failed:\n{result.stderr[-2000:]}")
-    return result.stdout.strip().splitlines()[-1].partition("=")[2]
-
-
-def megabytes(client: docker.DockerClient, ref: str) -> tuple[float, float]:
-    """Uncompressed size (what `docker images` shows) and gzip'd `docker save` (about what a
-    registry stores)."""
-    size = client.images.get(ref).attrs["Size"] / 1e6
-    saved = subprocess.run(
-        f"docker save {ref} | gzip -1 | wc -c",
-        shell=True,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return size, int(saved.stdout) / 1e6
 
 
 def main() -> None:
@@ -76,7 +37,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="cold starts to time")
     args = parser.parse_args()
     os.environ.update(
-        SAIL_BASE_IMAGE=prepare(),
+        SAIL_BASE_IMAGE=prepare_machine(),
         SAIL_SIGNING_KEY=KEY,
         GIT_AUTHOR_NAME="bench",
         GIT_AUTHOR_EMAIL="bench@example.invalid",
@@ -115,7 +76,9 @@ def main() -> None:
             ("metric", images["metric"]),
             ("inference", inference),
         ):
-            figures[f"{side}_image_mb"], figures[f"{side}_image_gzip_mb"] = megabytes(client, ref)
+            figures[f"{side}_image_mb"], figures[f"{side}_image_gzip_mb"] = image_megabytes(
+                client, ref
+            )
 
         starts = []
         for _ in range(args.runs):

@@ -19,8 +19,6 @@ import argparse
 import dataclasses
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any, Callable
 
 from cookiecutter.main import cookiecutter
 
+from _common import ROOT, sail
 from sail_pipelines.config import ProjectPaths, Settings, load_params
 from sail_pipelines.contract.data import read_csv
 from sail_pipelines.evaluation import card, gate, slices
@@ -38,19 +37,7 @@ from sail_pipelines.integrations import tracking
 from sail_pipelines.integrity import signing
 from sail_pipelines.integrity.bundle import load_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = signing.generate().text()  # a fresh Ed25519 pair for this run
-
-
-def sail(project: Path, *args: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-    )
-    if result.returncode != 0:
-        sys.exit(f"sail {' '.join(args)} failed:\n{result.stderr[-2000:]}")
 
 
 def median_seconds(work: Callable[[], Any], runs: int) -> tuple[float, Any]:

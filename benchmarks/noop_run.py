@@ -13,30 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from cookiecutter.main import cookiecutter
 
+from _common import ROOT, sail
 from sail_pipelines.integrity import signing
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def timed_run(project: Path, env: dict[str, str], *args: str) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), "run", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    if result.returncode != 0:
-        sys.exit(f"sail run {' '.join(args)} failed:\n{result.stderr[-2000:]}")
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -49,9 +32,9 @@ def main() -> None:
         project = Path(
             cookiecutter(str(ROOT / "cookiecutter-sail"), no_input=True, output_dir=scratch)
         )
-        full = timed_run(project, env)
-        skipped = [timed_run(project, env) for _ in range(args.runs)]
-        forced = timed_run(project, env, "--force")
+        full = sail(project, "run", env=env)[0]
+        skipped = [sail(project, "run", env=env)[0] for _ in range(args.runs)]
+        forced = sail(project, "run", "--force", env=env)[0]
     print(f"first run (train, evaluate, gate, push, smoke test): {full:.1f} s")
     print(
         f"no-op run, median of {args.runs}: {statistics.median(skipped):.2f} s "

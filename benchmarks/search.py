@@ -15,37 +15,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 from cookiecutter.main import cookiecutter
 
+from _common import ROOT, sail
 from sail_pipelines.config import ProjectPaths, load_params
 from sail_pipelines.contract.data import read_csv
 from sail_pipelines.evaluation.evaluate import score
 from sail_pipelines.integrity import signing
 from sail_pipelines.integrity.bundle import load_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = signing.generate().text()  # a fresh Ed25519 pair for this run
-
-
-def sail(project: Path, *args: str) -> float:
-    """Run one sail command; return its wall time (stop on failure)."""
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "SAIL_SIGNING_KEY": KEY},
-    )
-    if result.returncode != 0:
-        sys.exit(f"sail {' '.join(args)} failed:\n{result.stderr[-2000:]}")
-    return time.monotonic() - started
+ENV = {**os.environ, "SAIL_SIGNING_KEY": KEY}
 
 
 def shown(params: dict) -> str:
@@ -66,7 +50,7 @@ def measure(project: Path, name: str, runs: int) -> dict:
     primary = params.gate.primary_metric
     searched_walls, search_seconds = [], []
     for _ in range(runs):
-        searched_walls.append(sail(project, "train", "--candidate", name))
+        searched_walls.append(sail(project, "train", "--candidate", name, env=ENV)[0])
         bundle = load_bundle(
             project / "models" / "candidates" / name, signing.private_key(KEY, "test")
         )
@@ -76,7 +60,7 @@ def measure(project: Path, name: str, runs: int) -> dict:
     raw = yaml.safe_load((project / "params.yaml").read_text())
     next(c for c in raw["candidates"] if c["name"] == name).pop("search")
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
-    fixed_walls = [sail(project, "train", "--candidate", name) for _ in range(runs)]
+    fixed_walls = [sail(project, "train", "--candidate", name, env=ENV)[0] for _ in range(runs)]
     fixed = scored_on_test(project, name, primary)
     fixed_cv = next(t["score"] for t in summary["history"] if t["number"] == 0)  # trial 0 = fixed
     return {
@@ -111,8 +95,8 @@ def main() -> None:
                     extra_context={"task": task},
                 )
             )
-            sail(project, "validate")
-            sail(project, "split")
+            sail(project, "validate", env=ENV)
+            sail(project, "split", env=ENV)
             for candidate in load_params(ProjectPaths(project)).candidates:
                 if candidate.search is not None:
                     rows.append({"task": task, **measure(project, candidate.name, args.runs)})

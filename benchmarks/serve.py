@@ -32,27 +32,15 @@ import pandas as pd
 import requests
 from cookiecutter.main import cookiecutter
 
+from _common import ROOT, image_megabytes, prepare_machine, sail
 from sail_pipelines.inference import smoke
 from sail_pipelines.integrations import mlflow_model
 from sail_pipelines.integrity import signing
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = signing.generate().text()  # a fresh Ed25519 pair for this run
 MODEL = "sail_model"
 CONNECTIONS = 8
 COLD_STARTS = 5
-
-
-def run(project: Path, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "sail_pipelines.cli", "--project", str(project), *args],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-    )
-    if result.returncode != 0:
-        sys.exit(f"sail {' '.join(args)} failed:\n{result.stderr[-2000:]}")
-    return result.stdout
 
 
 def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 120) -> float:
@@ -90,25 +78,7 @@ def process(command: list[str], ready_path: str, port: int) -> Iterator[tuple[st
 def mlflow_server(workers: int) -> contextlib.AbstractContextManager:
     port = smoke.free_port()
     return process(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            f"models:/{MODEL}@candidate",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-w",
-            str(workers),
-        ],
-        "/ping",
-        port,
+        mlflow_model.serve_command(f"models:/{MODEL}@candidate", port, workers), "/ping", port
     )
 
 
@@ -228,7 +198,7 @@ def main() -> None:
         )
         if not args.project:
             print("sail run (generated project) ...", flush=True)
-            run(project, "run")
+            sail(project, "run")
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / '.mlflow' / 'mlflow.db'}"
         import mlflow.artifacts
 
@@ -301,26 +271,14 @@ def image_figures(
     """Package the inference image (compiled path when the model converts) and serve from it."""
     import docker
 
-    prepared = subprocess.run(
-        [str(ROOT / "docker" / "prepare-machine")], capture_output=True, text=True
-    )
-    if prepared.returncode != 0:
-        sys.exit(f"docker/prepare-machine failed:\n{prepared.stderr[-2000:]}")
-    os.environ["SAIL_BASE_IMAGE"] = prepared.stdout.strip().splitlines()[-1].partition("=")[2]
-    run(project, "package")
+    os.environ["SAIL_BASE_IMAGE"] = prepare_machine()
+    sail(project, "package")
     package = json.loads((project / "reports" / "package.json").read_text())
     image = package["image"]
-    size = docker.from_env().images.get(image).attrs["Size"] / 1e6
-    gz = subprocess.run(
-        f"docker save {image} | gzip -1 | wc -c",
-        shell=True,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    size, gzipped = image_megabytes(docker.from_env(), image)
     print(
         f"\ninference image {image} (runtime {package['runtime']}): {size:.0f} MB, "
-        f"{int(gz.stdout) / 1e6:.0f} MB gzip'd"
+        f"{gzipped:.0f} MB gzip'd"
     )
     env = {k: os.environ[k] for k in ("SAIL_SIGNING_KEY", "SAIL_ALLOW_DEV_KEY") if k in os.environ}
     seconds = []

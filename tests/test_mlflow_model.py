@@ -8,7 +8,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 
 import mlflow
 import pandas as pd
@@ -21,6 +20,7 @@ from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 from conftest import TEST_KEY, TEST_VERIFY_KEY
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference.smoke import free_port, local_server
+from sail_pipelines.integrations import mlflow_model
 from sail_pipelines.integrity import signing
 
 MODEL = "sail_model"
@@ -104,23 +104,7 @@ def test_mlflow_models_serve_answers_like_sail_serve(pipeline_project, tracking)
     MLflow's scoring client the same answer, byte for byte."""
     port = free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            f"models:/{MODEL}@candidate",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-w",
-            "1",
-        ],
+        mlflow_model.serve_command(f"models:/{MODEL}@candidate", port, workers=1),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -14,11 +14,10 @@ import pandas as pd
 import pytest
 import tritonclient.http as triton
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
-from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tritonclient.utils import InferenceServerException
 
+import try_bundle
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.inference import onnx
 from sail_pipelines.inference.smoke import local_server
@@ -46,24 +45,11 @@ SCHEMA = Schema(
 MODEL_NAME, VERSION = "churn", "3"
 
 
-def _frame(rows: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(rng.normal(size=(rows, 2)), columns=["x1", "x2"])
-    frame["n"] = rng.integers(0, 5, size=rows)
-    frame["color"] = rng.choice(["a", "b"], size=rows)
-    return frame
-
-
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory) -> Path:
-    frame = _frame(120, 3)
+    frame = try_bundle.frame(120, 3)
     label = ((frame.x1 - frame.x2 + frame.n / 4 + (frame.color == "a")) > 0.8).astype(int)
-    transformer = ColumnTransformer(
-        [
-            ("numbers", StandardScaler(), ["x1", "x2", "n"]),
-            ("color", OneHotEncoder(handle_unknown="ignore"), ["color"]),
-        ]
-    ).fit(frame)
+    transformer = try_bundle.transformer(frame)
     model = LogisticRegression().fit(transformer.transform(frame), label)
     metadata = {
         "task": "classification",
@@ -103,7 +89,7 @@ def test_mlflow_scoring_client(server, bundle_dir):
     client = ScoringServerClient("127.0.0.1", _port(server))
     client.wait_server_ready(timeout=10)
     assert client.get_version()
-    rows = _frame(7, 11)
+    rows = try_bundle.frame(7, 11)
     expected = load_bundle(bundle_dir, KEY).predict(_columns(rows))[0].tolist()
     response = client.invoke(rows)  # as dataframe_split
     assert response.get_predictions(predictions_format="ndarray").tolist() == expected
@@ -112,7 +98,7 @@ def test_mlflow_scoring_client(server, bundle_dir):
 def test_mlflow_formats_all_answer_alike(server):
     import requests
 
-    rows = _frame(4, 12)
+    rows = try_bundle.frame(4, 12)
     records = json.loads(rows.to_json(orient="records"))
     bodies = {
         "dataframe_split": json.loads(rows.to_json(orient="split", index=False)),
@@ -166,7 +152,7 @@ def test_open_inference_protocol_with_tritonclient(server, bundle_dir):
             ("n", "INT64"),
             ("color", "BYTES"),
         ]
-        rows = _frame(9, 13)
+        rows = try_bundle.frame(9, 13)
         expected, probabilities = load_bundle(bundle_dir, KEY).predict(_columns(rows))
         outputs = [
             triton.InferRequestedOutput(n, binary_data=False) for n in ("predict", "predict_proba")

@@ -1,5 +1,6 @@
 """A small signed bundle as the gate accepts one (registry entry, gate metrics, training profile,
-holdout.json), served compiled: what the try-it page, /openapi.json and /docs are tested on."""
+holdout.json), served compiled: what the try-it page, /openapi.json and /docs are tested on.
+test_protocols.py builds its plainer bundle from the same frame() and transformer()."""
 
 from __future__ import annotations
 
@@ -46,6 +47,16 @@ def frame(rows: int, seed: int) -> pd.DataFrame:
     return data
 
 
+def transformer(train: pd.DataFrame) -> ColumnTransformer:
+    """Scaled numbers and a one-hot colour, fitted on the training rows."""
+    return ColumnTransformer(
+        [
+            ("numbers", StandardScaler(), ["x1", "x2", "n"]),
+            ("color", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+        ]
+    ).fit(train)
+
+
 def build(dest: Path, task: str = "classification", runtime: str = "onnx") -> Path:
     """A classifier of 'no'/'yes', or (task="regression") a Ridge with test rmse and mae;
     served by ONNX Runtime, or by scikit-learn (runtime="sklearn")."""
@@ -53,14 +64,9 @@ def build(dest: Path, task: str = "classification", runtime: str = "onnx") -> Pa
     train = frame(150, 3)
     score = train.x1 - train.x2 + train.n / 4 + (train.color == "a")
     target = np.where(score > 0.8, "yes", "no") if classification else score * 10
-    transformer = ColumnTransformer(
-        [
-            ("numbers", StandardScaler(), ["x1", "x2", "n"]),
-            ("color", OneHotEncoder(handle_unknown="ignore"), ["color"]),
-        ]
-    ).fit(train)
+    fitted = transformer(train)
     model = (LogisticRegression() if classification else Ridge()).fit(
-        transformer.transform(train), target
+        fitted.transform(train), target
     )
     profile = {
         c: {
@@ -104,12 +110,12 @@ def build(dest: Path, task: str = "classification", runtime: str = "onnx") -> Pa
     }
     files = {
         MODEL: dump_object(model),
-        TRANSFORMER: dump_object(transformer),
-        ONNX_MODEL: onnx.convert(transformer, model, schema, classification=classification),
+        TRANSFORMER: dump_object(fitted),
+        ONNX_MODEL: onnx.convert(fitted, model, schema, classification=classification),
         HOLDOUT: json.dumps(
             {
                 "records": records,
-                "predictions": model.predict(transformer.transform(holdout)).tolist(),
+                "predictions": model.predict(fitted.transform(holdout)).tolist(),
             }
         ).encode(),
     }

@@ -7,6 +7,7 @@ where each row stands in the file, so a message can say "line 12" for the twelft
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,27 +24,11 @@ def kind(path: Path) -> str:
     return "parquet" if path.suffix.lower() in PARQUET else "csv"
 
 
-def _unreadable(path: Path, exc: Exception) -> SailError:
-    return SailError(
-        f"{path} is not a readable {kind(path).upper()} file: "
-        f"{(str(exc).splitlines() or [type(exc).__name__])[0]}"
-    )
-
-
-def _numbered(frame: pd.DataFrame, first: int, unit: str) -> pd.DataFrame:
-    frame.index = pd.RangeIndex(first, first + len(frame), name=unit)
-    return frame
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """A CSV or Parquet file as a frame indexed by file line (CSV) or 1-based row (Parquet)."""
-    if not path.is_file():
-        raise SailError(f"no data file at {path}")
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """A missing pyarrow, or a file pandas cannot read, becomes one line naming the file."""
     try:
-        if kind(path) == "csv":
-            frame = _numbered(pd.read_csv(path), 2, "line")
-        else:
-            frame = _numbered(pd.read_parquet(path), 1, "row")
+        yield
     except ImportError as exc:
         raise SailError(
             f"reading Parquet needs pyarrow ({exc.name} is missing): pip install pyarrow"
@@ -55,7 +40,26 @@ def read_table(path: Path) -> pd.DataFrame:
         pd.errors.EmptyDataError,
         UnicodeDecodeError,
     ) as exc:
-        raise _unreadable(path, exc) from exc
+        raise SailError(
+            f"{path} is not a readable {kind(path).upper()} file: "
+            f"{(str(exc).splitlines() or [type(exc).__name__])[0]}"
+        ) from exc
+
+
+def _numbered(frame: pd.DataFrame, first: int, unit: str) -> pd.DataFrame:
+    frame.index = pd.RangeIndex(first, first + len(frame), name=unit)
+    return frame
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV or Parquet file as a frame indexed by file line (CSV) or 1-based row (Parquet)."""
+    if not path.is_file():
+        raise SailError(f"no data file at {path}")
+    with _reading(path):
+        if kind(path) == "csv":
+            frame = _numbered(pd.read_csv(path), 2, "line")
+        else:
+            frame = _numbered(pd.read_parquet(path), 1, "row")
     if frame.empty:
         raise SailError(f"{path} has no rows")
     return frame
@@ -68,7 +72,7 @@ def iter_table(path: Path, rows: int) -> Iterator[pd.DataFrame]:
         raise SailError(f"no data file at {path}")
     first = 2 if kind(path) == "csv" else 1
     unit = "line" if first == 2 else "row"
-    try:
+    with _reading(path):
         if kind(path) == "csv":
             chunks: Iterator[pd.DataFrame] = pd.read_csv(path, chunksize=rows)
         else:
@@ -80,18 +84,6 @@ def iter_table(path: Path, rows: int) -> Iterator[pd.DataFrame]:
         for chunk in chunks:
             yield _numbered(chunk, first + seen, unit)
             seen += len(chunk)
-    except ImportError as exc:
-        raise SailError(
-            f"reading Parquet needs pyarrow ({exc.name} is missing): pip install pyarrow"
-        ) from exc
-    except (
-        ValueError,
-        OSError,
-        pd.errors.ParserError,
-        pd.errors.EmptyDataError,
-        UnicodeDecodeError,
-    ) as exc:
-        raise _unreadable(path, exc) from exc
     if seen == 0:
         raise SailError(f"{path} has no rows")
 

@@ -29,9 +29,9 @@ from typing import Any, Iterator, Mapping
 from sail_pipelines.config import ProjectPaths
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import write_atomic
+from sail_pipelines.integrations.tracking import AUDIT_TAG_PREFIX, audit_tags
 from sail_pipelines.integrity.signing import Ed25519Signer, Ed25519Verifier
 
-TAG_PREFIX = "sail.audit."
 LOCK_SUFFIX = ".sail-lock"
 LEASE_FIELDS = {"owner", "host", "pid", "token", "since", "expires"}
 LEASE_SECONDS = 900.0  # longer than any promotion takes; a holder that died frees the lock after it
@@ -172,10 +172,8 @@ def _digest(record: Mapping[str, Any]) -> str:
 def history(client: Any, model: str, key: Ed25519Verifier) -> list[dict[str, Any]]:
     """The verified records, oldest first; a record edited, removed or re-signed stops
     everything."""
-    tags = client.get_registered_model(model).tags
-    numbered = sorted((k, v) for k, v in tags.items() if k.startswith(TAG_PREFIX))
     records: list[dict[str, Any]] = []
-    for position, (tag, text) in enumerate(numbered, start=1):
+    for position, (tag, text) in enumerate(audit_tags(client, model), start=1):
         where = f"audit record {tag} of {model}"
         try:
             record = json.loads(text)
@@ -187,7 +185,7 @@ def history(client: Any, model: str, key: Ed25519Verifier) -> list[dict[str, Any
         if (
             not isinstance(record, dict)
             or record.get("seq") != position
-            or tag != f"{TAG_PREFIX}{position:06d}"
+            or tag != f"{AUDIT_TAG_PREFIX}{position:06d}"
         ):
             raise SailError(
                 f"{where} is out of sequence (expected record {position}): the audit history was "
@@ -242,7 +240,7 @@ def append(
     }
     record["signature"] = key.sign(_canonical(record))
     client.set_registered_model_tag(
-        model, f"{TAG_PREFIX}{record['seq']:06d}", json.dumps(record, sort_keys=True)
+        model, f"{AUDIT_TAG_PREFIX}{record['seq']:06d}", json.dumps(record, sort_keys=True)
     )
     log = paths.reports / AUDIT_LOG
     before = log.read_text() if log.is_file() else ""

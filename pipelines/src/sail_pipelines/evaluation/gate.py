@@ -39,7 +39,6 @@ from sail_pipelines.config import (
     Threshold,
 )
 from sail_pipelines.contract.data import read_csv
-from sail_pipelines.delivery.audit import TAG_PREFIX as AUDIT_TAG_PREFIX
 from sail_pipelines.errors import GateFailed, SailError
 from sail_pipelines.evaluation import accept, card, slices
 from sail_pipelines.evaluation.bootstrap import Outputs
@@ -321,12 +320,7 @@ def champion_history(client: Any, model: str, metric: str, last: int = 10) -> li
     from mlflow.exceptions import MlflowException
 
     try:
-        tags = client.get_registered_model(model).tags
-        line = [
-            json.loads(text).get("to")
-            for tag, text in sorted(tags.items())
-            if tag.startswith(AUDIT_TAG_PREFIX)
-        ]
+        line = [json.loads(text).get("to") for _, text in tracking.audit_tags(client, model)]
         current = tracking.version_by_alias(client, model, tracking.CHAMPION)
         line = [str(v) for v in line if v] or ([str(current.version)] if current else [])
         history = []

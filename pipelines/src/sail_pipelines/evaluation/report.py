@@ -430,10 +430,23 @@ def _plots_section(reports: Reports, inline: bool, artifacts: str) -> list[str]:
     ]
 
 
-def _sections(
-    reports: Reports, params: Params, inline_plots: bool, artifacts: str
-) -> dict[str, str]:
-    """The Markdown pieces a report template places."""
+def _joined(pieces: dict[str, list[str]]) -> dict[str, str]:
+    return {name: "\n".join(lines).strip("\n") for name, lines in pieces.items()}
+
+
+def _placed(reports: Reports, inline_plots: bool, artifacts: str) -> dict[str, str]:
+    """The pieces that differ between reports/report.md (images shown, links relative to it)
+    and a comment or job summary (files listed, and where the artifacts keep them)."""
+    card_link = (
+        f"[{card.MARKDOWN}]({card.MARKDOWN})" if inline_plots else f"`reports/{card.MARKDOWN}`"
+    )
+    return _joined(
+        {"card_link": [card_link], "plots": _plots_section(reports, inline_plots, artifacts)}
+    )
+
+
+def _sections(reports: Reports, params: Params) -> dict[str, str]:
+    """The Markdown pieces a report template places, but for those _placed() adds."""
     gate = reports.gate
     model = params.gate.registered_model
     passed = gate["verdict"] == "pass"
@@ -453,9 +466,6 @@ def _sections(
     ]
     if not gate["rules"]:
         rules.append("| ✅ | (none) | no thresholds and no champion |")
-    card_link = (
-        f"[{card.MARKDOWN}]({card.MARKDOWN})" if inline_plots else f"`reports/{card.MARKDOWN}`"
-    )
     pieces = {
         "outcome": [outcome],
         "rules": rules,
@@ -463,15 +473,13 @@ def _sections(
         "confusion": _confusion_section(reports),
         "holdout": _holdout_section(gate),
         "slices": _slices_section(gate),
-        "card_link": [card_link],
         "card_artifact": [card.ARTIFACT],
         "candidates": _candidates_table(reports),
         "serving": _serving_section(reports),
         "search": _search_section(reports),
         "data": _data_section(reports),
-        "plots": _plots_section(reports, inline_plots, artifacts),
     }
-    return {name: "\n".join(lines).strip("\n") for name, lines in pieces.items()}
+    return _joined(pieces)
 
 
 def _charts(reports: Reports) -> dict[str, str]:
@@ -530,17 +538,12 @@ def _where(exc: jinja2.TemplateError, templates: Path | None) -> str:
     return f"{shown} line {line}" if line else shown
 
 
-def render(
-    reports: Reports,
-    params: Params,
-    inline_plots: bool,
-    artifacts: str,
-    templates: Path | None = None,
-) -> str:
-    """The whole report from report.md.j2 (the project's, else the package's). inline_plots:
-    image links relative to reports/report.md; else a list and where to find them."""
-    env = environment(templates)
-    context = {
+def contexts(
+    reports: Reports, params: Params, artifacts: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What report.md.j2 is given, for reports/report.md and then for the comment and job
+    summary: computed once, the two differ only in inline_plots and the pieces _placed() makes."""
+    shared = {
         "marker": marker(params),
         "model": params.gate.registered_model,
         "passed": reports.gate["verdict"] == "pass",
@@ -548,10 +551,23 @@ def render(
         "evaluation": reports.evaluation,
         "validation": reports.validation,
         "params": params,
-        "inline_plots": inline_plots,
-        "sections": _sections(reports, params, inline_plots, artifacts),
         "charts": _charts(reports),
     }
+    sections = _sections(reports, params)
+    local, remote = (
+        {
+            **shared,
+            "inline_plots": inline,
+            "sections": {**sections, **_placed(reports, inline, artifacts)},
+        }
+        for inline in (True, False)
+    )
+    return local, remote
+
+
+def render(env: jinja2.Environment, context: dict[str, Any], templates: Path | None) -> str:
+    """The whole report from report.md.j2 (the project's, else the package's); templates (the
+    project's folder) names the file in an error."""
     try:
         text = env.get_template(TEMPLATE).render(context)
     except jinja2.TemplateError as exc:
@@ -573,9 +589,9 @@ def run(
     artifacts = artifacts_location(env)
     try:
         templates = paths.root / TEMPLATES
-        local = render(reports, params, inline_plots=True, artifacts=artifacts, templates=templates)
-        remote = render(
-            reports, params, inline_plots=False, artifacts=artifacts, templates=templates
+        jinja = environment(templates)
+        local, remote = (
+            render(jinja, context, templates) for context in contexts(reports, params, artifacts)
         )
         model_card = card.build(paths, params)
     except (KeyError, TypeError, AttributeError) as exc:

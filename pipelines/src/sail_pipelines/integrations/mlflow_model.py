@@ -10,6 +10,7 @@ The pyfunc returns what MLflow's scikit-learn flavour returns: labels, or predic
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from importlib import metadata as distributions
 from pathlib import Path
@@ -115,6 +116,28 @@ def bundle_dir(model_dir: Path) -> Path:
     except (yaml.YAMLError, KeyError, TypeError) as exc:
         raise SailError(f"{mlmodel} names no python_function data path") from exc
     return model_dir / data
+
+
+def serve_command(model_uri: str, port: int, workers: int) -> list[str]:
+    """`mlflow models serve` of a model in this Python, on 127.0.0.1 (--env-manager local: the
+    model needs only sail): the parity test and the serving benchmark start it alike."""
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        str(workers),
+    ]
 
 
 def download_bundle(client: Any, run_id: str, key: VerifyKey) -> LoadedBundle:

@@ -21,6 +21,7 @@ from sail_pipelines.integrations import aws
 
 CHAMPION = "champion"
 CANDIDATE = "candidate"
+AUDIT_TAG_PREFIX = "sail.audit."  # a tag per champion change: sail.audit.000001, ...
 
 
 @contextlib.contextmanager
@@ -143,6 +144,13 @@ def version_by_alias(mlflow_client: Any, model: str, alias: str) -> Any | None:
         raise
     version = registered.aliases.get(alias)
     return None if version is None else mlflow_client.get_model_version(model, version)
+
+
+def audit_tags(mlflow_client: Any, model: str) -> list[tuple[str, str]]:
+    """The audit records a registered model carries, as (tag, JSON text), oldest first: one
+    reader for delivery/audit.py, which verifies them, and the gate's chart, which only reads."""
+    tags = mlflow_client.get_registered_model(model).tags
+    return sorted((k, v) for k, v in tags.items() if k.startswith(AUDIT_TAG_PREFIX))
 
 
 def register(mlflow_client: Any, model: str, run_id: str, source: str, tags: dict[str, str]) -> Any:
