@@ -1,10 +1,17 @@
-"""params.yaml is checked as a whole before any work starts, with a message naming the key."""
+"""params.yaml and infrastructure.yaml are checked as a whole before any work starts, with one
+line naming the file, the key and the fix; the environment overrides the team file."""
 
 import copy
+import json
+import re
 
 import pytest
+import yaml
 
-from sail_pipelines.config import ProjectPaths, Settings, parse_params
+from conftest import TEMPLATE, bake
+from sail_pipelines.config import TEAM_FILE, TEAM_KEYS, ProjectPaths, Settings, parse_params
+from sail_pipelines.config.schema import schemas
+from sail_pipelines.config.team_file import TeamVariables
 from sail_pipelines.errors import SailError
 
 GOOD = {
@@ -510,3 +517,169 @@ def test_environment_switches_to_team_infrastructure(tmp_path):
     )
     assert team.tracking_uri == "http://127.0.0.1:5000" and team.artifact_location is None
     assert team.signing_key == b"k" and team.dvc_remote_url == "s3://b/p"
+
+
+# Every key of infrastructure.yaml, a secret in each place one is reached for, and the file's shape:
+# (content, the whole message after "infrastructure.yaml: "). Secrets in messages are redacted.
+TEAM_REFUSALS = [
+    (
+        "aws:\n  region: Europe West\n",
+        "aws.region: not an AWS region name such as eu-west-1, got 'Europe West'",
+    ),
+    (
+        "aws:\n  profile: my profile\n",
+        "aws.profile: not an AWS profile name, got 'my profile'",
+    ),
+    (
+        "aws:\n  role_arn: sail-role\n",
+        "aws.role_arn: not an IAM role ARN (arn:aws:iam::<12-digit "
+        "account>:role/<name>), got 'sail-role'",
+    ),
+    (
+        "aws:\n  endpoint_url: 127.0.0.1:9000\n",
+        "aws.endpoint_url: the S3 endpoint must be an http(s)://host[:port] URL, got "
+        "'127.0.0.1:9000'",
+    ),
+    (
+        "aws:\n  access_key_id: AKIA\n",
+        "aws.access_key_id is a secret and never goes in this committed file; set "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) in the "
+        "environment",
+    ),
+    (
+        "dvc:\n  remote_url: gs://bucket/x\n",
+        "dvc.remote_url: a DVC remote must be s3://bucket/path or a local folder, "
+        "got 'gs://bucket/x'",
+    ),
+    (
+        "mlflow:\n  tracking_uri: https://ci:pw@mlflow.example.com\n",
+        "mlflow.tracking_uri: a tracking URI in this committed file takes no "
+        "user:password: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in "
+        "the environment, got 'https://***@mlflow.example.com'",
+    ),
+    (
+        "mlflow:\n  password: pw\n",
+        "mlflow.password is a secret and never goes in this committed file; set "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
+        "MLFLOW_TRACKING_TOKEN in the environment",
+    ),
+    (
+        "registry:\n  url: https://127.0.0.1:5000\n",
+        "registry.url: write the registry without a scheme, as "
+        "host[:port][/namespace] (e.g. 127.0.0.1:5000), got 'https://127.0.0.1:5000'",
+    ),
+    (
+        "registry:\n  username: ci user\n",
+        "registry.username: not a user name (letters, digits, . @ + = , - _), got 'ci user'",
+    ),
+    (
+        "registry:\n  base_image: python 3.11\n",
+        "registry.base_image: not an image reference, got 'python 3.11'",
+    ),
+    (
+        "registry:\n  password: hunter2\n",
+        "registry.password is a secret and never goes in this committed file; set "
+        "SAIL_REGISTRY_PASSWORD in the environment",
+    ),
+    (
+        "retry:\n  attempts: 21\n",
+        "retry.attempts must be a whole number from 1 to 20, got 21",
+    ),
+    (
+        "retry:\n  backoff_seconds: -1\n",
+        "retry.backoff_seconds must be a number of seconds from 0 to 300, got -1",
+    ),
+    (
+        "retry:\n  tries: 3\n",
+        "retry.tries is not a known key; use one of attempts, backoff_seconds (or remove it)",
+    ),
+    (
+        "signing_key: abc\n",
+        "signing_key is a secret and never goes in this committed file; set "
+        "SAIL_SIGNING_KEY in the environment",
+    ),
+    (
+        "mlfow:\n  tracking_uri: http://x\n",
+        "mlfow is not a known key; use one of aws, dvc, mlflow, registry, retry (or remove it)",
+    ),
+    (
+        "dvc: s3://bucket\n",
+        "dvc must be a mapping of keys (remote_url), got 's3://bucket'; indent its keys",
+    ),
+    (
+        "- aws\n",
+        "expected a mapping of sections (aws, dvc, mlflow, registry, retry) at the "
+        "top level; write each section as `name:` with its keys indented below",
+    ),
+]
+
+
+def test_every_key_of_infrastructure_yaml_has_a_refusal():
+    refused = {re.match(r"(\w+):\n  (\w+):", c) for c, _ in TEAM_REFUSALS}
+    assert set(TEAM_KEYS) <= {f"{m[1]}.{m[2]}" for m in refused if m}
+
+
+@pytest.mark.parametrize("content,message", TEAM_REFUSALS, ids=[m[:40] for _, m in TEAM_REFUSALS])
+def test_each_team_key_is_refused_on_one_line_naming_the_file_key_and_fix(
+    tmp_path, content, message
+):
+    (tmp_path / TEAM_FILE).write_text(content)
+    with pytest.raises(SailError) as refused:
+        Settings.from_env(ProjectPaths(tmp_path), {})
+    assert str(refused.value) == f"{TEAM_FILE}: {message}"
+    assert "\n" not in message and ":pw@" not in message
+
+
+def test_the_environment_overrides_through_pydantic_settings(tmp_path, monkeypatch):
+    """TEAM_KEYS' variables, read by pydantic-settings: the first one set wins, a blank one is
+    unset, a variable beats the file and a bad value names the variable."""
+    (tmp_path / TEAM_FILE).write_text("aws:\n  region: eu-west-1\n  profile: team\n")
+    for name in {n for names in TEAM_KEYS.values() for n in names}:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_REGION", "")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-2")
+    monkeypatch.setenv("SAIL_RETRY_ATTEMPTS", "7")
+    assert TeamVariables().aws__region == "us-east-2"  # pydantic-settings' own os.environ source
+    settings = Settings.from_env(ProjectPaths(tmp_path))
+    assert (settings.aws.region, settings.aws.profile, settings.retry.attempts) == (
+        "us-east-2",
+        "team",
+        7,
+    )
+    assert dict(settings.origins) == {
+        "aws.region": "AWS_DEFAULT_REGION",
+        "aws.profile": TEAM_FILE,
+        "retry.attempts": "SAIL_RETRY_ATTEMPTS",
+    }
+    both = {"AWS_REGION": "eu-central-1", "AWS_DEFAULT_REGION": "us-east-2"}
+    assert Settings.from_env(ProjectPaths(tmp_path), both).aws.region == "eu-central-1"
+    with pytest.raises(SailError) as refused:
+        Settings.from_env(ProjectPaths(tmp_path), {"AWS_DEFAULT_REGION": "Europe"})
+    assert str(refused.value) == (
+        "AWS_DEFAULT_REGION: not an AWS region name such as eu-west-1, got 'Europe'"
+    )
+
+
+def test_the_template_ships_the_schemas_the_models_generate():
+    """`python -m sail_pipelines.config.schema` rewrites them after a model changes."""
+    shipped = TEMPLATE / "{{cookiecutter.project_slug}}" / "schemas"
+    assert {p.name: p.read_text() for p in shipped.iterdir()} == schemas()
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_baked_files_name_and_meet_their_schemas(tmp_path, task):
+    """What an editor's YAML language server checks: the first line names the schema, which the
+    generated files meet and a wrong value breaks."""
+    jsonschema = pytest.importorskip("jsonschema")
+    project = bake(tmp_path, task=task)
+    for name in ("params", "infrastructure"):
+        text = (project / f"{name}.yaml").read_text()
+        assert text.splitlines()[0] == f"# yaml-language-server: $schema=schemas/{name}.schema.json"
+        schema = json.loads((project / "schemas" / f"{name}.schema.json").read_text())
+        jsonschema.validate(yaml.safe_load(text), schema)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["gate"]["tolerance"] = 1.5
+    with pytest.raises(jsonschema.ValidationError, match="1.5 is greater than the maximum of 1"):
+        jsonschema.validate(
+            params, json.loads((project / "schemas/params.schema.json").read_text())
+        )

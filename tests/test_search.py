@@ -90,7 +90,7 @@ def test_a_search_block_parses_with_its_defaults():
     [
         (
             {"space": {"C": {"type": "float", "low": 10, "high": 1}}},
-            "has low 10.0 > high 1.0; swap them",
+            "has low 10 > high 1; swap them",
         ),
         (
             {"space": {"C": {"type": "normal", "low": 0, "high": 1}}},
@@ -361,7 +361,10 @@ def test_the_report_shows_best_params_and_score_against_trials(project_copy):
             "names strength, which LogisticRegression does not take",
         ),
         ({"C": {"type": "float", "low": 10, "high": 1}}, "has low 10 > high 1"),
-        ({"C": {"type": "gaussian", "low": 0, "high": 1}}, "unknown distribution 'gaussian'"),
+        (
+            {"C": {"type": "gaussian", "low": 0, "high": 1}},
+            "type = 'gaussian' is not allowed; use 'int', 'float' or 'choice'",
+        ),
         (None, "trials = 0 is below 1; set a whole number of at least 1"),
     ],
     ids=["lacking-parameter", "low-above-high", "unknown-distribution", "zero-budget"],

@@ -56,16 +56,13 @@ __all__ = [
     "parse_params",
     "yaml_problem",
 ]
-from sail_pipelines.config.team import (  # noqa: E402
+from sail_pipelines.config.team import AwsSettings, RetryPolicy, Settings, team_values  # noqa: E402
+from sail_pipelines.config.team_file import (  # noqa: E402
     SECRET_NAMES,
     TEAM_FILE,
     TEAM_KEYS,
-    AwsSettings,
-    RetryPolicy,
-    Settings,
     load_team_file,
     redact,
-    team_values,
 )
 
 __all__ += [

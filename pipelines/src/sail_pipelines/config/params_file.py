@@ -179,7 +179,7 @@ class DimensionFile(Section):
         if self.type == "int" and not (isinstance(self.low, int) and isinstance(self.high, int)):
             raise refuse("is an int range; make low and high whole numbers")
         if self.low > self.high:
-            raise refuse(f"has low {self.low} > high {self.high}; swap them")
+            raise refuse(f"has low {_shown(self.low)} > high {_shown(self.high)}; swap them")
         if self.log and self.low <= 0:
             raise refuse("is log-scaled; make low above 0 or set log: false")
         return self
