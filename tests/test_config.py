@@ -9,7 +9,14 @@ import pytest
 import yaml
 
 from conftest import TEMPLATE, bake
-from sail_pipelines.config import TEAM_FILE, TEAM_KEYS, ProjectPaths, Settings, parse_params
+from sail_pipelines.config import (
+    TEAM_FILE,
+    TEAM_KEYS,
+    Dimension,
+    ProjectPaths,
+    Settings,
+    parse_params,
+)
 from sail_pipelines.config.schema import schemas
 from sail_pipelines.config.team_file import TeamVariables
 from sail_pipelines.errors import SailError
@@ -450,6 +457,29 @@ def test_each_key_is_refused_on_one_line_naming_the_file_key_and_fix(path, value
         parse_params(raw)
     assert str(refused.value) == f"params.yaml: {message}"
     assert "; " in message and "\n" not in message  # the problem, then its fix
+
+
+def test_a_search_block_parses_into_its_dimensions():
+    raw = copy.deepcopy(SEARCHED)
+    raw["candidates"][0]["search"] = {
+        "timeout": 30,
+        "space": {
+            "max_iter": {"type": "int", "low": 10, "high": 200, "log": True},
+            "class_weight": {"type": "choice", "values": [None, "balanced"]},
+        },
+    }
+    search = parse_params(raw).candidates[0].search
+    assert search.space == (
+        Dimension("max_iter", "int", 10.0, 200.0, True),
+        Dimension("class_weight", "choice", choices=(None, "balanced")),
+    )
+    assert (search.metric, search.trials, search.timeout, search.folds, search.seed) == (
+        "roc_auc",
+        None,
+        30.0,
+        5,
+        42,
+    )
 
 
 def test_gate_settings_default_to_the_old_behaviour_and_parse_when_given():

@@ -21,6 +21,7 @@ from pydantic import (
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import core_schema
@@ -99,6 +100,8 @@ Whole = Annotated[int, Range(whole=True)]
 Positive = Annotated[float, Range(0)]
 Share = Annotated[float, Range(0, 1)]
 Count = Annotated[int, Range(1, 10**9, whole=True)]
+# A search range's end, kept an int when written as one: an int range must have whole ends.
+Bound = Annotated[int | float, Range(), WithJsonSchema({"type": "number"})]
 
 
 def _text(value: Any) -> Any:
@@ -160,8 +163,8 @@ class DimensionFile(Section):
     """One searched parameter: {type: int|float, low, high, log} or {type: choice, values}."""
 
     type: Literal["int", "float", "choice"]
-    low: Number | None = None
-    high: Number | None = None
+    low: Bound | None = None
+    high: Bound | None = None
     log: bool = False
     values: list[Any] | None = Field(default=None, min_length=1)
 
@@ -183,6 +186,12 @@ class DimensionFile(Section):
         if self.log and self.low <= 0:
             raise refuse("is log-scaled; make low above 0 or set log: false")
         return self
+
+    def dimension(self, name: str) -> Dimension:
+        if self.type == "choice":
+            return Dimension(name, self.type, choices=tuple(self.values or ()))
+        assert self.low is not None and self.high is not None  # _by_kind requires both
+        return Dimension(name, self.type, float(self.low), float(self.high), self.log)
 
 
 class SearchFile(Section):
@@ -362,12 +371,7 @@ class ParamsFile(Section):
         search = None
         if c.search is not None:
             s = c.search
-            space = tuple(
-                Dimension(name, d.type, choices=tuple(d.values or ()))
-                if d.type == "choice"
-                else Dimension(name, d.type, d.low, d.high, d.log)
-                for name, d in s.space.items()
-            )
+            space = tuple(d.dimension(name) for name, d in s.space.items())
             metric = s.metric or self.gate.primary_metric
             seed = self.split.seed if s.seed is None else s.seed
             search = SearchConfig(space, metric, s.trials, s.timeout, s.folds, seed)
