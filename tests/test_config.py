@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cookiecutter.main import cookiecutter
+from pydantic import ValidationError
 
 from conftest import TEMPLATE
 from sail_pipelines.config import (
@@ -459,6 +460,18 @@ def test_each_key_is_refused_on_one_line_naming_the_file_key_and_fix(path, value
         parse_params(raw)
     assert str(refused.value) == f"params.yaml: {message}"
     assert "; " in message and "\n" not in message  # the problem, then its fix
+
+
+def test_several_problems_are_one_line_that_counts_the_others():
+    raw = copy.deepcopy(GOOD)
+    raw["split"] = {"test_size": 2, "seed": "x", "stratify": "no"}
+    with pytest.raises(SailError) as refused:
+        parse_params(raw)
+    assert str(refused.value) == (
+        "params.yaml: split.test_size = 2 is outside [0.05, 0.9]; set a number from 0.05 to 0.9 "
+        "(and 2 more problems)"
+    )
+    assert isinstance(refused.value.__cause__, ValidationError)  # what SAIL_DEBUG=1 shows
 
 
 def test_a_search_block_parses_into_its_dimensions():
