@@ -138,6 +138,8 @@ def test_expected_files_exist(baked):
     module = expected["module"]
     for rel in (
         "params.yaml",
+        "schemas/params.schema.json",
+        "schemas/infrastructure.schema.json",
         "dvc.yaml",
         "README.md",
         "pyproject.toml",

@@ -236,9 +236,9 @@ def test_a_disabled_compiled_path_trains_no_graph(project_copy):
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ({"enabled": "yes"}, "'compiled.enabled' must be true or false"),
-        ({"max_probability_diff": 2}, "'compiled.max_probability_diff' = 2 is outside"),
-        ({"tolerance": 1}, "unknown key 'compiled.tolerance'"),
+        ({"enabled": "yes"}, "compiled.enabled = 'yes' is not true or false; write true or false"),
+        ({"max_probability_diff": 2}, "compiled.max_probability_diff = 2 is outside [0, 1]"),
+        ({"tolerance": 1}, "compiled.tolerance is not a known key; use one of enabled"),
     ],
 )
 def test_bad_compiled_settings_are_one_line(project_copy, bad, message):

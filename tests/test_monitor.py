@@ -269,10 +269,10 @@ def test_monitoring_limits_default_for_old_projects_and_are_checked(project):
     tuned = parse_params({**raw, "monitoring": {"max_psi": 0.1, "window_hours": 1}}).monitoring
     assert (tuned.max_psi, tuned.window_hours, tuned.max_ks) == (0.1, 1, MonitoringConfig().max_ks)
     for bad, message in (
-        ({"max_psy": 1}, "unknown key 'monitoring.max_psy'"),
+        ({"max_psy": 1}, "monitoring.max_psy is not a known key; use one of max_psi"),
         ({"max_ks": 2}, "monitoring.max_ks"),
         ({"bins": 1}, "monitoring.bins"),
-        ("yes", "'monitoring' must be a mapping"),
+        ("yes", "monitoring must be a mapping of max_psi"),
     ):
         with pytest.raises(SailError, match=message):
             parse_params({**raw, "monitoring": bad})

@@ -88,30 +88,33 @@ def test_a_search_block_parses_with_its_defaults():
 @pytest.mark.parametrize(
     "change,message",
     [
-        ({"space": {"C": {"type": "float", "low": 10, "high": 1}}}, "low 10 > high 1"),
+        (
+            {"space": {"C": {"type": "float", "low": 10, "high": 1}}},
+            "has low 10 > high 1; swap them",
+        ),
         (
             {"space": {"C": {"type": "normal", "low": 0, "high": 1}}},
-            "unknown distribution 'normal'",
+            "type = 'normal' is not allowed; use 'int', 'float' or 'choice'",
         ),
-        ({"space": {"C": 3}}, "must be {type: int|float"),
+        ({"space": {"C": 3}}, "C must be a mapping of type, low, high, log, values, got 3"),
         (
             {"space": {"C": {"type": "float", "low": 0, "high": 1, "log": True}}},
-            "true needs low > 0",
+            "is log-scaled; make low above 0 or set log: false",
         ),
         ({"space": {"max_iter": {"type": "int", "low": 1.5, "high": 9}}}, "whole numbers"),
-        ({"space": {"C": {"type": "choice", "values": []}}}, "non-empty list"),
+        ({"space": {"C": {"type": "choice", "values": []}}}, "values is empty; give at least one"),
         (
             {"space": {"C": {"type": "float", "low": 0.1, "high": 1, "step": 2}}},
-            "takes only high, log, low, type",
+            "C.step is not a known key; use one of type, low, high, log, values",
         ),
-        ({"space": {}}, "must map parameter names"),
-        ({"trials": 0}, "trials' must be a whole number of at least 1, got 0"),
-        ({"trials": None, "timeout": 0}, "timeout' must be a number of seconds above 0"),
+        ({"space": {}}, "space is empty; give at least one entry"),
+        ({"trials": 0}, "trials = 0 is below 1; set a whole number of at least 1"),
+        ({"trials": None, "timeout": 0}, "timeout = 0 is not above 0; set a number above 0"),
         ({"trials": None}, "needs a budget"),
-        ({"metric": "rmse"}, "'rmse' is not one of roc_auc"),
-        ({"folds": 1}, "folds' must be a whole number from 2 to 20"),
-        ({"seed": "x"}, "seed' must be an integer"),
-        ({"trails": 3}, "must be a mapping of space, trials"),
+        ({"metric": "rmse"}, "metric = 'rmse' is not a classification metric; use one of roc_auc"),
+        ({"folds": 1}, "folds = 1 is outside [2, 20]; set a whole number from 2 to 20"),
+        ({"seed": "x"}, "seed = 'x' is not a whole number; set a whole number"),
+        ({"trails": 3}, "trails is not a known key; use one of space, trials"),
     ],
 )
 def test_a_bad_search_block_is_refused_naming_the_key(change, message):
@@ -358,8 +361,11 @@ def test_the_report_shows_best_params_and_score_against_trials(project_copy):
             "names strength, which LogisticRegression does not take",
         ),
         ({"C": {"type": "float", "low": 10, "high": 1}}, "has low 10 > high 1"),
-        ({"C": {"type": "gaussian", "low": 0, "high": 1}}, "unknown distribution 'gaussian'"),
-        (None, "trials' must be a whole number of at least 1, got 0"),
+        (
+            {"C": {"type": "gaussian", "low": 0, "high": 1}},
+            "type = 'gaussian' is not allowed; use 'int', 'float' or 'choice'",
+        ),
+        (None, "trials = 0 is below 1; set a whole number of at least 1"),
     ],
     ids=["lacking-parameter", "low-above-high", "unknown-distribution", "zero-budget"],
 )

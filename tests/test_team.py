@@ -81,11 +81,12 @@ def test_generated_file_is_embedded_mode_and_documents_every_variable(tmp_path):
 BAD_FILES = [
     (
         "mlfow:\n  tracking_uri: http://x\n",
-        "unknown section 'mlfow' (known: aws, dvc, mlflow, registry, retry)",
+        "infrastructure.yaml: mlfow is not a known key; use one of aws, dvc, mlflow, registry, "
+        "retry (or remove it)",
     ),
     (
         "mlflow:\n  tracking_url: http://x\n",
-        "unknown key 'mlflow.tracking_url' (known in mlflow: tracking_uri)",
+        "infrastructure.yaml: mlflow.tracking_url is not a known key; use one of tracking_uri",
     ),
     ("aws:\n  region: 5\n", "aws.region must be a string, got int 5"),
     ("dvc:\n  remote_url: s3://\n", "dvc.remote_url: an s3:// url needs a bucket"),
@@ -105,13 +106,13 @@ BAD_FILES = [
     ("registry:\n  url: Registry.Example.com/ML\n", "lowercase namespace"),
     (
         "registry:\n  password: hunter2\n",
-        "'registry.password' is a secret and never goes in this committed file: set "
-        "SAIL_REGISTRY_PASSWORD",
+        "infrastructure.yaml: registry.password is a secret and never goes in this committed "
+        "file; set SAIL_REGISTRY_PASSWORD in the environment",
     ),
     ("aws:\n  secret_access_key: abc\n", "set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY"),
     ("retry:\n  attempts: 0\n", "retry.attempts must be a whole number from 1 to 20, got 0"),
     ("retry:\n  backoff_seconds: soon\n", "retry.backoff_seconds must be a number of seconds"),
-    ("dvc: s3://bucket\n", "'dvc' must be a mapping of keys"),
+    ("dvc: s3://bucket\n", "dvc must be a mapping of keys (remote_url), got 's3://bucket'"),
     ("- aws\n", "expected a mapping of sections"),
     ("aws:\n  region: [eu\n", "infrastructure.yaml is not valid YAML: line 3"),
 ]

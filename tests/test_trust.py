@@ -127,7 +127,7 @@ def test_the_hmac_scheme_chosen_in_params(split_project, tmp_path):
     assert "SAIL_SIGNING_KEY is a PEM key, but params.yaml signs with hmac-sha256" in line
     bad = dict(params, signing={"scheme": "rot13"})
     (project / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
-    assert "'signing.scheme' must be one of ed25519, hmac-sha256, got 'rot13'" in last_error(
+    assert "signing.scheme = 'rot13' is not allowed; use 'ed25519' or 'hmac-sha256'" in last_error(
         sail(project, "train"), "train"
     )
 

@@ -39,8 +39,8 @@ METRIC_EXTRAS = ("mlflow", "matplotlib", "requests", "boto3")
 PYPROJECT = "pyproject.toml"
 _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 # What the inference image of a compiled model needs: ONNX Runtime (without its tooling
-# dependencies, which serving never imports), numpy, pandas (batch files), the web stack and
-# cryptography (the bundle's signature check);
+# dependencies, which serving never imports), numpy, pandas (batch files), the web stack,
+# cryptography (the bundle's signature check) and pydantic (the CLI's configuration);
 # no scikit-learn or scipy.
 SERVE_COMPILED = (
     "numpy",
@@ -50,6 +50,8 @@ SERVE_COMPILED = (
     "pyyaml",
     "cryptography",
     "prometheus-client",
+    "pydantic",
+    "pydantic-settings",
 )
 NO_DEPS = ("onnxruntime",)
 # The Dockerfile stage the inference image takes its libraries from, by the runtime serving it.
