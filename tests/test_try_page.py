@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "build" / "artifacts"
 WAIT = 15
 
+# One worker, in file order: the browser's logs carry from one test to the next.
+pytestmark = pytest.mark.xdist_group("try_page")
+
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory) -> Path:
@@ -68,15 +71,25 @@ def _holdout(bundle_dir) -> list[dict]:
     return json.loads((bundle_dir / "holdout.json").read_text())["records"]
 
 
-def _outside(browser, server: str) -> list[str]:
-    """The URLs the browser requested, since last asked, from anywhere but `server`."""
+def _requested(browser) -> list[str]:
+    """The URLs the browser requested since last asked."""
     urls = []
     for entry in browser.get_log("performance"):
         message = json.loads(entry["message"])["message"]
         if message["method"] == "Network.requestWillBeSent":
             urls.append(message["params"]["request"]["url"])
-    assert urls, "no request in the browser's performance log"
+    return urls
+
+
+def _foreign(urls: list[str], server: str) -> list[str]:
     return [u for u in urls if not u.startswith((server + "/", "data:", "blob:", "about:blank"))]
+
+
+def _outside(browser, server: str) -> list[str]:
+    """The URLs the browser requested, since last asked, from anywhere but `server`."""
+    urls = _requested(browser)
+    assert urls, "no request in the browser's performance log"
+    return _foreign(urls, server)
 
 
 def _open(browser, server):
@@ -164,7 +177,8 @@ def test_docs_page_sends_a_request(browser, server):
 
 
 def test_a_regression_value_comes_with_the_test_error(browser, server, regression):
-    assert not _outside(browser, server)  # what the tests above fetched, before another server's
+    # what the tests above fetched (none when it runs alone), before another server's
+    assert not _foreign(_requested(browser), server)
     url, bundle_dir = regression
     _open(browser, url)
     _by_id(browser, "predict").click()
