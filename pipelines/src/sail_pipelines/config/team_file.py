@@ -384,10 +384,5 @@ def environment_values(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str
     return values, origins
 
 
-_SECTIONS: dict[str, type[TeamSection]] = {
-    "aws": AwsFile,
-    "dvc": DvcFile,
-    "mlflow": MlflowFile,
-    "registry": RegistryFile,
-    "retry": RetryFile,
-}
+# The model of each section (aws -> AwsFile, ...), read off the file's model.
+_SECTIONS: dict[str, type[TeamSection]] = {name: type(model) for name, model in TeamFile()}
