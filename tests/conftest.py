@@ -279,6 +279,36 @@ def regression_project(tmp_path_factory) -> Path:
     return project
 
 
+@pytest.fixture(scope="session")
+def public_project(tmp_path_factory, worker_id):
+    """name -> a project baked around that public table (datasets.PUBLIC) after one `sail run`
+    with no hand edits (read-only: copy it to change it). Each table is baked and run once per test
+    run: the xdist workers share the projects through a lock in their common temporary folder."""
+    from filelock import FileLock
+
+    from datasets import PUBLIC, PUBLIC_ROWS, public_csv
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base if worker_id == "master" else base.parent) / "public-projects"
+    root.mkdir(exist_ok=True)
+
+    def get(name: str) -> Path:
+        folder = root / name
+        with FileLock(str(root / f"{name}.lock")):
+            ready = folder / "ready"
+            if not ready.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                data = public_csv(name, folder, PUBLIC_ROWS.get(name))
+                target = PUBLIC[name][0]
+                project = bake(folder, project_name=name, data_file=str(data), target=target)
+                ok(sail(project, "run"))
+                ready.write_text(str(project))
+            return Path(ready.read_text())
+
+    return get
+
+
 @pytest.fixture
 def regression_copy(regression_project, tmp_path) -> Path:
     """A private copy of the run regression project, for tests that change it."""

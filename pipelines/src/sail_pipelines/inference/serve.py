@@ -379,6 +379,9 @@ class _Gunicorn(BaseApplication):
         return self.factory()
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def run_server(
     bundle_dir: Path,
     key: VerifyKey,
@@ -392,6 +395,11 @@ def run_server(
     anything listens. Each worker then builds the app and warms the model up itself: an ONNX
     Runtime session made before a fork leaves the child hanging at exit on a lock of a thread
     it does not have. A scikit-learn model is unpickled and warmed up once, here, and shared."""
+    # One thread per worker, set before OpenMP or BLAS is loaded (they read it once): an OpenMP
+    # pool (histogram gradient boosting) started here would leave every forked worker hanging on
+    # its first prediction, and a pool per request costs more than it gains on one row.
+    for variable in THREAD_VARIABLES:
+        os.environ[variable] = "1"
     bundle = load_bundle(bundle_dir, key)
     schema = bundle.schema
     if bundle.runtime == "sklearn":  # unpickled and imported once, before the workers fork
