@@ -20,15 +20,20 @@ def under_ci() -> bool:
     return os.environ.get("CI", "").lower() not in NOT_CI
 
 
+# Read once, when the plugin loads: conftest.py then clears CI for the tests (the `sail` they
+# start must not take the suite's CI for its own), but the suite still runs under it.
+SUITE_UNDER_CI = under_ci()
+
+
 def missing(message: str) -> NoReturn:
     """What a test needs is missing: a skip on a developer's machine, a failure under CI."""
-    if under_ci():
+    if SUITE_UNDER_CI:
         pytest.fail(message)
     pytest.skip(message)
 
 
 def _as_failure(report: pytest.TestReport | pytest.CollectReport) -> None:
-    if report.skipped and under_ci() and not hasattr(report, "wasxfail"):
+    if report.skipped and SUITE_UNDER_CI and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         reason = str(reason).removeprefix("Skipped: ")
         report.outcome = "failed"

@@ -30,7 +30,7 @@ import pytest
 import requests
 import yaml
 
-from ci_rules import under_ci
+from ci_rules import SUITE_UNDER_CI
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -325,7 +325,7 @@ def ensure_machine(what: str, ready: Callable[[], bool]) -> None:
     prepared."""
     if ready():
         return
-    if under_ci():
+    if SUITE_UNDER_CI:
         pytest.fail(f"{what} is not available: CI must run docker/prepare-machine before the tests")
     # below pytest-timeout's 900 s, so this is what reports a hang
     proc = subprocess.run(

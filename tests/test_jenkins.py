@@ -49,6 +49,9 @@ CHECKS = (
     "credentials: bound by withCredentials only where needed, never in sh or echo text",
     "credentials: a secret given in config.environment is refused before any sail command",
     "settings: environment reaches every sail command; bad settings are refused with one line",
+    "stores, nothing configured: sail doctor --ci heads the log; the gate refuses with one line, "
+    "nothing after it",
+    "stores, team environment: sail doctor --ci says every step keeps its work; the build delivers",
     "generated Jenkinsfile (default answers): pins the library release and runs the pipeline",
     "generated Jenkinsfile (custom answers): release tag, approvers and candidates flow through",
     "this repository's Jenkinsfile: bakes the template, runs make test, keeps junit "

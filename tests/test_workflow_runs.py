@@ -5,11 +5,15 @@ test_workflows.py lints and simulates the workflows; here they run, so what only
 output, a step that needs a tool the runner lacks) fails a test. One baked project, committed to
 a git repository whose origin is github.com/acme/churn, runs:
 
-1. pull-request.yml from the same repository: one comment on the fake GitHub API;
+1. pull-request.yml from the same repository, with nothing configured but the DVC remote its data
+   comes from: one comment on the fake GitHub API, which names the missing tracking server;
 2. a second commit on that pull request shuffles the labels: the gate fails, the comment is
    updated with the failed verdict, nothing is registered or pushed;
 3. pull-request.yml from a fork: the job summary only, no comment, nothing pushed;
-4. main.yml: train, gate, report, deliver; staging serves the new version, the registry holds it;
+4. main.yml with nothing configured: its gate job, over the artifacts of 1 (train is the same job),
+   refuses to register into the job's own MLflow store with one line (config/stores.py);
+   main.yml with the team's MLflow, DVC remote and registry: train, gate, report, deliver; staging
+   serves the new version, the registry holds it;
 5. promote.yml: the champion alias moves, the audit record is written.
 
 Lean: 1 and 2 run side by side. act ends a run at the first failed reusable workflow, where
@@ -407,14 +411,16 @@ class Act:
         actor: str = "dev",
         inputs: dict[str, str] | None = None,
         artifacts: Path | None = None,
+        variables: dict[str, str] | None = None,
     ) -> Run:
         """Run one workflow (a name in the project's .github/workflows, or a file), in a new
-        artifact store unless it continues the run that left `artifacts`."""
+        artifact store unless it continues the run that left `artifacts`; with the repository
+        variables given, else the team's."""
         home = Path(tempfile.mkdtemp(prefix="run-", dir=self.scratch))
         artifacts = artifacts or home / "artifacts"
         (home / "event.json").write_text(json.dumps(payload))
         (home / "secrets").write_text(dotenv({**key_secrets(), "GITHUB_TOKEN": TOKEN}))
-        (home / "vars").write_text(dotenv(self.variables))
+        (home / "vars").write_text(dotenv(self.variables if variables is None else variables))
         file = (
             workflow if isinstance(workflow, Path) else workdir / ".github" / "workflows" / workflow
         )
@@ -665,15 +671,18 @@ def pull_requests(act, project, mlflow_server, tmp_path_factory) -> PullRequests
     the jobs after the gate (run later) touch the pull request's comment."""
     clone = shuffle_the_labels(project, tmp_path_factory.mktemp("act-pull-request") / "churn")
     before = Outside.now(mlflow_server, project)
+    # The first with nothing configured but the remote its data comes from; the second as a team.
+    unconfigured = {"SAIL_DVC_REMOTE_URL": str(project.remote)}
     with ThreadPoolExecutor(2) as pool:
         first, shuffled = pool.map(
-            lambda workdir: act.run(
-                workdir,
+            lambda run: act.run(
+                run[0],
                 "pull-request.yml",
                 "pull_request",
-                pull_request_event(REPO, git(workdir, "rev-parse", "HEAD")),
+                pull_request_event(REPO, git(run[0], "rev-parse", "HEAD")),
+                variables=run[1],
             ),
-            [project.path, clone],
+            [(project.path, unconfigured), (clone, None)],
         )
     return PullRequests(first, shuffled, clone, before)
 
@@ -697,12 +706,52 @@ def test_a_pull_request_from_this_repository_gets_one_comment(
     assert all(r["auth"] == f"Bearer {TOKEN}" for r in github.requests)
     assert any(MARKER in s for s in run.summaries("report on the pull request"))  # and the summary
     assert Outside.now(mlflow_server, project) == pull_requests.before  # nothing registered, pushed
+    # Nothing configured: the comment says why there is no champion, the summary what is lost.
+    assert "No champion: no team tracking server configured (MLFLOW_TRACKING_URI)" in body
+    assert "No champion yet" not in body
+    doctor = "\n".join(run.summaries("build, validate, split"))
+    assert "### sail doctor --ci: what a CI run keeps (GitHub Actions)" in doctor, doctor
+    assert "- LOSES runs, registered versions" in doctor and "- LOSES the images" in doctor
 
 
 def test_a_pull_requests_comment_does_not_claim_a_registration(pull_requests, github):
     [comment] = github.comments
     assert "Registered as" not in comment["body"] and "vNone" not in comment["body"]
     assert "Judged only, nothing was registered" in comment["body"]
+
+
+def only_the_gate(workflow: Path, dest: Path) -> Path:
+    """`workflow`'s gate job alone, to run over the artifacts of a run whose training it shares."""
+    doc = yaml.safe_load(workflow.read_text())
+    doc["on"] = doc.pop(True)
+    doc["jobs"] = {"gate": {k: v for k, v in doc["jobs"]["gate"].items() if k != "needs"}}
+    dest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return dest
+
+
+def test_main_with_nothing_configured_fails_at_the_gate_with_one_line(
+    pull_requests, act, mlflow_server, project, tmp_path
+):
+    """main.yml's train job is the pull request's (same reusable workflow, same inputs), so its
+    gate job runs over a copy of the first pull request's artifacts: with no repository
+    variables, `sail gate` refuses to register into the job's own MLflow store."""
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(pull_requests.first.artifacts, artifacts, copy_function=os.link)
+    gate = only_the_gate(project.path / ".github" / "workflows" / "main.yml", tmp_path / "gate.yml")
+    sha = git(project.path, "rev-parse", "HEAD")
+    event = {"ref": "refs/heads/main", "after": sha, "head_commit": {"id": sha}}
+    run = act.run(project.path, gate, "push", event, artifacts=artifacts, variables={})
+    assert run.result("evaluate, gate") == ["failure"], run.tail()
+    said = {
+        m[m.index("sail gate: error:") :].strip()
+        for m in run.log.splitlines()
+        if "sail gate: error:" in m
+    }
+    [line] = said  # one line (act may echo it more than once)
+    assert line.startswith("sail gate: error: in CI this would lose runs, registered"), line
+    assert "the repository variable MLFLOW_TRACKING_URI (Settings > Secrets and variables" in line
+    assert "GATE FAILED" not in run.log
+    assert Outside.now(mlflow_server, project) == pull_requests.before
 
 
 def test_shuffled_labels_fail_the_gate_and_update_the_comment(

@@ -1,7 +1,7 @@
 /**
  * The SAIL delivery pipeline of a generated project, as one declarative pipeline.
  *
- * Every commit: build images, validate and split, train the candidates in parallel, evaluate,
+ * Every commit: say what the build keeps (sail doctor --ci), build images, validate and split, train the candidates in parallel, evaluate,
  * gate, report (always, so a refused model shows why; posted on pull requests). On the main
  * branch only: push, package, smoke test, publish, deploy to staging, then wait for an approver
  * and promote to production. Waiting holds no executor (agent none at the top, the input comes
@@ -57,6 +57,9 @@ def call(Map config = [:]) {
                 when { expression { !monitoring } }
                 agent { label "${agentLabel}" }
                 stages {
+                    stage('What this build keeps') {
+                        steps { sailDoctor(config) }
+                    }
                     stage('Build images') {
                         steps { sailBuild(config) }
                     }

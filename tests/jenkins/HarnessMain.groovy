@@ -12,10 +12,10 @@ import java.nio.file.Files
 class HarnessMain {
     static final String APPROVERS = 'ml-approvers'
     static final String JENKINSFILE = "@Library('sail-pipelines@test') _\nsailPipeline(approvers: '${APPROVERS}')\n"
-    static final List<String> MAIN_STAGES = ['CI', 'Build images', 'Validate and split', 'Train candidates', 'Evaluate', 'Gate',
+    static final List<String> MAIN_STAGES = ['CI', 'What this build keeps', 'Build images', 'Validate and split', 'Train candidates', 'Evaluate', 'Gate',
                                              'Push data and model', 'Package', 'Smoke test', 'Publish', 'Deploy to staging',
                                              'Promote to production']
-    static final List<String> DELIVERY_STAGES = MAIN_STAGES.drop(6)
+    static final List<String> DELIVERY_STAGES = MAIN_STAGES.drop(7)
     static final String MONITOR_STAGE = 'Monitor production'
     static final String TIMER = 'hudson.triggers.TimerTrigger$TimerTriggerCause'
     static final Map MONITOR = [log: 's3://acme-ml/predictions/', window: '24h']
@@ -159,6 +159,27 @@ class HarnessMain {
         return out
     }
 
+    /**
+     * sh rules that run the real `sail` (commands matching `pattern`) in a baked project, with the
+     * step's environment as a Jenkins agent gives it (JENKINS_URL set). The harness's stand-in
+     * secrets are no keys, so the development key signs instead.
+     */
+    List<Map> realSail(File project, String pattern) {
+        Closure run = { List<String> words, Map<String, String> env ->
+            List<String> command = [new File(venvBin, 'sail').path, '--project', project.path] + words.drop(1)
+            ProcessBuilder pb = new ProcessBuilder(command).redirectErrorStream(true)
+            Map<String, String> given = pb.environment()
+            given.keySet().removeAll(['CI', 'GITHUB_ACTIONS', 'SAIL_SIGNING_KEY', 'SAIL_VERIFY_KEY', 'SAIL_AUDIT_KEY'])
+            env.each { k, v -> if (v != null && !(k in ['SAIL_SIGNING_KEY', 'SAIL_VERIFY_KEY', 'SAIL_AUDIT_KEY'])) { given.put(k, v.toString()) } }
+            given.putAll([JENKINS_URL: 'https://jenkins.example.com/', SAIL_ALLOW_DEV_KEY: '1'])
+            given.put('PATH', venvBin.path + File.pathSeparator + System.getenv('PATH'))
+            Process p = pb.start()
+            String out = p.inputStream.text
+            return [exit: p.waitFor(), output: out]
+        }
+        return [[pattern: "(${pattern})( .*)?".toString(), run: run]]
+    }
+
     /** The template baked by the real cookiecutter with these answers (once per set of answers). */
     File bake(Map<String, String> answers = [:]) {
         String key = answers.toString()
@@ -219,7 +240,7 @@ class HarnessMain {
         test('main: every sail command runs in its own stage, on the agent') {
             PipelineHarness h = harness()
             h.runJenkinsfile(JENKINSFILE)
-            Map<String, String> stageOf = ['sail build': 'CI / Build images', 'sail validate': 'CI / Validate and split',
+            Map<String, String> stageOf = ['sail doctor --ci': 'CI / What this build keeps', 'sail build': 'CI / Build images', 'sail validate': 'CI / Validate and split',
                                            'sail split': 'CI / Validate and split', 'sail train': 'CI / Train candidates',
                                            'sail evaluate': 'CI / Evaluate', 'sail gate': 'CI / Gate', 'sail report': 'CI / Gate',
                                            'sail push': 'CI / Push data and model', 'sail package': 'CI / Package',
@@ -354,7 +375,7 @@ class HarnessMain {
             Map aws = [AWS_ACCESS_KEY_ID: 1, AWS_SECRET_ACCESS_KEY: 1]
             Map ml = [MLFLOW_TRACKING_USERNAME: 1, MLFLOW_TRACKING_PASSWORD: 1]
             // The private bundle key only where signing happens; the audit key only for the promotion.
-            Map<String, Map> needs = ['sail build': reg + aws, 'sail validate': [:], 'sail split': [:], 'sail train': sign,
+            Map<String, Map> needs = ['sail doctor --ci': [:], 'sail build': reg + aws, 'sail validate': [:], 'sail split': [:], 'sail train': sign,
                                       'sail evaluate': verify + aws + ml, 'sail gate': sign + aws + ml, 'sail report --post': gh,
                                       'sail report': [:], 'sail push': aws, 'sail package': verify + reg + aws + ml,
                                       'sail smoke': verify, 'sail publish': sign + reg + aws, 'sail deploy': verify + reg + aws + ml,
@@ -397,6 +418,31 @@ class HarnessMain {
                 assert bad.result == 'FAILURE' && bad.errors.size() == 1 && bad.errors[0].contains(message): summary(bad)
                 assert Checks.sailCommands(bad).isEmpty(): summary(bad)
             }
+        }
+
+        test('stores, nothing configured: sail doctor --ci heads the log; the gate refuses with one line, nothing after it') {
+            PipelineHarness h = harness(rules: realSail(bake(), 'sail doctor --ci|sail gate'))
+            h.runJenkinsfile(JENKINSFILE)
+            assert h.result == 'FAILURE': summary(h)
+            List<Map> steps = h.calls.findAll { it.step == 'sh' && !it.returnStdout }
+            assert steps[0].commands == ['sail doctor --ci'] && steps[0].output.contains('- LOSES '): summary(h)
+            assert steps[0].output.contains('Refused in CI until that is set: gate, push,'): steps[0].output
+            // one error line (the other is the warning of the development key the harness signs with)
+            List<String> gate = sh(h, 'sail gate')[0].output.readLines().findAll { it.contains(': error: ') }
+            assert gate.size() == 1 && gate[0].startsWith('sail gate: error: in CI this would lose '): gate
+            assert gate[0].contains("MLFLOW_TRACKING_URI in the Jenkinsfile's sailPipeline(environment: [...])"): gate
+            assert sh(h, 'sail push').isEmpty() && ran(h).contains('Gate') && !ran(h).contains('Package'): summary(h)
+        }
+
+        test('stores, team environment: sail doctor --ci says every step keeps its work; the build delivers') {
+            Map team = [MLFLOW_TRACKING_URI: 'https://mlflow.example.com', SAIL_DVC_REMOTE_URL: 's3://acme-ml/sail-model',
+                        SAIL_REGISTRY: 'registry.example.com/ml']
+            PipelineHarness h = harness(rules: realSail(bake(), 'sail doctor --ci'))
+            h.runStep('sailPipeline', [approvers: APPROVERS, environment: team])
+            assert h.result == 'SUCCESS' && ran(h) == MAIN_STAGES: summary(h)
+            String doctor = sh(h, 'sail doctor --ci')[0].output
+            assert doctor.contains('Every step keeps its work.') && !doctor.contains('LOSES'): doctor
+            assert doctor.contains('tracking server https://mlflow.example.com'): doctor
         }
 
         test('generated Jenkinsfile (default answers): pins the library release and runs the pipeline') {

@@ -302,7 +302,7 @@ class PipelineHarness {
         String script = a.script.toString()
         Map<String, String> env = currentEnv()
         List<List<String>> commands = Shell.commands(script, env)
-        record('sh', [script: script, commands: commands.collect { it.join(' ') }, returnStdout: a.returnStdout == true,
+        Map call = record('sh', [script: script, commands: commands.collect { it.join(' ') }, returnStdout: a.returnStdout == true,
                       returnStatus: a.returnStatus == true, env: env])
         int exit = 0
         StringBuilder out = new StringBuilder()
@@ -312,8 +312,15 @@ class PipelineHarness {
             (rule.writes ?: [:]).each { String path, Object content ->
                 workspace[path] = content instanceof String ? content : JsonOutput.toJson(content)
             }
-            out.append(rule.stdout ?: '')
-            exit = (rule.exit ?: 0) as int
+            if (rule.run) {  // a real command: its exit status and output, kept as the log's text
+                Map real = (Map) ((Closure) rule.run).call(words, env)
+                call.output = (call.output ?: '') + real.output
+                out.append(real.output)
+                exit = real.exit as int
+            } else {
+                out.append(rule.stdout ?: '')
+                exit = (rule.exit ?: 0) as int
+            }
             if (exit != 0) { break }
         }
         if (a.returnStatus) { return exit }

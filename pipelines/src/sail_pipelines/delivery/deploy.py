@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from sail_pipelines.config import Params, ProjectPaths, Settings
+from sail_pipelines.config import Params, ProjectPaths, Settings, stores
 from sail_pipelines.delivery import containers, release
 from sail_pipelines.delivery.build import image_names
 from sail_pipelines.delivery.images import ImageRef, repository_name
@@ -235,6 +235,7 @@ def run(
         )
     if target not in TARGETS:
         raise SailError(f"unknown target {target!r}: one of {', '.join(TARGETS)}")
+    stores.require(paths, settings, "deploy")
     ref = source_image(paths, params, settings, environment)
     client = containers.docker_client()
     digest = None

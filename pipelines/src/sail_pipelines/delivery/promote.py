@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sail_pipelines.config import Params, ProjectPaths, Settings
+from sail_pipelines.config import Params, ProjectPaths, Settings, stores
 from sail_pipelines.delivery import audit, containers, release
 from sail_pipelines.delivery.build import image_names
 from sail_pipelines.errors import SailError
@@ -148,6 +148,7 @@ def run(
     promotion: Promotion,
     lock_timeout: float = LOCK_TIMEOUT,
 ) -> dict[str, Any]:
+    stores.require(paths, settings, "promote")
     model = params.gate.registered_model
     client = tracking.client(settings)
     with (

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import docker
 
-from sail_pipelines.config import ProjectPaths, Settings
+from sail_pipelines.config import ProjectPaths, Settings, stores
 from sail_pipelines.delivery import containers, release
 from sail_pipelines.delivery.build import recorded
 from sail_pipelines.delivery.images import ImageRef
@@ -47,6 +47,7 @@ def run(
     key: SignKey,
     say: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
+    stores.require(paths, settings, "publish")
     if not settings.registry:
         raise SailError("no image registry configured: set SAIL_REGISTRY (e.g. 127.0.0.1:5000)")
     built = recorded(paths)

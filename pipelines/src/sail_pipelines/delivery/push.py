@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import yaml
 
-from sail_pipelines.config import Params, ProjectPaths, RetryPolicy, Settings
+from sail_pipelines.config import Params, ProjectPaths, RetryPolicy, Settings, stores
 from sail_pipelines.errors import SailError
 from sail_pipelines.evaluation.gate import accepted_verdict
 from sail_pipelines.integrations import aws
@@ -113,6 +113,7 @@ def _stderr(line: str) -> None:
 def run(
     paths: ProjectPaths, params: Params, settings: Settings, say: Callable[[str], None] = _stderr
 ) -> dict[str, Any]:
+    stores.require(paths, settings, "push")
     gate = accepted_verdict(paths, "push")
     remote: list[str] = []
     if settings.dvc_remote_url:

@@ -37,6 +37,7 @@ from sail_pipelines.config import (
     ProjectPaths,
     Settings,
     Threshold,
+    stores,
 )
 from sail_pipelines.contract.data import read_csv
 from sail_pipelines.errors import GateFailed, SailError
@@ -496,6 +497,8 @@ def run(
 ) -> dict[str, Any]:
     """Judge the best candidate; on a pass, register it (unless `register` is off, as for pull
     requests, whose models must never become the `candidate` that main's promotion expects)."""
+    if register:
+        stores.require(paths, settings, "gate")
     if not paths.evaluation_report.is_file():
         raise SailError("no reports/evaluation.json: run `sail evaluate` first")
     evaluation = read_json(paths.evaluation_report)
@@ -525,6 +528,7 @@ def run(
         "primary_metric": gate.primary_metric,
         "metrics": scores,
         "champion": None,
+        "tracking_missing": stores.tracking_missing(paths, settings),  # CI, no team server
         "rules": [],
         "tolerance": gate.tolerance,
         "regression_rule": gate.regression_rule,

@@ -207,6 +207,11 @@ def _metrics_table(reports: Reports, params: Params) -> list[str]:
             f"the no-regression rule allows a tolerance of {gate.get('tolerance', 0):g} on "
             f"{primary} and {how} ({rule} rule)."
         )
+    elif gate.get("tracking_missing"):  # CI on the job's own MLflow store: nothing to find
+        lines.append(
+            "\nNo champion: no team tracking server configured (MLFLOW_TRACKING_URI), so this "
+            "run could not look one up; the thresholds alone decide."
+        )
     else:
         lines.append("\nNo champion yet: the thresholds alone decide.")
     return lines
@@ -459,6 +464,10 @@ def _sections(reports: Reports, params: Params) -> dict[str, str]:
         outcome = f"Judged only, nothing was registered: **{model}** keeps its current champion."
     else:
         outcome = f"Nothing was registered: **{model}** keeps its current champion."
+    if gate.get("tracking_missing"):
+        outcome += (
+            " No champion was compared: no team tracking server configured (MLFLOW_TRACKING_URI)."
+        )
     rules = [
         "| | rule | detail |",
         "| --- | --- | --- |",

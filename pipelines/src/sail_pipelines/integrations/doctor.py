@@ -1,4 +1,5 @@
-"""`sail doctor`: one line per service the project is configured to use, saying whether it works.
+"""`sail doctor`: one line per service the project is configured to use, saying whether it works;
+`sail doctor --ci`: what a CI run of the project keeps and what it loses with the job.
 
 Each check talks to the real service (MLflow /health and its registry API, S3 head_bucket, STS,
 the registry's /v2/ and a Docker login, the Docker daemon) with short timeouts. A service that
@@ -8,6 +9,7 @@ and the command exits 1 naming them. Secrets are only ever reported as set or mi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
@@ -19,6 +21,7 @@ from sail_pipelines.config import (
     Settings,
     load_params,
     redact,
+    stores,
 )
 from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
@@ -302,3 +305,43 @@ def run(paths: ProjectPaths, settings: Settings, say: Callable[[str], None]) -> 
     if failed:
         raise SailError(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}")
     return checks
+
+
+def ci_report(
+    paths: ProjectPaths, settings: Settings, env: Mapping[str, str], say: Callable[[str], None]
+) -> list[str]:
+    """`sail doctor --ci`: what a CI run of this project keeps and loses, as Markdown lines (the
+    job summary; readable as plain text in a Jenkins log). The rule is config/stores.py's."""
+    lines = _ci_lines(paths, settings, env)
+    for line in lines:
+        say(line)
+    return lines
+
+
+def _ci_lines(paths: ProjectPaths, settings: Settings, env: Mapping[str, str]) -> list[str]:
+    found = stores.stores(paths, settings, env)
+    lines = [f"### sail doctor --ci: what a CI run keeps ({stores.ci(env) or 'CI'})", ""]
+    for store in found:
+        kept = stores.WHAT_IS_LOST[store.kind]
+        if store.kept:
+            lines.append(f"- keeps {kept}: {store.kind} {store.where}")
+        else:
+            lines.append(f"- LOSES {kept}: {stores.problem(store, env)}")
+    lost = {s.kind for s in found if not s.kept}
+    refused = [step for step, needs in stores.NEEDS.items() if lost & set(needs)]
+    lines.append("")
+    if not refused:
+        lines.append("Every step keeps its work.")
+        return lines
+    if stores.allowed(env):
+        lines.append(
+            f"{stores.OPT_OUT}=1: {', '.join(refused)} run anyway and keep nothing (demos only)."
+        )
+    else:
+        lines.append(f"Refused in CI until that is set: {', '.join(refused)}.")
+    if stores.TRACKING in lost:
+        lines.append(
+            "Pull requests still train, judge (`sail gate --no-register`) and report, on the "
+            "thresholds alone: no team tracking server configured, so no champion to compare."
+        )
+    return lines
