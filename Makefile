@@ -61,8 +61,11 @@ bench-batch: venv
 
 # Serving figures: mlflow models serve vs sail serve on the same registered model (wrk, interleaved
 # rounds), then the inference image. Needs wrk (apt-get install wrk) and Docker.
+# DATASET: example (default), penguins, economics, weather, diamonds or customers;
+# ARGS: more options, e.g. ARGS="--fallback --no-image --rounds 1 --seconds 5".
+DATASET ?= example
 bench-serve: venv
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/serve.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/serve.py --dataset $(DATASET) $(ARGS)
 
 clean:
 	rm -rf "$(VENV)" build .pytest_cache

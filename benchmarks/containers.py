@@ -4,8 +4,9 @@ and candidates trained in parallel vs one after another.
     make bench            (or: .venv/bin/python benchmarks/containers.py [--runs 5])
 
 Everything is measured on a freshly generated project with the real `sail` commands; the
-figures are printed, never asserted (goals: inference image <= 300 MB, ready <= 3 s, a
-code-only rebuild <= 30 s).
+figures are printed, never asserted (goals: the inference image of a compiled model <= 150 MB,
+ready <= 1 s, a code-only rebuild <= 30 s). Where the inference image's bytes go is printed too:
+its largest folders, measured inside it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,19 @@ KEY = signing.generate().text()  # a fresh pair; the image verifies with its pub
 
 def git(project: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+
+
+def largest(client: docker.DockerClient, image: str, shown: int = 12) -> dict[str, float]:
+    """The image's largest folders (each library, the standard library, the system's), in MB."""
+    folders = (
+        "/opt/venv/lib/python3*/site-packages/* /usr/lib/python3* /usr/lib/*-linux-gnu "
+        "/usr/bin /usr/share /etc /app"
+    )
+    out = client.containers.run(
+        image, ["-c", f"du -sk {folders} 2>/dev/null; true"], entrypoint="sh", remove=True
+    ).decode()
+    sizes = [(int(k), path) for k, path in (line.split("\t") for line in out.splitlines())]
+    return {path: kb / 1000 for kb, path in sorted(sizes, reverse=True)[:shown]}
 
 
 def main() -> None:
@@ -80,6 +94,7 @@ def main() -> None:
                 client, ref
             )
 
+        figures["inference_largest_mb"] = largest(client, inference)
         starts = []
         for _ in range(args.runs):
             with smoke.container_server(inference, {}) as (_, seconds):
@@ -96,7 +111,7 @@ def main() -> None:
     print("| measure | figure | goal |")
     print("|---|---|---|")
     for side in ("train", "metric", "inference"):
-        goal = "<= 300 MB" if side == "inference" else ""
+        goal = "<= 150 MB" if side == "inference" else ""
         print(
             f"| {side} image | {figures[f'{side}_image_mb']:.0f} MB "
             f"({figures[f'{side}_image_gzip_mb']:.0f} MB gzip'd) | {goal} |"
@@ -104,7 +119,7 @@ def main() -> None:
     cold = figures["cold_start_seconds"]
     print(
         f"| inference cold start, `docker run` to /ready (n={args.runs}) | median "
-        f"{cold['median']:.2f} s (min {cold['min']:.2f}, max {cold['max']:.2f}) | <= 3 s |"
+        f"{cold['median']:.2f} s (min {cold['min']:.2f}, max {cold['max']:.2f}) | <= 1 s |"
     )
     print(
         f"| rebuild after a code-only change | {figures['code_only_rebuild_seconds']:.1f} s | <= "

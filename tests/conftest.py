@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -17,12 +18,23 @@ from sail_pipelines.integrity import signing
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "cookiecutter-sail"
-# Key pairs made once per test session: bundles (TEST_KEY signs, TEST_VERIFY_KEY verifies)
-# and audit.
-_PAIRS = {name: signing.generate() for name in ("bundle", "audit")}
-TEST_KEY = _PAIRS["bundle"].text()
-TEST_VERIFY_KEY = _PAIRS["bundle"].verify_key.text()
-TEST_AUDIT_KEY = _PAIRS["audit"].text()
+
+
+def _run_keys() -> dict[str, str]:
+    """Key pairs made once per test run: bundles and audit. The xdist workers inherit the
+    controller's environment, so a project one worker signed (`public_project`) verifies on
+    another; `isolated_env` then takes the variable out of the tests' environment."""
+    if SESSION_KEYS not in os.environ:
+        keys = {name: signing.generate().text() for name in ("bundle", "audit")}
+        os.environ[SESSION_KEYS] = json.dumps(keys)
+    return json.loads(os.environ[SESSION_KEYS])
+
+
+SESSION_KEYS = "SAIL_TEST_RUN_KEYS"
+_KEYS = _run_keys()
+TEST_KEY = _KEYS["bundle"]  # signs bundles; TEST_VERIFY_KEY verifies them
+TEST_VERIFY_KEY = signing.private_key(TEST_KEY, "key").verify_key.text()
+TEST_AUDIT_KEY = _KEYS["audit"]
 BIN = str(Path(sys.executable).parent)
 # The rule for CI; real S3 (moto), MLflow server and registry fixtures for the team-mode tests.
 pytest_plugins = ("ci_rules", "servers")
@@ -49,6 +61,15 @@ CI_VARIABLES = (
     "SAIL_HOST",
     "SAIL_PORT",
     "SAIL_DEBUG",
+    "SAIL_ACCESS_LOG",
+)
+STORE_RULE_VARIABLES = (
+    "CI",
+    "GITHUB_ACTIONS",
+    "JENKINS_URL",
+    "GITHUB_WORKSPACE",
+    "WORKSPACE",
+    "SAIL_ALLOW_EPHEMERAL",
 )
 # Seconds for docker/prepare-machine on a prepared machine (`make test` runs it before pytest),
 # below pytest-timeout's 900 so that it, not pytest-timeout, reports a hang.
@@ -113,6 +134,7 @@ def isolated_env(tmp_path_factory):
             "SAIL_DVC_REMOTE_URL",
             "SAIL_REGISTRY",
             "SAIL_RUNTIME",
+            SESSION_KEYS,  # read at import; no private key reaches a `sail` the tests start
         ):
             mp.delenv(name, raising=False)
         # Team-mode settings of the machine (AWS identity, S3 endpoint, registry login) stay
@@ -128,7 +150,10 @@ def isolated_env(tmp_path_factory):
             "SAIL_SEARCH_STORAGE",
         ]:
             mp.delenv(name, raising=False)
-        for name in CI_VARIABLES:
+        # The markers of the CI running the suite: the `sail` the tests start must not refuse the
+        # embedded stores (config/stores.py); the tests of that rule set them. ci_rules.py read
+        # CI for its own skip rule when it loaded.
+        for name in (*CI_VARIABLES, *STORE_RULE_VARIABLES):
             mp.delenv(name, raising=False)
         yield
 

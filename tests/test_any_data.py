@@ -21,6 +21,7 @@ from datasets import SKLEARN, messy_csv, messy_frame, sklearn_csv
 from sail_pipelines.contract.data import json_records
 from sail_pipelines.inference.smoke import local_server
 from sail_pipelines.integrity import signing
+from test_public_serving import assert_candidates_compiled, assert_serves_compiled
 
 pytestmark = pytest.mark.slow
 
@@ -186,6 +187,15 @@ def test_bad_batch_rows_are_named_by_their_line(customers, tmp_path):
     )
     assert result.returncode == 1 and "'forty' (line 11)" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_the_messy_table_is_served_compiled(customers, tmp_path):
+    """A date with times, booleans, an "other" bucket, ignored text and gaps: every candidate
+    compiles and agrees, and ONNX Runtime serves what batch and scikit-learn give."""
+    assert_candidates_compiled(customers)
+    verify = signing.public_key(TEST_VERIFY_KEY, "test")
+    with local_server(customers / "models" / "accepted", verify) as url:
+        assert_serves_compiled(customers, url, tmp_path)
 
 
 def test_fuzzing_with_finite_extremes_never_gets_a_5xx(customers):

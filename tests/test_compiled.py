@@ -3,20 +3,29 @@ reason recorded (never a silent switch)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from conftest import TEMPLATE, TEST_KEY, ok, sail
 from sail_pipelines.config import CompiledConfig
+from sail_pipelines.contract.calendar import calendar, has_times
 from sail_pipelines.contract.schema import Column, Schema
+from sail_pipelines.contract.stl import sorted_values
 from sail_pipelines.inference import onnx
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.integrity import signing
@@ -32,14 +41,14 @@ SCHEMA = Schema(
 )
 
 
-def template_transformer_for(numeric: list[str], categorical: list[str]):
+def template_transformer_for(numeric: list[str], categorical: list[str], **more):
     """The STL every generated project starts with (median/most-frequent imputers, scaler,
-    one-hot)."""
+    one-hot, calendar features)."""
     path = next((TEMPLATE / "{{cookiecutter.project_slug}}" / "src").glob("*/transform.py"))
     spec = importlib.util.spec_from_file_location("template_transform", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build_transformer(numeric=numeric, categorical=categorical)
+    return module.build_transformer(numeric=numeric, categorical=categorical, **more)
 
 
 def template_transformer():
@@ -169,20 +178,183 @@ def test_what_cannot_be_converted_says_why():
     transformer = template_transformer().fit(train)
     with pytest.raises(onnx.ConversionFailed, match="skl2onnx cannot convert it: .*Opaque"):
         onnx.convert(transformer, Opaque().fit(train, np.arange(50) % 2), SCHEMA, True)
-    assert onnx.input_kinds(
-        Schema(SCHEMA.target, (Column("size", "category", values=(1, 2)),))
-    ) == {"size": "number"}
-    for values in ((1, "two"), (2**25 + 1, 1), (True, False)):
+    kinds = onnx.input_kinds(
+        Schema(
+            SCHEMA.target,
+            (
+                Column("size", "category", values=(2**40 + 1, 1.5)),
+                Column("color", "category", values=("", "red")),
+                Column("when", "datetime"),
+                Column("member", "bool"),
+            ),
+        )
+    )
+    assert kinds == {"size": "string", "color": "string", "when": "calendar", "member": "number"}
+    for values in ((1, "two"), (True, False)):
         mixed = Schema(
             SCHEMA.target, (Column("x", "float"), Column("size", "category", values=values))
         )
         with pytest.raises(onnx.ConversionFailed, match="feature 'size' .*has no compiled input"):
             onnx.input_kinds(mixed)
-    blank = Schema(SCHEMA.target, (Column("color", "category", values=("", "red")),))
-    with pytest.raises(
-        onnx.ConversionFailed, match='allows "", which the compiled path uses for null'
-    ):
-        onnx.input_kinds(blank)
+
+
+MIXED = Schema(
+    target=Column("y", "int", values=(0, 1, 2)),
+    features=(
+        Column("x", "float", nullable=True),
+        Column("member", "bool", nullable=True),
+        Column("when", "datetime", nullable=True),
+        Column(
+            "city", "category", values=("", "Faro", "Lisbon", "Porto"), nullable=True, other=True
+        ),
+        Column("size", "category", values=(1, 2, 2**40 + 1), nullable=True, other=True),
+        Column("rating", "category", values=(0.5, 1.5), nullable=True),
+    ),
+    ignored=(Column("notes", "text", role="ignore"),),
+)
+
+
+def mixed_columns(rows: int, seed: int) -> dict[str, list]:
+    """Request-like columns of every type, a null in each (and the oddities the compiled path
+    must carry: a listed "", the NUL character, unseen categories, offsets across midnight)."""
+    rng = np.random.default_rng(seed)
+    stamps = pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.integers(0, 900 * 24, rows), "h")
+    columns = {
+        "x": rng.normal(size=rows).tolist(),
+        "member": rng.choice([True, False], rows).tolist(),
+        "when": [s.strftime("%Y-%m-%dT%H:%M:%S") for s in stamps],
+        "city": rng.choice(["", "Faro", "Lisbon", "Porto"], rows).tolist(),
+        "size": rng.choice([1, 2, 2**40 + 1], rows).tolist(),
+        "rating": rng.choice([0.5, 1.5], rows).tolist(),
+    }
+    for name in columns:
+        columns[name][:: 7 + len(name)] = [None] * len(columns[name][:: 7 + len(name)])
+    odd = {
+        "when": ["2024-01-01T01:00:00+05:00", "2023-12-31T23:30:00-01:00", "2024-02-29Z"[:10]],
+        "city": ["\x00", "Village", ""],
+        "size": [7, 2.0, 1.5],
+    }
+    for name, values in odd.items():
+        columns[name][: len(values)] = values
+    return columns
+
+
+def label_of(columns: dict[str, list]) -> np.ndarray:
+    x = np.nan_to_num(np.array(columns["x"], dtype=float))
+    city = np.array([c == "Lisbon" for c in columns["city"]])
+    return (x > 0).astype(int) + city
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        LogisticRegression(max_iter=1000),
+        RandomForestClassifier(n_estimators=30, max_depth=6, random_state=0),
+        HistGradientBoostingClassifier(max_iter=30, random_state=0),
+    ],
+    ids=["logistic", "forest", "boosting"],
+)
+def test_every_column_type_takes_the_compiled_path_and_agrees(estimator, tmp_path):
+    """Dates (calendar features computed before the graph), booleans, categories of strings
+    (listing "") and of numbers, "other" buckets and nulls everywhere: float64 all the way, so
+    the graph agrees with scikit-learn to rounding, forests included."""
+    categories = {c.name: sorted_values(c.values) for c in MIXED.features if c.values}
+    transformer = template_transformer_for(
+        ["x", "member"], ["city", "size", "rating"], datetime=["when"], categories=categories
+    )
+    train = mixed_columns(400, 1)
+    features = MIXED.prepare(pd.DataFrame(train))
+    model = estimator.fit(transformer.fit(features).transform(features), label_of(train))
+    graph = onnx.convert(transformer, model, MIXED, True)
+    compiled = onnx.CompiledModel(graph, MIXED, True)
+    test = mixed_columns(150, 2)
+    transformed = transformer.transform(MIXED.prepare(pd.DataFrame(test)))
+    problem, figures = onnx.agreement(
+        (model.predict(transformed), model.predict_proba(transformed)),
+        compiled.predict(test),
+        CompiledConfig(),
+        True,
+    )
+    assert problem is None and figures["max_probability_diff"] < 1e-5, figures
+    # Serving loads the graph without pandas or scikit-learn.
+    (tmp_path / "model.onnx").write_bytes(graph)
+    script = (
+        "import sys; from sail_pipelines.inference import onnx; "
+        "from served import MIXED, columns; "
+        "m = onnx.CompiledModel(open('model.onnx', 'rb').read(), MIXED, True); "
+        "m.predict(columns); print(sorted({'pandas', 'sklearn'} & set(sys.modules)))"
+    )
+    (tmp_path / "served.py").write_text(
+        "from sail_pipelines.contract.schema import parse_schema\n"
+        f"MIXED = parse_schema({MIXED.to_dict()!r})\n"
+        f"columns = {test!r}\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+
+
+CALENDAR_CASES = [
+    "2024-05-01",
+    "2024-02-29",
+    "2024-12-31",
+    "2024-05-01T13:45:00",
+    "2024-05-01 13:45",
+    "2024-05-01T13",
+    "2024-05-01T13:45:00Z",
+    "2024-05-01T13:45:00.123456789",
+    "2024-05-01T13:45:00.5Z",
+    "2024-05-01T13:45:00+05:30",
+    "2024-05-01T13:45:00+0530",
+    "2024-05-01T13:45:00-00:00",
+    "2024-01-01T01:00:00+05:00",  # the day, month and year before, in UTC
+    "2023-12-31T23:30:00-01:00",  # the year after, in UTC
+    "20240501",
+    "garbage",
+    "",
+    "2024-02-30",
+    "2024-13-01",
+    "2024-05-01T24:00:00",
+    "2024-05-01T13:45:60",
+    "2024-05-01T13:45:00UTC",
+    None,
+    float("nan"),
+]
+
+
+def test_calendar_features_match_pandas():
+    """contract.calendar (no pandas) against what CalendarFeatures computed with pandas'
+    to_datetime(utc=True, format="ISO8601"): dates, times, offsets, garbage and gaps."""
+    stamps = pd.to_datetime(
+        pd.Series(CALENDAR_CASES, dtype=object), errors="coerce", utc=True, format="ISO8601"
+    ).dt
+    expected = np.column_stack(
+        [getattr(stamps, p).astype(float) for p in ("year", "month", "day_of_week", "day_of_year")]
+        + [stamps.hour.astype(float)]
+    )
+    assert np.array_equal(calendar(CALENDAR_CASES, hour=True), expected, equal_nan=True)
+    assert has_times(["2024-05-01", "2024-05-01T00:00:00Z"]) is False
+    assert has_times(["2024-05-01", "2024-05-01T00:00:00+01:00"]) is True  # 23:00 in UTC
+
+
+def test_calendar_features_follow_the_contract_where_pandas_does_not():
+    """A date is what the schema accepts (`parse_datetime`): padded, week and lower-case forms it
+    accepts have calendar features (pandas read them as missing, and years 1 and 9999 too, or not,
+    depending on the column's other values); forms it refuses at validation, in batch and in the
+    API (a year alone, one-digit months) give NaN (pandas read them)."""
+    accepted = [" 2024-05-01 ", "2024-W18-3", "2024-05-01t00:00", "0001-01-01", "9999-12-31"]
+    assert calendar(accepted, hour=False).tolist() == [[2024, 5, 2, 122]] * 3 + [
+        [1, 1, 0, 1],
+        [9999, 12, 4, 365],
+    ]
+    assert np.isnan(calendar(["2024", "2024-05", "2024-5-1"], hour=False)).all()
+    parquet = [pd.Timestamp("2024-05-01 13:00", tz="Europe/Lisbon"), pd.NaT, dt.date(2024, 5, 1)]
+    assert np.array_equal(
+        calendar(parquet, hour=True),
+        [[2024, 5, 2, 122, 12], [np.nan] * 5, [2024, 5, 2, 122, 0]],
+        equal_nan=True,
+    )
 
 
 @pytest.mark.slow

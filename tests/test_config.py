@@ -403,6 +403,11 @@ REFUSALS = [
         "monitoring.max_missing = 2 is outside [0, 1]; set a number from 0 to 1",
     ),
     (
+        ("monitoring", "max_share_change"),
+        2,
+        "monitoring.max_share_change = 2 is outside [0, 1]; set a number from 0 to 1",
+    ),
+    (
         ("monitoring", "max_window_psi"),
         -1,
         "monitoring.max_window_psi = -1 is below 0; set a number of at least 0",
@@ -427,8 +432,8 @@ REFUSALS = [
         ("monitoring", "max_psy"),
         1,
         "monitoring.max_psy is not a known key; use one of max_psi, max_ks, "
-        "min_p_value, max_out_of_range, max_missing, max_window_psi, window_hours, "
-        "min_rows, bins (or remove it)",
+        "min_p_value, max_out_of_range, max_missing, max_share_change, max_window_psi, "
+        "window_hours, min_rows, bins (or remove it)",
     ),
 ]
 

@@ -199,14 +199,16 @@ def test_the_inference_image_is_non_root_single_threaded_and_health_checked(flow
     assert config["Labels"]["sail.model_version"] == "1"
     assert config["Labels"]["sail.runtime"] == "onnx"
     # only what serving needs: no pip, no MLflow, no DVC, no training data; and for a compiled
-    # model no scikit-learn (nor scipy, nor the ONNX converter). pandas stays, for batch files.
+    # model no scikit-learn (nor scipy, nor the ONNX converter), no pandas (batch files are read
+    # without it) and no pydantic (serving reads no configuration file).
     listing = client.containers.run(
         image.id,
         [
             "-c",
             "import importlib.util as u, os, json; print(json.dumps("
             "[m for m in ('pip', 'mlflow', 'dvc', 'matplotlib', 'sklearn', 'scipy',"
-            " 'skl2onnx', 'onnx') if u.find_spec(m)] + "
+            " 'skl2onnx', 'onnx', 'pandas', 'pydantic', 'pydantic_settings', 'pyarrow')"
+            " if u.find_spec(m)] + "
             "[p for p in ('/app/data', '/app/models/candidates') if os.path.exists(p)]))",
         ],
         entrypoint="python3",

@@ -13,7 +13,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from sail_pipelines.contract import stl
 from sail_pipelines.contract.infer import infer, infer_column, infer_task
-from sail_pipelines.contract.ranges import beyond, training_ranges
+from sail_pipelines.contract.ranges import Limits, beyond, training_ranges
 from sail_pipelines.contract.schema import RecordError, check_record, check_value, parse_schema
 from sail_pipelines.contract.transformers import CalendarFeatures, OutlierClipper
 from sail_pipelines.errors import SailError
@@ -293,7 +293,7 @@ def test_values_beyond_the_training_range_are_found():
         },
     )
     assert ranges == {"a": (-1.0, 11.0)}
-    found = beyond({"a": [5.0, 1e308, None]}, ranges)
+    found = beyond({"a": [5.0, 1e308, None]}, Limits(ranges, {}, {}))
     assert [(b.record, b.field) for b in found] == [(1, "a")]
 
 
@@ -391,3 +391,30 @@ def test_an_input_the_stl_makes_non_finite_is_a_422_naming_the_field(tmp_path):
     answer = client.post("/predict", json={"a": 5.0, "b": 0.0})
     assert answer.status_code == 422 and answer.get_json()["field"] == "b"
     assert client.post("/predict", json={"a": 5.0, "b": 3.0}).status_code == 200
+
+
+def test_a_batch_reads_text_columns_as_text_whatever_their_cells_look_like(tmp_path):
+    """A batch whose string category holds only digits in this file ("0", as weather's `precip`
+    does most days) reaches the model as the strings it was trained on; numbers stay numbers,
+    and an empty cell is still missing."""
+    from sail_pipelines.contract.data import iter_table
+
+    schema = parse_schema(
+        {
+            "columns": [
+                {"name": "y", "type": "float", "role": "target"},
+                {"name": "precip", "type": "category", "values": ["0", "T", "0.02"]},
+                {"name": "day", "type": "datetime"},
+                {"name": "zip", "type": "text", "role": "ignore"},
+                {"name": "wind", "type": "float"},
+            ]
+        }
+    )
+    path = tmp_path / "batch.csv"
+    path.write_text("y,precip,day,zip,wind\n1,0,2020-01-01,01234,3\n2,,2020-01-02,01235,\n")
+    [chunk] = list(iter_table(path, 10, schema))
+    assert chunk["precip"].iloc[0] == "0" and pd.isna(chunk["precip"].iloc[1])
+    assert list(chunk["zip"]) == ["01234", "01235"]
+    assert chunk["wind"].iloc[0] == 3.0 and pd.isna(chunk["wind"].iloc[1])
+    [untyped] = list(iter_table(path, 10))  # without the schema, pandas guesses (the old way)
+    assert untyped["precip"].iloc[0] == 0

@@ -220,6 +220,16 @@ def test_a_slice_column_that_is_not_a_category_is_refused(project_copy):
     )
 
 
+@pytest.mark.parametrize(
+    "scheme, key",
+    [(signing.ED25519, signing.Ed25519Signer), (signing.HMAC_SHA256, signing.HmacKey)],
+)
+def test_the_model_card_names_the_algorithm_the_bundle_is_signed_with(scheme, key):
+    from sail_pipelines.evaluation.card import algorithm
+
+    assert algorithm(scheme) == key.algorithm  # what SIGNATURE.json records
+
+
 def test_the_model_card_is_written_logged_and_linked_from_metadata(pipeline_project):
     card = json.loads((pipeline_project / "reports" / "model_card.json").read_text())
     gate = gate_report(pipeline_project)
@@ -238,6 +248,7 @@ def test_the_model_card_is_written_logged_and_linked_from_metadata(pipeline_proj
     assert card["metrics"]["roc_auc"]["value"] == gate["metrics"]["roc_auc"]
     assert card["metrics"]["roc_auc"]["interval"] == gate["intervals"]["roc_auc"]["candidate"]
     assert card["verdict"]["result"] == "pass" and card["signing"]["key_id"] == KEY.key_id
+    assert card["signing"]["algorithm"] == "Ed25519"  # the template's default signing.scheme
     assert card["lineage"] == {
         "git_commit": gate["git_commit"],
         "parent_champion": None,

@@ -299,3 +299,269 @@ def test_logs_are_read_from_s3_too(project, tmp_path):
     finally:
         server.stop()
     assert traffic.rows == 40 and traffic.request_ids[0] == json.loads(lines[0])["request_id"]
+
+
+# The statistics, on pure functions: known values, each rule tripped on its own just past its
+# limit and not just under it, and the false-alarm and detection rates at a small scale (the full
+# figures: benchmarks/monitor_power.py).
+
+
+def stats_schema():
+    from sail_pipelines.contract.schema import Column, Schema
+
+    return Schema(
+        target=Column("label", "category", values=("n", "y")),
+        features=(
+            Column("x", "float"),
+            Column("d", "datetime"),
+            Column("c", "category", values=("a", "b")),
+            Column("m", "float", nullable=True),
+        ),
+    )
+
+
+def grid(rows: int, shift: float = 0.0) -> np.ndarray:
+    """Evenly spread normal quantiles: a sample without sampling noise."""
+    from scipy.stats import norm
+
+    return norm.ppf((np.arange(rows) + 0.5) / rows) + shift
+
+
+def reference(rows: int = 20_000):
+    """x normal, d two years of days, c half 'a', m 10% missing, all evenly spread and shuffled
+    (one fixed order) so that any half of the rows is alike."""
+    spread = np.arange(rows) / rows
+    frame = pd.DataFrame(
+        {
+            "x": grid(rows),
+            "d": (pd.Timestamp("2020-01-01") + pd.to_timedelta(np.floor(spread * 730), unit="D"))
+            .strftime("%Y-%m-%d")
+            .to_numpy(),
+            "c": np.where(np.arange(rows) % 2 == 0, "a", "b"),
+            "m": np.where(np.arange(rows) % 10 == 0, np.nan, grid(rows)),
+            "label": np.where(np.arange(rows) % 2 == 0, "n", "y"),
+        }
+    )
+    frame = frame.sample(frac=1, random_state=0).reset_index(drop=True)
+    schema = stats_schema()
+    metadata = {"task": "classification", "training_profile": profile_frame(schema, frame, "h")}
+    return schema, metadata, frame
+
+
+def window(frame: pd.DataFrame, times: list[str] | None = None):
+    from sail_pipelines.monitoring.logs import Traffic
+
+    n = len(frame)
+    return Traffic(
+        times=times or ["2026-01-01T00:00:00.000+00:00"] * n,
+        request_ids=[str(i) for i in range(n)],
+        positions=[0] * n,
+        inputs={
+            c: [None if pd.isna(v) else v for v in frame[c].tolist()] for c in ("x", "d", "c", "m")
+        },
+        predictions=frame["label"].tolist(),
+        requests=n,
+    )
+
+
+@pytest.fixture(scope="module")
+def judged():
+    """The monitor's verdict on a window built from the reference with `change` applied."""
+    from sail_pipelines.config import MonitoringConfig
+    from sail_pipelines.monitoring import monitor
+
+    schema, metadata, train = reference()
+    base = monitor.baseline(schema, metadata, train, MonitoringConfig())
+
+    def verdict(change, rows: int = 5000, times=None, **limits) -> list[str]:
+        served = reference(rows)[2]
+        change(served)
+        config = MonitoringConfig(**limits)
+        report = monitor.compare(schema, metadata, train, window(served, times), config, base)
+        return report["breaches"]
+
+    return verdict
+
+
+def test_psi_and_ks_match_known_values():
+    from sail_pipelines.monitoring.stats import holm, numeric_drift, psi
+
+    assert psi(np.array([50.0, 50.0]), np.array([25.0, 75.0])) == pytest.approx(
+        0.25 * np.log(2) + 0.25 * np.log(1.5)
+    )
+    assert psi(np.array([1.0, 3.0]), np.array([10.0, 30.0])) == 0.0
+    drift = numeric_drift(np.arange(100.0), np.arange(100.0) + 10, np.array([50.0]))
+    assert drift["ks"] == pytest.approx(0.10)
+    assert drift["psi"] == pytest.approx(
+        psi(np.array([50.0, 50.0]), np.array([40.0, 60.0]))
+    )  # one inner edge: 40 of the shifted values below 50
+    assert list(holm([0.01, 0.04, 0.03])) == pytest.approx([0.03, 0.06, 0.06])
+
+
+def _set(column: str, values):
+    def change(frame: pd.DataFrame) -> None:
+        frame[column] = values(frame)
+
+    return change
+
+
+def _share(column: str, share: float, value: str, other: str):
+    """The first `share` of the rows take `value`, the rest `other`."""
+
+    def change(frame: pd.DataFrame) -> None:
+        frame[column] = np.where(np.arange(len(frame)) < share * len(frame), value, other)
+
+    return change
+
+
+def _beyond(column: str, share: float, value):
+    def change(frame: pd.DataFrame) -> None:
+        frame.loc[frame.index[: round(share * len(frame))], column] = value
+
+    return change
+
+
+def _missing(share: float):
+    """m missing in the first `share` of the rows, present in all others."""
+
+    def change(frame: pd.DataFrame) -> None:
+        frame["m"] = np.where(np.arange(len(frame)) < share * len(frame), np.nan, frame["x"])
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "rule, tripped, under, limits",
+    [
+        # KS 0.22 against 0.18 (PSI held off: it is checked on its own below)
+        (
+            "x: drift KS",
+            _set("x", lambda f: grid(len(f), 0.56)),
+            _set("x", lambda f: grid(len(f), 0.45)),
+            {"max_psi": 5},
+        ),
+        (
+            "x: drift PSI",
+            _set("x", lambda f: grid(len(f), 0.5)),
+            _set("x", lambda f: grid(len(f), 0.4)),
+            {"max_ks": 1},
+        ),
+        # 6% against 4% of served values beyond the widened range (limit 5%)
+        (
+            "x: 6.0% of served values outside",
+            _beyond("x", 0.06, 99.0),
+            _beyond("x", 0.04, 99.0),
+            {},
+        ),
+        (
+            "d: 6.0% of served values outside",
+            _beyond("d", 0.06, "2030-01-01"),
+            _beyond("d", 0.04, "2030-01-01"),
+            {},
+        ),
+        # 10% missing in training: 16% trips (6 points above), 14% does not
+        (
+            "m: 16.0% of served values missing",
+            _missing(0.16),
+            _missing(0.14),
+            {},
+        ),
+        # the share of 'a': 50% in training, 62% trips (limit 10 points), 58% does not
+        (
+            "c: the share of 'a' moved +12.0%",
+            _share("c", 0.62, "a", "b"),
+            _share("c", 0.58, "a", "b"),
+            {},
+        ),
+        # predictions 50/50 in training: 73/27 is PSI 0.23 (trips), 68/32 is PSI 0.14
+        (
+            "predictions: drift PSI",
+            _share("label", 0.73, "n", "y"),
+            _share("label", 0.68, "n", "y"),
+            {},
+        ),
+    ],
+    ids=["ks", "psi", "out_of_range", "date_out_of_range", "missing", "share", "predictions"],
+)
+def test_each_rule_trips_on_its_own_just_past_its_limit(judged, rule, tripped, under, limits):
+    lines = judged(tripped, **limits)
+    assert len(lines) == 1 and lines[0].startswith(rule), lines
+    assert judged(under, **limits) == []
+
+
+def test_a_sudden_change_between_windows_trips_on_its_own(judged):
+    """Two days of 2,500 rows: 'a' 35% then 65% (PSI 0.37 between them, limit 0.25) trips;
+    38% then 62% (PSI 0.235) does not. Over both days the share stays 50%."""
+    times = ["2026-01-01T12:00:00.000+00:00"] * 2500 + ["2026-01-02T12:00:00.000+00:00"] * 2500
+
+    def days(first: float):
+        def change(frame: pd.DataFrame) -> None:
+            day = np.arange(len(frame)) % 2500
+            share = np.where(np.arange(len(frame)) < 2500, first, 1 - first)
+            frame["c"] = np.where(day < share * 2500, "a", "b")
+
+        return change
+
+    lines = judged(days(0.35), times=times)
+    assert len(lines) == 1 and lines[0].startswith("c: sudden change, PSI 0.371"), lines
+    assert judged(days(0.38), times=times) == []
+
+
+def test_an_effect_without_evidence_is_no_breach(judged):
+    """PSI past its limit on 120 rows is within the noise of that size: not proven."""
+    lines = judged(_set("x", lambda f: grid(len(f), 0.5)), rows=120, max_ks=1)
+    assert lines == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_in_distribution_windows_raise_no_alarm(seed):
+    """Random windows of 100, 250 and 1,000 rows from the same source as a 2,000-row split."""
+    from sail_pipelines.config import MonitoringConfig
+    from sail_pipelines.monitoring import monitor
+
+    def sample(rows: int, rng) -> pd.DataFrame:
+        frame = pd.DataFrame(
+            {
+                "x": rng.lognormal(0, 1, rows),
+                "d": (pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 730, rows), "D"))
+                .strftime("%Y-%m-%d")
+                .to_numpy(),
+                "c": rng.choice(["a", "b", "c", "d", "rare"], rows, p=[0.4, 0.3, 0.2, 0.09, 0.01]),
+                "m": np.where(rng.random(rows) < 0.36, np.nan, rng.normal(size=rows)),
+            }
+        )
+        frame["label"] = np.where(frame.x > 1, "y", "n")
+        return frame
+
+    rng = np.random.default_rng(seed)
+    schema = stats_schema()
+    train = sample(2000, rng)
+    metadata = {"task": "classification", "training_profile": profile_frame(schema, train, "h")}
+    base = monitor.baseline(schema, metadata, train, MonitoringConfig())
+    for rows in (100, 250, 1000):
+        served = window(sample(rows, rng))
+        report = monitor.compare(schema, metadata, train, served, MonitoringConfig(), base)
+        assert report["breaches"] == [], (rows, report["breaches"])
+
+
+@pytest.fixture(scope="module")
+def power():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import monitor_power
+
+    return monitor_power
+
+
+@pytest.mark.parametrize(
+    "name, rows, shifts",
+    [("example", 100, ("mean 0.5 sd",)), ("diamonds", 1000, ("mean 0.5 sd", "category +15 pts"))],
+)
+def test_false_alarms_and_detection_at_a_small_scale(power, name, rows, shifts):
+    """40 seeded windows of held-out rows: none alarms; each shift is caught in 90% or more."""
+    setup = power.prepare(name)
+    rng = np.random.default_rng(0)
+    assert power.false_alarms(setup, rows, 40, rng) == 0.0
+    for kind in shifts:
+        assert power.detection(setup, kind, rows, 40, rng) >= 0.9, kind

@@ -81,6 +81,14 @@ def test_features_carry_type_range_values_and_holdout_example(client, bundle_dir
     assert client.post("/predict", json=example).status_code == 200
     label = document["components"]["schemas"]["Prediction"]["properties"]["predictions"]["items"]
     assert label == {"enum": ["no", "yes"]}
+    # whole rows: the target and ignored columns are accepted and dropped, on every protocol
+    for name in ("label", "customer_id"):
+        assert (
+            "accepted and dropped" in props[name]["description"] and name not in record["required"]
+        )
+    tensor = document["components"]["schemas"]["Tensor"]["properties"]["name"]
+    assert tensor == {"enum": ["x1", "x2", "n", "color", "label", "customer_id"]}
+    assert client.post("/predict", json={**example, "label": "yes"}).status_code == 200
 
 
 def test_every_column_type_nullable_and_a_refused_range():
@@ -101,6 +109,8 @@ def test_every_column_type_nullable_and_a_refused_range():
         "serving": {"out_of_range": "refuse", "range_margin": 0.5},
         "training_profile": {
             "columns": {
+                "when": {"min": "2024-01-01", "max": "2024-12-31"},
+                "brand": {"seen": ["p", "r"]},  # r only through the `other` bucket; q never
                 "size": {"min": 0.0, "max": 2.0},
                 "count": {"min": 1, "max": 3},
                 "empty": {"min": math.nan, "max": math.nan},
@@ -132,7 +142,9 @@ def test_every_column_type_nullable_and_a_refused_range():
     assert re.match(props["when"]["pattern"], "2024-05-31T10:00Z")
     assert props["flag"] == {"type": "boolean"}
     assert props["city"] == {"enum": ["x", "y", None]}
-    assert props["brand"]["type"] == "string"
+    assert props["brand"] == {"enum": ["p", "r"]}  # refused: only the values training held
+    assert props["when"]["x-training-range"] == ["2024-01-01", "2024-12-31"]
+    assert "refused outside [2023-07-02, 2025-07-02]" in props["when"]["description"]
     assert props["size"]["type"] == ["number", "null"]
     assert (props["size"]["minimum"], props["size"]["maximum"]) == (-1.0, 3.0)  # refused beyond
     assert props["count"]["x-training-range"] == [1, 3]

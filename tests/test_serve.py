@@ -27,6 +27,7 @@ from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference import onnx, serve
 from sail_pipelines.inference.serve import create_app, run_server, worker_count
+from sail_pipelines.inference.server_logs import ACCESS
 from sail_pipelines.integrity.bundle import (
     MODEL,
     ONNX_MODEL,
@@ -196,18 +197,17 @@ def test_integer_and_float_spellings_predict_the_same(client):
     assert as_int["probabilities"] == as_float["probabilities"]
 
 
-def test_each_request_gets_its_own_id_and_one_log_line(client, caplog):
-    with caplog.at_level(logging.INFO, logger="sail_pipelines.inference.serve"):
+def test_each_request_gets_its_own_id_and_one_access_log_line(client, caplog):
+    with caplog.at_level(logging.INFO, logger=ACCESS):
         first = _post(client, [GOOD, GOOD]).get_json()["request_id"]
         second = _post(client, {**GOOD, "x1": "oops"}).get_json()["request_id"]
     assert first != second
-    lines = [r.getMessage() for r in caplog.records]
-    assert [line for line in lines if first in line] == [
-        f"request_id={first} POST /predict records=2 status=200"
+    lines = [
+        (r.request_id, r.getMessage(), r.records, r.status)
+        for r in caplog.records
+        if r.name == ACCESS
     ]
-    assert [line for line in lines if second in line] == [
-        f"request_id={second} POST /predict records=0 status=422"
-    ]
+    assert lines == [(first, "POST /predict 200", 2, 200), (second, "POST /predict 422", 0, 422)]
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -250,6 +250,9 @@ BAD_INPUTS = [
         id="missing-field-in-second-record",
     ),
     pytest.param("POST", "/predict", _record(zzz=1), JSON, 422, "zzz", id="extra-field"),
+    pytest.param(
+        "POST", "/predict", _record(label={"a": 1}), JSON, 422, "label", id="target-not-one-value"
+    ),
     pytest.param("POST", "/predict", _record(x1="abc"), JSON, 422, "x1", id="string-for-number"),
     pytest.param("POST", "/predict", _record(x1="1.5"), JSON, 422, "x1", id="numeric-string"),
     pytest.param("POST", "/predict", _record(x1=True), JSON, 422, "x1", id="boolean"),
@@ -591,6 +594,7 @@ def test_protocols_answer_like_predict(client, bundle):
             _tensor("x2", [-1.0, -1.0]),
             _tensor("x3", [2, 2], "INT64"),
             _tensor("color", ["a", "b"]),
+            _tensor("label", [1, 0], "INT64"),  # the target: accepted and dropped
             id="req-1",
         ),
         content_type=JSON,
@@ -821,6 +825,8 @@ INT_SCHEMA = Schema(
         [{"n": 1, "x": 0.5, "k": 3}],
         [{"n": 1, "x": 0.5}],
         [{"n": 1, "x": 0.5, "k": 1, "extra": 0}],
+        [{"n": 1, "x": 0.5, "k": 1, "label": 1}, {"n": 2, "x": 0.5, "k": 2}],  # a whole row
+        [{"n": 1, "x": 0.5, "k": 1, "label": [1]}],
         [{"n": 1, "x": float("inf"), "k": 1}],
     ],
 )

@@ -130,7 +130,7 @@ def test_csv_batch_comes_back_as_a_table_and_a_download(browser, server, bundle_
     rows = _holdout(bundle_dir)[:6]
     upload = tmp_path / "batch.csv"
     with upload.open("w", newline="") as out:
-        # the target column is left out
+        # the target column comes along, as in an export of the training data
         writer = csv.DictWriter(out, fieldnames=[*rows[0], "label"])
         writer.writeheader()
         writer.writerows({**r, "label": "yes"} for r in rows)
@@ -144,7 +144,8 @@ def test_csv_batch_comes_back_as_a_table_and_a_download(browser, server, bundle_
     assert [tr.find_elements("css selector", "td")[column].text for tr in table_rows] == [
         str(p) for p in api
     ]
-    assert "label" in _by_id(browser, "batch-status").text  # named as not sent
+    assert "label" in headers  # a whole row: the target goes along, and the server drops it
+    assert "not sent" not in _by_id(browser, "batch-status").text
     link = _by_id(browser, "download")
     assert link.is_displayed() and link.get_attribute("href").startswith("blob:")
     _by_id(browser, "predict").click()  # the holdout row's bars too, for the screenshot

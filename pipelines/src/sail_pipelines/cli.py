@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from sail_pipelines.config import ProjectPaths, Settings, load_params
+from sail_pipelines.config import ProjectPaths, Settings
 from sail_pipelines.delivery.release import ENVIRONMENTS
 from sail_pipelines.errors import GateFailed, SailError
 from sail_pipelines.integrity import signing
@@ -19,17 +19,25 @@ from sail_pipelines.integrity import signing
 
 def _context(args: argparse.Namespace) -> tuple[ProjectPaths, Any, Settings]:
     paths = ProjectPaths(Path(args.project).resolve())
-    return paths, load_params(paths), Settings.from_env(paths)
+    return paths, _params(paths), Settings.from_env(paths)
+
+
+def _params(paths: ProjectPaths) -> Any:
+    """params.yaml, read by its pydantic models: imported here, so the serving commands (which
+    read no params.yaml in the image) never load pydantic."""
+    from sail_pipelines.config import load_params
+
+    return load_params(paths)
 
 
 def _scheme(paths: ProjectPaths) -> str | None:
     """params.yaml's signing scheme; None where there is none (the inference image): the key
     decides."""
-    return load_params(paths).signing_scheme if paths.params.is_file() else None
+    return _params(paths).signing_scheme if paths.params.is_file() else None
 
 
 def _verify_key(paths: ProjectPaths, settings: Settings | None = None) -> signing.VerifyKey:
-    return signing.verify_key(settings or Settings.from_env(paths), _scheme(paths))
+    return signing.verify_key(settings or Settings.for_serving(paths), _scheme(paths))
 
 
 def _bundle_path(args: argparse.Namespace, paths: ProjectPaths) -> Path:
@@ -195,17 +203,23 @@ def cmd_serve(args):
     key = _verify_key(paths)
     logs = prediction_log.settings_from(args.prediction_log, args.prediction_log_sample)
     serve.run_server(
-        _bundle_path(args, paths), key, args.host, args.port, args.workers, log_settings=logs
+        _bundle_path(args, paths),
+        key,
+        args.host,
+        args.port,
+        args.workers,
+        log_settings=logs,
+        access_log=args.access_log,
     )
 
 
 def cmd_predict(args):
     paths = ProjectPaths(Path(args.project).resolve())
-    from sail_pipelines.inference import predict, prediction_log
+    from sail_pipelines.inference import batch_io, prediction_log
 
     key = _verify_key(paths)
     logs = prediction_log.settings_from(args.prediction_log, args.prediction_log_sample)
-    return predict.run(
+    return batch_io.runner()(
         _bundle_path(args, paths),
         key,
         Path(args.input),
@@ -231,10 +245,12 @@ def cmd_monitor(args):
     key = _verify_key(paths, settings)
     train = None
     if args.champion:  # what production serves, and the split it was trained on
+        from sail_pipelines.config import stores
         from sail_pipelines.monitoring import reference
 
         if args.bundle:
             raise SailError("give --champion or --bundle, not both")
+        stores.require(paths, settings, "monitor --champion")
         bundle = reference.champion_bundle(params, settings, key)
         train = reference.training_split(paths, settings, bundle)
     else:
@@ -285,7 +301,11 @@ def cmd_doctor(args):
     paths = ProjectPaths(Path(args.project).resolve())
     from sail_pipelines.integrations import doctor
 
-    doctor.run(paths, Settings.from_env(paths), say=lambda line: print(line, flush=True))
+    settings = Settings.from_env(paths)
+    if args.ci:  # what a CI run keeps and loses: informational, the first step of every CI run
+        doctor.ci_report(paths, settings, os.environ, say=lambda line: print(line, flush=True))
+    else:
+        doctor.run(paths, settings, say=lambda line: print(line, flush=True))
 
 
 def cmd_run(args):
@@ -467,6 +487,13 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("SAIL_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=port, default=os.environ.get("SAIL_PORT", "8000"))
     serve.add_argument("--workers", type=workers, help="gunicorn workers (default: CPUs available)")
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        default=os.environ.get("SAIL_ACCESS_LOG", "").lower() in ("1", "true", "yes"),
+        help="one JSON line per request on stderr (default: $SAIL_ACCESS_LOG, else off; "
+        "the prediction log records every prediction)",
+    )
     prediction_logging(serve)
     predict = add(
         "predict",
@@ -543,6 +570,10 @@ def parser() -> argparse.ArgumentParser:
         "doctor",
         cmd_doctor,
         "check every configured service (MLflow, S3, DVC remote, registry, Docker, signing key)",
+    ).add_argument(
+        "--ci",
+        action="store_true",
+        help="instead: what a CI run of this project keeps and what it loses with the job",
     )
     run = add(
         "run",

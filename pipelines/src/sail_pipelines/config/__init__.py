@@ -2,7 +2,13 @@
 file infrastructure.yaml with its environment overrides (team.py, team_file.py) and the
 project's layout (paths.py). Every step takes these objects instead of reading files or
 os.environ itself, so the steps stay pure functions and the tests can build configs directly.
+
+The two file readers (params_file.py, team_file.py) are pydantic models, loaded on first use:
+serving imports this package without them, and the inference image carries no pydantic.
 """
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from sail_pipelines.config.messages import yaml_problem
 from sail_pipelines.config.params import (
@@ -27,8 +33,17 @@ from sail_pipelines.config.params import (
     Threshold,
     ValidationConfig,
 )
-from sail_pipelines.config.params_file import load_params, parse_params
 from sail_pipelines.config.paths import ProjectPaths
+
+if TYPE_CHECKING:
+    from sail_pipelines.config.params_file import load_params, parse_params
+    from sail_pipelines.config.team_file import (
+        SECRET_NAMES,
+        TEAM_FILE,
+        TEAM_KEYS,
+        load_team_file,
+        redact,
+    )
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -57,13 +72,6 @@ __all__ = [
     "yaml_problem",
 ]
 from sail_pipelines.config.team import AwsSettings, RetryPolicy, Settings, team_values  # noqa: E402
-from sail_pipelines.config.team_file import (  # noqa: E402
-    SECRET_NAMES,
-    TEAM_FILE,
-    TEAM_KEYS,
-    load_team_file,
-    redact,
-)
 
 __all__ += [
     "SECRET_NAMES",
@@ -76,3 +84,18 @@ __all__ += [
     "redact",
     "team_values",
 ]
+
+_LAZY = {
+    "load_params": "params_file",
+    "parse_params": "params_file",
+    **dict.fromkeys(
+        ("SECRET_NAMES", "TEAM_FILE", "TEAM_KEYS", "load_team_file", "redact"), "team_file"
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The names of the pydantic modules, imported when first asked for."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)

@@ -4,13 +4,16 @@ the few built-in error kinds they can still meet get a message here."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
-from pydantic import ValidationError
-from pydantic_core import PydanticCustomError
 
 from sail_pipelines.errors import SailError
+
+# contract/schema.py takes yaml_problem on the serving path, which has no pydantic
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+    from pydantic_core import PydanticCustomError
 
 
 def refuse(
@@ -19,6 +22,8 @@ def refuse(
     """A problem and its fix, e.g. "= 1.5 is outside [0, 1]; set a number from 0 to 1", shown
     after the key path (joined by `sep`). `leaf` is a key under the failing one (an unknown key),
     `at` a whole path when a check of the file as a whole blames one key."""
+    from pydantic_core import PydanticCustomError
+
     ctx = {"text": text, "sep": sep, "leaf": leaf, "at": at}
     return PydanticCustomError("sail", "{text}", ctx)
 

@@ -173,9 +173,11 @@ class MonitoringConfig:
 
     max_psi: float = 0.2  # population stability index of a feature (or of the predictions)
     max_ks: float = 0.2  # Kolmogorov-Smirnov statistic of a numeric feature
-    min_p_value: float = 0.001  # KS / chi-square p-value below which a shift counts as real
+    # evidence: a breach needs its p-value, Holm-corrected over every check of a run, below this
+    min_p_value: float = 0.001
     max_out_of_range: float = 0.05  # share of a feature's served values beyond the training range
-    max_missing: float = 0.05  # share of a feature's served values that are null
+    max_missing: float = 0.05  # share of a feature's served values that are null, above training's
+    max_share_change: float = 0.1  # change of one category's share from training (0.1: 10 points)
     max_window_psi: float = 0.25  # PSI between two consecutive windows: a sudden change
     window_hours: float = 24.0  # length of those windows
     min_rows: int = 100  # fewer rows than this (in all, or in a window) are not judged

@@ -285,6 +285,7 @@ class MonitoringFile(Section):
     min_p_value: Share = MonitoringConfig.min_p_value
     max_out_of_range: Share = MonitoringConfig.max_out_of_range
     max_missing: Share = MonitoringConfig.max_missing
+    max_share_change: Share = MonitoringConfig.max_share_change
     max_window_psi: Positive = MonitoringConfig.max_window_psi
     window_hours: Annotated[float, Range(1 / 60)] = MonitoringConfig.window_hours
     min_rows: Count = MonitoringConfig.min_rows

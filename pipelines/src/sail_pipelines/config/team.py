@@ -9,13 +9,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from sail_pipelines.config.paths import ProjectPaths
-from sail_pipelines.config.team_file import (
-    TEAM_FILE,
-    TEAM_KEYS,
-    environment_values,
-    load_team_file,
-    redact,
-)
+
+# team_file.py (pydantic) is imported where the file or its variables are read, never by serving:
+# `sail serve` and `sail predict` take `Settings.for_serving`, so the inference image needs no
+# pydantic.
 
 
 @dataclass(frozen=True)
@@ -67,6 +64,8 @@ class Settings:
 
     def __repr__(self) -> str:
         """Without the secrets (repr=False fields) and without user:password in URIs."""
+        from sail_pipelines.config.team_file import redact
+
         shown = ((f.name, getattr(self, f.name)) for f in fields(self) if f.repr)
         items = (f"{n}={redact(v)!r}" if isinstance(v, str) else f"{n}={v!r}" for n, v in shown)
         return f"Settings({', '.join(items)})"
@@ -74,6 +73,8 @@ class Settings:
     def team_env(self) -> dict[str, str]:
         """The configured team values as the variables that set them: a step container sees the
         environment, not infrastructure.yaml. No secrets: those are passed as they came."""
+        from sail_pipelines.config.team_file import TEAM_KEYS
+
         values = {
             "mlflow.tracking_uri": None if self.artifact_location else self.tracking_uri,
             "dvc.remote_url": self.dvc_remote_url,
@@ -103,8 +104,26 @@ class Settings:
 
     @classmethod
     def from_env(cls, paths: ProjectPaths, env: Mapping[str, str] | None = None) -> "Settings":
+        from sail_pipelines.config.team_file import TEAM_FILE
+
         env = os.environ if env is None else env
-        values, origins = team_values(paths.root / TEAM_FILE, env)
+        return cls._of(paths, env, *team_values(paths.root / TEAM_FILE, env))
+
+    @classmethod
+    def for_serving(cls, paths: ProjectPaths, env: Mapping[str, str] | None = None) -> "Settings":
+        """The embedded defaults and the environment's keys: all that verifying a bundle reads.
+        Serving uses no team service, so infrastructure.yaml and its variables are not read
+        (nor pydantic imported)."""
+        return cls._of(paths, os.environ if env is None else env, {}, {})
+
+    @classmethod
+    def _of(
+        cls,
+        paths: ProjectPaths,
+        env: Mapping[str, str],
+        values: Mapping[str, Any],
+        origins: Mapping[str, str],
+    ) -> "Settings":
         local_store = paths.root / ".mlflow"
         tracking_uri = values.get("mlflow.tracking_uri")
         key = env.get("SAIL_SIGNING_KEY")
@@ -140,6 +159,8 @@ class Settings:
 def team_values(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """The team settings that are set, from the file overlaid by the environment, checked; and
     where each came from. A missing file is the embedded mode, not an error."""
+    from sail_pipelines.config.team_file import environment_values, load_team_file
+
     values = load_team_file(path) if path.is_file() else {}
     origins = dict.fromkeys(values, path.name)
     overrides, variables = environment_values(env)

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from sail_pipelines.contract.schema import Schema
 from sail_pipelines.errors import SailError
 
 PARQUET = (".parquet", ".pq")
@@ -65,16 +66,29 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-def iter_table(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+def text_columns(schema: Schema) -> dict[str, type]:
+    """The columns a CSV must be read as text, whatever their cells look like: dates, text and
+    categories of strings. A batch whose `precip` column happens to hold only digits must reach
+    the model as the strings it was trained on ("0", not 0.0), and an id keeps its zeros."""
+    return {
+        c.name: str
+        for c in schema.columns
+        if c.type in ("datetime", "text")
+        or (c.type == "category" and all(isinstance(v, str) for v in c.values or ()))
+    }
+
+
+def iter_table(path: Path, rows: int, schema: Schema | None = None) -> Iterator[pd.DataFrame]:
     """The file in chunks of at most `rows` rows, numbered as read_table numbers them, so a batch
-    of any size is scored in bounded memory."""
+    of any size is scored in bounded memory; with a schema, its text columns read as text."""
     if not path.is_file():
         raise SailError(f"no data file at {path}")
     first = 2 if kind(path) == "csv" else 1
     unit = "line" if first == 2 else "row"
     with _reading(path):
         if kind(path) == "csv":
-            chunks: Iterator[pd.DataFrame] = pd.read_csv(path, chunksize=rows)
+            dtype = text_columns(schema) if schema else None
+            chunks: Iterator[pd.DataFrame] = pd.read_csv(path, chunksize=rows, dtype=dtype)
         else:
             import pyarrow.parquet as pq
 

@@ -4,8 +4,10 @@ One definition (contracts/schema.yaml) serves validation at training time and in
 at serving time, so the two sides cannot drift apart. Every column of the data has a type and
 a role: the `target`, a `feature` the model sees, or `ignore` (kept out of the model: an
 identifier, free text, a constant; the API accepts and drops it, batch output passes it
-through so rows can be joined back). `sail adopt` infers it all from a data file and says why
-in each column's `reason`; any decision can be edited here.
+through so rows can be joined back). The target, too, may come along in a request and is
+dropped, so a client can send whole rows as `sail predict` reads whole files. `sail adopt`
+infers it all from a data file and says why in each column's `reason`; any decision can be
+edited here.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ class Schema:
     @property
     def columns(self) -> tuple[Column, ...]:
         return (*self.features, self.target, *self.ignored)
+
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        """Columns a request may carry that the model does not take: the target and ignored."""
+        return (self.target.name, *(c.name for c in self.ignored))
 
     def names(self, *types: str) -> list[str]:
         return [c.name for c in self.features if c.type in types]
@@ -254,21 +261,25 @@ def check_value(column: Column, value: Any) -> Any:
 
 def check_record(schema: Schema, record: Any) -> dict[str, Any]:
     """Validate one API record strictly: every feature of the right type, nothing unknown.
-    Ignored columns may come along (clients send whole rows); they are checked loosely and
-    dropped."""
+    The target and ignored columns may come along (clients send whole rows, as `sail predict`
+    reads whole files); they are checked loosely (one value each) and dropped."""
     if not isinstance(record, dict):
         raise RecordError(None, f"each record must be a JSON object, got {type(record).__name__}")
     missing = [n for n in schema.feature_names if n not in record]
     if missing:
         raise RecordError(missing[0], f"missing field(s): {', '.join(missing)}")
-    known = {*schema.feature_names, *(c.name for c in schema.ignored)}
-    extra = sorted(set(record) - known)
+    extra = sorted(set(record) - {*schema.feature_names, *schema.dropped})
     if extra:
         raise RecordError(extra[0], f"unexpected field(s): {', '.join(extra)}")
-    for column in schema.ignored:
-        if isinstance(record.get(column.name), (dict, list)):
-            raise RecordError(column.name, f"'{column.name}' must be a single value")
+    check_dropped(schema, record)
     return {c.name: check_value(c, record[c.name]) for c in schema.features}
+
+
+def check_dropped(schema: Schema, record: Mapping[str, Any]) -> None:
+    """The target and ignored columns a record brings must be single values (any kind)."""
+    for name in schema.dropped:
+        if isinstance(record.get(name), (dict, list)):
+            raise RecordError(name, f"'{name}' must be a single value")
 
 
 SHOWN_VALUES = 5

@@ -14,25 +14,21 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-CALENDAR = ("year", "month", "dayofweek", "dayofyear")
+from sail_pipelines.contract.calendar import PARTS, calendar, has_times
 
 
 class CalendarFeatures(TransformerMixin, BaseEstimator):
     """ISO 8601 date/time strings to numbers a model can use: year, month, day of week and day of
     year, plus the hour when the training data had times of day. Unparseable or missing values
-    become NaN, for the imputer that follows. Times are compared in UTC."""
+    become NaN, for the imputer that follows. Times are compared in UTC. The numbers come from
+    `contract.calendar`, which the compiled path's request decoder calls too."""
 
     def fit(self, X: Any, y: Any = None) -> "CalendarFeatures":
         frame = pd.DataFrame(X)
         self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
         self.n_features_in_ = frame.shape[1]
-        parsed = [self._parse(frame[c]) for c in frame.columns]
-        self.with_hour_ = [bool((p.dt.hour.fillna(0) != 0).any()) for p in parsed]
+        self.with_hour_ = [has_times(frame[c]) for c in frame.columns]
         return self
-
-    @staticmethod
-    def _parse(values: pd.Series) -> pd.Series:
-        return pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
 
     def transform(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "with_hour_")
@@ -41,25 +37,17 @@ class CalendarFeatures(TransformerMixin, BaseEstimator):
             if not isinstance(X, pd.DataFrame)
             else X
         )
-        parts = []
-        for column, hour in zip(self.feature_names_in_, self.with_hour_, strict=True):
-            stamps = self._parse(frame[column]).dt
-            parts += [getattr(stamps, part).astype(float) for part in CALENDAR]
-            if hour:
-                parts.append(stamps.hour.astype(float))
-        return (
-            np.column_stack([p.to_numpy(dtype=float) for p in parts])
-            if parts
-            else np.empty((len(frame), 0))
-        )
+        parts = [
+            calendar(frame[column], hour)
+            for column, hour in zip(self.feature_names_in_, self.with_hour_, strict=True)
+        ]
+        return np.hstack(parts) if parts else np.empty((len(frame), 0))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "with_hour_")
         names = []
         for column, hour in zip(self.feature_names_in_, self.with_hour_, strict=True):
-            names += [f"{column}_{part}" for part in CALENDAR] + (
-                [f"{column}_hour"] if hour else []
-            )
+            names += [f"{column}_{part}" for part in PARTS] + ([f"{column}_hour"] if hour else [])
         return np.asarray(names, dtype=object)
 
 

@@ -38,18 +38,17 @@ PACKAGE = "sail-pipelines"
 METRIC_EXTRAS = ("mlflow", "matplotlib", "requests", "boto3")
 PYPROJECT = "pyproject.toml"
 _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-# What the inference image of a compiled model needs: ONNX Runtime (without its tooling
-# dependencies, which serving never imports), numpy, pandas (batch files), the web stack,
-# cryptography (the bundle's signature check) and pydantic (the CLI's configuration);
-# no scikit-learn or scipy.
-SERVE_COMPILED = (
-    "numpy",
+# What the inference image of a compiled model leaves out of the core: scikit-learn (and what only
+# it uses), pandas (batch files are read without it: inference/batch_io.py) and pydantic (serving
+# reads no configuration file). The rest of the core goes in: ONNX Runtime (without its tooling
+# dependencies, which serving never imports), numpy, the web stack, cryptography (the bundle's
+# signature check), metrics and logging.
+SERVE_LEAVES_OUT = (
+    "scikit-learn",
+    "threadpoolctl",
+    "joblib",
+    "skl2onnx",
     "pandas",
-    "flask",
-    "gunicorn",
-    "pyyaml",
-    "cryptography",
-    "prometheus-client",
     "pydantic",
     "pydantic-settings",
 )
@@ -112,6 +111,13 @@ def core_requirements() -> list[str]:
     if checkout.is_file():
         return list(tomllib.loads(checkout.read_text())["project"]["dependencies"])
     return [r for r in metadata.requires(PACKAGE) or [] if "extra ==" not in r]
+
+
+def serve_requirements() -> list[Requirement]:
+    """The core less what a compiled model's image leaves out (and ONNX Runtime, pinned alone)."""
+    core = [Requirement(r) for r in core_requirements()]
+    skipped = {canonicalize_name(n) for n in (*SERVE_LEAVES_OUT, *NO_DEPS)}
+    return [r for r in core if canonicalize_name(r.name) not in skipped]
 
 
 def requirement_lines(versions: dict[str, str]) -> bytes:
@@ -210,7 +216,10 @@ def stage(context: BuildContext) -> None:
     )
     own = pinned(project_requirements(pyproject), hint)
     project = {name: version for name, version in own.items() if name not in core}
-    serve = {**pinned(SERVE_COMPILED), **{name: metadata.version(name) for name in NO_DEPS}}
+    serve = {
+        **pinned(serve_requirements()),
+        **{name: metadata.version(name) for name in NO_DEPS},
+    }
     train = pinned(TRAIN_EXTRAS)
     for name, versions in (
         ("requirements-core.txt", core),

@@ -20,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+from sail_pipelines.inference import batch_io
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.integrity.bundle import (
     HOLDOUT,
@@ -31,7 +32,7 @@ from sail_pipelines.integrity.bundle import (
 # Loaded when the container starts but not by a test-client request.
 STARTUP_MODULES = (
     "sail_pipelines.cli",
-    "sail_pipelines.inference.predict",
+    "sail_pipelines.inference.batch_io",
     "gunicorn.arbiter",
     "gunicorn.workers.gthread",
     "gunicorn.glogging",
@@ -79,6 +80,7 @@ def check(bundle_dir: Path, manifest_sha256: str) -> str:
                 )
     for module in STARTUP_MODULES:
         importlib.import_module(module)
+    batch_io.runner()  # the batch path this image takes: predict.py's where pandas is installed
     return ""
 
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any, Callable
 
-from sail_pipelines.config import Params, ProjectPaths, Settings
+from sail_pipelines.config import Params, ProjectPaths, Settings, stores
 from sail_pipelines.delivery import containers
 from sail_pipelines.delivery.build import (
     DOCKERFILE,
@@ -38,6 +38,7 @@ def run(
     key: VerifyKey,
     say: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
+    stores.require(paths, settings, "package")
     verdict = accepted_verdict(paths, "package")
     files, bundle_id = read_verified(paths.accepted_dir, key)
     metadata = json.loads(files[METADATA])

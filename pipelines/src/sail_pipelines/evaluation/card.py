@@ -52,6 +52,13 @@ def interval(bounds: Any, signed: bool = False) -> str:
     )
 
 
+def algorithm(scheme: str) -> str:
+    """The signature algorithm of params.yaml's `signing.scheme`, as SIGNATURE.json names it."""
+    from sail_pipelines.integrity import signing
+
+    return {signing.ED25519: "Ed25519", signing.HMAC_SHA256: "HMAC-SHA256"}[scheme]
+
+
 def build(paths: ProjectPaths, params: Params) -> dict[str, Any]:
     gate = read_json(paths.gate_report)
     validation = read_json(paths.validation_report) if paths.validation_report.is_file() else {}
@@ -107,7 +114,7 @@ def build(paths: ProjectPaths, params: Params) -> dict[str, Any]:
                 for r in gate["rules"]
             ],
         },
-        "signing": {"algorithm": "HMAC-SHA256", "key_id": gate.get("key_id")},
+        "signing": {"algorithm": algorithm(params.signing_scheme), "key_id": gate.get("key_id")},
         "lineage": {
             "git_commit": gate.get("git_commit"),
             "parent_champion": champion.get("version"),

@@ -2,26 +2,20 @@
 
 Each feature is described as the server checks it (type, allowed values, null or not), with
 the training range beside it and the accepted bundle's holdout rows as examples, so the
-document, the try-it page and `/docs` cannot drift from what `/predict` accepts. A pure
-function of plain data: nothing here imports pandas or scikit-learn.
+document, the try-it page and `/docs` cannot drift from what `/predict` accepts (the component
+schemas are in openapi_schemas.py). A pure function of plain data: nothing here imports pandas
+or scikit-learn.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
-from sail_pipelines.contract.ranges import training_ranges
-from sail_pipelines.contract.schema import Column, Schema
+from sail_pipelines.contract.schema import Schema
 from sail_pipelines.inference import protocols
+from sail_pipelines.inference.openapi_schemas import components, label_schema, ref
 
 JSON = "application/json"
-EXACT_INT = 2**53  # larger whole numbers are not all exact as floats: the server refuses them
-# ISO 8601 as datetime.fromisoformat reads it (dates, times to microseconds, Z or an offset)
-ISO_DATE = (
-    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
-    r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?$"
-)
 ERRORS = {
     "400": "the body is not valid JSON (or holds NaN, Infinity or a duplicate key)",
     "404": "no such model or version",
@@ -32,168 +26,12 @@ ERRORS = {
 }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: dict[str, Any], column: Column) -> dict[str, Any]:
-    if not column.nullable:
-        return schema
-    if "enum" in schema:
-        return {**schema, "enum": [*schema["enum"], None]}
-    return {**schema, "type": [schema["type"], "null"]}
-
-
-def feature_schema(
-    column: Column, stats: Mapping[str, Any], allowed: tuple[float, float] | None, refuse: bool
-) -> dict[str, Any]:
-    """One feature as the server checks it. Numbers outside the training range are flagged in
-    the answer, or refused when the bundle says so (then the range is a hard limit)."""
-    kind = column.type
-    if kind == "float":
-        schema: dict[str, Any] = {"type": "number"}
-    elif kind == "int":
-        schema = {"type": "integer", "minimum": -EXACT_INT, "maximum": EXACT_INT}
-    elif kind == "bool":
-        schema = {"type": "boolean"}
-    elif kind == "datetime":
-        schema = {
-            "type": "string",
-            "pattern": ISO_DATE,
-            "description": "ISO 8601 date or date-time",
-        }
-    elif column.other:  # unseen values share the "other" bucket: any value of the same kind
-        strings = all(isinstance(v, str) for v in column.values or ())
-        schema = {"type": "string" if strings else "number", "examples": list(column.values or ())}
-    else:
-        schema = {"enum": list(column.values or ())}
-    stats = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-    if kind in ("float", "int") and {"min", "max"} <= set(stats):  # not for a column of nulls only
-        low, high = stats["min"], stats["max"]
-        schema["x-training-range"] = [low, high]
-        schema["description"] = f"training range [{low:g}, {high:g}]"
-        if refuse and allowed:
-            schema["minimum"], schema["maximum"] = allowed
-            schema["description"] += f"; refused outside [{allowed[0]:g}, {allowed[1]:g}]"
-        for stat in ("mean", "std"):
-            if stat in stats:
-                schema[f"x-training-{stat}"] = stats[stat]
-    return _nullable(schema, column)
-
-
-def _record(
-    schema: Schema, metadata: Mapping[str, Any], example: Mapping[str, Any]
-) -> dict[str, Any]:
-    profile = (metadata.get("training_profile") or {}).get("columns", {})
-    ranges = training_ranges(schema, metadata)
-    refuse = (metadata.get("serving") or {}).get("out_of_range") == "refuse"
-    properties = {
-        c.name: feature_schema(c, profile.get(c.name) or {}, ranges.get(c.name), refuse)
-        for c in schema.features
-    }
-    for column in schema.ignored:  # clients may send whole rows: ignored columns are dropped
-        properties[column.name] = {
-            "not": {"type": ["object", "array"]},
-            "description": "not a feature: accepted and dropped",
-        }
-    return {
-        "type": "object",
-        "description": "one record: every feature, nothing unknown",
-        "properties": properties,
-        "required": schema.feature_names,
-        "additionalProperties": False,
-        "examples": [dict(example)],
-    }
-
-
-def _label_schema(task: str, classes: Sequence[Any]) -> dict[str, Any]:
-    return {"enum": list(classes)} if task == "classification" and classes else {"type": "number"}
-
-
-def _components(
-    schema: Schema,
-    metadata: Mapping[str, Any],
-    task: str,
-    classes: Sequence[Any],
-    example: Mapping[str, Any],
-    max_records: int,
-) -> dict[str, Any]:
-    label = _label_schema(task, classes)
-    string_or_null = {"type": ["string", "null"]}
-    return {
-        "Record": _record(schema, metadata, example),
-        "Records": {
-            "type": "array",
-            "items": _ref("Record"),
-            "minItems": 1,
-            "maxItems": max_records,
-        },
-        "Error": {
-            "type": "object",
-            "required": ["error", "field", "request_id"],
-            "properties": {
-                "error": {"type": "string", "description": "what is wrong, for a person to read"},
-                "field": {**string_or_null, "description": "the field at fault, when one is"},
-                "request_id": {"type": "string"},
-                "record": {"type": "integer", "description": "the position of the record at fault"},
-                "error_code": {"type": "string", "description": "(/invocations) MLflow's code"},
-                "message": {"type": "string", "description": "(/invocations) MLflow's message"},
-            },
-        },
-        "Prediction": {
-            "type": "object",
-            "required": ["request_id", "model_version", "bundle_id", "predictions"],
-            "properties": {
-                "request_id": {"type": "string"},
-                "model_version": string_or_null,
-                "bundle_id": {"type": "string"},
-                "predictions": {"type": "array", "items": label, "description": "one per record"},
-                "probabilities": {
-                    "type": "array",
-                    "description": "per record, each class's probability",
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": {"type": "number"},
-                        "properties": {str(c): {"type": "number"} for c in classes},
-                    },
-                },
-                "out_of_range": {
-                    "type": "array",
-                    "description": "values outside the training range, flagged (not refused)",
-                    "items": {
-                        "type": "object",
-                        "required": ["record", "field", "value", "range"],
-                        "properties": {
-                            "record": {"type": "integer"},
-                            "field": {"type": "string"},
-                            "value": {"type": "number"},
-                            "range": {"type": "array", "items": {"type": "number"}},
-                        },
-                    },
-                },
-            },
-        },
-        "Tensor": {
-            "type": "object",
-            "required": ["name", "shape", "datatype", "data"],
-            "description": "one feature's values, [rows] or [rows, 1]",
-            "properties": {
-                "name": {"enum": schema.feature_names},
-                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                "datatype": {"enum": sorted(protocols.V2_TYPES)},
-                "data": {"type": "array"},
-                "parameters": {"type": "object"},
-            },
-        },
-    }
-
-
 def _json(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema, **extra}}}
 
 
 def _errors(*codes: str) -> dict[str, Any]:
-    return {code: _json(_ref("Error"), ERRORS[code]) for code in codes}
+    return {code: _json(ref("Error"), ERRORS[code]) for code in codes}
 
 
 def _operation(
@@ -258,7 +96,7 @@ def document(
         "schema": {"enum": [version]} if version else string,
     }
     predict_body = {
-        "schema": {"oneOf": [_ref("Record"), _ref("Records")]},
+        "schema": {"oneOf": [ref("Record"), ref("Records")]},
         "examples": {"one record": {"value": dict(first)}, "a batch": {"value": records}},
     }
     post_errors = ("400", "413", "415", "422", "503")
@@ -277,7 +115,7 @@ def document(
     )
     v2_ready = _json(_status(name=string, ready={"type": "boolean"}), "whether the model is ready")
     v2_infer_body = {
-        "schema": _status(inputs={"type": "array", "items": _ref("Tensor"), "minItems": 1}),
+        "schema": _status(inputs={"type": "array", "items": ref("Tensor"), "minItems": 1}),
         "example": _v2_example(schema, features),
     }
     v2_infer = _operation(
@@ -306,12 +144,12 @@ def document(
             "minProperties": 1,
             "maxProperties": 1,
             "properties": {
-                "dataframe_records": _ref("Records"),
+                "dataframe_records": ref("Records"),
                 "dataframe_split": _status(
                     columns={"type": "array", "items": string},
                     data={"type": "array", "items": {"type": "array"}},
                 ),
-                "instances": _ref("Records"),
+                "instances": ref("Records"),
                 "inputs": {"type": "object", "description": "one array of values per feature"},
             },
             "additionalProperties": False,
@@ -325,7 +163,7 @@ def document(
                 "predict one record or a batch",
                 "Prediction",
                 {
-                    "200": _json(_ref("Prediction"), "one prediction per record"),
+                    "200": _json(ref("Prediction"), "one prediction per record"),
                     **_errors(*post_errors),
                 },
                 predict_body,
@@ -421,7 +259,7 @@ def document(
                 {
                     "200": _json(
                         _status(
-                            predictions={"type": "array", "items": _label_schema(task, classes)}
+                            predictions={"type": "array", "items": label_schema(task, classes)}
                         ),
                         "one prediction per row",
                     ),
@@ -499,5 +337,5 @@ def document(
             },
         },
         "paths": paths,
-        "components": {"schemas": _components(schema, metadata, task, classes, first, max_records)},
+        "components": {"schemas": components(schema, metadata, task, classes, first, max_records)},
     }

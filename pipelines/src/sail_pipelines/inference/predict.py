@@ -20,7 +20,7 @@ from typing import IO, Any
 import pandas as pd
 
 from sail_pipelines.contract.data import iter_table, json_records
-from sail_pipelines.contract.ranges import beyond_frame, training_ranges
+from sail_pipelines.contract.ranges import Beyond, beyond, training_limits
 from sail_pipelines.contract.schema import check_frame, where
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
@@ -33,11 +33,21 @@ CHUNK_ROWS = 50_000
 
 
 def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> pd.DataFrame:
-    """Input columns plus `prediction` (and one `probability_<class>` per class), and
-    `out_of_range`: the features beyond the training range, by serving.out_of_range's rule."""
+    """Input columns (the target and ignored ones included) plus `prediction` (and one
+    `probability_<class>` per class), and `out_of_range`: the features beyond the training
+    limits (numbers, dates, categories), by serving.out_of_range's rule."""
+    return score_frame(bundle, frame)[0]
+
+
+def score_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Beyond]]:
+    """`predict_frame`'s frame, and the values it flags (for the prediction log)."""
     schema = bundle.schema
     features = check_frame(schema, frame)
-    strays = beyond_frame(schema.prepare(features), training_ranges(schema, bundle.metadata))
+    prepared = schema.prepare(features)
+    strays = beyond(
+        {name: prepared[name].tolist() for name in schema.feature_names},
+        training_limits(schema, bundle.metadata),
+    )
     if strays and (bundle.metadata.get("serving") or {}).get("out_of_range") == "refuse":
         first = strays[0]
         raise SailError(f"{where(frame.index[first.record], frame)}: {first.message()}")
@@ -59,7 +69,7 @@ def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> pd.DataFrame:
     for stray in strays:
         flagged.setdefault(stray.record, []).append(stray.field)
     out["out_of_range"] = [";".join(flagged.get(i, [])) for i in range(len(out))]
-    return out
+    return out, strays
 
 
 def log_batch(
@@ -67,6 +77,7 @@ def log_batch(
     bundle: LoadedBundle,
     chunk: pd.DataFrame,
     scored: pd.DataFrame,
+    strays: list[Beyond],
     seconds: float,
 ) -> None:
     """One prediction-log line per scored chunk, as the API writes one per request."""
@@ -79,7 +90,7 @@ def log_batch(
     }
     if probabilities:
         outputs["probabilities"] = probabilities
-    plog.write(uuid.uuid4().hex, "batch", 200, seconds, columns, outputs)
+    plog.write(uuid.uuid4().hex, "batch", 200, seconds, columns, outputs, strays)
 
 
 def json_column(values: pd.Series) -> list[Any]:
@@ -162,12 +173,12 @@ def run(
             opened = os.fdopen(fd, "wb") if fmt == "parquet" else os.fdopen(fd, "w", newline="")
             fh: IO[Any] = stack.enter_context(opened)
             writer = _Writer(fmt, fh, bundle)
-            for chunk in iter_table(source, chunk_rows):
+            for chunk in iter_table(source, chunk_rows, bundle.schema):
                 started = time.perf_counter()
-                scored = predict_frame(bundle, chunk)
+                scored, strays = score_frame(bundle, chunk)
                 writer.write(scored)
                 if plog.wanted():
-                    log_batch(plog, bundle, chunk, scored, time.perf_counter() - started)
+                    log_batch(plog, bundle, chunk, scored, strays, time.perf_counter() - started)
             writer.close()
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)

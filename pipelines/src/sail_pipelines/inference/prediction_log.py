@@ -1,7 +1,8 @@
 """The prediction log: one JSON line per served request or scored batch, for `sail monitor`.
 
 A line holds what the model saw (the checked feature columns, without the schema's `log: false`
-columns, which are personal data and never written) and what it answered, with the time, the
+columns, which are personal data and never written), what it answered and the values it was
+flagged or refused for (`out_of_range`: beyond the training limits), with the time, the
 request id, the model, its version and bundle id, the latency and the HTTP status; a refused
 request is logged with its status and no outputs. Lines go through a stdlib logger of their own:
 to stdout ("-"), to one file shared by all workers (appended, reopened when logrotate moves it),
@@ -22,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from sail_pipelines.errors import SailError
 
@@ -133,20 +134,31 @@ class PredictionLog:
         latency: float,
         columns: Mapping[str, list[Any]] | None,
         outputs: Mapping[str, Any] | None,
+        out_of_range: Iterable[Any] = (),
     ) -> None:
-        """One line; the caller checks `wanted()` first so skipped requests cost nothing."""
+        """One line; the caller checks `wanted()` first so skipped requests cost nothing.
+        `out_of_range`: the values beyond the training limits (`ranges.Beyond`), flagged or
+        refused."""
         inputs = None if columns is None else {k: columns[k] for k in self.logged if k in columns}
         text = (
             f'{{"time":"{datetime.now(timezone.utc).isoformat(timespec="milliseconds")}",'
             f'"request_id":{json.dumps(request_id)},{self.head},"route":{json.dumps(route)},'
             f'"status":{status},"latency_ms":{latency * 1000:.3f},'
             f'"inputs":{json.dumps(inputs, default=str)},'
-            f'"outputs":{json.dumps(outputs, default=str)}}}'
+            f'"outputs":{json.dumps(outputs, default=str)},'
+            f'"out_of_range":{json.dumps([self._flag(b) for b in out_of_range], default=str)}}}'
         )
         assert self.handler is not None  # the caller checked wanted()
         with self.lock:
             self.record.msg = text
             self.handler.handle(self.record)
+
+    def _flag(self, stray: Any) -> dict[str, Any]:
+        """A flagged value, without the value itself when its column is not logged."""
+        flag = stray.to_dict()
+        if stray.field not in self.logged:
+            del flag["value"]
+        return flag
 
 
 def outputs(predictions: Any, probabilities: Any, classes: list[str]) -> dict[str, Any]:

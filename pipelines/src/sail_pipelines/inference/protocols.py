@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from sail_pipelines.contract.schema import Column, Schema
-from sail_pipelines.inference.requests import InputError, checked_columns
+from sail_pipelines.inference.requests import InputError, NonFinite, checked_columns
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -124,18 +124,30 @@ def mlflow_response(predictions: np.ndarray) -> dict[str, Any]:
 
 
 def v2_datatype(column: Column) -> str:
+    """The tensor datatype the metadata endpoint names for a column: numbers as FP64 or INT64
+    (any numeric datatype is accepted), booleans as BOOL, dates, text and string categories as
+    BYTES (UTF-8 strings in JSON); a category of numbers travels as numbers."""
     if column.type == "float":
         return "FP64"
     if column.type == "int":
         return "INT64"
-    if column.values and all(isinstance(v, str) for v in column.values):
+    if column.type == "bool":
+        return "BOOL"
+    if column.type in ("datetime", "text") or all(isinstance(v, str) for v in column.values or ()):
         return "BYTES"
     return "FP64" if any(isinstance(v, float) for v in column.values or ()) else "INT64"
+
+
+def _fits(datatype: str, expected: str) -> bool:
+    """Any numeric datatype for a number (the spec lets a server convert), else the very one."""
+    return datatype in V2_NUMBERS if expected in V2_NUMBERS else datatype == expected
 
 
 def v2_label_datatype(values: list[Any], task: str) -> str:
     if task != "classification":
         return "FP64"
+    if values and all(isinstance(v, bool) for v in values):
+        return "BOOL"
     return "BYTES" if any(isinstance(v, str) for v in values) else "INT64"
 
 
@@ -172,21 +184,21 @@ def _flat(data: Any) -> list[Any]:
 def v2_columns(
     schema: Schema, body: Any, max_records: int
 ) -> tuple[dict[str, list[Any]], list[str]]:
-    """The checked feature columns of a v2 infer request (one tensor per feature), and the
-    outputs asked for."""
+    """The checked feature columns of a v2 infer request (one tensor per feature; tensors of
+    the target and ignored columns are accepted and dropped), and the outputs asked for."""
     if not isinstance(body, dict):
         raise InputError(422, "the infer request must be a JSON object with 'inputs'")
     tensors = body.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise InputError(422, "'inputs' must be a non-empty array of tensors", "inputs")
-    columns = {c.name: c for c in schema.features}
+    columns = {c.name: c for c in (*schema.features, schema.target, *schema.ignored)}
     values: dict[str, list[Any]] = {}
     for i, tensor in enumerate(tensors):
-        name, data = _v2_tensor(tensor, i, columns)
+        name, data = _v2_tensor(tensor, i, columns, schema.dropped)
         if name in values:
             raise InputError(422, f"tensor '{name}' is given twice", name)
         values[name] = data
-    missing = [n for n in columns if n not in values]
+    missing = [n for n in schema.feature_names if n not in values]
     if missing:
         raise InputError(422, f"missing input tensor(s): {', '.join(missing)}", missing[0])
     rows = {len(v) for v in values.values()}
@@ -195,18 +207,22 @@ def v2_columns(
             422, f"the input tensors have different numbers of rows: {sorted(rows)}", "inputs"
         )
     n = rows.pop()
-    records = [{name: data[i] for name, data in values.items()} for i in range(n)]
+    features = schema.feature_names
+    records = [{name: values[name][i] for name in features} for i in range(n)]
     return checked_columns(schema, records, max_records, "inputs"), _v2_outputs(body.get("outputs"))
 
 
-def _v2_tensor(tensor: Any, i: int, columns: dict[str, Column]) -> tuple[str, list[Any]]:
+def _v2_tensor(
+    tensor: Any, i: int, columns: dict[str, Column], dropped: tuple[str, ...]
+) -> tuple[str, list[Any]]:
     where = f"inputs[{i}]"
     if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
         raise InputError(422, f"{where} must be an object with a 'name'", where)
     name = tensor["name"]
     if name not in columns:
+        features = [n for n in columns if n not in dropped]
         raise InputError(
-            422, f"unexpected input tensor '{name}'; the model takes {', '.join(columns)}", name
+            422, f"unexpected input tensor '{name}'; the model takes {', '.join(features)}", name
         )
     shape, datatype = tensor.get("shape"), tensor.get("datatype")
     if not isinstance(shape, list) or not all(
@@ -224,10 +240,11 @@ def _v2_tensor(tensor: Any, i: int, columns: dict[str, Column]) -> tuple[str, li
             name,
         )
     expected = v2_datatype(columns[name])
-    if (expected == "BYTES") != (datatype == "BYTES") or datatype == "BOOL":
+    if name not in dropped and not _fits(datatype, expected):
+        kind = "a numeric datatype such as " if expected in V2_NUMBERS else ""
         raise InputError(
             422,
-            f"tensor '{name}': datatype {datatype} does not fit the feature; send {expected}",
+            f"tensor '{name}': datatype {datatype} does not fit the feature; send {kind}{expected}",
             name,
         )
     if "data" not in tensor:
@@ -237,10 +254,39 @@ def _v2_tensor(tensor: Any, i: int, columns: dict[str, Column]) -> tuple[str, li
         raise InputError(
             422, f"tensor '{name}': {len(data)} values do not fill shape {shape}", name
         )
-    if datatype in V2_NUMBERS and datatype.startswith(("INT", "UINT")):
-        if any(not isinstance(v, int) or isinstance(v, bool) for v in data):
-            raise InputError(422, f"tensor '{name}': {datatype} data must be integers", name)
+    _check_data(name, datatype, data)
     return name, data
+
+
+def _whole(value: Any) -> bool:
+    """JSON has numbers, not integers: 54.0 is as whole as 54 (as many clients write it)."""
+    if isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_data(name: str, datatype: str, data: list[Any]) -> None:
+    """Each value must be of the tensor's datatype (JSON null stands for a missing value, which
+    the schema judges); an integer must fit its datatype's range."""
+    odd = next((v for v in data if isinstance(v, NonFinite)), None)
+    if odd is not None:
+        raise InputError(
+            400, f"tensor '{name}': {odd.literal} is not valid JSON; send a finite number", name
+        )
+    present = [v for v in data if v is not None]
+    if datatype == "BYTES":
+        ok, kind = all(isinstance(v, str) for v in present), "strings"
+    elif datatype == "BOOL":
+        ok, kind = all(isinstance(v, bool) for v in present), "true or false"
+    elif datatype.startswith(("INT", "UINT")):
+        info = np.iinfo(datatype.lower())
+        ok = all(_whole(v) and info.min <= v <= info.max for v in present)
+        kind = f"integers from {info.min} to {info.max}"
+    else:
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+        kind = "numbers"
+    if not ok:
+        raise InputError(422, f"tensor '{name}': {datatype} data must be {kind}", name)
 
 
 def _v2_outputs(requested: Any) -> list[str]:

@@ -30,7 +30,7 @@ class InputError(Exception):
         self.record = record
 
 
-class _NonFinite:
+class NonFinite:
     """Stands in for NaN/Infinity while parsing, so the object holding it can name the field."""
 
     def __init__(self, literal: str):
@@ -43,7 +43,7 @@ def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in obj:
             raise RecordError(key, f"duplicate key '{key}'")
-        if isinstance(value, _NonFinite):
+        if isinstance(value, NonFinite):
             raise RecordError(
                 key, f"'{key}' is {value.literal}, which is not valid JSON; send a finite number"
             )
@@ -66,7 +66,7 @@ def parse_json(data: bytes) -> Any:
         raise InputError(400, "request body is not valid UTF-8") from exc
     try:
         return json.loads(
-            text, object_pairs_hook=_strict_object, parse_constant=_NonFinite, parse_int=_parse_int
+            text, object_pairs_hook=_strict_object, parse_constant=NonFinite, parse_int=_parse_int
         )
     except RecordError as exc:
         raise InputError(400, exc.message, exc.field) from exc
@@ -93,11 +93,19 @@ _EXACT = 2.0**53  # integers beyond this are not all floats: check_value refuses
 
 
 def _plainly_valid(schema: Schema, records: list[Any]) -> dict[str, list[Any]] | None:
-    """Columns when every record has exactly the features and every value is one that
-    check_value accepts without a doubt; None sends the batch to the per-record check."""
-    names = schema.feature_names
-    if not all(type(r) is dict and r.keys() == set(names) for r in records):
-        return None
+    """Columns when every record has the features (and at most the target and ignored columns
+    besides) and every value is one that check_value accepts without a doubt; None sends the
+    batch to the per-record check."""
+    names, dropped = set(schema.feature_names), set(schema.dropped)
+    for r in records:
+        if type(r) is not dict:
+            return None
+        if r.keys() != names:  # a whole row: the target and ignored columns, single values
+            extra = r.keys() - names
+            if not names <= r.keys() or not extra <= dropped:
+                return None
+            if any(isinstance(r[k], (dict, list)) for k in extra):
+                return None
     columns = {}
     for column in schema.features:
         values = [r[column.name] for r in records]
@@ -150,7 +158,7 @@ def check_records(
                 422, f"record {i}: each record must be a JSON object", where or None, record=i
             )
         for key, value in record.items():  # NaN inside an array (as a tensor's data) reaches here
-            if isinstance(value, _NonFinite):
+            if isinstance(value, NonFinite):
                 raise InputError(
                     400,
                     f"record {i}: '{key}' is {value.literal}, which is not valid JSON; "

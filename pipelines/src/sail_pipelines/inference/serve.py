@@ -25,9 +25,9 @@ from flask import Flask, Response, g, jsonify, request
 from gunicorn.app.base import BaseApplication
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from sail_pipelines.contract.ranges import beyond, training_ranges
+from sail_pipelines.contract.ranges import beyond, training_limits
 from sail_pipelines.contract.stl import NonFiniteFeatures
-from sail_pipelines.inference import metrics, page, prediction_log, protocols
+from sail_pipelines.inference import metrics, page, prediction_log, protocols, server_logs
 from sail_pipelines.inference.onnx import Prediction
 from sail_pipelines.inference.requests import (
     InputError,
@@ -95,7 +95,7 @@ def create_app(
     classes = bundle.classes
     class_keys = [str(c) for c in classes]
     serving = runtime_info(bundle)
-    ranges = training_ranges(schema, metadata)
+    limits = training_limits(schema, metadata)
     refuse_out_of_range = (metadata.get("serving") or {}).get("out_of_range") == "refuse"
     plog = prediction_log.for_bundle(log_settings or prediction_log.LogSettings(), bundle)
     stats = metrics.Metrics(metadata, bundle.bundle_id, bundle.runtime, schema.target.name)
@@ -108,7 +108,7 @@ def create_app(
         """Every protocol's checked columns, through the training-range rule, to the model."""
         g.n_records = n = len(next(iter(columns.values())))
         g.columns = columns
-        g.strays = strays = beyond(columns, ranges)
+        g.strays = strays = beyond(columns, limits)
         if strays and refuse_out_of_range:
             raise InputError(422, strays[0].message(), strays[0].field, strays[0].record)
         try:
@@ -326,14 +326,15 @@ def create_app(
                 elapsed,
                 g.get("columns"),
                 prediction_log.outputs(scored[0], scored[1], class_keys) if scored else None,
+                g.get("strays", ()),
             )
-        app.logger.info(
-            "request_id=%s %s %s records=%s status=%s",
+        server_logs.access(
             _request_id(),
             request.method,
             request.path,
-            g.get("n_records", 0),
             response.status_code,
+            elapsed,
+            g.get("n_records", 0),
         )
         return response
 
@@ -390,6 +391,7 @@ def run_server(
     workers: int | None = None,
     max_records: int = 1000,
     log_settings: prediction_log.LogSettings | None = None,
+    access_log: bool = False,
 ) -> None:
     """Verify the bundle and check its schema here first, so a rejected bundle fails before
     anything listens. Each worker then builds the app and warms the model up itself: an ONNX
@@ -402,7 +404,9 @@ def run_server(
         os.environ[variable] = "1"
     bundle = load_bundle(bundle_dir, key)
     schema = bundle.schema
+    server_logs.configure(access_log)  # JSON lines on stderr, inherited by every worker
     if bundle.runtime == "sklearn":  # unpickled and imported once, before the workers fork
+        bundle.serve_single_threaded()
         with contextlib.suppress(Exception):  # a failure shows in each worker's /ready
             bundle.predict(records_to_columns(schema, [warm_up_record(schema, bundle.metadata)]))
     bind_host = f"[{host}]" if ":" in host else host
@@ -418,8 +422,9 @@ def run_server(
         "preload_app": False,
         "timeout": 60,
         "graceful_timeout": 30,
-        "accesslog": "-",
+        "accesslog": None,  # the app writes its own, when asked for (server_logs.access)
         "errorlog": "-",
+        "logger_class": server_logs.GunicornLogger,
         "child_exit": metrics.child_exit,
     }
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -113,10 +114,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def local_server(bundle_dir: Path, key: VerifyKey, workers: int = 1) -> Iterator[str]:
-    """`sail serve` in a child process on a free loopback port; always stopped afterwards.
+    """`sail serve` in a child process on a free loopback port; always stopped afterwards, with
+    its workers: the server has a session of its own, and a master that does not stop within 20 s
+    is killed with its whole process group (a hung worker would otherwise outlive it).
 
-    The server logs one line per request, so its stderr goes to a file, not a pipe nobody
-    drains (a full pipe would block the workers after a few thousand requests)."""
+    Its stderr goes to a file, not a pipe nobody drains (with the access log on, a full pipe
+    would block the workers after a few thousand requests)."""
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if k not in KEY_VARIABLES}, **serving_env(key)}
     with tempfile.TemporaryFile("w+") as log:
@@ -137,6 +140,7 @@ def local_server(bundle_dir: Path, key: VerifyKey, workers: int = 1) -> Iterator
             stderr=log,
             text=True,
             env=env,
+            start_new_session=True,
         )
         base_url = f"http://127.0.0.1:{port}"
         try:
@@ -156,8 +160,10 @@ def local_server(bundle_dir: Path, key: VerifyKey, workers: int = 1) -> Iterator
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                pass
+            with contextlib.suppress(ProcessLookupError):  # workers left behind, or a hung master
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @contextlib.contextmanager

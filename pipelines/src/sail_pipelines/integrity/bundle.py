@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+import threading
 import uuid
 from dataclasses import dataclass
 from functools import cached_property
@@ -257,13 +258,27 @@ class LoadedBundle:
 
         schema = self.schema
         frame = pd.DataFrame({name: columns[name] for name in schema.feature_names})
-        # The dtypes training gave the STL, however the rows arrived (JSON 1 and 1.0 alike).
-        transformed = stl.transform(self.transformer, schema, schema.prepare(frame))
-        predictions = self.model.predict(transformed)
-        probabilities = None
-        if self.metadata["task"] == "classification" and hasattr(self.model, "predict_proba"):
-            probabilities = self.model.predict_proba(transformed)
+        model = self.model
+        with _SKLEARN:
+            # The dtypes training gave the STL, however the rows arrived (JSON 1 and 1.0 alike).
+            transformed = stl.transform(self.transformer, schema, schema.prepare(frame))
+            probabilities = None
+            if self.metadata["task"] == "classification" and hasattr(model, "predict_proba"):
+                probabilities = model.predict_proba(transformed)
+            if probabilities is not None and _predicts_by_argmax(model):
+                # what its predict() computes from a second predict_proba: every tree again
+                predictions = model.classes_.take(probabilities.argmax(axis=1), axis=0)
+            else:
+                predictions = model.predict(transformed)
         return predictions, probabilities
+
+    def serve_single_threaded(self) -> None:
+        """n_jobs=1 wherever the fitted STL or model has it: a server predicts a few rows per
+        request with a worker per CPU, where a joblib pool per request costs more than it saves."""
+        for fitted in (self.transformer, self.model):
+            if hasattr(fitted, "get_params"):
+                params = fitted.get_params(deep=True)
+                fitted.set_params(**{k: 1 for k in params if k.rpartition("__")[2] == "n_jobs"})
 
     @property
     def classes(self) -> list[Any]:
@@ -271,6 +286,22 @@ class LoadedBundle:
         if "classes" in self.metadata or self.metadata.get("task") != "classification":
             return list(self.metadata.get("classes", []))
         return [plain(c) for c in getattr(self.model, "classes_", [])]
+
+
+# One scikit-learn prediction at a time per process. Its joblib wrapper runs every tree of a
+# forest inside `warnings.catch_warnings()` + `resetwarnings()`, which change the process-wide
+# filter list: concurrent threads see it empty (scikit-learn then warns on each call) and can
+# leave it emptied for good. The GIL serializes that Python work anyway.
+_SKLEARN = threading.Lock()
+
+
+def _predicts_by_argmax(model: Any) -> bool:
+    """A single-output forest, whose predict() is the argmax of its predict_proba()."""
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    return isinstance(model, (RandomForestClassifier, ExtraTreesClassifier)) and (
+        getattr(model, "n_outputs_", 1) == 1
+    )
 
 
 def load_bundle(path: Path, key: VerifyKey) -> LoadedBundle:

@@ -1,20 +1,20 @@
 """`sail monitor`: served traffic against the training data of the accepted model.
 
-Per feature: drift (PSI on the training split's quantile bins, and the Kolmogorov-Smirnov
-statistic for numbers; PSI and a chi-square test on the training shares for categories), the
-share of values outside the training range and the share of nulls; for the model's answers, the
-drift of the predictions from the training target; and a first-derivative check, PSI between
-consecutive time windows, which catches a sudden change that a slow average would hide. Each
-limit is in params.yaml's `monitoring:`; every breach is one line and a non-zero exit. The
-report goes to reports/monitor.json and reports/monitor.md, with plots of served against
-training distributions for the features that drifted.
+Per feature: drift (PSI on the training split's quantile bins and the Kolmogorov-Smirnov
+statistic for numbers and dates, dates as days; PSI and the largest change of one category's
+share for categories), the share of values outside the training range and the share of nulls
+against the split's own; the drift of the predictions from the model's predictions on the
+split; and a first-derivative check, PSI between consecutive time windows, which catches a
+sudden change that a slow average would hide. Each rule's effect is held to its limit in
+params.yaml's `monitoring:`, and a breach also needs evidence: a p-value, Holm-corrected over
+every check of the run, below `min_p_value` (stats.py). Every breach is one line and a non-zero
+exit; the report goes to reports/monitor.json and reports/monitor.md (render.py).
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Mapping, Sequence
 
@@ -23,110 +23,196 @@ import pandas as pd
 
 from sail_pipelines.config import MonitoringConfig, Params, ProjectPaths
 from sail_pipelines.contract.ranges import training_ranges
-from sail_pipelines.contract.schema import Schema
+from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import write_atomic, write_json
 from sail_pipelines.monitoring.logs import Traffic
+from sail_pipelines.monitoring.stats import (
+    MIN_EXPECTED,
+    Finding,
+    binned,
+    category_drift,
+    excess,
+    homogeneity,
+    judge,
+    label,
+    numeric_drift,
+    psi,
+    quantile_edges,
+)
 
-EPSILON = 1e-4  # stands in for an empty bin's share, so PSI stays finite
-
-
-def psi(expected: np.ndarray, actual: np.ndarray) -> float:
-    """Population stability index of two share vectors over the same bins."""
-    e = np.clip(expected / max(expected.sum(), EPSILON), EPSILON, None)
-    a = np.clip(actual / max(actual.sum(), EPSILON), EPSILON, None)
-    return float(np.sum((a - e) * np.log(a / e)))
-
-
-def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:
-    """Inner bin edges at the reference's quantiles (ties merged), open at both ends."""
-    return np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
-
-
-def binned(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    return np.bincount(
-        np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1
-    ).astype(float)
+NUMBERS = ("float", "int", "datetime")  # compared as numbers: dates as days since 1970
+EPOCH = pd.Timestamp(0, tz="UTC")
 
 
-def numeric_drift(reference: np.ndarray, served: np.ndarray, bins: int) -> dict[str, Any]:
-    from scipy.stats import ks_2samp
+@dataclass(frozen=True)
+class Baseline:
+    """What every window is compared with, computed once from the training split: each
+    feature's present values (numbers and dates as floats, categories as text), its bins, nulls
+    and range, and the predictions the model makes on the split."""
 
-    edges = quantile_edges(reference, bins)
-    ks = ks_2samp(reference, served)
-    return {
-        "psi": psi(binned(reference, edges), binned(served, edges)),
-        "ks": float(ks.statistic),
-        "p_value": float(ks.pvalue),
-    }
+    rows: int
+    numbers: dict[str, np.ndarray]
+    edges: dict[str, np.ndarray]
+    labels: dict[str, pd.Series]
+    missing: dict[str, int]
+    ranges: dict[str, tuple[float, float]]
+    outside: dict[str, int]
+    predictions: np.ndarray | pd.Series
+    classification: bool
 
 
-def category_drift(shares: Mapping[str, float], served: Sequence[Any]) -> dict[str, Any]:
-    """PSI and chi-square against the training shares; values never seen in training pool in one
-    bin."""
-    from scipy.stats import chisquare
+def as_numbers(column: Column, values: Any) -> np.ndarray:
+    """Numbers as floats, dates as days since 1970 (UTC), so both get bins, KS and a range."""
+    if column.type == "datetime":
+        stamps = pd.to_datetime(
+            pd.Series(values, dtype=object), utc=True, format="ISO8601", errors="coerce"
+        )
+        return ((stamps - EPOCH) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+    return np.asarray(values, dtype=float)
 
-    names = list(shares)
-    counts = pd.Series([str(v) for v in served]).value_counts()
-    unseen = float(counts.drop(names, errors="ignore").sum())
-    actual = np.array([float(counts.get(n, 0)) for n in names] + [unseen])
-    expected = np.array([shares[n] for n in names] + [max(0.0, 1 - sum(shares.values()))])
-    expected_counts = np.clip(expected, EPSILON, None)
-    expected_counts = expected_counts / expected_counts.sum() * actual.sum()
-    return {
-        "psi": psi(expected, actual),
-        "p_value": float(chisquare(actual, expected_counts).pvalue),
-        "unseen": int(actual[-1]),
-    }
+
+def baseline(
+    schema: Schema,
+    metadata: Mapping[str, Any],
+    train: pd.DataFrame,
+    config: MonitoringConfig,
+    predictions: Sequence[Any] | None = None,
+) -> Baseline:
+    """The training split prepared once; `predictions` are the model's on it (the training
+    target stands in without them)."""
+    ranges = training_ranges(schema, metadata)
+    margin = float((metadata.get("serving") or {}).get("range_margin", 0.1))
+    base = Baseline(len(train), {}, {}, {}, {}, {}, {}, np.array([]), False)
+    for column in schema.features:
+        if column.name not in train:
+            continue
+        values = train[column.name]
+        base.missing[column.name] = int(values.isna().sum())
+        present = values.dropna()
+        if column.type in NUMBERS:
+            numbers = as_numbers(column, present.to_numpy())
+            numbers = numbers[np.isfinite(numbers)]
+            base.numbers[column.name] = numbers
+            base.edges[column.name] = quantile_edges(numbers, config.bins)
+            if column.type == "datetime" and len(numbers):
+                low, high = float(numbers.min()), float(numbers.max())
+                ranges[column.name] = (low - margin * (high - low), high + margin * (high - low))
+            if column.name in ranges:
+                low, high = ranges[column.name]
+                base.ranges[column.name] = (low, high)
+                base.outside[column.name] = int(np.sum((numbers < low) | (numbers > high)))
+        else:
+            base.labels[column.name] = present.map(label)
+    target = train[schema.target.name].dropna()
+    classification = metadata.get("task") == "classification"
+    reference = target if predictions is None else pd.Series(list(predictions)).dropna()
+    return replace(
+        base,
+        predictions=reference.map(label) if classification else reference.to_numpy(dtype=float),
+        classification=classification,
+    )
 
 
 def _feature(
-    column: Any,
-    reference: pd.Series | None,
-    shares: Mapping[str, float] | None,
-    served: list[Any],
-    limits: tuple[float, float] | None,
-    config: MonitoringConfig,
-) -> dict[str, Any]:
+    column: Column, base: Baseline, served: list[Any], config: MonitoringConfig
+) -> tuple[dict[str, Any], list[Finding]]:
+    name, rows = column.name, len(served)
     present = [v for v in served if v is not None]
-    result: dict[str, Any] = {
-        "rows": len(served),
-        "missing": 1 - len(present) / len(served) if served else 0.0,
-    }
+    trained = base.missing.get(name, 0) / max(base.rows, 1)
+    result: dict[str, Any] = {"rows": rows, "missing": 1 - len(present) / rows if rows else 0.0}
+    result["missing_training"] = trained
+    effect, p = excess(rows - len(present), rows, base.missing.get(name, 0), base.rows)
+    findings = [
+        Finding(
+            name,
+            "missing",
+            effect,
+            config.max_missing,
+            p,
+            f"{name}: {result['missing']:.1%} of served values missing against {trained:.1%} "
+            f"in training, more than monitoring.max_missing {config.max_missing:.1%} above it",
+        )
+    ]
     if not present:
-        return result
-    if column.type in ("float", "int") and reference is not None:
-        values = np.asarray(present, dtype=float)
-        result.update(numeric_drift(reference.to_numpy(dtype=float), values, config.bins))
-        if limits is not None:
-            result["out_of_range"] = float(np.mean((values < limits[0]) | (values > limits[1])))
-    elif shares:
-        result.update(category_drift(shares, present))
-    return result
+        return result, findings
+    values = as_numbers(column, present) if name in base.numbers else np.array([])
+    values = values[np.isfinite(values)]
+    if len(values) and len(base.numbers[name]):
+        result.update(numeric_drift(base.numbers[name], values, base.edges[name]))
+        findings += [
+            Finding(
+                name,
+                "psi",
+                result["psi"],
+                config.max_psi,
+                result["psi_p_value"],
+                f"{name}: drift PSI {result['psi']:.3f} above monitoring.max_psi {config.max_psi}",
+            ),
+            Finding(
+                name,
+                "ks",
+                result["ks"],
+                config.max_ks,
+                result["p_value"],
+                f"{name}: drift KS {result['ks']:.3f} above monitoring.max_ks {config.max_ks}",
+            ),
+        ]
+        if name in base.ranges:
+            low, high = base.ranges[name]
+            hits = int(np.sum((values < low) | (values > high)))
+            result["out_of_range"] = hits / len(values)
+            effect, p = excess(hits, len(values), base.outside[name], len(base.numbers[name]))
+            findings.append(
+                Finding(
+                    name,
+                    "out_of_range",
+                    effect,
+                    config.max_out_of_range,
+                    p,
+                    f"{name}: {result['out_of_range']:.1%} of served values outside the training "
+                    f"range, above monitoring.max_out_of_range {config.max_out_of_range:.1%}",
+                )
+            )
+    elif name in base.labels:
+        result.update(category_drift(base.labels[name], present))
+        findings += _category_findings(name, result, config)
+    return result, findings
 
 
-def _breaches(name: str, stats: Mapping[str, Any], config: MonitoringConfig) -> list[str]:
-    lines = []
-    if stats.get("psi", 0) > config.max_psi:
-        lines.append(
-            f"{name}: drift PSI {stats['psi']:.3f} above monitoring.max_psi {config.max_psi}"
-        )
-    if stats.get("ks", 0) > config.max_ks and stats.get("p_value", 1) < config.min_p_value:
-        lines.append(
-            f"{name}: drift KS {stats['ks']:.3f} above monitoring.max_ks {config.max_ks} "
-            f"(p = {stats['p_value']:.2g})"
-        )
-    if stats.get("out_of_range", 0) > config.max_out_of_range:
-        lines.append(
-            f"{name}: {stats['out_of_range']:.1%} of served values outside the training range, "
-            f"above monitoring.max_out_of_range {config.max_out_of_range:.1%}"
-        )
-    if stats.get("missing", 0) > config.max_missing:
-        lines.append(
-            f"{name}: {stats['missing']:.1%} of served values missing, above "
-            f"monitoring.max_missing {config.max_missing:.1%}"
-        )
-    return lines
+def _category_findings(
+    name: str, stats: Mapping[str, Any], config: MonitoringConfig
+) -> list[Finding]:
+    change = stats["share_change"]
+    return [
+        Finding(
+            name,
+            "psi",
+            stats["psi"],
+            config.max_psi,
+            stats["p_value"],
+            f"{name}: drift PSI {stats['psi']:.3f} above monitoring.max_psi {config.max_psi}",
+            "chi-square",
+        ),
+        Finding(
+            name,
+            "share",
+            abs(change),
+            config.max_share_change,
+            stats["share_p_value"],
+            f"{name}: the share of {stats['share_of']!r} moved {change:+.1%} from training, "
+            f"more than monitoring.max_share_change {config.max_share_change:.1%}",
+        ),
+    ]
+
+
+def _predictions(base: Baseline, served: list[Any], config: MonitoringConfig) -> dict[str, Any]:
+    if base.classification:
+        return category_drift(base.predictions, served)
+    values = np.asarray(served, dtype=float)
+    reference = np.asarray(base.predictions, dtype=float)
+    stats = numeric_drift(reference, values, quantile_edges(reference, config.bins))
+    return {"psi": stats["psi"], "p_value": stats["psi_p_value"]}
 
 
 def _windows(times: list[str], hours: float) -> np.ndarray:
@@ -135,42 +221,46 @@ def _windows(times: list[str], hours: float) -> np.ndarray:
     return ((stamps - stamps.min()).dt.total_seconds() // (hours * 3600)).to_numpy(dtype=int)
 
 
+def _counts(column: Column, base: Baseline, a: pd.Series, b: pd.Series) -> np.ndarray:
+    """Two windows' values over one set of bins: the training split's for numbers and dates,
+    else the categories of both, those seen fewer than 2 * MIN_EXPECTED times pooled."""
+    if column.name in base.edges:
+        edges = base.edges[column.name]
+        return np.vstack([binned(as_numbers(column, s.to_numpy()), edges) for s in (a, b)])
+    both = pd.concat([a, b]).map(label).value_counts()
+    kept = both.index[both >= 2 * MIN_EXPECTED]
+    rows = []
+    for s in (a, b):
+        inside = s.map(label).value_counts().reindex(kept).fillna(0).to_numpy(dtype=float)
+        rows.append(np.append(inside, len(s) - inside.sum()))
+    return np.vstack(rows)
+
+
 def sudden_changes(
-    schema: Schema, traffic: Traffic, train: pd.DataFrame, config: MonitoringConfig
+    schema: Schema, traffic: Traffic, base: Baseline, config: MonitoringConfig
 ) -> list[dict[str, Any]]:
-    """PSI of each feature between consecutive windows holding at least min_rows records each."""
+    """PSI of each feature between consecutive windows holding at least min_rows records each,
+    with the chi-square p-value that the two windows share one distribution."""
     windows = _windows(traffic.times, config.window_hours)
     filled = [w for w in np.unique(windows) if np.sum(windows == w) >= config.min_rows]
     changes = []
     for before, after in itertools.pairwise(filled):
         for column in schema.features:
             served = traffic.inputs.get(column.name)
-            if served is None:
+            if served is None or (column.name not in base.edges and column.type in NUMBERS):
                 continue
             values = pd.Series(served, dtype=object)
             a, b = values[windows == before].dropna(), values[windows == after].dropna()
             if len(a) < config.min_rows or len(b) < config.min_rows:
                 continue
-            if column.type in ("float", "int") and column.name in train:
-                edges = quantile_edges(
-                    train[column.name].dropna().to_numpy(dtype=float), config.bins
-                )
-                value = psi(
-                    binned(a.to_numpy(dtype=float), edges), binned(b.to_numpy(dtype=float), edges)
-                )
-            else:
-                names = sorted(set(map(str, a)) | set(map(str, b)))
-                ca, cb = a.astype(str).value_counts(), b.astype(str).value_counts()
-                value = psi(
-                    np.array([ca.get(n, 0) for n in names], float),
-                    np.array([cb.get(n, 0) for n in names], float),
-                )
+            counts = _counts(column, base, a, b)
             changes.append(
                 {
                     "feature": column.name,
                     "from_window": int(before),
                     "to_window": int(after),
-                    "psi": value,
+                    "psi": psi(counts[0], counts[1]),
+                    "p_value": homogeneity(counts[0], counts[1]),
                 }
             )
     return changes
@@ -182,10 +272,11 @@ def compare(
     train: pd.DataFrame,
     traffic: Traffic,
     config: MonitoringConfig,
+    base: Baseline | None = None,
 ) -> dict[str, Any]:
-    """The whole comparison as a JSON-ready report; `breaches` lists one line per limit crossed."""
-    profile = (metadata.get("training_profile") or {}).get("columns", {})
-    ranges = training_ranges(schema, metadata)
+    """The whole comparison as a JSON-ready report; `breaches` lists one line per rule whose
+    effect crosses its limit with a Holm-adjusted p-value below min_p_value. `base` is
+    `baseline(...)` when the caller already has it."""
     report: dict[str, Any] = {
         "rows": traffic.rows,
         "requests": traffic.requests,
@@ -197,6 +288,7 @@ def compare(
         "features": {},
         "predictions": {},
         "sudden_changes": [],
+        "checks": [],
         "breaches": [],
     }
     if traffic.rows < config.min_rows:
@@ -205,148 +297,46 @@ def compare(
             "not judged"
         )
         return report
+    base = base or baseline(schema, metadata, train, config)
+    findings: list[Finding] = []
     for column in schema.features:
         if column.name not in traffic.inputs:
             # `log: false`, or not a feature then
             report["features"][column.name] = {"logged": False}
             continue
-        reference = train[column.name].dropna() if column.name in train else None
-        stats = _feature(
-            column,
-            reference,
-            (profile.get(column.name) or {}).get("shares"),
-            traffic.inputs[column.name],
-            ranges.get(column.name),
-            config,
-        )
+        stats, found = _feature(column, base, traffic.inputs[column.name], config)
         report["features"][column.name] = stats
-        report["breaches"] += _breaches(column.name, stats, config)
-    target = schema.target
-    if metadata.get("task") == "classification":
-        shares = (profile.get(target.name) or {}).get("shares") or {}
-        stats = category_drift(shares, traffic.predictions) if shares else {}
-    else:
-        stats = numeric_drift(
-            train[target.name].dropna().to_numpy(dtype=float),
-            np.asarray(traffic.predictions, dtype=float),
-            config.bins,
+        findings += found
+    report["predictions"] = stats = _predictions(base, traffic.predictions, config)
+    findings.append(
+        Finding(
+            "predictions",
+            "psi",
+            stats["psi"],
+            config.max_psi,
+            stats["p_value"],
+            f"predictions: drift PSI {stats['psi']:.3f} above monitoring.max_psi {config.max_psi}",
         )
-        # predictions are not the target: only their mix counts
-        stats.pop("ks")
-        stats.pop("p_value")
-    report["predictions"] = stats
-    if stats.get("psi", 0) > config.max_psi:
-        report["breaches"].append(
-            f"predictions: drift PSI {stats['psi']:.3f} above monitoring.max_psi {config.max_psi}"
-        )
-    for change in sudden_changes(schema, traffic, train, config):
+    )
+    for change in sudden_changes(schema, traffic, base, config):
         report["sudden_changes"].append(change)
-        if change["psi"] > config.max_window_psi:
-            report["breaches"].append(
+        findings.append(
+            Finding(
+                change["feature"],
+                "window",
+                change["psi"],
+                config.max_window_psi,
+                change["p_value"],
                 f"{change['feature']}: sudden change, PSI {change['psi']:.3f} between windows "
                 f"{change['from_window']} and {change['to_window']} ({config.window_hours:g} h "
-                f"each), above monitoring.max_window_psi {config.max_window_psi}"
+                f"each), above monitoring.max_window_psi {config.max_window_psi}",
             )
+        )
+    judged = judge(findings, config.min_p_value)
+    report["checks"] = [j for j in judged if j["effect"] > j["limit"]]
+    report["checks_total"] = len(judged)
+    report["breaches"] = [j["line"] for j in judged if j["breach"]]
     return report
-
-
-def markdown(report: Mapping[str, Any], plots: Sequence[Path]) -> str:
-    lines = [
-        "# Monitoring report",
-        "",
-        f"{report['rows']} served rows in {report['requests']} logged requests "
-        f"({report['refused']} refused), {report['first']} to {report['last']}; bundles "
-        f"{', '.join(report['bundles'])}.",
-        "",
-    ]
-    if report.get("note"):
-        lines += [report["note"], ""]
-    lines += (
-        ["## Verdict", ""]
-        + ([f"- {b}" for b in report["breaches"]] or ["Every limit holds."])
-        + [""]
-    )
-    lines += [
-        "## Features",
-        "",
-        "| feature | PSI | KS | p-value | out of range | missing |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, s in report["features"].items():
-        cells = [_cell(s.get(k)) for k in ("psi", "ks", "p_value", "out_of_range", "missing")]
-        shown = " | ".join(cells) if s.get("logged", True) else "not logged (`log: false`) | | | |"
-        lines.append(f"| {name} | {shown} |")
-    if report["predictions"]:
-        lines += [
-            "",
-            f"Predictions: PSI {_cell(report['predictions'].get('psi'))} against the training "
-            "target.",
-        ]
-    if report["sudden_changes"]:
-        worst = max(report["sudden_changes"], key=lambda c: c["psi"])
-        lines += [
-            "",
-            f"Largest change between consecutive windows: {worst['feature']}, "
-            f"PSI {worst['psi']:.3f}.",
-        ]
-    if report.get("live"):
-        lines += ["", "## Live metrics (joined ground truth)", ""]
-        lines += [f"- {k}: {_cell(v)}" for k, v in report["live"].items()]
-    lines += [""] + [f"![{p.stem}]({p.parent.name}/{p.name})" for p in plots]
-    return "\n".join(lines) + "\n"
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if math.isfinite(value) else str(value)
-    return "" if value is None else str(value)
-
-
-def plot_drifted(
-    out: Path, schema: Schema, train: pd.DataFrame, traffic: Traffic, report: Mapping[str, Any]
-) -> list[Path]:
-    """Served against training distribution, for each feature named in a breach."""
-    drifted = [
-        c
-        for c in schema.features
-        if any(b.startswith(f"{c.name}:") for b in report["breaches"])
-        and c.name in traffic.inputs
-        and c.name in train
-    ]
-    if not drifted:
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for column in drifted:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        served = pd.Series(traffic.inputs[column.name]).dropna()
-        if column.type in ("float", "int"):
-            ax.hist(
-                [train[column.name].dropna().astype(float), served.astype(float)],
-                bins=30,
-                density=True,
-                label=["training", "served"],
-            )
-        else:
-            shares = pd.DataFrame(
-                {
-                    "training": train[column.name].astype(str).value_counts(normalize=True),
-                    "served": served.astype(str).value_counts(normalize=True),
-                }
-            ).fillna(0)
-            shares.plot.bar(ax=ax)
-        ax.set_title(column.name)
-        ax.legend()
-        path = out / f"{column.name}.png"
-        fig.savefig(path, dpi=80, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
-    return paths
 
 
 def training_data(
@@ -364,9 +354,23 @@ def training_data(
     )
 
 
+def reference_predictions(bundle: Any, train: pd.DataFrame) -> Any:
+    """The model's predictions on its training split: what served predictions are compared
+    with (the target's mix is not what a model predicts). None when the split cannot be scored,
+    and the target stands in."""
+    from sail_pipelines.contract import stl
+
+    try:
+        return bundle.predict(train[bundle.schema.feature_names])[0]
+    except stl.NonFiniteFeatures:
+        return None
+
+
 def write(paths: ProjectPaths, report: dict[str, Any], plots: Sequence[Path]) -> None:
     paths.reports.mkdir(parents=True, exist_ok=True)
     write_json(paths.reports / "monitor.json", report)
+    from sail_pipelines.monitoring.render import markdown
+
     text = markdown(report, plots)
     write_atomic(paths.reports / "monitor.md", lambda tmp: tmp.write_text(text))
 
@@ -379,9 +383,14 @@ def run(
     live: dict[str, Any] | None = None,
     train_source: Path | IO[bytes] | None = None,
 ) -> dict[str, Any]:
+    from sail_pipelines.monitoring.render import plot_drifted
+
     schema = bundle.schema
     train = training_data(paths, schema, train_source)
-    report = compare(schema, bundle.metadata, train, traffic, params.monitoring)
+    base = baseline(
+        schema, bundle.metadata, train, params.monitoring, reference_predictions(bundle, train)
+    )
+    report = compare(schema, bundle.metadata, train, traffic, params.monitoring, base)
     report["bundle_id"] = bundle.bundle_id
     if live:
         report["live"] = live.pop("metrics")

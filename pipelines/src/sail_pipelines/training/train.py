@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from sail_pipelines.config import Candidate, Params, ProjectPaths, Settings
-from sail_pipelines.contract import stl
+from sail_pipelines.contract import ranges, stl
 from sail_pipelines.contract.data import read_csv
 from sail_pipelines.contract.schema import Schema, load_schema, plain
 from sail_pipelines.contract.validate import profile_frame
@@ -143,7 +143,9 @@ def run(
         "train_hash": file_md5(paths.train_csv),
         "git_commit": origin.git_commit,
         "git_dirty": origin.git_dirty,
-        "training_profile": profile_frame(schema, train, file_md5(paths.train_csv)),
+        "training_profile": ranges.with_limits(
+            schema, train, profile_frame(schema, train, file_md5(paths.train_csv))
+        ),
         "library_versions": library_versions(),
         "project_dependencies": project_versions(paths.pyproject),
         "signing": {"algorithm": key.algorithm, "key_id": key.key_id, "dev_key": key.dev},

@@ -1,0 +1,200 @@
+"""The component schemas of the OpenAPI document (openapi.py): a record as the server checks it,
+feature by feature from the bundle's schema and training profile, a prediction, an error body
+and a v2 tensor. Pure functions of plain data."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from sail_pipelines.contract.ranges import iso, training_limits
+from sail_pipelines.contract.schema import Column, Schema
+from sail_pipelines.inference import protocols
+
+EXACT_INT = 2**53  # larger whole numbers are not all exact as floats: the server refuses them
+# ISO 8601 as datetime.fromisoformat reads it (dates, times to microseconds, Z or an offset)
+ISO_DATE = (
+    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?$"
+)
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any], column: Column) -> dict[str, Any]:
+    if not column.nullable:
+        return schema
+    if "enum" in schema:
+        return {**schema, "enum": [*schema["enum"], None]}
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def feature_schema(
+    column: Column, stats: Mapping[str, Any], allowed: tuple[float, float] | None, refuse: bool
+) -> dict[str, Any]:
+    """One feature as the server checks it. Numbers and dates outside the training range, and
+    categories training never saw, are flagged in the answer, or refused when the bundle says so
+    (then the range, and the values seen, are hard limits). `allowed`: the widened range
+    (dates in seconds since 1970)."""
+    kind = column.type
+    if kind == "category" and refuse and isinstance(stats.get("seen"), list):
+        return _nullable({"enum": list(stats["seen"])}, column)
+    if kind == "float":
+        schema: dict[str, Any] = {"type": "number"}
+    elif kind == "int":
+        schema = {"type": "integer", "minimum": -EXACT_INT, "maximum": EXACT_INT}
+    elif kind == "bool":
+        schema = {"type": "boolean"}
+    elif kind == "datetime":
+        schema = {
+            "type": "string",
+            "pattern": ISO_DATE,
+            "description": "ISO 8601 date or date-time",
+        }
+        if allowed:  # a bundle that records the dates training held
+            schema["x-training-range"] = [stats["min"], stats["max"]]
+            schema["description"] += f"; training range [{stats['min']}, {stats['max']}]"
+            if refuse:
+                schema["description"] += f"; refused outside [{iso(allowed[0])}, {iso(allowed[1])}]"
+    elif column.other:  # unseen values share the "other" bucket: any value of the same kind
+        strings = all(isinstance(v, str) for v in column.values or ())
+        schema = {"type": "string" if strings else "number", "examples": list(column.values or ())}
+    else:
+        schema = {"enum": list(column.values or ())}
+    stats = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    if kind in ("float", "int") and {"min", "max"} <= set(stats):  # not for a column of nulls only
+        low, high = stats["min"], stats["max"]
+        schema["x-training-range"] = [low, high]
+        schema["description"] = f"training range [{low:g}, {high:g}]"
+        if refuse and allowed:
+            schema["minimum"], schema["maximum"] = allowed
+            schema["description"] += f"; refused outside [{allowed[0]:g}, {allowed[1]:g}]"
+        for stat in ("mean", "std"):
+            if stat in stats:
+                schema[f"x-training-{stat}"] = stats[stat]
+    return _nullable(schema, column)
+
+
+def _record(
+    schema: Schema, metadata: Mapping[str, Any], example: Mapping[str, Any]
+) -> dict[str, Any]:
+    profile = (metadata.get("training_profile") or {}).get("columns", {})
+    limits = training_limits(schema, metadata)
+    refuse = (metadata.get("serving") or {}).get("out_of_range") == "refuse"
+    properties = {
+        c.name: feature_schema(
+            c,
+            profile.get(c.name) or {},
+            limits.dates.get(c.name) or limits.numbers.get(c.name),
+            refuse,
+        )
+        for c in schema.features
+    }
+    for name in schema.dropped:  # clients may send whole rows: the target and ignored columns
+        properties[name] = {
+            "not": {"type": ["object", "array"]},
+            "description": "not a feature: accepted and dropped (one value)",
+        }
+    return {
+        "type": "object",
+        "description": "one record: every feature; the target and ignored columns may come "
+        "along (a whole row) and are dropped; nothing unknown",
+        "properties": properties,
+        "required": schema.feature_names,
+        "additionalProperties": False,
+        "examples": [dict(example)],
+    }
+
+
+def label_schema(task: str, classes: Sequence[Any]) -> dict[str, Any]:
+    return {"enum": list(classes)} if task == "classification" and classes else {"type": "number"}
+
+
+def components(
+    schema: Schema,
+    metadata: Mapping[str, Any],
+    task: str,
+    classes: Sequence[Any],
+    example: Mapping[str, Any],
+    max_records: int,
+) -> dict[str, Any]:
+    label = label_schema(task, classes)
+    string_or_null = {"type": ["string", "null"]}
+    return {
+        "Record": _record(schema, metadata, example),
+        "Records": {
+            "type": "array",
+            "items": ref("Record"),
+            "minItems": 1,
+            "maxItems": max_records,
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error", "field", "request_id"],
+            "properties": {
+                "error": {"type": "string", "description": "what is wrong, for a person to read"},
+                "field": {**string_or_null, "description": "the field at fault, when one is"},
+                "request_id": {"type": "string"},
+                "record": {"type": "integer", "description": "the position of the record at fault"},
+                "error_code": {"type": "string", "description": "(/invocations) MLflow's code"},
+                "message": {"type": "string", "description": "(/invocations) MLflow's message"},
+            },
+        },
+        "Prediction": {
+            "type": "object",
+            "required": ["request_id", "model_version", "bundle_id", "predictions"],
+            "properties": {
+                "request_id": {"type": "string"},
+                "model_version": string_or_null,
+                "bundle_id": {"type": "string"},
+                "predictions": {"type": "array", "items": label, "description": "one per record"},
+                "probabilities": {
+                    "type": "array",
+                    "description": "per record, each class's probability",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": {"type": "number"},
+                        "properties": {str(c): {"type": "number"} for c in classes},
+                    },
+                },
+                "out_of_range": {
+                    "type": "array",
+                    "description": "values outside the training range (numbers, dates) or never "
+                    "seen in training (categories), flagged (not refused)",
+                    "items": {
+                        "type": "object",
+                        "required": ["record", "field", "value"],
+                        "properties": {
+                            "record": {"type": "integer"},
+                            "field": {"type": "string"},
+                            "value": {"type": ["number", "string"]},
+                            "range": {
+                                "type": "array",
+                                "items": {"type": ["number", "string"]},
+                                "description": "the widened training range",
+                            },
+                            "unseen": {
+                                "const": True,
+                                "description": "a category value training never held",
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "Tensor": {
+            "type": "object",
+            "required": ["name", "shape", "datatype", "data"],
+            "description": "one feature's values, [rows] or [rows, 1] (tensors of the target "
+            "and ignored columns are accepted and dropped)",
+            "properties": {
+                "name": {"enum": [*schema.feature_names, *schema.dropped]},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                "datatype": {"enum": sorted(protocols.V2_TYPES)},
+                "data": {"type": "array"},
+                "parameters": {"type": "object"},
+            },
+        },
+    }
