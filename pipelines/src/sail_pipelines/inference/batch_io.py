@@ -213,6 +213,17 @@ def _write(fmt: str, fh: IO[Any], bundle: LoadedBundle, scored: Iterator[list[di
     return count
 
 
+def output_format(dest: Path, fmt: str | None) -> str:
+    """--format, else the output file's suffix; one line when it is neither of FORMATS."""
+    fmt = fmt or {".pq": "parquet"}.get(dest.suffix.lower(), dest.suffix.lstrip(".").lower())
+    if fmt not in FORMATS:
+        raise SailError(
+            f"output format must be one of {', '.join(FORMATS)} "
+            f"(from --format or the file suffix), got {fmt!r}"
+        )
+    return fmt
+
+
 def runner() -> Callable[..., dict[str, Any]]:
     """predict.run where pandas is installed (the host, a scikit-learn model's image), else this
     module's run (the compiled inference image)."""
@@ -235,12 +246,7 @@ def run(
     log_settings: prediction_log.LogSettings | None = None,
 ) -> dict[str, Any]:
     """predict.run's contract: score `source` into `dest`, written whole or not at all."""
-    fmt = fmt or {".pq": "parquet"}.get(dest.suffix.lower(), dest.suffix.lstrip(".").lower())
-    if fmt not in FORMATS:
-        raise SailError(
-            f"output format must be one of {', '.join(FORMATS)} "
-            f"(from --format or the file suffix), got {fmt!r}"
-        )
+    fmt = output_format(dest, fmt)
     bundle = load_bundle(bundle_dir, key)
     plog = prediction_log.for_bundle(log_settings or prediction_log.LogSettings(), bundle)
     unit = "row" if source.suffix.lower() in PARQUET else "line"

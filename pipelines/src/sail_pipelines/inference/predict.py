@@ -25,10 +25,10 @@ from sail_pipelines.contract.schema import check_frame, where
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference import prediction_log
+from sail_pipelines.inference.batch_io import output_format
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
 
-FORMATS = ("csv", "json", "parquet")
 CHUNK_ROWS = 50_000
 
 
@@ -158,12 +158,7 @@ def run(
     chunk_rows: int = CHUNK_ROWS,
     log_settings: prediction_log.LogSettings | None = None,
 ) -> dict[str, Any]:
-    fmt = fmt or {".pq": "parquet"}.get(dest.suffix.lower(), dest.suffix.lstrip(".").lower())
-    if fmt not in FORMATS:
-        raise SailError(
-            f"output format must be one of {', '.join(FORMATS)} "
-            f"(from --format or the file suffix), got {fmt!r}"
-        )
+    fmt = output_format(dest, fmt)
     bundle = load_bundle(bundle_dir, key)
     plog = prediction_log.for_bundle(log_settings or prediction_log.LogSettings(), bundle)
     dest.parent.mkdir(parents=True, exist_ok=True)
