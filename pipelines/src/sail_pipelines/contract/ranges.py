@@ -148,6 +148,11 @@ def training_limits(schema: Schema, metadata: Mapping[str, Any]) -> Limits:
     return Limits(training_ranges(schema, metadata), dates, seen)
 
 
+def refuses(metadata: Mapping[str, Any]) -> bool:
+    """Whether a bundle refuses values beyond its limits (serving.out_of_range: refuse)."""
+    return (metadata.get("serving") or {}).get("out_of_range") == "refuse"
+
+
 def _margin(metadata: Mapping[str, Any]) -> float:
     return float((metadata.get("serving") or {}).get("range_margin", 0.1))
 

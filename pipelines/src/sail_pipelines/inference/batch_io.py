@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Mapping
 
-from sail_pipelines.contract.ranges import beyond, training_limits
+from sail_pipelines.contract.ranges import beyond, refuses
 from sail_pipelines.contract.schema import Column, RecordError, Schema, check_record, parse_bool
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
@@ -142,8 +142,8 @@ def score(
         except RecordError as exc:
             raise SailError(f"{unit} {number}: {exc.message}") from exc
     columns = records_to_columns(schema, records)
-    strays = beyond(columns, training_limits(schema, bundle.metadata))
-    if strays and (bundle.metadata.get("serving") or {}).get("out_of_range") == "refuse":
+    strays = beyond(columns, bundle.limits)
+    if strays and refuses(bundle.metadata):
         raise SailError(f"{unit} {rows[strays[0].record][0]}: {strays[0].message()}")
     try:
         predictions, probabilities = bundle.predict(columns)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from sail_pipelines.contract.ranges import iso, training_limits
+from sail_pipelines.contract.ranges import iso, refuses, training_limits
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.inference import protocols
 
@@ -82,7 +82,7 @@ def _record(
 ) -> dict[str, Any]:
     profile = (metadata.get("training_profile") or {}).get("columns", {})
     limits = training_limits(schema, metadata)
-    refuse = (metadata.get("serving") or {}).get("out_of_range") == "refuse"
+    refuse = refuses(metadata)
     properties = {
         c.name: feature_schema(
             c,

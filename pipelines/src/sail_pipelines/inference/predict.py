@@ -20,7 +20,7 @@ from typing import IO, Any
 import pandas as pd
 
 from sail_pipelines.contract.data import iter_table, json_records
-from sail_pipelines.contract.ranges import Beyond, beyond, training_limits
+from sail_pipelines.contract.ranges import Beyond, beyond, refuses
 from sail_pipelines.contract.schema import check_frame, where
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
@@ -46,9 +46,9 @@ def score_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> tuple[pd.DataFrame
     prepared = schema.prepare(features)
     strays = beyond(
         {name: prepared[name].tolist() for name in schema.feature_names},
-        training_limits(schema, bundle.metadata),
+        bundle.limits,
     )
-    if strays and (bundle.metadata.get("serving") or {}).get("out_of_range") == "refuse":
+    if strays and refuses(bundle.metadata):
         first = strays[0]
         raise SailError(f"{where(frame.index[first.record], frame)}: {first.message()}")
     try:

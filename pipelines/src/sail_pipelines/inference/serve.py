@@ -25,7 +25,7 @@ from flask import Flask, Response, g, jsonify, request
 from gunicorn.app.base import BaseApplication
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from sail_pipelines.contract.ranges import beyond, training_limits
+from sail_pipelines.contract.ranges import beyond, refuses
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.inference import metrics, page, prediction_log, protocols, server_logs
 from sail_pipelines.inference.onnx import Prediction
@@ -95,8 +95,7 @@ def create_app(
     classes = bundle.classes
     class_keys = [str(c) for c in classes]
     serving = runtime_info(bundle)
-    limits = training_limits(schema, metadata)
-    refuse_out_of_range = (metadata.get("serving") or {}).get("out_of_range") == "refuse"
+    refuse_out_of_range = refuses(metadata)
     plog = prediction_log.for_bundle(log_settings or prediction_log.LogSettings(), bundle)
     stats = metrics.Metrics(metadata, bundle.bundle_id, bundle.runtime, schema.target.name)
 
@@ -108,7 +107,7 @@ def create_app(
         """Every protocol's checked columns, through the training-range rule, to the model."""
         g.n_records = n = len(next(iter(columns.values())))
         g.columns = columns
-        g.strays = strays = beyond(columns, limits)
+        g.strays = strays = beyond(columns, bundle.limits)
         if strays and refuse_out_of_range:
             raise InputError(422, strays[0].message(), strays[0].field, strays[0].record)
         try:

@@ -26,6 +26,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from sail_pipelines.contract.ranges import Limits, training_limits
 from sail_pipelines.contract.schema import Schema, parse_schema, plain
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.signing import SignKey, VerifyKey
@@ -214,6 +215,12 @@ class LoadedBundle:
     @cached_property
     def schema(self) -> Schema:
         return parse_schema(self.metadata.get("schema"))  # none: one SailError, as for a bad one
+
+    @cached_property
+    def limits(self) -> Limits:
+        """What served values are judged by (numbers, dates, categories): read once per bundle,
+        not once per request or batch chunk."""
+        return training_limits(self.schema, self.metadata)
 
     @cached_property
     def transformer(self) -> Any:
