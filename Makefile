@@ -6,23 +6,39 @@ DEMO_DIR ?= $(CURDIR)/build/demo
 PYTEST_ARGS ?=
 # Two workers; the tests marked docker or workflows all go to one of them (tests/conftest.py).
 XDIST ?= -n 2 --dist loadgroup
+# JUnit XML of the last `make test` (junit.xml) and `make test-fast` (junit-fast.xml): seconds per
+# test, summed per module by benchmarks/suite_modules.py.
+RESULTS ?= build/test-results
 
 .PHONY: venv demo lint test test-fast test-workflows bench bench-batch bench-serve clean
 
-$(BIN)/sail: pipelines/pyproject.toml
+# The venv's packages are installed by uv (itself a wheel from PyPI, into the venv): it resolves
+# and installs in seconds where pip took minutes (benchmarks/demo_phases.py), and skips compiling
+# every module to bytecode up front. The stamps say which extras are in.
+UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
+
+$(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e "pipelines[pipeline,test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.5,<1"
+
+$(VENV)/.installed-all: pipelines/pyproject.toml | $(BIN)/uv
+	$(UV) -e "pipelines[pipeline,test]"
 	touch $@
 
-venv: $(BIN)/sail
+venv: $(VENV)/.installed-all
+
+# The demo needs the pipeline, not the test tools: only the pipeline extra and cookiecutter.
+$(VENV)/.installed-demo: pipelines/pyproject.toml | $(BIN)/uv
+	$(UV) -e "pipelines[pipeline]" "cookiecutter>=2.6"
+	touch $@
 
 # Generate a project with the default answers and run its whole pipeline on embedded defaults
 # (SQLite MLflow, local-folder DVC remote, the public development signing key).
-demo: venv
+demo: $(VENV)/.installed-demo
 	rm -rf "$(DEMO_DIR)"
 	$(BIN)/cookiecutter --no-input --output-dir "$(DEMO_DIR)" cookiecutter-sail
-	cd "$(DEMO_DIR)/sail-model" && PATH="$(CURDIR)/$(BIN):$$PATH" SAIL_ALLOW_DEV_KEY=1 sail run
-	cd "$(DEMO_DIR)/sail-model" && PATH="$(CURDIR)/$(BIN):$$PATH" SAIL_ALLOW_DEV_KEY=1 \
+	cd "$(DEMO_DIR)/sail-model" && PATH="$(abspath $(BIN)):$$PATH" SAIL_ALLOW_DEV_KEY=1 sail run
+	cd "$(DEMO_DIR)/sail-model" && PATH="$(abspath $(BIN)):$$PATH" SAIL_ALLOW_DEV_KEY=1 \
 	  sail predict --input data/split/test.csv --output reports/batch_predictions.csv
 	@echo "demo project: $(DEMO_DIR)/sail-model  (serve it: cd there && SAIL_ALLOW_DEV_KEY=1 sail serve)"
 
@@ -38,12 +54,14 @@ lint: venv
 # elsewhere those tests skip. CI is CI set to anything but "", 0 or false (tests/ci_rules.py).
 test: venv lint
 	docker/prepare-machine || case "$$(printf %s "$${CI:-}" | tr A-Z a-z)" in ""|0|false) ;; *) exit 1 ;; esac
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) --durations=15 $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) --durations=15 \
+	  --junitxml=$(RESULTS)/junit.xml $(PYTEST_ARGS)
 
 # The edit-test loop: no Docker, no workflow runs, nothing slow (pytest.ini's markers).
 test-fast: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) --durations=15 \
-	  -m "not docker and not slow and not workflows" $(PYTEST_ARGS)
+	  -m "not docker and not slow and not workflows" --junitxml=$(RESULTS)/junit-fast.xml \
+	  $(PYTEST_ARGS)
 
 # Only the generated workflows run through act (tests/test_workflow_runs.py; `make test` runs them
 # too): pull requests, main to staging, the promotion, on this host's Docker and local registry.

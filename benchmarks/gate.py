@@ -16,7 +16,6 @@ The figures are printed, never asserted (goal: under 5 s for 1,000 resamples).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import tempfile
@@ -27,13 +26,14 @@ from typing import Any, Callable
 from cookiecutter.main import cookiecutter
 
 from _common import ROOT, sail
+from sail_pipelines.clients import tracking
 from sail_pipelines.config import ProjectPaths, Settings, load_params
 from sail_pipelines.contract.data import read_csv
-from sail_pipelines.evaluation import card, gate, slices
+from sail_pipelines.evaluation import card, slices
+from sail_pipelines.evaluation.champion import fetch_champion, holdout_comparison
 from sail_pipelines.evaluation.evaluate import predict
 from sail_pipelines.evaluation.evidence import compare
 from sail_pipelines.files import read_json
-from sail_pipelines.integrations import tracking
 from sail_pipelines.integrity import signing
 from sail_pipelines.integrity.bundle import load_bundle
 
@@ -52,9 +52,8 @@ def median_seconds(work: Callable[[], Any], runs: int) -> tuple[float, Any]:
 def measure(project: Path, resamples: int, runs: int) -> dict[str, float]:
     paths = ProjectPaths(project)
     params = load_params(paths)
-    config = dataclasses.replace(
-        params.gate, bootstrap=dataclasses.replace(params.gate.bootstrap, resamples=resamples)
-    )
+    bootstrap = params.gate.bootstrap.model_copy(update={"resamples": resamples})
+    config = params.gate.model_copy(update={"bootstrap": bootstrap})
     key = signing.private_key(KEY, "bench")
     settings = Settings.from_env(paths)
     evaluation = read_json(paths.evaluation_report)
@@ -65,7 +64,7 @@ def measure(project: Path, resamples: int, runs: int) -> dict[str, float]:
     target, task = candidate.metadata["target"], candidate.metadata["task"]
     client = tracking.client(settings)
     version = tracking.version_by_alias(client, config.registered_model, tracking.CHAMPION)
-    champion, _, _ = gate.fetch_champion(client, version.run_id, candidate.metadata["schema"], key)
+    champion, _, _ = fetch_champion(client, version.run_id, candidate.metadata["schema"], key)
     champion_outputs = predict(champion, test)
     train = read_csv(paths.train_csv)
     figures: dict[str, float] = {"test rows": len(test)}
@@ -76,7 +75,7 @@ def measure(project: Path, resamples: int, runs: int) -> dict[str, float]:
         lambda: compare(task, test[target], outputs, champion_outputs, config.bootstrap), runs
     )
     figures["champion's holdout"], _ = median_seconds(
-        lambda: gate.holdout_comparison(config, champion, candidate, train), runs
+        lambda: holdout_comparison(config, champion, candidate, train), runs
     )
     figures["slices"], _ = median_seconds(
         lambda: slices.measure(

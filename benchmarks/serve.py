@@ -42,8 +42,7 @@ import yaml
 from cookiecutter.main import cookiecutter
 
 from _common import ROOT, image_megabytes, prepare_machine, sail
-from sail_pipelines.inference import smoke
-from sail_pipelines.integrations import mlflow_model
+from sail_pipelines.inference import pyfunc, smoke
 from sail_pipelines.integrity import signing
 
 KEY = signing.generate().text()  # a fresh Ed25519 pair for this run
@@ -126,9 +125,7 @@ def process(command: list[str], ready_path: str, port: int) -> Iterator[tuple[st
 
 def mlflow_server(model: str, workers: int) -> contextlib.AbstractContextManager:
     port = smoke.free_port()
-    return process(
-        mlflow_model.serve_command(f"models:/{model}@candidate", port, workers), "/ping", port
-    )
+    return process(pyfunc.serve_command(f"models:/{model}@candidate", port, workers), "/ping", port)
 
 
 def sail_server(bundle: Path, workers: int) -> contextlib.AbstractContextManager:
@@ -264,7 +261,7 @@ def main() -> None:
                 f"models:/{model}@candidate", dst_path=str(scratch / "model")
             )
         )
-        bundle = mlflow_model.bundle_dir(model_dir)
+        bundle = pyfunc.bundle_dir(model_dir)
         evaluation = json.loads((project / "reports" / "evaluation.json").read_text())
         for name, candidate in evaluation["candidates"].items():
             inference = candidate["inference"]

@@ -2,8 +2,10 @@
 
 CI counts when the variable CI is set to anything but "", "0" or "false" (any case): GitHub
 Actions sets CI=true, this repository's Jenkinsfile and .ci/run set it too, and the Makefile
-applies the same rule. Under CI nothing may pass by not running: a missing tool or service
-fails the test instead of skipping it, and any skip that happens anyway is turned into a failure.
+applies the same rule. Under CI nothing may pass by not running, or by being expected to fail:
+a missing tool or service fails the test instead of skipping it, and any skip that happens anyway
+(a test's, a module's, an importorskip), any xfail (marked, called, or not run) and any XPASS is
+turned into a failure.
 """
 
 from __future__ import annotations
@@ -33,20 +35,30 @@ def missing(message: str) -> NoReturn:
 
 
 def _as_failure(report: pytest.TestReport | pytest.CollectReport) -> None:
-    if report.skipped and SUITE_UNDER_CI and not hasattr(report, "wasxfail"):
+    if not SUITE_UNDER_CI:
+        return
+    xfail = getattr(report, "wasxfail", None)
+    if xfail is not None:  # xfailed (reported as skipped) or XPASS (reported as passed)
+        how = "failed as expected" if report.skipped else "passed"
+        del report.wasxfail
+        report.outcome = "failed"
+        because = f": {xfail}" if xfail else ""
+        report.longrepr = f"xfail under CI, where every test must pass ({how}){because}"
+    elif report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         reason = str(reason).removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = f"skipped under CI, where every test must run: {reason}"
 
 
-@pytest.hookimpl(hookwrapper=True)
+# Outermost (tryfirst), so pytest's own xfail handling has marked the report when this reads it.
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     _as_failure(outcome.get_result())
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_make_collect_report(collector):
     outcome = yield
     _as_failure(outcome.get_result())

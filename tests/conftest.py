@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import docker
 import pytest
@@ -268,12 +269,35 @@ def base_image(tmp_path_factory):
                 client.images.remove(image.id, force=True)
 
 
-@pytest.fixture(scope="session")
-def pipeline_project(tmp_path_factory) -> Path:
-    """A default project after one full `sail run` (read-only for the tests that use it)."""
-    project = bake(tmp_path_factory.mktemp("baked"))
+def built_once(tmp_path_factory, worker_id: str, name: str, build: Callable[[Path], Path]) -> Path:
+    """The project `build(folder)` makes, made once per test run: the xdist workers share it
+    through a lock in their common temporary folder (each worker building its own cost one more
+    `sail run` per worker). Read-only for the tests: copy it to change it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base if worker_id == "master" else base.parent) / "shared-projects"
+    root.mkdir(exist_ok=True)
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        ready = folder / "ready"
+        if not ready.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            ready.write_text(str(build(folder)))
+        return Path(ready.read_text())
+
+
+def _run(project: Path) -> Path:
     ok(sail(project, "run"))
     return project
+
+
+@pytest.fixture(scope="session")
+def pipeline_project(tmp_path_factory, worker_id) -> Path:
+    """A default project after one full `sail run`, once per test run (read-only for the tests
+    that use it)."""
+    return built_once(tmp_path_factory, worker_id, "default", lambda folder: _run(bake(folder)))
 
 
 @pytest.fixture(scope="session")
@@ -295,41 +319,30 @@ def project_copy(pipeline_project, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def regression_project(tmp_path_factory) -> Path:
-    """A regression project (its gate slices the test split by `sex`) after one full `sail run`
-    (read-only for the tests that use it)."""
-    baked = tmp_path_factory.mktemp("baked")
-    project = bake(baked, project_name="Diabetes Progression", task="regression")
-    ok(sail(project, "run"))
-    return project
+def regression_project(tmp_path_factory, worker_id) -> Path:
+    """A regression project (its gate slices the test split by `sex`) after one full `sail run`,
+    once per test run (read-only for the tests that use it)."""
+
+    def build(folder: Path) -> Path:
+        return _run(bake(folder, project_name="Diabetes Progression", task="regression"))
+
+    return built_once(tmp_path_factory, worker_id, "regression", build)
 
 
 @pytest.fixture(scope="session")
 def public_project(tmp_path_factory, worker_id):
     """name -> a project baked around that public table (datasets.PUBLIC) after one `sail run`
-    with no hand edits (read-only: copy it to change it). Each table is baked and run once per test
-    run: the xdist workers share the projects through a lock in their common temporary folder."""
-    from filelock import FileLock
-
+    with no hand edits (read-only: copy it to change it), once per test run (`built_once`)."""
     from datasets import PUBLIC, PUBLIC_ROWS, public_csv
 
-    base = tmp_path_factory.getbasetemp()
-    root = (base if worker_id == "master" else base.parent) / "public-projects"
-    root.mkdir(exist_ok=True)
+    def build(name: str, folder: Path) -> Path:
+        data = public_csv(name, folder, PUBLIC_ROWS.get(name))
+        return _run(bake(folder, project_name=name, data_file=str(data), target=PUBLIC[name][0]))
 
     def get(name: str) -> Path:
-        folder = root / name
-        with FileLock(str(root / f"{name}.lock")):
-            ready = folder / "ready"
-            if not ready.exists():
-                shutil.rmtree(folder, ignore_errors=True)
-                folder.mkdir()
-                data = public_csv(name, folder, PUBLIC_ROWS.get(name))
-                target = PUBLIC[name][0]
-                project = bake(folder, project_name=name, data_file=str(data), target=target)
-                ok(sail(project, "run"))
-                ready.write_text(str(project))
-            return Path(ready.read_text())
+        return built_once(
+            tmp_path_factory, worker_id, f"public-{name}", lambda folder: build(name, folder)
+        )
 
     return get
 

@@ -66,7 +66,15 @@ def same(a: str, b: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("dataset", ["example", "penguins", "economics"])
+# The public tables are trained first: `make test` runs those cases, not `make test-fast`.
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        "example",
+        pytest.param("penguins", marks=pytest.mark.slow),
+        pytest.param("economics", marks=pytest.mark.slow),
+    ],
+)
 def test_batch_without_pandas_matches_the_hosts_batch(
     dataset, pipeline_project, public_project, tmp_path
 ):

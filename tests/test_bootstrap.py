@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sail_pipelines import model_metrics as metrics
 from sail_pipelines.config import METRICS_BY_TASK, BootstrapConfig
-from sail_pipelines.evaluation import bootstrap, metrics
+from sail_pipelines.evaluation import bootstrap
 from sail_pipelines.evaluation.bootstrap import Outputs
 from sail_pipelines.evaluation.evidence import compare, too_few
 
@@ -85,7 +86,11 @@ def test_intervals_are_seeded_paired_and_hold_the_point():
     first = bootstrap.intervals("classification", y, candidate, candidate, config)
     assert first == bootstrap.intervals("classification", y, candidate, candidate, config)
     assert first != bootstrap.intervals(
-        "classification", y, candidate, candidate, BootstrapConfig(0.9, 400, 12)
+        "classification",
+        y,
+        candidate,
+        candidate,
+        BootstrapConfig(level=0.9, resamples=400, seed=12),
     )
     point = compare("classification", y, candidate, None, config)["candidate"]
     for name, interval in first.items():
@@ -93,7 +98,7 @@ def test_intervals_are_seeded_paired_and_hold_the_point():
         low, high = interval["candidate"]
         assert low <= point[name] <= high
     wider = bootstrap.intervals(
-        "classification", y, candidate, None, BootstrapConfig(0.99, 400, 11)
+        "classification", y, candidate, None, BootstrapConfig(level=0.99, resamples=400, seed=11)
     )
     assert wider["roc_auc"]["champion"] is None and wider["roc_auc"]["difference"] is None
     assert (

@@ -16,7 +16,6 @@ from conftest import TEMPLATE
 from sail_pipelines.config import (
     TEAM_FILE,
     TEAM_KEYS,
-    Dimension,
     ProjectPaths,
     Settings,
     parse_params,
@@ -45,6 +44,25 @@ GOOD = {
 def test_good_params_parse():
     params = parse_params(GOOD)
     assert params.split.stratify and params.gate.thresholds[0].minimum == 0.9
+
+
+def test_the_checked_file_is_the_frozen_config_the_steps_take():
+    """One model: the steps' names over the file's keys, frozen, dumped in the file's shape, and
+    built in code with the file's keys only (a step's name for a key is refused there too)."""
+    params = parse_params(GOOD)
+    assert (params.raw_data, params.target, params.signing_scheme) == (
+        "data/raw/data.csv",
+        "target",
+        "ed25519",
+    )
+    with pytest.raises(ValidationError, match="frozen"):
+        params.split.test_size = 0.5
+    dumped = params.gate.model_dump(by_alias=True)["thresholds"]
+    assert dumped == {"roc_auc": {"min": 0.9, "max": None}}
+    with pytest.raises(ValidationError, match="use one of min, max"):
+        type(params.gate)(
+            primary_metric="f1", registered_model="m", thresholds={"f1": {"minimum": 1}}
+        )
 
 
 # A search block on the candidate, so that its keys are refused too.
@@ -440,14 +458,14 @@ REFUSALS = [
 
 def test_every_key_of_params_yaml_has_a_refusal():
     """The table above covers each key the models know (a new key needs its case)."""
-    from sail_pipelines.config.params_file import ParamsFile
+    from sail_pipelines.config import Params
 
     def models(annotation):
         """The models a field holds: itself, in a list, or optional (a mapping's are keyed by
-        names the file chooses, so they are left out)."""
+        names the file chooses, so they are left out: the steps get those as a tuple)."""
         if hasattr(annotation, "model_fields"):
             return [annotation]
-        if typing.get_origin(annotation) is dict:
+        if typing.get_origin(annotation) in (dict, tuple):
             return []
         return [m for arg in typing.get_args(annotation) for m in models(arg)]
 
@@ -459,7 +477,7 @@ def test_every_key_of_params_yaml_has_a_refusal():
 
     refused = {tuple(k for k in path if k != 0) for path, _, _ in REFUSALS}
     refused |= {path[:-1] for path in refused}
-    missing = [k for k in keys(ParamsFile, ()) if k not in refused]
+    missing = [k for k in keys(Params, ()) if k not in refused]
     assert not missing
 
 
@@ -498,10 +516,10 @@ def test_a_search_block_parses_into_its_dimensions():
         },
     }
     search = parse_params(raw).candidates[0].search
-    assert search.space == (
-        Dimension("max_iter", "int", 10.0, 200.0, True),
-        Dimension("class_weight", "choice", choices=(None, "balanced")),
-    )
+    assert [(d.name, d.kind, d.low, d.high, d.log, d.choices) for d in search.space] == [
+        ("max_iter", "int", 10, 200, True, ()),
+        ("class_weight", "choice", None, None, False, (None, "balanced")),
+    ]
     assert (search.metric, search.trials, search.timeout, search.folds, search.seed) == (
         "roc_auc",
         None,

@@ -16,8 +16,8 @@ import requests
 import yaml
 
 from conftest import bake, ok, sail
+from sail_pipelines.clients import containers
 from sail_pipelines.config import ProjectPaths, Settings
-from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
 from sail_pipelines.evaluation.evaluate import same_transformation_layer
 from sail_pipelines.inference import smoke

@@ -31,13 +31,18 @@ from sail_pipelines.integrity import imagesign, signing
 pytestmark = pytest.mark.docker
 
 REGISTRY = "127.0.0.1:5000"
-STUB_SERVER = r"""
-import hashlib, json, os, signal, sys
+# Seconds a "slow" stub takes to start listening: longer than the --timeout the failing deploys
+# below get, so putting the previous container back must not be held to that timeout.
+SLOW_START = 3
+STUB_SERVER = (
+    r"""
+import hashlib, json, os, signal, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 # stop like gunicorn does, not after docker's timeout
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
+SLOW_START = %d
 MODE, NAME = os.environ["STUB_MODE"], os.environ["STUB_NAME"]
 KEY = os.environ.get("SAIL_VERIFY_KEY", "")
 PRIVATE = "SAIL_SIGNING_KEY" in os.environ or "PRIVATE KEY" in "".join(os.environ.values())
@@ -45,10 +50,12 @@ print(f"stub {NAME} starting in mode {MODE}, private key: {PRIVATE}", flush=True
 if MODE == "crash":
     print("boom: the bundle does not verify", flush=True)
     sys.exit(3)
+if MODE == "slow":  # a model that takes a while to load, on every start
+    time.sleep(SLOW_START)
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
-        ok = self.path == "/health" or (self.path == "/ready" and MODE == "ready")
+        ok = self.path == "/health" or (self.path == "/ready" and MODE in ("ready", "slow"))
         key_sha256 = hashlib.sha256(KEY.encode()).hexdigest()
         fields = {"image": NAME, "key_sha256": key_sha256, "private_key": PRIVATE}
         body = json.dumps(fields).encode()
@@ -63,6 +70,8 @@ class Handler(BaseHTTPRequestHandler):
 
 HTTPServer((os.environ["SAIL_HOST"], int(os.environ["SAIL_PORT"])), Handler).serve_forever()
 """
+    % SLOW_START
+)
 STUB_DOCKERFILE = """ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 COPY server.py /stub/server.py
@@ -314,18 +323,22 @@ def test_redeploy_replaces_the_container(project, stubs, docker_client):
 
 @pytest.mark.parametrize(
     "mode,reason",
-    [("never", "/ready did not answer 200 within 4s"), ("crash", "the container exited")],
+    [("never", "/ready did not answer 200 within 2s"), ("crash", "the container exited")],
 )
 def test_a_never_ready_image_restores_the_previous_container(
     project, stubs, docker_client, mode, reason
 ):
+    """The previous container takes SLOW_START s to be ready again, more than the new one's
+    --timeout: it is still waited for (the deploy's own timeout applies to the new image only)."""
     port = free_port()
-    good = stubs.build(f"{REPO}:c0ffee-v1")
+    good = stubs.build(f"{REPO}:c0ffee-v1", mode="slow")
     package(project, f"{REPO}:c0ffee-v1")
     ok(deploy(project, "--environment", "staging", "--port", str(port)))
     stubs.build(f"{REPO}:bad-{mode}", mode=mode)
     package(project, f"{REPO}:bad-{mode}")
-    result = deploy(project, "--environment", "staging", "--port", str(port), "--timeout", "4")
+    timeout = "2"
+    assert float(timeout) < SLOW_START
+    result = deploy(project, "--environment", "staging", "--port", str(port), "--timeout", timeout)
     stderr = first_error_line(result)
     assert (
         f"{REPO}:bad-{mode} did not become ready at http://127.0.0.1:{port}: {reason}" in stderr

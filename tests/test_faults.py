@@ -6,6 +6,7 @@ run without manual cleanup. (Two pipelines racing to promote: tests/test_promote
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,16 +70,48 @@ def proxy(mlflow_server):
     proxy.down()
 
 
+# MLflow's client as tracking.client sets it up: 2 retries; urllib3's backoff before retry n is
+# none for the first, MLflow's default factor (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR) * 2**(n-1) after
+# (plus up to 1 s of jitter).
+RETRIES, BACKOFF_FACTOR = 2, 2
+BACKOFF = [0.0] + [BACKOFF_FACTOR * 2 ** (n - 1) for n in range(2, RETRIES + 1)]
+
+
+def retry_schedule_problems(asked: list[tuple[float, str]]) -> list[str]:
+    """How the attempts at the failing registry call (monotonic time, request) depart from one
+    request tried 1 + RETRIES times, each retry after at least its backoff."""
+    problems = []
+    if len({request for _, request in asked}) != 1:
+        problems.append(f"{len({r for _, r in asked})} different requests failed, not one")
+    if len(asked) != 1 + RETRIES:
+        problems.append(f"{len(asked)} attempts, not {1 + RETRIES}")
+    gaps = [later - earlier for (earlier, _), (later, _) in zip(asked, asked[1:], strict=False)]
+    problems += [
+        f"retry {n} came {gap:.2f}s after the attempt before, not at least {wait}s"
+        for n, (gap, wait) in enumerate(zip(gaps, BACKOFF, strict=False), start=1)
+        if gap < wait
+    ]
+    return problems
+
+
 @pytest.mark.parametrize("status", [503, 500])
 def test_mlflow_answering_5xx_during_the_gate_fails_closed(
     tmp_path, s3, mlflow_server, proxy, status
 ):
+    """Fails after MLflow's client retried the call with its backoff, not at once and not
+    forever; a client with no backoff (a mutation, for 503) fails the schedule check."""
     project = team_project(tmp_path, f"Flaky Registry {status}", s3, proxy.url)
     repro(project, **CLIENT_AWS)  # evaluate logs its runs through the proxy
-    proxy.fail(status, when=registry_api)  # tracking still works, the model registry answers 5xx
-    started = time.monotonic()
+    asked: list[tuple[float, str]] = []
+
+    def registry_call(method: str, path: str) -> bool:
+        if registry_api(method, path):
+            asked.append((time.monotonic(), f"{method} {path}"))
+            return True
+        return False
+
+    proxy.fail(status, when=registry_call)  # tracking still works, the model registry answers 5xx
     result = sail(project, "run", **CLIENT_AWS)
-    elapsed = time.monotonic() - started
     assert result.returncode == 1
     line = last_line(result)
     assert (
@@ -91,7 +124,12 @@ def test_mlflow_answering_5xx_during_the_gate_fails_closed(
     nothing_accepted_registered_or_pushed(
         project, mlflow_server.client(), f"flaky_registry_{status}", s3
     )
-    assert elapsed < 30, elapsed  # MLflow's client retries are kept short (tracking.client)
+    assert retry_schedule_problems(asked) == [], asked
+    if status == 503:
+        asked.clear()
+        hasty = sail(project, "gate", **CLIENT_AWS, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0")
+        assert hasty.returncode == 1 and "failed while reading the champion" in last_line(hasty)
+        assert retry_schedule_problems(asked), asked
 
 
 def test_mlflow_failing_while_registering_registers_nothing_and_the_next_run_recovers(
@@ -154,7 +192,9 @@ def test_mlflow_unreachable_during_the_gate_fails_fast_and_closed(
         f"sail run: error: MLflow at {proxy.url} failed while reading the champion: "
     )
     nothing_accepted_registered_or_pushed(project, mlflow_server.client(), "lost_tracking", s3)
-    assert elapsed < 30, elapsed
+    # A refused connection reaches no server to count the attempts at (the 5xx test does): the
+    # retries' backoff is what the run must at least have waited.
+    assert elapsed >= sum(BACKOFF), elapsed
 
 
 def test_s3_outage_during_push_retries_with_backoff_then_the_next_run_recovers(
@@ -235,6 +275,32 @@ def train_killed_at_rename(project) -> dict:
     return kill_at_rename(program, ".extra_trees.tmp-*", project.parent, env=env, timeout=300)
 
 
+def evaluation_is_checked_by_the_gate(project: Path) -> None:
+    """After an evaluate that ran: its report gone, or naming a bundle other than the one on
+    disk, and the gate refuses in one line; put back, it is the report the next run keeps."""
+    report = project / "reports" / "evaluation.json"
+    written = report.read_bytes()
+    evaluation = json.loads(written)
+    best = evaluation["best"]
+    retrained = {**evaluation["candidates"][best], "bundle_id": "0" * 16}
+    tampered = {**evaluation, "candidates": {**evaluation["candidates"], best: retrained}}
+    for contents, refusal in (
+        (None, "no reports/evaluation.json: run `sail evaluate` first"),
+        (
+            json.dumps(tampered).encode(),
+            f"bundle {retrained['bundle']} changed since it was evaluated: run `sail evaluate` "
+            "again",
+        ),
+    ):
+        report.unlink(missing_ok=True)
+        if contents is not None:
+            report.write_bytes(contents)
+        gated = sail(project, "gate")
+        assert gated.returncode == 1 and last_line(gated) == f"sail gate: error: {refusal}"
+        assert not (project / "reports" / "gate.json").exists()
+    report.write_bytes(written)
+
+
 def test_training_killed_mid_write_leaves_nothing_a_later_step_would_use(tmp_path):
     project = bake(tmp_path, project_name="Killed Model")
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -264,13 +330,6 @@ def test_training_killed_mid_write_leaves_nothing_a_later_step_would_use(tmp_pat
         "sail evaluate: error: no trained bundle for candidate(s) extra_trees: run `sail train` "
         "first"
     )
-    gated = sail(project, "gate")
-    assert (
-        gated.returncode == 1
-        and last_line(gated)
-        == "sail gate: error: no reports/evaluation.json: run `sail evaluate` first"
-    )
-
     # Replacing a complete bundle, killed between its two renames: the old one is parked, the
     # new one whole beside it; the next step puts the old one back and uses it.
     ok(sail(project, "train"))
@@ -282,6 +341,7 @@ def test_training_killed_mid_write_leaves_nothing_a_later_step_would_use(tmp_pat
     ok(sail(project, "evaluate"))
     assert bundle_id(candidates / "extra_trees") == before
     assert not list(candidates.glob(".extra_trees.old-*"))
+    evaluation_is_checked_by_the_gate(project)
 
     # The next run needs no cleanup: DVC clears the stage's outputs, leftovers included.
     ok(sail(project, "run"))

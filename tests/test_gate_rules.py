@@ -1,18 +1,26 @@
 """The gate's verdict as a pure function: every rule can fail."""
 
-import dataclasses
-
 import numpy as np
 
-from sail_pipelines.config import BootstrapConfig, GateConfig, SliceConfig, Threshold
+from sail_pipelines.config import GateConfig
 from sail_pipelines.evaluation.bootstrap import Outputs
 from sail_pipelines.evaluation.evidence import compare
 from sail_pipelines.evaluation.gate import judge
 
 GATE = GateConfig(
-    "roc_auc", (Threshold("roc_auc", minimum=0.9), Threshold("f1", minimum=0.8)), 0.01, "m"
+    primary_metric="roc_auc",
+    thresholds={"roc_auc": {"min": 0.9}, "f1": {"min": 0.8}},
+    tolerance=0.01,
+    registered_model="m",
 )
-REGRESSION = GateConfig("rmse", (Threshold("rmse", maximum=60.0),), 0.5, "m")
+REGRESSION = GateConfig(
+    primary_metric="rmse", thresholds={"rmse": {"max": 60.0}}, tolerance=0.5, registered_model="m"
+)
+
+
+def changed(gate: GateConfig, **keys) -> GateConfig:
+    """The gate with some keys given anew, as params.yaml writes them (checked again)."""
+    return GateConfig(**{**gate.model_dump(by_alias=True), **keys})
 
 
 def verdict(rules):
@@ -56,11 +64,11 @@ def test_lower_is_better_metrics_compare_the_other_way():
 
 # --- noise, the champion's holdout, suspicious test data, slices ---------------------------------
 
-ROBUST = dataclasses.replace(
+ROBUST = changed(
     GATE,
-    thresholds=(Threshold("roc_auc", minimum=0.7),),
+    thresholds={"roc_auc": {"min": 0.7}},
     tolerance=0.0,
-    bootstrap=BootstrapConfig(0.95, 1000, seed=5),
+    bootstrap={"level": 0.95, "resamples": 1000, "seed": 5},
 )
 
 
@@ -93,14 +101,14 @@ def judged_on(gate, y, candidate, champion):
 def test_a_drop_within_noise_passes_the_confidence_rule_and_fails_the_point_rule():
     y, candidate, champion = scored()
     point_rules, comparison = judged_on(
-        dataclasses.replace(ROBUST, regression_rule="point"), y, candidate, champion
+        changed(ROBUST, regression_rule="point"), y, candidate, champion
     )
     drop = comparison["champion"]["roc_auc"] - comparison["candidate"]["roc_auc"]
     low, high = comparison["intervals"]["roc_auc"]["difference"]
     assert 0 < drop and low < 0 < high  # worse, but the interval of the difference holds 0: noise
     assert not point_rules[-1].passed and "may drop by at most 0" in point_rules[-1].detail
     confidence_rules, _ = judged_on(
-        dataclasses.replace(ROBUST, regression_rule="confidence"), y, candidate, champion
+        changed(ROBUST, regression_rule="confidence"), y, candidate, champion
     )
     assert verdict(confidence_rules) and "95% CI [" in confidence_rules[-1].detail
     assert "(confidence rule)" in confidence_rules[-1].detail
@@ -112,13 +120,13 @@ def test_a_real_regression_fails_the_confidence_rule_too():
     noise = rng.random(len(y))
     blind = Outputs((noise > 0.5).astype(int), np.c_[1 - noise, noise], (0, 1))
     rules, _ = judged_on(
-        dataclasses.replace(ROBUST, regression_rule="confidence", thresholds=()), y, blind, champion
+        changed(ROBUST, regression_rule="confidence", thresholds={}), y, blind, champion
     )
     assert not verdict(rules) and "whole interval lies below 0" in rules[-1].detail
 
 
 def test_confidence_rule_without_the_champions_rows_falls_back_to_the_point_estimate():
-    gate = dataclasses.replace(GATE, regression_rule="confidence")
+    gate = changed(GATE, regression_rule="confidence")
     rules = judge(
         gate, {"roc_auc": 0.95, "f1": 0.9}, {"version": "3", "metrics": {"roc_auc": 0.99}}
     )
@@ -142,7 +150,7 @@ SUSPECT = {
 
 
 def test_champion_far_below_its_record_on_new_data_but_not_on_its_holdout_is_suspicious_data():
-    gate = dataclasses.replace(GATE, thresholds=(Threshold("roc_auc", minimum=0.5),), tolerance=0.2)
+    gate = changed(GATE, thresholds={"roc_auc": {"min": 0.5}}, tolerance=0.2)
     rules = judge(gate, {"roc_auc": 0.5704}, SUSPECT)
     by_name = {r.rule: r for r in rules}
     suspicious = by_name["test data consistent with champion v2's holdout"]
@@ -171,7 +179,7 @@ def test_suspicious_data_rule_is_not_judged_when_the_champion_changed_too_and_ca
         r for r in judge(GATE, {"roc_auc": 0.95, "f1": 0.9}, fine) if r.rule.startswith("test data")
     ]
     assert rule.passed and rule.judged
-    off = dataclasses.replace(GATE, suspicious_drop=None)
+    off = changed(GATE, suspicious_drop=None)
     assert not [
         r
         for r in judge(off, {"roc_auc": 0.95, "f1": 0.9}, SUSPECT)
@@ -199,9 +207,7 @@ def slice_entry(value, rows, f1=None, judged=True, champion_f1=None, difference=
 
 
 def test_a_slice_rule_fails_while_the_overall_metric_passes():
-    gate = dataclasses.replace(
-        GATE, slices=SliceConfig(("region",), thresholds=(Threshold("f1", minimum=0.8),))
-    )
+    gate = changed(GATE, slices={"columns": ["region"], "thresholds": {"f1": {"min": 0.8}}})
     entries = [
         slice_entry("north", 60, 0.93),
         slice_entry("south", 45, 0.71),
@@ -217,9 +223,7 @@ def test_a_slice_rule_fails_while_the_overall_metric_passes():
 
 
 def test_too_small_slices_neither_pass_nor_fail():
-    gate = dataclasses.replace(
-        GATE, slices=SliceConfig(("region",), thresholds=(Threshold("f1", minimum=0.8),))
-    )
+    gate = changed(GATE, slices={"columns": ["region"], "thresholds": {"f1": {"min": 0.8}}})
     [rule] = judge(
         gate, {"roc_auc": 0.95, "f1": 0.9}, None, None, [slice_entry("west", 12, judged=False)]
     )[2:]
@@ -231,8 +235,8 @@ def test_too_small_slices_neither_pass_nor_fail():
 
 
 def test_a_slice_that_regresses_against_the_champions_slice_fails():
-    gate = dataclasses.replace(
-        GATE, regression_rule="confidence", slices=SliceConfig(("region",), no_regression=True)
+    gate = changed(
+        GATE, regression_rule="confidence", slices={"columns": ["region"], "no_regression": True}
     )
     entries = [
         slice_entry("north", 60, 0.9, champion_f1=0.9, difference=[-0.05, 0.02]),

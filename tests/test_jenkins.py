@@ -44,6 +44,8 @@ CHECKS = (
     "promotion: the first model promotes with --expect-champion none",
     "promotion: a rejected input promotes nothing and aborts the build",
     "promotion: a build superseded by a newer approved one stops at the milestone",
+    "project tests: a failing one fails the build before anything is built or trained, its "
+    "summary in the log (ci_parity tests-fail)",
     "training: one parallel branch per candidate, each running its own container",
     "training: a failing candidate fails the build before evaluation",
     "credentials: bound by withCredentials only where needed, never in sh or echo text",

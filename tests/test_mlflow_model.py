@@ -19,8 +19,8 @@ from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 
 from conftest import TEST_KEY, TEST_VERIFY_KEY
 from sail_pipelines.errors import SailError
+from sail_pipelines.inference import pyfunc
 from sail_pipelines.inference.smoke import free_port, local_server
-from sail_pipelines.integrations import mlflow_model
 from sail_pipelines.integrity import signing
 
 MODEL = "sail_model"
@@ -48,8 +48,7 @@ def test_the_registered_version_is_an_mlflow_model(pipeline_project, tracking):
     local = mlflow.artifacts.download_artifacts(f"models:/{MODEL}@candidate")
     mlmodel = yaml.safe_load(open(os.path.join(local, "MLmodel")))
     assert (
-        mlmodel["flavors"]["python_function"]["loader_module"]
-        == "sail_pipelines.integrations.mlflow_model"
+        mlmodel["flavors"]["python_function"]["loader_module"] == "sail_pipelines.inference.pyfunc"
     )
     inputs = json.loads(mlmodel["signature"]["inputs"])
     assert [c["name"] for c in inputs] == list(_test_rows(pipeline_project).columns)
@@ -104,7 +103,7 @@ def test_mlflow_models_serve_answers_like_sail_serve(pipeline_project, tracking)
     MLflow's scoring client the same answer, byte for byte."""
     port = free_port()
     server = subprocess.Popen(
-        mlflow_model.serve_command(f"models:/{MODEL}@candidate", port, workers=1),
+        pyfunc.serve_command(f"models:/{MODEL}@candidate", port, workers=1),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,12 +1,15 @@
 """/openapi.json: a valid OpenAPI 3.1 document made from the bundle, naming every route, and a
-running `sail serve` that schemathesis cannot make answer 5xx or stray from the document."""
+running `sail serve` that schemathesis cannot make answer 5xx or stray from the document. Under
+CI the fuzz draws a fresh seed each run and prints it; SAIL_FUZZ_SEED replays one."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import os
 import re
+import secrets
 import subprocess
 import sys
 import zipfile
@@ -16,8 +19,10 @@ import pytest
 from openapi_spec_validator import validate
 
 import try_bundle
+from ci_rules import SUITE_UNDER_CI
+from sail_pipelines.clients import build
 from sail_pipelines.contract.schema import Column, Schema
-from sail_pipelines.delivery import build, imagecheck
+from sail_pipelines.delivery import imagecheck
 from sail_pipelines.inference import openapi, page
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.inference.smoke import local_server
@@ -25,6 +30,23 @@ from sail_pipelines.integrity.bundle import load_bundle
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 MIN_CASES = 1000
+FIXED_SEED = 19  # off CI: the same cases every run
+REPLAY = "SAIL_FUZZ_SEED"
+
+
+def fuzz_seed(environ: dict[str, str], under_ci: bool) -> int:
+    """The seed to replay (SAIL_FUZZ_SEED), else a fresh one under CI (new cases each run),
+    else FIXED_SEED."""
+    if environ.get(REPLAY):
+        return int(environ[REPLAY])
+    return secrets.randbits(32) if under_ci else FIXED_SEED
+
+
+def test_the_fuzz_draws_a_fresh_seed_under_ci_and_replays_a_given_one():
+    assert len({fuzz_seed({}, under_ci=True) for _ in range(5)}) > 1
+    assert fuzz_seed({}, under_ci=False) == FIXED_SEED
+    for under_ci in (True, False):
+        assert fuzz_seed({REPLAY: "4242"}, under_ci) == 4242
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +195,9 @@ def test_schemathesis_finds_no_5xx_and_no_departure_from_the_document(bundle_dir
     reasons JSON Schema cannot state (a shape a tensor's data must fill, columns of one length,
     a far-out value the model overflows on)."""
     schemathesis = Path(sys.executable).with_name("schemathesis")
+    seed = fuzz_seed(dict(os.environ), SUITE_UNDER_CI)
+    replay = f"schemathesis seed {seed}: replay with {REPLAY}={seed}"
+    print(replay)
     with local_server(bundle_dir, try_bundle.KEY, workers=2) as url:
         result = subprocess.run(
             [
@@ -189,7 +214,7 @@ def test_schemathesis_finds_no_5xx_and_no_departure_from_the_document(bundle_dir
                 "--max-examples",
                 "60",
                 "--seed",
-                "19",
+                str(seed),
                 "--no-shrink",
                 "--report",
                 "junit",
@@ -203,6 +228,6 @@ def test_schemathesis_finds_no_5xx_and_no_departure_from_the_document(bundle_dir
         )
     summary = result.stdout[-3000:]
     print(summary)
-    assert result.returncode == 0, summary
+    assert result.returncode == 0, f"{replay}\n{summary}"
     generated = int(re.search(r"(\d+) generated", result.stdout).group(1))
-    assert generated >= MIN_CASES, summary
+    assert generated >= MIN_CASES, f"{replay}\n{summary}"

@@ -236,6 +236,46 @@ def test_rollback_follows_the_line_of_champions(project, stubs, docker_client):
     refused(sail(project, "rollback", "--to", "2"), "v2 is not a former champion", "rollback")
 
 
+def test_a_promotion_after_a_rollback_builds_on_the_restored_champion(
+    project, stubs, docker_client
+):
+    """v1, v2, back to v1, then v3: v3 follows v1 (not v2) in the registry, the audit chain and
+    the line of champions, so the next rollback goes back to v1 and v2 stays out."""
+    for n in ("1", "2"):
+        ok(sail(project, "promote", "--version", packaged(project, stubs, n), "--approver", "ann"))
+    ok(sail(project, "rollback", "--approver", "bo"))
+    v3 = packaged(project, stubs, "3")
+    refused(
+        sail(project, "promote", "--version", v3, "--expect-champion", "2"),
+        "not the expected '2': someone promoted meanwhile",
+    )
+    third = json.loads(
+        ok(
+            sail(project, "promote", "--version", v3, "--expect-champion", "1", "--approver", "cy")
+        ).stdout
+    )
+    assert (third["from"], third["to"], third["image"]) == ("1", "3", f"{REPO}:c0de-v3")
+    record = third["audit"]
+    assert (record["from"], record["previous_image"], record["seq"]) == ("1", f"{REPO}:c0de-v1", 4)
+    assert record["prev"] is not None  # chained to the rollback's record
+    assert [(r["action"], r["to"]) for r in history(project)] == [
+        ("promote", "1"),
+        ("promote", "2"),
+        ("rollback", "1"),
+        ("promote", "3"),
+    ]
+    assert mlflow(project).get_model_version(MODEL, v3).tags["sail.previous_champion"] == "1"
+    assert docker_client.images.get(PRODUCTION).id == docker_client.images.get(f"{REPO}:c0de-v3").id
+    refused(
+        sail(project, "rollback", "--to", "2"),
+        "v2 is not a former champion of promote_check (former champions: v1)",
+        "rollback",
+    )
+    assert json.loads(ok(sail(project, "rollback")).stdout)["to"] == "1"
+    assert champion(project) == "1" and history(project) == local_log(project)
+    no_lock_left(project)
+
+
 def test_rollback_of_a_champion_from_before_the_audit_history(project):
     client = mlflow(project)
     for _ in range(2):

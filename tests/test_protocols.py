@@ -21,6 +21,7 @@ import try_bundle
 from sail_pipelines.contract import ranges
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.inference import onnx, prediction_log, protocols
+from sail_pipelines.inference.model import predict
 from sail_pipelines.inference.requests import InputError
 from sail_pipelines.inference.smoke import local_server
 from sail_pipelines.integrity.bundle import (
@@ -92,7 +93,7 @@ def test_mlflow_scoring_client(server, bundle_dir):
     client.wait_server_ready(timeout=10)
     assert client.get_version()
     rows = try_bundle.frame(7, 11)
-    expected = load_bundle(bundle_dir, KEY).predict(_columns(rows))[0].tolist()
+    expected = predict(load_bundle(bundle_dir, KEY), _columns(rows))[0].tolist()
     response = client.invoke(rows)  # as dataframe_split
     assert response.get_predictions(predictions_format="ndarray").tolist() == expected
 
@@ -155,7 +156,7 @@ def test_open_inference_protocol_with_tritonclient(server, bundle_dir):
             ("color", "BYTES"),
         ]
         rows = try_bundle.frame(9, 13)
-        expected, probabilities = load_bundle(bundle_dir, KEY).predict(_columns(rows))
+        expected, probabilities = predict(load_bundle(bundle_dir, KEY), _columns(rows))
         outputs = [
             triton.InferRequestedOutput(n, binary_data=False) for n in ("predict", "predict_proba")
         ]

@@ -33,6 +33,9 @@ from sail_pipelines.integrity.bundle import (
     write_bundle,
 )
 
+# Each public table is trained and served first: `make test` runs these, not `make test-fast`.
+pytestmark = pytest.mark.slow
+
 VERIFY = signing.public_key(TEST_VERIFY_KEY, "test")
 DATATYPES = {"float": "FP64", "int": "INT64", "bool": "BOOL", "datetime": "BYTES"}
 FAR_DATES = ("9999-12-31", "1600-01-01")
@@ -184,6 +187,58 @@ def test_tritonclient_with_dates_and_categories_answers_as_predict(served, trito
         if classes:
             expected = [[p[c] for c in classes] for p in answer["probabilities"]]
             assert result.as_numpy("predict_proba").tolist() == expected
+
+
+def _holdout_pairs(server: Served) -> tuple[list[dict], list]:
+    """The signed holdout's rows a v2 tensor can carry (no missing value, nothing flagged), and
+    what the metric step predicted for each: a reference computed away from the server."""
+    holdout = json.loads((server.bundle.path / "holdout.json").read_text())
+    limits = training_limits(server.bundle.schema, server.bundle.metadata)
+    pairs = [
+        (record, predicted)
+        for record, predicted in zip(holdout["records"], holdout["predictions"], strict=True)
+        if None not in record.values() and not beyond({k: [v] for k, v in record.items()}, limits)
+    ]
+    assert len(pairs) >= 5
+    return [r for r, _ in pairs], [p for _, p in pairs]
+
+
+def _swapped_numbers(rows: list[dict], schema: Any) -> list[dict]:
+    """A client that mixes up two number columns: tensors of the right name, shape and type."""
+    first, second = schema.names("float")[:2]
+    return [{**r, first: r[second], second: r[first]} for r in rows]
+
+
+@pytest.mark.parametrize(
+    "name, mix_up",
+    [("penguins", False), ("economics", False), ("penguins", True), ("economics", True)],
+    ids=["labels", "regression", "labels-mixed-up-client", "regression-mixed-up-client"],
+)
+def test_v2_answers_the_values_the_metric_step_predicted(served, triton_client, name, mix_up):
+    """String labels as BYTES and regression values as FP64, equal to the holdout predictions the
+    gate signed; a client that mixes up two columns (kept as a case) conforms to the schema all
+    the same, and only the values show it."""
+    server = served(name)
+    client = triton_client(server)
+    meta = client.get_model_metadata(server.model)
+    rows, expected = _holdout_pairs(server)
+    sent = _swapped_numbers(rows, server.bundle.schema) if mix_up else rows
+    wanted = [triton.InferRequestedOutput("predict", binary_data=False)]
+    result = client.infer(server.model, _tensors(sent, meta), outputs=wanted)
+    output = next(o for o in result.get_response()["outputs"] if o["name"] == "predict")
+    answered = _labels(result.as_numpy("predict"))
+    if server.bundle.metadata["task"] == "classification":
+        classes = [str(c) for c in server.bundle.classes]
+        assert output["datatype"] == "BYTES" and set(answered) <= set(classes)
+        assert all(isinstance(label, str) for label in expected)
+    else:
+        assert output["datatype"] == "FP64"
+    assert output["shape"][0] == len(rows)
+    if server.bundle.metadata["task"] == "classification":
+        same = answered == expected  # labels: equal strings
+    else:
+        same = answered == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert same is not mix_up, (answered, expected)
 
 
 def test_v2_refuses_a_datatype_that_does_not_fit_naming_the_tensor(served, triton_client):

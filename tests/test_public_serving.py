@@ -20,6 +20,7 @@ from datasets import PUBLIC
 from sail_pipelines.config import CompiledConfig
 from sail_pipelines.contract.data import json_records
 from sail_pipelines.inference import onnx
+from sail_pipelines.inference.model import predict
 from sail_pipelines.inference.smoke import local_server
 from sail_pipelines.integrity import signing
 from sail_pipelines.integrity.bundle import load_bundle
@@ -74,7 +75,7 @@ def assert_serves_compiled(project: Path, url: str, scratch: Path) -> None:
     if classification:
         batch_probabilities = batch[[f"probability_{c}" for c in classes]].to_numpy()
         assert np.allclose(probabilities, batch_probabilities, rtol=0, atol=1e-9)
-    expected = bundle.predict(bundle.schema.prepare(test), "sklearn")
+    expected = predict(bundle, bundle.schema.prepare(test), "sklearn")
     if not classification:
         served = (np.asarray(body["predictions"], dtype=float), None)
     else:

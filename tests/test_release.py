@@ -1,9 +1,13 @@
 """No half-finished release: a model that cannot be served is never registered, and a failure at
-any release step leaves the registry, models/accepted and the DVC remote as they were."""
+any release step leaves what the gate writes as it was: the registry's versions, aliases and
+tags, models/accepted and reports/gate.json. Failures are injected by step name, not by call
+order; a release whose undo is switched off (a mutation, kept as a case) is caught changing
+them."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -20,14 +24,16 @@ class Injected(RuntimeError):
 
 
 def _state(project):
+    """What the gate writes: versions, aliases, the versions' tags, models/accepted, gate.json."""
     client = MlflowClient(f"sqlite:///{project / '.mlflow' / 'mlflow.db'}")
     model = load_params(ProjectPaths(project)).gate.registered_model
-    versions = sorted(
-        (str(v.version) for v in client.search_model_versions(f"name='{model}'")), key=int
-    )
+    found = client.search_model_versions(f"name='{model}'")
+    versions = sorted((str(v.version) for v in found), key=int)
     aliases = client.get_registered_model(model).aliases
-    remote = sorted(p.name for p in (project / "dvc-storage").rglob("*") if p.is_file())
-    return versions, aliases, bundle_id(project / "models" / "accepted"), remote
+    tags = {str(v.version): v.tags for v in found}
+    verdict = project / "reports" / "gate.json"
+    report = verdict.read_bytes() if verdict.is_file() else None
+    return versions, aliases, bundle_id(project / "models" / "accepted"), tags, report
 
 
 @pytest.fixture(scope="module")
@@ -49,27 +55,23 @@ def _gate(project, monkeypatch):
     return gate.run(paths, params, settings, signing_key(settings, params.signing_scheme))
 
 
-@pytest.mark.parametrize(
-    "step",
-    [
-        "create_model_version",
-        "log_artifacts",
-        "set_model_version_tag",
-        "set_registered_model_alias",
-        "write accepted bundle",
-    ],
+MLFLOW_STEPS = (
+    "create_model_version",
+    "log_artifacts",
+    "set_model_version_tag",
+    "set_registered_model_alias",
 )
-@pytest.mark.slow
-def test_a_failure_at_any_release_step_leaves_everything_as_it_was(evaluated, monkeypatch, step):
-    before = _state(evaluated)
-    if step == "write accepted bundle":
-        real = accept.write_bundle
-        calls = []
+# write_bundle's two calls, told apart by where they write
+WRITE_STEPS = ("write the staged copy", "write models/accepted")
+
+
+def _inject(project, monkeypatch, step: str) -> None:
+    """Make the release step named `step` raise Injected, whenever in the release it comes."""
+    if step in WRITE_STEPS:
+        real, accepted = accept.write_bundle, project / "models" / "accepted"
 
         def write(dest, *args):
-            calls.append(dest)
-            # the first writes the staged copy for MLflow, the second models/accepted
-            if len(calls) == 2:
+            if (Path(dest) == accepted) == (step == "write models/accepted"):
                 raise Injected(step)
             return real(dest, *args)
 
@@ -80,11 +82,36 @@ def test_a_failure_at_any_release_step_leaves_everything_as_it_was(evaluated, mo
             raise Injected(step)
 
         monkeypatch.setattr(MlflowClient, step, fail)
+
+
+@pytest.mark.parametrize(
+    "step, undo",
+    [*((step, True) for step in (*MLFLOW_STEPS, *WRITE_STEPS)), ("write models/accepted", False)],
+)
+@pytest.mark.slow
+def test_a_failure_at_any_release_step_leaves_everything_as_it_was(
+    evaluated, monkeypatch, step, undo
+):
+    before = _state(evaluated)
+    _inject(evaluated, monkeypatch, step)
+    if not undo:  # the mutation: what the check must see
+        monkeypatch.setattr(accept, "_undo", lambda *args: None)
     with pytest.raises(Injected):
         _gate(evaluated, monkeypatch)
-    assert _state(evaluated) == before
+    after = _state(evaluated)
+    if undo:
+        assert after == before
+    else:
+        assert after[0] != before[0] and after[1] != before[1]  # a version, and the alias on it
+        monkeypatch.undo()  # clean up for the tests after this one: the undo, done by hand
+        client = MlflowClient(f"sqlite:///{evaluated / '.mlflow' / 'mlflow.db'}")
+        model = load_params(ProjectPaths(evaluated)).gate.registered_model
+        client.set_registered_model_alias(model, "candidate", before[1]["candidate"])
+        client.delete_model_version(model, after[0][-1])
+        assert _state(evaluated) == before
 
 
+@pytest.mark.slow
 def test_after_those_failures_the_next_gate_releases(evaluated, monkeypatch):
     before = _state(evaluated)
     report = _gate(evaluated, monkeypatch)
@@ -103,7 +130,7 @@ def test_a_model_the_api_cannot_serve_is_never_registered(evaluated, monkeypatch
     (evaluated / "reports" / "evaluation.json").write_text(json.dumps(evaluation))
     with pytest.raises(gate.GateFailed, match="serves the holdout|differ from the metric step"):
         _gate(evaluated, monkeypatch)
-    assert _state(evaluated)[:3] == before[:3]
+    assert _state(evaluated)[:4] == before[:4]  # gate.json now holds the failed verdict
     verdict = json.loads((evaluated / "reports" / "gate.json").read_text())
     rule = next(
         r for r in verdict["rules"] if r["rule"] == "serves the holdout rows through the API"

@@ -485,6 +485,7 @@ def test_residuals_by_bucket_parse_and_match_the_test_split(regression_copy, mer
     assert np.allclose([float(v) for v in bars.split(", ")], drawn["mean_residual"], rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_a_project_template_extends_the_report_and_a_broken_one_is_one_line(project_copy):
     templates = project_copy / "templates"
     templates.mkdir()

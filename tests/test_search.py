@@ -29,7 +29,6 @@ from sklearn.preprocessing import StandardScaler
 
 from conftest import TEST_KEY, ok, sail
 from sail_pipelines.config import (
-    Dimension,
     ProjectPaths,
     SearchConfig,
     Settings,
@@ -73,10 +72,10 @@ def test_a_search_block_parses_with_its_defaults():
     candidate = parse_params(with_search(SEARCH)).candidates[0]
     # gate's metric, split's seed
     assert candidate.search == SearchConfig(
-        space=(
-            Dimension("C", "float", 0.01, 10.0, True),
-            Dimension("class_weight", "choice", choices=(None, "balanced")),
-        ),
+        space={
+            "C": {"type": "float", "low": 0.01, "high": 10.0, "log": True},
+            "class_weight": {"type": "choice", "values": [None, "balanced"]},
+        },
         metric="roc_auc",
         trials=4,
         timeout=None,
@@ -162,7 +161,7 @@ def example(project, name=LR):
         train[schema.target.name],
         params.task,
         lambda: clone(transformer),
-        lambda p: make_estimator(dataclasses.replace(candidate, params=p)),
+        lambda p: make_estimator(candidate.model_copy(update={"params": p})),
     )
     return candidate, problem
 
@@ -182,9 +181,9 @@ def test_the_search_beats_or_equals_the_fixed_params_on_cv(pipeline_project):
 @pytest.mark.slow
 def test_the_same_seed_gives_the_same_search_and_another_seed_another(pipeline_project):
     candidate, problem = example(pipeline_project)
-    config = dataclasses.replace(candidate.search, trials=5, folds=3)
+    config = candidate.search.model_copy(update={"trials": 5, "folds": 3})
     runs = [
-        search.run(LR, dataclasses.replace(config, seed=seed), candidate.params, problem, "t2")
+        search.run(LR, config.model_copy(update={"seed": seed}), candidate.params, problem, "t2")
         for seed in (7, 7, 8)
     ]
     trials = [[(t["params"], t["score"], t["state"]) for t in r.summary["history"]] for r in runs]
@@ -194,15 +193,15 @@ def test_the_same_seed_gives_the_same_search_and_another_seed_another(pipeline_p
 
 def test_a_time_budget_alone_ends_the_search(pipeline_project):
     candidate, problem = example(pipeline_project)
-    config = dataclasses.replace(candidate.search, trials=None, timeout=1.0, folds=2)
+    config = candidate.search.model_copy(update={"trials": None, "timeout": 1.0, "folds": 2})
     outcome = search.run(LR, config, candidate.params, problem, "t3")
     assert outcome.summary["trials"] >= 1 and outcome.summary["seconds"] < 30
 
 
 def test_when_every_trial_fails_the_search_says_why_in_one_line(pipeline_project):
     candidate, problem = example(pipeline_project)
-    space = (Dimension("solver", "choice", choices=("no-such-solver",)),)
-    config = dataclasses.replace(candidate.search, space=space, trials=2, folds=2)
+    space = {"solver": {"type": "choice", "values": ["no-such-solver"]}}
+    config = SearchConfig(space=space, metric="roc_auc", trials=2, folds=2, seed=42)
     with pytest.raises(
         SailError, match="no search trial finished \\(first error: .*solver"
     ) as caught:
@@ -216,7 +215,11 @@ def test_a_regression_search_minimises_rmse():
         pd.DataFrame(x), pd.Series(y), "regression", StandardScaler, lambda p: Ridge(**p)
     )
     config = SearchConfig(
-        (Dimension("alpha", "float", 0.001, 1000.0, True),), "rmse", 6, None, 3, 1
+        space={"alpha": {"type": "float", "low": 0.001, "high": 1000.0, "log": True}},
+        metric="rmse",
+        trials=6,
+        folds=3,
+        seed=1,
     )
     outcome = search.run("ridge", config, {"alpha": 500.0}, problem, "t5")
     cuts = search.folds("ridge", config, "regression", problem.target)
@@ -249,7 +252,7 @@ def _worker(project, config, url, results, stalls=False):
 @pytest.mark.slow
 def test_two_workers_sharing_one_study_run_the_budget_exactly_once(pipeline_project, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    config = dataclasses.replace(example(pipeline_project)[0].search, trials=12, folds=3)
+    config = example(pipeline_project)[0].search.model_copy(update={"trials": 12, "folds": 3})
     context = multiprocessing.get_context("fork")  # both start at once, from this process's imports
     results = context.Queue()
     workers = [
@@ -281,7 +284,7 @@ def test_a_killed_workers_trial_goes_stale_and_the_other_worker_finishes(
 ):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     candidate, problem = example(pipeline_project)
-    config = dataclasses.replace(candidate.search, trials=5, folds=2)
+    config = candidate.search.model_copy(update={"trials": 5, "folds": 2})
     name = search.study_name(LR, config, candidate.params, "shared")
     context = multiprocessing.get_context("fork")
     doomed = context.Process(
@@ -300,7 +303,7 @@ def test_a_killed_workers_trial_goes_stale_and_the_other_worker_finishes(
     assert running, "the doomed worker never started a trial"
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.join()
-    monkeypatch.setattr(search, "GRACE_SECONDS", 1)
+    monkeypatch.setattr("sail_pipelines.training.study.GRACE_SECONDS", 1)
     summary = search.run(LR, config, candidate.params, problem, "shared", url).summary
     states = [t["state"] for t in summary["history"]]
     assert len(states) == 5 and states.count("FAIL") == 1
@@ -439,7 +442,7 @@ def test_dvc_does_not_rerun_the_search_until_its_inputs_change(project_copy):
 
 
 def test_the_training_image_requirements_include_optuna():
-    from sail_pipelines.delivery.build import TRAIN_EXTRAS, pinned
+    from sail_pipelines.clients.build import TRAIN_EXTRAS, pinned
 
     versions = pinned(TRAIN_EXTRAS)
     assert {"optuna", "sqlalchemy"} <= set(versions) and np.__version__ == versions["numpy"]

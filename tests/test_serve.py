@@ -26,6 +26,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference import onnx, serve
+from sail_pipelines.inference.model import predict
 from sail_pipelines.inference.serve import create_app, run_server, worker_count
 from sail_pipelines.inference.server_logs import ACCESS
 from sail_pipelines.integrity.bundle import (
@@ -115,8 +116,8 @@ def _post(client, payload):
 def _expected(bundle, records):
     """What the serving runtime predicts, after checking it against scikit-learn's pipeline."""
     columns = {name: [r[name] for r in records] for name in SCHEMA.feature_names}
-    served = bundle.predict(columns)
-    reference = bundle.predict(columns, "sklearn")
+    served = predict(bundle, columns)
+    reference = predict(bundle, columns, "sklearn")
     assert served[0].tolist() == reference[0].tolist()
     assert served[1] == pytest.approx(reference[1], abs=1e-5)
     return served
@@ -623,13 +624,12 @@ def test_bad_record_in_a_batch_is_pointed_at(client):
 
 
 def test_unexpected_fault_is_a_json_500_without_traceback(bundle, monkeypatch, caplog):
-    broken = dataclasses.replace(bundle)
-    client = create_app(broken).test_client()
+    client = create_app(bundle).test_client()
 
-    def explode(columns, runtime=None):
+    def explode(*args):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(broken, "predict", explode)
+    monkeypatch.setattr("sail_pipelines.inference.model.predict", explode)
     resp = _post(client, GOOD)
     assert resp.status_code == 500
     assert resp.get_json()["error"] == "internal server error"
@@ -638,13 +638,11 @@ def test_unexpected_fault_is_a_json_500_without_traceback(bundle, monkeypatch, c
 
 
 def test_failed_warm_up_means_not_ready(bundle, monkeypatch):
-    broken = dataclasses.replace(bundle)
-
-    def cannot_predict(columns, runtime=None):
+    def cannot_predict(*args):
         raise ValueError("cannot predict")
 
-    monkeypatch.setattr(broken, "predict", cannot_predict)
-    client = create_app(broken).test_client()
+    monkeypatch.setattr("sail_pipelines.inference.model.predict", cannot_predict)
+    client = create_app(bundle).test_client()
     assert client.get("/health").status_code == 200
     resp = client.get("/ready")
     assert resp.status_code == 503

@@ -189,6 +189,7 @@ def test_sail_refuses_with_one_line(baked, step, args, variable):
     assert variable in line
 
 
+@pytest.mark.slow
 def test_a_pull_request_judges_and_reports_without_a_tracking_server(pipeline_project, tmp_path):
     project = tmp_path / pipeline_project.name
     shutil.copytree(pipeline_project, project, symlinks=True)
@@ -222,6 +223,7 @@ def test_doctor_ci_with_nothing_configured(baked):
     assert "no team tracking server configured, so no champion to compare" in result.stdout
 
 
+@pytest.mark.slow
 def test_doctor_ci_with_the_team_servers(s3, mlflow_server, local_registry, tmp_path):
     project = team_project(
         tmp_path, "Stores Team", s3, mlflow_server.uri, registry={"url": local_registry}

@@ -448,7 +448,7 @@ def test_direct_artifacts_and_an_assumed_role_from_the_environment_only(
 def test_ecr_login_token_comes_from_boto3(tmp_path, s3, monkeypatch):
     """An ECR registry needs no password: the token comes from ecr:GetAuthorizationToken (moto's ECR
     here)."""
-    from sail_pipelines.integrations import registry
+    from sail_pipelines.clients import registry
 
     # boto3's own per-service endpoint variable
     monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", s3.endpoint)

@@ -3,18 +3,25 @@
 - Bundles: the HMAC scheme end to end, the development pair behind its opt-in, wrong keys named.
 - Serving: a `sail serve` started by the smoke test gets the public key and no private key.
 - Images: `sail publish`'s signature in the local registry (127.0.0.1:5000) is checked by
-  `sail deploy` and `sail promote`: unsigned, re-tagged and foreign-key images are refused.
+  `sail deploy` and `sail promote`: unsigned, re-tagged and foreign-key images are refused; a
+  signature altered on its way from the registry (an HTTP proxy in the middle) is refused too.
+- A bundle whose metadata.json alone was edited is refused.
 - Audit: the audit chain has its own key pair; a serving or bundle key cannot append to it.
 - Image references parsed the way Docker parses them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 import requests
@@ -22,12 +29,13 @@ import yaml
 from mlflow import MlflowClient
 
 from conftest import TEST_AUDIT_KEY, TEST_KEY, TEST_VERIFY_KEY, bake, ok, sail
-from sail_pipelines.config import ProjectPaths
+from sail_pipelines.clients import kubernetes
+from sail_pipelines.clients.images import ImageRef
+from sail_pipelines.config import ProjectPaths, Settings
 from sail_pipelines.delivery import audit
-from sail_pipelines.delivery.images import ImageRef
 from sail_pipelines.inference.smoke import free_port, local_server
-from sail_pipelines.integrations import kubernetes
 from sail_pipelines.integrity import imagesign, signing
+from sail_pipelines.integrity.bundle import BundleRejected, load_bundle
 from test_deploy import (  # noqa: F401 - docker_client is a fixture
     REGISTRY,
     Stubs,
@@ -424,3 +432,143 @@ def test_a_serving_or_bundle_credential_cannot_append_a_valid_audit_record(tmp_p
         "SAIL_AUDIT_KEY (key id" in line
         and "is not the private half of SAIL_AUDIT_VERIFY_KEY" in line
     )
+
+
+# --- a signature altered between the registry and the check ------------------------------------
+
+Tamper = Callable[[str, bytes], bytes]  # (URL, body) -> the body the client gets
+SIGNED_REPO = "trust-check/imagesign"
+
+
+@contextlib.contextmanager
+def tampering_proxy(tamper: Tamper) -> Iterator[str]:
+    """An HTTP proxy (HTTP_PROXY) that passes registry reads through, altering each body with
+    `tamper`: what a registry or network in the middle could hand the verifier."""
+    upstream = requests.Session()
+    upstream.trust_env = False  # not through itself
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host",)}
+            answer = upstream.get(self.path, headers=headers, timeout=10, allow_redirects=False)
+            body = (
+                tamper(self.path, answer.content) if answer.status_code == 200 else answer.content
+            )
+            self.send_response(answer.status_code)
+            for name in ("Content-Type", "Www-Authenticate", "Location"):
+                if name in answer.headers:
+                    self.send_header(name, answer.headers[name])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _manifest(change: Callable[[dict], None]) -> Tamper:
+    def tamper(url: str, body: bytes) -> bytes:
+        if "/manifests/" not in url:
+            return body
+        manifest = json.loads(body)
+        change(manifest)
+        return json.dumps(manifest).encode()
+
+    return tamper
+
+
+def _payload(replace: Callable[[bytes], bytes]) -> Tamper:
+    return lambda url, body: replace(body) if "/blobs/" in url else body
+
+
+def _not_base64(manifest: dict) -> None:
+    manifest["layers"][0]["annotations"][imagesign.SIGNATURE] = "not base64!"
+
+
+def _two_layers(manifest: dict) -> None:
+    manifest["layers"] *= 2
+
+
+def _for_another_image(body: bytes) -> bytes:
+    """A well-formed payload naming another image: not the bytes the manifest's digest names."""
+    return imagesign.payload(f"{REGISTRY}/{SIGNED_REPO}", "sha256:" + "0" * 64)
+
+
+@pytest.fixture(scope="module")
+def signed_digest(local_registry) -> str:
+    """A digest `sail publish` signed in the local registry (no image needed: the signature is
+    stored under the digest's own tag)."""
+    digest = "sha256:" + hashlib.sha256(f"imagesign {free_port()}".encode()).hexdigest()
+    settings = Settings.from_env(ProjectPaths(Path("/nonexistent")), {"SAIL_REGISTRY": REGISTRY})
+    imagesign.sign(
+        settings, f"{REGISTRY}/{SIGNED_REPO}:x", digest, signing.private_key(TEST_KEY, "k")
+    )
+    return digest
+
+
+@pytest.mark.parametrize(
+    "tamper, refusal",
+    [
+        (lambda url, body: body, None),  # passed through: the proxy alone changes nothing
+        (_payload(_for_another_image), "the signature payload of {ref} does not match its digest"),
+        (
+            _payload(lambda body: b"\xff" + body),
+            "the signature stored for {ref} ({digest}) is unreadable",
+        ),
+        (_manifest(_not_base64), "the signature stored for {ref} ({digest}) is unreadable"),
+        (_manifest(_two_layers), "the signature stored for {ref} ({digest}) is unreadable"),
+    ],
+    ids=["untouched", "payload-digest-mismatch", "payload-not-json", "not-base64", "two-layers"],
+)
+def test_a_signature_altered_on_its_way_is_refused(signed_digest, monkeypatch, tamper, refusal):
+    ref = f"{REGISTRY}/{SIGNED_REPO}@{signed_digest}"
+    settings = Settings.from_env(ProjectPaths(Path("/nonexistent")), {"SAIL_REGISTRY": REGISTRY})
+    key = signing.public_key(TEST_VERIFY_KEY, "k")
+    with tampering_proxy(tamper) as proxy:
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.setenv("http_proxy", proxy)
+        if refusal is None:
+            assert imagesign.verify(None, settings, ref, key) == signed_digest
+        else:
+            with pytest.raises(imagesign.ImageRejected) as refused:
+                imagesign.verify(None, settings, ref, key)
+            assert str(refused.value) == refusal.format(ref=ref, digest=signed_digest) + (
+                "; refusing it"
+            )
+
+
+# --- metadata.json edited on its own -------------------------------------------------------------
+
+
+def _edit_metadata(bundle: Path, change: str) -> None:
+    path = bundle / "metadata.json"
+    metadata = json.loads(path.read_text())
+    if change == "refusal switched off":
+        metadata["serving"]["out_of_range"] = "ignore"
+    elif change == "another version":
+        metadata["registry"]["version"] = "99"
+    path.write_text(json.dumps(metadata, indent=None if change == "reformatted" else 2))
+
+
+@pytest.mark.parametrize("change", ["refusal switched off", "another version", "reformatted"])
+def test_a_bundle_whose_metadata_alone_was_edited_is_refused(pipeline_project, tmp_path, change):
+    bundle = tmp_path / "accepted"
+    shutil.copytree(pipeline_project / "models" / "accepted", bundle)
+    key = signing.public_key(TEST_VERIFY_KEY, "k")
+    load_bundle(bundle, key)  # the copy verifies
+    _edit_metadata(bundle, change)
+    with pytest.raises(BundleRejected, match="metadata.json does not match its signed hash"):
+        load_bundle(bundle, key)
+    if change == "refusal switched off":  # and a server is never started on it
+        served = sail(pipeline_project, "serve", "--bundle", str(bundle), "--port", "1")
+        assert "metadata.json does not match its signed hash" in last_error(served, "serve")

@@ -1,14 +1,20 @@
 """The try-it page (`/`) and the docs (`/docs`) in a real browser (headless Chromium through
 chromedriver) against `sail serve`: the form predicts what /predict predicts, a refused value is
 shown next to its field, a CSV batch comes back as a table and a CSV download, nothing is
-fetched from outside the server, and the Content-Security-Policy holds with nothing blocked.
-Without chromium and chromedriver the tests skip, except under CI (tests/ci_rules.py)."""
+fetched from outside the server, and the Content-Security-Policy holds with nothing blocked. The
+policy itself is read directive by directive, and a probe page served under it shows Chromium
+blocking an inline script and a fetch to another origin (a weakened policy, kept as a case, does
+not). Without chromium and chromedriver the tests skip, except under CI (tests/ci_rules.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import requests
@@ -191,7 +197,8 @@ def test_a_regression_value_comes_with_the_test_error(browser, server, regressio
 
 
 def test_nothing_outside_the_server_and_no_csp_violation(browser, server):
-    """Run last in this module: it reads the logs the tests above left."""
+    """Run after the tests that use the page: it reads the logs they left (and before the probe
+    below, which fills the console with refusals)."""
     for path in ("/", "/docs", "/static/try.js", "/static/page.css"):
         assert requests.get(server + path, timeout=10).headers["Content-Security-Policy"] == CSP
     _open(browser, server)
@@ -199,3 +206,151 @@ def test_nothing_outside_the_server_and_no_csp_violation(browser, server):
     console = [e["message"] for e in browser.get_log("browser")]
     assert not [m for m in console if "Content Security Policy" in m or "Refused to" in m], console
     assert not [m for m in console if "Uncaught" in m], console
+
+
+# --- the policy itself ---------------------------------------------------------------------------
+
+# Where a scheme alone (https:, data:) would let in any script, connection or plugin.
+NO_SCHEME = ("default-src", "script-src", "connect-src", "object-src")
+
+
+def _directives(policy: str) -> dict[str, list[str]]:
+    return {
+        name.lower(): sources
+        for name, *sources in (part.split() for part in policy.split(";") if part.strip())
+    }
+
+
+def weaknesses(policy: str) -> list[str]:
+    """What in a Content-Security-Policy lets in what the page must never run or reach."""
+    directives = _directives(policy)
+    found = []
+    if directives.get("script-src") != ["'self'"]:
+        found.append(f"script-src is {directives.get('script-src')}, not ['self']")
+    for name, wanted in (("object-src", "'none'"), ("frame-ancestors", "'none'")):
+        if directives.get(name) != [wanted]:
+            found.append(f"{name} is {directives.get(name)}, not [{wanted}]")
+    for name, sources in directives.items():
+        for source in sources:
+            if source.lower().startswith("'unsafe-"):
+                found.append(f"{name} allows {source}")
+            elif "*" in source:
+                found.append(f"{name} has the wildcard {source}")
+            elif name in NO_SCHEME and source.endswith(":"):
+                found.append(f"{name} allows any {source} URL")
+    return found
+
+
+def _weakened(old: str, new: str) -> str:
+    assert old in CSP
+    return CSP.replace(old, new)
+
+
+WEAKENED = {
+    "unsafe-inline": _weakened("script-src 'self'", "script-src 'self' 'unsafe-inline'"),
+    "unsafe-eval": _weakened("script-src 'self'", "script-src 'self' 'unsafe-eval'"),
+    "wildcard connect": _weakened("connect-src 'self'", "connect-src *"),
+    "wildcard host": _weakened("connect-src 'self'", "connect-src 'self' *.example.com"),
+    "any https script": _weakened("script-src 'self'", "script-src 'self' https:"),
+    "no script-src": _weakened("script-src 'self'; ", ""),
+    "plugins": _weakened("object-src 'none'", "object-src 'self'"),
+}
+
+
+@pytest.mark.parametrize("case", ["served", *WEAKENED])
+def test_the_policy_allows_no_inline_script_no_wildcard_and_no_unsafe_source(server, case):
+    """Read the directives, not the constant: each weakened policy (every case but "served") is
+    found."""
+    served = requests.get(server + "/", timeout=10).headers["Content-Security-Policy"]
+    policy = served if case == "served" else WEAKENED[case]
+    found = weaknesses(policy)
+    if case == "served":
+        assert found == [], found
+        assert _directives(served)["default-src"] == ["'self'"]
+        assert _directives(served)["connect-src"] == ["'self'"]
+    else:
+        assert found, f"{case}: {policy}"
+
+
+# --- Chromium under the policy: an inline script and a fetch elsewhere, both blocked -------------
+
+PROBE_PAGE = """<!doctype html><html><head>
+<script src="/probe.js"></script>
+<script>window.probe.inline = true;</script>
+</head><body></body></html>"""
+PROBE_SCRIPT = """window.probe = {inline: false, fetch: null, violations: []};
+document.addEventListener("securitypolicyviolation",
+    (e) => window.probe.violations.push(e.effectiveDirective));
+fetch("%s/stolen").then(() => { window.probe.fetch = "fetched"; },
+                        () => { window.probe.fetch = "blocked"; });
+"""
+
+
+@contextlib.contextmanager
+def _site(answer) -> Iterator[tuple[str, list[str]]]:
+    """A server on a free loopback port: `answer(path)` -> (headers, body); the paths it was
+    asked for."""
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            headers, body = answer(self.path)
+            self.send_response(200)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", asked
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _probe(browser, policy: str) -> tuple[dict, list[str]]:
+    """What a page served under `policy` managed (window.probe), and what reached the other
+    origin, which would answer any fetch (CORS open), so only the policy can block it."""
+    with _site(lambda path: ({"Access-Control-Allow-Origin": "*"}, b"{}")) as (elsewhere, hits):
+
+        def probe_site(path: str) -> tuple[dict, bytes]:
+            if path == "/probe.js":
+                return {"Content-Type": "text/javascript"}, (PROBE_SCRIPT % elsewhere).encode()
+            return {"Content-Type": "text/html", "Content-Security-Policy": policy}, (
+                PROBE_PAGE.encode()
+            )
+
+        with _site(probe_site) as (url, _):
+            browser.get(url + "/probe")
+            _wait(browser, lambda b: b.execute_script("return window.probe.fetch"))
+            if not weaknesses(policy):  # both refusals reported
+                _wait(
+                    browser, lambda b: len(b.execute_script("return window.probe.violations")) > 1
+                )
+            return browser.execute_script("return window.probe"), list(hits)
+
+
+# What Chromium blocks under each policy: the served one both; each weakened one lets its part in.
+BLOCKED = {
+    "served": {"inline script": True, "fetch elsewhere": True},
+    "unsafe-inline": {"inline script": False, "fetch elsewhere": True},
+    "wildcard connect": {"inline script": True, "fetch elsewhere": False},
+}
+
+
+@pytest.mark.parametrize("case", BLOCKED)
+def test_chromium_blocks_an_inline_script_and_a_fetch_elsewhere(browser, server, case):
+    policy = requests.get(server + "/", timeout=10).headers["Content-Security-Policy"]
+    probe, reached = _probe(browser, policy if case == "served" else WEAKENED[case])
+    blocked = {"inline script": not probe["inline"], "fetch elsewhere": not reached}
+    assert blocked == BLOCKED[case], (probe, reached)
+    assert probe["fetch"] == ("blocked" if blocked["fetch elsewhere"] else "fetched"), probe
+    if case == "served":
+        assert {"script-src-elem", "connect-src"} <= set(probe["violations"]), probe

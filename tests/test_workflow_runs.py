@@ -9,7 +9,8 @@ a git repository whose origin is github.com/acme/churn, runs:
    comes from: one comment on the fake GitHub API, which names the missing tracking server;
 2. a second commit on that pull request shuffles the labels: the gate fails, the comment is
    updated with the failed verdict, nothing is registered or pushed;
-3. pull-request.yml from a fork: the job summary only, no comment, nothing pushed;
+3. pull-request.yml from a fork: the job summary only, no comment, nothing pushed; and a commit
+   that breaks one of the project's own tests: the first job (`sail test`) fails, nothing after;
 4. main.yml with nothing configured: its gate job, over the artifacts of 1 (train is the same job),
    refuses to register into the job's own MLflow store with one line (config/stores.py);
    main.yml with the team's MLflow, DVC remote and registry: train, gate, report, deliver; staging
@@ -691,7 +692,12 @@ def test_a_pull_request_from_this_repository_gets_one_comment(
     pull_requests, github, mlflow_server, project
 ):
     run = pull_requests.first
-    for job in ("build, validate, split", "evaluate, gate", "report on the pull request"):
+    for job in (
+        "doctor, project tests",
+        "build, validate, split",
+        "evaluate, gate",
+        "report on the pull request",
+    ):
         assert run.result(job) == ["success"], f"{job}\n{run.tail()}"
     assert run.result("/train ") == ["success", "success"], run.tail()
     assert not run.result("report-summary/")
@@ -709,7 +715,8 @@ def test_a_pull_request_from_this_repository_gets_one_comment(
     # Nothing configured: the comment says why there is no champion, the summary what is lost.
     assert "No champion: no team tracking server configured (MLFLOW_TRACKING_URI)" in body
     assert "No champion yet" not in body
-    doctor = "\n".join(run.summaries("build, validate, split"))
+    first_job = "\n".join(run.summaries("doctor, project tests"))
+    doctor = first_job[: first_job.index("### ✅ sail test: the project's tests")]  # then the tests
     assert "### sail doctor --ci: what a CI run keeps (GitHub Actions)" in doctor, doctor
     assert "- LOSES runs, registered versions" in doctor and "- LOSES the images" in doctor
 
@@ -803,6 +810,40 @@ def test_a_pull_request_from_a_fork_gets_the_job_summary_only(
     assert f"## SAIL report: {MODEL}, gate PASSED ✅" in summary
     assert len(github.requests) == requests_before
     assert Outside.now(mlflow_server, project) == pull_requests.before
+
+
+def test_a_failing_project_test_stops_the_run_before_anything_is_built(
+    act, project, github, tmp_path
+):
+    """A pull request whose commit breaks one of the project's own tests: the first job fails
+    with the failure in its summary; no image is built, nothing trained, judged or reported."""
+    clone = tmp_path / "churn"
+    git(project.path.parent, "clone", "-q", str(project.path), str(clone))
+    git(clone, "remote", "set-url", "origin", f"https://github.com/{REPO}.git")
+    git(clone, "checkout", "-q", "-b", "broken-test")
+    (clone / "tests" / "test_broken.py").write_text(
+        "def test_deliberately_broken():\n    assert 1 + 1 == 3\n"
+    )
+    git(clone, "add", "tests/test_broken.py")
+    git(clone, "commit", "-q", "-m", "A test that fails")
+    comments = [dict(c) for c in github.comments]
+    event = pull_request_event(REPO, git(clone, "rev-parse", "HEAD"))
+    run = act.run(
+        clone,
+        "pull-request.yml",
+        "pull_request",
+        event,
+        variables={"SAIL_DVC_REMOTE_URL": str(project.remote)},
+    )
+    assert run.result("doctor, project tests") == ["failure"], run.tail()
+    for later in ("build, validate, split", "/train ", "evaluate, gate", "report"):
+        assert not run.result(later), f"{later} ran\n{run.tail()}"
+    summary = "\n".join(run.summaries("doctor, project tests"))
+    assert "### ❌ sail test: the project's tests" in summary, summary
+    assert "| `tests/test_broken.py::test_deliberately_broken` | assert (1 + 1) == 3 |" in summary
+    assert "sail test: error: 1 of the project's tests failed" in run.log
+    assert not run.artifacts.exists() or not any(run.artifacts.iterdir())  # no image, no data
+    assert [dict(c) for c in github.comments] == comments
 
 
 # --- main, then the promotion ---------------------------------------------------------------------

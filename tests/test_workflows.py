@@ -1173,6 +1173,36 @@ def test_a_failed_gate_on_a_pull_request_is_still_reported(variant):
     assert run.commands == expected("pull-request", variant.candidates)
 
 
+@pytest.mark.parametrize("event", [push_main, pull_request])
+def test_a_failing_project_test_stops_the_run_before_the_build(variant, event):
+    run = sequence_for(variant.workflows_dir, variant.candidates, **event(), failing=("sail test",))
+    assert run.commands == expected("tests-fail", variant.candidates)
+    workflow = "main.yml" if event is push_main else "pull-request.yml"
+    assert run.jobs[f"{workflow}:train"] == "failure"
+    later = {name: result for name, result in run.jobs.items() if name.startswith(workflow)}
+    assert set(later.values()) - {"skipped"} == {"failure"}, later  # the gate, report: skipped
+
+
+def test_parity_catches_training_that_does_not_wait_for_the_tests(default_variant, tmp_path):
+    copy = mutated(REUSABLE_DIR, tmp_path / "reusable", "sail-train.yml", "    needs: test\n", "")
+    run = sequence_for(
+        default_variant.workflows_dir,
+        default_variant.candidates,
+        reusable_dir=copy,
+        **push_main(failing=("sail test",)),
+    )
+    contract = expected("tests-fail", default_variant.candidates)
+    built = expected("push-main", default_variant.candidates)[: built_until(default_variant)]
+    assert run.commands == built != contract
+
+
+def built_until(variant) -> int:
+    """How many commands of push-main run up to the last training: everything the train
+    workflow runs."""
+    lines = expected("push-main", variant.candidates)
+    return max(i for i, line in enumerate(lines) if line.startswith("sail train")) + 1
+
+
 def test_promotion_runs_the_parity_sequence(variant):
     run = sequence_for(variant.workflows_dir, variant.candidates, **promote())
     assert run.commands == expected("promote", variant.candidates, **PROMOTION)
@@ -1324,6 +1354,13 @@ REUSABLE_PARITY_MUTATIONS = [
     ),
     pytest.param(
         "sail-train.yml",
+        "        run: sail test\n",
+        "        run: echo no tests\n",
+        lambda c: without(c, "sail test"),
+        id="project-tests-skipped",
+    ),
+    pytest.param(
+        "sail-train.yml",
         "        run: sail validate\n",
         "        run: echo skipped validation\n",
         lambda c: without(c, "sail validate"),
@@ -1446,7 +1483,7 @@ def sail_run_steps(project: Path, monkeypatch) -> list[str]:
     """The steps `sail run --container` takes, in order, read off run.run itself: every step it
     calls records its name instead of running, and `dvc repro evaluate` stands for the stages
     of the project's dvc.yaml (listed there in pipeline order)."""
-    from sail_pipelines import run
+    from sail_pipelines.cli import run
     from sail_pipelines.config import ProjectPaths, load_params
 
     steps: list[str] = []
@@ -1466,7 +1503,7 @@ def sail_run_steps(project: Path, monkeypatch) -> list[str]:
     }
 
     modules = {
-        "build": "sail_pipelines.delivery.build",
+        "build": "sail_pipelines.clients.build",
         "gate": "sail_pipelines.evaluation.gate",
         "push": "sail_pipelines.delivery.push",
         "package": "sail_pipelines.delivery.package",

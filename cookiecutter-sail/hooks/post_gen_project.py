@@ -28,6 +28,8 @@ REMOTE_TEMPLATE = re.compile(r"^([a-zA-Z][\w+.-]*://|git@|gh:|gl:|bb:)")
 # Paths `cruft update` must not diff: repository internals created by this hook, and this
 # file itself (cruft rewrites it; diffing the re-rendered copy would only conflict).
 CRUFT_SKIP = [".cruft.json", ".git", ".dvc/cache", ".dvc/tmp"]
+# The questions hooks/pre_prompt.py may leave out, each with a derived `__` twin.
+HIDEABLE = ("data_file", "target", "task", "min_roc_auc", "min_r2")
 
 
 class HookError(Exception):
@@ -115,14 +117,10 @@ def local_template_dir(path):
     if not path or REMOTE_TEMPLATE.match(str(path)):
         return None
     candidates = [Path(path)] if Path(path).is_absolute() else []
-    if not candidates:
-        # cookiecutter runs this hook from inside the template directory, so our parent's cwd is it.
-        try:
-            candidates.append(Path(f"/proc/{os.getppid()}/cwd").resolve(strict=True))
-        except OSError:
-            pass
-        if os.environ.get("PWD"):
-            candidates.append(Path(os.environ["PWD"]) / path)
+    if not candidates and os.environ.get("PWD"):
+        # cookiecutter runs this hook from the temporary copy hooks/pre_prompt.py runs in, so the
+        # place it was started from is known only to the shell.
+        candidates.append(Path(os.environ["PWD"]) / path)
     for candidate in candidates:
         if (candidate / "cookiecutter.json").is_file():
             return candidate.resolve()
@@ -147,10 +145,15 @@ def git_home(template_dir):
 
 def write_cruft_state():
     template = CONTEXT.get("_template")
-    repo_dir = local_template_dir(CONTEXT.get("_repo_dir")) or local_template_dir(template)
+    # `_repo_dir` is the temporary copy cookiecutter made for hooks/pre_prompt.py, which names the
+    # folder it copied in `_template_dir` when the command line says.
+    source = local_template_dir(CONTEXT.get("_template_dir"))
+    repo_dir = (
+        source or local_template_dir(template) or local_template_dir(CONTEXT.get("_repo_dir"))
+    )
     directory = None
     if template and not REMOTE_TEMPLATE.match(str(template)):
-        template_dir = local_template_dir(template) or repo_dir or Path(template).resolve()
+        template_dir = source or local_template_dir(template) or Path(template).resolve()
         root, folder = git_home(template_dir)
         template, directory = str(root), folder
     commit = CONTEXT.get("_commit")
@@ -162,7 +165,12 @@ def write_cruft_state():
             cwd=repo_dir,
         )
         commit = proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
-    answers = {k: v for k, v in CONTEXT.items() if k not in ("_output_dir", "_repo_dir")}
+    local = ("_output_dir", "_repo_dir", "_template_dir")
+    answers = {k: v for k, v in CONTEXT.items() if k not in local}
+    # A question hooks/pre_prompt.py did not ask is kept under its own name with the value used,
+    # and the derived copies go, so `cruft update --variables-to-update` reaches the files.
+    for key in HIDEABLE:
+        answers[key] = answers.pop(f"__{key}", answers.get(key))
     # Adoption happened once, here; a template update re-renders without it (the data, contract and
     # thresholds are the project's own now) and must not need the file on another machine.
     answers.update(data_file="", target="")

@@ -14,22 +14,27 @@ import re
 import sys
 from pathlib import Path
 
+CONTEXT = json.loads({{cookiecutter | jsonify | tojson}})
+# A question that hooks/pre_prompt.py found not to apply was not asked: the derived `__` value.
 ANSWERS = {
-    "project_name": {{cookiecutter.project_name | tojson}},
-    "project_slug": {{cookiecutter.project_slug | tojson}},
-    "module_name": {{cookiecutter.module_name | tojson}},
-    "description": {{cookiecutter.description | tojson}},
-    "author_name": {{cookiecutter.author_name | tojson}},
-    "data_file": {{cookiecutter.data_file | tojson}},
-    "target": {{cookiecutter.target | tojson}},
-    "task": {{cookiecutter.task | tojson}},
-    "min_roc_auc": {{cookiecutter.min_roc_auc | tojson}},
-    "min_r2": {{cookiecutter.min_r2 | tojson}},
-    "regression_tolerance": {{cookiecutter.regression_tolerance | tojson}},
-    "sail_pipelines_repo": {{cookiecutter.sail_pipelines_repo | tojson}},
-    "sail_pipelines_version": {{cookiecutter.sail_pipelines_version | tojson}},
-    "approvers": {{cookiecutter.approvers | tojson}},
-    "retrain_on_breach": {{cookiecutter.retrain_on_breach | tojson}},
+    key: CONTEXT[key] if key in CONTEXT else CONTEXT[f"__{key}"]
+    for key in (
+        "project_name",
+        "project_slug",
+        "module_name",
+        "description",
+        "author_name",
+        "data_file",
+        "target",
+        "task",
+        "min_roc_auc",
+        "min_r2",
+        "regression_tolerance",
+        "sail_pipelines_repo",
+        "sail_pipelines_version",
+        "approvers",
+        "retrain_on_breach",
+    )
 }
 
 SLUG = r"^[a-z][a-z0-9-]*[a-z0-9]$"

@@ -1,7 +1,8 @@
 /**
  * The SAIL delivery pipeline of a generated project, as one declarative pipeline.
  *
- * Every commit: say what the build keeps (sail doctor --ci), build images, validate and split, train the candidates in parallel, evaluate,
+ * Every commit: say what the build keeps (sail doctor --ci), run the project's tests (sail test: a
+ * failing one stops the build before anything is built), build images, validate and split, train the candidates in parallel, evaluate,
  * gate, report (always, so a refused model shows why; posted on pull requests). On the main
  * branch only: push, package, smoke test, publish, deploy to staging, then wait for an approver
  * and promote to production. Waiting holds no executor (agent none at the top, the input comes
@@ -59,6 +60,9 @@ def call(Map config = [:]) {
                 stages {
                     stage('What this build keeps') {
                         steps { sailDoctor(config) }
+                    }
+                    stage('Project tests') {
+                        steps { sailTest(config) }
                     }
                     stage('Build images') {
                         steps { sailBuild(config) }

@@ -12,10 +12,10 @@ import java.nio.file.Files
 class HarnessMain {
     static final String APPROVERS = 'ml-approvers'
     static final String JENKINSFILE = "@Library('sail-pipelines@test') _\nsailPipeline(approvers: '${APPROVERS}')\n"
-    static final List<String> MAIN_STAGES = ['CI', 'What this build keeps', 'Build images', 'Validate and split', 'Train candidates', 'Evaluate', 'Gate',
+    static final List<String> MAIN_STAGES = ['CI', 'What this build keeps', 'Project tests', 'Build images', 'Validate and split', 'Train candidates', 'Evaluate', 'Gate',
                                              'Push data and model', 'Package', 'Smoke test', 'Publish', 'Deploy to staging',
                                              'Promote to production']
-    static final List<String> DELIVERY_STAGES = MAIN_STAGES.drop(7)
+    static final List<String> DELIVERY_STAGES = MAIN_STAGES.drop(8)
     static final String MONITOR_STAGE = 'Monitor production'
     static final String TIMER = 'hudson.triggers.TimerTrigger$TimerTriggerCause'
     static final Map MONITOR = [log: 's3://acme-ml/predictions/', window: '24h']
@@ -240,7 +240,8 @@ class HarnessMain {
         test('main: every sail command runs in its own stage, on the agent') {
             PipelineHarness h = harness()
             h.runJenkinsfile(JENKINSFILE)
-            Map<String, String> stageOf = ['sail doctor --ci': 'CI / What this build keeps', 'sail build': 'CI / Build images', 'sail validate': 'CI / Validate and split',
+            Map<String, String> stageOf = ['sail doctor --ci': 'CI / What this build keeps', 'sail test': 'CI / Project tests',
+                                           'sail build': 'CI / Build images', 'sail validate': 'CI / Validate and split',
                                            'sail split': 'CI / Validate and split', 'sail train': 'CI / Train candidates',
                                            'sail evaluate': 'CI / Evaluate', 'sail gate': 'CI / Gate', 'sail report': 'CI / Gate',
                                            'sail push': 'CI / Push data and model', 'sail package': 'CI / Package',
@@ -348,6 +349,24 @@ class HarnessMain {
             assert !h.calls.any { it.step == 'lock' && it.resource.endsWith('-production') }: summary(h)
         }
 
+        test('project tests: a failing one fails the build before anything is built or trained, its summary in the log (ci_parity tests-fail)') {
+            File project = new File(tmp, 'failing-project-tests')
+            exec(['cp', '-r', bake().path, project.path])
+            new File(project, 'tests/test_broken.py').text = 'def test_deliberately_broken():\n    assert 1 + 1 == 3\n'
+            PipelineHarness h = harness(rules: realSail(project, 'sail test'))
+            h.runJenkinsfile(JENKINSFILE)
+            assert h.result == 'FAILURE': summary(h)
+            List<String> problems = Checks.parity(Checks.sailCommands(h), event('tests-fail', []))
+            assert problems.isEmpty(): problems.join('\n') + '\n' + summary(h)
+            assert !h.calls.any { it.step == 'sh' && it.script == 'sail candidates' }: summary(h)
+            assert h.stages.findAll { it.status == 'skipped: earlier failure' }*.name == MAIN_STAGES.drop(3): summary(h)
+            String log = sh(h, 'sail test')[0].output
+            assert log.contains('FAILED tests/test_broken.py::test_deliberately_broken'): log
+            assert log =~ /(?m)^=+ 1 failed, \d+ passed in /: log
+            assert log.readLines().findAll { it.contains(': error: ') } == ["sail test: error: 1 of the project's tests failed " +
+                    "(1 failed, ${(log =~ /1 failed, (\d+) passed in /)[0][1]} passed): tests/test_broken.py::test_deliberately_broken; pytest's report is above".toString()]: log
+        }
+
         test('training: one parallel branch per candidate, each running its own container') {
             PipelineHarness h = harness()
             h.runJenkinsfile(JENKINSFILE)
@@ -375,7 +394,7 @@ class HarnessMain {
             Map aws = [AWS_ACCESS_KEY_ID: 1, AWS_SECRET_ACCESS_KEY: 1]
             Map ml = [MLFLOW_TRACKING_USERNAME: 1, MLFLOW_TRACKING_PASSWORD: 1]
             // The private bundle key only where signing happens; the audit key only for the promotion.
-            Map<String, Map> needs = ['sail doctor --ci': [:], 'sail build': reg + aws, 'sail validate': [:], 'sail split': [:], 'sail train': sign,
+            Map<String, Map> needs = ['sail doctor --ci': [:], 'sail test': [:], 'sail build': reg + aws, 'sail validate': [:], 'sail split': [:], 'sail train': sign,
                                       'sail evaluate': verify + aws + ml, 'sail gate': sign + aws + ml, 'sail report --post': gh,
                                       'sail report': [:], 'sail push': aws, 'sail package': verify + reg + aws + ml,
                                       'sail smoke': verify, 'sail publish': sign + reg + aws, 'sail deploy': verify + reg + aws + ml,

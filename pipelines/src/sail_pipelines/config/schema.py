@@ -10,16 +10,35 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
-from sail_pipelines.config.params_file import ParamsFile
+from sail_pipelines.config.params import Params
 from sail_pipelines.config.team_file import TeamFile
 
 SCHEMAS: dict[str, type[BaseModel]] = {
-    "params.schema.json": ParamsFile,
+    "params.schema.json": Params,
     "infrastructure.schema.json": TeamFile,
 }
+
+
+def by_title(schema: dict[str, Any]) -> dict[str, Any]:
+    """The definitions named by their models' titles (GateFile, ...), not by the Python classes
+    (GateConfig): the file's names are what an editor shows, and the published schema keeps them."""
+    defs = schema.get("$defs", {})
+    names = {f"#/$defs/{name}": f"#/$defs/{d['title']}" for name, d in defs.items()}
+
+    def renamed(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: names.get(v, v) if k == "$ref" else renamed(v) for k, v in node.items()}
+        return [renamed(v) for v in node] if isinstance(node, list) else node
+
+    result = renamed({k: v for k, v in schema.items() if k != "$defs"})
+    if defs:
+        titled = {d["title"]: renamed(d) for d in defs.values()}
+        result = {"$defs": dict(sorted(titled.items())), **result}
+    return result
 
 
 def schemas() -> dict[str, str]:
@@ -28,7 +47,7 @@ def schemas() -> dict[str, str]:
         name: json.dumps(
             {
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
-                **model.model_json_schema(),
+                **by_title(model.model_json_schema()),
             },
             indent=2,
         )

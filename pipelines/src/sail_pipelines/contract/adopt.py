@@ -18,13 +18,13 @@ from typing import Any, Callable
 import pandas as pd
 import yaml
 
+from sail_pipelines.clients.dvc import dvc
 from sail_pipelines.config import HIGHER_IS_BETTER, Params, ProjectPaths, parse_params
 from sail_pipelines.contract import infer as inference
 from sail_pipelines.contract.data import kind, read_table
 from sail_pipelines.contract.validate import profile_frame
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import write_atomic, write_json
-from sail_pipelines.integrations.dvc import dvc
 from sail_pipelines.provenance import file_md5
 
 NULL_MARGIN = 0.05  # added to a null rate the data already has when its limit is raised
@@ -90,7 +90,7 @@ def baseline_thresholds(
     from sklearn.dummy import DummyClassifier, DummyRegressor
     from sklearn.model_selection import train_test_split
 
-    from sail_pipelines.evaluation import metrics
+    from sail_pipelines import model_metrics as metrics
 
     labelled = frame[frame[target].notna()]
     stratify = labelled[target] if task == "classification" else None

@@ -26,10 +26,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Mapping
 
+from sail_pipelines.clients.tracking import AUDIT_TAG_PREFIX, audit_tags
 from sail_pipelines.config import ProjectPaths
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import write_atomic
-from sail_pipelines.integrations.tracking import AUDIT_TAG_PREFIX, audit_tags
 from sail_pipelines.integrity.signing import Ed25519Signer, Ed25519Verifier
 
 LOCK_SUFFIX = ".sail-lock"

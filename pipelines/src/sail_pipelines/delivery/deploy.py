@@ -24,13 +24,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from sail_pipelines.clients import containers, kubernetes, tracking
+from sail_pipelines.clients.build import image_names
+from sail_pipelines.clients.images import ImageRef, repository_name
 from sail_pipelines.config import Params, ProjectPaths, Settings, stores
-from sail_pipelines.delivery import containers, release
-from sail_pipelines.delivery.build import image_names
-from sail_pipelines.delivery.images import ImageRef, repository_name
+from sail_pipelines.delivery import release
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import read_json
-from sail_pipelines.integrations import kubernetes, tracking
 from sail_pipelines.integrity.signing import HmacKey, VerifyKey, serving_env
 from sail_pipelines.polling import wait_until
 
@@ -38,6 +38,9 @@ TARGETS = ("local", "kubernetes")
 DEFAULT_PORTS = {"staging": 8081, "production": 8080}
 REPLICAS = {"staging": 1, "production": 2}
 LOG_TAIL = 20
+# The previous container served before: it gets the default wait to be ready again, however
+# short the --timeout the new image was given.
+RESTORE_TIMEOUT = 120.0
 PACKAGE_REPORT = "package.json"
 
 
@@ -210,7 +213,7 @@ def run_local(
             container.remove(force=True)
         raise SailError(
             f"{ref} did not become ready at {url}: {reason}; "
-            f"{_restore(parked, name, url, timeout)}{logs}"
+            f"{_restore(parked, name, url, max(timeout, RESTORE_TIMEOUT))}{logs}"
         ) from exc
     replaced = None
     if parked is not None:
@@ -223,6 +226,40 @@ def run_local(
         "swap_seconds": round(time.monotonic() - started, 2),
         "replaced": replaced,
     }
+
+
+def _on_kubernetes(
+    paths: ProjectPaths,
+    deployment: Deployment,
+    model: str,
+    image: Any,
+    ref: str,
+    digest: str | None,
+    key: VerifyKey,
+) -> dict[str, Any]:
+    """Write deploy/<environment>/ for the image pinned by digest and, unless only rendering,
+    apply it and wait for the rollout."""
+    environment = deployment.environment
+    repository = ImageRef.parse(ref).repository
+    pinned = f"{repository}@{digest}" if digest else release.pinned_ref(image, repository)
+    verify_text = None if isinstance(key, HmacKey) else key.verify_key.text()
+    workload = kubernetes.Workload(
+        model,
+        environment,
+        pinned,
+        verify_key=verify_text,
+        service_port=deployment.port or 80,
+        replicas=REPLICAS[environment],
+    )
+    directory = paths.root / "deploy" / environment
+    written = kubernetes.render(directory, workload)
+    result: dict[str, Any] = {
+        "manifests": [str(p.relative_to(paths.root)) for p in written],
+        "deployed_image": workload.image,
+    }
+    if not deployment.render_only:
+        result.update(kubernetes.apply(directory, workload, deployment.timeout))
+    return result
 
 
 def run(
@@ -269,24 +306,9 @@ def run(
         name = f"{model}-{environment}"
         result.update(run_local(client, image, ref, name, port, env, labels, deployment.timeout))
     else:
-        repository = ImageRef.parse(ref).repository
-        pinned = f"{repository}@{digest}" if digest else release.pinned_ref(image, repository)
-        verify_text = None if isinstance(key, HmacKey) else key.verify_key.text()
-        workload = kubernetes.Workload(
-            model,
-            environment,
-            pinned,
-            verify_key=verify_text,
-            service_port=deployment.port or 80,
-            replicas=REPLICAS[environment],
-        )
-        directory = paths.root / "deploy" / environment
-        written = kubernetes.render(directory, workload)
-        result["manifests"] = [str(p.relative_to(paths.root)) for p in written]
-        result["deployed_image"] = workload.image
+        result.update(_on_kubernetes(paths, deployment, model, image, ref, digest, key))
         if deployment.render_only:
             return result
-        result.update(kubernetes.apply(directory, workload, deployment.timeout))
     environment_tag = image_names(paths, params, settings).environment(environment)
     result["tag"] = release.move_tag(
         client, image, environment_tag, push_it=bool(settings.registry)

@@ -13,9 +13,8 @@ import hashlib
 import json
 from typing import Any, Callable
 
-from sail_pipelines.config import Params, ProjectPaths, Settings, stores
-from sail_pipelines.delivery import containers
-from sail_pipelines.delivery.build import (
+from sail_pipelines.clients import containers, tracking
+from sail_pipelines.clients.build import (
     DOCKERFILE,
     INFERENCE_DEPS,
     BuildContext,
@@ -23,10 +22,10 @@ from sail_pipelines.delivery.build import (
     stage,
     update,
 )
+from sail_pipelines.config import Params, ProjectPaths, Settings, stores
 from sail_pipelines.delivery.release import IMAGE_TAG
 from sail_pipelines.evaluation.gate import accepted_verdict
 from sail_pipelines.files import write_json
-from sail_pipelines.integrations import tracking
 from sail_pipelines.integrity.bundle import MANIFEST, METADATA, LoadedBundle, read_verified
 from sail_pipelines.integrity.signing import VERIFY_FILE, HmacKey, VerifyKey
 

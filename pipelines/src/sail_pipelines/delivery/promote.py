@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sail_pipelines.clients import containers, tracking
+from sail_pipelines.clients.build import image_names
 from sail_pipelines.config import Params, ProjectPaths, Settings, stores
-from sail_pipelines.delivery import audit, containers, release
-from sail_pipelines.delivery.build import image_names
+from sail_pipelines.delivery import audit, release
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrations import tracking
 from sail_pipelines.integrity.signing import Ed25519Signer, VerifyKey
 
 PREVIOUS_CHAMPION = "sail.previous_champion"
@@ -57,6 +57,24 @@ class Keys:
     images: VerifyKey | None
 
 
+def _image(
+    settings: Settings, keys: Keys, image_ref: str | None, production: str, version: str
+) -> tuple[Any, Any]:
+    """The Docker client and the version's image, signature checked with a registry; neither
+    without an image (a version registered before it was packaged)."""
+    if not image_ref:
+        return None, None
+    try:
+        docker = containers.docker_client()
+        if settings.registry and keys.images is not None:
+            return docker, release.signed_image(docker, settings, image_ref, keys.images)[0]
+        return docker, release.get_image(docker, image_ref, pull=False)
+    except SailError as exc:
+        raise SailError(
+            f"{exc}: cannot move {production} to v{version}'s image, nothing was changed"
+        ) from exc
+
+
 def move_champion(
     client: Any,
     paths: ProjectPaths,
@@ -79,18 +97,7 @@ def move_champion(
     version = str(target.version)
     image_ref = target.tags.get(release.IMAGE_TAG)
     production = image_names(paths, params, settings).environment("production")
-    docker = image = None
-    if image_ref:
-        try:
-            docker = containers.docker_client()
-            if settings.registry and keys.images is not None:
-                image = release.signed_image(docker, settings, image_ref, keys.images)[0]
-            else:
-                image = release.get_image(docker, image_ref, pull=False)
-        except SailError as exc:
-            raise SailError(
-                f"{exc}: cannot move {production} to v{version}'s image, nothing was changed"
-            ) from exc
+    docker, image = _image(settings, keys, image_ref, production, version)
     client.set_registered_model_alias(model, tracking.CHAMPION, version)
     try:
         moved = (

@@ -13,13 +13,13 @@ from typing import Any, Callable
 
 import docker
 
+from sail_pipelines.clients import containers, registry
+from sail_pipelines.clients.build import recorded
+from sail_pipelines.clients.images import ImageRef
 from sail_pipelines.config import ProjectPaths, Settings, stores
-from sail_pipelines.delivery import containers, release
-from sail_pipelines.delivery.build import recorded
-from sail_pipelines.delivery.images import ImageRef
+from sail_pipelines.delivery import release
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import read_json, write_json
-from sail_pipelines.integrations import registry
 from sail_pipelines.integrity import imagesign
 from sail_pipelines.integrity.signing import SignKey
 

@@ -18,11 +18,11 @@ from typing import Any, Callable
 
 import yaml
 
+from sail_pipelines.clients import aws
+from sail_pipelines.clients.dvc import dvc
 from sail_pipelines.config import Params, ProjectPaths, RetryPolicy, Settings, stores
 from sail_pipelines.errors import SailError
 from sail_pipelines.evaluation.gate import accepted_verdict
-from sail_pipelines.integrations import aws
-from sail_pipelines.integrations.dvc import dvc
 from sail_pipelines.polling import retry
 
 TEAM_REMOTE = "sail-env"

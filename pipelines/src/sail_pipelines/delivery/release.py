@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sail_pipelines.clients.images import ImageRef
 from sail_pipelines.config import Settings
-from sail_pipelines.delivery.images import ImageRef
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrity import imagesign
 from sail_pipelines.integrity.signing import VerifyKey

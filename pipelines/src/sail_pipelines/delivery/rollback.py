@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sail_pipelines.clients import tracking
 from sail_pipelines.config import Params, ProjectPaths, Settings
 from sail_pipelines.delivery import audit
 from sail_pipelines.delivery.promote import (
@@ -22,7 +23,6 @@ from sail_pipelines.delivery.promote import (
     move_champion,
 )
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrations import tracking
 
 
 def champion_line(

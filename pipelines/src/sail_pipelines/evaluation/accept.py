@@ -16,8 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from sail_pipelines.clients import tracking
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrations import mlflow_model, tracking
+from sail_pipelines.inference import pyfunc
 from sail_pipelines.integrity.bundle import (
     LoadedBundle,
     holdout_mismatches,
@@ -81,9 +82,9 @@ def release(
     try:
         signed = metadata(version)
         accepted_id = write_bundle(staging, files, signed, key)
-        model_dir = staging.parent / mlflow_model.ARTIFACT
-        mlflow_model.save(load_bundle(staging, key), model_dir, example)
-        client.log_artifacts(run_id, str(model_dir), mlflow_model.ARTIFACT)
+        model_dir = staging.parent / pyfunc.ARTIFACT
+        pyfunc.save(load_bundle(staging, key), model_dir, example)
+        client.log_artifacts(run_id, str(model_dir), pyfunc.ARTIFACT)
         client.set_model_version_tag(model, version, "sail.accepted_bundle_id", accepted_id)
         client.set_registered_model_alias(model, tracking.CANDIDATE, version)
         write_bundle(accepted_dir, files, signed, key)  # the same bytes: the same bundle id

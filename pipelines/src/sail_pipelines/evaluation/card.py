@@ -59,6 +59,20 @@ def algorithm(scheme: str) -> str:
     return {signing.ED25519: "Ed25519", signing.HMAC_SHA256: "HMAC-SHA256"}[scheme]
 
 
+def _slices(entries: list[dict[str, Any]], primary: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "slice": slices.label(e),
+            "rows": e["rows"],
+            "judged": e["judged"],
+            "reason": e["reason"],
+            primary: (e.get("candidate") or {}).get(primary),
+            "interval": ((e.get("intervals") or {}).get(primary) or {}).get("candidate"),
+        }
+        for e in entries
+    ]
+
+
 def build(paths: ProjectPaths, params: Params) -> dict[str, Any]:
     gate = read_json(paths.gate_report)
     validation = read_json(paths.validation_report) if paths.validation_report.is_file() else {}
@@ -95,17 +109,7 @@ def build(paths: ProjectPaths, params: Params) -> dict[str, Any]:
         },
         "primary_metric": primary,
         "bootstrap": gate.get("bootstrap"),
-        "slices": [
-            {
-                "slice": slices.label(e),
-                "rows": e["rows"],
-                "judged": e["judged"],
-                "reason": e["reason"],
-                primary: (e.get("candidate") or {}).get(primary),
-                "interval": ((e.get("intervals") or {}).get(primary) or {}).get("candidate"),
-            }
-            for e in gate.get("slices") or []
-        ],
+        "slices": _slices(gate.get("slices") or [], primary),
         "verdict": {
             "result": gate["verdict"],
             "judged_at": gate.get("judged_at"),
@@ -129,6 +133,17 @@ def status(rule: dict[str, Any]) -> str:
     if not rule.get("judged", True):
         return "not judged"
     return "passed" if rule["passed"] else "failed"
+
+
+def _slice_lines(card: dict[str, Any], level: str) -> list[str]:
+    if not card["slices"]:
+        return ["No slices configured (`gate.slices.columns` in params.yaml)."]
+    primary = card["primary_metric"]
+    return [f"| slice | rows | {primary} | {level} interval |", "| --- | ---: | ---: | --- |"] + [
+        f"| {s['slice']} | {s['rows']} "
+        f"| {number(s[primary]) if s['judged'] else s['reason']} | {interval(s['interval'])} |"
+        for s in card["slices"]
+    ]
 
 
 def markdown(card: dict[str, Any]) -> str:
@@ -172,16 +187,7 @@ def markdown(card: dict[str, Any]) -> str:
         "## Slices",
         "",
     ]
-    if card["slices"]:
-        primary = card["primary_metric"]
-        lines += [f"| slice | rows | {primary} | {level} interval |", "| --- | ---: | ---: | --- |"]
-        lines += [
-            f"| {s['slice']} | {s['rows']} "
-            f"| {number(s[primary]) if s['judged'] else s['reason']} | {interval(s['interval'])} |"
-            for s in card["slices"]
-        ]
-    else:
-        lines.append("No slices configured (`gate.slices.columns` in params.yaml).")
+    lines += _slice_lines(card, level)
     lines += ["", "## Gate rules", ""]
     lines += [f"- {r['status']}: {r['rule']}: {r['detail']}" for r in card["verdict"]["rules"]] or [
         "- (none)"

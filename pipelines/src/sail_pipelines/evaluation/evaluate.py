@@ -18,18 +18,18 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from sail_pipelines import model_metrics as metrics
+from sail_pipelines.clients import containers, tracking
 from sail_pipelines.config import CompiledConfig, Params, ProjectPaths, Settings
 from sail_pipelines.contract import stl
 from sail_pipelines.contract.data import json_records, read_csv
 from sail_pipelines.contract.schema import plain
-from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
-from sail_pipelines.evaluation import charts, metrics, plots
+from sail_pipelines.evaluation import charts, plots
 from sail_pipelines.evaluation.bootstrap import Outputs
 from sail_pipelines.files import read_json, write_json
-from sail_pipelines.inference import onnx
+from sail_pipelines.inference import model, onnx
 from sail_pipelines.inference.requests import checked_columns
-from sail_pipelines.integrations import tracking
 from sail_pipelines.integrity.bundle import TRANSFORMER, LoadedBundle, load_bundle, recover
 from sail_pipelines.integrity.signing import VerifyKey, serving_env
 from sail_pipelines.provenance import file_md5
@@ -41,7 +41,9 @@ def predict(bundle: LoadedBundle, rows: pd.DataFrame, runtime: str | None = None
     """What the bundle says about each row (by the runtime that will serve it): predictions, and
     probabilities in its class order."""
     try:
-        predictions, probabilities = bundle.predict(rows[bundle.schema.feature_names], runtime)
+        predictions, probabilities = model.predict(
+            bundle, rows[bundle.schema.feature_names], runtime
+        )
     except stl.NonFiniteFeatures as exc:
         lines = ", ".join(str(rows.index[i]) for i in exc.rows[:5])
         raise SailError(
@@ -98,12 +100,12 @@ def serving_runtime(
     for name, rows in (("test_split", test), ("holdout", holdout)):
         where = name.replace("_", " ")
         try:
-            served = bundle.predict(rows, "onnx")
+            served = model.predict(bundle, rows, "onnx")
         except Exception as exc:  # noqa: BLE001 - any failure of the graph: scikit-learn serves
             failure = f"{type(exc).__name__}: {str(exc)[:200]}"
             reason = f"the compiled model failed on the {where}: {failure}"
             return {"runtime": "sklearn", "reason": reason}
-        expected = bundle.predict(rows, "sklearn")
+        expected = model.predict(bundle, rows, "sklearn")
         problem, checks[name] = onnx.agreement(expected, served, config, classification)
         if problem:
             reason = f"the compiled model disagrees with scikit-learn on the {where}: {problem}"
@@ -275,7 +277,7 @@ def in_container(
     """The same step in the test/metric image: it sees the test split and the candidates, read-only,
     writes only reports/ (and the embedded MLflow store), and gets the verify key, no private
     key."""
-    from sail_pipelines.delivery.build import recorded
+    from sail_pipelines.clients.build import recorded
 
     candidate_dirs(paths, params)
     image = recorded(paths)["metric"]

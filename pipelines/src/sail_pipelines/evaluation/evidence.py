@@ -13,8 +13,9 @@ from typing import Any
 import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 
+from sail_pipelines import model_metrics as metrics
 from sail_pipelines.config import BootstrapConfig
-from sail_pipelines.evaluation import bootstrap, metrics
+from sail_pipelines.evaluation import bootstrap
 from sail_pipelines.evaluation.bootstrap import Outputs
 
 

@@ -24,7 +24,7 @@ from sail_pipelines.contract.schema import Column, RecordError, Schema, check_re
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import write_atomic
-from sail_pipelines.inference import prediction_log
+from sail_pipelines.inference import model, prediction_log
 from sail_pipelines.inference.requests import records_to_columns
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
@@ -146,7 +146,7 @@ def score(
     if strays and refuses(bundle.metadata):
         raise SailError(f"{unit} {rows[strays[0].record][0]}: {strays[0].message()}")
     try:
-        predictions, probabilities = bundle.predict(columns)
+        predictions, probabilities = model.predict(bundle, columns)
     except NonFiniteFeatures as exc:
         shown = ", ".join(f"{unit} {rows[i][0]}" for i in exc.rows[:5])
         raise SailError(f"{shown}: {exc}") from exc

@@ -17,14 +17,16 @@ Serving imports only numpy and onnxruntime from here: no pandas, no scikit-learn
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from sail_pipelines.config import CompiledConfig
 from sail_pipelines.contract.calendar import PARTS, calendar
 from sail_pipelines.contract.schema import Schema
 from sail_pipelines.errors import SailError
+
+if TYPE_CHECKING:  # serving loads no pydantic
+    from sail_pipelines.config import CompiledConfig
 
 NUMERIC = "sail.numeric"  # the graph input holding every number column
 INPUTS = "sail.inputs"  # the graph's metadata: what each column of its inputs holds

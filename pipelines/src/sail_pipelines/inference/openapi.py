@@ -65,106 +65,27 @@ def _v2_example(schema: Schema, records: Sequence[Mapping[str, Any]]) -> dict[st
     }
 
 
-def document(
-    schema: Schema,
-    metadata: Mapping[str, Any],
-    *,
-    model_name: str,
-    classes: Sequence[Any],
-    examples: Sequence[Mapping[str, Any]],
-    max_records: int,
-    max_body_bytes: int,
+STRING = {"type": "string"}
+POST_ERRORS = ("400", "413", "415", "422", "503")
+HTML = {"description": "an HTML page", "content": {"text/html": {"schema": STRING}}}
+
+
+def _prediction_paths(
+    first: Mapping[str, Any], records: list[dict[str, Any]], limits: str
 ) -> dict[str, Any]:
-    """The whole document. `examples`: records as a client sends them (the holdout rows)."""
-    task = str(metadata.get("task"))
-    version = (metadata.get("registry") or {}).get("version")
-    first = examples[0]
-    records = [dict(r) for r in examples[:3]]
-    features = [{k: r.get(k) for k in schema.feature_names} for r in records]
-    string = {"type": "string"}
-    limits = f"At most {max_records} records and {max_body_bytes} bytes per request. "
-    name_param = {
-        "name": "model_name",
-        "in": "path",
-        "required": True,
-        "schema": {"enum": [model_name]},
-    }
-    version_param = {
-        "name": "model_version",
-        "in": "path",
-        "required": True,
-        "schema": {"enum": [version]} if version else string,
-    }
+    """/predict and the liveness and readiness checks."""
     predict_body = {
         "schema": {"oneOf": [ref("Record"), ref("Records")]},
         "examples": {"one record": {"value": dict(first)}, "a batch": {"value": records}},
     }
-    post_errors = ("400", "413", "415", "422", "503")
-    v2_model = _status(
-        name=string,
-        versions={"type": "array", "items": string},
-        platform=string,
-        inputs={"type": "array"},
-        outputs={"type": "array"},
-    )
-    v2_answer = _status(
-        model_name=string,
-        model_version={"type": ["string", "null"]},
-        id=string,
-        outputs={"type": "array"},
-    )
-    v2_ready = _json(_status(name=string, ready={"type": "boolean"}), "whether the model is ready")
-    v2_infer_body = {
-        "schema": _status(inputs={"type": "array", "items": ref("Tensor"), "minItems": 1}),
-        "example": _v2_example(schema, features),
-    }
-    v2_infer = _operation(
-        "Open Inference Protocol v2: one tensor per feature",
-        "Open Inference v2",
-        {
-            "200": _json(v2_answer, "the `predict` (and `predict_proba`) tensors"),
-            **_errors("404", *post_errors),
-        },
-        v2_infer_body,
-    )
-    v2_meta = _operation(
-        "the model's inputs and outputs",
-        "Open Inference v2",
-        {"200": _json(v2_model, "model metadata"), **_errors("404")},
-    )
-    v2_model_ready = _operation(
-        "whether the model is ready",
-        "Open Inference v2",
-        {"200": v2_ready, "400": v2_ready, **_errors("404")},
-    )
-    mlflow_body = {
-        "schema": {
-            "type": "object",
-            "description": "exactly one of dataframe_split, dataframe_records, instances, inputs",
-            "minProperties": 1,
-            "maxProperties": 1,
-            "properties": {
-                "dataframe_records": ref("Records"),
-                "dataframe_split": _status(
-                    columns={"type": "array", "items": string},
-                    data={"type": "array", "items": {"type": "array"}},
-                ),
-                "instances": ref("Records"),
-                "inputs": {"type": "object", "description": "one array of values per feature"},
-            },
-            "additionalProperties": False,
-        },
-        "example": {"dataframe_records": features},
-    }
-    html = {"description": "an HTML page", "content": {"text/html": {"schema": string}}}
-    paths: dict[str, Any] = {
+    return {
         "/predict": {
             "post": _operation(
                 "predict one record or a batch",
                 "Prediction",
                 {
                     "200": _json(ref("Prediction"), "one prediction per record"),
-                    **_errors(*post_errors),
+                    **_errors(*POST_ERRORS),
                 },
                 predict_body,
                 description=limits + "Send one record (an object) or many (an array of objects).",
@@ -182,13 +103,19 @@ def document(
                 "the model has answered a warm-up prediction",
                 "Health",
                 {
-                    "200": _json(_status(status={"const": "ready"}, bundle_id=string), "ready"),
+                    "200": _json(_status(status={"const": "ready"}, bundle_id=STRING), "ready"),
                     "503": _json(
-                        _status(status={"const": "not ready"}, error=string), "not ready, and why"
+                        _status(status={"const": "not ready"}, error=STRING), "not ready, and why"
                     ),
                 },
             )
         },
+    }
+
+
+def _model_paths() -> dict[str, Any]:
+    """The model's metadata, this document and the pages that read it."""
+    return {
         "/metadata": {
             "get": _operation(
                 "model, version, bundle, gate metrics, data hash and schema",
@@ -209,12 +136,44 @@ def document(
             "get": _operation(
                 "try-it page: a form for one record, a CSV upload for a batch",
                 "Pages",
-                {"200": html},
+                {"200": HTML},
             )
         },
         "/docs": {
-            "get": _operation("interactive documentation of this API", "Pages", {"200": html})
+            "get": _operation("interactive documentation of this API", "Pages", {"200": HTML})
         },
+    }
+
+
+def _mlflow_body(features: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "schema": {
+            "type": "object",
+            "description": "exactly one of dataframe_split, dataframe_records, instances, inputs",
+            "minProperties": 1,
+            "maxProperties": 1,
+            "properties": {
+                "dataframe_records": ref("Records"),
+                "dataframe_split": _status(
+                    columns={"type": "array", "items": STRING},
+                    data={"type": "array", "items": {"type": "array"}},
+                ),
+                "instances": ref("Records"),
+                "inputs": {"type": "object", "description": "one array of values per feature"},
+            },
+            "additionalProperties": False,
+        },
+        "example": {"dataframe_records": features},
+    }
+
+
+def _mlflow_paths(
+    task: str, classes: Sequence[Any], features: list[dict[str, Any]], limits: str
+) -> dict[str, Any]:
+    """MLflow's scoring protocol, and /metrics between its routes (the document's order)."""
+    text = {"text/plain": {"schema": STRING}}
+    predictions = _status(predictions={"type": "array", "items": label_schema(task, classes)})
+    return {
         "/ping": {
             "get": _operation(
                 "MLflow scoring protocol: ready",
@@ -235,7 +194,7 @@ def document(
                     "200": {
                         "description": "requests, latency, predictions, refusals, out-of-range "
                         "values, model info",
-                        "content": {"text/plain": {"schema": string}},
+                        "content": text,
                     },
                 },
             )
@@ -244,12 +203,7 @@ def document(
             "get": _operation(
                 "MLflow scoring protocol: the server's version",
                 "MLflow",
-                {
-                    "200": {
-                        "description": "the sail-pipelines version",
-                        "content": {"text/plain": {"schema": string}},
-                    },
-                },
+                {"200": {"description": "the sail-pipelines version", "content": text}},
             )
         },
         "/invocations": {
@@ -257,63 +211,131 @@ def document(
                 "MLflow scoring protocol: predictions only",
                 "MLflow",
                 {
-                    "200": _json(
-                        _status(
-                            predictions={"type": "array", "items": label_schema(task, classes)}
-                        ),
-                        "one prediction per row",
-                    ),
-                    **_errors(*post_errors),
+                    "200": _json(predictions, "one prediction per row"),
+                    **_errors(*POST_ERRORS),
                 },
-                mlflow_body,
+                _mlflow_body(features),
                 description=limits,
             )
         },
-        "/v2": {
-            "get": _operation(
-                "Open Inference Protocol v2: server metadata",
-                "Open Inference v2",
-                {
-                    "200": _json(
-                        _status(name=string, version=string, extensions={"type": "array"}), "server"
-                    ),
-                },
-            )
+    }
+
+
+def _v2_model_operations(
+    schema: Schema, features: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The Open Inference v2 operations on one model: its metadata, readiness and inference."""
+    v2_model = _status(
+        name=STRING,
+        versions={"type": "array", "items": STRING},
+        platform=STRING,
+        inputs={"type": "array"},
+        outputs={"type": "array"},
+    )
+    v2_answer = _status(
+        model_name=STRING,
+        model_version={"type": ["string", "null"]},
+        id=STRING,
+        outputs={"type": "array"},
+    )
+    v2_ready = _json(_status(name=STRING, ready={"type": "boolean"}), "whether the model is ready")
+    v2_infer_body = {
+        "schema": _status(inputs={"type": "array", "items": ref("Tensor"), "minItems": 1}),
+        "example": _v2_example(schema, features),
+    }
+    infer = _operation(
+        "Open Inference Protocol v2: one tensor per feature",
+        "Open Inference v2",
+        {
+            "200": _json(v2_answer, "the `predict` (and `predict_proba`) tensors"),
+            **_errors("404", *POST_ERRORS),
         },
-        "/v2/health/live": {
-            "get": _operation(
-                "Open Inference Protocol v2: live",
-                "Open Inference v2",
-                {
-                    "200": _json(_status(live={"type": "boolean"}), "live"),
-                },
-            )
-        },
-        "/v2/health/ready": {
-            "get": _operation(
-                "Open Inference Protocol v2: ready",
-                "Open Inference v2",
-                {
-                    "200": _json(_status(ready={"type": "boolean"}), "ready"),
-                    "400": _json(_status(ready={"type": "boolean"}), "not ready"),
-                },
-            )
-        },
-        "/v2/models/{model_name}": {"get": v2_meta, "parameters": [name_param]},
-        "/v2/models/{model_name}/ready": {"get": v2_model_ready, "parameters": [name_param]},
-        "/v2/models/{model_name}/infer": {"post": v2_infer, "parameters": [name_param]},
-        "/v2/models/{model_name}/versions/{model_version}": {
-            "get": v2_meta,
-            "parameters": [name_param, version_param],
-        },
-        "/v2/models/{model_name}/versions/{model_version}/ready": {
-            "get": v2_model_ready,
-            "parameters": [name_param, version_param],
-        },
-        "/v2/models/{model_name}/versions/{model_version}/infer": {
-            "post": v2_infer,
-            "parameters": [name_param, version_param],
-        },
+        v2_infer_body,
+    )
+    meta = _operation(
+        "the model's inputs and outputs",
+        "Open Inference v2",
+        {"200": _json(v2_model, "model metadata"), **_errors("404")},
+    )
+    ready = _operation(
+        "whether the model is ready",
+        "Open Inference v2",
+        {"200": v2_ready, "400": v2_ready, **_errors("404")},
+    )
+    return meta, ready, infer
+
+
+def _v2_paths(
+    schema: Schema, model_name: str, version: Any, features: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The Open Inference Protocol v2: the server's routes, then each model route with and
+    without its version."""
+    name_param = {
+        "name": "model_name",
+        "in": "path",
+        "required": True,
+        "schema": {"enum": [model_name]},
+    }
+    version_param = {
+        "name": "model_version",
+        "in": "path",
+        "required": True,
+        "schema": {"enum": [version]} if version else STRING,
+    }
+    boolean = {"type": "boolean"}
+    server = _status(name=STRING, version=STRING, extensions={"type": "array"})
+    paths: dict[str, Any] = {
+        "/v2": _v2_get(
+            "Open Inference Protocol v2: server metadata", {"200": _json(server, "server")}
+        ),
+        "/v2/health/live": _v2_get(
+            "Open Inference Protocol v2: live", {"200": _json(_status(live=boolean), "live")}
+        ),
+        "/v2/health/ready": _v2_get(
+            "Open Inference Protocol v2: ready",
+            {
+                "200": _json(_status(ready=boolean), "ready"),
+                "400": _json(_status(ready=boolean), "not ready"),
+            },
+        ),
+    }
+    meta, ready, infer = _v2_model_operations(schema, features)
+    for prefix, parameters in (
+        ("/v2/models/{model_name}", [name_param]),
+        ("/v2/models/{model_name}/versions/{model_version}", [name_param, version_param]),
+    ):
+        paths[prefix] = {"get": meta, "parameters": parameters}
+        paths[f"{prefix}/ready"] = {"get": ready, "parameters": parameters}
+        paths[f"{prefix}/infer"] = {"post": infer, "parameters": parameters}
+    return paths
+
+
+def _v2_get(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+    return {"get": _operation(summary, "Open Inference v2", responses)}
+
+
+def document(
+    schema: Schema,
+    metadata: Mapping[str, Any],
+    *,
+    model_name: str,
+    classes: Sequence[Any],
+    examples: Sequence[Mapping[str, Any]],
+    max_records: int,
+    max_body_bytes: int,
+) -> dict[str, Any]:
+    """The whole document. `examples`: records as a client sends them (the holdout rows)."""
+    task = str(metadata.get("task"))
+    version = (metadata.get("registry") or {}).get("version")
+    first = examples[0]
+    records = [dict(r) for r in examples[:3]]
+    features = [{k: r.get(k) for k in schema.feature_names} for r in records]
+    limits = f"At most {max_records} records and {max_body_bytes} bytes per request. "
+    paths = {
+        **_prediction_paths(first, records, limits),
+        **_model_paths(),
+        **_mlflow_paths(task, classes, features, limits),
+        **_v2_paths(schema, model_name, version, features),
     }
     registry = metadata.get("registry") or {}
     return {

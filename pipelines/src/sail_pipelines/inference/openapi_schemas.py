@@ -112,6 +112,71 @@ def label_schema(task: str, classes: Sequence[Any]) -> dict[str, Any]:
     return {"enum": list(classes)} if task == "classification" and classes else {"type": "number"}
 
 
+def _error() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["error", "field", "request_id"],
+        "properties": {
+            "error": {"type": "string", "description": "what is wrong, for a person to read"},
+            "field": {"type": ["string", "null"], "description": "the field at fault, when one is"},
+            "request_id": {"type": "string"},
+            "record": {"type": "integer", "description": "the position of the record at fault"},
+            "error_code": {"type": "string", "description": "(/invocations) MLflow's code"},
+            "message": {"type": "string", "description": "(/invocations) MLflow's message"},
+        },
+    }
+
+
+def _out_of_range() -> dict[str, Any]:
+    return {
+        "type": "array",
+        "description": "values outside the training range (numbers, dates) or never "
+        "seen in training (categories), flagged (not refused)",
+        "items": {
+            "type": "object",
+            "required": ["record", "field", "value"],
+            "properties": {
+                "record": {"type": "integer"},
+                "field": {"type": "string"},
+                "value": {"type": ["number", "string"]},
+                "range": {
+                    "type": "array",
+                    "items": {"type": ["number", "string"]},
+                    "description": "the widened training range",
+                },
+                "unseen": {
+                    "const": True,
+                    "description": "a category value training never held",
+                },
+            },
+        },
+    }
+
+
+def _prediction(task: str, classes: Sequence[Any]) -> dict[str, Any]:
+    label = label_schema(task, classes)
+    return {
+        "type": "object",
+        "required": ["request_id", "model_version", "bundle_id", "predictions"],
+        "properties": {
+            "request_id": {"type": "string"},
+            "model_version": {"type": ["string", "null"]},
+            "bundle_id": {"type": "string"},
+            "predictions": {"type": "array", "items": label, "description": "one per record"},
+            "probabilities": {
+                "type": "array",
+                "description": "per record, each class's probability",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": {"type": "number"},
+                    "properties": {str(c): {"type": "number"} for c in classes},
+                },
+            },
+            "out_of_range": _out_of_range(),
+        },
+    }
+
+
 def components(
     schema: Schema,
     metadata: Mapping[str, Any],
@@ -120,8 +185,6 @@ def components(
     example: Mapping[str, Any],
     max_records: int,
 ) -> dict[str, Any]:
-    label = label_schema(task, classes)
-    string_or_null = {"type": ["string", "null"]}
     return {
         "Record": _record(schema, metadata, example),
         "Records": {
@@ -130,60 +193,8 @@ def components(
             "minItems": 1,
             "maxItems": max_records,
         },
-        "Error": {
-            "type": "object",
-            "required": ["error", "field", "request_id"],
-            "properties": {
-                "error": {"type": "string", "description": "what is wrong, for a person to read"},
-                "field": {**string_or_null, "description": "the field at fault, when one is"},
-                "request_id": {"type": "string"},
-                "record": {"type": "integer", "description": "the position of the record at fault"},
-                "error_code": {"type": "string", "description": "(/invocations) MLflow's code"},
-                "message": {"type": "string", "description": "(/invocations) MLflow's message"},
-            },
-        },
-        "Prediction": {
-            "type": "object",
-            "required": ["request_id", "model_version", "bundle_id", "predictions"],
-            "properties": {
-                "request_id": {"type": "string"},
-                "model_version": string_or_null,
-                "bundle_id": {"type": "string"},
-                "predictions": {"type": "array", "items": label, "description": "one per record"},
-                "probabilities": {
-                    "type": "array",
-                    "description": "per record, each class's probability",
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": {"type": "number"},
-                        "properties": {str(c): {"type": "number"} for c in classes},
-                    },
-                },
-                "out_of_range": {
-                    "type": "array",
-                    "description": "values outside the training range (numbers, dates) or never "
-                    "seen in training (categories), flagged (not refused)",
-                    "items": {
-                        "type": "object",
-                        "required": ["record", "field", "value"],
-                        "properties": {
-                            "record": {"type": "integer"},
-                            "field": {"type": "string"},
-                            "value": {"type": ["number", "string"]},
-                            "range": {
-                                "type": "array",
-                                "items": {"type": ["number", "string"]},
-                                "description": "the widened training range",
-                            },
-                            "unseen": {
-                                "const": True,
-                                "description": "a category value training never held",
-                            },
-                        },
-                    },
-                },
-            },
-        },
+        "Error": _error(),
+        "Prediction": _prediction(task, classes),
         "Tensor": {
             "type": "object",
             "required": ["name", "shape", "datatype", "data"],

@@ -24,7 +24,7 @@ from sail_pipelines.contract.ranges import Beyond, beyond, refuses
 from sail_pipelines.contract.schema import check_frame, where
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
-from sail_pipelines.inference import prediction_log
+from sail_pipelines.inference import model, prediction_log
 from sail_pipelines.inference.batch_io import output_format
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
@@ -52,7 +52,7 @@ def score_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> tuple[pd.DataFrame
         first = strays[0]
         raise SailError(f"{where(frame.index[first.record], frame)}: {first.message()}")
     try:
-        predictions, probabilities = bundle.predict(features)
+        predictions, probabilities = model.predict(bundle, features)
     except NonFiniteFeatures as exc:
         shown = ", ".join(where(frame.index[i], frame) for i in exc.rows[:5])
         raise SailError(f"{shown}: {exc}") from exc

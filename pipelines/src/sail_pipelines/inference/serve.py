@@ -5,64 +5,27 @@ the model sees it, so any bad input gets a 4xx JSON answer naming the problem an
 worker keeps serving; the catch-all 500 handler is only for faults of our own. Besides
 /predict it speaks MLflow's scoring protocol and the Open Inference Protocol v2
 (`protocols.py`). A compiled bundle is served by ONNX Runtime from plain arrays: neither
-pandas nor scikit-learn is imported.
+pandas nor scikit-learn is imported. The routes are in routes.py; this module builds the app
+and runs it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
-import time
-import uuid
-from importlib import metadata as distributions
 from pathlib import Path
 from typing import Any, Callable
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask
 from gunicorn.app.base import BaseApplication
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from sail_pipelines.contract.ranges import beyond, refuses
-from sail_pipelines.contract.stl import NonFiniteFeatures
-from sail_pipelines.inference import metrics, page, prediction_log, protocols, server_logs
-from sail_pipelines.inference.onnx import Prediction
-from sail_pipelines.inference.requests import (
-    InputError,
-    check_outputs,
-    checked_columns,
-    parse_json,
-    records_to_columns,
-    warm_up_record,
-)
+from sail_pipelines.contract.ranges import refuses
+from sail_pipelines.inference import metrics, model, page, prediction_log, routes, server_logs
+from sail_pipelines.inference.requests import records_to_columns, warm_up_record
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
-
-
-def _request_id() -> str:
-    if "request_id" not in g:
-        g.request_id = uuid.uuid4().hex
-    return g.request_id
-
-
-def _error(
-    status: int, message: str, field: str | None = None, record: int | None = None
-) -> tuple[Response, int]:
-    body: dict[str, Any] = {"error": message, "field": field, "request_id": _request_id()}
-    if record is not None:
-        body["record"] = record
-    if request.path == "/invocations":  # what MLflow's clients read
-        body.update(error_code="BAD_REQUEST" if status < 500 else "INTERNAL_ERROR", message=message)
-    return jsonify(body), status
-
-
-def _version() -> str:
-    try:
-        return distributions.version("sail-pipelines")
-    except distributions.PackageNotFoundError:
-        return "unknown"
 
 
 def runtime_info(bundle: LoadedBundle) -> dict[str, Any]:
@@ -74,8 +37,18 @@ def runtime_info(bundle: LoadedBundle) -> dict[str, Any]:
     return {"runtime": bundle.runtime, "reason": reason, "agreement": inference.get("agreement")}
 
 
-# endpoints that write the prediction log
-PREDICTING = frozenset({"predict", "invocations", "v2_infer"})
+def _warm_up(app: Flask, bundle: LoadedBundle) -> tuple[str | None, Any]:
+    """Prove the model answers before calling ourselves ready, not on the first real request:
+    why it is not ready (None when it is), and the warm-up's probabilities."""
+    schema = bundle.schema
+    try:
+        _, warm_probabilities = model.predict(
+            bundle, records_to_columns(schema, [warm_up_record(schema, bundle.metadata)])
+        )
+        return None, warm_probabilities
+    except Exception as exc:  # any failure means the bundle cannot serve; /ready says why
+        app.logger.exception("warm-up prediction failed")
+        return f"warm-up prediction failed: {type(exc).__name__}", None
 
 
 def create_app(
@@ -86,257 +59,34 @@ def create_app(
 ) -> Flask:
     """Build the API around an already verified bundle (a bad schema raises SailError here)."""
     metadata = bundle.metadata
-    schema = bundle.schema
-    registry = metadata.get("registry") or {}
-    evaluation = metadata.get("evaluation") or {}
-    model_version = registry.get("version")
-    model_name = registry.get("model") or metadata.get("name") or "model"
-    task = metadata.get("task")
-    classes = bundle.classes
-    class_keys = [str(c) for c in classes]
     serving = runtime_info(bundle)
     refuse_out_of_range = refuses(metadata)
     plog = prediction_log.for_bundle(log_settings or prediction_log.LogSettings(), bundle)
-    stats = metrics.Metrics(metadata, bundle.bundle_id, bundle.runtime, schema.target.name)
+    stats = metrics.Metrics(metadata, bundle.bundle_id, bundle.runtime, bundle.schema.target.name)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.logger.setLevel(logging.INFO)
-
-    def predict_columns(columns: dict[str, list[Any]]) -> tuple[Any, Any]:
-        """Every protocol's checked columns, through the training-range rule, to the model."""
-        g.n_records = n = len(next(iter(columns.values())))
-        g.columns = columns
-        g.strays = strays = beyond(columns, bundle.limits)
-        if strays and refuse_out_of_range:
-            raise InputError(422, strays[0].message(), strays[0].field, strays[0].record)
-        try:
-            g.scored = bundle.predict(columns)
-        except NonFiniteFeatures as exc:
-            raise InputError(422, str(exc), exc.field, exc.rows[0] if n > 1 else None) from exc
-        predictions, probabilities = g.scored
-        check_outputs(predictions, probabilities, strays)
-        stats.scored(g.scored[0], strays)
-        return g.scored
-
-    # Prove the model answers before calling ourselves ready, not on the first real request.
-    try:
-        _, warm_probabilities = bundle.predict(
-            records_to_columns(schema, [warm_up_record(schema, metadata)])
-        )
-        not_ready_reason = None
-    except Exception as exc:  # any failure means the bundle cannot serve; /ready says why
-        app.logger.exception("warm-up prediction failed")
-        not_ready_reason = f"warm-up prediction failed: {type(exc).__name__}"
-        warm_probabilities = None
-
-    def json_body(untyped: bool = False) -> Any:
-        """The parsed body of a POST, refused when not JSON, too large or not ready to serve.
-        `untyped`: a body without Content-Type is JSON too (v2 clients send none)."""
-        if not_ready_reason:
-            raise InputError(503, f"model is not ready: {not_ready_reason}")
-        if request.headers.get("Inference-Header-Content-Length"):
-            raise InputError(415, "binary tensor data is not supported; send the tensors as JSON")
-        if request.mimetype != "application/json" and not (untyped and not request.mimetype):
-            raise InputError(415, "Content-Type must be application/json")
-        data = request.get_data()
-        if request.content_length is None and len(data) >= max_body_bytes:
-            raise RequestEntityTooLarge()  # werkzeug silently cuts a chunked body off at the limit
-        return parse_json(data)
-
-    @app.get("/metrics")
-    def prometheus_metrics():
-        body, content_type = stats.exposition()
-        return Response(body, mimetype=None, content_type=content_type)
-
-    @app.get("/health")
-    def health():
-        return jsonify(status="ok")
-
-    @app.get("/ready")
-    def ready():
-        if not_ready_reason:
-            return jsonify(status="not ready", error=not_ready_reason), 503
-        return jsonify(status="ready", bundle_id=bundle.bundle_id)
-
-    @app.get("/metadata")
-    def model_metadata():
-        return jsonify(
-            model_version=model_version,
-            registered_model=registry.get("model"),
-            bundle_id=bundle.bundle_id,
-            name=metadata.get("name"),
-            task=task,
-            metrics=evaluation.get("metrics"),
-            data_hash=metadata.get("data_hash"),
-            git_commit=metadata.get("git_commit"),
-            created_at=metadata.get("created_at"),
-            signing=metadata.get("signing"),  # algorithm and key id (the public key's fingerprint)
-            # where `sail gate` logged the model card (MLflow)
-            model_card=metadata.get("model_card"),
-            schema=schema.to_dict(),
-            inference=serving,
-        )
-
-    @app.post("/predict")
-    def predict() -> Response:
-        predictions, probabilities = predict_columns(
-            checked_columns(schema, json_body(), max_records)
-        )
-        body: dict[str, Any] = {
-            "request_id": _request_id(),
-            "model_version": model_version,
-            "bundle_id": bundle.bundle_id,
-            "predictions": predictions.tolist(),
-        }
-        if probabilities is not None:
-            body["probabilities"] = [
-                dict(zip(class_keys, row, strict=True)) for row in probabilities.tolist()
-            ]
-        if g.strays:
-            body["out_of_range"] = [s.to_dict() for s in g.strays]
-        return jsonify(body)
-
-    # MLflow scoring protocol
-    @app.get("/ping")
-    def ping():
-        if not_ready_reason:
-            return _error(503, f"model is not ready: {not_ready_reason}")
-        return Response("\n", status=200, mimetype="application/json")
-
-    @app.get("/version")
-    def version():
-        return Response(_version(), mimetype="text/plain")
-
-    @app.post("/invocations")
-    def invocations():
-        predictions, _ = predict_columns(protocols.mlflow_columns(schema, json_body(), max_records))
-        return jsonify(protocols.mlflow_response(predictions))
-
-    # Open Inference Protocol v2
-    v2_meta = protocols.v2_metadata(
-        schema,
-        model_name,
-        model_version,
-        protocols.PLATFORMS[bundle.runtime],
-        str(task),
-        classes,
+    not_ready_reason, warm_probabilities = _warm_up(app, bundle)
+    service = routes.Service(
+        bundle,
+        max_records,
+        max_body_bytes,
+        refuse_out_of_range,
+        plog,
+        stats,
+        serving,
+        not_ready_reason,
         warm_probabilities is not None,
     )
-
-    def known_model(name: str, version: str | None = None) -> None:
-        if name != model_name:
-            raise InputError(
-                404, f"unknown model '{name}'; this server serves '{model_name}'", "model_name"
-            )
-        if version is not None and version != model_version:
-            raise InputError(
-                404,
-                f"unknown version '{version}' of '{name}'; this server serves "
-                f"version {model_version}",
-                "model_version",
-            )
-
-    @app.get("/v2")
-    def v2_server():
-        return jsonify(name="sail-pipelines", version=_version(), extensions=[])
-
-    @app.get("/v2/health/live")
-    def v2_live():
-        return jsonify(live=True)
-
-    @app.get("/v2/health/ready")
-    def v2_ready():
-        return (jsonify(ready=True), 200) if not not_ready_reason else (jsonify(ready=False), 400)
-
-    @app.get("/v2/models/<name>")
-    @app.get("/v2/models/<name>/versions/<version>")
-    def v2_model(name: str, version: str | None = None):
-        known_model(name, version)
-        return jsonify(v2_meta)
-
-    @app.get("/v2/models/<name>/ready")
-    @app.get("/v2/models/<name>/versions/<version>/ready")
-    def v2_model_ready(name: str, version: str | None = None):
-        known_model(name, version)
-        status = 400 if not_ready_reason else 200
-        return jsonify(name=name, ready=not not_ready_reason), status
-
-    @app.post("/v2/models/<name>/infer")
-    @app.post("/v2/models/<name>/versions/<version>/infer")
-    def v2_infer(name: str, version: str | None = None):
-        known_model(name, version)
-        body = json_body(untyped=True)
-        columns, wanted = protocols.v2_columns(schema, body, max_records)
-        predictions, probabilities = predict_columns(columns)
-        ident = body.get("id") if isinstance(body.get("id"), str) else _request_id()
-        return jsonify(
-            protocols.v2_response(
-                model_name, model_version, ident, str(task), predictions, probabilities, wanted
-            )
-        )
-
+    routes.health_and_metadata(app, service)
+    routes.predict_route(app, service)
+    routes.mlflow_routes(app, service)
+    routes.v2_routes(app, service)
     # /openapi.json, / and /docs
-    page.register(app, bundle, model_name, max_records, max_body_bytes)
-
-    @app.errorhandler(InputError)
-    def input_error(exc: InputError):
-        stats.refusal(exc.field)
-        return _error(exc.status, exc.message, exc.field, exc.record)
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def too_large(exc: RequestEntityTooLarge):
-        return _error(413, f"request body is larger than {max_body_bytes} bytes")
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        response = exc.get_response()  # keeps headers such as Allow on a 405
-        response.data = json.dumps(
-            {"error": exc.description, "field": None, "request_id": _request_id()}
-        )
-        response.content_type = "application/json"
-        return response
-
-    @app.errorhandler(Exception)
-    def unexpected(exc: Exception):
-        # traceback to our log, not the client
-        app.logger.exception("request %s failed", _request_id())
-        return _error(500, "internal server error")
-
-    @app.before_request
-    def start_clock() -> None:
-        g.started = time.perf_counter()
-
-    @app.after_request
-    def log_request(response: Response) -> Response:
-        response.headers["X-Request-ID"] = _request_id()
-        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        stats.request(
-            request.url_rule.rule if request.url_rule else "(unmatched)",
-            response.status_code,
-            elapsed,
-        )
-        if request.endpoint in PREDICTING and plog.wanted():
-            scored: Prediction | None = g.get("scored")
-            plog.write(
-                _request_id(),
-                request.path,
-                response.status_code,
-                elapsed,
-                g.get("columns"),
-                prediction_log.outputs(scored[0], scored[1], class_keys) if scored else None,
-                g.get("strays", ()),
-            )
-        server_logs.access(
-            _request_id(),
-            request.method,
-            request.path,
-            response.status_code,
-            elapsed,
-            g.get("n_records", 0),
-        )
-        return response
-
+    page.register(app, bundle, service.model_name, max_records, max_body_bytes)
+    routes.error_handlers(app, service)
+    routes.request_hooks(app, service)
     return app
 
 
@@ -405,9 +155,10 @@ def run_server(
     schema = bundle.schema
     server_logs.configure(access_log)  # JSON lines on stderr, inherited by every worker
     if bundle.runtime == "sklearn":  # unpickled and imported once, before the workers fork
-        bundle.serve_single_threaded()
+        model.serve_single_threaded(bundle)
         with contextlib.suppress(Exception):  # a failure shows in each worker's /ready
-            bundle.predict(records_to_columns(schema, [warm_up_record(schema, bundle.metadata)]))
+            warm_up = records_to_columns(schema, [warm_up_record(schema, bundle.metadata)])
+            model.predict(bundle, warm_up)
     bind_host = f"[{host}]" if ":" in host else host
     made_dir = metrics.prepare_multiprocess_dir()  # before any worker imports prometheus_client
     options = {

@@ -172,7 +172,7 @@ def container_server(
 ) -> Iterator[tuple[str, float]]:
     """The inference image on a free loopback port (host networking); yields the URL and the
     seconds from `docker run` to /ready. The container is always removed afterwards."""
-    from sail_pipelines.delivery import containers
+    from sail_pipelines.clients import containers
 
     client = containers.docker_client()
     port = free_port()

@@ -1,2 +1,3 @@
-"""Integrity: the signed model bundle and its keys. Nothing is deserialized before its signature
-checks out."""
+"""Integrity: the signed model bundle, its keys and image signatures. Nothing is deserialized
+before its signature checks out. A bundle here is verified files and metadata; running its model
+is the inference side's (`inference/model.py`)."""

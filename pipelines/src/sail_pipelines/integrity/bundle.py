@@ -19,22 +19,16 @@ import json
 import math
 import os
 import shutil
-import threading
 import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from sail_pipelines.contract.ranges import Limits, training_limits
 from sail_pipelines.contract.schema import Schema, parse_schema, plain
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrity.signing import SignKey, VerifyKey
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from sail_pipelines.inference.onnx import Columns, CompiledModel, Prediction
 
 MANIFEST = "MANIFEST.json"
 SIGNATURE = "SIGNATURE.json"
@@ -202,10 +196,11 @@ def verify_digests(path: Path, manifest_sha256: str) -> tuple[dict[str, bytes], 
     return files, manifest_sha256[:16]
 
 
-@dataclass
+@dataclass(eq=False)  # one object, one bundle: the inference side caches a session per object
 class LoadedBundle:
-    """A verified bundle. The pickles are unpickled (from the verified bytes) only when the
-    scikit-learn runtime is used, so a compiled bundle serves without scikit-learn or pandas."""
+    """A verified bundle: its files, metadata, schema and limits. The pickles are unpickled
+    (from the verified bytes) only when asked for, so a compiled bundle serves without
+    scikit-learn or pandas; running the model is the inference side's (`inference/model.py`)."""
 
     path: Path
     bundle_id: str
@@ -237,78 +232,12 @@ class LoadedBundle:
         compiled = ONNX_MODEL in self.files and inference.get("runtime") == "onnx"
         return "onnx" if compiled else "sklearn"
 
-    @cached_property
-    def compiled(self) -> CompiledModel:
-        from sail_pipelines.inference.onnx import CompiledModel
-
-        if ONNX_MODEL not in self.files:
-            raise BundleRejected(f"bundle {self.path} carries no {ONNX_MODEL}")
-        return CompiledModel(
-            self.files[ONNX_MODEL], self.schema, bool(self.metadata.get("probabilities", True))
-        )
-
-    def predict(self, columns: Columns | pd.DataFrame, runtime: str | None = None) -> Prediction:
-        """Predictions (and class probabilities) through the fitted Shared Transformation Layer,
-        by the runtime that serves this bundle unless another is named. Takes checked columns
-        (a request's) or a frame (a batch file's). Raises NonFiniteFeatures, naming the field,
-        when scikit-learn's STL turns a row into something the model cannot score."""
-        if (runtime or self.runtime) == "onnx":
-            if hasattr(columns, "columns"):  # a frame: numbers as floats, missing values as NaN
-                columns = self.schema.prepare(columns)
-            return self.compiled.predict(columns)
-        return self._sklearn_predict(columns)
-
-    def _sklearn_predict(self, columns: Columns) -> Prediction:
-        import pandas as pd
-
-        from sail_pipelines.contract import stl
-
-        schema = self.schema
-        frame = pd.DataFrame({name: columns[name] for name in schema.feature_names})
-        model = self.model
-        with _SKLEARN:
-            # The dtypes training gave the STL, however the rows arrived (JSON 1 and 1.0 alike).
-            transformed = stl.transform(self.transformer, schema, schema.prepare(frame))
-            probabilities = None
-            if self.metadata["task"] == "classification" and hasattr(model, "predict_proba"):
-                probabilities = model.predict_proba(transformed)
-            if probabilities is not None and _predicts_by_argmax(model):
-                # what its predict() computes from a second predict_proba: every tree again
-                predictions = model.classes_.take(probabilities.argmax(axis=1), axis=0)
-            else:
-                predictions = model.predict(transformed)
-        return predictions, probabilities
-
-    def serve_single_threaded(self) -> None:
-        """n_jobs=1 wherever the fitted STL or model has it: a server predicts a few rows per
-        request with a worker per CPU, where a joblib pool per request costs more than it saves."""
-        for fitted in (self.transformer, self.model):
-            if hasattr(fitted, "get_params"):
-                params = fitted.get_params(deep=True)
-                fitted.set_params(**{k: 1 for k in params if k.rpartition("__")[2] == "n_jobs"})
-
     @property
     def classes(self) -> list[Any]:
         """Class labels, from metadata (bundles trained before it said so: from the model)."""
         if "classes" in self.metadata or self.metadata.get("task") != "classification":
             return list(self.metadata.get("classes", []))
         return [plain(c) for c in getattr(self.model, "classes_", [])]
-
-
-# One scikit-learn prediction at a time per process. Its joblib wrapper runs every tree of a
-# forest inside `warnings.catch_warnings()` + `resetwarnings()`, which change the process-wide
-# filter list: concurrent threads see it empty (scikit-learn then warns on each call) and can
-# leave it emptied for good. The GIL serializes that Python work anyway.
-_SKLEARN = threading.Lock()
-
-
-def _predicts_by_argmax(model: Any) -> bool:
-    """A single-output forest, whose predict() is the argmax of its predict_proba()."""
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-
-    return isinstance(model, (RandomForestClassifier, ExtraTreesClassifier)) and (
-        getattr(model, "n_outputs_", 1) == 1
-    )
 
 
 def load_bundle(path: Path, key: VerifyKey) -> LoadedBundle:

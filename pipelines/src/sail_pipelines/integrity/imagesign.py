@@ -21,10 +21,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sail_pipelines.clients import registry
+from sail_pipelines.clients.images import ImageRef
 from sail_pipelines.config import Settings
-from sail_pipelines.delivery.images import ImageRef
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrations import registry
 from sail_pipelines.integrity.signing import SignKey, VerifyKey
 
 PAYLOAD_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"

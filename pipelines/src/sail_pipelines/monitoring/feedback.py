@@ -4,8 +4,10 @@ A labels file (CSV: request_id, label, and `record`, the position in a request o
 is checked and kept in data/feedback/labels.csv, merged with earlier ones (a later label for the
 same record wins). `sail monitor` then joins it to the logged traffic and scores the model on the
 joined rows with the test step's own metrics, against the gate's thresholds. With
---append-to-training the joined rows, as logged plus their label, are appended to the raw data,
-which then takes the usual path: `dvc add`, `sail validate`, a new run and the gate.
+--append-to-training the rows this file labels anew (a new record, or a changed label), as logged
+plus their label, are appended to the raw data, which then takes the usual path: `dvc add`,
+`sail validate`, a new run and the gate. A label sent again is not appended again; a corrected
+one is appended beside the row appended before, which stays until removed by hand.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sail_pipelines import model_metrics as metrics
 from sail_pipelines.config import Params, ProjectPaths
 from sail_pipelines.contract.schema import Schema
 from sail_pipelines.errors import SailError
-from sail_pipelines.evaluation import metrics
 from sail_pipelines.monitoring.logs import Traffic
 
 KEY = ["request_id", "record"]
@@ -58,14 +60,17 @@ def read_labels(source: Path) -> pd.DataFrame:
     return frame[[*KEY, "label"]]
 
 
-def merge_labels(paths: ProjectPaths, new: pd.DataFrame) -> pd.DataFrame:
-    """Earlier labels plus the new ones, the newest label of each record kept; written back."""
+def merge_labels(paths: ProjectPaths, new: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Earlier labels plus the new ones, the newest label of each record kept, written back; and
+    the new file's labels that the store did not hold yet (new records or changed labels)."""
     path = labels_path(paths)
-    merged = pd.concat([read_labels(path), new]) if path.is_file() else new
-    merged = merged.drop_duplicates(KEY, keep="last")
+    new = new.drop_duplicates(KEY, keep="last")
+    earlier = read_labels(path) if path.is_file() else new.iloc[:0]
+    merged = pd.concat([earlier, new]).drop_duplicates(KEY, keep="last")
     path.parent.mkdir(parents=True, exist_ok=True)
     merged.to_csv(path, index=False)
-    return merged
+    held = new.merge(earlier, on=[*KEY, "label"], how="left", indicator=True)["_merge"]
+    return merged, new[(held == "left_only").to_numpy()]
 
 
 def traffic_frame(traffic: Traffic) -> pd.DataFrame:
@@ -153,7 +158,7 @@ def run(
     traffic: Traffic,
     append: bool = False,
 ) -> dict[str, Any]:
-    labels = merge_labels(paths, read_labels(source))
+    labels, fresh = merge_labels(paths, read_labels(source))
     joined = join(traffic, labels)
     stored = str(labels_path(paths).relative_to(paths.root))
     result = {"labels": len(labels), "joined": len(joined), "stored": stored}
@@ -162,6 +167,6 @@ def run(
             raise SailError(
                 "no label matches a logged prediction: nothing to append to the training data"
             )
-        result["appended"] = append_to_training(paths, params, bundle.schema, joined)
+        result["appended"] = append_to_training(paths, params, bundle.schema, join(traffic, fresh))
         result["next"] = f"dvc add {params.raw_data} && sail validate"
     return result

@@ -21,7 +21,8 @@ from sail_pipelines.provenance import file_md5
 
 def champion_bundle(params: Params, settings: Settings, key: VerifyKey) -> LoadedBundle:
     """The champion's accepted bundle, as the gate fetches it; each failure is one line."""
-    from sail_pipelines.integrations import mlflow_model, tracking
+    from sail_pipelines.clients import tracking
+    from sail_pipelines.inference import pyfunc
 
     model = params.gate.registered_model
     client = tracking.client(settings)
@@ -33,7 +34,7 @@ def champion_bundle(params: Params, settings: Settings, key: VerifyKey) -> Loade
                 "or monitor models/accepted without --champion"
             )
         try:
-            return mlflow_model.download_bundle(client, version.run_id, key)
+            return pyfunc.download_bundle(client, version.run_id, key)
         except BundleRejected as exc:
             raise SailError(f"the champion {model} v{version.version} is refused: {exc}") from exc
 
@@ -67,8 +68,8 @@ def _read_at(paths: ProjectPaths, settings: Settings, where: str, commit: str, m
     """The file's bytes as DVC tracks it at the commit, pulled from the project's remote."""
     import dvc.api
 
+    from sail_pipelines.clients import aws
     from sail_pipelines.delivery.push import TEAM_REMOTE, configure_remote
-    from sail_pipelines.integrations import aws
 
     remote = None
     if settings.dvc_remote_url:

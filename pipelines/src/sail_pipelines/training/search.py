@@ -18,18 +18,17 @@ together the workers run the budget once.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
 import secrets
 import socket
-import threading
+import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Literal
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -37,16 +36,13 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
+from sail_pipelines import model_metrics as metrics
 from sail_pipelines.config import HIGHER_IS_BETTER, Dimension, SearchConfig, redact
 from sail_pipelines.errors import SailError
-from sail_pipelines.evaluation import metrics
-from sail_pipelines.polling import retry, wait_until
+from sail_pipelines.training import study as studies
+from sail_pipelines.training.study import Direction, open_storage
 
-Direction = Literal["minimize", "maximize"]  # an Optuna study's
-QUEUED = "sail.queued"  # study attribute: the trial queue is complete
-QUEUE_WAIT_SECONDS = 60  # how long a joining worker waits for the creator to queue the trials
-HEARTBEAT_SECONDS = 5  # a shared trial's worker marks it alive this often ...
-GRACE_SECONDS = 30  # ... and a trial not marked for this long is failed: its worker died
+__all__ = ["Outcome", "Problem", "check_space", "cv_score", "open_storage", "run", "study_name"]
 
 
 @dataclass(frozen=True)
@@ -122,62 +118,8 @@ def cv_score(
 
 def study_name(name: str, search: SearchConfig, fixed: dict[str, Any], inputs: str) -> str:
     """Workers share a study only when the space, budget, fixed params and inputs all agree."""
-    spec = json.dumps([asdict(search), fixed, inputs], sort_keys=True, default=str)
+    spec = json.dumps([search.model_dump(), fixed, inputs], sort_keys=True, default=str)
     return f"sail-{name}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
-
-
-def open_storage(url: str | None) -> Any:
-    """Memory, or a shared RDB. SQLite transactions begin IMMEDIATE: without that, two workers
-    can both read a queued trial as waiting and both claim it (SQLite ignores FOR UPDATE).
-    Its write-ahead log halves the time each queued or claimed trial costs."""
-    import optuna
-    import sqlalchemy
-
-    if url is None:
-        return optuna.storages.InMemoryStorage()
-    sqlite = url.startswith("sqlite")
-    engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {}
-
-    def connect() -> Any:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
-            )
-        if sqlite:
-            with storage.engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-        return storage
-
-    # Workers starting together race to create the tables: the database is locked, or the other
-    # worker wrote the schema version first. Anything else is no race and fails at once.
-    racing = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError)
-    try:
-        storage = retry(connect, 5, lambda attempt: 0.2 * attempt, racing)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-        # The cause is left out: a driver's message may quote the URL with its password.
-        reason = redact(str(exc).strip().splitlines()[0][:200])
-        raise SailError(f"cannot open the search storage {redact(url)}: {reason}") from None
-    if sqlite:
-        sqlalchemy.event.listen(
-            storage.engine,
-            "begin",
-            lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"),
-        )
-    return storage
-
-
-def _sampler(search: SearchConfig, number: int) -> Any:
-    """TPE seeded from the search seed and the trial number: one worker alone repeats itself,
-    and workers sharing a study do not propose the same values in lockstep."""
-    import optuna
-
-    seed = int(np.random.SeedSequence([search.seed, number]).generate_state(1)[0])
-    startup = min(10, max(1, (search.trials or 20) // 2))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
 def _suggest(trial: Any, d: Dimension) -> Any:
@@ -187,119 +129,6 @@ def _suggest(trial: Any, d: Dimension) -> Any:
     if d.kind == "int":
         return trial.suggest_int(d.name, int(d.low), int(d.high), log=d.log)
     return trial.suggest_float(d.name, d.low, d.high, log=d.log)
-
-
-def _inside(d: Dimension, value: Any) -> bool:
-    if d.kind == "choice":
-        return value in d.choices
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    assert d.low is not None and d.high is not None  # parse_params sets both for a range
-    return d.low <= value <= d.high and (d.kind == "float" or float(value).is_integer())
-
-
-def _join(
-    name: str, search: SearchConfig, storage: Any, baseline: dict[str, Any], direction: Direction
-) -> Any:
-    """Create the study and queue its budget, or join the one another worker created. The first
-    trial is the baseline: the values the fixed params (or the estimator's defaults) give."""
-    import optuna
-
-    startup = min(5, max(1, (search.trials or 10) // 2))  # trials finished before any is pruned
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=startup)
-    study_args = {
-        "study_name": name,
-        "storage": storage,
-        "pruner": pruner,
-        "sampler": _sampler(search, 0),
-    }
-    try:
-        study = optuna.create_study(direction=direction, **study_args)
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(**study_args)
-        wait_until(
-            lambda: QUEUED in study.user_attrs,
-            QUEUE_WAIT_SECONDS,
-            0.2,
-            lambda: SailError(
-                f"the shared search study {name} never got its trial queue: its "
-                "creator stopped early; delete the study from the storage, rerun"
-            ),
-        )
-        return study
-    first = {d.name: baseline[d.name] for d in search.space if _inside(d, baseline.get(d.name))}
-    for number in range(search.trials or 0):
-        study.enqueue_trial(first if number == 0 else {})
-    study.set_user_attr(QUEUED, search.trials or 0)
-    return study
-
-
-def _claim(study: Any, storage: Any, search: SearchConfig) -> tuple[Any, int] | None:
-    """The next trial this worker runs and its id, or None when the budget is spent. A queued
-    trial is claimed by moving it from WAITING to RUNNING, which succeeds for one worker only.
-    Its heartbeat is written first, so a worker killed right after a claim still goes stale."""
-    import optuna
-    from optuna.trial import TrialState
-
-    study_id = storage.get_study_id_from_name(study.study_name)
-    if not search.trials:  # a time budget alone: no queue, a new trial each time
-        study.sampler = _sampler(search, len(study.get_trials(deepcopy=False)))
-        with warnings.catch_warnings():  # Optuna's note that heartbeats suit optimize(): we beat
-            warnings.simplefilter("ignore")
-            trial = study.ask()
-        return trial, storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-    for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, waiting.number)
-        if isinstance(storage, optuna.storages.RDBStorage):
-            storage.record_heartbeat(trial_id)
-        try:
-            claimed = storage.set_trial_state_values(trial_id, TrialState.RUNNING)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-        if claimed:
-            study.sampler = _sampler(search, waiting.number)
-            return optuna.trial.Trial(study, trial_id), trial_id
-    return None
-
-
-@contextlib.contextmanager
-def _heartbeat(storage: Any, trial_id: int) -> Any:
-    """Mark a shared trial alive while it runs, so that if this worker dies the others see it
-    go stale, fail it and finish, instead of waiting for it forever."""
-    import optuna
-    import sqlalchemy
-
-    if not isinstance(storage, optuna.storages.RDBStorage):
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):  # the next may get through
-                storage.record_heartbeat(trial_id)
-            if stop.wait(HEARTBEAT_SECONDS):
-                return
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _settle(study: Any) -> None:
-    """Wait for the trials other workers still run, so every worker records the same study."""
-    import optuna
-    from optuna.trial import TrialState
-
-    while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        time.sleep(0.5)
 
 
 def _run_trial(
@@ -350,6 +179,29 @@ def _record(trial: Any) -> dict[str, Any]:
     return entry
 
 
+def _tell_shared(name: str, study: str, trials: list[Any], ran: bool) -> None:
+    """One line each on stderr for what a shared study did without this worker: trials a
+    stopped worker left running (failed, not rerun), and a budget another run already spent."""
+    from optuna.trial import TrialState
+
+    stale = [t.number for t in trials if t.state == TrialState.FAIL and "error" not in t.user_attrs]
+    if stale:
+        numbers = ", ".join(map(str, stale))
+        _say(
+            f"search for '{name}': study {study}: trial(s) {numbers} were left running by a "
+            "worker that stopped (no heartbeat); counted as failed, not rerun"
+        )
+    if not ran:
+        _say(
+            f"search for '{name}': study {study} had no trial left to run, its {len(trials)} "
+            "trials ran in other runs; refitting its best"
+        )
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def run(
     name: str,
     search: SearchConfig,
@@ -367,22 +219,27 @@ def run(
     direction: Direction = "maximize" if HIGHER_IS_BETTER[search.metric] else "minimize"
     storage = open_storage(storage_url)
     baseline = problem.make_estimator(fixed).get_params()
-    study = _join(study_name(name, search, fixed, inputs), search, storage, baseline, direction)
+    name_of_study = study_name(name, search, fixed, inputs)
+    study = studies.join(name_of_study, search, storage, baseline, direction)
     # Who runs these trials: containers on one host share its name and all are pid 1.
     worker = f"{socket.gethostname()}:{os.getpid()}-{secrets.token_hex(3)}"
     started = time.monotonic()
+    ran = 0
     # Many small fits: one BLAS/OpenMP thread each beats threads contending for the cores (the
     # training image runs single-threaded anyway); this halved the example's search time here.
     with threadpool_limits(limits=1):
         while search.timeout is None or time.monotonic() - started < search.timeout:
-            claimed = _claim(study, storage, search)
+            claimed = studies.claim(study, storage, search)
             if claimed is None:
                 break
-            with _heartbeat(storage, claimed[1]):
+            with studies.heartbeat(storage, claimed[1]):
                 _run_trial(study, claimed[0], search, fixed, problem, cuts, worker)
+            ran += 1
     seconds = time.monotonic() - started
-    _settle(study)
+    studies.settle(study)
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+    if storage_url is not None:
+        _tell_shared(name, study.study_name, trials, ran > 0 or not search.trials)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         errors = [t.user_attrs["error"] for t in trials if "error" in t.user_attrs]

@@ -11,7 +11,6 @@ import hashlib
 import importlib
 import os
 import warnings
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -19,12 +18,12 @@ from typing import Any, Callable
 import pandas as pd
 from sklearn.base import clone
 
+from sail_pipelines.clients import containers
 from sail_pipelines.config import Candidate, Params, ProjectPaths, Settings
 from sail_pipelines.contract import ranges, stl
 from sail_pipelines.contract.data import read_csv
 from sail_pipelines.contract.schema import Schema, load_schema, plain
 from sail_pipelines.contract.validate import profile_frame
-from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference import onnx
 from sail_pipelines.integrity.bundle import (
@@ -41,7 +40,7 @@ from sail_pipelines.training import search
 
 def _with_params(candidate: Candidate, params: dict[str, Any]) -> Any:
     """A search trial's estimator: the candidate with the trial's params in place of its own."""
-    return make_estimator(replace(candidate, params=params))
+    return make_estimator(candidate.model_copy(update={"params": params}))
 
 
 def make_estimator(candidate: Candidate) -> Any:
@@ -100,25 +99,8 @@ def select(params: Params, names: list[str] | None) -> list[Candidate]:
     return [known[n] for n in names]
 
 
-def run(
-    paths: ProjectPaths,
-    params: Params,
-    key: SignKey,
-    origin: Provenance,
-    names: list[str] | None = None,
-    search_storage: str | None = None,
-) -> list[Path]:
-    chosen = select(params, names)
-    for candidate in chosen:  # a bad estimator, params or search space stops before any fitting
-        estimator = make_estimator(candidate)
-        if candidate.search is not None:
-            search.check_space(candidate.name, candidate.search, estimator)
-    schema: Schema = load_schema(paths.schema)
-    train = read_csv(paths.train_csv)
-    features, target = schema.prepare(train), train[schema.target.name]
-    transformer = stl.build(params.transform, schema, paths.src)
-    # A shared search study is keyed by the training rows and the unfitted STL, among others.
-    inputs = hashlib.sha256(file_md5(paths.train_csv).encode() + dump_object(transformer))
+def _fit_stl(transformer: Any, schema: Schema, features: pd.DataFrame, target: Any) -> Any:
+    """Fit the STL on the training split and return what it makes of it, one line on failure."""
     try:
         transformer.fit(features, target)
     except (ValueError, TypeError) as exc:
@@ -126,14 +108,25 @@ def run(
             f"the transformation layer failed to fit: {str(exc).splitlines()[0]}"
         ) from exc
     try:
-        transformed = stl.transform(transformer, schema, features)
+        return stl.transform(transformer, schema, features)
     except stl.NonFiniteFeatures as exc:
         lines = ", ".join(str(i + 2) for i in exc.rows[:5])
         raise SailError(
             f"training data: {exc.field or 'a column'} becomes non-finite in the transformation "
             f"layer (data/split/train.csv line(s) {lines}): clip or drop such values in the STL"
         ) from exc
-    common = {
+
+
+def _common_metadata(
+    paths: ProjectPaths,
+    params: Params,
+    schema: Schema,
+    train: pd.DataFrame,
+    origin: Provenance,
+    key: SignKey,
+) -> dict[str, Any]:
+    """What every candidate's bundle records about the data, code, libraries and key."""
+    return {
         "format": 1,
         "task": params.task,
         "target": schema.target.name,
@@ -155,6 +148,29 @@ def run(
             "range_margin": params.validation.range_margin,
         },
     }
+
+
+def run(
+    paths: ProjectPaths,
+    params: Params,
+    key: SignKey,
+    origin: Provenance,
+    names: list[str] | None = None,
+    search_storage: str | None = None,
+) -> list[Path]:
+    chosen = select(params, names)
+    for candidate in chosen:  # a bad estimator, params or search space stops before any fitting
+        estimator = make_estimator(candidate)
+        if candidate.search is not None:
+            search.check_space(candidate.name, candidate.search, estimator)
+    schema: Schema = load_schema(paths.schema)
+    train = read_csv(paths.train_csv)
+    features, target = schema.prepare(train), train[schema.target.name]
+    transformer = stl.build(params.transform, schema, paths.src)
+    # A shared search study is keyed by the training rows and the unfitted STL, among others.
+    inputs = hashlib.sha256(file_md5(paths.train_csv).encode() + dump_object(transformer))
+    transformed = _fit_stl(transformer, schema, features, target)
+    common = _common_metadata(paths, params, schema, train, origin, key)
     transformer_bytes = dump_object(transformer)
     written = []
     for candidate in chosen:
@@ -176,7 +192,9 @@ def run(
                 search_storage,
             )
             fitted_params, searched = outcome.params, outcome.summary
-        model = fit_candidate(replace(candidate, params=fitted_params), transformed, target)
+        model = fit_candidate(
+            candidate.model_copy(update={"params": fitted_params}), transformed, target
+        )
         compiled, inference = compile_candidate(params, schema, transformer, model)
         metadata = {
             **common,
@@ -207,7 +225,7 @@ def in_containers(
     """Each candidate in its own training container, all at once; the host supplies the provenance
     the containers cannot compute (they see neither the raw data nor .git). Returns when each
     ran."""
-    from sail_pipelines.delivery.build import recorded
+    from sail_pipelines.clients.build import recorded
 
     chosen = select(params, names)
     image = recorded(paths)["train"]

@@ -5,12 +5,13 @@ image as a non-root user with a read-only root file system, are ready only when 
 answers (/ready) and restarted when the server hangs (/health). The pods get the public key
 (SAIL_VERIFY_KEY, written into the Deployment: it is no secret) and never a private key; only
 with the HMAC scheme do they need the shared secret, from a Secret the cluster already holds,
-which is never written under deploy/.
+which is never written under deploy/ and must be on the cluster before anything is applied.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ from sail_pipelines.files import write_atomic
 CONTAINER_PORT = 8000  # the inference image's SAIL_PORT
 RUN_AS = 10001  # the `sail` user of the inference image
 KUBECTL_TIMEOUT = 60
+# kubectl (and the credential plugins it runs) needs none of sail's keys: it never gets them.
+KEY_VARIABLES = frozenset(
+    {"SAIL_SIGNING_KEY", "SAIL_VERIFY_KEY", "SAIL_AUDIT_KEY", "SAIL_AUDIT_VERIFY_KEY"}
+)
 
 
 @dataclass(frozen=True)
@@ -49,17 +54,11 @@ class Workload:
         return f"{self.model}-signing-key"
 
 
-def manifests(w: Workload) -> dict[str, dict[str, Any]]:
-    """{file name: manifest} for the Deployment and its Service."""
-    selector = {"app.kubernetes.io/name": w.model, "app.kubernetes.io/instance": w.name}
-    labels = {
-        **selector,
-        "app.kubernetes.io/component": "inference",
-        "app.kubernetes.io/managed-by": "sail-pipelines",
-        "sail/environment": w.environment,
-    }
+def _container(w: Workload) -> dict[str, Any]:
+    """The inference container: probes on /ready and /health, non-root, read-only, no key but
+    the public one (or the HMAC secret from the cluster's Secret)."""
     probe = {"port": "http", "scheme": "HTTP"}
-    container = {
+    return {
         "name": "inference",
         "image": w.image,
         "imagePullPolicy": "IfNotPresent",
@@ -100,7 +99,10 @@ def manifests(w: Workload) -> dict[str, dict[str, Any]]:
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # HOME and gunicorn's worker files
     }
-    deployment = {
+
+
+def _deployment(w: Workload, selector: dict[str, str], labels: dict[str, str]) -> dict[str, Any]:
+    return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": w.name, "labels": labels},
@@ -124,11 +126,22 @@ def manifests(w: Workload) -> dict[str, dict[str, Any]]:
                         "fsGroup": RUN_AS,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "containers": [container],
+                    "containers": [_container(w)],
                     "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
                 },
             },
         },
+    }
+
+
+def manifests(w: Workload) -> dict[str, dict[str, Any]]:
+    """{file name: manifest} for the Deployment and its Service."""
+    selector = {"app.kubernetes.io/name": w.model, "app.kubernetes.io/instance": w.name}
+    labels = {
+        **selector,
+        "app.kubernetes.io/component": "inference",
+        "app.kubernetes.io/managed-by": "sail-pipelines",
+        "sail/environment": w.environment,
     }
     service = {
         "apiVersion": "v1",
@@ -142,7 +155,7 @@ def manifests(w: Workload) -> dict[str, dict[str, Any]]:
             ],
         },
     }
-    return {"deployment.yaml": deployment, "service.yaml": service}
+    return {"deployment.yaml": _deployment(w, selector, labels), "service.yaml": service}
 
 
 def render(directory: Path, w: Workload) -> list[Path]:
@@ -168,6 +181,7 @@ def _kubectl(*args: str, timeout: float = KUBECTL_TIMEOUT) -> subprocess.Complet
             text=True,
             stdin=subprocess.DEVNULL,
             timeout=timeout,
+            env={k: v for k, v in os.environ.items() if k not in KEY_VARIABLES},
         )
     except subprocess.TimeoutExpired as exc:
         raise SailError(f"kubectl {args[0]} did not finish within {timeout:.0f}s") from exc
@@ -176,6 +190,19 @@ def _kubectl(*args: str, timeout: float = KUBECTL_TIMEOUT) -> subprocess.Complet
 def _last_line(result: subprocess.CompletedProcess) -> str:
     lines = (result.stderr or result.stdout).strip().splitlines()
     return lines[-1] if lines else f"exit {result.returncode}"
+
+
+def _require_secret(w: Workload, context: str) -> None:
+    """With HMAC the pods read the shared secret from the Secret the cluster holds: without it
+    they never start, so nothing is applied."""
+    found = _kubectl("get", "secret", w.secret, "--ignore-not-found", "-o", "name")
+    if found.returncode != 0 or not found.stdout.strip():
+        why = _last_line(found) if found.returncode else "not found"
+        raise SailError(
+            f"the Secret {w.secret} is not on context {context!r} ({why}): the pods "
+            "read the HMAC secret from it; create it first (`kubectl create secret generic "
+            f"{w.secret} --from-file=signing-key=FILE`), nothing was applied"
+        )
 
 
 def apply(directory: Path, w: Workload, timeout: float) -> dict[str, Any]:
@@ -188,6 +215,8 @@ def apply(directory: Path, w: Workload, timeout: float) -> dict[str, Any]:
             "reachable"
         )
     name = context.stdout.strip()
+    if w.verify_key is None:
+        _require_secret(w, name)
     applied = _kubectl("apply", "--request-timeout=30s", "-f", str(directory))
     if applied.returncode != 0:
         raise SailError(

@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from sail_pipelines import __version__
+from sail_pipelines.clients.dvc import dvc
 from sail_pipelines.config import TEAM_FILE, TEAM_KEYS, Params, ProjectPaths, Settings
 from sail_pipelines.files import write_atomic
-from sail_pipelines.integrations.dvc import dvc
 from sail_pipelines.integrity.signing import SignKey
 
 LAST_RUN = ".sail/last-run.json"
@@ -99,7 +99,8 @@ def run(
         )
         return {"skipped": True, **last}
     (paths.root / LAST_RUN).unlink(missing_ok=True)  # only a run that finishes leaves a record
-    from sail_pipelines.delivery import build, package, push
+    from sail_pipelines.clients import build
+    from sail_pipelines.delivery import package, push
     from sail_pipelines.evaluation import gate
     from sail_pipelines.inference import smoke
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from sail_pipelines.contract.schema import Schema, check_frame
 from sail_pipelines.errors import SailError
+from sail_pipelines.inference import model
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
 
@@ -164,7 +165,7 @@ class SailPyfunc:
             features = check_frame(self.schema, frame)
         except SailError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
-        predictions, _ = self.bundle.predict(features)
+        predictions, _ = model.predict(self.bundle, features)
         return predictions
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
+from sail_pipelines.clients import aws
 from sail_pipelines.config import Settings, redact
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrations import aws
 
 CHAMPION = "champion"
 CANDIDATE = "candidate"

@@ -14,10 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from sail_pipelines.clients import aws, containers
 from sail_pipelines.config import Settings
-from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrations import aws
 
 ECR_HOST = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
+from sail_pipelines.clients import aws, containers, registry, tracking
+from sail_pipelines.clients.dvc import dvc
 from sail_pipelines.config import (
     SIGNING_SCHEMES,
     TEAM_FILE,
@@ -23,10 +25,7 @@ from sail_pipelines.config import (
     redact,
     stores,
 )
-from sail_pipelines.delivery import containers
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrations import aws, registry, tracking
-from sail_pipelines.integrations.dvc import dvc
 from sail_pipelines.integrity import signing
 
 OK, FAIL, WARN, OFF = "ok", "FAIL", "warn", "off"

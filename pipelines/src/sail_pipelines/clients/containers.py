@@ -67,7 +67,7 @@ def step_env(
 def team_env(settings: Settings) -> dict[str, str]:
     """A step container sees the environment, not infrastructure.yaml: hand it the team
     settings and the AWS identity (an assumed role's temporary credentials included)."""
-    from sail_pipelines.integrations.aws import environment
+    from sail_pipelines.clients.aws import environment
 
     return {**settings.team_env(), **environment(settings.aws)}
 

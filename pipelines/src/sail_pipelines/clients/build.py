@@ -25,9 +25,9 @@ from typing import Any, Callable, Iterable
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from sail_pipelines.clients import containers
+from sail_pipelines.clients.images import ImageNames, code_tag, repository_name
 from sail_pipelines.config import Params, ProjectPaths, Settings
-from sail_pipelines.delivery import containers
-from sail_pipelines.delivery.images import ImageNames, code_tag, repository_name
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import read_json, write_atomic, write_json
 from sail_pipelines.provenance import PIPELINE_OUTPUTS, git_commit, project_requirements

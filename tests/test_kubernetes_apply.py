@@ -1,0 +1,391 @@
+"""`sail deploy --target kubernetes` applying its manifests, against a scripted stand-in `kubectl`
+(as tests/test_report.py stands in for the GitHub API): an executable named kubectl, first on
+PATH, that records every call (argv, stdin, the environment, and the manifests of `apply -f DIR`
+as they were at that moment) and answers each subcommand as the test's scenario says. The images
+are real (Docker), built in a second from the base image with the labels `sail package` writes;
+the signed ones are pushed to the local registry so the cluster gets them by digest."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import tarfile
+import uuid
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import TEST_KEY, TEST_VERIFY_KEY, bake, ok, sail
+from sail_pipelines.config import ProjectPaths, Settings
+from sail_pipelines.integrity import imagesign, signing
+
+pytestmark = pytest.mark.docker
+
+REGISTRY = "127.0.0.1:5000"
+MODEL = "kube_check"
+REPO = "kube-check/inference"
+DEPLOYMENT = "kube-check"  # <model>-<environment> with the model's repository name
+CONTEXT = "stand-in-cluster"
+HMAC_SECRET = "team-hmac-secret-7d41aa"
+
+KUBECTL = r"""#!{python}
+import json, os, stat, sys
+from pathlib import Path
+
+here = Path(__file__).resolve().parent
+argv = sys.argv[1:]
+words = [a for a in argv if not a.startswith("-")]
+command = " ".join(words[:2]) if words[:1] in (["config"], ["rollout"]) else (words or [""])[0]
+files = {{}}
+if command == "apply" and "-f" in argv:
+    target = Path(argv[argv.index("-f") + 1])
+    for path in sorted(target.iterdir()) if target.is_dir() else [target]:
+        files[path.name] = path.read_text()
+piped = sys.stdin is not None and stat.S_ISFIFO(os.fstat(0).st_mode)
+stdin = sys.stdin.read() if piped else ""  # only what sail pipes in
+call = {{"command": command, "argv": argv, "stdin": stdin, "files": files}}
+with open(here / "calls.jsonl", "a") as log:
+    log.write(json.dumps({{**call, "env": dict(os.environ)}}) + "\n")
+answer = json.loads((here / "scenario.json").read_text()).get(command, {{}})
+sys.stdout.write(answer.get("stdout", ""))
+sys.stderr.write(answer.get("stderr", ""))
+sys.exit(answer.get("rc", 0))
+"""
+
+
+class Cluster:
+    """The stand-in kubectl in its own bin directory, its scenario and what it was asked."""
+
+    def __init__(self, directory: Path):
+        self.bin = directory
+        self.bin.mkdir()
+        script = self.bin / "kubectl"
+        script.write_text(KUBECTL.format(python=sys.executable))
+        script.chmod(0o755)
+        self.answer()
+
+    def answer(self, **overrides: dict) -> None:
+        """Per subcommand (apply, rollout_status, get, ...): rc, stdout, stderr."""
+        scenario = {
+            "config current-context": {"stdout": f"{CONTEXT}\n"},
+            "apply": {
+                "stdout": f"deployment.apps/{DEPLOYMENT}-x configured\nservice/{DEPLOYMENT}-x "
+                "unchanged\n"
+            },
+            "rollout status": {"stdout": "deployment successfully rolled out\n"},
+            "get": {"stdout": f"secret/{MODEL.replace('_', '-')}-signing-key\n"},
+        }
+        scenario.update({name.replace("_", " "): answer for name, answer in overrides.items()})
+        (self.bin / "scenario.json").write_text(json.dumps(scenario))
+
+    def calls(self, command: str | None = None) -> list[dict]:
+        log = self.bin / "calls.jsonl"
+        if not log.is_file():
+            return []
+        calls = [json.loads(line) for line in log.read_text().splitlines()]
+        return [c for c in calls if command is None or c["command"] == command]
+
+    def env(self) -> dict[str, str]:
+        """PATH with the stand-in first: Debian's /usr/bin/kubectl is never reached."""
+        return {"PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Cluster:
+    return Cluster(tmp_path / "kubectl-bin")
+
+
+@pytest.fixture(scope="module")
+def docker_client(base_image):
+    return docker.from_env()
+
+
+@pytest.fixture
+def project(tmp_path, docker_client):
+    root = bake(tmp_path, project_name="Kube Check")
+    yield root
+    for tag in (f"{REPO}:staging", f"{REPO}:production", f"{REGISTRY}/{REPO}:staging"):
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(tag, noprune=True)
+
+
+@pytest.fixture(scope="module")
+def images(docker_client, base_image):
+    """build(ref, **labels): an image FROM the base image that only adds labels (no layer), tagged
+    ref; every tag is removed at the end."""
+    made: list[str] = []
+
+    def build(ref: str, version: str = "", bundle_id: str = ""):
+        labels = {
+            "sail.test": "kubernetes-apply",
+            "sail.model": MODEL,
+            "sail.model_version": version,
+            "sail.bundle_id": bundle_id,
+            "sail.test.ref": ref,  # another ref, another image id
+        }
+        dockerfile = f"FROM {base_image}\n"
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(dockerfile)
+            tar.addfile(info, io.BytesIO(dockerfile.encode()))
+        buffer.seek(0)
+        image, _ = docker_client.images.build(
+            fileobj=buffer, custom_context=True, tag=ref, labels=labels, rm=True
+        )
+        made.append(ref)
+        return image
+
+    yield build
+    for ref in made:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(ref, noprune=True)
+
+
+def publish_signed(client, ref: str) -> str:
+    """Push to the local registry and sign the digest as `sail publish` does; the digest."""
+    repository, _, tag = ref.rpartition(":")
+    for line in client.api.push(repository, tag=tag, stream=True, decode=True):
+        assert "error" not in line, line
+    digest = client.images.get_registry_data(ref).id
+    settings = Settings.from_env(ProjectPaths(Path("/nonexistent")), {"SAIL_REGISTRY": REGISTRY})
+    imagesign.sign(settings, ref, digest, signing.private_key(TEST_KEY, "test key"))
+    return digest
+
+
+def registry_digest(client, ref: str) -> str | None:
+    try:
+        return client.images.get_registry_data(ref).id
+    except docker.errors.APIError:  # NotFound: the tag is not in the registry
+        return None
+
+
+def package(project: Path, ref: str) -> None:
+    (project / "reports").mkdir(exist_ok=True)
+    (project / "reports" / "package.json").write_text(json.dumps({"image": ref, "model": MODEL}))
+
+
+def register_version(project: Path, image: str, alias: str) -> str:
+    """A registered version as the gate, `sail package` and `sail promote` leave it."""
+    (project / ".mlflow").mkdir(exist_ok=True)
+    uri = f"sqlite:///{project / '.mlflow' / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    try:
+        client.get_registered_model(MODEL)
+    except Exception:  # noqa: BLE001 - first version: the model does not exist yet
+        client.create_registered_model(MODEL)
+    version = client.create_model_version(MODEL, source=str(project / "models" / "accepted"))
+    client.set_model_version_tag(
+        MODEL, version.version, "sail.accepted_bundle_id", f"bundle-v{version.version}"
+    )
+    client.set_model_version_tag(MODEL, version.version, "sail.image", image)
+    client.set_registered_model_alias(MODEL, alias, version.version)
+    return str(version.version)
+
+
+def deploy(project: Path, cluster: Cluster, environment: str, **env: str):
+    return sail(
+        project,
+        "deploy",
+        "--environment",
+        environment,
+        "--target",
+        "kubernetes",
+        "--timeout",
+        "45",
+        **cluster.env(),
+        **env,
+    )
+
+
+def error_line(result) -> str:
+    """The one line a refused deploy prints (no traceback)."""
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("sail deploy: error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def applied(call: dict) -> dict[str, dict]:
+    """kind/name: manifest, for every document kubectl was given (files and stdin)."""
+    texts = [*call["files"].values(), call["stdin"]]
+    documents = [d for text in texts for d in yaml.safe_load_all(text) if d]
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in documents}
+
+
+def container_env(manifests: dict[str, dict], name: str) -> list[dict]:
+    [container] = manifests[f"Deployment/{name}"]["spec"]["template"]["spec"]["containers"]
+    return container["env"]
+
+
+def no_private_key_in(calls: list[dict]) -> None:
+    assert calls
+    for call in calls:
+        text = json.dumps(call)
+        assert TEST_KEY not in text and "PRIVATE KEY" not in text, call["command"]
+        assert not {"SAIL_SIGNING_KEY", "SAIL_AUDIT_KEY"} & set(call["env"]), call["command"]
+
+
+def test_a_successful_apply_hands_the_rendered_manifests_over_and_moves_the_tag(
+    project, cluster, images, docker_client
+):
+    ref = f"{REGISTRY}/{REPO}:c0ffee-{uuid.uuid4().hex[:8]}"
+    image = images(ref)
+    digest = publish_signed(docker_client, ref)
+    package(project, ref)
+    result = ok(deploy(project, cluster, "staging", SAIL_REGISTRY=REGISTRY))
+    out = json.loads(result.stdout)
+
+    name = f"{DEPLOYMENT}-staging"
+    pinned = f"{REGISTRY}/{REPO}@{digest}"
+    assert [c["command"] for c in cluster.calls()] == [
+        "config current-context",
+        "apply",
+        "rollout status",
+    ]
+    [apply] = cluster.calls("apply")
+    # What the cluster received is what was rendered under deploy/staging/, pinned by digest.
+    rendered = {p.name: p.read_text() for p in (project / "deploy" / "staging").iterdir()}
+    assert apply["files"] == rendered and set(rendered) == {"deployment.yaml", "service.yaml"}
+    assert apply["argv"][apply["argv"].index("-f") + 1] == str(project / "deploy" / "staging")
+    manifests = applied(apply)
+    assert set(manifests) == {f"Deployment/{name}", f"Service/{name}"}
+    [container] = manifests[f"Deployment/{name}"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == pinned and out["deployed_image"] == pinned
+    assert manifests[f"Deployment/{name}"]["spec"]["replicas"] == 1
+    # The rollout waited on that Deployment, in the namespace the manifests went to (the
+    # context's: neither names another).
+    [rollout] = cluster.calls("rollout status")
+    assert f"deployment/{name}" in rollout["argv"] and "--timeout=45s" in rollout["argv"]
+    assert not any(a.startswith(("-n", "--namespace")) for a in apply["argv"] + rollout["argv"])
+    assert all("namespace" not in m["metadata"] for m in manifests.values())
+
+    assert out["context"] == CONTEXT and out["applied"][0].startswith("deployment.apps/")
+    assert out["tag"] == {
+        "tag": f"{REGISTRY}/{REPO}:staging",
+        "image_id": image.id,
+        "moved": True,
+        "pushed": True,
+    }
+    assert registry_digest(docker_client, f"{REGISTRY}/{REPO}:staging") == digest
+
+
+def test_a_failed_rollout_names_the_deployment_and_the_tag_stays(
+    project, cluster, images, docker_client
+):
+    # staging runs image A ...
+    first = f"{REGISTRY}/{REPO}:a-{uuid.uuid4().hex[:8]}"
+    first_image = images(first)
+    first_digest = publish_signed(docker_client, first)
+    package(project, first)
+    ok(deploy(project, cluster, "staging", SAIL_REGISTRY=REGISTRY))
+    staging = f"{REGISTRY}/{REPO}:staging"
+    assert registry_digest(docker_client, staging) == first_digest
+
+    # ... and image B never becomes ready.
+    second = f"{REGISTRY}/{REPO}:b-{uuid.uuid4().hex[:8]}"
+    images(second)
+    publish_signed(docker_client, second)
+    package(project, second)
+    cluster.answer(
+        rollout_status={
+            "rc": 1,
+            "stderr": f'Waiting for deployment "{DEPLOYMENT}-staging" rollout to finish: 0 of 1 '
+            "updated replicas are available...\nerror: timed out waiting for the condition\n",
+        }
+    )
+    line = error_line(deploy(project, cluster, "staging", SAIL_REGISTRY=REGISTRY))
+    assert f"deployment/{DEPLOYMENT}-staging did not become ready on context '{CONTEXT}'" in line
+    assert "timed out waiting for the condition" in line
+    assert len(cluster.calls("apply")) == 2  # it was applied, and then it failed
+    # The environment's tag did not move: locally and in the registry it still names A.
+    assert docker_client.images.get(staging).id == first_image.id
+    assert registry_digest(docker_client, staging) == first_digest
+
+    # A failed apply stops before the rollout, with its own line.
+    cluster.answer(apply={"rc": 1, "stderr": "error: the server doesn't have a resource type\n"})
+    line = error_line(deploy(project, cluster, "staging", SAIL_REGISTRY=REGISTRY))
+    assert f"failed on context '{CONTEXT}': error: the server doesn't have a resource type" in line
+    assert len(cluster.calls("rollout status")) == 2
+    assert registry_digest(docker_client, staging) == first_digest
+
+
+@pytest.mark.slow  # MLflow's registry database, then two deploys: about 16 s
+def test_production_deploys_the_champion_only(project, cluster, images, docker_client):
+    # The production tag holds v1's image, but v2 is the champion: refused before any apply.
+    images(f"{REPO}:c0ffee-v1", version="1", bundle_id="bundle-v1").tag(REPO, "production")
+    register_version(project, f"{REPO}:c0ffee-v1", alias="candidate")
+    register_version(project, f"{REPO}:c0ffee-v2", alias="champion")
+    line = error_line(deploy(project, cluster, "production"))
+    assert f"{REPO}:production holds v1, not champion v2 of {MODEL} (bundle bundle-v2)" in line
+    assert cluster.calls("apply") == [] and cluster.calls() == []
+    assert not (project / "deploy" / "production").exists()
+
+    # The champion's own image goes out, with production's replicas.
+    images(f"{REPO}:c0ffee-v2", version="2", bundle_id="bundle-v2").tag(REPO, "production")
+    out = json.loads(ok(deploy(project, cluster, "production")).stdout)
+    assert out["champion"] == "2" and out["deployed_image"] == f"{REPO}:c0ffee-v2"
+    [apply] = cluster.calls("apply")
+    deployment = applied(apply)[f"Deployment/{DEPLOYMENT}-production"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (f"{REPO}:c0ffee-v2")
+    assert out["tag"]["moved"] is False  # the production tag already named it; promotion moves it
+
+
+def test_the_verify_key_reaches_the_cluster_and_no_private_key_does(
+    project, cluster, images, docker_client
+):
+    # Ed25519: the public key is written into the Deployment (it is no secret); nothing kubectl
+    # got (arguments, input, manifests, its environment) holds a private key.
+    images(f"{REPO}:c0ffee-v1")
+    package(project, f"{REPO}:c0ffee-v1")
+    ok(deploy(project, cluster, "staging"))  # the runner gives sail SAIL_SIGNING_KEY too
+    manifests = applied(cluster.calls("apply")[0])
+    assert {"name": "SAIL_VERIFY_KEY", "value": TEST_VERIFY_KEY} in container_env(
+        manifests, f"{DEPLOYMENT}-staging"
+    )
+    assert not [m for m in manifests.values() if m["kind"] == "Secret"]
+    no_private_key_in(cluster.calls())
+
+
+def test_with_hmac_the_pods_read_the_secret_the_cluster_holds(
+    project, cluster, images, docker_client
+):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["signing"] = {"scheme": "hmac-sha256"}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    images(f"{REPO}:c0ffee-v1")
+    package(project, f"{REPO}:c0ffee-v1")
+    secret = f"{MODEL.replace('_', '-')}-signing-key"
+
+    # The Secret is missing (or cannot be read): refused before anything is applied, naming it.
+    for missing, why in (
+        ({"stdout": ""}, "not found"),  # what --ignore-not-found answers
+        ({"rc": 1, "stderr": "Error from server (Forbidden): secrets is forbidden\n"}, "Forbidden"),
+    ):
+        cluster.answer(get=missing)
+        line = error_line(
+            deploy(project, cluster, "staging", key=None, SAIL_VERIFY_KEY=HMAC_SECRET)
+        )
+        assert f"the Secret {secret} is not on context '{CONTEXT}' (" in line and why in line
+        assert HMAC_SECRET not in line and cluster.calls("apply") == []
+
+    cluster.answer()
+    ok(deploy(project, cluster, "staging", key=None, SAIL_VERIFY_KEY=HMAC_SECRET))
+    get = cluster.calls("get")[-1]
+    assert get["argv"][:2] == ["get", "secret"] and secret in get["argv"]
+    [apply] = cluster.calls("apply")
+    assert {
+        "name": "SAIL_VERIFY_KEY",
+        "valueFrom": {"secretKeyRef": {"name": secret, "key": "signing-key"}},
+    } in container_env(applied(apply), f"{DEPLOYMENT}-staging")
+    # The shared secret (which also signs) reaches the cluster only through that Secret.
+    for call in cluster.calls():
+        assert HMAC_SECRET not in json.dumps(call), call["command"]
