@@ -9,13 +9,19 @@ XDIST ?= -n 2 --dist loadgroup
 # JUnit XML of the last `make test` (junit.xml) and `make test-fast` (junit-fast.xml): seconds per
 # test, summed per module by benchmarks/suite_modules.py.
 RESULTS ?= build/test-results
+# Our own package is installed editable (its source is imported): compile it too, for the same
+# reason as --compile-bytecode below. A stale .pyc is never used (Python checks the source's time).
+COMPILE := $(BIN)/python -m compileall -q -j 0 pipelines/src
 
 .PHONY: venv demo lint test test-fast test-workflows bench bench-batch bench-serve clean
 
 # The venv's packages are installed by uv (itself a wheel from PyPI, into the venv): it resolves
-# and installs in seconds where pip took minutes (benchmarks/demo_phases.py), and skips compiling
-# every module to bytecode up front. The stamps say which extras are in.
-UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
+# and installs in seconds where pip took minutes (benchmarks/demo_phases.py). --compile-bytecode:
+# with PYTHONDONTWRITEBYTECODE set (as on CI machines) no process would ever write a .pyc, and
+# every `sail` process would compile mlflow, scikit-learn and pandas from source again (7.5 CPU s
+# per import of the three instead of 2.7; benchmarks/import_cost.py). The stamps say which
+# extras are in.
+UV := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +41,7 @@ $(VENV)/.installed-demo: pipelines/pyproject.toml | $(BIN)/uv
 # Generate a project with the default answers and run its whole pipeline on embedded defaults
 # (SQLite MLflow, local-folder DVC remote, the public development signing key).
 demo: $(VENV)/.installed-demo
+	$(COMPILE)
 	rm -rf "$(DEMO_DIR)"
 	$(BIN)/cookiecutter --no-input --output-dir "$(DEMO_DIR)" cookiecutter-sail
 	cd "$(DEMO_DIR)/sail-model" && PATH="$(abspath $(BIN)):$$PATH" SAIL_ALLOW_DEV_KEY=1 sail run
@@ -54,11 +61,13 @@ lint: venv
 # elsewhere those tests skip. CI is CI set to anything but "", 0 or false (tests/ci_rules.py).
 test: venv lint
 	docker/prepare-machine || case "$$(printf %s "$${CI:-}" | tr A-Z a-z)" in ""|0|false) ;; *) exit 1 ;; esac
+	$(COMPILE)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) --durations=15 \
 	  --junitxml=$(RESULTS)/junit.xml $(PYTEST_ARGS)
 
 # The edit-test loop: no Docker, no workflow runs, nothing slow (pytest.ini's markers).
 test-fast: venv
+	$(COMPILE)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) --durations=15 \
 	  -m "not docker and not slow and not workflows" --junitxml=$(RESULTS)/junit-fast.xml \
 	  $(PYTEST_ARGS)

@@ -19,16 +19,14 @@ from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from conftest import bake, sail
+from logged import post_logged
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.contract.validate import profile_frame
-from sail_pipelines.inference.prediction_log import LogSettings
-from sail_pipelines.inference.serve import create_app
 from sail_pipelines.integrity import signing
 from sail_pipelines.integrity.bundle import (
     MODEL,
     TRANSFORMER,
     dump_object,
-    load_bundle,
     write_bundle,
 )
 
@@ -110,19 +108,8 @@ def projects(tmp_path_factory) -> dict[str, Path]:
 
 
 def serve(project: Path, log: Path, frame: pd.DataFrame, per_request: int) -> list[str]:
-    """Posts the rows to the real app with the prediction log on; the request ids."""
-    client = create_app(
-        load_bundle(project / "models" / "accepted", SIGNER.verify_key),
-        log_settings=LogSettings(str(log)),
-    ).test_client()
     records = frame[["x1", "income", "color"]].to_dict("records")
-    ids = []
-    for start in range(0, len(records), per_request):
-        chunk = records[start : start + per_request]
-        response = client.post("/predict", json=chunk if per_request > 1 else chunk[0])
-        assert response.status_code == 200, response.get_json()
-        ids.append(response.get_json()["request_id"])
-    return ids
+    return post_logged(project, SIGNER.verify_key, log, records, per_request)
 
 
 def feedback(project: Path, labels: pd.DataFrame, log: Path, tmp_path: Path, *args: str) -> dict:

@@ -19,11 +19,13 @@ from pathlib import Path
 import docker
 import pytest
 import yaml
-from mlflow import MlflowClient
 
 from conftest import TEST_KEY, TEST_VERIFY_KEY, bake, ok, sail
-from sail_pipelines.config import ProjectPaths, Settings
-from sail_pipelines.integrity import imagesign, signing
+from test_deploy import (  # noqa: F401 - docker_client is a fixture
+    docker_client,
+    publish_signed,
+    register_version,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -101,11 +103,6 @@ def cluster(tmp_path) -> Cluster:
     return Cluster(tmp_path / "kubectl-bin")
 
 
-@pytest.fixture(scope="module")
-def docker_client(base_image):
-    return docker.from_env()
-
-
 @pytest.fixture
 def project(tmp_path, docker_client):
     root = bake(tmp_path, project_name="Kube Check")
@@ -148,17 +145,6 @@ def images(docker_client, base_image):
             docker_client.images.remove(ref, noprune=True)
 
 
-def publish_signed(client, ref: str) -> str:
-    """Push to the local registry and sign the digest as `sail publish` does; the digest."""
-    repository, _, tag = ref.rpartition(":")
-    for line in client.api.push(repository, tag=tag, stream=True, decode=True):
-        assert "error" not in line, line
-    digest = client.images.get_registry_data(ref).id
-    settings = Settings.from_env(ProjectPaths(Path("/nonexistent")), {"SAIL_REGISTRY": REGISTRY})
-    imagesign.sign(settings, ref, digest, signing.private_key(TEST_KEY, "test key"))
-    return digest
-
-
 def registry_digest(client, ref: str) -> str | None:
     try:
         return client.images.get_registry_data(ref).id
@@ -169,24 +155,6 @@ def registry_digest(client, ref: str) -> str | None:
 def package(project: Path, ref: str) -> None:
     (project / "reports").mkdir(exist_ok=True)
     (project / "reports" / "package.json").write_text(json.dumps({"image": ref, "model": MODEL}))
-
-
-def register_version(project: Path, image: str, alias: str) -> str:
-    """A registered version as the gate, `sail package` and `sail promote` leave it."""
-    (project / ".mlflow").mkdir(exist_ok=True)
-    uri = f"sqlite:///{project / '.mlflow' / 'mlflow.db'}"
-    client = MlflowClient(uri, registry_uri=uri)
-    try:
-        client.get_registered_model(MODEL)
-    except Exception:  # noqa: BLE001 - first version: the model does not exist yet
-        client.create_registered_model(MODEL)
-    version = client.create_model_version(MODEL, source=str(project / "models" / "accepted"))
-    client.set_model_version_tag(
-        MODEL, version.version, "sail.accepted_bundle_id", f"bundle-v{version.version}"
-    )
-    client.set_model_version_tag(MODEL, version.version, "sail.image", image)
-    client.set_registered_model_alias(MODEL, alias, version.version)
-    return str(version.version)
 
 
 def deploy(project: Path, cluster: Cluster, environment: str, **env: str):
@@ -321,8 +289,8 @@ def test_a_failed_rollout_names_the_deployment_and_the_tag_stays(
 def test_production_deploys_the_champion_only(project, cluster, images, docker_client):
     # The production tag holds v1's image, but v2 is the champion: refused before any apply.
     images(f"{REPO}:c0ffee-v1", version="1", bundle_id="bundle-v1").tag(REPO, "production")
-    register_version(project, f"{REPO}:c0ffee-v1", alias="candidate")
-    register_version(project, f"{REPO}:c0ffee-v2", alias="champion")
+    register_version(project, MODEL, f"{REPO}:c0ffee-v1", alias="candidate")
+    register_version(project, MODEL, f"{REPO}:c0ffee-v2", alias="champion")
     line = error_line(deploy(project, cluster, "production"))
     assert f"{REPO}:production holds v1, not champion v2 of {MODEL} (bundle bundle-v2)" in line
     assert cluster.calls("apply") == [] and cluster.calls() == []

@@ -16,16 +16,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from conftest import bake, sail
+from logged import post_logged
 from sail_pipelines.contract.validate import profile_frame
 from sail_pipelines.errors import SailError
-from sail_pipelines.inference.prediction_log import LogSettings
-from sail_pipelines.inference.serve import create_app
 from sail_pipelines.integrity import signing
 from sail_pipelines.integrity.bundle import (
     MODEL,
     TRANSFORMER,
     dump_object,
-    load_bundle,
     write_bundle,
 )
 from test_prediction_log import SCHEMA
@@ -81,18 +79,9 @@ def project(tmp_path_factory) -> Path:
 
 
 def serve_log(project: Path, log: Path, frame: pd.DataFrame, per_request: int = 20) -> list[str]:
-    """Posts the rows to the real app with the prediction log on; returns the request ids."""
-    client = create_app(
-        load_bundle(project / "models" / "accepted", SIGNER.verify_key),
-        log_settings=LogSettings(str(log)),
-    ).test_client()
-    records = frame[SCHEMA.feature_names].to_dict("records")
-    ids = []
-    for start in range(0, len(records), per_request):
-        response = client.post("/predict", json=records[start : start + per_request])
-        assert response.status_code == 200
-        ids.append(response.get_json()["request_id"])
-    return ids
+    return post_logged(
+        project, SIGNER.verify_key, log, frame[SCHEMA.feature_names].to_dict("records"), per_request
+    )
 
 
 def monitor(project: Path, *args: str):

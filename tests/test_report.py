@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -14,6 +13,7 @@ import yaml
 
 from conftest import ok, sail
 from sail_pipelines.inference.smoke import free_port
+from servers import serving
 
 TOKEN = "ghs_testtoken0123456789abcdefSECRET"
 REPO = "acme/churn"
@@ -106,11 +106,8 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def github():
     server = FakeGitHub()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield server
 
 
 def env_for(server: FakeGitHub, **extra: str) -> dict[str, str]:

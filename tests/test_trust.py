@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Iterator
@@ -36,6 +35,7 @@ from sail_pipelines.delivery import audit
 from sail_pipelines.inference.smoke import free_port, local_server
 from sail_pipelines.integrity import imagesign, signing
 from sail_pipelines.integrity.bundle import BundleRejected, load_bundle
+from servers import serving
 from test_deploy import (  # noqa: F401 - docker_client is a fixture
     REGISTRY,
     Stubs,
@@ -465,13 +465,8 @@ def tampering_proxy(tamper: Tamper) -> Iterator[str]:
         def log_message(self, *args):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as url:
+        yield url
 
 
 def _manifest(change: Callable[[dict], None]) -> Tamper:

@@ -45,7 +45,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ import yaml
 
 from ci_rules import missing
 from conftest import ROOT, TEST_AUDIT_KEY, TEST_KEY, TEST_VERIFY_KEY, bake, dvc
-from servers import LOCAL_REGISTRY, free_port, wait_until, write_infrastructure
+from servers import LOCAL_REGISTRY, free_port, serving, wait_until, write_infrastructure
 from test_report import PR, REPO, TOKEN, FakeGitHub
 
 ACT = Path(sys.executable).parent / "act"
@@ -261,10 +260,8 @@ def mlflow_server(tmp_path_factory) -> Iterator[Mlflow]:
 def github() -> Iterator[FakeGitHub]:
     """test_report.py's fake GitHub API for acme/churn pull request 7, kept for the whole module."""
     server = FakeGitHub()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield server
 
 
 # --- the project ----------------------------------------------------------------------------------
