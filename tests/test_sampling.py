@@ -18,6 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Imported with the module, before a test sets PROMETHEUS_MULTIPROC_DIR: prometheus_client picks
+# its value class once, at its first import, and a multiprocess one left behind would break the
+# in-process metrics of every later test in this worker (seen: test_gate's model card).
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+
 from sail_pipelines.inference.prediction_log import LogSettings
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.inference.smoke import local_server
@@ -136,9 +142,6 @@ def _post(port: int, i: int) -> str:
 
 def _served_by_worker(shared: Path, scratch: Path) -> dict[int, int]:
     """The /predict requests each worker answered, from its own counter file."""
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
-
     served = {}
     for db in shared.glob("counter_*.db"):
         pid = int(db.stem.split("_")[1])
