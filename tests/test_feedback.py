@@ -13,22 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from conftest import bake, sail
-from logged import post_logged
+from logged import accept_classifier, post_logged
 from sail_pipelines.contract.schema import Column, Schema
-from sail_pipelines.contract.validate import profile_frame
 from sail_pipelines.integrity import signing
-from sail_pipelines.integrity.bundle import (
-    MODEL,
-    TRANSFORMER,
-    dump_object,
-    write_bundle,
-)
 
 # Each test trains and serves a project: `make test` runs these, not `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -67,33 +57,7 @@ def make_project(project: Path, kind: str) -> Path:
     schema(kind): the monitor's and feedback's inputs, nothing trained by `sail run`."""
     train = draw(400, 1, kind)
     train.to_csv(project / "data" / "raw" / "data.csv", index=False)
-    (project / "data" / "split").mkdir(parents=True, exist_ok=True)
-    train.to_csv(project / "data" / "split" / "train.csv", index=False)
-    features = train[["x1", "income", "color"]]
-    transformer = ColumnTransformer(
-        [
-            ("n", StandardScaler(), ["x1", "income"]),
-            ("c", OneHotEncoder(handle_unknown="ignore"), ["color"]),
-        ]
-    ).fit(features)
-    model = LogisticRegression().fit(transformer.transform(features), train["label"])
-    metadata = {
-        "task": "classification",
-        "schema": schema(kind).to_dict(),
-        "name": "m",
-        "classes": list(CLASSES[kind]),
-        "probabilities": True,
-        "registry": {"model": "m", "version": "1"},
-        "training_profile": profile_frame(schema(kind), train, "h"),
-        "inference": {"runtime": "sklearn"},
-    }
-    write_bundle(
-        project / "models" / "accepted",
-        {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)},
-        metadata,
-        SIGNER,
-    )
-    return project
+    return accept_classifier(project, train, schema(kind), list(CLASSES[kind]), SIGNER)
 
 
 @pytest.fixture(scope="module")

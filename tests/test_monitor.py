@@ -11,21 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from conftest import bake, sail
-from logged import post_logged
+from logged import accept_classifier, post_logged
 from sail_pipelines.contract.validate import profile_frame
 from sail_pipelines.errors import SailError
 from sail_pipelines.integrity import signing
-from sail_pipelines.integrity.bundle import (
-    MODEL,
-    TRANSFORMER,
-    dump_object,
-    write_bundle,
-)
 from test_prediction_log import SCHEMA
 
 SIGNER = signing.generate()
@@ -49,33 +40,7 @@ def project(tmp_path_factory) -> Path:
     """A generated project whose accepted bundle was trained on data/split/train.csv."""
     root = bake(tmp_path_factory.mktemp("monitor"))
     train = draw(2000, 1)
-    (root / "data" / "split").mkdir(parents=True, exist_ok=True)
-    train.to_csv(root / "data" / "split" / "train.csv", index=False)
-    features = train[SCHEMA.feature_names]
-    transformer = ColumnTransformer(
-        [
-            ("n", StandardScaler(), ["x1", "income"]),
-            ("c", OneHotEncoder(handle_unknown="ignore"), ["color"]),
-        ]
-    ).fit(features)
-    model = LogisticRegression().fit(transformer.transform(features), train["label"])
-    metadata = {
-        "task": "classification",
-        "schema": SCHEMA.to_dict(),
-        "name": "m",
-        "classes": [0, 1],
-        "probabilities": True,
-        "registry": {"model": "m", "version": "1"},
-        "training_profile": profile_frame(SCHEMA, train, "h"),
-        "inference": {"runtime": "sklearn"},
-    }
-    write_bundle(
-        root / "models" / "accepted",
-        {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)},
-        metadata,
-        SIGNER,
-    )
-    return root
+    return accept_classifier(root, train, SCHEMA, [0, 1], SIGNER)
 
 
 def serve_log(project: Path, log: Path, frame: pd.DataFrame, per_request: int = 20) -> list[str]:
