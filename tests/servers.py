@@ -314,6 +314,21 @@ class FaultProxy:
             self._server = None
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A stand-in's request handler: `reply` sends a whole answer; nothing is logged."""
+
+    def reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def serving(server: ThreadingHTTPServer) -> Iterator[str]:
     """Serve `server` (bound to 127.0.0.1) from a daemon thread for the block; yields its URL.

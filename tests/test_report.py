@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -13,7 +13,7 @@ import yaml
 
 from conftest import ok, sail
 from sail_pipelines.inference.smoke import free_port
-from servers import serving
+from servers import QuietHandler, serving
 
 TOKEN = "ghs_testtoken0123456789abcdefSECRET"
 REPO = "acme/churn"
@@ -47,21 +47,12 @@ class FakeGitHub(ThreadingHTTPServer):
         return comment
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     server: FakeGitHub
-
-    def log_message(self, *args):
-        pass
 
     def _send(self, status: int, payload, headers: dict | None = None):
         data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply(status, {"Content-Type": "application/json", **(headers or {})}, data)
 
     def _handle(self):
         length = int(self.headers.get("Content-Length") or 0)

@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import subprocess
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -35,7 +35,7 @@ from sail_pipelines.delivery import audit
 from sail_pipelines.inference.smoke import free_port, local_server
 from sail_pipelines.integrity import imagesign, signing
 from sail_pipelines.integrity.bundle import BundleRejected, load_bundle
-from servers import serving
+from servers import QuietHandler, serving
 from test_deploy import (  # noqa: F401 - docker_client is a fixture
     REGISTRY,
     Stubs,
@@ -447,23 +447,19 @@ def tampering_proxy(tamper: Tamper) -> Iterator[str]:
     upstream = requests.Session()
     upstream.trust_env = False  # not through itself
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host",)}
             answer = upstream.get(self.path, headers=headers, timeout=10, allow_redirects=False)
             body = (
                 tamper(self.path, answer.content) if answer.status_code == 200 else answer.content
             )
-            self.send_response(answer.status_code)
-            for name in ("Content-Type", "Www-Authenticate", "Location"):
-                if name in answer.headers:
-                    self.send_header(name, answer.headers[name])
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
+            kept = ("Content-Type", "Www-Authenticate", "Location")
+            self.reply(
+                answer.status_code,
+                {name: answer.headers[name] for name in kept if name in answer.headers},
+                body,
+            )
 
     with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as url:
         yield url

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -22,7 +22,7 @@ import try_bundle
 from browser import chromium
 from sail_pipelines.inference.page import CSP
 from sail_pipelines.inference.smoke import local_server
-from servers import serving
+from servers import QuietHandler, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "build" / "artifacts"
@@ -292,19 +292,10 @@ def _site(answer) -> Iterator[tuple[str, list[str]]]:
     asked for."""
     asked: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):
             asked.append(self.path)
-            headers, body = answer(self.path)
-            self.send_response(200)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
+            self.reply(200, *answer(self.path))
 
     with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as url:
         yield url, asked
