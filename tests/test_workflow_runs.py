@@ -58,7 +58,14 @@ import yaml
 
 from ci_rules import missing
 from conftest import ROOT, TEST_AUDIT_KEY, TEST_KEY, TEST_VERIFY_KEY, bake, dvc
-from servers import LOCAL_REGISTRY, free_port, serving, wait_until, write_infrastructure
+from servers import (
+    LOCAL_REGISTRY,
+    free_port,
+    quiet_mlflow_env,
+    serving,
+    wait_until,
+    write_infrastructure,
+)
 from test_report import PR, REPO, TOKEN, FakeGitHub
 
 ACT = Path(sys.executable).parent / "act"
@@ -237,9 +244,12 @@ def mlflow_server(tmp_path_factory) -> Iterator[Mlflow]:
         "--artifacts-destination",
         str(home / "artifacts"),
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
     proc = subprocess.Popen(
-        cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        cmd,
+        env=quiet_mlflow_env(),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     server = Mlflow(f"http://127.0.0.1:{port}")
     try:
