@@ -12,6 +12,7 @@ Any failure prints ONE line starting with ERROR on stderr and exits 1.
 """
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -23,7 +24,6 @@ CONTEXT = json.loads({{cookiecutter | jsonify | tojson}})
 TASK = CONTEXT["__example_task"]
 ROOT = Path.cwd()
 ADOPT = ROOT / ".sail-adopt.json"  # written by the pre-generation hook when data_file is given
-DVC = [sys.executable, "-m", "dvc"]
 REMOTE_TEMPLATE = re.compile(r"^([a-zA-Z][\w+.-]*://|git@|gh:|gl:|bb:)")
 # Paths `cruft update` must not diff: repository internals created by this hook, and this
 # file itself (cruft rewrites it; diffing the re-rendered copy would only conflict).
@@ -74,24 +74,46 @@ def git_init():
     run(["git", "symbolic-ref", "HEAD", "refs/heads/main"], "git init (branch main)")
 
 
-def dvc_init():
+def dvc_repo():
+    """DVC's repository and error types, in this process: one import instead of a `python -m dvc`
+    process per step (each paid dvc's import again, most of a project's generation time)."""
     try:
-        import dvc  # noqa: F401  (only checks that `python -m dvc` can work)
+        from dvc.exceptions import DvcException
+        from dvc.repo import Repo
     except ImportError:
         raise HookError(
             f"dvc cannot be imported by {sys.executable}; install sail-pipelines (it brings dvc) "
             "into the Python environment that runs cookiecutter, then generate the project again"
         ) from None
-    run(DVC + ["init", "-q"], "dvc init")
-    run(DVC + ["config", "core.analytics", "false"], "dvc config core.analytics false")
-    # Run from the project root, so .dvc/config stores a path relative to .dvc/ (../dvc-storage).
-    run(DVC + ["remote", "add", "-d", "local", "dvc-storage"], "dvc remote add")
+    logging.getLogger("dvc").setLevel(logging.WARNING)  # as `dvc -q`: no "next, run ..." advice
+    return Repo, DvcException
+
+
+def dvc_init():
+    """`dvc init`, analytics off, and the local folder dvc-storage/ as the default remote (stored
+    relative to .dvc/, as `dvc remote add` run from the root writes it: dvc rewrites a path
+    relative to the working directory, here ROOT, into one relative to .dvc/)."""
+    repo_type, dvc_error = dvc_repo()
+    try:
+        repo = repo_type.init(str(ROOT))
+        with repo.config.edit() as conf:
+            conf["core"]["analytics"] = "false"
+            conf["core"]["remote"] = "local"
+            conf["remote"]["local"] = {"url": "dvc-storage"}  # cwd is ROOT
+        repo.close()
+    except dvc_error as exc:
+        raise HookError(f"dvc init failed: {exc}") from None
 
 
 def track_data():
     """The user's data file through `sail adopt`, or the example data as it is."""
     if not ADOPT.is_file():
-        run(DVC + ["add", "-q", "data/raw/data.csv"], "dvc add data/raw/data.csv")
+        repo_type, dvc_error = dvc_repo()
+        try:
+            with repo_type(str(ROOT)) as repo:
+                repo.add("data/raw/data.csv")
+        except dvc_error as exc:
+            raise HookError(f"dvc add data/raw/data.csv failed: {exc}") from None
         return
     answers = json.loads(ADOPT.read_text())
     ADOPT.unlink()
