@@ -114,10 +114,13 @@ def test_every_rendered_resource_validates(root, strategy, environment):
                 pytest.fail(f"{strategy}/{environment}/{name} on Kubernetes {version}: {exc}")
 
 
-def _container(doc: dict) -> dict:
+def _pod(doc: dict) -> dict:
     spec = doc["spec"]
-    pod = spec["template"]["spec"] if doc["kind"] == "Deployment" else spec["predictor"]
-    return pod["containers"][0]
+    return spec["template"]["spec"] if doc["kind"] == "Deployment" else spec["predictor"]
+
+
+def _container(doc: dict) -> dict:
+    return _pod(doc)["containers"][0]
 
 
 # One resource per kind, broken twice: a field no schema has, and a value of the wrong type.
@@ -207,7 +210,9 @@ def test_the_pods_run_read_only_as_the_image_user_and_write_only_to_empty_dirs(r
             if document["kind"] not in ("Deployment", "InferenceService"):
                 continue
             spec = document["spec"]
-            pod = spec["template"]["spec"] if document["kind"] == "Deployment" else spec["predictor"]
+            pod = (
+                spec["template"]["spec"] if document["kind"] == "Deployment" else spec["predictor"]
+            )
             container = pod["containers"][0]
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
             assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"]

@@ -58,8 +58,10 @@ class Workload:
         """The Deployment (blue-green) or InferenceService (canary, shadow) to wait for."""
         if self.strategy == "blue-green":
             return f"deployment/{self.name}-{self.color}"
-        return f"inferenceservice/{self.name}-shadow" if self.strategy == "shadow" else (
-            f"inferenceservice/{self.name}"
+        return (
+            f"inferenceservice/{self.name}-shadow"
+            if self.strategy == "shadow"
+            else (f"inferenceservice/{self.name}")
         )
 
     @property

@@ -64,9 +64,7 @@ def inference_service(
 
 def pods(*services: str) -> dict[str, Any]:
     """The LabelSelector of the pods KServe runs for these InferenceServices."""
-    return {
-        "matchExpressions": [{"key": ISVC_LABEL, "operator": "In", "values": list(services)}]
-    }
+    return {"matchExpressions": [{"key": ISVC_LABEL, "operator": "In", "values": list(services)}]}
 
 
 def shadow_ingress(w: Workload) -> dict[str, Any]:

@@ -29,9 +29,7 @@ def service_monitor(w: Workload, services: dict[str, Any]) -> dict[str, Any]:
         "metadata": {"name": w.name, "labels": kw.labels(w)},
         "spec": {
             "selector": services,
-            "endpoints": [
-                {"targetPort": CONTAINER_PORT, "path": "/metrics", "interval": "30s"}
-            ],
+            "endpoints": [{"targetPort": CONTAINER_PORT, "path": "/metrics", "interval": "30s"}],
         },
     }
 

@@ -59,9 +59,7 @@ def _shadow(w: Workload) -> Manifests:
         )
     both = ks.pods(w.name, f"{w.name}-shadow")
     return {
-        "inferenceservice.yaml": ks.inference_service(
-            w, w.name, w.stable_image, None, raw=True
-        ),
+        "inferenceservice.yaml": ks.inference_service(w, w.name, w.stable_image, None, raw=True),
         "inferenceservice-shadow.yaml": ks.inference_service(
             w, f"{w.name}-shadow", w.image, None, raw=True
         ),
