@@ -122,7 +122,10 @@ def live_color(w: Workload, context: str) -> str | None:
     """The color the environment's Service selects now (blue-green), None before the first."""
     found = _kubectl("get", "service", w.name, "--ignore-not-found", "-o", "json")
     if found.returncode != 0:
-        raise SailError(f"cannot read service/{w.name} on context {context!r}: {_last_line(found)}")
+        raise SailError(
+            f"cannot read service/{w.name} on context {context!r} (blue-green switches its "
+            f"selector): {_last_line(found)}; nothing was applied"
+        )
     try:
         service = json.loads(found.stdout) if found.stdout.strip() else {}
     except ValueError:
