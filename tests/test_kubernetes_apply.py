@@ -364,6 +364,23 @@ def test_blue_green_starts_the_color_the_service_does_not_select_and_canary_goes
     assert len(cluster.calls("rollout status")) == 1
     assert not (project / "deploy" / "staging" / "deployment.yaml").exists()
 
+    # Shadow: what staging's tag names (the canary just deployed) answers, the new image listens
+    # through the Ingress' mirror; both InferenceServices are waited on.
+    images(f"{REPO}:c0ffee-v2")
+    package(project, f"{REPO}:c0ffee-v2")
+    out = json.loads(ok(deploy(project, cluster, "staging", "--strategy", "shadow")).stdout)
+    manifests = applied(cluster.calls("apply")[5])
+    assert {f"InferenceService/{name}", f"InferenceService/{name}-shadow", f"Ingress/{name}"} <= (
+        set(manifests)
+    )
+    stable = manifests[f"InferenceService/{name}"]["spec"]["predictor"]["containers"][0]
+    shadow = manifests[f"InferenceService/{name}-shadow"]["spec"]["predictor"]["containers"][0]
+    assert (stable["image"], shadow["image"]) == (f"{REPO}:c0ffee-v1", f"{REPO}:c0ffee-v2")
+    assert cluster.calls("wait")[-1]["argv"][2:4] == [
+        f"inferenceservice/{name}",
+        f"inferenceservice/{name}-shadow",
+    ]
+
     # KServe not ready: the line names the InferenceService and says the old revision serves.
     cluster.answer(wait={"rc": 1, "stderr": "error: timed out waiting for the condition\n"})
     line = error_line(deploy(project, cluster, "staging", "--strategy", "canary"))

@@ -54,15 +54,12 @@ class Workload:
         return f"{self.model}-{self.environment}"
 
     @property
-    def deployment(self) -> str:
-        """The Deployment (blue-green) or InferenceService (canary, shadow) to wait for."""
+    def waits(self) -> list[str]:
+        """The new color's Deployment (blue-green), or the InferenceServices, to wait for."""
         if self.strategy == "blue-green":
-            return f"deployment/{self.name}-{self.color}"
-        return (
-            f"inferenceservice/{self.name}-shadow"
-            if self.strategy == "shadow"
-            else (f"inferenceservice/{self.name}")
-        )
+            return [f"deployment/{self.name}-{self.color}"]
+        shadow = [f"inferenceservice/{self.name}-shadow"] if self.strategy == "shadow" else []
+        return [f"inferenceservice/{self.name}", *shadow]
 
     @property
     def secret(self) -> str:
@@ -147,18 +144,18 @@ def _apply(paths: list[Path], context: str) -> list[str]:
 
 def _wait(w: Workload, context: str, timeout: float) -> None:
     if w.strategy == "blue-green":
-        args = ["rollout", "status", w.deployment]
+        args = ["rollout", "status", *w.waits]
         undo = (
-            f"the Service still selects the previous color, `kubectl delete {w.deployment}` "
+            f"the Service still selects the previous color, `kubectl delete {w.waits[0]}` "
             "drops the new pods"
         )
-    else:  # KServe: the InferenceService's Ready condition
-        args = ["wait", "--for=condition=Ready", w.deployment]
+    else:  # KServe: the InferenceServices' Ready condition
+        args = ["wait", "--for=condition=Ready", *w.waits]
         undo = "KServe keeps the previous revision serving; fix or delete the new one"
     waited = _kubectl(*args, f"--timeout={timeout:.0f}s", timeout=timeout + 30)
     if waited.returncode != 0:
         raise SailError(
-            f"{w.deployment} did not become ready on context {context!r}: "
+            f"{' and '.join(w.waits)} did not become ready on context {context!r}: "
             f"{_last_line(waited)}; {undo}"
         )
 
