@@ -502,20 +502,35 @@ def test_kubernetes_manifests(project, stubs, docker_client):
             )
         ).stdout
     )
-    assert out["manifests"] == ["deploy/staging/deployment.yaml", "deploy/staging/service.yaml"]
+    # Blue-green (the default): the first color, its autoscaler, the Service that selects it, the
+    # disruption budget and network policy, and the Prometheus Operator's resources
+    # (tests/test_kubernetes_resources.py validates them all against their schemas).
+    assert out["manifests"] == [
+        f"deploy/staging/{name}"
+        for name in (
+            "deployment.yaml",
+            "hpa.yaml",
+            "service.yaml",
+            "pdb.yaml",
+            "networkpolicy.yaml",
+            "monitoring/servicemonitor.yaml",
+            "monitoring/prometheusrule.yaml",
+        )
+    ]
+    assert out["strategy"] == "blue-green" and out["color"] == "blue"
     assert out["deployed_image"] == digest and "tag" not in out  # render-only moves nothing
     deployment = yaml.safe_load((project / "deploy" / "staging" / "deployment.yaml").read_text())
     service = yaml.safe_load((project / "deploy" / "staging" / "service.yaml").read_text())
     assert (
         deployment["kind"] == "Deployment"
-        and deployment["metadata"]["name"] == "deploy-check-staging"
+        and deployment["metadata"]["name"] == "deploy-check-staging-blue"
     )
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["image"] == digest
     assert container["readinessProbe"]["httpGet"] == {
         "path": "/ready",
-        "port": "http",
+        "port": 8000,
         "scheme": "HTTP",
     }
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
@@ -566,6 +581,7 @@ def test_kubernetes_manifests(project, stubs, docker_client):
         ).stdout
     )
     assert out["deployed_image"] == f"{REPO}:c0ffee-v1"
+    assert out["color"] == "green"  # the other color than the last render's: the next switch
     service = yaml.safe_load((project / "deploy" / "staging" / "service.yaml").read_text())
     assert service["spec"]["ports"][0]["port"] == 8080
 
@@ -604,9 +620,9 @@ def test_kubernetes_apply_without_a_cluster_is_a_clear_error(
     result = deploy(
         project, "--environment", "staging", "--target", "kubernetes", KUBECONFIG=str(config)
     )
-    assert (
-        "kubectl apply -f" in first_error_line(result)
-        and "failed on context 'gone'" in result.stderr
-    )
+    # Blue-green reads the Service's color first: the unreachable server stops it there.
+    line = first_error_line(result)
+    assert "cannot read service/deploy-check-staging on context 'gone'" in line
+    assert "refused" in line and "nothing was applied" in line
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(f"{REPO}:staging")  # nothing deployed: the tag did not move

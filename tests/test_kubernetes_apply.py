@@ -43,12 +43,14 @@ from pathlib import Path
 here = Path(__file__).resolve().parent
 argv = sys.argv[1:]
 words = [a for a in argv if not a.startswith("-")]
-command = " ".join(words[:2]) if words[:1] in (["config"], ["rollout"]) else (words or [""])[0]
+two = (["config"], ["rollout"], ["get"])
+command = " ".join(words[:2]) if words[:1] in two else (words or [""])[0]
 files = {{}}
-if command == "apply" and "-f" in argv:
-    target = Path(argv[argv.index("-f") + 1])
-    for path in sorted(target.iterdir()) if target.is_dir() else [target]:
-        files[path.name] = path.read_text()
+for at, arg in enumerate(argv[:-1]):
+    if command == "apply" and arg == "-f":
+        target = Path(argv[at + 1])
+        for path in sorted(target.glob("*.yaml")) if target.is_dir() else [target]:
+            files[path.name] = path.read_text()
 piped = sys.stdin is not None and stat.S_ISFIFO(os.fstat(0).st_mode)
 stdin = sys.stdin.read() if piped else ""  # only what sail pipes in
 call = {{"command": command, "argv": argv, "stdin": stdin, "files": files}}
@@ -73,7 +75,9 @@ class Cluster:
         self.answer()
 
     def answer(self, **overrides: dict) -> None:
-        """Per subcommand (apply, rollout_status, get, ...): rc, stdout, stderr."""
+        """Per subcommand (apply, rollout_status, get_secret, get_service, wait, ...): rc,
+        stdout, stderr. No Service yet (the first blue-green deploy starts blue), no Prometheus
+        Operator."""
         scenario = {
             "config current-context": {"stdout": f"{CONTEXT}\n"},
             "apply": {
@@ -81,7 +85,10 @@ class Cluster:
                 "unchanged\n"
             },
             "rollout status": {"stdout": "deployment successfully rolled out\n"},
-            "get": {"stdout": f"secret/{MODEL.replace('_', '-')}-signing-key\n"},
+            "get secret": {"stdout": f"secret/{MODEL.replace('_', '-')}-signing-key\n"},
+            "get service": {"stdout": ""},
+            "api-resources": {"stdout": ""},
+            "wait": {"stdout": "inferenceservice.serving.kserve.io/x condition met\n"},
         }
         scenario.update({name.replace("_", " "): answer for name, answer in overrides.items()})
         (self.bin / "scenario.json").write_text(json.dumps(scenario))
@@ -157,7 +164,7 @@ def package(project: Path, ref: str) -> None:
     (project / "reports" / "package.json").write_text(json.dumps({"image": ref, "model": MODEL}))
 
 
-def deploy(project: Path, cluster: Cluster, environment: str, **env: str):
+def deploy(project: Path, cluster: Cluster, environment: str, *args: str, **env: str):
     return sail(
         project,
         "deploy",
@@ -167,6 +174,7 @@ def deploy(project: Path, cluster: Cluster, environment: str, **env: str):
         "kubernetes",
         "--timeout",
         "45",
+        *args,
         **cluster.env(),
         **env,
     )
@@ -213,26 +221,52 @@ def test_a_successful_apply_hands_the_rendered_manifests_over_and_moves_the_tag(
 
     name = f"{DEPLOYMENT}-staging"
     pinned = f"{REGISTRY}/{REPO}@{digest}"
+    # Blue-green: which color the Service selects (none yet: blue starts), everything but the
+    # Service, the rollout of the new color, and only then the Service (the switch); no
+    # Prometheus Operator on this cluster, so monitoring/ is left out.
     assert [c["command"] for c in cluster.calls()] == [
         "config current-context",
+        "get service",
         "apply",
         "rollout status",
+        "apply",
+        "api-resources",
     ]
-    [apply] = cluster.calls("apply")
+    first, switch = cluster.calls("apply")
     # What the cluster received is what was rendered under deploy/staging/, pinned by digest.
-    rendered = {p.name: p.read_text() for p in (project / "deploy" / "staging").iterdir()}
-    assert apply["files"] == rendered and set(rendered) == {"deployment.yaml", "service.yaml"}
-    assert apply["argv"][apply["argv"].index("-f") + 1] == str(project / "deploy" / "staging")
-    manifests = applied(apply)
-    assert set(manifests) == {f"Deployment/{name}", f"Service/{name}"}
-    [container] = manifests[f"Deployment/{name}"]["spec"]["template"]["spec"]["containers"]
+    directory = project / "deploy" / "staging"
+    rendered = {p.name: p.read_text() for p in directory.glob("*.yaml")}
+    assert {**first["files"], **switch["files"]} == rendered and set(switch["files"]) == {
+        "service.yaml"
+    }
+    assert set(rendered) == {
+        "deployment.yaml",
+        "hpa.yaml",
+        "networkpolicy.yaml",
+        "pdb.yaml",
+        "service.yaml",
+    }
+    assert str(directory / "deployment.yaml") in first["argv"]
+    manifests = {**applied(first), **applied(switch)}
+    assert set(manifests) == {
+        f"Deployment/{name}-blue",
+        f"HorizontalPodAutoscaler/{name}-blue",
+        f"Service/{name}",
+        f"PodDisruptionBudget/{name}",
+        f"NetworkPolicy/{name}",
+    }
+    [container] = manifests[f"Deployment/{name}-blue"]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == pinned and out["deployed_image"] == pinned
-    assert manifests[f"Deployment/{name}"]["spec"]["replicas"] == 1
+    assert manifests[f"Deployment/{name}-blue"]["spec"]["replicas"] == 1
+    assert manifests[f"Service/{name}"]["spec"]["selector"]["sail/color"] == "blue"
+    assert out["color"] == "blue" and out["strategy"] == "blue-green"
+    assert out["monitoring"].startswith(f"not applied: no Prometheus Operator on '{CONTEXT}'")
     # The rollout waited on that Deployment, in the namespace the manifests went to (the
     # context's: neither names another).
     [rollout] = cluster.calls("rollout status")
-    assert f"deployment/{name}" in rollout["argv"] and "--timeout=45s" in rollout["argv"]
-    assert not any(a.startswith(("-n", "--namespace")) for a in apply["argv"] + rollout["argv"])
+    assert f"deployment/{name}-blue" in rollout["argv"] and "--timeout=45s" in rollout["argv"]
+    argv = first["argv"] + switch["argv"] + rollout["argv"]
+    assert not any(a.startswith(("-n", "--namespace")) for a in argv)
     assert all("namespace" not in m["metadata"] for m in manifests.values())
 
     assert out["context"] == CONTEXT and out["applied"][0].startswith("deployment.apps/")
@@ -270,9 +304,13 @@ def test_a_failed_rollout_names_the_deployment_and_the_tag_stays(
         }
     )
     line = error_line(deploy(project, cluster, "staging", SAIL_REGISTRY=REGISTRY))
-    assert f"deployment/{DEPLOYMENT}-staging did not become ready on context '{CONTEXT}'" in line
-    assert "timed out waiting for the condition" in line
-    assert len(cluster.calls("apply")) == 2  # it was applied, and then it failed
+    assert (
+        f"deployment/{DEPLOYMENT}-staging-blue did not become ready on context '{CONTEXT}'" in line
+    )
+    assert "timed out waiting for the condition" in line and "still selects the previous" in line
+    # The new color was applied, and then it failed: the Service was not switched to it.
+    assert len(cluster.calls("apply")) == 3
+    assert "service.yaml" not in cluster.calls("apply")[-1]["files"]
     # The environment's tag did not move: locally and in the registry it still names A.
     assert docker_client.images.get(staging).id == first_image.id
     assert registry_digest(docker_client, staging) == first_digest
@@ -283,6 +321,71 @@ def test_a_failed_rollout_names_the_deployment_and_the_tag_stays(
     assert f"failed on context '{CONTEXT}': error: the server doesn't have a resource type" in line
     assert len(cluster.calls("rollout status")) == 2
     assert registry_digest(docker_client, staging) == first_digest
+
+
+def test_blue_green_starts_the_color_the_service_does_not_select_and_canary_goes_to_kserve(
+    project, cluster, images, docker_client
+):
+    images(f"{REPO}:c0ffee-v1")
+    package(project, f"{REPO}:c0ffee-v1")
+    name = f"{DEPLOYMENT}-staging"
+    # The cluster's Service selects blue (whatever the last render here said): green starts,
+    # and with the Prometheus Operator on the cluster, monitoring/ goes too, after the switch.
+    live = {"spec": {"selector": {"app.kubernetes.io/instance": name, "sail/color": "blue"}}}
+    operator = {
+        "stdout": "prometheusrules.monitoring.coreos.com\nservicemonitors.monitoring.coreos.com\n"
+    }
+    cluster.answer(get_service={"stdout": json.dumps(live)}, **{"api-resources": operator})
+    out = json.loads(ok(deploy(project, cluster, "staging")).stdout)
+    assert out["color"] == "green" and "monitoring" not in out
+    first, switch, monitoring = cluster.calls("apply")
+    assert f"Deployment/{name}-green" in applied(first)
+    assert applied(switch)[f"Service/{name}"]["spec"]["selector"]["sail/color"] == "green"
+    assert set(applied(monitoring)) == {f"ServiceMonitor/{name}", f"PrometheusRule/{name}"}
+    [rollout] = cluster.calls("rollout status")
+    assert f"deployment/{name}-green" in rollout["argv"]
+
+    # Canary: one InferenceService with the weight, applied at once, waited on until Ready; the
+    # blue-green files are gone from deploy/staging/.
+    out = json.loads(
+        ok(deploy(project, cluster, "staging", "--strategy", "canary", "--weight", "20")).stdout
+    )
+    assert out["strategy"] == "canary" and "color" not in out
+    canary = cluster.calls("apply")[3]
+    manifests = applied(canary)
+    assert set(manifests) == {
+        f"InferenceService/{name}",
+        f"PodDisruptionBudget/{name}",
+        f"NetworkPolicy/{name}",
+    }
+    assert manifests[f"InferenceService/{name}"]["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    [wait] = cluster.calls("wait")
+    assert wait["argv"][:3] == ["wait", "--for=condition=Ready", f"inferenceservice/{name}"]
+    assert len(cluster.calls("rollout status")) == 1
+    assert not (project / "deploy" / "staging" / "deployment.yaml").exists()
+
+    # Shadow: what staging's tag names (the canary just deployed) answers, the new image listens
+    # through the Ingress' mirror; both InferenceServices are waited on.
+    images(f"{REPO}:c0ffee-v2")
+    package(project, f"{REPO}:c0ffee-v2")
+    out = json.loads(ok(deploy(project, cluster, "staging", "--strategy", "shadow")).stdout)
+    manifests = applied(cluster.calls("apply")[5])
+    assert {f"InferenceService/{name}", f"InferenceService/{name}-shadow", f"Ingress/{name}"} <= (
+        set(manifests)
+    )
+    stable = manifests[f"InferenceService/{name}"]["spec"]["predictor"]["containers"][0]
+    shadow = manifests[f"InferenceService/{name}-shadow"]["spec"]["predictor"]["containers"][0]
+    assert (stable["image"], shadow["image"]) == (f"{REPO}:c0ffee-v1", f"{REPO}:c0ffee-v2")
+    assert cluster.calls("wait")[-1]["argv"][2:4] == [
+        f"inferenceservice/{name}",
+        f"inferenceservice/{name}-shadow",
+    ]
+
+    # KServe not ready: the line names the InferenceService and says the old revision serves.
+    cluster.answer(wait={"rc": 1, "stderr": "error: timed out waiting for the condition\n"})
+    line = error_line(deploy(project, cluster, "staging", "--strategy", "canary"))
+    assert f"inferenceservice/{name} did not become ready" in line
+    assert "KServe keeps the previous revision serving" in line
 
 
 @pytest.mark.slow  # MLflow's registry database, then two deploys: about 16 s
@@ -300,8 +403,8 @@ def test_production_deploys_the_champion_only(project, cluster, images, docker_c
     images(f"{REPO}:c0ffee-v2", version="2", bundle_id="bundle-v2").tag(REPO, "production")
     out = json.loads(ok(deploy(project, cluster, "production")).stdout)
     assert out["champion"] == "2" and out["deployed_image"] == f"{REPO}:c0ffee-v2"
-    [apply] = cluster.calls("apply")
-    deployment = applied(apply)[f"Deployment/{DEPLOYMENT}-production"]
+    apply, _ = cluster.calls("apply")
+    deployment = applied(apply)[f"Deployment/{DEPLOYMENT}-production-blue"]
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (f"{REPO}:c0ffee-v2")
     assert out["tag"]["moved"] is False  # the production tag already named it; promotion moves it
@@ -317,7 +420,7 @@ def test_the_verify_key_reaches_the_cluster_and_no_private_key_does(
     ok(deploy(project, cluster, "staging"))  # the runner gives sail SAIL_SIGNING_KEY too
     manifests = applied(cluster.calls("apply")[0])
     assert {"name": "SAIL_VERIFY_KEY", "value": TEST_VERIFY_KEY} in container_env(
-        manifests, f"{DEPLOYMENT}-staging"
+        manifests, f"{DEPLOYMENT}-staging-blue"
     )
     assert not [m for m in manifests.values() if m["kind"] == "Secret"]
     no_private_key_in(cluster.calls())
@@ -338,7 +441,7 @@ def test_with_hmac_the_pods_read_the_secret_the_cluster_holds(
         ({"stdout": ""}, "not found"),  # what --ignore-not-found answers
         ({"rc": 1, "stderr": "Error from server (Forbidden): secrets is forbidden\n"}, "Forbidden"),
     ):
-        cluster.answer(get=missing)
+        cluster.answer(get_secret=missing)
         line = error_line(
             deploy(project, cluster, "staging", key=None, SAIL_VERIFY_KEY=HMAC_SECRET)
         )
@@ -347,13 +450,13 @@ def test_with_hmac_the_pods_read_the_secret_the_cluster_holds(
 
     cluster.answer()
     ok(deploy(project, cluster, "staging", key=None, SAIL_VERIFY_KEY=HMAC_SECRET))
-    get = cluster.calls("get")[-1]
+    get = cluster.calls("get secret")[-1]
     assert get["argv"][:2] == ["get", "secret"] and secret in get["argv"]
-    [apply] = cluster.calls("apply")
+    apply = cluster.calls("apply")[0]
     assert {
         "name": "SAIL_VERIFY_KEY",
         "valueFrom": {"secretKeyRef": {"name": secret, "key": "signing-key"}},
-    } in container_env(applied(apply), f"{DEPLOYMENT}-staging")
+    } in container_env(applied(apply), f"{DEPLOYMENT}-staging-blue")
     # The shared secret (which also signs) reaches the cluster only through that Secret.
     for call in cluster.calls():
         assert HMAC_SECRET not in json.dumps(call), call["command"]

@@ -167,6 +167,19 @@ def _deploy(add: Add) -> None:
         action="store_true",
         help="kubernetes: write deploy/<environment>/ and apply nothing",
     )
+    deploy.add_argument(
+        "--strategy",
+        default="blue-green",
+        choices=("blue-green", "canary", "shadow"),
+        help="blue-green (default): switch once the new image is ready; canary: --weight percent "
+        "of requests to it; shadow: it gets a copy of every request and answers no one",
+    )
+    deploy.add_argument(
+        "--weight",
+        type=_bounded("canary weight in percent", 100),
+        default=10,
+        help="canary: percent of requests the new image takes (default 10)",
+    )
 
 
 def _serving(add: Add) -> None:

@@ -197,7 +197,13 @@ def cmd_deploy(args):
 
     key = signing.verify_key(settings, params.signing_scheme)
     target = deploy.Deployment(
-        args.environment, args.target, args.port, args.timeout, args.render_only
+        args.environment,
+        args.target,
+        args.port,
+        args.timeout,
+        args.render_only,
+        args.strategy,
+        args.weight,
     )
     return deploy.run(paths, params, settings, key, target)
 

@@ -1,16 +1,15 @@
-"""Kubernetes manifests for an inference environment, and applying them with kubectl.
+"""kubectl: applying an environment's rendered manifests and waiting until they serve.
 
-Built as data and dumped with PyYAML, so every value is quoted correctly. The pods run the
-image as a non-root user with a read-only root file system, are ready only when the model
-answers (/ready) and restarted when the server hangs (/health). The pods get the public key
-(SAIL_VERIFY_KEY, written into the Deployment: it is no secret) and never a private key; only
-with the HMAC scheme do they need the shared secret, from a Secret the cluster already holds,
-which is never written under deploy/ and must be on the cluster before anything is applied.
+The manifests are rendered by delivery/kube_render.py; this module only talks to the cluster,
+through the kubectl on PATH, with none of sail's keys in its environment. With the HMAC scheme
+the pods read the shared secret from a Secret the cluster already holds, which is never written
+under deploy/ and must be on the cluster before anything is applied. Blue-green applies in two
+steps: the new color's Deployment first, and the Service's selector only once it is ready.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import os
 import shutil
 import subprocess
@@ -18,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sail_pipelines.errors import SailError
-from sail_pipelines.files import write_atomic
 
 CONTAINER_PORT = 8000  # the inference image's SAIL_PORT
 RUN_AS = 10001  # the `sail` user of the inference image
 KUBECTL_TIMEOUT = 60
+STRATEGIES = ("blue-green", "canary", "shadow")
+COLORS = ("blue", "green")
+SERVICE_FILE = "service.yaml"  # blue-green: applied last, it switches the traffic
 # kubectl (and the credential plugins it runs) needs none of sail's keys: it never gets them.
 KEY_VARIABLES = frozenset(
     {"SAIL_SIGNING_KEY", "SAIL_VERIFY_KEY", "SAIL_AUDIT_KEY", "SAIL_AUDIT_VERIFY_KEY"}
@@ -44,127 +43,27 @@ class Workload:
     memory_request: str = "256Mi"
     cpu_limit: str = "1"
     memory_limit: str = "1Gi"
+    max_replicas: int = 4  # the HorizontalPodAutoscaler's (KServe's autoscaler's) ceiling
+    strategy: str = "blue-green"  # one of STRATEGIES
+    color: str = "blue"  # blue-green: the color this deploy starts
+    weight: int = 10  # canary: percent of requests the new image takes
+    stable_image: str | None = None  # shadow: the image that answers (the environment's own)
 
     @property
     def name(self) -> str:
         return f"{self.model}-{self.environment}"
 
     @property
+    def waits(self) -> list[str]:
+        """The new color's Deployment (blue-green), or the InferenceServices, to wait for."""
+        if self.strategy == "blue-green":
+            return [f"deployment/{self.name}-{self.color}"]
+        shadow = [f"inferenceservice/{self.name}-shadow"] if self.strategy == "shadow" else []
+        return [f"inferenceservice/{self.name}", *shadow]
+
+    @property
     def secret(self) -> str:
         return f"{self.model}-signing-key"
-
-
-def _container(w: Workload) -> dict[str, Any]:
-    """The inference container: probes on /ready and /health, non-root, read-only, no key but
-    the public one (or the HMAC secret from the cluster's Secret)."""
-    probe = {"port": "http", "scheme": "HTTP"}
-    return {
-        "name": "inference",
-        "image": w.image,
-        "imagePullPolicy": "IfNotPresent",
-        "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
-        "env": [
-            {"name": "SAIL_HOST", "value": "0.0.0.0"},
-            {"name": "SAIL_PORT", "value": str(CONTAINER_PORT)},
-            {"name": "SAIL_VERIFY_KEY", "value": w.verify_key}
-            if w.verify_key
-            else {
-                "name": "SAIL_VERIFY_KEY",
-                "valueFrom": {"secretKeyRef": {"name": w.secret, "key": "signing-key"}},
-            },
-        ],
-        "readinessProbe": {
-            "httpGet": {"path": "/ready", **probe},
-            "initialDelaySeconds": 5,
-            "periodSeconds": 5,
-            "timeoutSeconds": 3,
-            "failureThreshold": 3,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": "/health", **probe},
-            "initialDelaySeconds": 20,
-            "periodSeconds": 10,
-            "timeoutSeconds": 3,
-            "failureThreshold": 3,
-        },
-        "resources": {
-            "requests": {"cpu": w.cpu_request, "memory": w.memory_request},
-            "limits": {"cpu": w.cpu_limit, "memory": w.memory_limit},
-        },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # HOME and gunicorn's worker files
-    }
-
-
-def _deployment(w: Workload, selector: dict[str, str], labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": w.name, "labels": labels},
-        "spec": {
-            "replicas": w.replicas,
-            "revisionHistoryLimit": 5,
-            "selector": {"matchLabels": selector},
-            # A new version takes traffic only once ready; the old pods serve until then.
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-            },
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": RUN_AS,
-                        "runAsGroup": RUN_AS,
-                        "fsGroup": RUN_AS,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [_container(w)],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
-                },
-            },
-        },
-    }
-
-
-def manifests(w: Workload) -> dict[str, dict[str, Any]]:
-    """{file name: manifest} for the Deployment and its Service."""
-    selector = {"app.kubernetes.io/name": w.model, "app.kubernetes.io/instance": w.name}
-    labels = {
-        **selector,
-        "app.kubernetes.io/component": "inference",
-        "app.kubernetes.io/managed-by": "sail-pipelines",
-        "sail/environment": w.environment,
-    }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": w.name, "labels": labels},
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector,
-            "ports": [
-                {"name": "http", "port": w.service_port, "targetPort": "http", "protocol": "TCP"}
-            ],
-        },
-    }
-    return {"deployment.yaml": _deployment(w, selector, labels), "service.yaml": service}
-
-
-def render(directory: Path, w: Workload) -> list[Path]:
-    written = []
-    for name, manifest in manifests(w).items():
-        text = yaml.safe_dump(manifest, sort_keys=False)
-        write_atomic(directory / name, functools.partial(Path.write_text, data=text))
-        written.append(directory / name)
-    return written
 
 
 def _kubectl(*args: str, timeout: float = KUBECTL_TIMEOUT) -> subprocess.CompletedProcess:
@@ -205,8 +104,7 @@ def _require_secret(w: Workload, context: str) -> None:
         )
 
 
-def apply(directory: Path, w: Workload, timeout: float) -> dict[str, Any]:
-    """kubectl apply, then wait for the rollout: ready pods, or the old ones keep serving."""
+def current_context(directory: Path) -> str:
     context = _kubectl("config", "current-context")
     if context.returncode != 0:
         raise SailError(
@@ -214,25 +112,77 @@ def apply(directory: Path, w: Workload, timeout: float) -> dict[str, Any]:
             f"{directory}, apply them with `kubectl apply -f {directory}` where a cluster is "
             "reachable"
         )
-    name = context.stdout.strip()
-    if w.verify_key is None:
-        _require_secret(w, name)
-    applied = _kubectl("apply", "--request-timeout=30s", "-f", str(directory))
+    return context.stdout.strip()
+
+
+def live_color(w: Workload, context: str) -> str | None:
+    """The color the environment's Service selects now (blue-green), None before the first."""
+    found = _kubectl("get", "service", w.name, "--ignore-not-found", "-o", "json")
+    if found.returncode != 0:
+        raise SailError(
+            f"cannot read service/{w.name} on context {context!r} (blue-green switches its "
+            f"selector): {_last_line(found)}; nothing was applied"
+        )
+    try:
+        service = json.loads(found.stdout) if found.stdout.strip() else {}
+    except ValueError:
+        service = {}
+    color = ((service.get("spec") or {}).get("selector") or {}).get("sail/color")
+    return color if color in COLORS else None
+
+
+def _apply(paths: list[Path], context: str) -> list[str]:
+    files = [arg for path in paths for arg in ("-f", str(path))]
+    applied = _kubectl("apply", "--request-timeout=30s", *files)
     if applied.returncode != 0:
+        named = " ".join(files)
         raise SailError(
-            f"kubectl apply -f {directory} failed on context {name!r}: {_last_line(applied)}"
+            f"kubectl apply {named} failed on context {context!r}: {_last_line(applied)}"
         )
-    rollout = _kubectl(
-        "rollout",
-        "status",
-        f"deployment/{w.name}",
-        f"--timeout={timeout:.0f}s",
-        timeout=timeout + 30,
-    )
-    if rollout.returncode != 0:
+    return applied.stdout.strip().splitlines()
+
+
+def _wait(w: Workload, context: str, timeout: float) -> None:
+    if w.strategy == "blue-green":
+        args = ["rollout", "status", *w.waits]
+        undo = (
+            f"the Service still selects the previous color, `kubectl delete {w.waits[0]}` "
+            "drops the new pods"
+        )
+    else:  # KServe: the InferenceServices' Ready condition
+        args = ["wait", "--for=condition=Ready", *w.waits]
+        undo = "KServe keeps the previous revision serving; fix or delete the new one"
+    waited = _kubectl(*args, f"--timeout={timeout:.0f}s", timeout=timeout + 30)
+    if waited.returncode != 0:
         raise SailError(
-            f"deployment/{w.name} did not become ready on context {name!r}: "
-            f"{_last_line(rollout)}; the previous pods keep serving (maxUnavailable 0), `kubectl "
-            f"rollout undo deployment/{w.name}` drops the new ones"
+            f"{' and '.join(w.waits)} did not become ready on context {context!r}: "
+            f"{_last_line(waited)}; {undo}"
         )
-    return {"context": name, "applied": applied.stdout.strip().splitlines()}
+
+
+def _has_prometheus_operator() -> bool:
+    found = _kubectl("api-resources", "--api-group=monitoring.coreos.com", "-o", "name")
+    return found.returncode == 0 and "servicemonitors" in found.stdout
+
+
+def apply(directory: Path, w: Workload, timeout: float, context: str) -> dict[str, Any]:
+    """Apply, wait until ready, and only then (blue-green) switch the Service: a failure at any
+    step leaves the previous pods serving. monitoring/ goes where the Prometheus Operator is."""
+    if w.verify_key is None:
+        _require_secret(w, context)
+    files = sorted(p for p in directory.iterdir() if p.suffix == ".yaml")
+    switch = [p for p in files if w.strategy == "blue-green" and p.name == SERVICE_FILE]
+    applied = _apply([p for p in files if p not in switch], context)
+    _wait(w, context, timeout)
+    if switch:
+        applied += _apply(switch, context)
+    result: dict[str, Any] = {"context": context, "applied": applied}
+    monitoring = sorted((directory / "monitoring").glob("*.yaml"))
+    if monitoring and _has_prometheus_operator():
+        result["applied"] += _apply(monitoring, context)
+    elif monitoring:
+        result["monitoring"] = (
+            f"not applied: no Prometheus Operator on {context!r} (apply "
+            f"{directory / 'monitoring'} where it runs)"
+        )
+    return result

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from sail_pipelines.clients import containers, kubernetes, tracking
 from sail_pipelines.clients.build import image_names
 from sail_pipelines.clients.images import ImageRef, repository_name
 from sail_pipelines.config import Params, ProjectPaths, Settings, stores
-from sail_pipelines.delivery import release
+from sail_pipelines.delivery import kube_render, release
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import read_json
 from sail_pipelines.integrity.signing import HmacKey, VerifyKey, serving_env
@@ -37,6 +37,7 @@ from sail_pipelines.polling import wait_until
 TARGETS = ("local", "kubernetes")
 DEFAULT_PORTS = {"staging": 8081, "production": 8080}
 REPLICAS = {"staging": 1, "production": 2}
+MAX_REPLICAS = {"staging": 2, "production": 6}  # the autoscaler's ceiling on Kubernetes
 LOG_TAIL = 20
 # The previous container served before: it gets the default wait to be ready again, however
 # short the --timeout the new image was given.
@@ -53,6 +54,8 @@ class Deployment:
     )
     timeout: float = 120.0  # seconds to become ready
     render_only: bool = False  # kubernetes: write the manifests, apply nothing
+    strategy: str = "blue-green"  # one of kubernetes.STRATEGIES
+    weight: int = 10  # canary: percent of requests the new image takes
 
 
 def source_image(paths: ProjectPaths, params: Params, settings: Settings, environment: str) -> str:
@@ -228,6 +231,14 @@ def run_local(
     }
 
 
+def _stable_image(client: Any, tag: str, repository: str) -> str | None:
+    """What the environment's tag names (the image that answers while a shadow listens)."""
+    try:
+        return release.pinned_ref(release.get_image(client, tag, pull=False), repository)
+    except SailError:
+        return None
+
+
 def _on_kubernetes(
     paths: ProjectPaths,
     deployment: Deployment,
@@ -236,13 +247,16 @@ def _on_kubernetes(
     ref: str,
     digest: str | None,
     key: VerifyKey,
+    stable: str | None,
 ) -> dict[str, Any]:
     """Write deploy/<environment>/ for the image pinned by digest and, unless only rendering,
-    apply it and wait for the rollout."""
+    apply it and wait until it serves. Blue-green starts the color the Service does not select
+    (the cluster's, else the last rendered one's)."""
     environment = deployment.environment
     repository = ImageRef.parse(ref).repository
     pinned = f"{repository}@{digest}" if digest else release.pinned_ref(image, repository)
     verify_text = None if isinstance(key, HmacKey) else key.verify_key.text()
+    directory = paths.root / "deploy" / environment
     workload = kubernetes.Workload(
         model,
         environment,
@@ -250,15 +264,24 @@ def _on_kubernetes(
         verify_key=verify_text,
         service_port=deployment.port or 80,
         replicas=REPLICAS[environment],
+        max_replicas=MAX_REPLICAS[environment],
+        strategy=deployment.strategy,
+        color=kube_render.other(kube_render.rendered_color(directory)),
+        weight=deployment.weight,
+        stable_image=stable,
     )
-    directory = paths.root / "deploy" / environment
-    written = kubernetes.render(directory, workload)
-    result: dict[str, Any] = {
-        "manifests": [str(p.relative_to(paths.root)) for p in written],
-        "deployed_image": workload.image,
-    }
+    written = kube_render.render(directory, workload, paths.root)
+    result: dict[str, Any] = {"strategy": workload.strategy, "deployed_image": workload.image}
     if not deployment.render_only:
-        result.update(kubernetes.apply(directory, workload, deployment.timeout))
+        context = kubernetes.current_context(directory)
+        if workload.strategy == "blue-green":
+            live = kubernetes.live_color(workload, context)
+            workload = replace(workload, color=kube_render.other(live))
+            written = kube_render.render(directory, workload, paths.root)
+        result.update(kubernetes.apply(directory, workload, deployment.timeout, context))
+    if workload.strategy == "blue-green":
+        result["color"] = workload.color
+    result["manifests"] = [str(p.relative_to(paths.root)) for p in written]
     return result
 
 
@@ -306,7 +329,11 @@ def run(
         name = f"{model}-{environment}"
         result.update(run_local(client, image, ref, name, port, env, labels, deployment.timeout))
     else:
-        result.update(_on_kubernetes(paths, deployment, model, image, ref, digest, key))
+        stable = None
+        if deployment.strategy == "shadow":
+            tag = image_names(paths, params, settings).environment(environment)
+            stable = _stable_image(client, tag, ImageRef.parse(ref).repository)
+        result.update(_on_kubernetes(paths, deployment, model, image, ref, digest, key, stable))
         if deployment.render_only:
             return result
     environment_tag = image_names(paths, params, settings).environment(environment)
