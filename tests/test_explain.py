@@ -1,0 +1,142 @@
+"""Per-request explanations (`POST /predict?explain=true`, `sail predict --explain`) on signed
+bundles trained in-process on a synthetic table whose target depends on `x` only
+(tests/explained.py): the contributions add up to the model's output, `x` carries them, a
+category's one-hot group and a date's calendar features come back under their column's name,
+a tampered background is refused, and a model without an explainer gets a clear 422."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import lightgbm
+import numpy as np
+import pytest
+from sklearn.ensemble import (
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.svm import SVR
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import explained
+from sail_pipelines.contract.data import json_records
+from sail_pipelines.inference import explain
+from sail_pipelines.inference.serve import create_app
+from sail_pipelines.integrity.bundle import BACKGROUND, BundleRejected, load_bundle
+
+SOURCES = [c.name for c in explained.FEATURES]
+MODELS = {
+    "forest-classifier": (lambda: RandomForestClassifier(50, max_depth=5, random_state=0), "classification"),
+    "logistic": (lambda: LogisticRegression(), "classification"),
+    "lightgbm": (lambda: lightgbm.LGBMClassifier(n_estimators=30, verbose=-1), "classification"),
+    "forest-regressor": (lambda: RandomForestRegressor(50, max_depth=6, random_state=0), "regression"),
+    "ridge": (lambda: Ridge(), "regression"),
+    "boosted-regressor": (lambda: HistGradientBoostingRegressor(max_iter=30), "regression"),
+    "scaled-ridge": (lambda: make_pipeline(StandardScaler(), Ridge()), "regression"),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def served(request, tmp_path_factory):
+    make, task = MODELS[request.param]
+    dest = explained.build(tmp_path_factory.mktemp("explain") / "bundle", make(), task)
+    bundle = load_bundle(dest, explained.KEY)
+    return bundle, create_app(bundle).test_client()
+
+
+def ask(client, rows, explain_flag="true"):
+    return client.post(f"/predict?explain={explain_flag}", json=json_records(rows))
+
+
+def test_contributions_add_up_to_the_models_own_output_on_served_requests(served):
+    bundle, client = served
+    rows = explained.frame(30, 5)
+    answer = ask(client, rows)
+    body = answer.get_json()
+    assert answer.status_code == 200, body
+    model = bundle.model
+    transformed = bundle.transformer.transform(rows)
+    for i, item in enumerate(body["explanations"]):
+        assert set(item["contributions"]) == set(SOURCES)  # source columns only
+        total = item["base_value"] + sum(item["contributions"].values())
+        assert total == pytest.approx(item["output"], abs=1e-6 * max(1, abs(item["output"])))
+        if item["space"] == "probability":
+            k = list(model.classes_).index(item["class"])
+            assert item["output"] == pytest.approx(body["probabilities"][i][item["class"]], abs=1e-9)
+            assert k >= 0
+        elif item["space"] == "value":
+            assert item["output"] == pytest.approx(body["predictions"][i], rel=1e-9)
+        else:  # log-odds of the positive class
+            assert item["class"] == "yes"
+            raw = (
+                model.predict(transformed[i : i + 1], raw_score=True)
+                if isinstance(model, lightgbm.LGBMClassifier)
+                else model.decision_function(transformed[i : i + 1])
+            )
+            assert item["output"] == pytest.approx(float(raw[0]), abs=1e-6)
+
+
+def test_the_column_the_target_depends_on_carries_the_contributions(served):
+    _, client = served
+    body = ask(client, explained.frame(60, 6)).get_json()
+    absolute = np.abs([[e["contributions"][c] for c in SOURCES] for e in body["explanations"]])
+    assert absolute[:, SOURCES.index("x")].sum() >= 0.9 * absolute.sum()
+
+
+def test_without_explain_there_are_no_explanations_and_a_bad_flag_is_a_400(served):
+    _, client = served
+    rows = explained.frame(2, 7)
+    assert "explanations" not in ask(client, rows, "false").get_json()
+    answer = ask(client, rows, "maybe")
+    assert answer.status_code == 400 and answer.get_json()["field"] == "explain"
+
+
+def test_a_tampered_background_is_refused_like_any_bundle_file(tmp_path):
+    dest = explained.build(tmp_path / "bundle", Ridge(), "regression")
+    stored = json.loads((dest / BACKGROUND).read_text())
+    stored["rows"][0][0] += 1.0
+    (dest / BACKGROUND).write_text(json.dumps(stored))
+    with pytest.raises(BundleRejected, match=f"{BACKGROUND} does not match its signed hash"):
+        load_bundle(dest, explained.KEY)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "reason"),
+    [
+        (KNeighborsRegressor(), "neither a linear model nor a tree ensemble"),
+        (SVR(), "neither a linear model nor a tree ensemble"),
+        (Ridge(), "no explainer background"),
+    ],
+)
+def test_a_model_without_an_explainer_gets_a_clear_422(tmp_path, estimator, reason):
+    background = not isinstance(estimator, Ridge)
+    dest = explained.build(tmp_path / "b", estimator, "regression", background=background)
+    client = create_app(load_bundle(dest, explained.KEY)).test_client()
+    rows = explained.frame(2, 8)
+    answer = ask(client, rows)
+    assert answer.status_code == 422, answer.get_json()
+    assert reason in answer.get_json()["error"] and answer.get_json()["field"] == "explain"
+    assert ask(client, rows, "false").status_code == 200  # predictions still serve
+
+
+def test_a_server_without_shap_answers_422_for_a_tree_model(tmp_path, monkeypatch):
+    dest = explained.build(tmp_path / "b", RandomForestRegressor(10, random_state=0), "regression")
+    monkeypatch.setitem(sys.modules, "shap", None)  # import shap raises ImportError
+    client = create_app(load_bundle(dest, explained.KEY)).test_client()
+    answer = ask(client, explained.frame(2, 9))
+    assert answer.status_code == 422 and "shap" in answer.get_json()["error"]
+
+
+def test_the_explainer_is_built_only_when_an_explanation_is_asked_for(tmp_path):
+    dest = explained.build(tmp_path / "b", Ridge(), "regression")
+    bundle = load_bundle(dest, explained.KEY)
+    client = create_app(bundle).test_client()
+    ask(client, explained.frame(3, 1), "false")
+    assert bundle not in explain._BUILT
+    ask(client, explained.frame(3, 1))
+    assert bundle in explain._BUILT
