@@ -11,6 +11,7 @@ import sys
 
 import lightgbm
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.ensemble import (
     HistGradientBoostingRegressor,
@@ -25,7 +26,8 @@ from sklearn.preprocessing import StandardScaler
 
 import explained
 from sail_pipelines.contract.data import json_records
-from sail_pipelines.inference import explain
+from sail_pipelines.errors import SailError
+from sail_pipelines.inference import explain, predict
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.integrity.bundle import BACKGROUND, BundleRejected, load_bundle
 
@@ -140,3 +142,25 @@ def test_the_explainer_is_built_only_when_an_explanation_is_asked_for(tmp_path):
     assert bundle not in explain._BUILT
     ask(client, explained.frame(3, 1))
     assert bundle in explain._BUILT
+
+
+def test_batch_explanations_are_columns_that_add_up_and_an_unexplainable_model_stops_first(
+    tmp_path,
+):
+    dest = explained.build(tmp_path / "b", RandomForestClassifier(20, random_state=0), "classification")
+    rows = explained.frame(40, 3)
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    predict.run(dest, explained.KEY, tmp_path / "in.csv", tmp_path / "out.csv", explained=True)
+    out = pd.read_csv(tmp_path / "out.csv")
+    contributions = out[[f"contribution_{c}" for c in SOURCES]]
+    assert not any(c.startswith("contribution_colour_") for c in out.columns)
+    np.testing.assert_allclose(
+        out.explanation_base_value + contributions.sum(axis=1), out.explanation_output, atol=1e-9
+    )
+    assert (out.explanation_space == "probability").all()
+    chosen = [out.loc[i, f"probability_{c}"] for i, c in enumerate(out.explanation_class)]
+    np.testing.assert_allclose(out.explanation_output, chosen, atol=1e-9)
+    plain = explained.build(tmp_path / "k", KNeighborsRegressor(), "regression")
+    with pytest.raises(SailError, match="no explainer"):
+        predict.run(plain, explained.KEY, tmp_path / "in.csv", tmp_path / "k.csv", explained=True)
+    assert not (tmp_path / "k.csv").exists()

@@ -271,3 +271,18 @@ def explain(bundle: LoadedBundle, columns: Any) -> list[dict[str, Any]]:
     with _SKLEARN:
         transformed = stl.transform(bundle.transformer, schema, schema.prepare(frame))
         return made.explain(transformed)
+
+
+def batch_columns(bundle: LoadedBundle, frame: Any) -> dict[str, list[Any]]:
+    """A batch chunk's explanations as flat output columns: `contribution_<column>` per source
+    column, then `explanation_base_value`, `explanation_output`, `explanation_space` (and
+    `explanation_class`), so CSV, JSON and Parquet hold them alike."""
+    items = explain(bundle, frame)
+    sources = list(dict.fromkeys(explainer(bundle).sources))
+    out: dict[str, list[Any]] = {
+        f"contribution_{c}": [item["contributions"][c] for item in items] for c in sources
+    }
+    for field in ("base_value", "output", "space", "class"):
+        if items and field in items[0]:
+            out[f"explanation_{field}"] = [item[field] for item in items]
+    return out
