@@ -14,8 +14,9 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from sail_pipelines.contract.schema import Column, Schema
-from sail_pipelines.inference import onnx
+from sail_pipelines.inference import explain, onnx
 from sail_pipelines.integrity.bundle import (
+    BACKGROUND,
     HOLDOUT,
     MODEL,
     ONNX_MODEL,
@@ -112,6 +113,9 @@ def build(dest: Path, task: str = "classification", runtime: str = "onnx") -> Pa
         MODEL: dump_object(model),
         TRANSFORMER: dump_object(fitted),
         ONNX_MODEL: onnx.convert(fitted, model, schema, classification=classification),
+        BACKGROUND: explain.background(
+            explain.source_columns(fitted, schema, 5), fitted.transform(train), 42
+        ),
         HOLDOUT: json.dumps(
             {
                 "records": records,
