@@ -214,10 +214,15 @@ def test_docs_page_sends_a_request(browser, server):
     browser.get(server + "/docs")
     operation = _wait(browser, lambda b: b.find_elements("id", "op-post--predict"))[0]
     operation.find_element("tag name", "summary").click()
+    assert "explanation" in operation.text  # the explain parameter, described
     operation.find_element("css selector", "button").click()
     body = operation.find_element("css selector", ".answer-body")
     answer = _wait(browser, lambda b: body.text.startswith("200") and body.text)
-    assert '"predictions"' in answer
+    assert '"predictions"' in answer and '"explanations"' not in answer
+    operation.find_element("css selector", "input[aria-label=explain]").send_keys("true")
+    operation.find_element("css selector", "button").click()
+    answer = _wait(browser, lambda b: '"explanations"' in body.text and body.text)
+    assert answer.startswith("200") and '"base_value"' in answer
 
 
 def test_a_regression_value_comes_with_the_test_error(browser, server, regression):
