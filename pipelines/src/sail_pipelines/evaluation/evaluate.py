@@ -25,7 +25,7 @@ from sail_pipelines.contract import stl
 from sail_pipelines.contract.data import json_records, read_csv
 from sail_pipelines.contract.schema import plain
 from sail_pipelines.errors import SailError
-from sail_pipelines.evaluation import charts, plots
+from sail_pipelines.evaluation import charts, importance, plots
 from sail_pipelines.evaluation.bootstrap import Outputs
 from sail_pipelines.files import read_json, write_json
 from sail_pipelines.inference import model, onnx
@@ -233,6 +233,11 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
         winner = metrics.best(scored, params.gate.primary_metric)
         shutil.rmtree(paths.plots, ignore_errors=True)
         shutil.copytree(Path(scratch) / winner, paths.plots)
+    found = importance.importance(
+        bundles[winner], test, params.gate.primary_metric, runtimes[winner]["runtime"],
+        params.split.seed,
+    )
+    plots.importance(paths.plots, found)
     schema = bundles[winner].schema
     sent = [*schema.feature_names, *(c.name for c in schema.ignored if c.name in test.columns)]
     holdout = test.head(HOLDOUT_ROWS)
@@ -253,6 +258,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
             }
             for name, bundle in bundles.items()
         },
+        "importance": found,  # the winner's, per source column (evaluation/importance.py)
         "holdout": {
             # as a client sends them: missing values as null
             "records": json_records(holdout[sent]),
