@@ -17,7 +17,13 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.contract.transformers import CalendarFeatures
 from sail_pipelines.inference import explain
-from sail_pipelines.integrity.bundle import BACKGROUND, MODEL, TRANSFORMER, dump_object, write_bundle
+from sail_pipelines.integrity.bundle import (
+    BACKGROUND,
+    MODEL,
+    TRANSFORMER,
+    dump_object,
+    write_bundle,
+)
 from sail_pipelines.integrity.signing import HmacKey
 
 KEY = HmacKey(b"explain-key")
@@ -60,7 +66,11 @@ def stl() -> ColumnTransformer:
     dates = Pipeline([("calendar", CalendarFeatures()), ("scale", StandardScaler())])
     return ColumnTransformer(
         [
-            ("numbers", Pipeline([("fill", SimpleImputer()), ("scale", StandardScaler())]), ["x", "noise"]),
+            (
+                "numbers",
+                Pipeline([("fill", SimpleImputer()), ("scale", StandardScaler())]),
+                ["x", "noise"],
+            ),
             ("colour", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["colour"]),
             ("dates", dates, ["day"]),
         ],

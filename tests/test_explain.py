@@ -20,9 +20,9 @@ from sklearn.ensemble import (
 )
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsRegressor
-from sklearn.svm import SVR
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVR
 
 import explained
 from sail_pipelines.contract.data import json_records
@@ -33,10 +33,16 @@ from sail_pipelines.integrity.bundle import BACKGROUND, BundleRejected, load_bun
 
 SOURCES = [c.name for c in explained.FEATURES]
 MODELS = {
-    "forest-classifier": (lambda: RandomForestClassifier(50, max_depth=5, random_state=0), "classification"),
+    "forest-classifier": (
+        lambda: RandomForestClassifier(50, max_depth=5, random_state=0),
+        "classification",
+    ),
     "logistic": (lambda: LogisticRegression(), "classification"),
     "lightgbm": (lambda: lightgbm.LGBMClassifier(n_estimators=30, verbose=-1), "classification"),
-    "forest-regressor": (lambda: RandomForestRegressor(50, max_depth=6, random_state=0), "regression"),
+    "forest-regressor": (
+        lambda: RandomForestRegressor(50, max_depth=6, random_state=0),
+        "regression",
+    ),
     "ridge": (lambda: Ridge(), "regression"),
     "boosted-regressor": (lambda: HistGradientBoostingRegressor(max_iter=30), "regression"),
     "scaled-ridge": (lambda: make_pipeline(StandardScaler(), Ridge()), "regression"),
@@ -69,7 +75,9 @@ def test_contributions_add_up_to_the_models_own_output_on_served_requests(served
         assert total == pytest.approx(item["output"], abs=1e-6 * max(1, abs(item["output"])))
         if item["space"] == "probability":
             k = list(model.classes_).index(item["class"])
-            assert item["output"] == pytest.approx(body["probabilities"][i][item["class"]], abs=1e-9)
+            assert item["output"] == pytest.approx(
+                body["probabilities"][i][item["class"]], abs=1e-9
+            )
             assert k >= 0
         elif item["space"] == "value":
             assert item["output"] == pytest.approx(body["predictions"][i], rel=1e-9)
@@ -147,7 +155,9 @@ def test_the_explainer_is_built_only_when_an_explanation_is_asked_for(tmp_path):
 def test_batch_explanations_are_columns_that_add_up_and_an_unexplainable_model_stops_first(
     tmp_path,
 ):
-    dest = explained.build(tmp_path / "b", RandomForestClassifier(20, random_state=0), "classification")
+    dest = explained.build(
+        tmp_path / "b", RandomForestClassifier(20, random_state=0), "classification"
+    )
     rows = explained.frame(40, 3)
     rows.to_csv(tmp_path / "in.csv", index=False)
     predict.run(dest, explained.KEY, tmp_path / "in.csv", tmp_path / "out.csv", explained=True)

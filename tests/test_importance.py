@@ -16,7 +16,11 @@ from sail_pipelines.integrity.bundle import load_bundle
 
 SOURCES = [c.name for c in explained.FEATURES]
 CASES = {
-    "forest": (lambda: RandomForestClassifier(50, max_depth=5, random_state=0), "classification", "f1"),
+    "forest": (
+        lambda: RandomForestClassifier(50, max_depth=5, random_state=0),
+        "classification",
+        "f1",
+    ),
     "ridge": (lambda: Ridge(), "regression", "rmse"),
 }
 

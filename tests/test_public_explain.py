@@ -30,8 +30,12 @@ def test_every_candidate_explains_served_requests_additively_by_source_column(
     for folder in sorted((project / "models" / "candidates").iterdir()):
         bundle = load_bundle(folder, VERIFY)
         schema = bundle.schema
-        answer = create_app(bundle).test_client().post(
-            "/predict?explain=true", json=json_records(test.drop(columns=[schema.target.name]))
+        answer = (
+            create_app(bundle)
+            .test_client()
+            .post(
+                "/predict?explain=true", json=json_records(test.drop(columns=[schema.target.name]))
+            )
         )
         body = answer.get_json()
         assert answer.status_code == 200, (folder.name, body)
@@ -41,7 +45,9 @@ def test_every_candidate_explains_served_requests_additively_by_source_column(
             assert set(item["contributions"]) == set(schema.feature_names), folder.name
             total = item["base_value"] + sum(item["contributions"].values())
             assert total == pytest.approx(item["output"], abs=1e-6 * max(1, abs(item["output"])))
-            assert item["output"] == pytest.approx(own_output(model, transformed, i, item), abs=1e-6)
+            assert item["output"] == pytest.approx(
+                own_output(model, transformed, i, item), abs=1e-6
+            )
             served = (
                 body["probabilities"][i][str(item["class"])]
                 if item["space"] == "probability"

@@ -233,14 +233,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
         winner = metrics.best(scored, params.gate.primary_metric)
         shutil.rmtree(paths.plots, ignore_errors=True)
         shutil.copytree(Path(scratch) / winner, paths.plots)
-    found = importance.importance(
-        bundles[winner], test, params.gate.primary_metric, runtimes[winner]["runtime"],
-        params.split.seed,
-    )
-    plots.importance(paths.plots, found)
-    schema = bundles[winner].schema
-    sent = [*schema.feature_names, *(c.name for c in schema.ignored if c.name in test.columns)]
-    holdout = test.head(HOLDOUT_ROWS)
+    found = importance.measured(paths.plots, params, bundles[winner], test, runtimes[winner])
     evaluation = {
         "primary_metric": params.gate.primary_metric,
         "best": winner,
@@ -259,11 +252,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
             for name, bundle in bundles.items()
         },
         "importance": found,  # the winner's, per source column (evaluation/importance.py)
-        "holdout": {
-            # as a client sends them: missing values as null
-            "records": json_records(holdout[sent]),
-            "predictions": predictions[winner][: len(holdout)],
-        },
+        "holdout": _holdout(bundles[winner], test, predictions[winner]),
     }
     write_json(paths.evaluation_report, evaluation)
     write_json(
@@ -271,6 +260,15 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
         {"candidate": winner, **{k: v for k, v in scored[winner].items() if isinstance(v, float)}},
     )
     return evaluation
+
+
+def _holdout(bundle: LoadedBundle, test: pd.DataFrame, predictions: list[Any]) -> dict[str, Any]:
+    """The first test rows as a client sends them (missing values as null), with the winner's
+    predictions: what the smoke tests check."""
+    schema = bundle.schema
+    sent = [*schema.feature_names, *(c.name for c in schema.ignored if c.name in test.columns)]
+    holdout = test.head(HOLDOUT_ROWS)
+    return {"records": json_records(holdout[sent]), "predictions": predictions[: len(holdout)]}
 
 
 def in_container(

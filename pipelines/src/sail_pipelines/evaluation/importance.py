@@ -13,13 +13,16 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sail_pipelines import model_metrics as metrics
+from sail_pipelines.config import Params
 from sail_pipelines.config.choices import HIGHER_IS_BETTER
+from sail_pipelines.evaluation import plots
 from sail_pipelines.inference import explain, model
 from sail_pipelines.integrity.bundle import LoadedBundle
 
@@ -27,7 +30,9 @@ REPEATS = 5
 CONTRIBUTION_ROWS = 500
 
 
-def _score(bundle: LoadedBundle, rows: pd.DataFrame, truth: Any, metric: str, runtime: str) -> float:
+def _score(
+    bundle: LoadedBundle, rows: pd.DataFrame, truth: Any, metric: str, runtime: str
+) -> float:
     predictions, probabilities = model.predict(bundle, rows, runtime)
     if bundle.metadata["task"] == "classification":
         result = metrics.classification(truth, predictions, probabilities, bundle.classes)
@@ -83,3 +88,14 @@ def importance(
         "permutation": permutation(bundle, test, metric, runtime, seed),
         "contributions": contributions(bundle, test),
     }
+
+
+def measured(
+    out: Path, params: Params, bundle: LoadedBundle, test: pd.DataFrame, runtime: dict[str, Any]
+) -> dict[str, Any]:
+    """The winner's importance, by the runtime that will serve it, drawn into `out`."""
+    found = importance(
+        bundle, test, params.gate.primary_metric, runtime["runtime"], params.split.seed
+    )
+    plots.importance(out, found)
+    return found

@@ -61,14 +61,21 @@ def importance(out: Path, found: dict[str, Any]) -> Path:
     order = sorted(permuted, key=lambda c: permuted[c]["mean"])
     mean_abs = found["contributions"].get("mean_abs")
     fig, axes = plt.subplots(
-        1, 2 if mean_abs else 1, figsize=(9 if mean_abs else 5, 1 + 0.35 * len(order)), squeeze=False
+        1,
+        2 if mean_abs else 1,
+        figsize=(9 if mean_abs else 5, 1 + 0.35 * len(order)),
+        squeeze=False,
     )
     means = [permuted[c]["mean"] for c in order]
-    errors = [[m - permuted[c]["low"] for c, m in zip(order, means)],
-              [permuted[c]["high"] - m for c, m in zip(order, means)]]
+    errors = [
+        [m - permuted[c]["low"] for c, m in zip(order, means, strict=True)],
+        [permuted[c]["high"] - m for c, m in zip(order, means, strict=True)],
+    ]
     axes[0][0].barh(order, means, xerr=errors, color="#3d6fd8", capsize=3)
     axes[0][0].axvline(0, color="grey", linewidth=1)
-    axes[0][0].set_xlabel(f"loss of {found['metric']} when shuffled ({found['repeats']} repeats, 95%)")
+    axes[0][0].set_xlabel(
+        f"loss of {found['metric']} when shuffled ({found['repeats']} repeats, 95%)"
+    )
     axes[0][0].set_title(f"{found['candidate']}: permutation importance")
     if mean_abs:
         axes[0][1].barh(order, [mean_abs.get(c, 0.0) for c in order], color="#c2410c")

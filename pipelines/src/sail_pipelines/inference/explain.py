@@ -43,8 +43,14 @@ from sail_pipelines.integrity.bundle import BACKGROUND, LoadedBundle
 
 BACKGROUND_ROWS = 100
 TOLERANCE = 1e-6  # base + contributions against the model's own output, on the background
-TREE_MODULES = ("sklearn.ensemble._forest", "sklearn.ensemble._gb", "sklearn.tree", "lightgbm")
-TREE_MODULES += ("sklearn.ensemble._hist_gradient_boosting", "xgboost")
+TREE_MODULES = (
+    "sklearn.ensemble._forest",
+    "sklearn.ensemble._gb",
+    "sklearn.ensemble._hist_gradient_boosting",
+    "sklearn.tree",
+    "lightgbm",
+    "xgboost",
+)
 
 
 class Unexplainable(SailError):
@@ -183,7 +189,9 @@ def _tree(estimator: Any, rows: np.ndarray, classes: list[Any]) -> Explainer | N
         estimator, "decision_function"
     )
     lightgbm = type(estimator).__module__.startswith("lightgbm")
-    space = "value" if not classes else "probability" if probability and not lightgbm else "log-odds"
+    space = (
+        "value" if not classes else "probability" if probability and not lightgbm else "log-odds"
+    )
     return Explainer("tree", space, [], classes, values)
 
 
