@@ -46,9 +46,15 @@ def test_the_column_the_target_depends_on_carries_the_importance(found):
 
 
 def test_the_picture_the_chart_and_the_card_show_it(found, tmp_path):
+    from browser import MermaidParser, chromium, mermaid_script
+
     assert plots.importance(tmp_path, found).stat().st_size > 1000
     chart = charts.mermaid_importance(found)
     assert chart.startswith("```mermaid") and 'x-axis ["x"' in chart
+    with chromium() as driver:  # Mermaid's own parser reads it
+        assert (
+            MermaidParser(driver, mermaid_script()).error(chart[len("```mermaid\n") : -3]) is None
+        )
     lines = card._importance_lines({"importance": found})
     assert any(line.startswith("| x | ") for line in lines)
     assert "model has no explainer" not in "\n".join(lines)

@@ -75,7 +75,10 @@ def _label(text: Any) -> str:
 
 
 def _number(value: float) -> str:
-    return f"{value:.4g}"
+    """Four significant digits, never in e-notation (Mermaid's grammar has none: 6.3e-05 fails)."""
+    return np.format_float_positional(
+        float(value), precision=4, unique=False, fractional=False, trim="-"
+    )
 
 
 def _axis_range(values: list[float]) -> tuple[float, float]:
