@@ -16,10 +16,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from sail_pipelines.contract.schema import Column, Schema
 from sail_pipelines.contract.transformers import CalendarFeatures
-from sail_pipelines.inference import explain
+from sail_pipelines.inference import explain, onnx
 from sail_pipelines.integrity.bundle import (
     BACKGROUND,
     MODEL,
+    ONNX_MODEL,
     TRANSFORMER,
     dump_object,
     write_bundle,
@@ -78,8 +79,11 @@ def stl() -> ColumnTransformer:
     )
 
 
-def build(dest: Path, estimator: Any, task: str, background: bool = True) -> Path:
-    """`estimator` fitted on 400 synthetic rows through the STL, signed at `dest`."""
+def build(
+    dest: Path, estimator: Any, task: str, background: bool = True, compiled: bool = False
+) -> Path:
+    """`estimator` fitted on 400 synthetic rows through the STL, signed at `dest`; with
+    `compiled`, served by its ONNX graph (benchmarks/explain.py)."""
     the_schema = schema(task)
     train = frame(400, 1)
     transformer = stl().fit(train)
@@ -89,12 +93,14 @@ def build(dest: Path, estimator: Any, task: str, background: bool = True) -> Pat
         "task": task,
         "schema": the_schema.to_dict(),
         "name": type(estimator).__name__,
-        "inference": {"runtime": "sklearn"},
+        "inference": {"runtime": "onnx" if compiled else "sklearn"},
         "training_profile": {"rows": 400, "columns": {}},
     }
     if task == "classification":
         metadata.update(classes=["no", "yes"], probabilities=hasattr(model, "predict_proba"))
     files = {MODEL: dump_object(model), TRANSFORMER: dump_object(transformer)}
+    if compiled:
+        files[ONNX_MODEL] = onnx.convert(transformer, model, the_schema, task == "classification")
     if background:
         sources = explain.source_columns(transformer, the_schema, transformed.shape[1])
         files[BACKGROUND] = explain.background(sources, transformed, 42)
