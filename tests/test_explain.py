@@ -27,7 +27,7 @@ from sklearn.svm import SVR
 import explained
 from sail_pipelines.contract.data import json_records
 from sail_pipelines.errors import SailError
-from sail_pipelines.inference import explain, predict
+from sail_pipelines.inference import batch_io, explain, predict
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.integrity.bundle import BACKGROUND, BundleRejected, load_bundle
 
@@ -174,3 +174,45 @@ def test_batch_explanations_are_columns_that_add_up_and_an_unexplainable_model_s
     with pytest.raises(SailError, match="no explainer"):
         predict.run(plain, explained.KEY, tmp_path / "in.csv", tmp_path / "k.csv", explained=True)
     assert not (tmp_path / "k.csv").exists()
+
+
+IMAGE_CHILD = """
+import json, sys
+LEFT_OUT = {"pandas", "sklearn", "scipy", "joblib", "shap", "pydantic"}
+class LeftOut:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in LEFT_OUT:
+            raise ImportError(f"{name} is not in the image", name=name)
+sys.meta_path.insert(0, LeftOut())
+from sail_pipelines.inference.serve import create_app
+from sail_pipelines.integrity.bundle import load_bundle
+from sail_pipelines.integrity.signing import HmacKey
+client = create_app(load_bundle(__import__("pathlib").Path(sys.argv[1]), HmacKey(b"explain-key")))
+client = client.test_client()
+for query in ("", "?explain=true"):
+    answer = client.post("/predict" + query, json=json.loads(sys.argv[2]))
+    print(json.dumps([answer.status_code, answer.get_json()]))
+"""
+
+
+@pytest.mark.parametrize("estimator", [Ridge(), RandomForestRegressor(10, random_state=0)])
+def test_a_compiled_image_without_scikit_learn_answers_explain_with_a_422(tmp_path, estimator):
+    """The compiled model's image lacks scikit-learn, pandas and shap: it predicts, and an
+    explanation is a clear 422, not a 500."""
+    import subprocess
+
+    dest = explained.build(tmp_path / "b", estimator, "regression", compiled=True)
+    records = json.dumps(json_records(explained.frame(2, 4)))
+    child = subprocess.run(
+        [sys.executable, "-c", IMAGE_CHILD, str(dest), records],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    (plain_status, plain), (status, body) = (json.loads(line) for line in child.stdout.splitlines())
+    assert plain_status == 200 and len(plain["predictions"]) == 2
+    assert status == 422 and body["field"] == "explain"
+    assert "scikit-learn and pandas" in body["error"]
+    with pytest.raises(SailError, match="--explain needs pandas and scikit-learn"):
+        batch_io.run(dest, explained.KEY, tmp_path / "in.csv", tmp_path / "o.csv", explained=True)
