@@ -55,8 +55,16 @@ def regression(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def unexplained(tmp_path_factory):
+    """A server of a bundle without the explainer's background (trained before explanations)."""
+    bundle_dir = try_bundle.build(tmp_path_factory.mktemp("old") / "bundle", background=False)
+    with local_server(bundle_dir, try_bundle.KEY) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser(
-    server, regression
+    server, regression, unexplained
 ):  # quits before the servers stop: no keep-alive connection to wait for
     with chromium() as driver:
         yield driver
@@ -144,6 +152,19 @@ def test_the_answer_comes_with_contribution_bars_largest_first(browser, server, 
         assert _by_id(browser, "outlier").text.startswith(
             "Outlier" if api["outlier"] in (True, [True]) else "Not an outlier"
         )
+
+
+def test_a_model_without_explanations_still_predicts_and_is_asked_once(browser, unexplained):
+    _open(browser, unexplained)
+    _requested(browser)  # what came before
+    for _ in range(2):
+        _by_id(browser, "predict").click()
+        note = _wait(browser, lambda b: b.find_elements("id", "explained"))[0]
+        assert note.text.startswith("No explanation: this bundle carries no explainer background")
+        assert _by_id(browser, "prediction").text in ("yes", "no")
+        browser.execute_script("document.getElementById('result').textContent = ''")
+    asked = [u for u in _requested(browser) if "/predict" in u]
+    assert [u.endswith("?explain=true") for u in asked] == [True, False, False]
 
 
 def test_an_outlier_flag_in_the_answer_is_shown_with_its_score(browser, server):

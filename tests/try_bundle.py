@@ -58,9 +58,12 @@ def transformer(train: pd.DataFrame) -> ColumnTransformer:
     ).fit(train)
 
 
-def build(dest: Path, task: str = "classification", runtime: str = "onnx") -> Path:
+def build(
+    dest: Path, task: str = "classification", runtime: str = "onnx", background: bool = True
+) -> Path:
     """A classifier of 'no'/'yes', or (task="regression") a Ridge with test rmse and mae;
-    served by ONNX Runtime, or by scikit-learn (runtime="sklearn")."""
+    served by ONNX Runtime, or by scikit-learn (runtime="sklearn"); without the explainer's
+    background (`background=False`), as a bundle trained before explanations."""
     classification = task == "classification"
     train = frame(150, 3)
     score = train.x1 - train.x2 + train.n / 4 + (train.color == "a")
@@ -113,9 +116,6 @@ def build(dest: Path, task: str = "classification", runtime: str = "onnx") -> Pa
         MODEL: dump_object(model),
         TRANSFORMER: dump_object(fitted),
         ONNX_MODEL: onnx.convert(fitted, model, schema, classification=classification),
-        BACKGROUND: explain.background(
-            explain.source_columns(fitted, schema, 5), fitted.transform(train), 42
-        ),
         HOLDOUT: json.dumps(
             {
                 "records": records,
@@ -123,5 +123,8 @@ def build(dest: Path, task: str = "classification", runtime: str = "onnx") -> Pa
             }
         ).encode(),
     }
+    if background:
+        sources = explain.source_columns(fitted, schema, 5)
+        files[BACKGROUND] = explain.background(sources, fitted.transform(train), 42)
     write_bundle(dest, files, metadata, KEY)
     return dest

@@ -4,7 +4,8 @@
 // per source column, and its outlier flag when the server scores outliers.
 "use strict";
 
-const state = { features: [], properties: {}, example: {}, sail: {}, metrics: {}, task: null };
+const state = { features: [], properties: {}, example: {}, sail: {}, metrics: {}, task: null,
+  unexplained: null };  // why the model has no explanations, once the server said so
 
 const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
 
@@ -199,17 +200,17 @@ async function predictOne(event) {
   clear(document.getElementById("result"));
   try {
     const record = readForm();
-    let answer = await post(record, "?explain=true");
-    let unexplained = null;
+    let answer = await post(record, state.unexplained ? "" : "?explain=true");
     if (answer.status === 422 && answer.body && answer.body.field === "explain") {
-      unexplained = answer.body.error;  // the model has no explainer: predict without one
+      state.unexplained = answer.body.error;  // no explainer here: predict without asking again
       answer = await post(record);
     }
     if (!answer.ok) return showError(answer.body, answer.status);
     showResult(answer.body);
     if (answer.body.explanations) showExplanation(answer.body.explanations[0], record);
-    else if (unexplained) {
-      document.getElementById("result").append(el("p", { class: "hint", id: "explained", text: unexplained }));
+    else if (state.unexplained) {
+      document.getElementById("result").append(
+        el("p", { class: "hint", id: "explained", text: "No explanation: " + state.unexplained }));
     }
   } catch (error) {
     document.getElementById("form-error").textContent = String(error);
