@@ -106,6 +106,25 @@ def test_without_explain_there_are_no_explanations_and_a_bad_flag_is_a_400(serve
     assert answer.status_code == 400 and answer.get_json()["field"] == "explain"
 
 
+@pytest.mark.parametrize(
+    "estimator", [RandomForestClassifier(30, random_state=0), LogisticRegression()]
+)
+def test_a_compiled_bundle_explains_through_its_graph_once_it_agrees(tmp_path, estimator):
+    """The first request's STL runs through scikit-learn and is compared with the graph's; the
+    following ones take the graph's, with the same contributions."""
+    dest = explained.build(tmp_path / "b", estimator, "classification", compiled=True)
+    bundle = load_bundle(dest, explained.KEY)
+    client = create_app(bundle).test_client()
+    rows = explained.frame(25, 13)
+    first = ask(client, rows).get_json()["explanations"]
+    assert explain._GRAPH_STL[bundle] is not None
+    again = ask(client, rows).get_json()["explanations"]
+    for a, b in zip(first, again, strict=True):
+        assert b["output"] == pytest.approx(a["output"], abs=1e-9)
+        for column in SOURCES:
+            assert b["contributions"][column] == pytest.approx(a["contributions"][column], abs=1e-9)
+
+
 def test_a_tampered_background_is_refused_like_any_bundle_file(tmp_path):
     dest = explained.build(tmp_path / "bundle", Ridge(), "regression")
     stored = json.loads((dest / BACKGROUND).read_text())

@@ -39,7 +39,7 @@ import numpy as np
 
 from sail_pipelines.contract.schema import Schema, plain
 from sail_pipelines.errors import SailError
-from sail_pipelines.integrity.bundle import BACKGROUND, LoadedBundle
+from sail_pipelines.integrity.bundle import BACKGROUND, ONNX_MODEL, LoadedBundle
 
 BACKGROUND_ROWS = 100
 TOLERANCE = 1e-6  # base + contributions against the model's own output, on the background
@@ -271,18 +271,62 @@ def explainer(bundle: LoadedBundle) -> Explainer:
 
 def explain(bundle: LoadedBundle, columns: Any) -> list[dict[str, Any]]:
     """Explanations of checked columns (a request's) or a frame (a batch chunk), through the
-    bundle's fitted STL, one scikit-learn call at a time per process as predictions are."""
+    bundle's fitted STL, one scikit-learn call at a time per process as predictions are; a
+    request's through the compiled graph's STL once it agreed with scikit-learn's (`_graph_stl`)."""
     import pandas as pd
 
     from sail_pipelines.contract import stl
     from sail_pipelines.inference.model import _SKLEARN
 
     made = explainer(bundle)
+    request = not hasattr(columns, "columns")
+    graph = _GRAPH_STL.get(bundle) if request else None
+    if graph is not None:
+        return made.explain(graph(columns))
     schema = bundle.schema
     frame = pd.DataFrame({name: list(columns[name]) for name in schema.feature_names})
     with _SKLEARN:
         transformed = stl.transform(bundle.transformer, schema, schema.prepare(frame))
-        return made.explain(transformed)
+    if request and bundle not in _GRAPH_STL:  # the first: does the graph's STL give the same?
+        _GRAPH_STL[bundle] = _graph_stl(bundle, columns, transformed)
+    return made.explain(transformed)
+
+
+STL_OUTPUT = "transformed_column"  # skl2onnx's name for a ColumnTransformer's output
+_GRAPH_STL: weakref.WeakKeyDictionary[LoadedBundle, Callable[[Any], np.ndarray] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _graph_stl(
+    bundle: LoadedBundle, columns: Any, expected: np.ndarray
+) -> Callable[[Any], np.ndarray] | None:
+    """The compiled graph's STL output (its ColumnTransformer's, fetched from a second session of
+    the signed graph) as a function of checked columns: a millisecond where scikit-learn's STL
+    takes about ten. Kept only if it gives the numbers scikit-learn's STL gave on the first
+    request (to 1e-9); None otherwise, or for a bundle that scikit-learn serves."""
+    if bundle.runtime != "onnx":
+        return None
+    try:
+        import onnx
+
+        from sail_pipelines.inference.model import compiled
+        from sail_pipelines.inference.onnx import session
+
+        graph = onnx.load_from_string(bundle.files[ONNX_MODEL])
+        if not any(STL_OUTPUT in node.output for node in graph.graph.node):
+            return None
+        value = onnx.helper.make_tensor_value_info(STL_OUTPUT, onnx.TensorProto.DOUBLE, None)
+        graph.graph.output.append(value)
+        stl_session, feeder = session(graph.SerializeToString()), compiled(bundle)
+
+        def transform(checked: Any) -> np.ndarray:
+            return np.asarray(stl_session.run([STL_OUTPUT], feeder.feed(checked))[0], float)
+
+        same = np.allclose(transform(columns), expected, rtol=1e-9, atol=1e-9)
+    except Exception:  # noqa: BLE001 - any trouble with the graph: scikit-learn's STL explains
+        return None
+    return transform if same else None
 
 
 def batch_columns(bundle: LoadedBundle, frame: Any) -> dict[str, list[Any]]:
