@@ -11,7 +11,8 @@ benchmarks/serve.py), loaded by wrk at 8 connections with one-record bodies:
   compiled, with `?explain=true`: p50 and p99 (goals: p99 <= 50 ms and <= 20 ms);
 - `/predict` p50 of two servers of the same compiled bundle, in interleaved rounds: one that never
   explained and one whose workers hold the explainer (the model unpickled, scikit-learn, pandas
-  and shap imported): the fast path must not slow down.
+  and shap imported): the fast path must not slow down; and the same in-process through Flask's
+  test client, before and after one explanation (less of the shared machine's noise).
 
 Figures are printed, never asserted.
 """
@@ -51,6 +52,27 @@ def _line(name: str, result: dict[str, float], goal: str = "") -> str:
         f"{name:<44} req/s {result['rps']:8.1f}  p50 {result['p50']:7.2f} ms  "
         f"p99 {result['p99']:7.2f} ms  non-2xx {result['errors']:.0f}  {goal}"
     )
+
+
+def in_process(dest: Path, body: str, requests_: int = 600) -> tuple[float, float]:
+    """/predict p50 (ms) through Flask's test client, before and after the explainer is loaded:
+    no network and no second server, so less of the shared machine's noise."""
+    from sail_pipelines.inference.serve import create_app
+    from sail_pipelines.integrity.bundle import load_bundle
+
+    client = create_app(load_bundle(dest, explained.KEY)).test_client()
+
+    def p50() -> float:
+        times = []
+        for _ in range(requests_):
+            started = time.perf_counter()
+            client.post("/predict", data=body, headers=JSON)
+            times.append(time.perf_counter() - started)
+        return 1000 * statistics.median(times)
+
+    before = p50()
+    client.post("/predict?explain=true", data=body, headers=JSON)
+    return before, p50()
 
 
 def main() -> None:
@@ -101,6 +123,11 @@ def main() -> None:
                 print(f"{name}: /predict p50, explainer {label}: {p50[url]:.2f} ms ({shown})")
             change = 100 * (p50[loaded] / p50[plain] - 1)
             print(f"{name}: p50 change with the explainer loaded: {change:+.1f}%")
+            before, after = in_process(dest, body)
+            print(
+                f"{name}: in-process /predict p50 {before:.3f} ms, with the explainer loaded "
+                f"{after:.3f} ms ({100 * (after / before - 1):+.1f}%)"
+            )
 
 
 if __name__ == "__main__":
