@@ -6,7 +6,8 @@ came from (one-hot groups and a date's calendar features go back to their column
 signed like every bundle file, so a tampered background is refused before anything is read, and
 nothing is fitted at serving: the explainer is built from the verified model and background on
 the first request that asks for an explanation (`explainer`), so predictions that do not ask never
-pay for it.
+pay for it. A compiled bundle's requests take their STL output from its signed ONNX graph once it
+agreed with scikit-learn's STL (`_graph_stl`), a millisecond instead of about ten.
 
 - Linear models (scikit-learn's linear models, also as the last step of a Pipeline): the exact
   interventional Shapley values, coefficient x (value - background mean), in the space of the
