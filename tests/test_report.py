@@ -437,7 +437,7 @@ def mermaid_blocks(text: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_the_comment_draws_the_roc_curve_and_the_champions_as_mermaid_that_parses(
+def test_the_comment_draws_the_roc_curve_the_champions_and_importance_as_mermaid_that_parses(
     project_copy, github, mermaid
 ):
     ok(sail(project_copy, "promote", "--expect-champion", "none", "--approver", "alice"))
@@ -450,6 +450,7 @@ def test_the_comment_draws_the_roc_curve_and_the_champions_as_mermaid_that_parse
             json.loads((project_copy / "reports" / "gate.json").read_text())["metrics"]["roc_auc"]
         ),
         "roc_auc of the champions, then this candidate",
+        "Permutation importance: loss of roc_auc when a column is shuffled",
     ]
     assert 'x-axis ["v1", "candidate"]' in blocks[1]
     for block in blocks:
@@ -464,8 +465,9 @@ def test_residuals_by_bucket_parse_and_match_the_test_split(regression_copy, mer
     import numpy as np
 
     ok(sail(regression_copy, "report", GITHUB_STEP_SUMMARY=""))
-    [block] = mermaid_blocks((regression_copy / "reports" / "report.md").read_text())
+    [block, importance] = mermaid_blocks((regression_copy / "reports" / "report.md").read_text())
     assert mermaid.error(block) is None, block
+    assert mermaid.error(importance) is None, importance
     evaluation = json.loads((regression_copy / "reports" / "evaluation.json").read_text())
     drawn = evaluation["candidates"][evaluation["best"]]["charts"]["residuals"]
     assert sum(drawn["rows"]) == evaluation["test_rows"] and len(drawn["rows"]) == 10

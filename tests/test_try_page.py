@@ -1,6 +1,7 @@
 """The try-it page (`/`) and the docs (`/docs`) in a real browser (headless Chromium through
 chromedriver) against `sail serve`: the form predicts what /predict predicts, a refused value is
-shown next to its field, a CSV batch comes back as a table and a CSV download, nothing is
+shown next to its field, the answer's contribution bars and outlier flag are shown, a CSV batch
+comes back as a table and a CSV download, nothing is
 fetched from outside the server, and the Content-Security-Policy holds with nothing blocked. The
 policy itself is read directive by directive, and a probe page served under it shows Chromium
 blocking an inline script and a fetch to another origin (a weakened policy, kept as a case, does
@@ -54,8 +55,16 @@ def regression(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def unexplained(tmp_path_factory):
+    """A server of a bundle without the explainer's background (trained before explanations)."""
+    bundle_dir = try_bundle.build(tmp_path_factory.mktemp("old") / "bundle", background=False)
+    with local_server(bundle_dir, try_bundle.KEY) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser(
-    server, regression
+    server, regression, unexplained
 ):  # quits before the servers stop: no keep-alive connection to wait for
     with chromium() as driver:
         yield driver
@@ -120,6 +129,55 @@ def test_form_predicts_what_the_api_predicts(browser, server, bundle_dir):
     assert "roc_auc" in _by_id(browser, "metrics").text
 
 
+def test_the_answer_comes_with_contribution_bars_largest_first(browser, server, bundle_dir):
+    _open(browser, server)
+    row = _holdout(bundle_dir)[0]
+    _by_id(browser, "predict").click()
+    bars = _wait(browser, lambda b: b.find_elements("css selector", "#contributions .bar"))
+    api = requests.post(f"{server}/predict?explain=true", json=row, timeout=10).json()
+    contributions = api["explanations"][0]["contributions"]
+    ranked = sorted(contributions, key=lambda name: -abs(contributions[name]))
+    columns = [e.text for e in browser.find_elements("css selector", "#contributions .column")]
+    assert columns == [f"{name} = {row[name]}" for name in ranked]  # largest first, with values
+    signed = [e.text for e in browser.find_elements("css selector", "#contributions .signed")]
+    assert [s.startswith("-") for s in signed] == [contributions[n] < 0 for n in ranked]
+    fills = [bar.find_element("css selector", ".fill") for bar in bars]
+    assert [f.get_attribute("class").endswith("negative") for f in fills] == [
+        contributions[n] < 0 for n in ranked
+    ]
+    widths = [f.size["width"] for f in fills]
+    assert widths == sorted(widths, reverse=True) and widths[0] > 0
+    assert "log-odds of yes" in _by_id(browser, "explained").text
+    if "outlier" in api:  # a server that scores outliers: the page shows its flag
+        assert _by_id(browser, "outlier").text.startswith(
+            "Outlier" if api["outlier"] in (True, [True]) else "Not an outlier"
+        )
+
+
+def test_a_model_without_explanations_still_predicts_and_is_asked_once(browser, unexplained):
+    _open(browser, unexplained)
+    _requested(browser)  # what came before
+    for _ in range(2):
+        _by_id(browser, "predict").click()
+        note = _wait(browser, lambda b: b.find_elements("id", "explained"))[0]
+        assert note.text.startswith("No explanation: this bundle carries no explainer background")
+        assert _by_id(browser, "prediction").text in ("yes", "no")
+        browser.execute_script("document.getElementById('result').textContent = ''")
+    asked = [u for u in _requested(browser) if "/predict" in u]
+    assert [u.endswith("?explain=true") for u in asked] == [True, False, False]
+
+
+def test_an_outlier_flag_in_the_answer_is_shown_with_its_score(browser, server):
+    _open(browser, server)
+    browser.execute_script(
+        "showResult({predictions: ['yes'], probabilities: [{no: 0.2, yes: 0.8}],"
+        " outlier: true, outlier_score: 0.734})"
+    )
+    flag = _wait(browser, lambda b: b.find_elements("id", "outlier"))[0]
+    assert flag.text == "Outlier: this record is unlike the training data (outlier score 0.734)"
+    assert "error" in flag.get_attribute("class")
+
+
 def test_refused_value_is_shown_next_to_its_field(browser, server):
     _open(browser, server)
     field = _by_id(browser, "f-0")  # x1, a number
@@ -177,10 +235,15 @@ def test_docs_page_sends_a_request(browser, server):
     browser.get(server + "/docs")
     operation = _wait(browser, lambda b: b.find_elements("id", "op-post--predict"))[0]
     operation.find_element("tag name", "summary").click()
+    assert "explanation" in operation.text  # the explain parameter, described
     operation.find_element("css selector", "button").click()
     body = operation.find_element("css selector", ".answer-body")
     answer = _wait(browser, lambda b: body.text.startswith("200") and body.text)
-    assert '"predictions"' in answer
+    assert '"predictions"' in answer and '"explanations"' not in answer
+    operation.find_element("css selector", "input[aria-label=explain]").send_keys("true")
+    operation.find_element("css selector", "button").click()
+    answer = _wait(browser, lambda b: '"explanations"' in body.text and body.text)
+    assert answer.startswith("200") and '"base_value"' in answer
 
 
 def test_a_regression_value_comes_with_the_test_error(browser, server, regression):

@@ -14,8 +14,9 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from sail_pipelines.contract.schema import Column, Schema
-from sail_pipelines.inference import onnx
+from sail_pipelines.inference import explain, onnx
 from sail_pipelines.integrity.bundle import (
+    BACKGROUND,
     HOLDOUT,
     MODEL,
     ONNX_MODEL,
@@ -57,9 +58,12 @@ def transformer(train: pd.DataFrame) -> ColumnTransformer:
     ).fit(train)
 
 
-def build(dest: Path, task: str = "classification", runtime: str = "onnx") -> Path:
+def build(
+    dest: Path, task: str = "classification", runtime: str = "onnx", background: bool = True
+) -> Path:
     """A classifier of 'no'/'yes', or (task="regression") a Ridge with test rmse and mae;
-    served by ONNX Runtime, or by scikit-learn (runtime="sklearn")."""
+    served by ONNX Runtime, or by scikit-learn (runtime="sklearn"); without the explainer's
+    background (`background=False`), as a bundle trained before explanations."""
     classification = task == "classification"
     train = frame(150, 3)
     score = train.x1 - train.x2 + train.n / 4 + (train.color == "a")
@@ -119,5 +123,8 @@ def build(dest: Path, task: str = "classification", runtime: str = "onnx") -> Pa
             }
         ).encode(),
     }
+    if background:
+        sources = explain.source_columns(fitted, schema, 5)
+        files[BACKGROUND] = explain.background(sources, fitted.transform(train), 42)
     write_bundle(dest, files, metadata, KEY)
     return dest

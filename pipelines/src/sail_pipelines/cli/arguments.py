@@ -211,6 +211,12 @@ def _serving(add: Add) -> None:
         "--format", choices=("csv", "json", "parquet"), help="default: from the output suffix"
     )
     predict.add_argument("--bundle", help=BUNDLE_HELP)
+    predict.add_argument(
+        "--explain",
+        action="store_true",
+        help="add each row's explanation: contribution_<column> per source column, "
+        "explanation_base_value, explanation_output, explanation_space (explanation_class)",
+    )
     prediction_logging(predict)
 
 

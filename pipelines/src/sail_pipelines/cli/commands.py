@@ -238,6 +238,7 @@ def cmd_predict(args):
         Path(args.output),
         args.format,
         log_settings=logs,
+        explained=args.explain,
     )
 
 

@@ -110,6 +110,7 @@ def build(paths: ProjectPaths, params: Params) -> dict[str, Any]:
         "primary_metric": primary,
         "bootstrap": gate.get("bootstrap"),
         "slices": _slices(gate.get("slices") or [], primary),
+        "importance": _importance(paths, gate["candidate"]),
         "verdict": {
             "result": gate["verdict"],
             "judged_at": gate.get("judged_at"),
@@ -127,6 +128,40 @@ def build(paths: ProjectPaths, params: Params) -> dict[str, Any]:
             "mlflow_run_id": gate.get("mlflow_run_id"),
         },
     }
+
+
+def _importance(paths: ProjectPaths, candidate: str) -> dict[str, Any] | None:
+    """The metric step's importance per source column (evaluation/importance.py), when it is
+    this candidate's."""
+    if not paths.evaluation_report.is_file():
+        return None
+    found = read_json(paths.evaluation_report).get("importance")
+    return found if found and found.get("candidate") == candidate else None
+
+
+def _importance_lines(card: dict[str, Any]) -> list[str]:
+    found = card.get("importance")
+    lines = ["", "## What the model relies on", ""]
+    if not found:
+        return lines + ["Not measured (the metric step recorded no importance for this model)."]
+    mean_abs = found["contributions"].get("mean_abs") or {}
+    space = found["contributions"].get("space")
+    permuted = found["permutation"]
+    lines += [
+        f"Permutation importance on the test split: the loss of {found['metric']} when a source "
+        f"column is shuffled ({found['repeats']} repeats, 95% interval); mean |contribution|: the "
+        + (f"average absolute explanation ({space})." if mean_abs else "model has no explainer."),
+        "",
+        f"| source column | loss of {found['metric']} | 95% interval | mean abs contribution |",
+        "| --- | ---: | --- | ---: |",
+    ]
+    for column in sorted(permuted, key=lambda c: -permuted[c]["mean"]):
+        p = permuted[column]
+        lines.append(
+            f"| {column} | {number(p['mean'])} | {interval([p['low'], p['high']])} "
+            f"| {number(mean_abs[column]) if column in mean_abs else '–'} |"
+        )
+    return lines
 
 
 def status(rule: dict[str, Any]) -> str:
@@ -187,7 +222,7 @@ def markdown(card: dict[str, Any]) -> str:
         "## Slices",
         "",
     ]
-    lines += _slice_lines(card, level)
+    lines += _slice_lines(card, level) + _importance_lines(card)
     lines += ["", "## Gate rules", ""]
     lines += [f"- {r['status']}: {r['rule']}: {r['detail']}" for r in card["verdict"]["rules"]] or [
         "- (none)"

@@ -3,7 +3,8 @@
 A comment cannot show a PNG from a CI run (no upload API, no public URL, data: URIs stripped),
 but GitHub renders Mermaid code blocks in comments and job summaries. So the test step keeps a
 few points of each curve in evaluation.json (`data_*`), and the report draws them as Mermaid
-(`mermaid_*`): the ROC curve, residuals by bucket, the primary metric across champions.
+(`mermaid_*`): the ROC curve, residuals by bucket, the primary metric across champions, the
+winner's permutation importance per source column.
 """
 
 from __future__ import annotations
@@ -74,7 +75,10 @@ def _label(text: Any) -> str:
 
 
 def _number(value: float) -> str:
-    return f"{value:.4g}"
+    """Four significant digits, never in e-notation (Mermaid's grammar has none: 6.3e-05 fails)."""
+    return np.format_float_positional(
+        float(value), precision=4, unique=False, fractional=False, trim="-"
+    )
 
 
 def _axis_range(values: list[float]) -> tuple[float, float]:
@@ -131,5 +135,24 @@ def mermaid_history(metric: str, points: list[dict[str, Any]]) -> str | None:
             "x-axis [" + ", ".join(_label(p["label"]) for p in shown) + "]",
             f"y-axis {_label(metric)} {_number(low)} --> {_number(high)}",
             "line [" + ", ".join(_number(p["value"]) for p in shown) + "]",
+        ]
+    )
+
+
+def mermaid_importance(found: dict[str, Any], shown: int = 12) -> str | None:
+    """The loss of the primary metric when each source column is shuffled, largest first."""
+    permuted = found.get("permutation") or {}
+    order = sorted(permuted, key=lambda c: -permuted[c]["mean"])[:shown]
+    if not order:
+        return None
+    values = [permuted[c]["mean"] for c in order]
+    low, high = _axis_range([*values, 0.0])
+    title = f"Permutation importance: loss of {found['metric']} when a column is shuffled"
+    return _block(
+        [
+            f"title {_label(title)}",
+            "x-axis [" + ", ".join(_label(c) for c in order) + "]",
+            f"y-axis {_label('loss of ' + found['metric'])} {_number(low)} --> {_number(high)}",
+            "bar [" + ", ".join(_number(v) for v in values) + "]",
         ]
     )

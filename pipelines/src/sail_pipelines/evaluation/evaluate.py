@@ -25,7 +25,7 @@ from sail_pipelines.contract import stl
 from sail_pipelines.contract.data import json_records, read_csv
 from sail_pipelines.contract.schema import plain
 from sail_pipelines.errors import SailError
-from sail_pipelines.evaluation import charts, plots
+from sail_pipelines.evaluation import charts, importance, plots
 from sail_pipelines.evaluation.bootstrap import Outputs
 from sail_pipelines.files import read_json, write_json
 from sail_pipelines.inference import model, onnx
@@ -233,9 +233,7 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
         winner = metrics.best(scored, params.gate.primary_metric)
         shutil.rmtree(paths.plots, ignore_errors=True)
         shutil.copytree(Path(scratch) / winner, paths.plots)
-    schema = bundles[winner].schema
-    sent = [*schema.feature_names, *(c.name for c in schema.ignored if c.name in test.columns)]
-    holdout = test.head(HOLDOUT_ROWS)
+    found = importance.measured(paths.plots, params, bundles[winner], test, runtimes[winner])
     evaluation = {
         "primary_metric": params.gate.primary_metric,
         "best": winner,
@@ -253,11 +251,8 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
             }
             for name, bundle in bundles.items()
         },
-        "holdout": {
-            # as a client sends them: missing values as null
-            "records": json_records(holdout[sent]),
-            "predictions": predictions[winner][: len(holdout)],
-        },
+        "importance": found,  # the winner's, per source column (evaluation/importance.py)
+        "holdout": _holdout(bundles[winner], test, predictions[winner]),
     }
     write_json(paths.evaluation_report, evaluation)
     write_json(
@@ -265,6 +260,15 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
         {"candidate": winner, **{k: v for k, v in scored[winner].items() if isinstance(v, float)}},
     )
     return evaluation
+
+
+def _holdout(bundle: LoadedBundle, test: pd.DataFrame, predictions: list[Any]) -> dict[str, Any]:
+    """The first test rows as a client sends them (missing values as null), with the winner's
+    predictions: what the smoke tests check."""
+    schema = bundle.schema
+    sent = [*schema.feature_names, *(c.name for c in schema.ignored if c.name in test.columns)]
+    holdout = test.head(HOLDOUT_ROWS)
+    return {"records": json_records(holdout[sent]), "predictions": predictions[: len(holdout)]}
 
 
 def in_container(

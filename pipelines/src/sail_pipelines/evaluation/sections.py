@@ -359,4 +359,6 @@ def chart_blocks(reports: Reports) -> dict[str, str]:
     ]
     history.append({"label": "candidate", "value": gate["metrics"].get(primary)})
     found["history"] = charts.mermaid_history(primary, history)
+    if evaluation.get("importance"):
+        found["importance"] = charts.mermaid_importance(evaluation["importance"])
     return {name: block for name, block in found.items() if block}

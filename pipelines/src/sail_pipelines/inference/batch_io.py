@@ -244,8 +244,15 @@ def run(
     fmt: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
     log_settings: prediction_log.LogSettings | None = None,
+    explained: bool = False,
 ) -> dict[str, Any]:
     """predict.run's contract: score `source` into `dest`, written whole or not at all."""
+    if explained:
+        raise SailError(
+            "--explain needs pandas and scikit-learn (the model as fitted), which this "
+            "environment lacks (a compiled model's image): run it where sail-pipelines[explain] "
+            "is installed"
+        )
     fmt = output_format(dest, fmt)
     bundle = load_bundle(bundle_dir, key)
     plog = prediction_log.for_bundle(log_settings or prediction_log.LogSettings(), bundle)

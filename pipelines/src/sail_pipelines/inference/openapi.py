@@ -70,6 +70,18 @@ POST_ERRORS = ("400", "413", "415", "422", "503")
 HTML = {"description": "an HTML page", "content": {"text/html": {"schema": STRING}}}
 
 
+EXPLAIN = {
+    "name": "explain",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": "true: each record's explanation too (`explanations`): a contribution per "
+    "source column, the base value and the output they add up to. A model without an "
+    "explainer (neither linear nor a tree ensemble), or a server without scikit-learn, pandas "
+    "and shap (a compiled model's image), answers 422 with `field` = `explain`.",
+}
+
+
 def _prediction_paths(
     first: Mapping[str, Any], records: list[dict[str, Any]], limits: str
 ) -> dict[str, Any]:
@@ -89,6 +101,7 @@ def _prediction_paths(
                 },
                 predict_body,
                 description=limits + "Send one record (an object) or many (an array of objects).",
+                parameters=[EXPLAIN],
             )
         },
         "/health": {

@@ -153,7 +153,38 @@ def _out_of_range() -> dict[str, Any]:
     }
 
 
-def _prediction(task: str, classes: Sequence[Any]) -> dict[str, Any]:
+def _explanations(features: Sequence[str]) -> dict[str, Any]:
+    """`?explain=true`'s field (inference/explain.py says how each is computed)."""
+    number = {"type": "number"}
+    return {
+        "type": "array",
+        "description": "(with ?explain=true) per record: base_value + the contributions = output",
+        "items": {
+            "type": "object",
+            "required": ["contributions", "base_value", "output", "space", "method"],
+            "properties": {
+                "contributions": {
+                    "type": "object",
+                    "description": "per source column (a category's one-hot group and a date's "
+                    "calendar features summed): how far it moved the output from the base value",
+                    "properties": {name: number for name in features},
+                    "additionalProperties": number,
+                },
+                "base_value": {**number, "description": "the output on average"},
+                "output": {**number, "description": "the model's output for this record"},
+                "space": {
+                    "enum": ["probability", "log-odds", "value"],
+                    "description": "what the output is: the class's probability (forests), its "
+                    "log-odds (linear models, gradient boosting) or the predicted value",
+                },
+                "method": {"enum": ["linear", "tree"]},
+                "class": {"description": "the class explained (classification)"},
+            },
+        },
+    }
+
+
+def _prediction(task: str, classes: Sequence[Any], features: Sequence[str] = ()) -> dict[str, Any]:
     label = label_schema(task, classes)
     return {
         "type": "object",
@@ -173,6 +204,7 @@ def _prediction(task: str, classes: Sequence[Any]) -> dict[str, Any]:
                 },
             },
             "out_of_range": _out_of_range(),
+            "explanations": _explanations(features),
         },
     }
 
@@ -194,7 +226,7 @@ def components(
             "maxItems": max_records,
         },
         "Error": _error(),
-        "Prediction": _prediction(task, classes),
+        "Prediction": _prediction(task, classes, schema.feature_names),
         "Tensor": {
             "type": "object",
             "required": ["name", "shape", "datatype", "data"],

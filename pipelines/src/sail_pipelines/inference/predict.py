@@ -24,7 +24,7 @@ from sail_pipelines.contract.ranges import Beyond, beyond, refuses
 from sail_pipelines.contract.schema import check_frame, where
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
-from sail_pipelines.inference import model, prediction_log
+from sail_pipelines.inference import explain, model, prediction_log
 from sail_pipelines.inference.batch_io import output_format
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
@@ -157,9 +157,13 @@ def run(
     fmt: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
     log_settings: prediction_log.LogSettings | None = None,
+    explained: bool = False,
 ) -> dict[str, Any]:
+    """`explained` (`--explain`): each row's explanation too (`explain.batch_columns`)."""
     fmt = output_format(dest, fmt)
     bundle = load_bundle(bundle_dir, key)
+    if explained:
+        explain.explainer(bundle)  # one line before any row when the model has no explainer
     plog = prediction_log.for_bundle(log_settings or prediction_log.LogSettings(), bundle)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
@@ -171,6 +175,8 @@ def run(
             for chunk in iter_table(source, chunk_rows, bundle.schema):
                 started = time.perf_counter()
                 scored, strays = score_frame(bundle, chunk)
+                if explained:
+                    scored = scored.assign(**explain.batch_columns(bundle, chunk))
                 writer.write(scored)
                 if plog.wanted():
                     log_batch(plog, bundle, chunk, scored, strays, time.perf_counter() - started)

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from sail_pipelines.contract.ranges import beyond
 from sail_pipelines.contract.stl import NonFiniteFeatures
-from sail_pipelines.inference import metrics, model, prediction_log, protocols, server_logs
+from sail_pipelines.inference import explain, metrics, model, prediction_log, protocols, server_logs
 from sail_pipelines.inference.onnx import Prediction
 from sail_pipelines.inference.requests import (
     InputError,
@@ -169,12 +169,26 @@ def health_and_metadata(app: Flask, s: Service) -> None:
         )
 
 
+def _explainer(s: Service) -> explain.Explainer | None:
+    """`?explain=true`: the bundle's explainer (built on the first such request), or a 422 saying
+    why there is none; None when the request does not ask."""
+    wanted = request.args.get("explain", "false").lower()
+    if wanted not in ("true", "false", "1", "0"):
+        raise InputError(400, "the query parameter 'explain' must be true or false", "explain")
+    if wanted in ("false", "0"):
+        return None
+    try:
+        return explain.explainer(s.bundle)
+    except explain.Unexplainable as exc:
+        raise InputError(422, str(exc), "explain") from exc
+
+
 def predict_route(app: Flask, s: Service) -> None:
     @app.post("/predict")
     def predict() -> Response:
-        predictions, probabilities = s.predict_columns(
-            checked_columns(s.bundle.schema, s.json_body(), s.max_records)
-        )
+        columns = checked_columns(s.bundle.schema, s.json_body(), s.max_records)
+        explainer = _explainer(s)
+        predictions, probabilities = s.predict_columns(columns)
         body: dict[str, Any] = {
             "request_id": _request_id(),
             "model_version": s.model_version,
@@ -187,6 +201,8 @@ def predict_route(app: Flask, s: Service) -> None:
             ]
         if g.strays:
             body["out_of_range"] = [stray.to_dict() for stray in g.strays]
+        if explainer is not None:
+            body["explanations"] = explain.explain(s.bundle, g.columns)
         return jsonify(body)
 
 

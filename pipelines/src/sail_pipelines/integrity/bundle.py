@@ -37,6 +37,8 @@ MODEL = "model.joblib"
 TRANSFORMER = "transformer.joblib"
 ONNX_MODEL = "model.onnx"  # the STL and model compiled for ONNX Runtime, when they convert
 HOLDOUT = "holdout.json"  # accepted bundles only: rows and the predictions the metric step made
+# the explainer's background: training rows in STL space and each STL feature's source column
+BACKGROUND = "explain_background.json"
 
 
 class BundleRejected(SailError):

@@ -25,8 +25,9 @@ from sail_pipelines.contract.data import read_csv
 from sail_pipelines.contract.schema import Schema, load_schema, plain
 from sail_pipelines.contract.validate import profile_frame
 from sail_pipelines.errors import SailError
-from sail_pipelines.inference import onnx
+from sail_pipelines.inference import explain, onnx
 from sail_pipelines.integrity.bundle import (
+    BACKGROUND,
     MODEL,
     ONNX_MODEL,
     TRANSFORMER,
@@ -172,6 +173,8 @@ def run(
     transformed = _fit_stl(transformer, schema, features, target)
     common = _common_metadata(paths, params, schema, train, origin, key)
     transformer_bytes = dump_object(transformer)
+    sources = explain.source_columns(transformer, schema, transformed.shape[1])
+    background = explain.background(sources, transformed, params.split.seed)
     written = []
     for candidate in chosen:
         fitted_params, searched = candidate.params, None
@@ -210,6 +213,7 @@ def run(
             metadata["probabilities"] = hasattr(model, "predict_proba")
         dest = paths.candidates_dir / candidate.name
         files = {MODEL: dump_object(model), TRANSFORMER: transformer_bytes, **compiled}
+        files[BACKGROUND] = background  # signed like every file: the explainer's, fixed here
         write_bundle(dest, files, metadata, key)
         written.append(dest)
     return written

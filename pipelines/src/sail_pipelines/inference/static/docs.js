@@ -35,8 +35,9 @@ function operation(doc, path, method, op, shared) {
     const value = schema.enum && schema.enum.length ? String(schema.enum[0]) : "";
     inputs[param.name] = el("input", { type: "text", value: value, "aria-label": param.name });
     details.append(el("div", { class: "field" }, el("label", { text: param.name + " (" + param.in + ")" }),
-      inputs[param.name]));
+      inputs[param.name], el("span", { class: "about", text: param.description || "" })));
   }
+  const query = params.filter((param) => param.in === "query").map((param) => param.name);
   let text = null;
   if (body) {
     details.append(el("h4", { text: "Request body" }));
@@ -52,6 +53,9 @@ function operation(doc, path, method, op, shared) {
     for (const [name, input] of Object.entries(inputs)) {
       url = url.replace("{" + name + "}", encodeURIComponent(input.value));
     }
+    const asked = query.filter((name) => inputs[name].value !== "")
+      .map((name) => name + "=" + encodeURIComponent(inputs[name].value));
+    if (asked.length) url += "?" + asked.join("&");
     const init = { method: method.toUpperCase() };
     if (text) {
       init.headers = { "Content-Type": "application/json" };

@@ -1,9 +1,11 @@
 // The try-it page: a form generated from the OpenAPI document's Record schema, pre-filled with a
 // holdout row; a CSV batch read in the browser and sent as JSON records; the server's own
-// messages shown next to the field they name.
+// messages shown next to the field they name; the answer's explanation as signed contribution bars
+// per source column, and its outlier flag when the server scores outliers.
 "use strict";
 
-const state = { features: [], properties: {}, example: {}, sail: {}, metrics: {}, task: null };
+const state = { features: [], properties: {}, example: {}, sail: {}, metrics: {}, task: null,
+  unexplained: null };  // why the model has no explanations, once the server said so
 
 const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
 
@@ -107,14 +109,14 @@ function showError(body, status) {
   }
 }
 
-async function post(records) {
+async function post(records, query) {
   const body = JSON.stringify(records);
   const limit = state.sail.max_body_bytes;
   if (limit && new Blob([body]).size > limit) {
     const error = "the request would be larger than " + limit + " bytes";
     return { ok: false, status: 413, body: { error: error } };
   }
-  const response = await fetch("/predict", {
+  const response = await fetch("/predict" + (query || ""), {
     method: "POST", headers: { "Content-Type": "application/json" }, body: body,
   });
   let answer = null;
@@ -153,6 +155,43 @@ function showResult(body) {
     result.append(el("p", { class: "hint", text: "'" + stray.field + "' = " + stray.value +
       " is outside the training range [" + stray.range.join(", ") + "]" }));
   }
+  if (typeof body.outlier === "boolean") showOutlier(body);
+}
+
+// The outlier flag (and score) of the answer, when the server scores outliers.
+function showOutlier(body) {
+  const outlier = body.outlier;
+  const score = typeof body.outlier_score === "number" ? body.outlier_score
+    : Array.isArray(body.outlier_score) ? body.outlier_score[0] : null;
+  const flag = Array.isArray(outlier) ? outlier[0] : outlier;
+  const text = (flag ? "Outlier: this record is unlike the training data"
+    : "Not an outlier: this record is like the training data") +
+    (typeof score === "number" ? " (outlier score " + score.toPrecision(3) + ")" : "");
+  document.getElementById("result").append(
+    el("p", { id: "outlier", class: flag ? "error" : "hint", text: text }));
+}
+
+// Signed bars, largest |contribution| first, each with the column's value: how far each source
+// column moved the output from the base value (in the space the explanation states).
+function showExplanation(explanation, record) {
+  const result = document.getElementById("result");
+  const items = Object.entries(explanation.contributions)
+    .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
+  const largest = Math.max(...items.map(([, c]) => Math.abs(c)), 1e-300);
+  const about = "Why: " + explanation.base_value.toPrecision(4) + " on average, " +
+    explanation.output.toPrecision(4) + " here (" + explanation.space +
+    (explanation.class !== undefined ? " of " + show(explanation.class) : "") + ")";
+  const bars = el("div", { class: "bars contributions", id: "contributions" });
+  for (const [name, c] of items) {
+    const fill = el("div", { class: "fill " + (c < 0 ? "negative" : "positive") });
+    const width = 50 * Math.abs(c) / largest;
+    fill.style.width = width.toFixed(2) + "%";
+    fill.style.marginLeft = (c < 0 ? 50 - width : 50).toFixed(2) + "%";
+    bars.append(el("span", { class: "column", text: name + " = " + show(record[name]) }),
+      el("div", { class: "bar", title: String(c) }, fill),
+      el("span", { class: "signed", text: (c < 0 ? "" : "+") + c.toPrecision(3) }));
+  }
+  result.append(el("p", { class: "hint", id: "explained", text: about }), bars);
 }
 
 async function predictOne(event) {
@@ -160,9 +199,19 @@ async function predictOne(event) {
   clearErrors();
   clear(document.getElementById("result"));
   try {
-    const answer = await post(readForm());
-    if (answer.ok) showResult(answer.body);
-    else showError(answer.body, answer.status);
+    const record = readForm();
+    let answer = await post(record, state.unexplained ? "" : "?explain=true");
+    if (answer.status === 422 && answer.body && answer.body.field === "explain") {
+      state.unexplained = answer.body.error;  // no explainer here: predict without asking again
+      answer = await post(record);
+    }
+    if (!answer.ok) return showError(answer.body, answer.status);
+    showResult(answer.body);
+    if (answer.body.explanations) showExplanation(answer.body.explanations[0], record);
+    else if (state.unexplained) {
+      document.getElementById("result").append(
+        el("p", { class: "hint", id: "explained", text: "No explanation: " + state.unexplained }));
+    }
   } catch (error) {
     document.getElementById("form-error").textContent = String(error);
   }
