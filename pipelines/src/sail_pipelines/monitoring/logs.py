@@ -30,6 +30,7 @@ class Traffic:
     inputs: dict[str, list[Any]] = field(default_factory=dict)
     predictions: list[Any] = field(default_factory=list)
     probabilities: dict[str, list[float | None]] = field(default_factory=dict)
+    outliers: list[bool | None] = field(default_factory=list)  # None: logged without a detector
     refused: int = 0  # requests answered with a 4xx
     requests: int = 0
     bundles: set[str] = field(default_factory=set)
@@ -163,6 +164,10 @@ def read(
                 if cls not in traffic.probabilities:
                     traffic.probabilities[cls] = [None] * traffic.rows
                 traffic.probabilities[cls].extend(values)
+            flags = outputs.get("outlier")
+            if flags is not None and len(flags) != n:
+                raise ValueError(f"'outlier' has {len(flags)} values for {n} predictions")
+            traffic.outliers.extend([None] * n if flags is None else flags)
             traffic.predictions.extend(predictions)
             traffic.times.extend([moment] * n)
             traffic.request_ids.extend([request_id] * n)

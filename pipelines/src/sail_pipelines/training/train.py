@@ -35,7 +35,7 @@ from sail_pipelines.integrity.bundle import (
 )
 from sail_pipelines.integrity.signing import SignKey
 from sail_pipelines.provenance import Provenance, file_md5, library_versions, project_versions
-from sail_pipelines.training import search
+from sail_pipelines.training import outliers, search
 
 
 def _with_params(candidate: Candidate, params: dict[str, Any]) -> Any:
@@ -146,6 +146,7 @@ def _common_metadata(
         "serving": {
             "out_of_range": params.serving.out_of_range,
             "range_margin": params.validation.range_margin,
+            "outliers": params.serving.outliers,  # what serving does with a record flagged
         },
     }
 
@@ -170,7 +171,12 @@ def run(
     # A shared search study is keyed by the training rows and the unfitted STL, among others.
     inputs = hashlib.sha256(file_md5(paths.train_csv).encode() + dump_object(transformer))
     transformed = _fit_stl(transformer, schema, features, target)
+    detector, detector_files, detector_metadata = outliers.fitted(transformed, params)
+    detector_graph, no_graph = (
+        outliers.compiled(transformer, detector, schema) if params.compiled.enabled else ({}, None)
+    )
     common = _common_metadata(paths, params, schema, train, origin, key)
+    common["outliers"] = detector_metadata
     transformer_bytes = dump_object(transformer)
     written = []
     for candidate in chosen:
@@ -196,6 +202,8 @@ def run(
             candidate.model_copy(update={"params": fitted_params}), transformed, target
         )
         compiled, inference = compile_candidate(params, schema, transformer, model)
+        if compiled and not detector_graph:  # the compiled path scores outliers in ONNX too
+            compiled, inference = {}, {"runtime": "sklearn", "reason": f"no compiled model: {no_graph}"}
         metadata = {
             **common,
             "name": candidate.name,
@@ -209,7 +217,8 @@ def run(
             metadata["classes"] = [plain(c) for c in getattr(model, "classes_", [])]
             metadata["probabilities"] = hasattr(model, "predict_proba")
         dest = paths.candidates_dir / candidate.name
-        files = {MODEL: dump_object(model), TRANSFORMER: transformer_bytes, **compiled}
+        files = {MODEL: dump_object(model), TRANSFORMER: transformer_bytes, **detector_files}
+        files.update({**compiled, **detector_graph} if compiled else {})
         write_bundle(dest, files, metadata, key)
         written.append(dest)
     return written
