@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from sail_pipelines.config import Params
 from sail_pipelines.contract.schema import Schema
 from sail_pipelines.inference import onnx_forest
 from sail_pipelines.inference.onnx import ConversionFailed
@@ -55,13 +54,14 @@ def scores(detector: Any, transformed: Any) -> np.ndarray:
     return -detector.score_samples(rows(transformed))
 
 
-def fitted(transformed: Any, params: Params) -> tuple[Any, dict[str, bytes], dict[str, Any]]:
+def fitted(
+    transformed: Any, quantile: float, seed: int
+) -> tuple[Any, dict[str, bytes], dict[str, Any]]:
     """The detector, its joblib file and what metadata says of it: the threshold at the training
-    split's `serving.outlier_quantile` and the share (and count) of that split above it, which
-    `sail monitor` compares served traffic with."""
-    detector = fit(transformed, params.split.seed)
+    split's `quantile` (serving.outlier_quantile) and the share (and count) of that split above
+    it, which `sail monitor` compares served traffic with."""
+    detector = fit(transformed, seed)
     training = scores(detector, transformed)
-    quantile = params.serving.outlier_quantile
     threshold = float(np.quantile(training, quantile))
     flagged = int(np.sum(training > threshold))
     metadata = {

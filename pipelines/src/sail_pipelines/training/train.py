@@ -171,7 +171,9 @@ def run(
     # A shared search study is keyed by the training rows and the unfitted STL, among others.
     inputs = hashlib.sha256(file_md5(paths.train_csv).encode() + dump_object(transformer))
     transformed = _fit_stl(transformer, schema, features, target)
-    detector, detector_files, detector_metadata = outliers.fitted(transformed, params)
+    detector, detector_files, detector_metadata = outliers.fitted(
+        transformed, params.serving.outlier_quantile, params.split.seed
+    )
     detector_graph, no_graph = (
         outliers.compiled(transformer, detector, schema) if params.compiled.enabled else ({}, None)
     )
