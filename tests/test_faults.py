@@ -266,7 +266,7 @@ BUNDLE_FILES = [
     "outliers.joblib",
     "transformer.joblib",
 ]
-COMPILED = {"model.onnx", "outliers.onnx"}  # beside them when the candidate converts to ONNX
+COMPILED = {"model.onnx"}  # beside them when the candidate converts to ONNX
 
 
 def train_killed_at_rename(project) -> dict:

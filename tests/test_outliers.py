@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from sklearn import datasets as sk
 from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from conftest import TEST_VERIFY_KEY
@@ -25,15 +26,15 @@ from logged import accept_classifier, post_logged
 from sail_pipelines.config import MonitoringConfig
 from sail_pipelines.contract.schema import Column, Schema, parse_schema
 from sail_pipelines.errors import SailError
-from sail_pipelines.inference import batch_io, onnx_forest, outliers, predict
+from sail_pipelines.inference import batch_io, onnx, onnx_forest, outliers, predict
 from sail_pipelines.inference.onnx import CompiledModel
 from sail_pipelines.inference.prediction_log import LogSettings
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.integrity import signing
 from sail_pipelines.integrity.bundle import (
     METADATA,
+    ONNX_MODEL,
     OUTLIERS,
-    OUTLIERS_ONNX,
     TRANSFORMER,
     BundleRejected,
     LoadedBundle,
@@ -57,7 +58,7 @@ def test_every_path_gives_the_same_score(pipeline_project, tmp_path):
     """/predict and v2 (ONNX Runtime), both batch paths, the joblib fallback and scikit-learn's
     own `-score_samples` on the STL output agree; /invocations stays MLflow's answer."""
     bundle = accepted(pipeline_project)
-    assert bundle.runtime == "onnx" and {OUTLIERS, OUTLIERS_ONNX} <= set(bundle.files)
+    assert bundle.runtime == "onnx" and {OUTLIERS, ONNX_MODEL} <= set(bundle.files)
     test = pd.read_csv(pipeline_project / "data" / "split" / "test.csv")
     features = test[bundle.schema.feature_names]
     records = json.loads(features.to_json(orient="records"))
@@ -72,7 +73,8 @@ def test_every_path_gives_the_same_score(pipeline_project, tmp_path):
     ]
     v2 = client.post(f"/v2/models/{body_model(client)}/infer", json={"inputs": inputs}).get_json()
     by_name = {o["name"]: o for o in v2["outputs"]}
-    assert by_name["outlier"]["datatype"] == "BOOL" and by_name["outlier"]["data"] == body["outlier"]
+    assert by_name["outlier"]["datatype"] == "BOOL"
+    assert by_name["outlier"]["data"] == body["outlier"]
     invocations = client.post("/invocations", json={"dataframe_records": records[:2]}).get_json()
     assert set(invocations) == {"predictions"}
 
@@ -89,10 +91,11 @@ def test_every_path_gives_the_same_score(pipeline_project, tmp_path):
         {**bundle.metadata, "inference": {"runtime": "sklearn"}},
         bundle.files,
     )
-    fallback = outliers.score(sklearn_served, features).scores
+    fallback = outliers.predict(sklearn_served, features)[1].scores
     detector = joblib.load(io.BytesIO(bundle.files[OUTLIERS]))
     reference = fitting.scores(detector, bundle.transformer.transform(features))
-    for scores in (by_name["outlier_score"]["data"], with_pandas.outlier_score, without.outlier_score):
+    v2_scores = by_name["outlier_score"]["data"]
+    for scores in (v2_scores, with_pandas.outlier_score, without.outlier_score):
         np.testing.assert_allclose(scores, served, rtol=0, atol=TOLERANCE)
     np.testing.assert_allclose(fallback, served, rtol=0, atol=TOLERANCE)
     np.testing.assert_allclose(reference, served, rtol=0, atol=TOLERANCE)
@@ -123,7 +126,7 @@ def test_metadata_and_openapi_describe_the_detector(pipeline_project):
     assert "threshold" in fields["outlier_score"]["description"]
 
 
-@pytest.mark.parametrize("name", [OUTLIERS, OUTLIERS_ONNX])
+@pytest.mark.parametrize("name", [OUTLIERS, ONNX_MODEL])  # the compiled path's is in the graph
 def test_a_tampered_detector_file_is_refused(pipeline_project, tmp_path, name):
     bundle = tmp_path / "accepted"
     shutil.copytree(pipeline_project / "models" / "accepted", bundle)
@@ -152,7 +155,7 @@ def anti_corners(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
 @pytest.mark.parametrize("name", ["wine", "diabetes"])
 def test_rows_unlike_the_joint_distribution_are_flagged(name):
     """On tables other than the shipped example, through the STL as training fits it; the
-    forest's ONNX graph scores every row as scikit-learn does."""
+    forest's ONNX graph, attached to a model's, scores every row as scikit-learn does."""
     frame = getattr(sk, f"load_{name}")(as_frame=True).data
     stl = ColumnTransformer([("n", StandardScaler(), list(frame.columns))]).fit(frame)
     detector, _, described = fitting.fitted(stl.transform(frame), 0.99, 0)
@@ -167,10 +170,14 @@ def test_rows_unlike_the_joint_distribution_are_flagged(name):
             + [{"name": "y", "type": "float", "role": "target"}]
         }
     )
-    graph = CompiledModel(onnx_forest.convert(stl, detector, schema), schema, False)
+    target = frame.iloc[:, 0] > frame.iloc[:, 0].median()
+    model = LogisticRegression().fit(stl.transform(frame), target)
+    graphs = {ONNX_MODEL: onnx.convert(stl, model, schema, classification=True)}
+    assert fitting.attach(graphs, onnx_forest.convert(stl, detector, schema), None) is None
+    graph = CompiledModel(graphs[ONNX_MODEL], schema, True)
     both = pd.concat([frame, odd], ignore_index=True)
-    columns = {c: both[c].tolist() for c in frame.columns}
-    compiled = graph.session.run(None, graph.feed(columns))[0].ravel()
+    (labels, _), compiled = graph.run({c: both[c].tolist() for c in frame.columns})
+    assert (labels == model.predict(stl.transform(both))).all()
     reference = fitting.scores(detector, stl.transform(both))
     np.testing.assert_allclose(compiled, reference, rtol=0, atol=TOLERANCE)
 

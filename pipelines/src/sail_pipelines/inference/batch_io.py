@@ -25,7 +25,7 @@ from sail_pipelines.contract.schema import Column, RecordError, Schema, check_re
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import write_atomic
-from sail_pipelines.inference import model, outliers, prediction_log
+from sail_pipelines.inference import outliers, prediction_log
 from sail_pipelines.inference.requests import records_to_columns
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
@@ -147,8 +147,7 @@ def score(
     if strays and refuses(bundle.metadata):
         raise SailError(f"{unit} {rows[strays[0].record][0]}: {strays[0].message()}")
     try:
-        predictions, probabilities = model.predict(bundle, columns)
-        found = outliers.score(bundle, columns)
+        (predictions, probabilities), found = outliers.predict(bundle, columns)
     except NonFiniteFeatures as exc:
         shown = ", ".join(f"{unit} {rows[i][0]}" for i in exc.rows[:5])
         raise SailError(f"{shown}: {exc}") from exc

@@ -70,7 +70,9 @@ def convert_graph(
             graph = convert_sklearn(
                 Pipeline(steps),
                 initial_types=initial,
-                options={id(model): {"zipmap": False}} if classification and model is not None else None,
+                options={id(model): {"zipmap": False}}
+                if classification and model is not None
+                else None,
             )
     except Exception as exc:  # noqa: BLE001 - skl2onnx raises many types for what it cannot convert
         raise ConversionFailed(f"skl2onnx cannot convert it: {_first_line(exc)}") from exc

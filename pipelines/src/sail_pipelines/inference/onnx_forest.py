@@ -1,5 +1,7 @@
 """The outlier detector (whitened PCA, then scikit-learn's IsolationForest) as ONNX nodes after the
-STL's graph, for the compiled path (training only: the graph is built once and signed).
+STL's graph, attached to the model's graph as one more output, `outlier_score`, for the compiled
+path (training only: the graph is built once and signed). One graph, one ONNX Runtime run per
+request: a second session would cost as much again as the model's own.
 
 skl2onnx converts an IsolationForest too, but as one graph per tree (~1 ms a row); here the
 forest is one ai.onnx.ml TreeEnsembleRegressor whose leaves hold each tree's path length (the
@@ -17,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from sail_pipelines.contract.schema import Schema
-from sail_pipelines.inference.onnx import ConversionFailed, session
+from sail_pipelines.inference.onnx import SCORE, ConversionFailed, session
 
-SCORE = "outlier_score"  # the graph's output: [rows, 1] float32, higher = more outlying
+PREFIX = "sail_outliers/"  # the detector's own names inside the model's graph
 EULER_GAMMA = 0.5772156649015329
 
 
@@ -139,14 +141,50 @@ def convert(transformer: Any, detector: Any, schema: Schema) -> bytes:
     graph.graph.initializer.extend(initializers)
     del graph.graph.output[:]
     graph.graph.output.append(helper.make_tensor_value_info(SCORE, TensorProto.FLOAT, [None, 1]))
+    _with_ml_opset(graph)
+    return _checked(graph)
+
+
+def _with_ml_opset(graph: Any) -> None:
+    from onnx import helper
+
     ml = [o for o in graph.opset_import if o.domain == "ai.onnx.ml"]
     if not ml:
         graph.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
     elif ml[0].version > 3:  # TreeEnsembleRegressor left the ai.onnx.ml opset at 5
-        ml[0].version = 3
+        raise ConversionFailed(f"the graph uses ai.onnx.ml opset {ml[0].version}")
+
+
+def _checked(graph: Any) -> bytes:
     data = graph.SerializeToString()
     try:
         session(data)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base class
         raise ConversionFailed(f"ONNX Runtime refuses the outlier graph: {exc}") from exc
     return data
+
+
+def attach(model_graph: bytes, detector_graph: bytes) -> bytes:
+    """The model's graph with the detector's (`convert`, built on the same inputs) inside it, its
+    names prefixed, and SCORE as one more output."""
+    from onnx import load_model_from_string
+
+    model, detector = (load_model_from_string(g) for g in (model_graph, detector_graph))
+    inputs = {i.name for i in model.graph.input}
+    if inputs != {i.name for i in detector.graph.input}:
+        raise ConversionFailed("the outlier graph does not take the model graph's inputs")
+
+    def renamed(name: str) -> str:
+        return name if name in inputs or name == SCORE or not name else PREFIX + name
+
+    for i, node in enumerate(detector.graph.node):
+        node.name = f"{PREFIX}{node.name or i}"
+        node.input[:] = [renamed(n) for n in node.input]
+        node.output[:] = [renamed(n) for n in node.output]
+    for initializer in detector.graph.initializer:
+        initializer.name = renamed(initializer.name)
+    model.graph.node.extend(detector.graph.node)
+    model.graph.initializer.extend(detector.graph.initializer)
+    model.graph.output.extend(detector.graph.output)
+    _with_ml_opset(model)
+    return _checked(model)

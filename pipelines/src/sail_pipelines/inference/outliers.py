@@ -1,8 +1,8 @@
 """Outlier scores at serving: the detector training fitted on the STL's output
 (`training/outliers.py`), run on the rows the model sees.
 
-A compiled bundle runs the detector's ONNX graph (the STL and the detector, fed as the model's
-graph is: no pandas, no scikit-learn); otherwise the fitted STL and the detector's pipeline run
+A compiled bundle's graph answers `outlier_score` beside the prediction, in the same ONNX Runtime
+run (no pandas, no scikit-learn); otherwise the fitted STL and the detector's pipeline run
 through scikit-learn. Both give the same score (higher = more outlying); a record is an outlier
 when its score is above the threshold the bundle's metadata holds. A bundle trained before the
 detector existed has none: its answers carry no outlier fields.
@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from sail_pipelines.inference import model
-from sail_pipelines.inference.onnx import Columns, CompiledModel
-from sail_pipelines.integrity.bundle import OUTLIERS, OUTLIERS_ONNX, LoadedBundle
+from sail_pipelines.inference.onnx import Columns, Prediction
+from sail_pipelines.integrity.bundle import OUTLIERS, LoadedBundle
 
 if TYPE_CHECKING:
     import pandas as pd
 
 FIELDS = ("outlier_score", "outlier")  # in every answer, batch output and prediction-log line
-_COMPILED: weakref.WeakKeyDictionary[LoadedBundle, CompiledModel] = weakref.WeakKeyDictionary()
-_COMPILING = threading.Lock()
+DECIMALS = 6
+_LOADING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class Outliers:
 
     def outputs(self) -> dict[str, list[Any]]:
         """The answer's fields, one value per record."""
-        return dict(zip(FIELDS, (self.scores.astype(float).tolist(), self.flags.tolist())))
+        values = (self.scores.astype(float).tolist(), self.flags.tolist())
+        return dict(zip(FIELDS, values, strict=True))
 
 
 def described(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -68,30 +69,28 @@ def refuses(metadata: Mapping[str, Any]) -> bool:
     return (metadata.get("serving") or {}).get("outliers") == "refuse"
 
 
-def _compiled(bundle: LoadedBundle) -> CompiledModel:
-    with _COMPILING:
-        session = _COMPILED.get(bundle)
-        if session is None:
-            session = CompiledModel(bundle.files[OUTLIERS_ONNX], bundle.schema, False)
-            _COMPILED[bundle] = session
-    return session
-
-
-def score(bundle: LoadedBundle, columns: Columns | pd.DataFrame) -> Outliers | None:
-    """The records' outlier scores and flags, by the runtime that serves the bundle's model;
-    None when the bundle carries no detector."""
+def predict(
+    bundle: LoadedBundle, columns: Columns | pd.DataFrame
+) -> tuple[Prediction, Outliers | None]:
+    """`model.predict`'s answer and the records' outlier scores and flags (None when the bundle
+    carries no detector): from one run of the compiled graph when it serves, else from the
+    fitted STL, model and detector through scikit-learn."""
     found = bundle.metadata.get("outliers")
-    if not found or OUTLIERS not in bundle.files:
-        return None
-    if bundle.runtime == "onnx" and OUTLIERS_ONNX in bundle.files:
+    scores = None
+    if bundle.runtime == "onnx":
         if hasattr(columns, "columns"):  # a frame: numbers as floats, missing values as NaN
             columns = bundle.schema.prepare(columns)
-        session = _compiled(bundle)
-        scores = session.session.run(None, session.feed(columns))[0].ravel().astype(np.float64)
+        prediction, scores = model.compiled(bundle).run(columns)
     else:
+        prediction = model.predict(bundle, columns)
+    if not found or OUTLIERS not in bundle.files:
+        return prediction, None
+    if scores is None:  # scikit-learn serves (or a graph without the score)
         scores = _sklearn_scores(bundle, columns)
     threshold = float(found["threshold"])
-    return Outliers(scores, scores > threshold, threshold)
+    # six decimals: the same number from every path (ONNX Runtime's is float32), and short JSON
+    scores = np.round(scores.astype(np.float64), DECIMALS)
+    return prediction, Outliers(scores, scores > threshold, threshold)
 
 
 def _sklearn_scores(bundle: LoadedBundle, columns: Columns) -> np.ndarray:
@@ -105,8 +104,7 @@ def _sklearn_scores(bundle: LoadedBundle, columns: Columns) -> np.ndarray:
     with model.SKLEARN:
         transformed = stl.transform(bundle.transformer, schema, schema.prepare(frame))
         rows = np.asarray(transformed, dtype=np.float32).astype(np.float64)
-        # float32 like ONNX Runtime's answer, so every path gives the same number
-        return (-detector.score_samples(rows)).astype(np.float32).astype(np.float64)
+        return -detector.score_samples(rows)
 
 
 _DETECTORS: weakref.WeakKeyDictionary[LoadedBundle, Any] = weakref.WeakKeyDictionary()
@@ -114,7 +112,7 @@ _DETECTORS: weakref.WeakKeyDictionary[LoadedBundle, Any] = weakref.WeakKeyDictio
 
 def _detector(bundle: LoadedBundle) -> Any:
     """The unpickled detector (from the verified bytes), once per bundle."""
-    with _COMPILING:
+    with _LOADING:
         found = _DETECTORS.get(bundle)
         if found is None:
             import io

@@ -24,7 +24,7 @@ from sail_pipelines.contract.ranges import Beyond, beyond, refuses
 from sail_pipelines.contract.schema import check_frame, where
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
-from sail_pipelines.inference import model, outliers, prediction_log
+from sail_pipelines.inference import outliers, prediction_log
 from sail_pipelines.inference.batch_io import output_format
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
@@ -53,8 +53,7 @@ def score_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> tuple[pd.DataFrame
         first = strays[0]
         raise SailError(f"{where(frame.index[first.record], frame)}: {first.message()}")
     try:
-        predictions, probabilities = model.predict(bundle, features)
-        found = outliers.score(bundle, features)
+        (predictions, probabilities), found = outliers.predict(bundle, features)
     except NonFiniteFeatures as exc:
         shown = ", ".join(where(frame.index[i], frame) for i in exc.rows[:5])
         raise SailError(f"{shown}: {exc}") from exc

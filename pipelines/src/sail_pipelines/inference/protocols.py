@@ -347,5 +347,7 @@ def v2_response(
     for output, datatype in V2_OUTLIERS.items():
         if outliers and output in wanted:
             data = outliers[output]
-            outputs.append({"name": output, "datatype": datatype, "shape": [len(data)], "data": data})
+            outputs.append(
+                {"name": output, "datatype": datatype, "shape": [len(data)], "data": data}
+            )
     return {"model_name": name, "model_version": version, "id": request_id, "outputs": outputs}

@@ -18,7 +18,6 @@ from sail_pipelines.contract.ranges import beyond
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.inference import (
     metrics,
-    model,
     outliers,
     prediction_log,
     protocols,
@@ -100,8 +99,8 @@ class Service:
         if strays and self.refuse_out_of_range:
             raise InputError(422, strays[0].message(), strays[0].field, strays[0].record)
         try:
-            scored = model.predict(self.bundle, columns)
-            g.outliers = found = outliers.score(self.bundle, columns)
+            scored, found = outliers.predict(self.bundle, columns)
+            g.outliers = found
         except NonFiniteFeatures as exc:
             raise InputError(422, str(exc), exc.field, exc.rows[0] if n > 1 else None) from exc
         self.stats.outliers(found)

@@ -36,10 +36,9 @@ METADATA = "metadata.json"
 MODEL = "model.joblib"
 TRANSFORMER = "transformer.joblib"
 ONNX_MODEL = "model.onnx"  # the STL and model compiled for ONNX Runtime, when they convert
-# the outlier detector fitted on the training split's STL output (`training/outliers.py`): for
-# scikit-learn, and as an ONNX graph of the STL and the detector for the compiled path
+# the outlier detector fitted on the training split's STL output (`training/outliers.py`) for
+# scikit-learn; the compiled path's is inside model.onnx (its `outlier_score` output)
 OUTLIERS = "outliers.joblib"
-OUTLIERS_ONNX = "outliers.onnx"
 HOLDOUT = "holdout.json"  # accepted bundles only: rows and the predictions the metric step made
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from sail_pipelines.contract.schema import Schema
 from sail_pipelines.inference import onnx_forest
 from sail_pipelines.inference.onnx import ConversionFailed
-from sail_pipelines.integrity.bundle import OUTLIERS, OUTLIERS_ONNX, dump_object
+from sail_pipelines.integrity.bundle import ONNX_MODEL, OUTLIERS, dump_object
 
 TREES = 100
 MAX_SAMPLES = 256
@@ -76,9 +76,24 @@ def fitted(
     return detector, {OUTLIERS: dump_object(detector)}, metadata
 
 
-def compiled(transformer: Any, detector: Any, schema: Schema) -> tuple[dict[str, bytes], str | None]:
-    """The STL and detector as one ONNX graph for the compiled path, or why there is none."""
+def compiled(transformer: Any, detector: Any, schema: Schema) -> tuple[bytes | None, str | None]:
+    """The STL and detector as one ONNX graph (which `attach` puts into each candidate's), or why
+    there is none."""
     try:
-        return {OUTLIERS_ONNX: onnx_forest.convert(transformer, detector, schema)}, None
+        return onnx_forest.convert(transformer, detector, schema), None
     except ConversionFailed as exc:
-        return {}, f"the outlier detector does not convert: {exc}"
+        return None, f"the outlier detector does not convert: {exc}"
+
+
+def attach(graphs: dict[str, bytes], detector_graph: bytes | None, why: str | None) -> str | None:
+    """Put the detector into the candidate's compiled graph (`graphs`, changed in place); why the
+    candidate cannot take the compiled path when it cannot, else None."""
+    if not graphs:
+        return None
+    try:
+        if detector_graph is None:
+            raise ConversionFailed(why or "the outlier detector has no graph")
+        graphs[ONNX_MODEL] = onnx_forest.attach(graphs[ONNX_MODEL], detector_graph)
+    except ConversionFailed as exc:
+        return f"no compiled model: {exc}"
+    return None

@@ -175,7 +175,9 @@ def run(
         transformed, params.serving.outlier_quantile, params.split.seed
     )
     detector_graph, no_graph = (
-        outliers.compiled(transformer, detector, schema) if params.compiled.enabled else ({}, None)
+        outliers.compiled(transformer, detector, schema)
+        if params.compiled.enabled
+        else (None, None)
     )
     common = _common_metadata(paths, params, schema, train, origin, key)
     common["outliers"] = detector_metadata
@@ -204,8 +206,11 @@ def run(
             candidate.model_copy(update={"params": fitted_params}), transformed, target
         )
         compiled, inference = compile_candidate(params, schema, transformer, model)
-        if compiled and not detector_graph:  # the compiled path scores outliers in ONNX too
-            compiled, inference = {}, {"runtime": "sklearn", "reason": f"no compiled model: {no_graph}"}
+        unattached = outliers.attach(
+            compiled, detector_graph, no_graph
+        )  # scored in the model's graph
+        if unattached:
+            compiled, inference = {}, {"runtime": "sklearn", "reason": unattached}
         metadata = {
             **common,
             "name": candidate.name,
@@ -220,7 +225,7 @@ def run(
             metadata["probabilities"] = hasattr(model, "predict_proba")
         dest = paths.candidates_dir / candidate.name
         files = {MODEL: dump_object(model), TRANSFORMER: transformer_bytes, **detector_files}
-        files.update({**compiled, **detector_graph} if compiled else {})
+        files.update(compiled)
         write_bundle(dest, files, metadata, key)
         written.append(dest)
     return written
