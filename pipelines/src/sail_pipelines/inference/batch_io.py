@@ -151,9 +151,9 @@ def score(
     except NonFiniteFeatures as exc:
         shown = ", ".join(f"{unit} {rows[i][0]}" for i in exc.rows[:5])
         raise SailError(f"{shown}: {exc}") from exc
-    first = found.first() if found is not None else None
-    if first is not None and outliers.refuses(bundle.metadata):
-        raise SailError(f"{unit} {rows[first][0]}: {found.message(first, False)}")
+    refused = outliers.refusal(bundle.metadata, found, False)
+    if refused:
+        raise SailError(f"{unit} {rows[refused[0]][0]}: {refused[1]}")
     flags = found.outputs() if found is not None else {}
     # ONNX Runtime answers in float32: widened, as the API's JSON carries them
     labels = predictions.astype("float64") if predictions.dtype.kind == "f" else predictions

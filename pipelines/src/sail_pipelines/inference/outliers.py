@@ -64,9 +64,15 @@ def described(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
     return {**{k: found.get(k) for k in keys}, "action": action}
 
 
-def refuses(metadata: Mapping[str, Any]) -> bool:
-    """Whether a bundle refuses outliers (serving.outliers: refuse)."""
-    return (metadata.get("serving") or {}).get("outliers") == "refuse"
+def refusal(
+    metadata: Mapping[str, Any], found: Outliers | None, many: bool
+) -> tuple[int, str] | None:
+    """The first outlier and why it is refused, when the bundle refuses outliers
+    (serving.outliers: refuse) and the request or chunk holds one; else None."""
+    if found is None or (metadata.get("serving") or {}).get("outliers") != "refuse":
+        return None
+    first = found.first()
+    return None if first is None else (first, found.message(first, many))
 
 
 def predict(

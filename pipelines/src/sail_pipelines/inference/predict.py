@@ -57,9 +57,9 @@ def score_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> tuple[pd.DataFrame
     except NonFiniteFeatures as exc:
         shown = ", ".join(where(frame.index[i], frame) for i in exc.rows[:5])
         raise SailError(f"{shown}: {exc}") from exc
-    first = found.first() if found is not None else None
-    if first is not None and outliers.refuses(bundle.metadata):
-        raise SailError(f"{where(frame.index[first], frame)}: {found.message(first, False)}")
+    refused = outliers.refusal(bundle.metadata, found, False)
+    if refused:
+        raise SailError(f"{where(frame.index[refused[0]], frame)}: {refused[1]}")
     out = frame.copy()
     # ONNX Runtime answers in float32: widen to float64, so the file holds the very numbers the
     # API returns (a float32 written as text is rounded to 7 digits).

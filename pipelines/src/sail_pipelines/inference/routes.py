@@ -104,9 +104,9 @@ class Service:
         except NonFiniteFeatures as exc:
             raise InputError(422, str(exc), exc.field, exc.rows[0] if n > 1 else None) from exc
         self.stats.outliers(found)
-        first = found.first() if found is not None else None
-        if first is not None and outliers.refuses(self.bundle.metadata):  # logged as refused
-            raise InputError(422, found.message(first, n > 1), None, first if n > 1 else None)
+        refused = outliers.refusal(self.bundle.metadata, found, n > 1)
+        if refused:  # logged as a refusal: no outputs
+            raise InputError(422, refused[1], None, refused[0] if n > 1 else None)
         g.scored = scored
         predictions, probabilities = g.scored
         check_outputs(predictions, probabilities, strays)
