@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from prediction_log import KEY, NUMBERS, bundle, rate
+from sail_pipelines.inference import onnx_forest
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.integrity.bundle import METADATA, load_bundle, read_verified, write_bundle
 from sail_pipelines.training import outliers
@@ -36,8 +37,9 @@ def with_detector(folder: Path, rows: np.ndarray) -> object:
     metadata = json.loads(files.pop(METADATA))
     transformed = plain.transformer.transform(rows)
     detector, detector_files, described = outliers.fitted(transformed, 0.99, 0)
-    graph, why = outliers.compiled(plain.transformer, detector, plain.schema)
-    assert outliers.attach(files, graph, why) is None  # into model.onnx, as training does
+    graph = onnx_forest.convert(plain.transformer, detector, plain.schema)
+    trained = outliers.Trained(detector_files, described, graph, None)
+    assert trained.attach(files) is None  # into model.onnx, as training does
     metadata["outliers"] = described
     dest = folder.parent / "with-detector"
     write_bundle(dest, {**files, **detector_files}, metadata, KEY)

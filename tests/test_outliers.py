@@ -173,7 +173,8 @@ def test_rows_unlike_the_joint_distribution_are_flagged(name):
     target = frame.iloc[:, 0] > frame.iloc[:, 0].median()
     model = LogisticRegression().fit(stl.transform(frame), target)
     graphs = {ONNX_MODEL: onnx.convert(stl, model, schema, classification=True)}
-    assert fitting.attach(graphs, onnx_forest.convert(stl, detector, schema), None) is None
+    trained = fitting.Trained({}, described, onnx_forest.convert(stl, detector, schema), None)
+    assert trained.attach(graphs) is None
     graph = CompiledModel(graphs[ONNX_MODEL], schema, True)
     both = pd.concat([frame, odd], ignore_index=True)
     (labels, _), compiled = graph.run({c: both[c].tolist() for c in frame.columns})

@@ -119,6 +119,19 @@ def _s3_lines(source: str, client: Any) -> Iterator[tuple[str, int, str]]:
         raise SailError(f"{source}: cannot read from S3: {exc}") from exc
 
 
+def _add_outputs(traffic: Traffic, outputs: dict[str, Any], n: int) -> None:
+    """A line's class probabilities and outlier flags (None where it has none), before its
+    predictions join `traffic`."""
+    for cls, values in (outputs.get("probabilities") or {}).items():
+        if cls not in traffic.probabilities:
+            traffic.probabilities[cls] = [None] * traffic.rows
+        traffic.probabilities[cls].extend(values)
+    flags = outputs.get("outlier")
+    if flags is not None and len(flags) != n:
+        raise ValueError(f"'outlier' has {len(flags)} values for {n} predictions")
+    traffic.outliers.extend([None] * n if flags is None else flags)
+
+
 def read(
     source: str,
     since: str | None = None,
@@ -160,14 +173,7 @@ def read(
                 for name, column in traffic.inputs.items():
                     if name not in inputs:
                         column.extend([None] * n)
-            for cls, values in (outputs.get("probabilities") or {}).items():
-                if cls not in traffic.probabilities:
-                    traffic.probabilities[cls] = [None] * traffic.rows
-                traffic.probabilities[cls].extend(values)
-            flags = outputs.get("outlier")
-            if flags is not None and len(flags) != n:
-                raise ValueError(f"'outlier' has {len(flags)} values for {n} predictions")
-            traffic.outliers.extend([None] * n if flags is None else flags)
+            _add_outputs(traffic, outputs, n)
             traffic.predictions.extend(predictions)
             traffic.times.extend([moment] * n)
             traffic.request_ids.extend([request_id] * n)

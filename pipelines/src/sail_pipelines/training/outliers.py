@@ -10,10 +10,12 @@ outlying, in (0, 1]); the threshold is `serving.outlier_quantile` of the trainin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from sail_pipelines.config import Params
 from sail_pipelines.contract.schema import Schema
 from sail_pipelines.inference import onnx_forest
 from sail_pipelines.inference.onnx import ConversionFailed
@@ -76,24 +78,40 @@ def fitted(
     return detector, {OUTLIERS: dump_object(detector)}, metadata
 
 
-def compiled(transformer: Any, detector: Any, schema: Schema) -> tuple[bytes | None, str | None]:
-    """The STL and detector as one ONNX graph (which `attach` puts into each candidate's), or why
-    there is none."""
-    try:
-        return onnx_forest.convert(transformer, detector, schema), None
-    except ConversionFailed as exc:
-        return None, f"the outlier detector does not convert: {exc}"
+@dataclass(frozen=True)
+class Trained:
+    """The detector as training writes it: its files, its metadata, and its ONNX graph (which
+    `attach` puts into each candidate's), or why there is none."""
 
+    files: dict[str, bytes]
+    metadata: dict[str, Any]
+    graph: bytes | None
+    why: str | None
 
-def attach(graphs: dict[str, bytes], detector_graph: bytes | None, why: str | None) -> str | None:
-    """Put the detector into the candidate's compiled graph (`graphs`, changed in place); why the
-    candidate cannot take the compiled path when it cannot, else None."""
-    if not graphs:
+    def attach(self, graphs: dict[str, bytes]) -> str | None:
+        """Put the detector into the candidate's compiled graph (`graphs`, changed in place); why
+        the candidate cannot take the compiled path when it cannot, else None."""
+        if not graphs:
+            return None
+        try:
+            if self.graph is None:
+                raise ConversionFailed(self.why or "the outlier detector has no graph")
+            graphs[ONNX_MODEL] = onnx_forest.attach(graphs[ONNX_MODEL], self.graph)
+        except ConversionFailed as exc:
+            return f"no compiled model: {exc}"
         return None
-    try:
-        if detector_graph is None:
-            raise ConversionFailed(why or "the outlier detector has no graph")
-        graphs[ONNX_MODEL] = onnx_forest.attach(graphs[ONNX_MODEL], detector_graph)
-    except ConversionFailed as exc:
-        return f"no compiled model: {exc}"
-    return None
+
+
+def train(transformed: Any, transformer: Any, schema: Schema, params: Params) -> Trained:
+    """Fit the detector on the training split's STL output, and convert it when the compiled
+    path is on."""
+    detector, files, metadata = fitted(
+        transformed, params.serving.outlier_quantile, params.split.seed
+    )
+    graph, why = None, None
+    if params.compiled.enabled:
+        try:
+            graph = onnx_forest.convert(transformer, detector, schema)
+        except ConversionFailed as exc:
+            why = f"the outlier detector does not convert: {exc}"
+    return Trained(files, metadata, graph, why)

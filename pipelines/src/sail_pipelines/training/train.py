@@ -73,10 +73,11 @@ def fit_candidate(candidate: Candidate, transformed: Any, target: pd.Series) -> 
 
 
 def compile_candidate(
-    params: Params, schema: Schema, transformer: Any, model: Any
+    params: Params, schema: Schema, transformer: Any, model: Any, detector: outliers.Trained
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """The candidate's ONNX graph, if it converts, and what metadata says about its runtime.
-    The metric step checks the graph against scikit-learn before it may serve."""
+    """The candidate's ONNX graph, if it converts, with the outlier detector's score as one more
+    output, and what metadata says about its runtime. The metric step checks the graph against
+    scikit-learn before it may serve."""
     if not params.compiled.enabled:
         reason = "the compiled path is off (params.yaml compiled.enabled)"
         return {}, {"runtime": "sklearn", "reason": reason}
@@ -84,7 +85,11 @@ def compile_candidate(
         graph = onnx.convert(transformer, model, schema, params.task == "classification")
     except onnx.ConversionFailed as exc:
         return {}, {"runtime": "sklearn", "reason": f"no compiled model: {exc}"}
-    return {ONNX_MODEL: graph}, {"runtime": "onnx", "reason": None}
+    graphs = {ONNX_MODEL: graph}
+    unattached = detector.attach(graphs)  # the compiled path scores outliers in the same run
+    if unattached:
+        return {}, {"runtime": "sklearn", "reason": unattached}
+    return graphs, {"runtime": "onnx", "reason": None}
 
 
 def select(params: Params, names: list[str] | None) -> list[Candidate]:
@@ -171,16 +176,9 @@ def run(
     # A shared search study is keyed by the training rows and the unfitted STL, among others.
     inputs = hashlib.sha256(file_md5(paths.train_csv).encode() + dump_object(transformer))
     transformed = _fit_stl(transformer, schema, features, target)
-    detector, detector_files, detector_metadata = outliers.fitted(
-        transformed, params.serving.outlier_quantile, params.split.seed
-    )
-    detector_graph, no_graph = (
-        outliers.compiled(transformer, detector, schema)
-        if params.compiled.enabled
-        else (None, None)
-    )
+    detector = outliers.train(transformed, transformer, schema, params)
     common = _common_metadata(paths, params, schema, train, origin, key)
-    common["outliers"] = detector_metadata
+    common["outliers"] = detector.metadata
     transformer_bytes = dump_object(transformer)
     written = []
     for candidate in chosen:
@@ -205,12 +203,7 @@ def run(
         model = fit_candidate(
             candidate.model_copy(update={"params": fitted_params}), transformed, target
         )
-        compiled, inference = compile_candidate(params, schema, transformer, model)
-        unattached = outliers.attach(
-            compiled, detector_graph, no_graph
-        )  # scored in the model's graph
-        if unattached:
-            compiled, inference = {}, {"runtime": "sklearn", "reason": unattached}
+        compiled, inference = compile_candidate(params, schema, transformer, model, detector)
         metadata = {
             **common,
             "name": candidate.name,
@@ -224,7 +217,7 @@ def run(
             metadata["classes"] = [plain(c) for c in getattr(model, "classes_", [])]
             metadata["probabilities"] = hasattr(model, "predict_proba")
         dest = paths.candidates_dir / candidate.name
-        files = {MODEL: dump_object(model), TRANSFORMER: transformer_bytes, **detector_files}
+        files = {MODEL: dump_object(model), TRANSFORMER: transformer_bytes, **detector.files}
         files.update(compiled)
         write_bundle(dest, files, metadata, key)
         written.append(dest)
