@@ -42,7 +42,7 @@ from sail_pipelines.integrity.bundle import (
     read_verified,
     write_bundle,
 )
-from sail_pipelines.monitoring import logs, monitor
+from sail_pipelines.monitoring import logs, monitor, render
 from sail_pipelines.training import outliers as fitting
 
 VERIFY = signing.public_key(TEST_VERIFY_KEY, "test")
@@ -250,6 +250,7 @@ def test_monitor_holds_the_outlier_share_to_its_limit(small, tmp_path):
     odd = monitored(project, train, tmp_path / "odd.jsonl", draw(1000, 3, odd=0.2))
     assert odd["outliers"]["share"] > 0.15
     assert [b for b in odd["breaches"] if "monitoring.max_outlier_share" in b]
+    assert "served records flagged by the detector" in render.markdown(odd, [])
     # every logged line carries the fields
     line = json.loads((tmp_path / "odd.jsonl").read_text().splitlines()[0])
     assert len(line["outputs"]["outlier"]) == len(line["outputs"]["outlier_score"]) == 50
