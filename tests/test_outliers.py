@@ -284,3 +284,6 @@ def test_refuse_answers_422_naming_the_score_and_threshold(small, tmp_path):
     frame = pd.DataFrame([normal, odd])
     with pytest.raises(SailError, match="is an outlier"):
         predict.predict_frame(bundle, frame)
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    with pytest.raises(SailError, match="^line 3: the record is an outlier"):
+        batch_io.run(bundle.path, SIGNER.verify_key, tmp_path / "in.csv", tmp_path / "out.csv")
