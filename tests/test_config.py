@@ -370,6 +370,16 @@ REFUSALS = [
         "serving.out_of_range = 'clip' is not allowed; use 'flag' or 'refuse'",
     ),
     (
+        ("serving", "outliers"),
+        "drop",
+        "serving.outliers = 'drop' is not allowed; use 'flag' or 'refuse'",
+    ),
+    (
+        ("serving", "outlier_quantile"),
+        1,
+        "serving.outlier_quantile = 1 is outside [0.5, 0.9999]; set a number from 0.5 to 0.9999",
+    ),
+    (
         ("signing", "scheme"),
         "rsa",
         "signing.scheme = 'rsa' is not allowed; use 'ed25519' or 'hmac-sha256'",
@@ -416,6 +426,11 @@ REFUSALS = [
         "monitoring.max_out_of_range = 2 is outside [0, 1]; set a number from 0 to 1",
     ),
     (
+        ("monitoring", "max_outlier_share"),
+        -1,
+        "monitoring.max_outlier_share = -1 is outside [0, 1]; set a number from 0 to 1",
+    ),
+    (
         ("monitoring", "max_missing"),
         2,
         "monitoring.max_missing = 2 is outside [0, 1]; set a number from 0 to 1",
@@ -450,7 +465,8 @@ REFUSALS = [
         ("monitoring", "max_psy"),
         1,
         "monitoring.max_psy is not a known key; use one of max_psi, max_ks, "
-        "min_p_value, max_out_of_range, max_missing, max_share_change, max_window_psi, "
+        "min_p_value, max_out_of_range, max_missing, max_outlier_share, max_share_change, "
+        "max_window_psi, "
         "window_hours, min_rows, bins (or remove it)",
     ),
 ]

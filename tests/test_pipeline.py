@@ -70,6 +70,7 @@ def test_dvc_remote_holds_the_accepted_bundle_and_data(pipeline_project):
     listing = json.loads((storage / digest[:2] / f"{digest[2:]}.dir").read_text())
     assert {entry["relpath"] for entry in listing} >= {
         "model.joblib",
+        "outliers.joblib",
         "transformer.joblib",
         "metadata.json",
         "MANIFEST.json",

@@ -629,7 +629,8 @@ def test_unexpected_fault_is_a_json_500_without_traceback(bundle, monkeypatch, c
     def explode(*args):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr("sail_pipelines.inference.model.predict", explode)
+    # what every route predicts through (the model and its outlier scores)
+    monkeypatch.setattr("sail_pipelines.inference.outliers.predict", explode)
     resp = _post(client, GOOD)
     assert resp.status_code == 500
     assert resp.get_json()["error"] == "internal server error"
@@ -641,7 +642,7 @@ def test_failed_warm_up_means_not_ready(bundle, monkeypatch):
     def cannot_predict(*args):
         raise ValueError("cannot predict")
 
-    monkeypatch.setattr("sail_pipelines.inference.model.predict", cannot_predict)
+    monkeypatch.setattr("sail_pipelines.inference.outliers.predict", cannot_predict)
     client = create_app(bundle).test_client()
     assert client.get("/health").status_code == 200
     resp = client.get("/ready")

@@ -11,6 +11,8 @@ SEARCH_KINDS = ("int", "float", "choice")
 REGRESSION_RULES = ("confidence", "point")
 # How the API and batch treat a value beyond the training range: answer and name it, or 422.
 OUT_OF_RANGE = ("flag", "refuse")
+# How the API and batch treat a record the outlier detector flags: answer and flag it, or 422.
+OUTLIERS = ("flag", "refuse")
 
 # Direction of every metric the evaluate step computes: True when higher is better.
 HIGHER_IS_BETTER = {

@@ -210,6 +210,10 @@ class ServingConfig(Section):
     model_config = ConfigDict(title="ServingFile")
 
     out_of_range: Literal["flag", "refuse"] = "flag"  # one of OUT_OF_RANGE
+    # A record the outlier detector (fitted at training) scores above the threshold: answered and
+    # flagged, or refused with a 422; the threshold is this quantile of the training split's scores.
+    outliers: Literal["flag", "refuse"] = "flag"  # one of OUTLIERS
+    outlier_quantile: Annotated[float, R(0.5, 0.9999)] = 0.99
 
 
 # How bundles are signed (integrity/signing.py): one of SIGNING_SCHEMES.
@@ -240,6 +244,7 @@ class MonitoringConfig(Section):
     min_p_value: Share = 0.001
     max_out_of_range: Share = 0.05  # share of a feature's served values beyond the training range
     max_missing: Share = 0.05  # share of a feature's served values that are null, above training's
+    max_outlier_share: Share = 0.05  # share of served records flagged as outliers, above training's
     max_share_change: Share = 0.1  # change of one category's share from training (0.1: 10 points)
     max_window_psi: Positive = 0.25  # PSI between two consecutive windows: a sudden change
     window_hours: Annotated[float, R(1 / 60)] = 24.0  # length of those windows

@@ -7,7 +7,8 @@ Each cell becomes the value a JSON client would send for its column (by the sche
 pandas' missing-value markers read as null), each row is checked as a request record is, and
 the checked columns meet the training limits and the model exactly as `/predict`'s do. The output
 has the columns predict.py writes: every input cell as read, `prediction`, one
-`probability_<class>` per class and `out_of_range`.
+`probability_<class>` per class, `out_of_range`, and `outlier_score` and `outlier` when the
+bundle carries an outlier detector.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sail_pipelines.contract.schema import Column, RecordError, Schema, check_re
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import write_atomic
-from sail_pipelines.inference import model, prediction_log
+from sail_pipelines.inference import outliers, prediction_log
 from sail_pipelines.inference.requests import records_to_columns
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
@@ -146,10 +147,14 @@ def score(
     if strays and refuses(bundle.metadata):
         raise SailError(f"{unit} {rows[strays[0].record][0]}: {strays[0].message()}")
     try:
-        predictions, probabilities = model.predict(bundle, columns)
+        (predictions, probabilities), found = outliers.predict(bundle, columns)
     except NonFiniteFeatures as exc:
         shown = ", ".join(f"{unit} {rows[i][0]}" for i in exc.rows[:5])
         raise SailError(f"{shown}: {exc}") from exc
+    refused = outliers.refusal(bundle.metadata, found, False)
+    if refused:
+        raise SailError(f"{unit} {rows[refused[0]][0]}: {refused[1]}")
+    flags = found.outputs() if found is not None else {}
     # ONNX Runtime answers in float32: widened, as the API's JSON carries them
     labels = predictions.astype("float64") if predictions.dtype.kind == "f" else predictions
     flagged: dict[int, list[str]] = {}
@@ -164,12 +169,15 @@ def score(
         if shares is not None:
             row.update(zip(share_names, shares[i], strict=True))
         row["out_of_range"] = ";".join(flagged.get(i, []))
+        row.update({name: values[i] for name, values in flags.items()})
         out.append(row)
     return out, strays, columns
 
 
 def _output(name: str) -> bool:
-    return name in ("prediction", "out_of_range") or name.startswith("probability_")
+    return name in ("prediction", "out_of_range", *outliers.FIELDS) or name.startswith(
+        "probability_"
+    )
 
 
 def _write(fmt: str, fh: IO[Any], bundle: LoadedBundle, scored: Iterator[list[dict]]) -> int:
@@ -269,6 +277,7 @@ def run(
                     answer["probabilities"] = {
                         c: [r[f"probability_{c}"] for r in out] for c in classes
                     }
+                answer.update({f: [r[f] for r in out] for f in outliers.FIELDS if f in out[0]})
                 elapsed = time.perf_counter() - started
                 plog.write(uuid.uuid4().hex, "batch", 200, elapsed, columns, answer, strays)
             yield out

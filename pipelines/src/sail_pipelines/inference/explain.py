@@ -277,7 +277,7 @@ def explain(bundle: LoadedBundle, columns: Any) -> list[dict[str, Any]]:
     import pandas as pd
 
     from sail_pipelines.contract import stl
-    from sail_pipelines.inference.model import _SKLEARN
+    from sail_pipelines.inference.model import SKLEARN
 
     made = explainer(bundle)
     request = not hasattr(columns, "columns")
@@ -286,7 +286,7 @@ def explain(bundle: LoadedBundle, columns: Any) -> list[dict[str, Any]]:
         return made.explain(graph(columns))
     schema = bundle.schema
     frame = pd.DataFrame({name: list(columns[name]) for name in schema.feature_names})
-    with _SKLEARN:
+    with SKLEARN:
         transformed = stl.transform(bundle.transformer, schema, schema.prepare(frame))
     if request and bundle not in _GRAPH_STL:  # the first: does the graph's STL give the same?
         _GRAPH_STL[bundle] = _graph_stl(bundle, columns, transformed)

@@ -86,6 +86,9 @@ class Metrics:
             registry=r,
         )
         self.records = Counter("sail_records", "Records scored", registry=r)
+        self.outliers_seen = Counter(
+            "sail_outliers", "Records the outlier detector flagged (refused ones too)", registry=r
+        )
         self.classes = Counter("sail_predictions", "Predictions by class", ["cls"], registry=r)
         self.values = Histogram(
             "sail_prediction_value",
@@ -127,6 +130,11 @@ class Metrics:
                 self.values.observe(float(value))
         for stray in strays:
             self.out_of_range.labels(stray.field).inc()
+
+    def outliers(self, found: Any) -> None:
+        """Count the flagged records of a request or batch chunk (`outliers.Outliers` or None)."""
+        if found is not None and found.flags.any():
+            self.outliers_seen.inc(int(found.flags.sum()))
 
     def refusal(self, field: str | None) -> None:
         self.refused.labels(field or "(request)").inc()

@@ -27,7 +27,7 @@ _COMPILING = threading.Lock()
 # forest inside `warnings.catch_warnings()` + `resetwarnings()`, which change the process-wide
 # filter list: concurrent threads see it empty (scikit-learn then warns on each call) and can
 # leave it emptied for good. The GIL serializes that Python work anyway.
-_SKLEARN = threading.Lock()
+SKLEARN = threading.Lock()
 
 
 def compiled(bundle: LoadedBundle) -> CompiledModel:
@@ -65,7 +65,7 @@ def _sklearn_predict(bundle: LoadedBundle, columns: Columns) -> Prediction:
     schema = bundle.schema
     frame = pd.DataFrame({name: columns[name] for name in schema.feature_names})
     model = bundle.model
-    with _SKLEARN:
+    with SKLEARN:
         # The dtypes training gave the STL, however the rows arrived (JSON 1 and 1.0 alike).
         transformed = stl.transform(bundle.transformer, schema, schema.prepare(frame))
         probabilities = None

@@ -35,6 +35,8 @@ CALENDAR = (*PARTS, HOUR)  # the columns of `calendar()`, the hour last (only wi
 Columns = Mapping[str, Sequence[Any]]  # feature name -> its values, one per row (None for null)
 Prediction = tuple[np.ndarray, "np.ndarray | None"]  # labels or values, class probabilities
 Layout = list[tuple[str, "str | None"]]  # the number matrix's columns: (feature, calendar part)
+# The graph's outlier score (`inference/onnx_forest.py`), [rows, 1], when training attached one.
+SCORE = "outlier_score"
 
 
 class ConversionFailed(SailError):
@@ -153,7 +155,9 @@ class CompiledModel:
         self.probabilities = probabilities
         self.first = schema.feature_names[0]  # any feature: how many rows came
         self.session = session(data)
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        names = [o.name for o in self.session.get_outputs()]
+        self.outputs = [name for name in names if name != SCORE]
+        self.scored = SCORE in names
         recorded = self.session.get_modelmeta().custom_metadata_map.get(INPUTS)
         if recorded:
             inputs = json.loads(recorded)
@@ -186,7 +190,16 @@ class CompiledModel:
         return feed
 
     def predict(self, columns: Columns) -> Prediction:
-        outputs = self.session.run(self.outputs, self.feed(columns))
+        return self.run(columns)[0]
+
+    def run(self, columns: Columns) -> tuple[Prediction, np.ndarray | None]:
+        """The prediction and, when the graph has one, each row's outlier score, in one run."""
+        wanted = self.outputs + [SCORE] if self.scored else self.outputs
+        outputs = self.session.run(wanted, self.feed(columns))
+        scores = outputs.pop().ravel() if self.scored else None
+        return self._prediction(outputs), scores
+
+    def _prediction(self, outputs: list[np.ndarray]) -> Prediction:
         if len(outputs) == 1:  # a regressor: one [rows, 1] output
             return outputs[0].ravel(), None
         labels = outputs[0]

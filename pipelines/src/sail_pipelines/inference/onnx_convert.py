@@ -32,8 +32,11 @@ from sail_pipelines.inference.onnx import (
 )
 
 
-def convert_graph(transformer: Any, model: Any, schema: Schema, classification: bool) -> bytes:
-    """The fitted STL and model as one ONNX graph, checked to load in ONNX Runtime."""
+def convert_graph(
+    transformer: Any, model: Any | None, schema: Schema, classification: bool
+) -> bytes:
+    """The fitted STL and model as one ONNX graph, checked to load in ONNX Runtime; without a
+    model, the STL alone (its float64 output: what the outlier graph builds on)."""
     kinds = input_kinds(schema)
     try:
         from skl2onnx import convert_sklearn
@@ -55,8 +58,8 @@ def convert_graph(transformer: Any, model: Any, schema: Schema, classification: 
     for name, part, graph_name in _calendar_inputs(stl, set(schema.feature_names)):
         layout.append((name, part))
         inputs[graph_name] = name
-    steps = [("stl", stl), ("model", model)]
-    if _casts_to_float32(model):
+    steps = [("stl", stl)] + ([("model", model)] if model is not None else [])
+    if model is not None and _casts_to_float32(model):
         steps.insert(1, ("float32", CastTransformer(dtype=np.float32)))
     strings = [n for n, k in kinds.items() if k == "string"]
     initial = [(n, DoubleTensorType([None, 1])) for n in inputs]
@@ -67,7 +70,9 @@ def convert_graph(transformer: Any, model: Any, schema: Schema, classification: 
             graph = convert_sklearn(
                 Pipeline(steps),
                 initial_types=initial,
-                options={id(model): {"zipmap": False}} if classification else None,
+                options={id(model): {"zipmap": False}}
+                if classification and model is not None
+                else None,
             )
     except Exception as exc:  # noqa: BLE001 - skl2onnx raises many types for what it cannot convert
         raise ConversionFailed(f"skl2onnx cannot convert it: {_first_line(exc)}") from exc

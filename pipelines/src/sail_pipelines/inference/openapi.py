@@ -206,7 +206,7 @@ def _mlflow_paths(
                 {
                     "200": {
                         "description": "requests, latency, predictions, refusals, out-of-range "
-                        "values, model info",
+                        "values, outliers, model info",
                         "content": text,
                     },
                 },

@@ -205,6 +205,19 @@ def _prediction(task: str, classes: Sequence[Any], features: Sequence[str] = ())
             },
             "out_of_range": _out_of_range(),
             "explanations": _explanations(features),
+            # the outlier detector's answer (bundles trained with one): inference/outliers.py
+            "outlier_score": {
+                "type": "array",
+                "items": {"type": "number"},
+                "description": "per record, the outlier detector's score (higher: less like the "
+                "training split); above the threshold in /metadata's `outliers` is an outlier",
+            },
+            "outlier": {
+                "type": "array",
+                "items": {"type": "boolean"},
+                "description": "per record, whether its outlier score is above the threshold "
+                "(serving.outliers: flag; with refuse such a request is answered 422)",
+            },
         },
     }
 

@@ -24,7 +24,7 @@ from sail_pipelines.contract.ranges import Beyond, beyond, refuses
 from sail_pipelines.contract.schema import check_frame, where
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
-from sail_pipelines.inference import explain, model, prediction_log
+from sail_pipelines.inference import explain, outliers, prediction_log
 from sail_pipelines.inference.batch_io import output_format
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
@@ -34,8 +34,9 @@ CHUNK_ROWS = 50_000
 
 def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> pd.DataFrame:
     """Input columns (the target and ignored ones included) plus `prediction` (and one
-    `probability_<class>` per class), and `out_of_range`: the features beyond the training
-    limits (numbers, dates, categories), by serving.out_of_range's rule."""
+    `probability_<class>` per class), `out_of_range`: the features beyond the training
+    limits (numbers, dates, categories), by serving.out_of_range's rule, and `outlier_score` and
+    `outlier` (serving.outliers' rule) when the bundle carries an outlier detector."""
     return score_frame(bundle, frame)[0]
 
 
@@ -52,10 +53,13 @@ def score_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> tuple[pd.DataFrame
         first = strays[0]
         raise SailError(f"{where(frame.index[first.record], frame)}: {first.message()}")
     try:
-        predictions, probabilities = model.predict(bundle, features)
+        (predictions, probabilities), found = outliers.predict(bundle, features)
     except NonFiniteFeatures as exc:
         shown = ", ".join(where(frame.index[i], frame) for i in exc.rows[:5])
         raise SailError(f"{shown}: {exc}") from exc
+    refused = outliers.refusal(bundle.metadata, found, False)
+    if refused:
+        raise SailError(f"{where(frame.index[refused[0]], frame)}: {refused[1]}")
     out = frame.copy()
     # ONNX Runtime answers in float32: widen to float64, so the file holds the very numbers the
     # API returns (a float32 written as text is rounded to 7 digits).
@@ -69,6 +73,8 @@ def score_frame(bundle: LoadedBundle, frame: pd.DataFrame) -> tuple[pd.DataFrame
     for stray in strays:
         flagged.setdefault(stray.record, []).append(stray.field)
     out["out_of_range"] = [";".join(flagged.get(i, [])) for i in range(len(out))]
+    if found is not None:
+        out["outlier_score"], out["outlier"] = found.scores, found.flags
     return out, strays
 
 
@@ -90,6 +96,7 @@ def log_batch(
     }
     if probabilities:
         outputs["probabilities"] = probabilities
+    outputs.update({f: json_column(scored[f]) for f in outliers.FIELDS if f in scored})
     plog.write(uuid.uuid4().hex, "batch", 200, seconds, columns, outputs, strays)
 
 

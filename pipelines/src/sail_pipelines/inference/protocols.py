@@ -37,6 +37,8 @@ V2_NUMBERS = {
 }
 V2_TYPES = V2_NUMBERS | {"BOOL", "BYTES"}
 V2_LABEL, V2_PROBABILITIES = "predict", "predict_proba"
+# the outlier detector's answer, one value per record (bundles that carry a detector)
+V2_OUTLIERS = {"outlier_score": "FP64", "outlier": "BOOL"}
 PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "sklearn"}  # by the runtime that serves
 
 
@@ -159,10 +161,13 @@ def v2_metadata(
     task: str,
     classes: list[Any],
     probabilities: bool,
+    outliers: bool = False,
 ) -> dict[str, Any]:
     outputs = [{"name": V2_LABEL, "datatype": v2_label_datatype(classes, task), "shape": [-1]}]
     if probabilities:
         outputs.append({"name": V2_PROBABILITIES, "datatype": "FP64", "shape": [-1, len(classes)]})
+    if outliers:
+        outputs += [{"name": n, "datatype": t, "shape": [-1]} for n, t in V2_OUTLIERS.items()]
     return {
         "name": name,
         "versions": [version] if version else [],
@@ -291,17 +296,17 @@ def _check_data(name: str, datatype: str, data: list[Any]) -> None:
 
 def _v2_outputs(requested: Any) -> list[str]:
     if requested is None:
-        return [V2_LABEL, V2_PROBABILITIES]
+        return [V2_LABEL, V2_PROBABILITIES, *V2_OUTLIERS]
     if not isinstance(requested, list):
         raise InputError(422, "'outputs' must be an array of {\"name\": ...} objects", "outputs")
     names = []
     for i, output in enumerate(requested):
         name = output.get("name") if isinstance(output, dict) else None
-        if name not in (V2_LABEL, V2_PROBABILITIES):
+        if name not in (V2_LABEL, V2_PROBABILITIES, *V2_OUTLIERS):
             raise InputError(
                 422,
                 f"outputs[{i}]: unknown output {name!r}; "
-                f"the model has {V2_LABEL}, {V2_PROBABILITIES}",
+                f"the model has {V2_LABEL}, {V2_PROBABILITIES}, {', '.join(V2_OUTLIERS)}",
                 f"outputs[{i}].name",
             )
         names.append(name)
@@ -316,7 +321,9 @@ def v2_response(
     predictions: np.ndarray,
     probabilities: np.ndarray | None,
     wanted: list[str],
+    outliers: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
+    """`outliers`: the detector's answer (`Outliers.outputs()`), when the bundle has one."""
     labels = predictions.tolist()
     outputs = []
     if V2_LABEL in wanted:
@@ -337,4 +344,10 @@ def v2_response(
                 "data": probabilities.ravel().tolist(),
             }
         )
+    for output, datatype in V2_OUTLIERS.items():
+        if outliers and output in wanted:
+            data = outliers[output]
+            outputs.append(
+                {"name": output, "datatype": datatype, "shape": [len(data)], "data": data}
+            )
     return {"model_name": name, "model_version": version, "id": request_id, "outputs": outputs}

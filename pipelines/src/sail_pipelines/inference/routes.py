@@ -16,7 +16,14 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from sail_pipelines.contract.ranges import beyond
 from sail_pipelines.contract.stl import NonFiniteFeatures
-from sail_pipelines.inference import explain, metrics, model, prediction_log, protocols, server_logs
+from sail_pipelines.inference import (
+    explain,
+    metrics,
+    outliers,
+    prediction_log,
+    protocols,
+    server_logs,
+)
 from sail_pipelines.inference.onnx import Prediction
 from sail_pipelines.inference.requests import (
     InputError,
@@ -93,13 +100,24 @@ class Service:
         if strays and self.refuse_out_of_range:
             raise InputError(422, strays[0].message(), strays[0].field, strays[0].record)
         try:
-            g.scored = model.predict(self.bundle, columns)
+            scored, found = outliers.predict(self.bundle, columns)
+            g.outliers = found
         except NonFiniteFeatures as exc:
             raise InputError(422, str(exc), exc.field, exc.rows[0] if n > 1 else None) from exc
+        self.stats.outliers(found)
+        refused = outliers.refusal(self.bundle.metadata, found, n > 1)
+        if refused:  # logged as a refusal: no outputs
+            raise InputError(422, refused[1], None, refused[0] if n > 1 else None)
+        g.scored = scored
         predictions, probabilities = g.scored
         check_outputs(predictions, probabilities, strays)
         self.stats.scored(g.scored[0], strays)
         return g.scored
+
+    def outlier_outputs(self) -> dict[str, list[Any]]:
+        """The request's `outlier_score` and `outlier` fields (none without a detector)."""
+        found = g.get("outliers")
+        return found.outputs() if found is not None else {}
 
     def json_body(self, untyped: bool = False) -> Any:
         """The parsed body of a POST, refused when not JSON, too large or not ready to serve.
@@ -164,6 +182,7 @@ def health_and_metadata(app: Flask, s: Service) -> None:
             signing=metadata.get("signing"),  # algorithm and key id (the public key's fingerprint)
             # where `sail gate` logged the model card (MLflow)
             model_card=metadata.get("model_card"),
+            outliers=outliers.described(metadata),  # detector, quantile, threshold, action
             schema=bundle.schema.to_dict(),
             inference=s.serving,
         )
@@ -199,6 +218,7 @@ def predict_route(app: Flask, s: Service) -> None:
             body["probabilities"] = [
                 dict(zip(s.class_keys, row, strict=True)) for row in probabilities.tolist()
             ]
+        body.update(s.outlier_outputs())
         if g.strays:
             body["out_of_range"] = [stray.to_dict() for stray in g.strays]
         if explainer is not None:
@@ -237,6 +257,7 @@ def v2_routes(app: Flask, s: Service) -> None:
         task,
         s.bundle.classes,
         s.has_probabilities,
+        outliers.described(s.bundle.metadata) is not None,
     )
 
     @app.get("/v2")
@@ -274,7 +295,14 @@ def v2_routes(app: Flask, s: Service) -> None:
         ident = body.get("id") if isinstance(body.get("id"), str) else _request_id()
         return jsonify(
             protocols.v2_response(
-                s.model_name, s.model_version, ident, task, predictions, probabilities, wanted
+                s.model_name,
+                s.model_version,
+                ident,
+                task,
+                predictions,
+                probabilities,
+                wanted,
+                s.outlier_outputs(),
             )
         )
 
@@ -325,13 +353,17 @@ def request_hooks(app: Flask, s: Service) -> None:
         )
         if request.endpoint in PREDICTING and s.plog.wanted():
             scored: Prediction | None = g.get("scored")
+            answer = None
+            if scored:
+                answer = prediction_log.outputs(scored[0], scored[1], s.class_keys)
+                answer.update(s.outlier_outputs())
             s.plog.write(
                 _request_id(),
                 request.path,
                 response.status_code,
                 elapsed,
                 g.get("columns"),
-                prediction_log.outputs(scored[0], scored[1], s.class_keys) if scored else None,
+                answer,
                 g.get("strays", ()),
             )
         server_logs.access(

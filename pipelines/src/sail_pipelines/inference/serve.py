@@ -22,7 +22,15 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from sail_pipelines.contract.ranges import refuses
-from sail_pipelines.inference import metrics, model, page, prediction_log, routes, server_logs
+from sail_pipelines.inference import (
+    metrics,
+    model,
+    outliers,
+    page,
+    prediction_log,
+    routes,
+    server_logs,
+)
 from sail_pipelines.inference.requests import records_to_columns, warm_up_record
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
@@ -42,7 +50,7 @@ def _warm_up(app: Flask, bundle: LoadedBundle) -> tuple[str | None, Any]:
     why it is not ready (None when it is), and the warm-up's probabilities."""
     schema = bundle.schema
     try:
-        _, warm_probabilities = model.predict(
+        (_, warm_probabilities), _ = outliers.predict(  # the outlier detector too
             bundle, records_to_columns(schema, [warm_up_record(schema, bundle.metadata)])
         )
         return None, warm_probabilities
@@ -158,7 +166,7 @@ def run_server(
         model.serve_single_threaded(bundle)
         with contextlib.suppress(Exception):  # a failure shows in each worker's /ready
             warm_up = records_to_columns(schema, [warm_up_record(schema, bundle.metadata)])
-            model.predict(bundle, warm_up)
+            outliers.predict(bundle, warm_up)
     bind_host = f"[{host}]" if ":" in host else host
     made_dir = metrics.prepare_multiprocess_dir()  # before any worker imports prometheus_client
     options = {

@@ -36,6 +36,9 @@ METADATA = "metadata.json"
 MODEL = "model.joblib"
 TRANSFORMER = "transformer.joblib"
 ONNX_MODEL = "model.onnx"  # the STL and model compiled for ONNX Runtime, when they convert
+# the outlier detector fitted on the training split's STL output (`training/outliers.py`) for
+# scikit-learn; the compiled path's is inside model.onnx (its `outlier_score` output)
+OUTLIERS = "outliers.joblib"
 HOLDOUT = "holdout.json"  # accepted bundles only: rows and the predictions the metric step made
 # the explainer's background: training rows in STL space and each STL feature's source column
 BACKGROUND = "explain_background.json"

@@ -134,6 +134,27 @@ def _category_findings(
     ]
 
 
+def outlier_share(
+    metadata: Mapping[str, Any], flags: list[Any], config: MonitoringConfig
+) -> tuple[dict[str, Any], list[Finding]]:
+    """The share of served records the detector flagged, against the training split's share
+    (Fisher's exact test, as for values out of range); nothing without a detector or flags."""
+    trained = metadata.get("outliers") or {}
+    known = [bool(f) for f in flags if f is not None]
+    if not trained or not known:
+        return {}, []
+    hits, rows = sum(known), len(known)
+    base_hits, base_rows = int(trained["training_outliers"]), int(trained["training_rows"])
+    effect, p = excess(hits, rows, base_hits, base_rows)
+    stats = {"rows": rows, "share": hits / rows, "training_share": base_hits / max(base_rows, 1)}
+    line = (
+        f"outliers: {stats['share']:.1%} of served records flagged against "
+        f"{stats['training_share']:.1%} of the training split, more than "
+        f"monitoring.max_outlier_share {config.max_outlier_share:.1%} above it"
+    )
+    return stats, [Finding("outliers", "outlier_share", effect, config.max_outlier_share, p, line)]
+
+
 def predictions(base: Baseline, served: list[Any], config: MonitoringConfig) -> dict[str, Any]:
     if base.classification:
         return category_drift(base.predictions, served)

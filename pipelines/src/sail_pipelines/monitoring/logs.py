@@ -30,6 +30,7 @@ class Traffic:
     inputs: dict[str, list[Any]] = field(default_factory=dict)
     predictions: list[Any] = field(default_factory=list)
     probabilities: dict[str, list[float | None]] = field(default_factory=dict)
+    outliers: list[bool | None] = field(default_factory=list)  # None: logged without a detector
     refused: int = 0  # requests answered with a 4xx
     requests: int = 0
     bundles: set[str] = field(default_factory=set)
@@ -118,6 +119,19 @@ def _s3_lines(source: str, client: Any) -> Iterator[tuple[str, int, str]]:
         raise SailError(f"{source}: cannot read from S3: {exc}") from exc
 
 
+def _add_outputs(traffic: Traffic, outputs: dict[str, Any], n: int) -> None:
+    """A line's class probabilities and outlier flags (None where it has none), before its
+    predictions join `traffic`."""
+    for cls, values in (outputs.get("probabilities") or {}).items():
+        if cls not in traffic.probabilities:
+            traffic.probabilities[cls] = [None] * traffic.rows
+        traffic.probabilities[cls].extend(values)
+    flags = outputs.get("outlier")
+    if flags is not None and len(flags) != n:
+        raise ValueError(f"'outlier' has {len(flags)} values for {n} predictions")
+    traffic.outliers.extend([None] * n if flags is None else flags)
+
+
 def read(
     source: str,
     since: str | None = None,
@@ -159,10 +173,7 @@ def read(
                 for name, column in traffic.inputs.items():
                     if name not in inputs:
                         column.extend([None] * n)
-            for cls, values in (outputs.get("probabilities") or {}).items():
-                if cls not in traffic.probabilities:
-                    traffic.probabilities[cls] = [None] * traffic.rows
-                traffic.probabilities[cls].extend(values)
+            _add_outputs(traffic, outputs, n)
             traffic.predictions.extend(predictions)
             traffic.times.extend([moment] * n)
             traffic.request_ids.extend([request_id] * n)

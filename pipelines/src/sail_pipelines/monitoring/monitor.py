@@ -43,6 +43,7 @@ def _empty_report(traffic: Traffic, config: MonitoringConfig) -> dict[str, Any]:
         "limits": config.model_dump(),
         "features": {},
         "predictions": {},
+        "outliers": {},
         "sudden_changes": [],
         "checks": [],
         "breaches": [],
@@ -88,6 +89,8 @@ def compare(
             f"predictions: drift PSI {stats['psi']:.3f} above monitoring.max_psi {config.max_psi}",
         )
     )
+    report["outliers"], found = checks.outlier_share(metadata, traffic.outliers, config)
+    findings += found
     for change in checks.sudden_changes(schema, traffic, base, config):
         report["sudden_changes"].append(change)
         findings.append(

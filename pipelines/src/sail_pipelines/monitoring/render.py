@@ -50,6 +50,13 @@ def markdown(report: Mapping[str, Any], plots: Sequence[Path]) -> str:
             f"Predictions: PSI {_cell(report['predictions'].get('psi'))} against the model's "
             "predictions on the training split.",
         ]
+    if report.get("outliers"):
+        o = report["outliers"]
+        lines += [
+            "",
+            f"Outliers: {o['share']:.1%} of {o['rows']} served records flagged by the detector, "
+            f"against {o['training_share']:.1%} of the training split.",
+        ]
     unproven = [c for c in report.get("checks", []) if not c["breach"]]
     if unproven:
         lines += ["", "Past a limit, but within what a window of this size shows by chance:", ""]

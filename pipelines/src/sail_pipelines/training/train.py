@@ -36,7 +36,7 @@ from sail_pipelines.integrity.bundle import (
 )
 from sail_pipelines.integrity.signing import SignKey
 from sail_pipelines.provenance import Provenance, file_md5, library_versions, project_versions
-from sail_pipelines.training import search
+from sail_pipelines.training import outliers, search
 
 
 def _with_params(candidate: Candidate, params: dict[str, Any]) -> Any:
@@ -74,10 +74,11 @@ def fit_candidate(candidate: Candidate, transformed: Any, target: pd.Series) -> 
 
 
 def compile_candidate(
-    params: Params, schema: Schema, transformer: Any, model: Any
+    params: Params, schema: Schema, transformer: Any, model: Any, detector: outliers.Trained
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """The candidate's ONNX graph, if it converts, and what metadata says about its runtime.
-    The metric step checks the graph against scikit-learn before it may serve."""
+    """The candidate's ONNX graph, if it converts, with the outlier detector's score as one more
+    output, and what metadata says about its runtime. The metric step checks the graph against
+    scikit-learn before it may serve."""
     if not params.compiled.enabled:
         reason = "the compiled path is off (params.yaml compiled.enabled)"
         return {}, {"runtime": "sklearn", "reason": reason}
@@ -85,7 +86,11 @@ def compile_candidate(
         graph = onnx.convert(transformer, model, schema, params.task == "classification")
     except onnx.ConversionFailed as exc:
         return {}, {"runtime": "sklearn", "reason": f"no compiled model: {exc}"}
-    return {ONNX_MODEL: graph}, {"runtime": "onnx", "reason": None}
+    graphs = {ONNX_MODEL: graph}
+    unattached = detector.attach(graphs)  # the compiled path scores outliers in the same run
+    if unattached:
+        return {}, {"runtime": "sklearn", "reason": unattached}
+    return graphs, {"runtime": "onnx", "reason": None}
 
 
 def select(params: Params, names: list[str] | None) -> list[Candidate]:
@@ -147,6 +152,7 @@ def _common_metadata(
         "serving": {
             "out_of_range": params.serving.out_of_range,
             "range_margin": params.validation.range_margin,
+            "outliers": params.serving.outliers,  # what serving does with a record flagged
         },
     }
 
@@ -171,7 +177,9 @@ def run(
     # A shared search study is keyed by the training rows and the unfitted STL, among others.
     inputs = hashlib.sha256(file_md5(paths.train_csv).encode() + dump_object(transformer))
     transformed = _fit_stl(transformer, schema, features, target)
+    detector = outliers.train(transformed, transformer, schema, params)
     common = _common_metadata(paths, params, schema, train, origin, key)
+    common["outliers"] = detector.metadata
     transformer_bytes = dump_object(transformer)
     sources = explain.source_columns(transformer, schema, transformed.shape[1])
     background = explain.background(sources, transformed, params.split.seed)
@@ -198,7 +206,7 @@ def run(
         model = fit_candidate(
             candidate.model_copy(update={"params": fitted_params}), transformed, target
         )
-        compiled, inference = compile_candidate(params, schema, transformer, model)
+        compiled, inference = compile_candidate(params, schema, transformer, model, detector)
         metadata = {
             **common,
             "name": candidate.name,
@@ -212,7 +220,8 @@ def run(
             metadata["classes"] = [plain(c) for c in getattr(model, "classes_", [])]
             metadata["probabilities"] = hasattr(model, "predict_proba")
         dest = paths.candidates_dir / candidate.name
-        files = {MODEL: dump_object(model), TRANSFORMER: transformer_bytes, **compiled}
+        files = {MODEL: dump_object(model), TRANSFORMER: transformer_bytes, **detector.files}
+        files.update(compiled)
         files[BACKGROUND] = background  # signed like every file: the explainer's, fixed here
         write_bundle(dest, files, metadata, key)
         written.append(dest)
