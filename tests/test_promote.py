@@ -30,6 +30,7 @@ from test_deploy import (  # noqa: F401 - docker_client and real_project are fix
     first_error_line,
     publish_signed,
     real_project,
+    remove_containers,
     register_version,
     served,
     serves_the_accepted_model,
@@ -57,10 +58,7 @@ def stubs(docker_client, base_image):
 def project(tmp_path, stubs, docker_client):
     root = bake(tmp_path, project_name="Promote Check")
     yield root
-    for container in docker_client.containers.list(
-        all=True, filters={"label": f"sail.model={MODEL}"}
-    ):
-        container.remove(force=True)
+    remove_containers(docker_client, MODEL, root)
     stubs.untag(PRODUCTION, f"{REGISTRY}/{PRODUCTION}")
 
 

@@ -130,6 +130,13 @@ def _release(add: Add) -> None:
         "--to", help="a former champion further back (default: the one before the current)"
     )
     rollback.add_argument("--approver", help=APPROVER_HELP)
+    rollback.add_argument(
+        "--environment",
+        choices=ENVIRONMENTS,
+        default="production",
+        help="staging: only switch this host's staging back to its previous container "
+        "(default: production, the champion and then this host's router)",
+    )
     add(
         "report",
         c.cmd_report,
@@ -152,9 +159,23 @@ def _deploy(add: Add) -> None:
         "--target", default="local", choices=("local", "kubernetes"), help="default: local"
     )
     deploy.add_argument(
+        "--strategy",
+        choices=("blue-green", "canary", "shadow"),
+        default="blue-green",
+        help="local: blue-green starts the new image beside the live one behind the router, "
+        "switches when it is ready and smoke-tested, keeps the old one for rollback "
+        "(default: blue-green)",
+    )
+    deploy.add_argument(
+        "--weight",
+        type=_bounded("canary weight in percent", 100),
+        help="canary: the candidate's share of requests (1-100)",
+    )
+    deploy.add_argument(
         "--port",
         type=port,
-        help="local: host port (staging 8081, production 8080); kubernetes: Service port (80)",
+        help="local: the router's port (staging 8081, production 8080; then the last one used); "
+        "kubernetes: Service port (80)",
     )
     deploy.add_argument(
         "--timeout",

@@ -176,6 +176,10 @@ def cmd_rollback(args):
     paths, params, settings = _context(args)
     from sail_pipelines.delivery import audit, rollback
 
+    if args.environment == "staging":
+        from sail_pipelines.delivery import deploy
+
+        return deploy.switch_back(paths, params, settings, "staging", None)
     approver = audit.approver(args.approver, os.environ)
     keys = _champion_keys(params, settings)
     return rollback.run(paths, params, settings, keys, args.to, approver)
@@ -197,7 +201,13 @@ def cmd_deploy(args):
 
     key = signing.verify_key(settings, params.signing_scheme)
     target = deploy.Deployment(
-        args.environment, args.target, args.port, args.timeout, args.render_only
+        args.environment,
+        args.target,
+        args.port,
+        args.timeout,
+        args.render_only,
+        args.strategy,
+        args.weight,
     )
     return deploy.run(paths, params, settings, key, target)
 

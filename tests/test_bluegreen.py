@@ -1,0 +1,107 @@
+"""Blue-green behind the real nginx router, under real load: 8 threads POST without pause to
+the environment's port (a fresh connection per request, tests/load.py) for the whole deploy,
+failed deploy and rollback, and not one request may fail. The first test runs the real
+inference image `sail package` built (test_deploy's `real_project`, built once per session);
+the second uses test_deploy's stand-ins, which start in a moment, for the failure paths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ok, sail
+from load import Load
+from sail_pipelines.inference.smoke import free_port
+from test_deploy import (  # noqa: F401 - docker_client, project, real_project, stubs are fixtures
+    MODEL,
+    REPO,
+    docker_client,
+    first_error_line,
+    names,
+    package,
+    project,
+    real_project,
+    served,
+    stubs,
+)
+
+pytestmark = pytest.mark.docker
+
+
+def state(project) -> dict:
+    return json.loads((project / ".sail" / "router" / "staging" / "state.json").read_text())
+
+
+def staging(project, *args: str, **env: str):
+    return sail(project, "deploy", "--environment", "staging", *args, **env)
+
+
+@pytest.mark.timeout(3000)  # the first test to ask for packaged_project builds the image
+def test_switch_and_rollback_of_the_real_image_fail_no_request(real_project, docker_client):
+    port = free_port()
+    first = json.loads(ok(staging(real_project, "--port", str(port))).stdout)
+    assert first["color"] == "blue" and first["smoke"]["matched"] is True
+    holdout = json.loads((real_project / "models" / "accepted" / "holdout.json").read_text())
+    with Load(f"http://127.0.0.1:{port}", holdout["records"], tally="model_version") as load:
+        load.wait_for(20)
+        switched = json.loads(ok(staging(real_project)).stdout)
+        during_switch = load.counts.ok
+        back = json.loads(ok(sail(real_project, "rollback", "--environment", "staging")).stdout)
+        load.wait_for(load.counts.ok + 20)
+    assert load.counts.failed == 0, load.counts.examples
+    assert during_switch >= 20 and load.counts.bodies == {"1": load.counts.ok}
+    assert (switched["color"], switched["previous_container"]) == ("green", first["container"])
+    assert (back["container"], back["color"]) == ("sail-model-staging-blue", "blue")
+    assert back["tag"]["tag"] == "sail-model/inference:staging"
+    assert (state(real_project)["live"]["color"], state(real_project)["previous"]["color"]) == (
+        "blue",
+        "green",
+    )
+    assert names(docker_client, "sail_model") == {
+        "sail-model-staging-blue": "running",
+        "sail-model-staging-green": "exited",
+    }
+
+
+def test_failed_deploy_switch_and_rollback_under_load(project, stubs, docker_client):
+    """v1 loads slowly on every start (SLOW_START s): the rollback that starts it again waits for
+    it, whatever --timeout the deploys had."""
+    port = free_port()
+    stubs.build(f"{REPO}:c0ffee-v1", mode="slow")
+    package(project, f"{REPO}:c0ffee-v1")
+    ok(staging(project, "--port", str(port), "--timeout", "30"))
+    nothing_back = sail(project, "rollback", "--environment", "staging")
+    assert "no previous container of staging is left on this host" in first_error_line(
+        nothing_back, "rollback"
+    )
+    with Load(f"http://127.0.0.1:{port}", [{"x": 1}], tally="image") as load:
+        load.wait_for(50)
+        stubs.build(f"{REPO}:bad-never", mode="never")
+        package(project, f"{REPO}:bad-never")
+        failed = staging(project, "--timeout", "2")
+        assert "staging still serves deploy-check-staging-blue" in first_error_line(failed)
+        after_failure = dict(load.counts.bodies)
+        stubs.build(f"{REPO}:d00d-v2")
+        package(project, f"{REPO}:d00d-v2")
+        switched = json.loads(ok(staging(project, "--timeout", "2")).stdout)
+        load.wait_for(load.counts.ok + 50)
+        before_rollback = dict(load.counts.bodies)
+        back = json.loads(ok(sail(project, "rollback", "--environment", "staging")).stdout)
+        load.wait_for(load.counts.ok + 50)
+    assert load.counts.failed == 0, load.counts.examples
+    assert set(after_failure) == {f"{REPO}:c0ffee-v1"}  # the new image never answered anyone
+    assert switched["color"] == "green" and before_rollback.get(f"{REPO}:d00d-v2", 0) > 0
+    assert back["image"] == f"{REPO}:c0ffee-v1" and back["ready_seconds"] >= 2
+    assert load.counts.bodies[f"{REPO}:c0ffee-v1"] > after_failure[f"{REPO}:c0ffee-v1"]
+    assert served(port)["image"] == f"{REPO}:c0ffee-v1"
+    assert names(docker_client, MODEL) == {
+        "deploy-check-staging-blue": "running",
+        "deploy-check-staging-green": "exited",
+    }
+    assert docker_client.images.get(f"{REPO}:staging").id == docker_client.images.get(
+        f"{REPO}:c0ffee-v1"
+    ).id
+    # Rolling back again goes forward to v2: the two colors take turns.
+    again = json.loads(ok(sail(project, "rollback", "--environment", "staging")).stdout)
+    assert again["image"] == f"{REPO}:d00d-v2" and served(port)["image"] == f"{REPO}:d00d-v2"
