@@ -99,9 +99,10 @@ def test_failed_deploy_switch_and_rollback_under_load(project, stubs, docker_cli
         "deploy-check-staging-blue": "running",
         "deploy-check-staging-green": "exited",
     }
-    assert docker_client.images.get(f"{REPO}:staging").id == docker_client.images.get(
-        f"{REPO}:c0ffee-v1"
-    ).id
+    assert (
+        docker_client.images.get(f"{REPO}:staging").id
+        == docker_client.images.get(f"{REPO}:c0ffee-v1").id
+    )
     # Rolling back again goes forward to v2: the two colors take turns.
     again = json.loads(ok(sail(project, "rollback", "--environment", "staging")).stdout)
     assert again["image"] == f"{REPO}:d00d-v2" and served(port)["image"] == f"{REPO}:d00d-v2"

@@ -73,7 +73,8 @@ class Handler(BaseHTTPRequestHandler):
         ready = MODE in ("ready", "slow", "wrong")
         ok = self.path == "/health" or (self.path == "/ready" and ready)
         key_sha256 = hashlib.sha256(KEY.encode()).hexdigest()
-        self.answer(200 if ok else 503, {"image": NAME, "key_sha256": key_sha256, "private_key": PRIVATE})
+        fields = {"image": NAME, "key_sha256": key_sha256, "private_key": PRIVATE}
+        self.answer(200 if ok else 503, fields)
 
     def do_POST(self):  # /predict: the holdout's predictions (reversed when "wrong")
         try:

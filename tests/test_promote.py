@@ -30,8 +30,8 @@ from test_deploy import (  # noqa: F401 - docker_client and real_project are fix
     first_error_line,
     publish_signed,
     real_project,
-    remove_containers,
     register_version,
+    remove_containers,
     served,
     serves_the_accepted_model,
 )
@@ -193,6 +193,9 @@ def test_promote_deploy_rollback(project, stubs, docker_client):
         "image": f"{REPO}:c0de-v1",
     }
     assert back["audit"]["action"] == "rollback" and back["audit"]["approver"] == "carol"
+    # Only v2 ever ran here: no previous container to switch to, so the deploy below puts v1 back.
+    assert back["local"]["switched"] is False
+    assert back["local"]["next"] == "sail deploy --environment production"
     assert (
         champion(project) == "1"
         and docker_client.images.get(PRODUCTION).id

@@ -41,7 +41,7 @@ def nginx_binary() -> str:
     if found is None:
         raise SailError(
             "nginx is not installed: the local deploy routes traffic through it "
-            "(apt-get install nginx-light, or nginx)"
+            "(apt-get install nginx)"
         )
     return found
 
