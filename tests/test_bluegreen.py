@@ -106,3 +106,52 @@ def test_failed_deploy_switch_and_rollback_under_load(project, stubs, docker_cli
     # Rolling back again goes forward to v2: the two colors take turns.
     again = json.loads(ok(sail(project, "rollback", "--environment", "staging")).stdout)
     assert again["image"] == f"{REPO}:d00d-v2" and served(port)["image"] == f"{REPO}:d00d-v2"
+
+
+def test_canary_share_weight_promotion_and_rollback(project, stubs, docker_client):
+    port = free_port()
+    v1 = stubs.build(f"{REPO}:c0ffee-v1")
+    package(project, f"{REPO}:c0ffee-v1")
+    ok(staging(project, "--port", str(port)))
+    v2 = stubs.build(f"{REPO}:d00d-v2")
+    package(project, f"{REPO}:d00d-v2")
+    for args, message in (
+        (("--strategy", "canary"), "--strategy canary needs --weight P"),
+        (("--weight", "20"), "--weight goes with --strategy canary"),
+        (("--strategy", "shadow"), "--strategy shadow is not available yet for --target local"),
+    ):
+        assert message in first_error_line(staging(project, *args))
+    out = json.loads(ok(staging(project, "--strategy", "canary", "--weight", "20")).stdout)
+    assert (out["weight"], out["color"], out["smoke"]["matched"]) == (20, "green", True)
+    assert "tag" not in out  # staging still names v1 until the canary is promoted
+    assert state(project)["canary"]["weight"] == 20 and state(project)["live"]["color"] == "blue"
+    with Load(f"http://127.0.0.1:{port}", [{"x": 1}], tally="image") as load:
+        load.wait_for(2000)
+    assert load.counts.failed == 0, load.counts.examples
+    n, canary = load.counts.ok, load.counts.bodies.get(f"{REPO}:d00d-v2", 0)
+    bound = 4 * (n * 0.2 * 0.8) ** 0.5  # 4 standard deviations of Binomial(n, 0.2)
+    assert abs(canary - 0.2 * n) <= bound, (canary, n)
+    # The same image again: only the share changes, in the same container.
+    again = json.loads(ok(staging(project, "--strategy", "canary", "--weight", "50")).stdout)
+    assert (again["weight"], again["container"]) == (50, out["container"])
+    # Rolling back drops the canary: all requests to v1, the canary container goes.
+    back = json.loads(ok(sail(project, "rollback", "--environment", "staging")).stdout)
+    assert back["canary_removed"] == "deploy-check-staging-green"
+    assert names(docker_client, MODEL) == {"deploy-check-staging-blue": "running"}
+    assert "canary" not in state(project) and served(port)["image"] == f"{REPO}:c0ffee-v1"
+    assert docker_client.images.get(f"{REPO}:staging").id == v1.id
+    # A canary promoted at weight 100 becomes live; the old one is stopped and kept.
+    ok(staging(project, "--strategy", "canary", "--weight", "5"))
+    with Load(f"http://127.0.0.1:{port}", [{"x": 1}]) as load:
+        load.wait_for(50)
+        promoted = json.loads(
+            ok(staging(project, "--strategy", "canary", "--weight", "100")).stdout
+        )
+        load.wait_for(load.counts.ok + 50)
+    assert load.counts.failed == 0, load.counts.examples
+    assert promoted["promoted"] is True and served(port)["image"] == f"{REPO}:d00d-v2"
+    assert names(docker_client, MODEL) == {
+        "deploy-check-staging-blue": "exited",
+        "deploy-check-staging-green": "running",
+    }
+    assert docker_client.images.get(f"{REPO}:staging").id == v2.id

@@ -3,7 +3,8 @@
 One nginx master per environment, as a plain host process (not a container, not a system
 service): `nginx -p <state>/ -c <state>/nginx.conf`, its pid, error log and config in the
 project's `.sail/router/<environment>/`. It listens on the environment's port and passes every
-request to the one model container that is live (host networking, another port). A switch
+request to the model container that is live (host networking, another port), or shares them
+between it and a canary by weight. A switch
 renders the config again (Jinja2), has nginx check it (`nginx -t`), and reloads: the master
 starts workers with the new upstream and the old workers finish the requests they hold, then
 exit. `reload` returns only once no old worker is left, so the model they talked to has
@@ -18,6 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import write_atomic
@@ -32,6 +34,7 @@ class Upstream:
     color: str  # blue or green
     container: str  # its container name, for the reader of the config
     port: int  # where it serves on 127.0.0.1
+    weight: int = 1  # its share of the requests, against the other upstreams' weights
 
 
 def nginx_binary() -> str:
@@ -46,7 +49,7 @@ def nginx_binary() -> str:
     return found
 
 
-def render(environment: str, prefix: Path, port: int, upstream: Upstream) -> str:
+def render(environment: str, prefix: Path, port: int, upstreams: Sequence[Upstream]) -> str:
     import jinja2
 
     templates = jinja2.Environment(
@@ -58,9 +61,7 @@ def render(environment: str, prefix: Path, port: int, upstream: Upstream) -> str
         environment=environment,
         prefix=str(prefix),
         port=port,
-        color=upstream.color,
-        container=upstream.container,
-        upstream_port=upstream.port,
+        upstreams=[u for u in upstreams if u.weight > 0],
         drain_seconds=DRAIN_SECONDS,
     )
 
@@ -100,13 +101,13 @@ def workers(master: int) -> set[int]:
     return children
 
 
-def write_config(environment: str, prefix: Path, port: int, upstream: Upstream) -> None:
+def write_config(environment: str, prefix: Path, port: int, upstreams: Sequence[Upstream]) -> None:
     """Write the config and have nginx check it; a config nginx refuses is put back."""
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / "tmp" / sub).mkdir(parents=True, exist_ok=True)
     config = prefix / "nginx.conf"
     before = config.read_text() if config.is_file() else None
-    write_atomic(config, lambda tmp: tmp.write_text(render(environment, prefix, port, upstream)))
+    write_atomic(config, lambda tmp: tmp.write_text(render(environment, prefix, port, upstreams)))
     checked = _nginx(prefix, "-t", "-q")
     if checked.returncode != 0:
         if before is None:

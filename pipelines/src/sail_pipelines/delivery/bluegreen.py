@@ -146,21 +146,22 @@ def slot_of(container: Any, color: str, port: int, ref: str) -> dict[str, Any]:
     }
 
 
-def switch(
-    prefix: Path, environment: str, port: int, state: dict[str, Any], live: dict[str, Any]
+def upstreams(state: Mapping[str, Any]) -> list[router.Upstream]:
+    """Where the router sends: the live container, and a canary by its weight in percent."""
+    live, canary = state["live"], state.get("canary")
+    share = canary["weight"] if canary else 0
+    sent = [router.Upstream(live["color"], live["container"], live["port"], 100 - share)]
+    if canary:
+        sent.append(router.Upstream(canary["color"], canary["container"], canary["port"], share))
+    return sent
+
+
+def record(
+    prefix: Path, environment: str, before: Mapping[str, Any], after: dict[str, Any]
 ) -> dict[str, Any]:
-    """Record `live` (the old one as previous), then point the router at it; on a failure the
-    state and the router go back."""
-    upstream = router.Upstream(live["color"], live["container"], live["port"])
-    before = dict(state)
-    router.write_config(environment, prefix, port, upstream)
-    after = {
-        "environment": environment,
-        "port": port,
-        "live": live,
-        "previous": state.get("live"),
-        "switched_at": time.time(),
-    }
+    """Record `after`, then point the router at it; on a failure the state and the router go
+    back to `before`."""
+    router.write_config(environment, prefix, after["port"], upstreams(after))
     write_json(prefix / STATE, after)
     try:
         applied = router.apply(prefix)
@@ -174,17 +175,25 @@ def switch(
     return {**after, "router": applied}
 
 
+def switch(
+    prefix: Path, environment: str, port: int, state: dict[str, Any], live: dict[str, Any]
+) -> dict[str, Any]:
+    """Make `live` the live container (the old one becomes previous), with no canary."""
+    after = {
+        "environment": environment,
+        "port": port,
+        "live": {k: v for k, v in live.items() if k != "weight"},
+        "previous": state.get("live"),
+        "switched_at": time.time(),
+    }
+    return record(prefix, environment, state, after)
+
+
 def resync(prefix: Path, environment: str, state: Mapping[str, Any]) -> None:
     """Render the router from the recorded state and reload it if it runs (a no-op switch)."""
-    live = state.get("live")
-    if not live or router.master_pid(prefix) is None:
+    if not state.get("live") or router.master_pid(prefix) is None:
         return
-    router.write_config(
-        environment,
-        prefix,
-        state["port"],
-        router.Upstream(live["color"], live["container"], live["port"]),
-    )
+    router.write_config(environment, prefix, state["port"], upstreams(state))
     router.apply(prefix)
 
 
@@ -261,9 +270,29 @@ def _give_up(
     return reason
 
 
-def deploy(client: Any, prefix: Path, base: str, port: int, candidate: Candidate) -> dict[str, Any]:
+def _route(
+    prefix: Path, port: int, state: dict[str, Any], live: Any, slot: dict[str, Any], weight: int
+) -> dict[str, Any]:
+    """Switch to `slot`, or with a weight under 100 send it that share beside the live one."""
+    if weight >= 100:
+        return switch(prefix, prefix.name, port, {**state, "live": live}, slot)
+    after = {
+        "environment": prefix.name,
+        "port": port,
+        "live": live,
+        "previous": None,
+        "canary": {**slot, "weight": weight},
+        "switched_at": time.time(),
+    }
+    return record(prefix, prefix.name, state, after)
+
+
+def deploy(
+    client: Any, prefix: Path, base: str, port: int, candidate: Candidate, weight: int = 100
+) -> dict[str, Any]:
     """Start the candidate beside the live container, check it, switch the router to it, stop
-    the old one. Any failure before the switch took effect leaves the live container serving."""
+    the old one (a canary: send it `weight`% of the requests, keep the live one). Any failure
+    before the switch took effect leaves the live container serving."""
     import docker
 
     from sail_pipelines.inference.smoke import free_port
@@ -273,6 +302,8 @@ def deploy(client: Any, prefix: Path, base: str, port: int, candidate: Candidate
     resync(prefix, environment, state)
     check_port(client, prefix, state, port, base)
     live = state.get("live") if find(client, state.get("live")) is not None else None
+    if weight < 100 and live is None:
+        raise SailError(f"a canary needs a live {environment} container: deploy one first")
     color = "green" if live and live["color"] == "blue" else "blue"
     name = f"{base}-{color}"
     previous = find(client, state.get("previous"))
@@ -286,7 +317,7 @@ def deploy(client: Any, prefix: Path, base: str, port: int, candidate: Candidate
         if legacy is not None:
             legacy.remove(force=True)
         slot = slot_of(container, color, slot_port, candidate.ref)
-        switched = switch(prefix, environment, port, {**state, "live": live}, slot)
+        switched = _route(prefix, port, state, live, slot, weight)
     except (SailError, docker.errors.APIError) as exc:
         reason = _give_up(exc, candidate, container, parked, name)
         serving = f"{live['container']} ({live['image']})" if live else "nothing"
@@ -296,8 +327,10 @@ def deploy(client: Any, prefix: Path, base: str, port: int, candidate: Candidate
         ) from exc
     if previous is not None:
         previous.remove(force=True)  # the one before the old live: rollback goes one step back
-    retire(client, live)
+    if weight >= 100:
+        retire(client, live)
     return {
+        **({"weight": weight} if weight < 100 else {}),
         "container": name,
         "color": color,
         "url": f"http://127.0.0.1:{port}",

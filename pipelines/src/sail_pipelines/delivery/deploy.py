@@ -21,13 +21,14 @@ that fails leaves the live container serving and nobody sees it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sail_pipelines.clients import containers, kubernetes, tracking
 from sail_pipelines.clients.build import image_names
 from sail_pipelines.clients.images import ImageRef, repository_name
 from sail_pipelines.config import Params, ProjectPaths, Settings, stores
-from sail_pipelines.delivery import bluegreen, release
+from sail_pipelines.delivery import bluegreen, canary, release
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import read_json
 from sail_pipelines.integrity.signing import HmacKey, VerifyKey, serving_env
@@ -137,6 +138,33 @@ def _on_kubernetes(
     return result
 
 
+def check_strategy(deployment: Deployment) -> None:
+    strategy, weight = deployment.strategy, deployment.weight
+    local = ("blue-green", "canary") if deployment.target == "local" else ("blue-green",)
+    if strategy not in local:
+        raise SailError(
+            f"--strategy {strategy} is not available yet for --target {deployment.target}: "
+            f"{' and '.join(local)} are"
+        )
+    if strategy == "canary" and weight is None:
+        raise SailError("--strategy canary needs --weight P: the canary's share in percent")
+    if strategy != "canary" and weight is not None:
+        raise SailError("--weight goes with --strategy canary")
+
+
+def _local(
+    client: Any, prefix: Path, base: str, port: int, candidate: bluegreen.Candidate, weight: int
+) -> dict[str, Any]:
+    """A running canary of the same image only changes its weight (at 100, or blue-green, it
+    becomes live); any other image drops the canary first."""
+    running = canary.running(client, prefix)
+    if running and running["image_id"] == candidate.image.id:
+        return canary.set_weight(client, prefix, weight)
+    if running:
+        canary.drop(client, prefix)
+    return bluegreen.deploy(client, prefix, base, port, candidate, weight)
+
+
 def run(
     paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey, deployment: Deployment
 ) -> dict[str, Any]:
@@ -147,11 +175,7 @@ def run(
         )
     if target not in TARGETS:
         raise SailError(f"unknown target {target!r}: one of {', '.join(TARGETS)}")
-    if deployment.strategy != "blue-green":
-        raise SailError(
-            f"--strategy {deployment.strategy} is not available yet for --target {target}: "
-            "blue-green is (the default)"
-        )
+    check_strategy(deployment)
     stores.require(paths, settings, "deploy")
     ref = source_image(paths, params, settings, environment)
     client = containers.docker_client()
@@ -186,7 +210,10 @@ def run(
         }
         candidate = bluegreen.Candidate(image, ref, serving_env(key), labels, deployment.timeout)
         base = f"{model}-{environment}"
-        result.update(bluegreen.deploy(client, prefix, base, port, candidate))
+        weight = deployment.weight or 100
+        result.update(_local(client, prefix, base, port, candidate, weight))
+        if weight < 100:
+            return result  # the environment's tag moves when the canary is promoted
     else:
         result.update(_on_kubernetes(paths, deployment, model, image, ref, digest, key))
         if deployment.render_only:
@@ -205,7 +232,12 @@ def switch_back(
     it runs that image); staging's tag follows, production's moved with the champion."""
     client = containers.docker_client()
     image_id = release.get_image(client, ref, pull=False).id if ref else None
-    result = bluegreen.switch_back(client, bluegreen.router_dir(paths, environment), image_id)
+    prefix = bluegreen.router_dir(paths, environment)
+    if canary.running(client, prefix) and ref is None:
+        return canary.drop(client, prefix)  # the live container never stopped serving
+    if canary.running(client, prefix):
+        canary.drop(client, prefix)
+    result = bluegreen.switch_back(client, prefix, image_id)
     if environment == "staging":
         environment_tag = image_names(paths, params, settings).environment(environment)
         image = client.images.get(result["image_id"])
