@@ -8,7 +8,8 @@ stubs: a threaded Python server that starts in a moment) so the figures are the 
 sail's, not a model's load time; with --project (a project `sail package` has run in), its real
 inference image is deployed twice. Each round deploys the other color (a switch) and then runs
 `sail rollback --environment staging`, once with a fresh connection per request and once with
-keep-alive. The figures are printed, never asserted (goal: 0 failed requests).
+keep-alive. With the stand-ins, a canary at 20% then takes 2,000 requests: its measured share.
+The figures are printed, never asserted (goal: 0 failed requests).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from load import Load  # noqa: E402
 from test_deploy import Stubs, package  # noqa: E402
 
 IMAGE = "bench-bluegreen/inference:bench"
+CANARY = "bench-bluegreen/inference:canary"
 
 KEY = signing.generate().text()
 
@@ -52,6 +54,25 @@ def measured(project: Path, body: object, keepalive: bool, args: list[str]) -> d
         "command_seconds": round(seconds, 2),
         "switch_seconds": result["switch_seconds"],
         "examples": load.counts.examples,
+    }
+
+
+def canary_share(project: Path, stubs: Stubs, weight: int, requests: int) -> dict:
+    """Deploy another stand-in as a canary at `weight`% and count who answers."""
+    stubs.build(CANARY)
+    package(project, CANARY)
+    env = {**os.environ, "SAIL_SIGNING_KEY": KEY}
+    deploy = ["deploy", "--environment", "staging", "--strategy", "canary"]
+    sail(project, *deploy, "--weight", str(weight), env=env)
+    port = json.loads((project / ".sail" / "router" / "staging" / "state.json").read_text())["port"]
+    with Load(f"http://127.0.0.1:{port}", [{"x": 1}], tally="image") as load:
+        load.wait_for(requests)
+    n = load.counts.ok
+    return {
+        "canary_weight": weight,
+        "requests": n,
+        "failed": load.counts.failed,
+        "canary_share": round(load.counts.bodies.get(CANARY, 0) / n, 4),
     }
 
 
@@ -84,6 +105,8 @@ def main() -> None:
                     row["rollback"] = measured(project, body, keepalive, rollback)
                     print(json.dumps(row), flush=True)
                     time.sleep(1)
+            if stubs:
+                print(json.dumps(canary_share(project, stubs, 20, 2000)), flush=True)
         finally:
             bluegreen.stop_all(client, project / ".sail" / "router" / "staging")
             if stubs:

@@ -164,12 +164,12 @@ def _deploy(add: Add) -> None:
         default="blue-green",
         help="local: blue-green starts the new image beside the live one behind the router, "
         "switches when it is ready and smoke-tested, keeps the old one for rollback "
-        "(default: blue-green)",
+        "(default: blue-green); canary sends the new image --weight percent of the requests",
     )
     deploy.add_argument(
         "--weight",
         type=_bounded("canary weight in percent", 100),
-        help="canary: the candidate's share of requests (1-100)",
+        help="canary: the new image's share of the requests in percent (1-100; 100 promotes it)",
     )
     deploy.add_argument(
         "--port",

@@ -378,10 +378,10 @@ def switch_back(client: Any, prefix: Path, image_id: str | None = None) -> dict[
 
 
 def stop_all(client: Any, prefix: Path) -> None:
-    """Stop the router and remove both colors (tests and benchmarks clean up with it)."""
+    """Stop the router and remove its containers (tests and benchmarks clean up with it)."""
     state = read_state(prefix)
     router.stop(prefix)
-    for slot in (state.get("live"), state.get("previous")):
+    for slot in (state.get("live"), state.get("previous"), state.get("canary")):
         container = find(client, slot)
         if container is not None:
             container.remove(force=True)
