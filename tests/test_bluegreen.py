@@ -155,3 +155,66 @@ def test_canary_share_weight_promotion_and_rollback(project, stubs, docker_clien
         "deploy-check-staging-green": "running",
     }
     assert docker_client.images.get(f"{REPO}:staging").id == v2.id
+
+
+def canary(project, *args: str):
+    return sail(project, "canary", "analyze", "--environment", "staging", *args)
+
+
+@pytest.mark.parametrize(
+    "mode,reason",
+    [
+        ("errors", "the canary's error rate is higher than stable's"),
+        ("shifted", "the predicted classes drifted from stable's"),
+    ],
+)
+def test_canary_analysis_rolls_a_bad_canary_back_by_itself(
+    project, stubs, docker_client, mode, reason
+):
+    port = free_port()
+    stubs.build(f"{REPO}:c0ffee-v1")
+    package(project, f"{REPO}:c0ffee-v1")
+    ok(staging(project, "--port", str(port)))
+    stubs.build(f"{REPO}:bad-{mode}", mode=mode)
+    package(project, f"{REPO}:bad-{mode}")
+    ok(staging(project, "--strategy", "canary", "--weight", "50"))
+    held = json.loads(ok(canary(project, "--min-requests", "200")).stdout)
+    assert held["decision"] == "hold" and held["reasons"] == [
+        f"{200 - held['requests']['canary']} more canary requests needed"
+    ]
+    with Load(f"http://127.0.0.1:{port}", [{"x": 1}]) as load:
+        load.wait_for(500)
+        judged = json.loads(ok(canary(project, "--min-requests", "200")).stdout)
+        assert judged["decision"] == "rollback" and reason in " ".join(judged["reasons"])
+        auto = json.loads(
+            ok(canary(project, "--min-requests", "200", "--auto", "--steps", "50,100")).stdout
+        )
+    assert auto["decision"] == "rolled back"
+    assert auto["dropped"]["canary_removed"] == "deploy-check-staging-green"
+    assert names(docker_client, MODEL) == {"deploy-check-staging-blue": "running"}
+    assert served(port)["image"] == f"{REPO}:c0ffee-v1"
+
+
+def test_canary_auto_steps_a_good_one_to_live(project, stubs, docker_client):
+    port = free_port()
+    stubs.build(f"{REPO}:c0ffee-v1")
+    package(project, f"{REPO}:c0ffee-v1")
+    ok(staging(project, "--port", str(port)))
+    v2 = stubs.build(f"{REPO}:d00d-v2")
+    package(project, f"{REPO}:d00d-v2")
+    ok(staging(project, "--strategy", "canary", "--weight", "5"))
+    with Load(f"http://127.0.0.1:{port}", [{"x": 1}], tally="image") as load:
+        stepped = json.loads(
+            ok(canary(project, "--min-requests", "50", "--auto", "--steps", "5,25,100")).stdout
+        )
+        load.wait_for(load.counts.ok + 50)
+    assert load.counts.failed == 0, load.counts.examples
+    assert stepped["decision"] == "promoted"
+    assert [s.get("decision") or s.get("weight") for s in stepped["steps"]] == [
+        "promote",
+        25,
+        "promote",
+        100,
+    ]
+    assert served(port)["image"] == f"{REPO}:d00d-v2"
+    assert docker_client.images.get(f"{REPO}:staging").id == v2.id

@@ -39,7 +39,7 @@ REGISTRY = "127.0.0.1:5000"
 SLOW_START = 3
 STUB_SERVER = (
     r"""
-import hashlib, json, os, signal, sys, time
+import hashlib, json, os, signal, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # stop like gunicorn does, not after docker's timeout
@@ -57,6 +57,7 @@ if MODE == "slow":  # a model that takes a while to load, on every start
     time.sleep(SLOW_START)
 
 HOLDOUT = json.load(open("/app/models/accepted/holdout.json"))
+LOCK, COUNTS, CLASSES = threading.Lock(), {"posts": 0}, {}
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as gunicorn and nginx's upstream keepalive
@@ -70,19 +71,56 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
-        ready = MODE in ("ready", "slow", "wrong")
+        if self.path == "/metrics":
+            return self.metrics()
+        ready = MODE in ("ready", "slow", "wrong", "errors", "shifted")
         ok = self.path == "/health" or (self.path == "/ready" and ready)
         key_sha256 = hashlib.sha256(KEY.encode()).hexdigest()
         fields = {"image": NAME, "key_sha256": key_sha256, "private_key": PRIVATE}
         self.answer(200 if ok else 503, fields)
 
-    def do_POST(self):  # /predict: the holdout's predictions (reversed when "wrong")
+    # /predict: the holdout's predictions (reversed when "wrong"). After the deploy's smoke
+    # check (the first 5 requests), "errors" answers every 4th with a 500 and "shifted"
+    # predicts class 1 only.
+    def do_POST(self):
         try:
             json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         except ValueError:
             return self.answer(400, {"error": "not JSON"})
-        predictions = HOLDOUT["predictions"][:: -1 if MODE == "wrong" else 1]
-        self.answer(200, {"predictions": predictions, "image": NAME})
+        with LOCK:
+            COUNTS["posts"] += 1
+            late = COUNTS["posts"] > 5
+            fourth = COUNTS["posts"] // 4 * 4 == COUNTS["posts"]
+            status = 500 if MODE == "errors" and late and fourth else 200
+            predictions = HOLDOUT["predictions"][:: -1 if MODE == "wrong" else 1]
+            if MODE == "shifted" and late:
+                predictions = [1 for _ in predictions]
+            COUNTS[status] = COUNTS.get(status, 0) + 1
+            for p in predictions if status == 200 else []:
+                CLASSES[str(p)] = CLASSES.get(str(p), 0) + 1
+        self.answer(status, {"predictions": predictions, "image": NAME})
+
+    # The served counts in the inference image's metric names (all in the fastest bucket).
+    def metrics(self):
+        with LOCK:
+            lines = ["# TYPE sail_requests counter"]
+            total = sum(v for k, v in COUNTS.items() if k != "posts")
+            for status in (200, 500):
+                n = COUNTS.get(status, 0)
+                lines.append(f'sail_requests_total{{route="/predict",status="{status}"}} {n}')
+            lines.append("# TYPE sail_request_seconds histogram")
+            for le in ("0.005", "0.01", "+Inf"):
+                lines.append(f'sail_request_seconds_bucket{{route="/predict",le="{le}"}} {total}')
+            lines.append(f'sail_request_seconds_count{{route="/predict"}} {total}')
+            lines.append(f'sail_request_seconds_sum{{route="/predict"}} 0')
+            lines.append("# TYPE sail_predictions counter")
+            lines += [f'sail_predictions_total{{cls="{c}"}} {n}' for c, n in CLASSES.items()]
+        body = ("\n".join(lines) + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass

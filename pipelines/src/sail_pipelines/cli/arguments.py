@@ -222,6 +222,43 @@ def _serving(add: Add) -> None:
     prediction_logging(predict)
 
 
+def _steps(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    if not all(p.isdigit() and 1 <= int(p) <= 100 for p in parts) or parts[-1] != "100":
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of weights ending at 100")
+    return tuple(int(p) for p in parts)
+
+
+def _canary(add: Add) -> None:
+    canary = add(
+        "canary",
+        c.cmd_canary,
+        "judge the running canary against stable from their /metrics: promote, hold or rollback",
+    )
+    canary.add_argument("action", choices=("analyze",))
+    canary.add_argument("--environment", required=True, choices=ENVIRONMENTS)
+    canary.add_argument(
+        "--min-requests",
+        type=_bounded("request count", 10**9),
+        default=500,
+        help="scored requests each side needs before deciding (default 500; fewer: hold)",
+    )
+    canary.add_argument(
+        "--auto",
+        action="store_true",
+        help="step the weight through --steps while it says promote, drop the canary on rollback",
+    )
+    canary.add_argument(
+        "--steps", type=_steps, default=(5, 25, 50, 100), help="weights (default 5,25,50,100)"
+    )
+    canary.add_argument(
+        "--wait",
+        type=_bounded("wait in seconds", 86400),
+        default=600,
+        help="--auto: seconds a step may hold for lack of requests (default 600)",
+    )
+
+
 def _monitoring(add: Add) -> None:
     monitor = add(
         "monitor",
@@ -308,7 +345,17 @@ def _tools(add: Add) -> None:
     )
 
 
-GROUPS = (_data, _training, _release, _deploy, _serving, _monitoring, _shipping, _tools)
+GROUPS = (
+    _data,
+    _training,
+    _release,
+    _deploy,
+    _canary,
+    _serving,
+    _monitoring,
+    _shipping,
+    _tools,
+)
 
 
 def parser() -> argparse.ArgumentParser:

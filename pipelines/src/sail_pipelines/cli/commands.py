@@ -252,6 +252,25 @@ def _s3(settings: Settings) -> Callable[[], Any]:
     return lambda: aws.client(settings.aws, "s3")
 
 
+def cmd_canary(args):
+    paths, params, settings = _context(args)
+    from sail_pipelines.delivery import bluegreen, deploy
+    from sail_pipelines.monitoring import canary
+
+    prefix = bluegreen.router_dir(paths, args.environment)
+    if not args.auto:
+        return canary.analyze(prefix, params, args.min_requests)
+    return canary.auto(
+        prefix,
+        params,
+        args.steps,
+        lambda weight: deploy.canary_weight(paths, params, settings, args.environment, weight),
+        lambda: deploy.switch_back(paths, params, settings, args.environment, None),
+        args.min_requests,
+        args.wait,
+    )
+
+
 def cmd_monitor(args):
     paths, params, settings = _context(args)
     from sail_pipelines.integrity.bundle import load_bundle

@@ -245,3 +245,21 @@ def switch_back(
             client, image, environment_tag, push_it=bool(settings.registry)
         )
     return result
+
+
+def canary_weight(
+    paths: ProjectPaths, params: Params, settings: Settings, environment: str, weight: int
+) -> dict[str, Any]:
+    """The running canary's new share; at 100 it is live and the environment's tag follows."""
+    client = containers.docker_client()
+    prefix = bluegreen.router_dir(paths, environment)
+    if canary.running(client, prefix) is None:
+        raise SailError(f"no canary runs in {environment}")
+    result = canary.set_weight(client, prefix, weight)
+    if weight >= 100:
+        live = bluegreen.read_state(prefix)["live"]
+        environment_tag = image_names(paths, params, settings).environment(environment)
+        result["tag"] = release.move_tag(
+            client, client.images.get(live["image_id"]), environment_tag, bool(settings.registry)
+        )
+    return result
