@@ -1,10 +1,12 @@
-"""`sail deploy` on the real Docker daemon (host networking) and, for Kubernetes, rendered manifests
-and kubectl against no cluster. The first test deploys the real inference image `sail package`
-built (the session's `packaged_project`) and asks it /ready and /predict; tests/test_promote.py
-does the same for production after a promotion. The others, which need images that never get
-ready, crash or carry other labels, use small stand-ins built here from the base image: they
-honour SAIL_HOST/SAIL_PORT like the inference image's `sail serve`, and carry the labels
-`sail package` writes, so the deploy code sees what it sees with the real image."""
+"""`sail deploy` on the real Docker daemon (host networking) behind the real nginx router and, for
+Kubernetes, rendered manifests and kubectl against no cluster. The first test deploys the real
+inference image `sail package` built (the session's `packaged_project`) and asks it /ready and
+/predict; tests/test_promote.py does the same for production after a promotion. The others,
+which need images that never get ready, crash, answer wrong predictions or carry other labels,
+use small stand-ins built here from the base image: they honour SAIL_HOST/SAIL_PORT like the
+inference image's `sail serve`, carry holdout rows where the inference image does (so the
+deploy's smoke check runs on them) and the labels `sail package` writes, so the deploy code sees
+what it sees with the real image. tests/test_bluegreen.py puts load on the router meanwhile."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import yaml
 from mlflow import MlflowClient
 
 from conftest import TEST_KEY, TEST_VERIFY_KEY, bake, ok, sail
+from sail_pipelines.clients import router
 from sail_pipelines.config import ProjectPaths, Settings
 from sail_pipelines.inference.smoke import free_port
 from sail_pipelines.integrity import imagesign, signing
@@ -31,13 +34,13 @@ from sail_pipelines.integrity import imagesign, signing
 pytestmark = pytest.mark.docker
 
 REGISTRY = "127.0.0.1:5000"
-# Seconds a "slow" stub takes to start listening: longer than the --timeout the failing deploys
-# below get, so putting the previous container back must not be held to that timeout.
+# Seconds a "slow" stub takes to start listening, on every start: longer than the --timeout a
+# deploy may get, so a rollback that starts it again must not be held to that timeout.
 SLOW_START = 3
 STUB_SERVER = (
     r"""
-import hashlib, json, os, signal, sys, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import hashlib, json, os, signal, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # stop like gunicorn does, not after docker's timeout
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -53,14 +56,68 @@ if MODE == "crash":
 if MODE == "slow":  # a model that takes a while to load, on every start
     time.sleep(SLOW_START)
 
+HOLDOUT = json.load(open("/app/models/accepted/holdout.json"))
+LOCK, COUNTS, CLASSES = threading.Lock(), {"posts": 0}, {}
+
 class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as gunicorn and nginx's upstream keepalive
+
+    def answer(self, status, fields):
+        body = json.dumps(fields).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_GET(self):
-        ok = self.path == "/health" or (self.path == "/ready" and MODE in ("ready", "slow"))
+        if self.path == "/metrics":
+            return self.metrics()
+        ready = MODE in ("ready", "slow", "wrong", "errors", "shifted")
+        ok = self.path == "/health" or (self.path == "/ready" and ready)
         key_sha256 = hashlib.sha256(KEY.encode()).hexdigest()
         fields = {"image": NAME, "key_sha256": key_sha256, "private_key": PRIVATE}
-        body = json.dumps(fields).encode()
-        self.send_response(200 if ok else 503)
-        self.send_header("Content-Type", "application/json")
+        self.answer(200 if ok else 503, fields)
+
+    # /predict: the holdout's predictions (reversed when "wrong"). After the deploy's smoke
+    # check (the first 5 requests), "errors" answers every 4th with a 500 and "shifted"
+    # predicts class 1 only.
+    def do_POST(self):
+        try:
+            json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        except ValueError:
+            return self.answer(400, {"error": "not JSON"})
+        with LOCK:
+            COUNTS["posts"] += 1
+            late = COUNTS["posts"] > 5
+            fourth = COUNTS["posts"] // 4 * 4 == COUNTS["posts"]
+            status = 500 if MODE == "errors" and late and fourth else 200
+            predictions = HOLDOUT["predictions"][:: -1 if MODE == "wrong" else 1]
+            if MODE == "shifted" and late:
+                predictions = [1 for _ in predictions]
+            COUNTS[status] = COUNTS.get(status, 0) + 1
+            for p in predictions if status == 200 else []:
+                CLASSES[str(p)] = CLASSES.get(str(p), 0) + 1
+        self.answer(status, {"predictions": predictions, "image": NAME})
+
+    # The served counts in the inference image's metric names (all in the fastest bucket).
+    def metrics(self):
+        with LOCK:
+            lines = ["# TYPE sail_requests counter"]
+            total = sum(v for k, v in COUNTS.items() if k != "posts")
+            for status in (200, 500):
+                n = COUNTS.get(status, 0)
+                lines.append(f'sail_requests_total{{route="/predict",status="{status}"}} {n}')
+            lines.append("# TYPE sail_request_seconds histogram")
+            for le in ("0.005", "0.01", "+Inf"):
+                lines.append(f'sail_request_seconds_bucket{{route="/predict",le="{le}"}} {total}')
+            lines.append(f'sail_request_seconds_count{{route="/predict"}} {total}')
+            lines.append(f'sail_request_seconds_sum{{route="/predict"}} 0')
+            lines.append("# TYPE sail_predictions counter")
+            lines += [f'sail_predictions_total{{cls="{c}"}} {n}' for c, n in CLASSES.items()]
+        body = ("\n".join(lines) + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -68,13 +125,17 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-HTTPServer((os.environ["SAIL_HOST"], int(os.environ["SAIL_PORT"])), Handler).serve_forever()
+server = ThreadingHTTPServer((os.environ["SAIL_HOST"], int(os.environ["SAIL_PORT"])), Handler)
+server.daemon_threads = True
+server.serve_forever()
 """
     % SLOW_START
 )
+STUB_HOLDOUT = json.dumps({"records": [{"x": 1}, {"x": 2}], "predictions": [0, 1]})
 STUB_DOCKERFILE = """ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 COPY server.py /stub/server.py
+COPY holdout.json /app/models/accepted/holdout.json
 ARG STUB_MODE
 ARG STUB_NAME
 ENV STUB_MODE=$STUB_MODE STUB_NAME=$STUB_NAME SAIL_HOST=0.0.0.0 SAIL_PORT=8000
@@ -86,7 +147,11 @@ ENTRYPOINT ["python3", "-u", "/stub/server.py"]
 def _context() -> io.BytesIO:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, text in (("Dockerfile", STUB_DOCKERFILE), ("server.py", STUB_SERVER)):
+        for name, text in (
+            ("Dockerfile", STUB_DOCKERFILE),
+            ("server.py", STUB_SERVER),
+            ("holdout.json", STUB_HOLDOUT),
+        ):
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -142,9 +207,19 @@ def docker_client(base_image):
     return docker.from_env()
 
 
-def remove_containers(client, model: str) -> None:
+def remove_containers(client, model: str, project: Path | None = None) -> None:
+    """The model's containers, and the project's routers (nginx host processes)."""
+    if project is not None:
+        for prefix in (project / ".sail" / "router").glob("*"):
+            router.stop(prefix)
     for container in client.containers.list(all=True, filters={"label": f"sail.model={model}"}):
         container.remove(force=True)
+
+
+def names(client, model: str) -> dict[str, str]:
+    """The model's containers: name -> status."""
+    listed = client.containers.list(all=True, filters={"label": f"sail.model={model}"})
+    return {c.name: c.status for c in listed}
 
 
 def registry(project: Path) -> MlflowClient:
@@ -214,7 +289,7 @@ def stubs(docker_client, base_image):
 def project(tmp_path, docker_client, stubs):
     root = bake(tmp_path, project_name="Deploy Check")
     yield root
-    remove_containers(docker_client, MODEL)
+    remove_containers(docker_client, MODEL, root)
     stubs.untag(f"{REPO}:staging", f"{REPO}:production", f"{REGISTRY}/{REPO}:staging")
 
 
@@ -247,9 +322,8 @@ def real_project(packaged_project, tmp_path, docker_client):
     project = tmp_path / packaged_project.name
     shutil.copytree(packaged_project, project, symlinks=True)
     yield project
+    remove_containers(docker_client, "sail_model", project)
     for environment in ("staging", "production"):
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_client.containers.get(f"sail-model-{environment}").remove(force=True)
         with contextlib.suppress(docker.errors.ImageNotFound):
             docker_client.images.remove(f"sail-model/inference:{environment}", noprune=True)
 
@@ -260,11 +334,12 @@ def test_staging_runs_the_packaged_inference_image(real_project, docker_client):
     port = free_port()
     deployed = ok(deploy(real_project, "--environment", "staging", "--port", str(port)))
     out = json.loads(deployed.stdout)
-    assert out["container"] == "sail-model-staging" and out["image"] == image
+    assert out["container"] == "sail-model-staging-blue" and out["image"] == image
+    assert out["smoke"] == {"rows": 20, "matched": True}  # the holdout rows inside the image
     assert out["tag"]["tag"] == "sail-model/inference:staging" and out["tag"]["moved"] is True
-    answer = serves_the_accepted_model(real_project, port)
+    answer = serves_the_accepted_model(real_project, port)  # through the router
     assert answer["model_version"] == "1"
-    container = docker_client.containers.get("sail-model-staging")
+    container = docker_client.containers.get("sail-model-staging-blue")
     assert container.image.id == docker_client.images.get(image).id
     assert container.attrs["Config"]["User"] == "10001:10001"
 
@@ -276,8 +351,10 @@ def test_staging_deploy_serves_on_loopback_and_moves_the_tag(project, stubs, doc
     result = deploy(project, "--environment", "staging", "--port", str(port))
     ok(result)
     out = json.loads(result.stdout)
-    assert out["container"] == "deploy-check-staging" and out["url"] == f"http://127.0.0.1:{port}"
+    assert out["container"] == "deploy-check-staging-blue" and out["color"] == "blue"
+    assert out["url"] == f"http://127.0.0.1:{port}" and out["upstream"] != out["url"]
     assert out["image"] == f"{REPO}:c0ffee-v1" and out["replaced"] is None
+    assert out["smoke"] == {"rows": 2, "matched": True}
     assert out["tag"] == {
         "tag": f"{REPO}:staging",
         "image_id": image.id,
@@ -292,7 +369,7 @@ def test_staging_deploy_serves_on_loopback_and_moves_the_tag(project, stubs, doc
         and answer["private_key"] is False
     )
     assert TEST_KEY not in result.stdout + result.stderr
-    container = docker_client.containers.get("deploy-check-staging")
+    container = docker_client.containers.get("deploy-check-staging-blue")
     assert not any(
         e.startswith(("SAIL_SIGNING_KEY=", "SAIL_AUDIT_KEY="))
         for e in container.attrs["Config"]["Env"]
@@ -300,61 +377,81 @@ def test_staging_deploy_serves_on_loopback_and_moves_the_tag(project, stubs, doc
     assert "PRIVATE KEY" not in json.dumps(container.attrs)
     assert container.attrs["HostConfig"]["NetworkMode"] == "host"
     assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
-    assert {"SAIL_HOST=127.0.0.1", f"SAIL_PORT={port}"} <= set(container.attrs["Config"]["Env"])
+    upstream_port = out["upstream"].rsplit(":", 1)[1]
+    assert {"SAIL_HOST=127.0.0.1", f"SAIL_PORT={upstream_port}"} <= set(
+        container.attrs["Config"]["Env"]
+    )
     assert docker_client.images.get(f"{REPO}:staging").id == image.id
 
 
-def test_redeploy_replaces_the_container(project, stubs, docker_client):
+def test_redeploy_switches_colors_and_keeps_the_previous_one(project, stubs, docker_client):
     port = free_port()
     stubs.build(f"{REPO}:c0ffee-v1")
     package(project, f"{REPO}:c0ffee-v1")
     ok(deploy(project, "--environment", "staging", "--port", str(port)))
     second = stubs.build(f"{REPO}:d00d-v2")
     package(project, f"{REPO}:d00d-v2")
-    out = json.loads(ok(deploy(project, "--environment", "staging", "--port", str(port))).stdout)
-    assert out["replaced"] == f"{REPO}:c0ffee-v1" and served(port)["image"] == f"{REPO}:d00d-v2"
-    names = [
-        c.name
-        for c in docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})
-    ]
-    assert names == ["deploy-check-staging"]
+    out = json.loads(ok(deploy(project, "--environment", "staging")).stdout)  # the port stays
+    assert (out["color"], out["replaced"]) == ("green", f"{REPO}:c0ffee-v1")
+    assert out["previous_container"] == "deploy-check-staging-blue"
+    assert served(port)["image"] == f"{REPO}:d00d-v2"
+    # the old one stays, stopped, for `sail rollback`
+    assert names(docker_client, MODEL) == {
+        "deploy-check-staging-blue": "exited",
+        "deploy-check-staging-green": "running",
+    }
     assert docker_client.images.get(f"{REPO}:staging").id == second.id
+    state = json.loads((project / ".sail" / "router" / "staging" / "state.json").read_text())
+    assert (state["port"], state["live"]["color"], state["previous"]["color"]) == (
+        port,
+        "green",
+        "blue",
+    )
+    assert state["live"]["image"] == f"{REPO}:d00d-v2"
+    # A third deploy replaces the stopped one: blue again, green kept.
+    stubs.build(f"{REPO}:e1-v3")
+    package(project, f"{REPO}:e1-v3")
+    out = json.loads(ok(deploy(project, "--environment", "staging")).stdout)
+    assert (out["color"], out["replaced"]) == ("blue", f"{REPO}:d00d-v2")
+    assert served(port)["image"] == f"{REPO}:e1-v3"
+    assert names(docker_client, MODEL) == {
+        "deploy-check-staging-blue": "running",
+        "deploy-check-staging-green": "exited",
+    }
 
 
 @pytest.mark.parametrize(
     "mode,reason",
-    [("never", "/ready did not answer 200 within 2s"), ("crash", "the container exited")],
+    [
+        ("never", "/ready did not answer 200 within 2s"),
+        ("crash", "the container exited"),
+        ("wrong", "smoke test: served predictions differ from the metric step's at rows [0, 1]"),
+    ],
 )
-def test_a_never_ready_image_restores_the_previous_container(
+def test_a_new_image_that_fails_leaves_the_old_one_serving(
     project, stubs, docker_client, mode, reason
 ):
-    """The previous container takes SLOW_START s to be ready again, more than the new one's
-    --timeout: it is still waited for (the deploy's own timeout applies to the new image only)."""
     port = free_port()
-    good = stubs.build(f"{REPO}:c0ffee-v1", mode="slow")
+    good = stubs.build(f"{REPO}:c0ffee-v1")
     package(project, f"{REPO}:c0ffee-v1")
     ok(deploy(project, "--environment", "staging", "--port", str(port)))
+    state = project / ".sail" / "router" / "staging" / "state.json"
+    before = state.read_text()
     stubs.build(f"{REPO}:bad-{mode}", mode=mode)
     package(project, f"{REPO}:bad-{mode}")
-    timeout = "2"
-    assert float(timeout) < SLOW_START
-    result = deploy(project, "--environment", "staging", "--port", str(port), "--timeout", timeout)
+    result = deploy(project, "--environment", "staging", "--timeout", "2")
     stderr = first_error_line(result)
-    assert (
-        f"{REPO}:bad-{mode} did not become ready at http://127.0.0.1:{port}: {reason}" in stderr
-    ), stderr
-    assert f"the previous container ({REPO}:c0ffee-v1) is serving again" in stderr
+    assert f"{REPO}:bad-{mode} was not switched to at http://127.0.0.1:" in stderr
+    assert reason in stderr, stderr
+    assert f"staging still serves deploy-check-staging-blue ({REPO}:c0ffee-v1)" in stderr
     # the log tail
     assert f"stub {REPO}:bad-{mode} starting in mode {mode}, private key: False" in stderr
     if mode == "crash":
         assert "boom: the bundle does not verify" in stderr
     assert TEST_KEY not in result.stdout + result.stderr
     assert served(port)["image"] == f"{REPO}:c0ffee-v1"
-    names = [
-        c.name
-        for c in docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})
-    ]
-    assert names == ["deploy-check-staging"]
+    assert names(docker_client, MODEL) == {"deploy-check-staging-blue": "running"}
+    assert state.read_text() == before  # nothing recorded
     assert docker_client.images.get(f"{REPO}:staging").id == good.id  # the tag did not move
 
 
@@ -364,8 +461,10 @@ def test_a_first_deploy_that_fails_leaves_nothing_running(project, stubs, docker
     result = deploy(
         project, "--environment", "staging", "--port", str(free_port()), "--timeout", "10"
     )
-    assert "nothing ran here before" in first_error_line(result)
+    assert "staging still serves nothing" in first_error_line(result)
     assert not docker_client.containers.list(all=True, filters={"label": f"sail.model={MODEL}"})
+    assert not (project / ".sail" / "router" / "staging" / "state.json").exists()
+    assert router.master_pid(project / ".sail" / "router" / "staging") is None
 
 
 def test_a_port_taken_by_another_process_is_refused(project, stubs, docker_client):
@@ -425,7 +524,7 @@ def test_production_runs_the_champions_image_only(project, stubs, docker_client)
     image.tag(REPO, "production")
     port = free_port()
     out = json.loads(ok(deploy(project, "--environment", "production", "--port", str(port))).stdout)
-    assert out["champion"] == "1" and out["container"] == "deploy-check-production"
+    assert out["champion"] == "1" and out["container"] == "deploy-check-production-blue"
     assert out["tag"]["moved"] is False  # promotion already moved it
     assert served(port)["image"] == f"{REPO}:c0ffee-v1"
 

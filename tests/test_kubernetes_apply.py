@@ -383,7 +383,7 @@ def test_blue_green_starts_the_color_the_service_does_not_select_and_canary_goes
 
     # KServe not ready: the line names the InferenceService and says the old revision serves.
     cluster.answer(wait={"rc": 1, "stderr": "error: timed out waiting for the condition\n"})
-    line = error_line(deploy(project, cluster, "staging", "--strategy", "canary"))
+    line = error_line(deploy(project, cluster, "staging", "--strategy", "canary", "--weight", "10"))
     assert f"inferenceservice/{name} did not become ready" in line
     assert "KServe keeps the previous revision serving" in line
 

@@ -31,6 +31,7 @@ from test_deploy import (  # noqa: F401 - docker_client and real_project are fix
     publish_signed,
     real_project,
     register_version,
+    remove_containers,
     served,
     serves_the_accepted_model,
 )
@@ -57,10 +58,7 @@ def stubs(docker_client, base_image):
 def project(tmp_path, stubs, docker_client):
     root = bake(tmp_path, project_name="Promote Check")
     yield root
-    for container in docker_client.containers.list(
-        all=True, filters={"label": f"sail.model={MODEL}"}
-    ):
-        container.remove(force=True)
+    remove_containers(docker_client, MODEL, root)
     stubs.untag(PRODUCTION, f"{REGISTRY}/{PRODUCTION}")
 
 
@@ -195,6 +193,9 @@ def test_promote_deploy_rollback(project, stubs, docker_client):
         "image": f"{REPO}:c0de-v1",
     }
     assert back["audit"]["action"] == "rollback" and back["audit"]["approver"] == "carol"
+    # Only v2 ever ran here: no previous container to switch to, so the deploy below puts v1 back.
+    assert back["local"]["switched"] is False
+    assert back["local"]["next"] == "sail deploy --environment production"
     assert (
         champion(project) == "1"
         and docker_client.images.get(PRODUCTION).id

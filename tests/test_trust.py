@@ -265,7 +265,7 @@ def image_project(tmp_path, stubs, docker_client):
     root = bake(tmp_path, project_name="Trust Check")
     (root / "reports").mkdir(exist_ok=True)
     yield root
-    remove_containers(docker_client, MODEL)
+    remove_containers(docker_client, MODEL, root)
 
 
 def staged(project: Path, ref: str) -> None:

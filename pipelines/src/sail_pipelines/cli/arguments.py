@@ -130,6 +130,13 @@ def _release(add: Add) -> None:
         "--to", help="a former champion further back (default: the one before the current)"
     )
     rollback.add_argument("--approver", help=APPROVER_HELP)
+    rollback.add_argument(
+        "--environment",
+        choices=ENVIRONMENTS,
+        default="production",
+        help="staging: only switch this host's staging back to its previous container "
+        "(default: production, the champion and then this host's router)",
+    )
     add(
         "report",
         c.cmd_report,
@@ -152,9 +159,24 @@ def _deploy(add: Add) -> None:
         "--target", default="local", choices=("local", "kubernetes"), help="default: local"
     )
     deploy.add_argument(
+        "--strategy",
+        choices=("blue-green", "canary", "shadow"),
+        default="blue-green",
+        help="blue-green (default) starts the new image beside the live one and switches once "
+        "it is ready and smoke-tested, keeping the old one for rollback; canary sends it "
+        "--weight percent of the requests; shadow (kubernetes): it gets a copy of every request "
+        "and answers no one",
+    )
+    deploy.add_argument(
+        "--weight",
+        type=_bounded("canary weight in percent", 100),
+        help="canary: the new image's share of the requests in percent (1-100; 100 promotes it)",
+    )
+    deploy.add_argument(
         "--port",
         type=port,
-        help="local: host port (staging 8081, production 8080); kubernetes: Service port (80)",
+        help="local: the router's port (staging 8081, production 8080; then the last one used); "
+        "kubernetes: Service port (80)",
     )
     deploy.add_argument(
         "--timeout",
@@ -166,19 +188,6 @@ def _deploy(add: Add) -> None:
         "--render-only",
         action="store_true",
         help="kubernetes: write deploy/<environment>/ and apply nothing",
-    )
-    deploy.add_argument(
-        "--strategy",
-        default="blue-green",
-        choices=("blue-green", "canary", "shadow"),
-        help="blue-green (default): switch once the new image is ready; canary: --weight percent "
-        "of requests to it; shadow: it gets a copy of every request and answers no one",
-    )
-    deploy.add_argument(
-        "--weight",
-        type=_bounded("canary weight in percent", 100),
-        default=10,
-        help="canary: percent of requests the new image takes (default 10)",
     )
 
 
@@ -218,6 +227,43 @@ def _serving(add: Add) -> None:
         "explanation_base_value, explanation_output, explanation_space (explanation_class)",
     )
     prediction_logging(predict)
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    if not all(p.isdigit() and 1 <= int(p) <= 100 for p in parts) or parts[-1] != "100":
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of weights ending at 100")
+    return tuple(int(p) for p in parts)
+
+
+def _canary(add: Add) -> None:
+    canary = add(
+        "canary",
+        c.cmd_canary,
+        "judge the running canary against stable from their /metrics: promote, hold or rollback",
+    )
+    canary.add_argument("action", choices=("analyze",))
+    canary.add_argument("--environment", required=True, choices=ENVIRONMENTS)
+    canary.add_argument(
+        "--min-requests",
+        type=_bounded("request count", 10**9),
+        default=500,
+        help="scored requests each side needs before deciding (default 500; fewer: hold)",
+    )
+    canary.add_argument(
+        "--auto",
+        action="store_true",
+        help="step the weight through --steps while it says promote, drop the canary on rollback",
+    )
+    canary.add_argument(
+        "--steps", type=_steps, default=(5, 25, 50, 100), help="weights (default 5,25,50,100)"
+    )
+    canary.add_argument(
+        "--wait",
+        type=_bounded("wait in seconds", 86400),
+        default=600,
+        help="--auto: seconds a step may hold for lack of requests (default 600)",
+    )
 
 
 def _monitoring(add: Add) -> None:
@@ -306,7 +352,17 @@ def _tools(add: Add) -> None:
     )
 
 
-GROUPS = (_data, _training, _release, _deploy, _serving, _monitoring, _shipping, _tools)
+GROUPS = (
+    _data,
+    _training,
+    _release,
+    _deploy,
+    _canary,
+    _serving,
+    _monitoring,
+    _shipping,
+    _tools,
+)
 
 
 def parser() -> argparse.ArgumentParser:

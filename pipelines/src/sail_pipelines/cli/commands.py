@@ -176,6 +176,10 @@ def cmd_rollback(args):
     paths, params, settings = _context(args)
     from sail_pipelines.delivery import audit, rollback
 
+    if args.environment == "staging":
+        from sail_pipelines.delivery import deploy
+
+        return deploy.switch_back(paths, params, settings, "staging", None)
     approver = audit.approver(args.approver, os.environ)
     keys = _champion_keys(params, settings)
     return rollback.run(paths, params, settings, keys, args.to, approver)
@@ -247,6 +251,25 @@ def _s3(settings: Settings) -> Callable[[], Any]:
     from sail_pipelines.clients import aws
 
     return lambda: aws.client(settings.aws, "s3")
+
+
+def cmd_canary(args):
+    paths, params, settings = _context(args)
+    from sail_pipelines.delivery import bluegreen, deploy
+    from sail_pipelines.monitoring import canary
+
+    prefix = bluegreen.router_dir(paths, args.environment)
+    if not args.auto:
+        return canary.analyze(prefix, params, args.min_requests)
+    return canary.auto(
+        prefix,
+        params,
+        args.steps,
+        lambda weight: deploy.canary_weight(paths, params, settings, args.environment, weight),
+        lambda: deploy.switch_back(paths, params, settings, args.environment, None),
+        args.min_requests,
+        args.wait,
+    )
 
 
 def cmd_monitor(args):

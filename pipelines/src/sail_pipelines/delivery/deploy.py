@@ -11,37 +11,33 @@ checked: an unsigned, re-tagged or foreign-key image is refused. Without a regis
 never left this host and `sail package` verified the bundle inside. The serving container gets
 the public key only (signing.serving_env).
 
-Locally (the embedded default) the image runs as the container `<model>-<environment>` with
-host networking and restart policy unless-stopped. The environment has one port, so the old
-container is stopped, the new one started, and if the new one is not ready in time it is
-removed and the old one started again: a failed deploy costs a restart, never the service.
+Locally (the embedded default) the environment's port belongs to an nginx router and the
+image runs beside the live container as the other color, `<model>-<environment>-blue` or
+`-green` (host networking, restart policy unless-stopped, a port of its own); once it is
+ready and passes the smoke check the router switches to it (delivery/bluegreen.py). A deploy
+that fails leaves the live container serving and nobody sees it.
 """
 
 from __future__ import annotations
 
-import socket
-import time
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any
 
 from sail_pipelines.clients import containers, kubernetes, tracking
 from sail_pipelines.clients.build import image_names
 from sail_pipelines.clients.images import ImageRef, repository_name
 from sail_pipelines.config import Params, ProjectPaths, Settings, stores
-from sail_pipelines.delivery import kube_render, release
+from sail_pipelines.delivery import bluegreen, canary, kube_render, release
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import read_json
 from sail_pipelines.integrity.signing import HmacKey, VerifyKey, serving_env
-from sail_pipelines.polling import wait_until
 
 TARGETS = ("local", "kubernetes")
+STRATEGIES = ("blue-green", "canary", "shadow")
 DEFAULT_PORTS = {"staging": 8081, "production": 8080}
 REPLICAS = {"staging": 1, "production": 2}
 MAX_REPLICAS = {"staging": 2, "production": 6}  # the autoscaler's ceiling on Kubernetes
-LOG_TAIL = 20
-# The previous container served before: it gets the default wait to be ready again, however
-# short the --timeout the new image was given.
-RESTORE_TIMEOUT = 120.0
 PACKAGE_REPORT = "package.json"
 
 
@@ -54,8 +50,8 @@ class Deployment:
     )
     timeout: float = 120.0  # seconds to become ready
     render_only: bool = False  # kubernetes: write the manifests, apply nothing
-    strategy: str = "blue-green"  # one of kubernetes.STRATEGIES
-    weight: int = 10  # canary: percent of requests the new image takes
+    strategy: str = "blue-green"  # one of STRATEGIES
+    weight: int | None = None  # canary: the candidate's share of requests, in percent
 
 
 def source_image(paths: ProjectPaths, params: Params, settings: Settings, environment: str) -> str:
@@ -109,128 +105,6 @@ def check_champion(params: Params, settings: Settings, image: Any, ref: str) -> 
     return str(champion.version)
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def wait_ready(container: Any, url: str, timeout: float) -> float:
-    """Seconds until /ready answers 200; fails as soon as the container exits or restarts."""
-    from sail_pipelines.inference.smoke import answers_ready
-
-    def ready() -> bool:
-        container.reload()
-        state = container.attrs["State"]
-        if state["Status"] in ("exited", "dead"):
-            raise SailError(f"the container exited with code {state.get('ExitCode')}")
-        if state["Status"] == "restarting" or container.attrs.get("RestartCount", 0):
-            raise SailError("the container exited and Docker is restarting it")
-        return answers_ready(url)
-
-    return wait_until(
-        ready, timeout, 0.25, lambda: SailError(f"/ready did not answer 200 within {timeout:.0f}s")
-    )
-
-
-def _find(client: Any, name: str) -> Any | None:
-    import docker
-
-    try:
-        return client.containers.get(name)
-    except docker.errors.NotFound:
-        return None
-
-
-def _log_tail(container: Any, secret: str | None) -> str:
-    text = container.logs(tail=LOG_TAIL).decode(errors="replace").strip()
-    if secret:
-        text = text.replace(secret, "***")
-    return "\n  ".join(text.splitlines()) or "(no output)"
-
-
-def _restore(parked: Any | None, name: str, url: str, timeout: float) -> str:
-    if parked is None:
-        return "nothing ran here before"
-    parked.rename(name)
-    parked.start()
-    try:
-        wait_ready(parked, url, timeout)
-    except SailError as exc:
-        return f"the previous container was restarted but is not ready either ({exc})"
-    return (
-        f"the previous container ({parked.labels.get('sail.image', 'unknown image')}) is serving "
-        "again"
-    )
-
-
-def run_local(
-    client: Any,
-    image: Any,
-    ref: str,
-    name: str,
-    port: int,
-    env: Mapping[str, str],
-    labels: Mapping[str, str],
-    timeout: float,
-) -> dict[str, Any]:
-    """Replace the container `name` with one of `image` serving on 127.0.0.1:port, or put the old
-    one back."""
-    import docker
-
-    url = f"http://127.0.0.1:{port}"
-    parked, leftover = _find(client, name), _find(client, f"{name}-previous")
-    if parked is None:
-        parked = leftover  # a deploy killed half-way left the old container parked
-    elif leftover is not None:
-        leftover.remove(force=True)
-    if parked is not None and parked.name == name:
-        parked.stop(timeout=20)
-        parked.rename(f"{name}-previous")
-    started, container = time.monotonic(), None
-    try:
-        if not port_free(port):
-            raise SailError(f"127.0.0.1:{port} is in use by another process: choose another --port")
-        container = client.containers.run(
-            image.id,
-            name=name,
-            detach=True,
-            network_mode="host",
-            environment=dict(env),
-            restart_policy={"Name": "unless-stopped"},
-            labels=dict(labels),
-        )
-        ready = wait_ready(container, url, timeout)
-    except (SailError, docker.errors.APIError) as exc:
-        reason = exc.explanation if isinstance(exc, docker.errors.APIError) else str(exc)
-        logs = ""
-        if container is not None:
-            logs = (
-                "\n  log tail of the new container:\n"
-                f"  {_log_tail(container, env.get('SAIL_VERIFY_KEY'))}"
-            )
-            container.remove(force=True)
-        raise SailError(
-            f"{ref} did not become ready at {url}: {reason}; "
-            f"{_restore(parked, name, url, max(timeout, RESTORE_TIMEOUT))}{logs}"
-        ) from exc
-    replaced = None
-    if parked is not None:
-        replaced = parked.labels.get("sail.image")
-        parked.remove(force=True)
-    return {
-        "container": name,
-        "url": url,
-        "ready_seconds": round(ready, 2),
-        "swap_seconds": round(time.monotonic() - started, 2),
-        "replaced": replaced,
-    }
-
-
 def _stable_image(client: Any, tag: str, repository: str) -> str | None:
     """What the environment's tag names (the image that answers while a shadow listens)."""
     try:
@@ -267,7 +141,7 @@ def _on_kubernetes(
         max_replicas=MAX_REPLICAS[environment],
         strategy=deployment.strategy,
         color=kube_render.other(kube_render.rendered_color(directory)),
-        weight=deployment.weight,
+        weight=deployment.weight or 0,
         stable_image=stable,
     )
     written = kube_render.render(directory, workload, paths.root)
@@ -285,6 +159,33 @@ def _on_kubernetes(
     return result
 
 
+def check_strategy(deployment: Deployment) -> None:
+    strategy, weight = deployment.strategy, deployment.weight
+    local = ("blue-green", "canary") if deployment.target == "local" else STRATEGIES
+    if strategy not in local:
+        raise SailError(
+            f"--strategy {strategy} is not available yet for --target {deployment.target}: "
+            f"{' and '.join(local)} are"
+        )
+    if strategy == "canary" and weight is None:
+        raise SailError("--strategy canary needs --weight P: the canary's share in percent")
+    if strategy != "canary" and weight is not None:
+        raise SailError("--weight goes with --strategy canary")
+
+
+def _local(
+    client: Any, prefix: Path, base: str, port: int, candidate: bluegreen.Candidate, weight: int
+) -> dict[str, Any]:
+    """A running canary of the same image only changes its weight (at 100, or blue-green, it
+    becomes live); any other image drops the canary first."""
+    running = canary.running(client, prefix)
+    if running and running["image_id"] == candidate.image.id:
+        return canary.set_weight(client, prefix, weight)
+    if running:
+        canary.drop(client, prefix)
+    return bluegreen.deploy(client, prefix, base, port, candidate, weight)
+
+
 def run(
     paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey, deployment: Deployment
 ) -> dict[str, Any]:
@@ -295,6 +196,7 @@ def run(
         )
     if target not in TARGETS:
         raise SailError(f"unknown target {target!r}: one of {', '.join(TARGETS)}")
+    check_strategy(deployment)
     stores.require(paths, settings, "deploy")
     ref = source_image(paths, params, settings, environment)
     client = containers.docker_client()
@@ -319,15 +221,20 @@ def run(
         result["champion"] = check_champion(params, settings, image, ref)
     model = repository_name(params.gate.registered_model)
     if target == "local":
-        port = deployment.port or DEFAULT_PORTS[environment]
+        prefix = bluegreen.router_dir(paths, environment)
+        state = bluegreen.read_state(prefix)
+        port = deployment.port or state.get("port") or DEFAULT_PORTS[environment]
         labels = {
             "sail.model": params.gate.registered_model,
             "sail.environment": environment,
             "sail.image": ref,
         }
-        env = {"SAIL_HOST": "127.0.0.1", "SAIL_PORT": str(port), **serving_env(key)}
-        name = f"{model}-{environment}"
-        result.update(run_local(client, image, ref, name, port, env, labels, deployment.timeout))
+        candidate = bluegreen.Candidate(image, ref, serving_env(key), labels, deployment.timeout)
+        base = f"{model}-{environment}"
+        weight = deployment.weight or 100
+        result.update(_local(client, prefix, base, port, candidate, weight))
+        if weight < 100:
+            return result  # the environment's tag moves when the canary is promoted
     else:
         stable = None
         if deployment.strategy == "shadow":
@@ -340,4 +247,44 @@ def run(
     result["tag"] = release.move_tag(
         client, image, environment_tag, push_it=bool(settings.registry)
     )
+    return result
+
+
+def switch_back(
+    paths: ProjectPaths, params: Params, settings: Settings, environment: str, ref: str | None
+) -> dict[str, Any]:
+    """Put this host's previous container of the environment live again (with `ref`: only if
+    it runs that image); staging's tag follows, production's moved with the champion."""
+    client = containers.docker_client()
+    image_id = release.get_image(client, ref, pull=False).id if ref else None
+    prefix = bluegreen.router_dir(paths, environment)
+    if canary.running(client, prefix) and ref is None:
+        return canary.drop(client, prefix)  # the live container never stopped serving
+    if canary.running(client, prefix):
+        canary.drop(client, prefix)
+    result = bluegreen.switch_back(client, prefix, image_id)
+    if environment == "staging":
+        environment_tag = image_names(paths, params, settings).environment(environment)
+        image = client.images.get(result["image_id"])
+        result["tag"] = release.move_tag(
+            client, image, environment_tag, push_it=bool(settings.registry)
+        )
+    return result
+
+
+def canary_weight(
+    paths: ProjectPaths, params: Params, settings: Settings, environment: str, weight: int
+) -> dict[str, Any]:
+    """The running canary's new share; at 100 it is live and the environment's tag follows."""
+    client = containers.docker_client()
+    prefix = bluegreen.router_dir(paths, environment)
+    if canary.running(client, prefix) is None:
+        raise SailError(f"no canary runs in {environment}")
+    result = canary.set_weight(client, prefix, weight)
+    if weight >= 100:
+        live = bluegreen.read_state(prefix)["live"]
+        environment_tag = image_names(paths, params, settings).environment(environment)
+        result["tag"] = release.move_tag(
+            client, client.images.get(live["image_id"]), environment_tag, bool(settings.registry)
+        )
     return result

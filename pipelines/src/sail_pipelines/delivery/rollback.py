@@ -5,7 +5,10 @@ champion on top, a rollback drops back down to an earlier one. Rolling back retu
 champion below the current one (or, with --to, to any champion further down), never to a
 version that was not champion: that would be a promotion without its review. For champions
 from before the audit history, the `sail.previous_champion` tag that promotion leaves on a
-version is the line. CI or ops then run `sail deploy --environment production`.
+version is the line. When this host runs production behind its router and the previous
+container there runs the image rolled back to, that container is switched back to at once
+(delivery/bluegreen.py); otherwise CI or ops run `sail deploy --environment production`.
+`sail rollback --environment staging` only switches staging back to its previous container.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from sail_pipelines.clients import tracking
 from sail_pipelines.config import Params, ProjectPaths, Settings
-from sail_pipelines.delivery import audit
+from sail_pipelines.delivery import audit, bluegreen, deploy
 from sail_pipelines.delivery.promote import (
     LOCK_TIMEOUT,
     PREVIOUS_CHAMPION,
@@ -94,7 +97,7 @@ def run(
             approver,
             takeover,
         )
-    return {
+    result = {
         "model": model,
         "from": champion,
         "to": to,
@@ -102,3 +105,24 @@ def run(
         "production_tag": record["production_tag"],
         "audit": record,
     }
+    if (bluegreen.router_dir(paths, "production") / bluegreen.STATE).is_file():
+        result["local"] = _switch_production(paths, params, settings, record["production_tag"])
+    return result
+
+
+def _switch_production(
+    paths: ProjectPaths, params: Params, settings: Settings, ref: str
+) -> dict[str, Any]:
+    """The champion moved; switch this host's production back too when its previous container
+    runs that image, else say how it gets there."""
+    try:
+        return {
+            "switched": True,
+            **deploy.switch_back(paths, params, settings, "production", ref),
+        }
+    except SailError as exc:
+        return {
+            "switched": False,
+            "reason": str(exc),
+            "next": "sail deploy --environment production",
+        }

@@ -1,0 +1,87 @@
+"""The router alone (clients/router.py): the real nginx in front of two loopback stand-ins,
+switched back and forth under load (8 threads, keep-alive and not) without one failed request
+(the router answers clients with `Connection: close`, so no client sends on a connection an old
+worker is closing);
+a config nginx refuses is put back and the running router keeps its upstream. No Docker."""
+
+from __future__ import annotations
+
+import json
+from http.server import ThreadingHTTPServer
+
+import pytest
+import requests
+
+from load import Load
+from sail_pipelines.clients import router
+from sail_pipelines.errors import SailError
+from sail_pipelines.inference.smoke import free_port
+from servers import QuietHandler, serving
+
+RECEIVED: dict[str, int] = {}  # requests each stand-in received, counted as they arrive
+
+
+def named(name: str) -> ThreadingHTTPServer:
+    RECEIVED[name] = 0
+
+    class Handler(QuietHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            RECEIVED[name] += 1
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.reply(
+                200, {"Content-Type": "application/json"}, json.dumps({"name": name}).encode()
+            )
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    return server
+
+
+@pytest.fixture
+def prefix(tmp_path):
+    path = tmp_path / "router" / "staging"
+    yield path
+    router.stop(path)
+
+
+def upstream(url: str, color: str) -> router.Upstream:
+    return router.Upstream(color, color, int(url.rsplit(":", 1)[1]))
+
+
+@pytest.mark.parametrize("keepalive", [False, True])
+def test_switches_under_load_lose_no_request(prefix, keepalive):
+    port = free_port()
+    with serving(named("blue")) as blue, serving(named("green")) as green:
+        router.write_config("staging", prefix, port, [upstream(blue, "blue")])
+        assert router.apply(prefix)["started"] is True
+        with Load(f"http://127.0.0.1:{port}", {}, keepalive=keepalive, tally="name") as load:
+            for n in range(6):
+                load.wait_for(load.counts.ok + 100)
+                color, url = ("green", green) if n % 2 == 0 else ("blue", blue)
+                router.write_config("staging", prefix, port, [upstream(url, color)])
+                applied = router.apply(prefix)
+                assert applied["started"] is False and applied["seconds"] < 5
+                old = "blue" if color == "green" else "green"
+                # the reload returned: the old workers are gone, nothing reaches the old color
+                received = RECEIVED[old]
+                load.wait_for(load.counts.ok + 100)
+                assert RECEIVED[old] == received
+        assert load.counts.failed == 0, load.counts.examples
+        assert load.counts.bodies["blue"] > 0 and load.counts.bodies["green"] > 0
+
+
+def test_a_refused_config_is_put_back(prefix):
+    port = free_port()
+    with serving(named("blue")) as blue:
+        router.write_config("staging", prefix, port, [upstream(blue, "blue")])
+        router.apply(prefix)
+        good = (prefix / "nginx.conf").read_text()
+        with pytest.raises(SailError, match="nginx config check failed: .*port"):
+            router.write_config("staging", prefix, port, [router.Upstream("green", "green", 0)])
+        assert (prefix / "nginx.conf").read_text() == good
+        answer = requests.post(f"http://127.0.0.1:{port}/predict", json={}, timeout=5)
+        assert answer.json() == {"name": "blue"}
+    assert router.stop(prefix) is True and router.master_pid(prefix) is None
+    assert router.stop(prefix) is False
