@@ -118,7 +118,6 @@ def test_canary_share_weight_promotion_and_rollback(project, stubs, docker_clien
     for args, message in (
         (("--strategy", "canary"), "--strategy canary needs --weight P"),
         (("--weight", "20"), "--weight goes with --strategy canary"),
-        (("--strategy", "shadow"), "--strategy shadow is not available yet for --target local"),
     ):
         assert message in first_error_line(staging(project, *args))
     out = json.loads(ok(staging(project, "--strategy", "canary", "--weight", "20")).stdout)

@@ -4,7 +4,8 @@ One nginx master per environment, as a plain host process (not a container, not 
 service): `nginx -p <state>/ -c <state>/nginx.conf`, its pid, error log and config in the
 project's `.sail/router/<environment>/`. It listens on the environment's port and passes every
 request to the model container that is live (host networking, another port), or shares them
-between it and a canary by weight. A switch
+between it and a canary by weight, or mirrors every request to a shadow (`mirror`: the
+shadow's answer is thrown away; only the live container answers). A switch
 renders the config again (Jinja2), has nginx check it (`nginx -t`), and reloads: the master
 starts workers with the new upstream and the old workers finish the requests they hold, then
 exit. `reload` returns only once no old worker is left, so the model they talked to has
@@ -27,6 +28,11 @@ from sail_pipelines.polling import wait_until
 
 DRAIN_SECONDS = 60  # worker_shutdown_timeout: how long an old worker may finish its requests
 START_SECONDS = 10.0
+# A shadow that is down or slow must not hold the live answers: its mirror subrequest gives up
+# this soon (nginx sends the main answer without waiting, but keeps the connection until the
+# mirror ends).
+MIRROR_CONNECT_MS = 100
+MIRROR_READ_SECONDS = 1
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,13 @@ def nginx_binary() -> str:
     return found
 
 
-def render(environment: str, prefix: Path, port: int, upstreams: Sequence[Upstream]) -> str:
+def render(
+    environment: str,
+    prefix: Path,
+    port: int,
+    upstreams: Sequence[Upstream],
+    shadow: Upstream | None = None,
+) -> str:
     import jinja2
 
     templates = jinja2.Environment(
@@ -62,7 +74,10 @@ def render(environment: str, prefix: Path, port: int, upstreams: Sequence[Upstre
         prefix=str(prefix),
         port=port,
         upstreams=[u for u in upstreams if u.weight > 0],
+        shadow=shadow,
         drain_seconds=DRAIN_SECONDS,
+        mirror_connect_ms=MIRROR_CONNECT_MS,
+        mirror_read_seconds=MIRROR_READ_SECONDS,
     )
 
 
@@ -101,13 +116,19 @@ def workers(master: int) -> set[int]:
     return children
 
 
-def write_config(environment: str, prefix: Path, port: int, upstreams: Sequence[Upstream]) -> None:
+def write_config(
+    environment: str,
+    prefix: Path,
+    port: int,
+    upstreams: Sequence[Upstream],
+    shadow: Upstream | None = None,
+) -> None:
     """Write the config and have nginx check it; a config nginx refuses is put back."""
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / "tmp" / sub).mkdir(parents=True, exist_ok=True)
     config = prefix / "nginx.conf"
     before = config.read_text() if config.is_file() else None
-    write_atomic(config, lambda tmp: tmp.write_text(render(environment, prefix, port, upstreams)))
+    write_atomic(config, lambda tmp: tmp.write_text(render(environment, prefix, port, upstreams, shadow)))
     checked = _nginx(prefix, "-t", "-q")
     if checked.returncode != 0:
         if before is None:

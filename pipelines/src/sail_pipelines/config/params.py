@@ -252,6 +252,15 @@ class MonitoringConfig(Section):
     bins: Annotated[int, R(2, 100, whole=True)] = 10  # quantile bins of the training data for PSI
 
 
+class PromotionConfig(Section):
+    """What live evidence must show before a candidate goes further (`sail shadow report`)."""
+
+    min_shadow_agreement: Share = 0.9  # share of paired requests where shadow and live agree
+    min_live_requests: Annotated[int, R(1, whole=True)] = 200  # fewer paired requests: hold
+    # regression: a shadow value agrees within this share of the live values' standard deviation
+    shadow_tolerance: Positive = 0.1
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -268,6 +277,7 @@ class Params(Section):
     signing: SigningConfig = SigningConfig()
     compiled: CompiledConfig = CompiledConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    promotion: PromotionConfig = PromotionConfig()
 
     @property
     def raw_data(self) -> str:

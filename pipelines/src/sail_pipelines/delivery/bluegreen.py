@@ -156,12 +156,18 @@ def upstreams(state: Mapping[str, Any]) -> list[router.Upstream]:
     return sent
 
 
+def shadow_of(state: Mapping[str, Any]) -> router.Upstream | None:
+    """The shadow the router mirrors every request to, if one is recorded."""
+    shadow = state.get("shadow")
+    return router.Upstream(shadow["color"], shadow["container"], shadow["port"]) if shadow else None
+
+
 def record(
     prefix: Path, environment: str, before: Mapping[str, Any], after: dict[str, Any]
 ) -> dict[str, Any]:
     """Record `after`, then point the router at it; on a failure the state and the router go
     back to `before`."""
-    router.write_config(environment, prefix, after["port"], upstreams(after))
+    router.write_config(environment, prefix, after["port"], upstreams(after), shadow_of(after))
     write_json(prefix / STATE, after)
     try:
         applied = router.apply(prefix)
@@ -193,7 +199,7 @@ def resync(prefix: Path, environment: str, state: Mapping[str, Any]) -> None:
     """Render the router from the recorded state and reload it if it runs (a no-op switch)."""
     if not state.get("live") or router.master_pid(prefix) is None:
         return
-    router.write_config(environment, prefix, state["port"], upstreams(state))
+    router.write_config(environment, prefix, state["port"], upstreams(state), shadow_of(state))
     router.apply(prefix)
 
 
@@ -381,7 +387,7 @@ def stop_all(client: Any, prefix: Path) -> None:
     """Stop the router and remove its containers (tests and benchmarks clean up with it)."""
     state = read_state(prefix)
     router.stop(prefix)
-    for slot in (state.get("live"), state.get("previous"), state.get("canary")):
+    for slot in (state.get(k) for k in ("live", "previous", "canary", "shadow")):
         container = find(client, slot)
         if container is not None:
             container.remove(force=True)

@@ -28,7 +28,7 @@ from sail_pipelines.clients import containers, kubernetes, tracking
 from sail_pipelines.clients.build import image_names
 from sail_pipelines.clients.images import ImageRef, repository_name
 from sail_pipelines.config import Params, ProjectPaths, Settings, stores
-from sail_pipelines.delivery import bluegreen, canary, kube_render, release
+from sail_pipelines.delivery import bluegreen, canary, kube_render, release, shadow
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import read_json
 from sail_pipelines.integrity.signing import HmacKey, VerifyKey, serving_env
@@ -161,12 +161,6 @@ def _on_kubernetes(
 
 def check_strategy(deployment: Deployment) -> None:
     strategy, weight = deployment.strategy, deployment.weight
-    local = ("blue-green", "canary") if deployment.target == "local" else STRATEGIES
-    if strategy not in local:
-        raise SailError(
-            f"--strategy {strategy} is not available yet for --target {deployment.target}: "
-            f"{' and '.join(local)} are"
-        )
     if strategy == "canary" and weight is None:
         raise SailError("--strategy canary needs --weight P: the canary's share in percent")
     if strategy != "canary" and weight is not None:
@@ -174,10 +168,21 @@ def check_strategy(deployment: Deployment) -> None:
 
 
 def _local(
-    client: Any, prefix: Path, base: str, port: int, candidate: bluegreen.Candidate, weight: int
+    client: Any,
+    prefix: Path,
+    base: str,
+    port: int,
+    candidate: bluegreen.Candidate,
+    weight: int,
+    strategy: str,
 ) -> dict[str, Any]:
     """A running canary of the same image only changes its weight (at 100, or blue-green, it
-    becomes live); any other image drops the canary first."""
+    becomes live); any other image drops the canary first. A shadow only ever listens: any
+    other deploy drops it first, and a shadow deploy leaves the live container as it is."""
+    if strategy == "shadow":
+        return shadow.deploy(client, prefix, base, candidate)
+    if shadow.running(client, prefix):
+        shadow.drop(client, prefix)
     running = canary.running(client, prefix)
     if running and running["image_id"] == candidate.image.id:
         return canary.set_weight(client, prefix, weight)
@@ -232,9 +237,10 @@ def run(
         candidate = bluegreen.Candidate(image, ref, serving_env(key), labels, deployment.timeout)
         base = f"{model}-{environment}"
         weight = deployment.weight or 100
-        result.update(_local(client, prefix, base, port, candidate, weight))
-        if weight < 100:
-            return result  # the environment's tag moves when the canary is promoted
+        strategy = deployment.strategy
+        result.update(_local(client, prefix, base, port, candidate, weight, strategy))
+        if weight < 100 or strategy == "shadow":
+            return result  # the tag moves when the canary is promoted; a shadow never is
     else:
         stable = None
         if deployment.strategy == "shadow":
@@ -258,6 +264,10 @@ def switch_back(
     client = containers.docker_client()
     image_id = release.get_image(client, ref, pull=False).id if ref else None
     prefix = bluegreen.router_dir(paths, environment)
+    if shadow.running(client, prefix) and ref is None:
+        return shadow.drop(client, prefix)  # the live container never stopped serving
+    if shadow.running(client, prefix):
+        shadow.drop(client, prefix)
     if canary.running(client, prefix) and ref is None:
         return canary.drop(client, prefix)  # the live container never stopped serving
     if canary.running(client, prefix):

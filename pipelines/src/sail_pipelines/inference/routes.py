@@ -5,6 +5,7 @@ group takes the Flask app and the one `Service` they share, which serve.create_a
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,11 +36,15 @@ from sail_pipelines.integrity.bundle import LoadedBundle
 
 # endpoints that write the prediction log
 PREDICTING = frozenset({"predict", "invocations", "v2_infer"})
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # a caller's id is logged as is: no odd bytes
 
 
 def _request_id() -> str:
+    """The caller's X-Request-ID (the router sets one, the same for the live container and its
+    shadow, so their prediction logs join), else a new one."""
     if "request_id" not in g:
-        g.request_id = uuid.uuid4().hex
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     return g.request_id
 
 
