@@ -57,6 +57,20 @@ if MODE == "slow":  # a model that takes a while to load, on every start
     time.sleep(SLOW_START)
 
 HOLDOUT = json.load(open("/app/models/accepted/holdout.json"))
+LAG = 2.0  # seconds a "lagging" stub takes per answer after the smoke check
+LOG_TO = os.environ.get("SAIL_PREDICTION_LOG", "-")
+
+# A prediction-log line as the inference image writes it (stdout, or the file given).
+def log(request_id, status, seconds, inputs, outputs):
+    line = json.dumps({"time": time.time(), "request_id": request_id,
+                       "route": "/predict", "status": status, "latency_ms": seconds * 1000,
+                       "inputs": inputs, "outputs": outputs})
+    with LOCK:
+        if LOG_TO == "-":
+            print(line, flush=True)
+        else:
+            with open(LOG_TO, "a") as out:
+                out.write(line + "\n")
 LOCK, COUNTS, CLASSES = threading.Lock(), {"posts": 0}, {}
 
 class Handler(BaseHTTPRequestHandler):
@@ -73,7 +87,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/metrics":
             return self.metrics()
-        ready = MODE in ("ready", "slow", "wrong", "errors", "shifted")
+        ready = MODE in ("ready", "slow", "wrong", "errors", "shifted", "lagging")
         ok = self.path == "/health" or (self.path == "/ready" and ready)
         key_sha256 = hashlib.sha256(KEY.encode()).hexdigest()
         fields = {"image": NAME, "key_sha256": key_sha256, "private_key": PRIVATE}
@@ -83,8 +97,9 @@ class Handler(BaseHTTPRequestHandler):
     # check (the first 5 requests), "errors" answers every 4th with a 500 and "shifted"
     # predicts class 1 only.
     def do_POST(self):
+        started = time.monotonic()
         try:
-            json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         except ValueError:
             return self.answer(400, {"error": "not JSON"})
         with LOCK:
@@ -98,7 +113,13 @@ class Handler(BaseHTTPRequestHandler):
             COUNTS[status] = COUNTS.get(status, 0) + 1
             for p in predictions if status == 200 else []:
                 CLASSES[str(p)] = CLASSES.get(str(p), 0) + 1
+        if MODE == "lagging" and late:
+            time.sleep(LAG)
         self.answer(status, {"predictions": predictions, "image": NAME})
+        records = body if isinstance(body, list) else body.get("records") or []
+        log(self.headers.get("X-Request-ID") or "", status, time.monotonic() - started,
+            {"x": [r.get("x") for r in records if isinstance(r, dict)]},
+            {"prediction": predictions} if status == 200 else None)
 
     # The served counts in the inference image's metric names (all in the fastest bucket).
     def metrics(self):

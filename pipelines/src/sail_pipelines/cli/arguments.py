@@ -352,12 +352,20 @@ def _tools(add: Add) -> None:
     )
 
 
+def _shadow(add: Add) -> None:
+    shadow = add("shadow", c.cmd_shadow, "judge the running shadow against live: pass/hold/fail")
+    shadow.add_argument("action", choices=("report",))
+    shadow.add_argument("--environment", required=True, choices=ENVIRONMENTS)
+    shadow.add_argument("--output-dir", help="for shadow-<env>.json/.md/.png (reports/live)")
+
+
 GROUPS = (
     _data,
     _training,
     _release,
     _deploy,
     _canary,
+    _shadow,
     _serving,
     _monitoring,
     _shipping,

@@ -272,6 +272,14 @@ def cmd_canary(args):
     )
 
 
+def cmd_shadow(args):
+    paths, params, _ = _context(args)
+    from sail_pipelines.monitoring import shadow_report
+
+    out = Path(args.output_dir) if args.output_dir else None
+    return shadow_report.run(paths, params, args.environment, out)
+
+
 def cmd_monitor(args):
     paths, params, settings = _context(args)
     from sail_pipelines.integrity.bundle import load_bundle

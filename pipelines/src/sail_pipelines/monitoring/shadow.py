@@ -1,0 +1,243 @@
+"""`sail shadow report`: the shadow against the live container on the same requests.
+
+The live container logs its predictions to its stdout (the image's default), the shadow to its
+own file (delivery/shadow.py); the router gave both the same request id. Lines with outputs
+are paired by (request id, record) and compared: agreement (the same label for a classifier;
+for a regression, a value within `promotion.shadow_tolerance` of the live values' standard
+deviation), the confusion between the two, the score differences (the probability each gave
+the live answer's class, or the values), latency of each from the logs, the disagreements
+worth a look with their inputs, and, where feedback labels came back (`sail feedback`), both
+models' live metrics with paired bootstrap intervals. It decides `pass`, `hold` (too few
+paired requests, and how many more) or `fail`; it changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from sail_pipelines.config import HIGHER_IS_BETTER, Params, ProjectPaths
+from sail_pipelines.errors import SailError
+
+TOP = 10  # disagreements listed
+
+
+@dataclass
+class Side:
+    """One container's logged answers, by (request id, record)."""
+
+    predictions: dict[tuple[str, int], Any] = field(default_factory=dict)
+    probabilities: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
+    inputs: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)  # by request id
+    errors: int = 0
+
+
+def parse(lines: Iterable[str | bytes]) -> Side:
+    """Prediction-log lines (anything else in the stream is skipped)."""
+    side = Side()
+    for raw in lines:
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        if not text.startswith("{"):
+            continue
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(line, dict) or "request_id" not in line:
+            continue
+        rid = str(line["request_id"])
+        if int(line.get("status") or 0) >= 500:
+            side.errors += 1
+        outputs = line.get("outputs")
+        if not isinstance(outputs, dict) or "prediction" not in outputs:
+            continue
+        side.latency_ms[rid] = float(line.get("latency_ms") or 0.0)
+        _add(side, rid, outputs, line.get("inputs") or {})
+    return side
+
+
+def _add(side: Side, rid: str, outputs: dict[str, Any], inputs: dict[str, Any]) -> None:
+    probabilities = outputs.get("probabilities") or {}
+    for i, prediction in enumerate(outputs["prediction"]):
+        key = (rid, i)
+        side.predictions[key] = prediction
+        if probabilities:
+            side.probabilities[key] = {c: float(v[i]) for c, v in probabilities.items()}
+        side.inputs[key] = {
+            k: v[i] for k, v in inputs.items() if isinstance(v, list) and len(v) > i
+        }
+
+
+@dataclass(frozen=True)
+class Paired:
+    keys: list[tuple[str, int]]
+    stable: np.ndarray  # predictions, object (classification) or float
+    shadow: np.ndarray
+    scores: np.ndarray | None  # per record: the score difference, shadow minus stable
+    agree: np.ndarray  # bool per record
+    requests: int  # paired requests
+
+
+def pair(stable: Side, shadow: Side, task: str, tolerance: float) -> Paired:
+    keys = sorted(set(stable.predictions) & set(shadow.predictions))
+    a = [stable.predictions[k] for k in keys]
+    b = [shadow.predictions[k] for k in keys]
+    if task == "classification":
+        s, h = np.array(a, dtype=object), np.array(b, dtype=object)
+        agree = np.array([str(x) == str(y) for x, y in zip(a, b)], dtype=bool)
+        scores = None
+        if keys and all(k in stable.probabilities and k in shadow.probabilities for k in keys):
+            scores = np.array(
+                [
+                    shadow.probabilities[k].get(str(x), np.nan) - stable.probabilities[k][str(x)]
+                    for k, x in zip(keys, a)
+                ]
+            )
+    else:
+        s, h = np.array(a, dtype=float), np.array(b, dtype=float)
+        scores = h - s
+        spread = float(np.std(s)) if len(s) > 1 else 0.0
+        agree = np.abs(scores) <= tolerance * (spread or 1.0)
+    return Paired(keys, s, h, scores, agree, len({k[0] for k in keys}))
+
+
+def confusion(paired: Paired) -> dict[str, Any]:
+    """Rows: the live container's label; columns: the shadow's."""
+    classes = sorted({str(x) for x in (*paired.stable, *paired.shadow)})
+    index = {c: i for i, c in enumerate(classes)}
+    matrix = np.zeros((len(classes), len(classes)), dtype=int)
+    for x, y in zip(paired.stable, paired.shadow):
+        matrix[index[str(x)], index[str(y)]] += 1
+    return {"classes": classes, "matrix": matrix.tolist()}
+
+
+def latency(side: Side, keys: set[str]) -> dict[str, float | None]:
+    values = np.array([v for k, v in side.latency_ms.items() if k in keys])
+    if values.size == 0:
+        return {"p50_ms": None, "p99_ms": None}
+    return {
+        "p50_ms": round(float(np.percentile(values, 50)), 3),
+        "p99_ms": round(float(np.percentile(values, 99)), 3),
+    }
+
+
+def disagreements(paired: Paired, stable: Side, top: int = TOP) -> list[dict[str, Any]]:
+    """The disagreeing records with the largest score difference first, with their inputs."""
+    rows = np.flatnonzero(~paired.agree)
+    if paired.scores is not None:
+        rows = rows[np.argsort(-np.nan_to_num(np.abs(paired.scores[rows])), kind="stable")]
+    listed = []
+    for i in rows[:top]:
+        rid, record = paired.keys[i]
+        listed.append(
+            {
+                "request_id": rid,
+                "record": record,
+                "stable": _plain(paired.stable[i]),
+                "shadow": _plain(paired.shadow[i]),
+                "score_difference": None
+                if paired.scores is None
+                else round(float(paired.scores[i]), 6),
+                "inputs": stable.inputs.get((rid, record), {}),
+            }
+        )
+    return listed
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def labelled(
+    paths: ProjectPaths, params: Params, paired: Paired, stable: Side, shadow: Side
+) -> dict[str, Any] | None:
+    """Both models' live metrics on the paired records feedback labels came back for, with the
+    gate's paired bootstrap intervals (shadow minus live); None without labels."""
+    from sail_pipelines.evaluation import evidence
+    from sail_pipelines.monitoring import feedback
+
+    source = feedback.labels_path(paths)
+    if not source.is_file() or not paired.keys:
+        return None
+    labels = feedback.read_labels(source)
+    found = {(str(r), int(n)): v for r, n, v in labels[[*feedback.KEY, "label"]].itertuples(False)}
+    rows = [i for i, k in enumerate(paired.keys) if k in found]
+    if not rows:
+        return None
+    truth = [found[paired.keys[i]] for i in rows]
+    task = params.task
+    if task == "regression" or all(_numeric(x) for x in paired.stable[rows]):
+        y_true: Any = np.array([float(x) for x in truth])
+    else:
+        y_true = np.array(truth, dtype=object)
+    candidate = _outputs(task, shadow, paired, rows, "shadow")
+    live = _outputs(task, stable, paired, rows, "stable")
+    compared = evidence.compare(task, y_true, candidate, live, params.gate.bootstrap)
+    return {**compared, "worse": _worse(params, compared)}
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _outputs(task: str, side: Side, paired: Paired, rows: list[int], which: str) -> Any:
+    from sail_pipelines.evaluation.bootstrap import Outputs
+
+    values = (paired.stable if which == "stable" else paired.shadow)[rows]
+    if task == "regression":
+        return Outputs(values.astype(float))
+    predictions = np.array([float(x) if _numeric(x) else x for x in values])
+    keys = [paired.keys[i] for i in rows]
+    if not all(k in side.probabilities for k in keys):
+        return Outputs(predictions)
+    classes = tuple(side.probabilities[keys[0]])
+    matrix = np.array([[side.probabilities[k][c] for c in classes] for k in keys])
+    typed = tuple(float(c) for c in classes) if _numeric(predictions[0]) else classes
+    return Outputs(predictions, matrix, typed)
+
+
+def _worse(params: Params, compared: dict[str, Any]) -> list[str]:
+    """The gate's interval logic: a metric whose whole interval of shadow minus live lies on
+    the worse side of zero (beyond the gate's tolerance) is worse live."""
+    worse = []
+    for metric, interval in compared["intervals"].items():
+        difference = interval.get("difference")
+        if not difference:
+            continue
+        low, high = difference
+        margin = params.gate.tolerance
+        if HIGHER_IS_BETTER.get(metric, True) and high < -margin:
+            worse.append(f"live {metric}: shadow minus live in [{low:.4f}, {high:.4f}]")
+        elif not HIGHER_IS_BETTER.get(metric, True) and low > margin:
+            worse.append(f"live {metric}: shadow minus live in [{low:.4f}, {high:.4f}]")
+    return worse
+
+
+def decide(params: Params, paired: Paired, live: dict[str, Any] | None) -> tuple[str, str]:
+    """pass, hold or fail, and the one line that says why."""
+    config = params.promotion
+    n, rate = paired.requests, float(paired.agree.mean()) if len(paired.agree) else 0.0
+    head = (
+        f"shadow: {rate:.1%} agreement over {n:,} paired requests "
+        f"(min {config.min_shadow_agreement:.0%})"
+    )
+    if n < config.min_live_requests:
+        more = config.min_live_requests - n
+        return "hold", f"{head}; hold: {more:,} more paired requests needed"
+    if rate < config.min_shadow_agreement:
+        return "fail", f"{head}; fail: agreement below the minimum"
+    if live and live["worse"]:
+        return "fail", f"{head}; fail: {live['worse'][0]}"
+    return "pass", f"{head}; pass"
+
+
+def read_shadow_log(path: Path) -> Side:
+    if not path.is_file():
+        raise SailError(f"the shadow's prediction log {path} is missing: deploy the shadow again")
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        return parse(lines)
