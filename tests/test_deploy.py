@@ -234,7 +234,10 @@ def remove_containers(client, model: str, project: Path | None = None) -> None:
         for prefix in (project / ".sail" / "router").glob("*"):
             router.stop(prefix)
     for container in client.containers.list(all=True, filters={"label": f"sail.model={model}"}):
-        container.remove(force=True)
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass  # gone since it was listed (a restart policy's restart, a parallel removal)
 
 
 def names(client, model: str) -> dict[str, str]:
