@@ -81,7 +81,11 @@ def both_logs(project, docker_client, prefix: str, n: int) -> tuple[dict, dict]:
 
 
 def agreement(live: dict, shadow: dict) -> float:
-    pairs = [(a, b) for rid in live.keys() & shadow.keys() for a, b in zip(live[rid], shadow[rid])]
+    pairs = [
+        (a, b)
+        for rid in live.keys() & shadow.keys()
+        for a, b in zip(live[rid], shadow[rid], strict=True)
+    ]
     return sum(str(a) == str(b) for a, b in pairs) / len(pairs)
 
 

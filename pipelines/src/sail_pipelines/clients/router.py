@@ -128,7 +128,9 @@ def write_config(
         (prefix / "tmp" / sub).mkdir(parents=True, exist_ok=True)
     config = prefix / "nginx.conf"
     before = config.read_text() if config.is_file() else None
-    write_atomic(config, lambda tmp: tmp.write_text(render(environment, prefix, port, upstreams, shadow)))
+    write_atomic(
+        config, lambda tmp: tmp.write_text(render(environment, prefix, port, upstreams, shadow))
+    )
     checked = _nginx(prefix, "-t", "-q")
     if checked.returncode != 0:
         if before is None:

@@ -59,9 +59,7 @@ def _fresh_logs(prefix: Path) -> Path:
     return logs
 
 
-def deploy(
-    client: Any, prefix: Path, base: str, candidate: bluegreen.Candidate
-) -> dict[str, Any]:
+def deploy(client: Any, prefix: Path, base: str, candidate: bluegreen.Candidate) -> dict[str, Any]:
     """Start the candidate as the live container's shadow, check it, have the router mirror to
     it. A failure removes it; the live container and the router never changed."""
     import docker

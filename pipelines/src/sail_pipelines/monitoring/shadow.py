@@ -89,13 +89,13 @@ def pair(stable: Side, shadow: Side, task: str, tolerance: float) -> Paired:
     b = [shadow.predictions[k] for k in keys]
     if task == "classification":
         s, h = np.array(a, dtype=object), np.array(b, dtype=object)
-        agree = np.array([str(x) == str(y) for x, y in zip(a, b)], dtype=bool)
+        agree = np.array([str(x) == str(y) for x, y in zip(a, b, strict=True)], dtype=bool)
         scores = None
         if keys and all(k in stable.probabilities and k in shadow.probabilities for k in keys):
             scores = np.array(
                 [
                     shadow.probabilities[k].get(str(x), np.nan) - stable.probabilities[k][str(x)]
-                    for k, x in zip(keys, a)
+                    for k, x in zip(keys, a, strict=True)
                 ]
             )
     else:
@@ -111,7 +111,7 @@ def confusion(paired: Paired) -> dict[str, Any]:
     classes = sorted({str(x) for x in (*paired.stable, *paired.shadow)})
     index = {c: i for i, c in enumerate(classes)}
     matrix = np.zeros((len(classes), len(classes)), dtype=int)
-    for x, y in zip(paired.stable, paired.shadow):
+    for x, y in zip(paired.stable, paired.shadow, strict=True):
         matrix[index[str(x)], index[str(y)]] += 1
     return {"classes": classes, "matrix": matrix.tolist()}
 

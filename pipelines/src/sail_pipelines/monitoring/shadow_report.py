@@ -158,7 +158,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "Confusion (rows live, columns shadow):", ""]
         lines += ["| live \\ shadow | " + " | ".join(classes) + " |"]
         lines += ["|---" * (len(classes) + 1) + "|"]
-        for c, row in zip(classes, report["confusion"]["matrix"]):
+        for c, row in zip(classes, report["confusion"]["matrix"], strict=True):
             lines.append(f"| {c} | " + " | ".join(str(n) for n in row) + " |")
     lines += ["", "## Disagreements worth a look", ""]
     for d in report["disagreements"] or [{"none": True}]:
@@ -174,8 +174,10 @@ def markdown(report: dict[str, Any]) -> str:
     if not live:
         lines.append("No feedback labels for the paired requests yet (`sail feedback`).")
     else:
-        lines.append(f"{live['rows']} labelled records; shadow {live['candidate']}, live "
-                     f"{live['champion']}; intervals {live['intervals']}")
+        lines.append(
+            f"{live['rows']} labelled records; shadow {live['candidate']}, live "
+            f"{live['champion']}; intervals {live['intervals']}"
+        )
         lines += [f"- worse: {w}" for w in live["worse"]]
     return "\n".join(lines) + "\n"
 
