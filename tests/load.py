@@ -25,6 +25,7 @@ class Counts:
     failed: int = 0
     examples: list[str] = field(default_factory=list)
     bodies: dict[str, int] = field(default_factory=dict)  # a field of the answers -> count
+    seconds: list[float] = field(default_factory=list)  # each answered request's latency
 
 
 class Load:
@@ -36,11 +37,13 @@ class Load:
         keepalive: bool = False,
         path: str = "/predict",
         tally: str | None = None,
+        pause: float = 0.0,
     ):
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.path, self.body = path, json.dumps(body).encode()
         self.concurrency, self.keepalive, self.tally = concurrency, keepalive, tally
+        self.pause = pause  # seconds each thread waits between requests (0: none)
         self.counts = Counts()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -66,6 +69,7 @@ class Load:
         while not self._stop.is_set():
             if connection is None:
                 connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+            started = time.monotonic()
             try:
                 error = self._one(connection)
             except (OSError, http.client.HTTPException) as exc:
@@ -80,6 +84,9 @@ class Load:
                         self.counts.examples.append(error)
                 else:
                     self.counts.ok += 1
+                    self.counts.seconds.append(time.monotonic() - started)
+            if self.pause:
+                self._stop.wait(self.pause)
         if connection is not None:
             connection.close()
 
