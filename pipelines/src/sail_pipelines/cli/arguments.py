@@ -164,7 +164,7 @@ def _deploy(add: Add) -> None:
         default="blue-green",
         help="blue-green (default) starts the new image beside the live one and switches once "
         "it is ready and smoke-tested, keeping the old one for rollback; canary sends it "
-        "--weight percent of the requests; shadow (kubernetes): it gets a copy of every request "
+        "--weight percent of the requests; shadow: it gets a copy of every request (nginx mirror) "
         "and answers no one",
     )
     deploy.add_argument(

@@ -71,6 +71,11 @@ def deploy(client: Any, prefix: Path, base: str, candidate: bluegreen.Candidate)
     bluegreen.resync(prefix, environment, state)
     if bluegreen.find(client, state.get("live")) is None:
         raise SailError(f"a shadow needs a live {environment} container: deploy one first")
+    if bluegreen.find(client, state.get("canary")) is not None:
+        raise SailError(
+            f"a canary runs in {environment}: promote it or `sail rollback --environment "
+            f"{environment}` before starting a shadow"
+        )
     if running(client, prefix):
         drop(client, prefix)
         state = bluegreen.read_state(prefix)
