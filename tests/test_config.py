@@ -84,8 +84,8 @@ REFUSALS = [
         ("extra",),
         1,
         "extra is not a known key; use one of task, data, transform, split, "
-        "candidates, gate, validation, serving, signing, compiled, monitoring (or "
-        "remove it)",
+        "candidates, gate, validation, serving, signing, compiled, monitoring, promotion "
+        "(or remove it)",
     ),
     (
         ("data",),
@@ -468,6 +468,21 @@ REFUSALS = [
         "min_p_value, max_out_of_range, max_missing, max_outlier_share, max_share_change, "
         "max_window_psi, "
         "window_hours, min_rows, bins (or remove it)",
+    ),
+    (
+        ("promotion", "min_shadow_agreement"),
+        1.5,
+        "promotion.min_shadow_agreement = 1.5 is outside [0, 1]; set a number from 0 to 1",
+    ),
+    (
+        ("promotion", "min_live_requests"),
+        0,
+        "promotion.min_live_requests = 0 is below 1; set a whole number of at least 1",
+    ),
+    (
+        ("promotion", "shadow_tolerance"),
+        -1,
+        "promotion.shadow_tolerance = -1 is below 0; set a number of at least 0",
     ),
 ]
 
