@@ -111,10 +111,20 @@ def test_every_protocol_and_refusal_writes_one_line_without_personal_data(bundle
     assert client.post("/v2/models/m/infer", json=v2).status_code == 200
     assert client.post("/predict", json={**GOOD, "x1": "oops"}).status_code == 422
     assert client.get("/metadata").status_code == 200  # not a prediction: not logged
+    # The router's request id (the same for the live container and its shadow) is logged as
+    # given; one that is not a plain token is replaced by a new one.
+    routed = client.post("/predict", json=[GOOD], headers={"X-Request-ID": "abc-123.x"})
+    odd = client.post("/predict", json=[GOOD], headers={"X-Request-ID": 'a b"c'})
+    assert routed.headers["X-Request-ID"] == routed.get_json()["request_id"] == "abc-123.x"
+    assert len(odd.headers["X-Request-ID"]) == 32 and " " not in odd.headers["X-Request-ID"]
+    assert [line["request_id"] for line in _lines(log)[-2:]] == [
+        "abc-123.x",
+        odd.headers["X-Request-ID"],
+    ]
 
     assert "4242" not in log.read_text()  # the `log: false` column, by value and by name:
     assert all("income" not in line["inputs"] for line in _lines(log) if line["inputs"])
-    first, mlflow, oip, refused = _lines(log)
+    first, mlflow, oip, refused = _lines(log)[:4]
     assert first["request_id"] == predicted.headers["X-Request-ID"]
     assert (first["model"], first["version"], first["bundle_id"]) == ("m", "3", bundle.bundle_id)
     assert first["route"] == "/predict" and first["status"] == 200 and first["latency_ms"] > 0
