@@ -104,8 +104,8 @@ def picture(path: Path, report: dict[str, Any]) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
     scores = paired.scores
     if scores is not None and np.isfinite(scores).any():
-        left.hist(scores[np.isfinite(scores)], bins=40, color="#4477aa")
-    left.set_title("score difference (shadow - live)")
+        left.hist(scores[np.isfinite(scores)], bins=40, color="#4477aa", log=True)
+    left.set_title("score difference (shadow - live), records (log)")
     left.set_xlabel("class probability" if report["task"] == "classification" else "value")
     if report["confusion"]:
         matrix = np.array(report["confusion"]["matrix"])
@@ -114,7 +114,8 @@ def picture(path: Path, report: dict[str, Any]) -> None:
         right.set_xticks(range(len(classes)), classes)
         right.set_yticks(range(len(classes)), classes)
         for (i, j), n in np.ndenumerate(matrix):
-            right.text(j, i, str(n), ha="center", va="center")
+            dark = n > matrix.max() / 2
+            right.text(j, i, str(n), ha="center", va="center", color="white" if dark else "black")
         right.set_xlabel("shadow")
         right.set_ylabel("live")
         right.set_title("live vs shadow labels")
@@ -146,11 +147,12 @@ def markdown(report: dict[str, Any]) -> str:
         "| | p50 ms | p99 ms |",
         "|---|---|---|",
     ]
-    for who in ("stable", "shadow"):
+    for who, name in (("stable", "live"), ("shadow", "shadow")):
         measured = report["latency"][who]
-        lines.append(f"| {who} | {cell(measured['p50_ms'])} | {cell(measured['p99_ms'])} |")
+        lines.append(f"| {name} | {cell(measured['p50_ms'])} | {cell(measured['p99_ms'])} |")
     if report["score_differences"]:
-        lines += ["", f"Score differences (shadow - live): {report['score_differences']}"]
+        shown = ", ".join(f"{k} {v:+.4f}" for k, v in report["score_differences"].items())
+        lines += ["", f"Score differences (shadow - live): {shown}"]
     if report["correlation"] is not None:
         lines += ["", f"Correlation of the values: {report['correlation']}"]
     if report["confusion"]:
