@@ -252,6 +252,14 @@ class MonitoringConfig(Section):
     bins: Annotated[int, R(2, 100, whole=True)] = 10  # quantile bins of the training data for PSI
 
 
+# What `sail promote` asks of a candidate beyond the gate (delivery/live_evidence.py).
+class PromotionConfig(Section):
+    model_config = ConfigDict(title="PromotionFile")
+
+    # refuse a candidate without a passing canary or shadow report (reports/live/) on its image
+    require_live_evidence: bool = False
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -268,6 +276,7 @@ class Params(Section):
     signing: SigningConfig = SigningConfig()
     compiled: CompiledConfig = CompiledConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    promotion: PromotionConfig = PromotionConfig()
 
     @property
     def raw_data(self) -> str:
