@@ -157,7 +157,8 @@ def require(evidence: Evidence | None, version: Any, root: Path) -> None:
             f"`sail shadow report` on it): {setting}"
         )
     where = evidence.where(root)
-    registered = datetime.fromtimestamp(version.creation_timestamp / 1000, timezone.utc)
+    # to the second, as the files say their time
+    registered = datetime.fromtimestamp(version.creation_timestamp // 1000, timezone.utc)
     if evidence.created < registered:
         raise SailError(
             f"{where} ({evidence.record['created']}) is older than {v} "
