@@ -155,6 +155,25 @@ def move_champion(
     )
 
 
+def _target(client: Any, model: str, version: str | None) -> Any:
+    """The version holding `candidate`, which must be `version` when one is given."""
+    candidate = tracking.version_by_alias(client, model, tracking.CANDIDATE)
+    if version is not None:
+        target = model_version(client, model, version)
+        if candidate is None or str(candidate.version) != str(target.version):
+            now = f"v{candidate.version}" if candidate else "no version"
+            raise SailError(
+                f"v{target.version} of {model} no longer holds '{tracking.CANDIDATE}' ({now} "
+                "does): a newer build superseded it, review and promote that one"
+            )
+        return target
+    if candidate is None:
+        raise SailError(
+            f"no '{tracking.CANDIDATE}' version of {model} to promote: run the gate first"
+        )
+    return candidate
+
+
 def run(
     paths: ProjectPaths,
     params: Params,
@@ -171,21 +190,7 @@ def run(
         tracking.reachable(settings, "promoting"),
         audit.registry_lock(client, model, promotion.approver, lock_timeout) as takeover,
     ):
-        candidate = tracking.version_by_alias(client, model, tracking.CANDIDATE)
-        if promotion.version is not None:
-            target = model_version(client, model, promotion.version)
-            if candidate is None or str(candidate.version) != str(target.version):
-                now = f"v{candidate.version}" if candidate else "no version"
-                raise SailError(
-                    f"v{target.version} of {model} no longer holds '{tracking.CANDIDATE}' ({now} "
-                    "does): a newer build superseded it, review and promote that one"
-                )
-        elif candidate is None:
-            raise SailError(
-                f"no '{tracking.CANDIDATE}' version of {model} to promote: run the gate first"
-            )
-        else:
-            target = candidate
+        target = _target(client, model, promotion.version)
         current = tracking.version_by_alias(client, model, tracking.CHAMPION)
         previous = None if current is None else str(current.version)
         if (
