@@ -84,7 +84,7 @@ REFUSALS = [
         ("extra",),
         1,
         "extra is not a known key; use one of task, data, transform, split, "
-        "candidates, gate, validation, serving, signing, compiled, monitoring (or "
+        "candidates, gate, validation, serving, signing, compiled, monitoring, promotion (or "
         "remove it)",
     ),
     (
@@ -468,6 +468,11 @@ REFUSALS = [
         "min_p_value, max_out_of_range, max_missing, max_outlier_share, max_share_change, "
         "max_window_psi, "
         "window_hours, min_rows, bins (or remove it)",
+    ),
+    (
+        ("promotion", "require_live_evidence"),
+        "yes please",
+        "promotion.require_live_evidence = 'yes please' is not true or false; write true or false",
     ),
 ]
 
