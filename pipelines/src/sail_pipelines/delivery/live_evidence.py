@@ -69,8 +69,8 @@ class Evidence:
     def line(self, root: Path) -> str:
         r = self.record
         return (
-            f"{r['kind']} in {r['environment']}: {r['decision']} ({r['summary']}; "
-            f"{r['requests']} requests, {r['created']}) [{self.where(root)}]"
+            f"{r.get('kind')} in {r.get('environment')}: {r['decision']} ({r.get('summary')}; "
+            f"{r.get('requests')} requests, {r['created']}) [{self.where(root)}]"
         )
 
     def where(self, root: Path) -> str:
@@ -166,7 +166,7 @@ def require(evidence: Evidence | None, version: Any, root: Path) -> None:
         )
     if evidence.decision != "pass":
         raise SailError(
-            f"{where} says {evidence.decision} for {v}: {evidence.record['summary']}; "
+            f"{where} says {evidence.decision} for {v}: {evidence.record.get('summary')}; "
             f"a pass is needed: {setting}"
         )
 
@@ -177,6 +177,7 @@ def markdown(evidence: Evidence | None, version: str, root: Path) -> str:
     r = evidence.record
     return (
         f"### Live evidence for v{version}: {r['decision']}\n\n"
-        f"{r['kind']} in {r['environment']}, {r['requests']} requests, {r['created']}: "
-        f"{r['summary']}\n\n`{evidence.where(root)}` sha256 `{evidence.sha256}`\n"
+        f"{r.get('kind')} in {r.get('environment')}, {r.get('requests')} requests, "
+        f"{r['created']}: {r.get('summary')}\n\n`{evidence.where(root)}` sha256 "
+        f"`{evidence.sha256}`\n"
     )
