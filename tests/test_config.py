@@ -484,6 +484,11 @@ REFUSALS = [
         -1,
         "promotion.shadow_tolerance = -1 is below 0; set a number of at least 0",
     ),
+    (
+        ("promotion", "require_live_evidence"),
+        "yes please",
+        "promotion.require_live_evidence = 'yes please' is not true or false; write true or false",
+    ),
 ]
 
 

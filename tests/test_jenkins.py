@@ -41,6 +41,7 @@ CHECKS = (
     "pull request, gate fails: the report is still posted",
     "promotion: input with submitter, no agent or lock while waiting; milestone and "
     "lock around promote",
+    "promotion: sail evidence runs before the input, whose message carries its line",
     "promotion: the first model promotes with --expect-champion none",
     "promotion: a rejected input promotes nothing and aborts the build",
     "promotion: a build superseded by a newer approved one stops at the milestone",

@@ -1212,7 +1212,7 @@ def test_a_refused_promotion_deploys_nothing(variant):
     run = sequence_for(
         variant.workflows_dir, variant.candidates, **promote(), failing=("sail promote",)
     )
-    assert run.commands == expected("promote", variant.candidates, **PROMOTION)[:1]
+    assert run.commands == expected("promote", variant.candidates, **PROMOTION)[:2]
 
 
 def retrains(variant: Variant) -> bool:
@@ -1442,8 +1442,9 @@ def test_promotion_parity_catches_a_missing_approver(default_variant, tmp_path):
         default_variant.workflows_dir, default_variant.candidates, reusable_dir=copy, **promote()
     )
     contract = expected("promote", default_variant.candidates, **PROMOTION)
-    unapproved = contract[0].removesuffix(" --approver alice")
-    assert run.commands == replaced(contract, contract[0], unapproved) != contract
+    promoting = next(c for c in contract if c.startswith("sail promote"))
+    unapproved = promoting.removesuffix(" --approver alice")
+    assert run.commands == replaced(contract, promoting, unapproved) != contract
 
 
 # --- the contract against the code: the CLI's parser and `sail run` ------------------------------

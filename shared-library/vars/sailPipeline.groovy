@@ -4,8 +4,9 @@
  * Every commit: say what the build keeps (sail doctor --ci), run the project's tests (sail test: a
  * failing one stops the build before anything is built), build images, validate and split, train the candidates in parallel, evaluate,
  * gate, report (always, so a refused model shows why; posted on pull requests). On the main
- * branch only: push, package, smoke test, publish, deploy to staging, then wait for an approver
- * and promote to production. Waiting holds no executor (agent none at the top, the input comes
+ * branch only: push, package, smoke test, publish, deploy to staging, say the live evidence on
+ * the candidate (sailEvidence), then wait for an approver, whose question carries it, and
+ * promote to production. Waiting holds no executor (agent none at the top, the input comes
  * before the stage's agent); a milestone stops a superseded build from promoting and a lock
  * serialises production deployments. With config.monitor.log, a cron trigger on the main branch
  * starts builds that only monitor production (sailMonitor). All logic is in `sail`; these stages
@@ -106,9 +107,15 @@ def call(Map config = [:]) {
                             lock(resource: "${deployLock}-staging") {
                                 sailDeploy(config + [to: 'staging'])
                             }
-                            // The promotion stage runs on a fresh agent: it takes this build's reports along.
-                            stash(name: 'sail-reports', includes: 'reports/*.json')
+                            // The promotion stage runs on a fresh agent: it takes this build's reports
+                            // along, the live evidence (reports/live/) included.
+                            stash(name: 'sail-reports', includes: 'reports/*.json,reports/live/*')
                         }
+                    }
+                    stage('Live evidence') {
+                        when { expression { delivers } }
+                        // The newest canary or shadow report on this candidate, for the approver.
+                        steps { sailEvidence(config) }
                     }
                 }
             }
@@ -119,7 +126,7 @@ def call(Map config = [:]) {
                 }
                 options { timeout(time: 7, unit: 'DAYS') }  // unanswered for a week: the build is aborted
                 input {
-                    message 'Promote the model this build deployed to staging into production?'
+                    message "Promote the model this build deployed to staging into production?\n${env.SAIL_LIVE_EVIDENCE}"
                     ok 'Promote'
                     submitter "${config.approvers}"
                     submitterParameter 'SAIL_APPROVER'

@@ -32,6 +32,7 @@ class Declarative {
         List<Map> options = []
         When when
         Map input
+        Closure inputBody  // evaluated again when the stage runs: its message may name env set before
         Map<String, String> environment = [:]
         Closure steps
         List<Stage> stages
@@ -120,7 +121,10 @@ class Declarative {
         void options(Closure c) { stage.options = optionsOf(c) }
         void environment(Closure c) { stage.environment = environmentOf(c) }
         void when(Closure c) { stage.when = ((WhenBuilder) Declarative.applyTo(new WhenBuilder(), c)).when }
-        void input(Closure c) { stage.input = ((InputBuilder) Declarative.applyTo(new InputBuilder(), c)).spec }
+        void input(Closure c) {
+            stage.input = ((InputBuilder) Declarative.applyTo(new InputBuilder(), c)).spec
+            stage.inputBody = c
+        }
         void steps(Closure c) { stage.steps = c }
         void stages(Closure c) { stage.stages = stagesOf(c) }
         void post(Closure c) { stage.post = postOf(c) }
@@ -221,7 +225,7 @@ class Declarative {
             if (skippedAt(h, s, 'options')) { return }
             withOptions(h, s.options) {
                 if (skippedAt(h, s, 'input')) { return }
-                Map<String, String> submitted = s.input ? h.askInput(s.input) : [:]
+                Map<String, String> submitted = s.input ? h.askInput(((InputBuilder) Declarative.applyTo(new InputBuilder(), s.inputBody)).spec) : [:]
                 h.withEnvLayer(submitted) {
                     if (skippedAt(h, s, 'agent')) { return }
                     h.withAgent(s.agent, !noCheckout && !skipsCheckout(s.options)) {

@@ -13,7 +13,7 @@ class HarnessMain {
     static final String APPROVERS = 'ml-approvers'
     static final String JENKINSFILE = "@Library('sail-pipelines@test') _\nsailPipeline(approvers: '${APPROVERS}')\n"
     static final List<String> MAIN_STAGES = ['CI', 'What this build keeps', 'Project tests', 'Build images', 'Validate and split', 'Train candidates', 'Evaluate', 'Gate',
-                                             'Push data and model', 'Package', 'Smoke test', 'Publish', 'Deploy to staging',
+                                             'Push data and model', 'Package', 'Smoke test', 'Publish', 'Deploy to staging', 'Live evidence',
                                              'Promote to production']
     static final List<String> DELIVERY_STAGES = MAIN_STAGES.drop(8)
     static final String MONITOR_STAGE = 'Monitor production'
@@ -25,6 +25,8 @@ class HarnessMain {
     static final Map<String, String> VALUES = [version: '7', champion: '6', approver: 'alice',
                                                log: MONITOR.log, window: MONITOR.window]
     static final Map CHAMPION = [version: '6', run_id: 'r6', metrics: [roc_auc: 0.97]]
+    /** The line `sail evidence` leaves in reports/evidence.json (a canary analysed in staging). */
+    static final String EVIDENCE_LINE = 'live evidence: canary in staging: pass (canary at 25%: promote: no breach; 1200 requests, 2026-12-07T01:00:00+00:00) [reports/live/canary-staging.json]'
     static final Map<String, Map> CREDENTIALS = [
             'sail-signing-key': [secret: 'signing-secret-4f9a0c'],
             'sail-verify-key' : [secret: 'verify-key-8e21d5'],
@@ -116,6 +118,9 @@ class HarnessMain {
                 [pattern: 'sail report.*', writes: ['reports/report.md': '# gate report\n']],
                 [pattern: 'sail package', writes: ['reports/package.json': [image: '127.0.0.1:5000/sail-model/inference:0a1b2c3d4e5f-v7', version: '7']]],
                 [pattern: 'sail publish', writes: ['reports/publish.json': [images: ['127.0.0.1:5000/sail-model/inference:0a1b2c3d4e5f-v7': 'sha256:00']]]],
+                // A canary analysed in staging's workspace: its evidence goes along to the promotion.
+                [pattern: 'sail deploy --environment staging', writes: ['reports/live/canary-staging.json': [kind: 'canary', decision: 'pass']]],
+                [pattern: 'sail evidence .*', writes: ['reports/evidence.json': [version: VALUES.version, line: EVIDENCE_LINE]]],
         ])
         if (o.timer) { h.causes = [TIMER] }
         if (o.breach != null) {
@@ -247,6 +252,7 @@ class HarnessMain {
                                            'sail push': 'CI / Push data and model', 'sail package': 'CI / Package',
                                            'sail smoke': 'CI / Smoke test', 'sail publish': 'CI / Publish',
                                            'sail deploy --environment staging': 'CI / Deploy to staging',
+                                           'sail evidence': 'CI / Live evidence',
                                            'sail promote': 'Promote to production',
                                            'sail deploy --environment production': 'Promote to production']
             List<Map> calls = h.calls.findAll { it.step == 'sh' && !it.returnStdout }
@@ -326,10 +332,21 @@ class HarnessMain {
             assert h.calls.findAll { it.step == 'unstash' }*.stage == ['Promote to production']
         }
 
+        test('promotion: sail evidence runs before the input, whose message carries its line') {
+            PipelineHarness h = harness()
+            h.runJenkinsfile(JENKINSFILE)
+            Map evidence = sh(h, 'sail evidence')[0]
+            Map input = h.calls.find { it.step == 'input' }
+            assert evidence != null && h.calls.indexOf(evidence) < h.calls.indexOf(input): summary(h)
+            assert evidence.env.SAIL_PROMOTE_VERSION == VALUES.version: summary(h)
+            assert input.message.endsWith('into production?\n' + EVIDENCE_LINE): input.message
+            assert h.calls.find { it.step == 'stash' }.files.contains('reports/live/canary-staging.json'): summary(h)
+        }
+
         test('promotion: the first model promotes with --expect-champion none') {
             PipelineHarness h = harness(champion: null)
             h.runJenkinsfile(JENKINSFILE)
-            List<String> problems = Checks.parity(Checks.sailCommands(h).takeRight(2), event('promote', [], VALUES + [champion: 'none']))
+            List<String> problems = Checks.parity(Checks.sailCommands(h).takeRight(3), event('promote', [], VALUES + [champion: 'none']))
             assert problems.isEmpty(): problems.join('\n')
         }
 
@@ -337,7 +354,9 @@ class HarnessMain {
             PipelineHarness h = harness(reject: true)
             h.runJenkinsfile(JENKINSFILE)
             assert h.result == 'ABORTED': summary(h)
-            List<String> problems = Checks.parity(Checks.sailCommands(h), event('push-main', candidates(bake())))
+            // The live evidence is said before the question; nothing after it runs.
+            List<String> cands = candidates(bake())
+            List<String> problems = Checks.parity(Checks.sailCommands(h), event('push-main', cands) + event('promote', cands).take(1))
             assert problems.isEmpty(): problems.join('\n')
         }
 
@@ -399,7 +418,7 @@ class HarnessMain {
                                       'sail evaluate': verify + aws + ml, 'sail gate': sign + aws + ml, 'sail report --post': gh,
                                       'sail report': [:], 'sail push': aws, 'sail package': verify + reg + aws + ml,
                                       'sail smoke': verify, 'sail publish': sign + reg + aws, 'sail deploy': verify + reg + aws + ml,
-                                      'sail promote': audit + verify + reg + aws + ml, 'sail candidates': [:]]
+                                      'sail promote': audit + verify + reg + aws + ml, 'sail evidence': aws + ml, 'sail candidates': [:]]
             for (Map event in [[:], [pr: true]]) {
                 PipelineHarness h = harness(event)
                 h.runStep('sailPipeline', ALL_CREDENTIALS)

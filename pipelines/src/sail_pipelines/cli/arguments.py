@@ -121,6 +121,11 @@ def _release(add: Add) -> None:
         "--version", help="fail unless this version still holds the 'candidate' alias"
     )
     promote.add_argument("--approver", help=APPROVER_HELP)
+    add(
+        "evidence",
+        c.cmd_evidence,
+        "say the newest live evidence (canary, shadow) for the version `sail promote` would take",
+    ).add_argument("--version", help="this model version (default: the 'candidate' one)")
     rollback = add(
         "rollback",
         c.cmd_rollback,

@@ -169,7 +169,15 @@ def cmd_promote(args):
     promotion = promote.Promotion(
         args.version, args.expect_champion, audit.approver(args.approver, os.environ)
     )
-    return promote.run(paths, params, settings, _champion_keys(params, settings), promotion)
+    keys = _champion_keys(params, settings)
+    return promote.run(paths, params, settings, keys, promotion, say=_say)
+
+
+def cmd_evidence(args):
+    paths, params, settings = _context(args)
+    from sail_pipelines.delivery import promote
+
+    return promote.show(paths, params, settings, args.version, os.environ)
 
 
 def cmd_rollback(args):
@@ -260,7 +268,7 @@ def cmd_canary(args):
 
     prefix = bluegreen.router_dir(paths, args.environment)
     if not args.auto:
-        return canary.analyze(prefix, params, args.min_requests)
+        return canary.analyze(prefix, params, args.min_requests, paths.reports)
     return canary.auto(
         prefix,
         params,
@@ -269,6 +277,7 @@ def cmd_canary(args):
         lambda: deploy.switch_back(paths, params, settings, args.environment, None),
         args.min_requests,
         args.wait,
+        paths.reports,
     )
 
 

@@ -252,13 +252,17 @@ class MonitoringConfig(Section):
     bins: Annotated[int, R(2, 100, whole=True)] = 10  # quantile bins of the training data for PSI
 
 
+# What live evidence must show (`sail shadow report`) and what `sail promote` asks of a candidate
+# beyond the gate (delivery/live_evidence.py).
 class PromotionConfig(Section):
-    """What live evidence must show before a candidate goes further (`sail shadow report`)."""
+    model_config = ConfigDict(title="PromotionFile")
 
     min_shadow_agreement: Share = 0.9  # share of paired requests where shadow and live agree
     min_live_requests: Annotated[int, R(1, whole=True)] = 200  # fewer paired requests: hold
     # regression: a shadow value agrees within this share of the live values' standard deviation
     shadow_tolerance: Positive = 0.1
+    # refuse a candidate without a passing canary or shadow report (reports/live/) on its image
+    require_live_evidence: bool = False
 
 
 class Params(Section):

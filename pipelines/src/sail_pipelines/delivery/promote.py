@@ -10,18 +10,24 @@ The version's inference image (model-version tag `sail.image`, set by `sail pack
 comparison follows the alias, and projects without containers promote too. The output and
 the audit record then say the image was not moved, and `sail deploy --environment
 production` refuses to run an image that is not the champion's.
+
+Before anything moves, the newest live evidence for the version's image (delivery/live_evidence.py)
+is said and goes into the audit record (path, sha256, decision); with
+`promotion.require_live_evidence` a version without a passing one is refused, under the lock,
+with nothing changed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from sail_pipelines.clients import containers, tracking
 from sail_pipelines.clients.build import image_names
 from sail_pipelines.config import Params, ProjectPaths, Settings, stores
-from sail_pipelines.delivery import audit, release
+from sail_pipelines.delivery import audit, live_evidence, release
 from sail_pipelines.errors import SailError
+from sail_pipelines.files import write_json
 from sail_pipelines.integrity.signing import Ed25519Signer, VerifyKey
 
 PREVIOUS_CHAMPION = "sail.previous_champion"
@@ -87,6 +93,7 @@ def move_champion(
     action: str,
     approver: str,
     takeover: dict[str, Any] | None = None,
+    evidence: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Image first (a missing or unsigned image changes nothing), then the alias, then the tag,
     then the record.
@@ -143,8 +150,28 @@ def move_champion(
             else f"v{version} has no {release.IMAGE_TAG} tag (no `sail package`): {production} "
             "was not moved",
             "lock_takeover": takeover and {k: v for k, v in takeover.items() if k != "token"},
+            **({"live_evidence": evidence} if action == "promote" else {}),
         },
     )
+
+
+def _target(client: Any, model: str, version: str | None) -> Any:
+    """The version holding `candidate`, which must be `version` when one is given."""
+    candidate = tracking.version_by_alias(client, model, tracking.CANDIDATE)
+    if version is not None:
+        target = model_version(client, model, version)
+        if candidate is None or str(candidate.version) != str(target.version):
+            now = f"v{candidate.version}" if candidate else "no version"
+            raise SailError(
+                f"v{target.version} of {model} no longer holds '{tracking.CANDIDATE}' ({now} "
+                "does): a newer build superseded it, review and promote that one"
+            )
+        return target
+    if candidate is None:
+        raise SailError(
+            f"no '{tracking.CANDIDATE}' version of {model} to promote: run the gate first"
+        )
+    return candidate
 
 
 def run(
@@ -154,6 +181,7 @@ def run(
     keys: Keys,
     promotion: Promotion,
     lock_timeout: float = LOCK_TIMEOUT,
+    say: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     stores.require(paths, settings, "promote")
     model = params.gate.registered_model
@@ -162,21 +190,7 @@ def run(
         tracking.reachable(settings, "promoting"),
         audit.registry_lock(client, model, promotion.approver, lock_timeout) as takeover,
     ):
-        candidate = tracking.version_by_alias(client, model, tracking.CANDIDATE)
-        if promotion.version is not None:
-            target = model_version(client, model, promotion.version)
-            if candidate is None or str(candidate.version) != str(target.version):
-                now = f"v{candidate.version}" if candidate else "no version"
-                raise SailError(
-                    f"v{target.version} of {model} no longer holds '{tracking.CANDIDATE}' ({now} "
-                    "does): a newer build superseded it, review and promote that one"
-                )
-        elif candidate is None:
-            raise SailError(
-                f"no '{tracking.CANDIDATE}' version of {model} to promote: run the gate first"
-            )
-        else:
-            target = candidate
+        target = _target(client, model, promotion.version)
         current = tracking.version_by_alias(client, model, tracking.CHAMPION)
         previous = None if current is None else str(current.version)
         if (
@@ -190,6 +204,10 @@ def run(
             )
         if previous == str(target.version):
             return {"model": model, "from": previous, "to": previous, "changed": False}
+        evidence = live_evidence.for_version(paths, settings, target)
+        say(f"live evidence: {_line(paths, evidence, target)}")
+        if params.promotion.require_live_evidence:
+            live_evidence.require(evidence, target, paths.root)
         records = audit.history(client, model, keys.audit.verify_key)
         audit.check_head(records, model, previous)
         record = move_champion(
@@ -204,6 +222,7 @@ def run(
             "promote",
             promotion.approver,
             takeover,
+            evidence.audit(paths.root) if evidence else None,
         )
     return {
         "model": model,
@@ -213,4 +232,54 @@ def run(
         "image": record["image"],
         "production_tag": record["production_tag"],
         "audit": record,
+        "live_evidence": _line(paths, evidence, target),
     }
+
+
+def _line(paths: ProjectPaths, evidence: live_evidence.Evidence | None, version: Any) -> str:
+    if evidence is None:
+        return f"none for v{version.version}'s image"
+    return evidence.line(paths.root)
+
+
+def show(
+    paths: ProjectPaths,
+    params: Params,
+    settings: Settings,
+    version: str | None,
+    env: Mapping[str, str],
+) -> dict[str, Any]:
+    """`sail evidence`: what `sail promote` would show for this version (default: the candidate),
+    written to reports/evidence.json (the Jenkins input message) and, on GitHub, appended to the
+    job summary. It judges nothing: a refusal is promote's."""
+    model = params.gate.registered_model
+    client = tracking.client(settings)
+    with tracking.reachable(settings, "reading the candidate"):
+        target = (
+            model_version(client, model, version)
+            if version
+            else tracking.version_by_alias(client, model, tracking.CANDIDATE)
+        )
+    if target is None:
+        raise SailError(f"no '{tracking.CANDIDATE}' version of {model}: run the gate first")
+    evidence = live_evidence.for_version(paths, settings, target)
+    result = {
+        "version": str(target.version),
+        "image": target.tags.get(release.IMAGE_TAG),
+        "line": f"live evidence: {_line(paths, evidence, target)}",
+        "evidence": evidence.audit(paths.root) if evidence else None,
+        "required": params.promotion.require_live_evidence,
+        "job_summary": False,
+    }
+    summary = env.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(live_evidence.markdown(evidence, result["version"], paths.root) + "\n")
+        except OSError as exc:
+            raise SailError(
+                f"cannot append to the job summary GITHUB_STEP_SUMMARY={summary}: {exc.strerror}"
+            ) from exc
+        result["job_summary"] = True
+    write_json(paths.reports / live_evidence.SUMMARY_FILE, result)
+    return result

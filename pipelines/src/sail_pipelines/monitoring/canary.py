@@ -5,7 +5,9 @@ It compares the prediction routes' error rate (5xx; a two-proportion z-test, one
 latency (from the histogram's buckets: the upper edge of the bucket holding the 99th
 percentile) and, for a classifier, the distribution of predicted classes (the monitor's PSI,
 `monitoring.max_psi`). Too few canary requests is `hold`, with how many more it needs; a
-breach is `rollback`; else `promote`. It decides and says why; it changes nothing.
+breach is `rollback`; else `promote`. It decides and says why; it changes nothing but its
+evidence files (reports/live/canary-<environment>.json and .md, delivery/live_evidence.py:
+promote is pass, hold is hold, rollback is fail), which `sail promote` reads.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import requests
 
 from sail_pipelines.config import Params
-from sail_pipelines.delivery import bluegreen
+from sail_pipelines.delivery import bluegreen, live_evidence
 from sail_pipelines.errors import SailError
 from sail_pipelines.monitoring.stats import psi
 
@@ -28,6 +30,7 @@ SCORING = ("predict", "invocations", "infer")  # the routes that score
 MIN_REQUESTS = 500
 LATENCY_FACTOR = 1.5  # canary p99 above this times stable's (and by more than a bucket) fails
 Z_ALPHA = 2.326  # one-sided 1%
+EVIDENCE = {"promote": "pass", "hold": "hold", "rollback": "fail"}  # analyze's word → the file's
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,44 @@ def judge(stable: Traffic, canary: Traffic, max_psi: float, min_requests: int) -
     return {**figures, "decision": "rollback" if reasons else "promote", "reasons": reasons}
 
 
-def analyze(prefix: Path, params: Params, min_requests: int = MIN_REQUESTS) -> dict[str, Any]:
+def evidence(result: dict[str, Any], canary: dict[str, Any], live: dict[str, Any]) -> dict:
+    """The analysis as live evidence (a pure function of the analysis and the router's slots)."""
+    counts = result["requests"]
+    why = "; ".join(result["reasons"]) or "no breach of error rate, p99 latency or predictions"
+    return {
+        "kind": "canary",
+        "environment": result["environment"],
+        "candidate": {"image": canary["image"], "image_id": canary.get("image_id")},
+        "stable": {"image": live["image"], "image_id": live.get("image_id")},
+        "decision": EVIDENCE[result["decision"]],
+        "summary": f"canary at {result['weight']}%: {result['decision']}: {why}",
+        "created": live_evidence.now(),
+        "requests": counts["canary"] + counts["stable"],
+        "analysis": result,
+    }
+
+
+def markdown(record: dict[str, Any]) -> str:
+    a = record["analysis"]
+    rows = [
+        ("requests", a["requests"]["stable"], a["requests"]["canary"]),
+        ("error rate", f"{a['error_rate']['stable']:.4f}", f"{a['error_rate']['canary']:.4f}"),
+        ("p99 (s)", a["p99_seconds"]["stable"], a["p99_seconds"]["canary"]),
+    ]
+    table = "\n".join(f"| {name} | {s} | {c} |" for name, s, c in rows)
+    return (
+        f"# Canary in {record['environment']}: {record['decision']}\n\n{record['summary']}\n\n"
+        f"Candidate `{record['candidate']['image']}` ({record['candidate']['image_id']}), "
+        f"stable `{record['stable']['image']}`, {record['created']}.\n\n"
+        f"| | stable | canary |\n|---|---|---|\n{table}\n"
+        + (f"\nPrediction PSI: {a['prediction_psi']}\n" if "prediction_psi" in a else "")
+    )
+
+
+def analyze(
+    prefix: Path, params: Params, min_requests: int = MIN_REQUESTS, reports: Path | None = None
+) -> dict[str, Any]:
+    """Judge the running canary; with `reports`, leave the analysis there as live evidence."""
     state = bluegreen.read_state(prefix)
     canary, live = state.get("canary"), state.get("live")
     if not canary or not live:
@@ -117,13 +157,18 @@ def analyze(prefix: Path, params: Params, min_requests: int = MIN_REQUESTS) -> d
     verdict = judge(
         scrape(live["port"]), scrape(canary["port"]), params.monitoring.max_psi, min_requests
     )
-    return {
+    result = {
         "environment": prefix.name,
         "weight": canary["weight"],
         "canary": canary["image"],
         "stable": live["image"],
         **verdict,
     }
+    if reports is not None:
+        record = evidence(result, canary, live)
+        written = live_evidence.write(reports, record, markdown(record))
+        result["evidence"] = str(written)
+    return result
 
 
 def auto(
@@ -134,6 +179,7 @@ def auto(
     drop: Callable[[], dict[str, Any]],
     min_requests: int = MIN_REQUESTS,
     wait: float = 600,
+    reports: Path | None = None,
 ) -> dict[str, Any]:
     """Step the canary's weight through `steps` while each analysis says promote; wait while it
     says hold (up to `wait` s a step, then stop: the canary stays where it is); drop the canary
@@ -145,10 +191,10 @@ def auto(
             if weight >= 100:
                 return {"decision": "promoted", "steps": history}
         deadline = time.monotonic() + wait
-        verdict = analyze(prefix, params, min_requests)
+        verdict = analyze(prefix, params, min_requests, reports)
         while verdict["decision"] == "hold" and time.monotonic() < deadline:
             time.sleep(1)
-            verdict = analyze(prefix, params, min_requests)
+            verdict = analyze(prefix, params, min_requests, reports)
         history.append(verdict)
         if verdict["decision"] == "rollback":
             return {"decision": "rolled back", "steps": history, "dropped": drop()}
