@@ -65,6 +65,11 @@ OFF = (
 )
 
 
+def switched_off() -> bool:
+    """True in an inference image packaged with serving.explanations off."""
+    return os.environ.get(SWITCH, "").lower() == "false"
+
+
 class Unexplainable(SailError):
     """This bundle's model cannot be explained here (a 422 when a request asks for it)."""
 
@@ -212,7 +217,7 @@ def _tree(estimator: Any, rows: np.ndarray, classes: list[Any]) -> Explainer | N
 def build(bundle: LoadedBundle) -> Explainer:
     """The bundle's explainer, from its verified model and background; Unexplainable when there
     is none, and when it does not add up to the model's output on the background."""
-    if os.environ.get(SWITCH, "").lower() == "false":
+    if switched_off():
         raise Unexplainable(OFF)
     if BACKGROUND not in bundle.files:
         raise Unexplainable(
