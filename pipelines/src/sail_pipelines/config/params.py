@@ -216,7 +216,7 @@ class ServingConfig(Section):
     outlier_quantile: Annotated[float, R(0.5, 0.9999)] = 0.99
     # `?explain=true` from the inference image (`sail package`) and mean |contribution| in the
     # `sail run --container` model card: the images get scikit-learn, pandas and shap. Off by
-    # default: a compiled model's image grows about fourfold (docs/serving.md).
+    # default: a compiled model's image grows from 150 to 550 MB (docs/serving.md).
     explanations: bool = False
 
 
