@@ -1,5 +1,7 @@
 """Container figures for the README: image sizes, inference cold start, code-only rebuild time,
-and candidates trained in parallel vs one after another.
+and candidates trained in parallel vs one after another; then the inference and metric images
+again with serving.explanations: true (scikit-learn, pandas and shap in them), and that inference
+image's cold start.
 
     make bench            (or: .venv/bin/python benchmarks/containers.py [--runs 5])
 
@@ -44,6 +46,31 @@ def largest(client: docker.DockerClient, image: str, shown: int = 12) -> dict[st
     ).decode()
     sizes = [(int(k), path) for k, path in (line.split("\t") for line in out.splitlines())]
     return {path: kb / 1000 for kb, path in sorted(sizes, reverse=True)[:shown]}
+
+
+def with_explanations(client: docker.DockerClient, project: Path, runs: int) -> dict[str, float]:
+    """serving.explanations: true, then `sail build` (the metric image gets shap) and `sail
+    package` (the inference image starts from explain-deps): their sizes and the cold start."""
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("explanations: false", "explanations: true"))
+    git(project, "commit", "-qam", "serving.explanations: true")
+    figures: dict[str, float] = {}
+    figures["explain_build_seconds"], _ = sail(project, "build")
+    figures["explain_package_seconds"], out = sail(project, "package")
+    inference = json.loads(out)["image"]
+    metric = json.loads((project / ".sail" / "images.json").read_text())["metric"]
+    for side, ref in (("metric", metric), ("inference", inference)):
+        size, gzipped = image_megabytes(client, ref)
+        figures[f"{side}_explain_image_mb"], figures[f"{side}_explain_image_gzip_mb"] = (
+            size,
+            gzipped,
+        )
+    starts = []
+    for _ in range(runs):
+        with smoke.container_server(inference, {}) as (_, seconds):
+            starts.append(seconds)
+    figures["explain_cold_start_seconds"] = statistics.median(starts)
+    return figures
 
 
 def main() -> None:
@@ -104,6 +131,7 @@ def main() -> None:
             "median": statistics.median(starts),
             "max": max(starts),
         }
+        figures.update(with_explanations(client, project, args.runs))
         figures["cpus"] = os.cpu_count()
 
     print(json.dumps(figures, indent=2, default=lambda x: round(x, 2)))
@@ -135,6 +163,16 @@ def main() -> None:
     )
     print(f"| first build (train + metric) | {figures['build_seconds']:.1f} s | |")
     print(f"| package (inference image) | {figures['package_seconds']:.1f} s | |")
+    for side in ("metric", "inference"):
+        print(
+            f"| {side} image, serving.explanations: true | "
+            f"{figures[f'{side}_explain_image_mb']:.0f} MB "
+            f"({figures[f'{side}_explain_image_gzip_mb']:.0f} MB gzip'd) | |"
+        )
+    print(
+        "| inference cold start, serving.explanations: true | median "
+        f"{figures['explain_cold_start_seconds']:.2f} s | |"
+    )
 
 
 if __name__ == "__main__":

@@ -380,6 +380,11 @@ REFUSALS = [
         "serving.outlier_quantile = 1 is outside [0.5, 0.9999]; set a number from 0.5 to 0.9999",
     ),
     (
+        ("serving", "explanations"),
+        "maybe",
+        "serving.explanations = 'maybe' is not true or false; write true or false",
+    ),
+    (
         ("signing", "scheme"),
         "rsa",
         "signing.scheme = 'rsa' is not allowed; use 'ed25519' or 'hmac-sha256'",

@@ -235,3 +235,21 @@ def test_a_compiled_image_without_scikit_learn_answers_explain_with_a_422(tmp_pa
     assert "scikit-learn and pandas" in body["error"]
     with pytest.raises(SailError, match="--explain needs pandas and scikit-learn"):
         batch_io.run(dest, explained.KEY, tmp_path / "in.csv", tmp_path / "o.csv", explained=True)
+
+
+def test_an_image_packaged_with_explanations_off_names_the_key_to_turn_them_on(
+    tmp_path, monkeypatch
+):
+    """serving.explanations: false puts SAIL_EXPLANATIONS=false in the inference image: an
+    explanation is a 422 (and `sail predict --explain` one line) saying how to turn them on,
+    even for a model this environment could explain; predictions still serve."""
+    dest = explained.build(tmp_path / "b", Ridge(), "regression")
+    monkeypatch.setenv(explain.SWITCH, "false")
+    client = create_app(load_bundle(dest, explained.KEY)).test_client()
+    answer = ask(client, explained.frame(2, 3))
+    assert answer.status_code == 422 and answer.get_json()["field"] == "explain"
+    assert answer.get_json()["error"] == explain.OFF
+    assert "set serving.explanations: true in params.yaml and package again" in explain.OFF
+    assert ask(client, explained.frame(2, 3), "false").status_code == 200
+    with pytest.raises(SailError, match="serving.explanations: true"):
+        batch_io.run(dest, explained.KEY, tmp_path / "in.csv", tmp_path / "o.csv", explained=True)

@@ -53,8 +53,13 @@ SERVE_LEAVES_OUT = (
     "pydantic-settings",
 )
 NO_DEPS = ("onnxruntime",)
-# The Dockerfile stage the inference image takes its libraries from, by the runtime serving it.
+# The Dockerfile stage the inference image takes its libraries from, by the runtime serving it;
+# with serving.explanations on, explain-deps whatever the runtime (predictions still take it).
 INFERENCE_DEPS = {"onnx": "serve-deps", "sklearn": "project-deps"}
+EXPLAIN_DEPS = "explain-deps"
+# What serving.explanations adds to the inference and metric images, beside the core's scikit-learn
+# and pandas: SHAP's TreeExplainer (with numba and llvmlite, which shap imports).
+EXPLAIN_EXTRAS = ("shap",)
 # What the training image adds: the hyperparameter search (Optuna, SQLAlchemy for shared studies).
 TRAIN_EXTRAS = ("optuna",)
 REPRODUCIBLE_EPOCH = (
@@ -206,7 +211,21 @@ def system_packages(pyproject: Path) -> list[str]:
     return names
 
 
-def stage(context: BuildContext) -> None:
+def inference_deps(runtime: str, explanations: bool) -> str:
+    """The Dockerfile stage (INFERENCE_DEPS) an inference image starts from."""
+    return EXPLAIN_DEPS if explanations else INFERENCE_DEPS[runtime]
+
+
+def explain_requirements(core: dict[str, str], explanations: bool) -> dict[str, str]:
+    """What explanations add to the core (the project's libraries go in through project-deps):
+    nothing when serving.explanations is off, so the metric image stays as it was."""
+    if not explanations:
+        return {}
+    hint = "install sail-pipelines[explain] (serving.explanations is on in params.yaml)"
+    return {name: v for name, v in pinned(EXPLAIN_EXTRAS, hint).items() if name not in core}
+
+
+def stage(context: BuildContext, explanations: bool = False) -> None:
     """Write what the Dockerfile copies from .sail/build/, touching files only when they change."""
     core = pinned(core_requirements())
     metric = pinned(METRIC_EXTRAS)
@@ -227,6 +246,7 @@ def stage(context: BuildContext) -> None:
         ("requirements-project.txt", project),
         ("requirements-serve.txt", serve),
         ("requirements-train.txt", train),
+        ("requirements-explain.txt", explain_requirements(core, explanations)),
     ):
         update(context.staging / name, requirement_lines(versions))
     debian = "".join(f"{name}\n" for name in system_packages(pyproject))
@@ -264,7 +284,7 @@ def run(
         )
     client = containers.docker_client()
     context = BuildContext.of(paths)
-    stage(context)
+    stage(context, params.serving.explanations)
     names = image_names(paths, params, settings)
     built = {"code": names.code, "registry": settings.registry, "base_image": settings.base_image}
     previous = read_json(context.record) if context.record.is_file() else {}

@@ -214,6 +214,10 @@ class ServingConfig(Section):
     # flagged, or refused with a 422; the threshold is this quantile of the training split's scores.
     outliers: Literal["flag", "refuse"] = "flag"  # one of OUTLIERS
     outlier_quantile: Annotated[float, R(0.5, 0.9999)] = 0.99
+    # `?explain=true` from the inference image (`sail package`) and mean |contribution| in the
+    # `sail run --container` model card: the images get scikit-learn, pandas and shap. Off by
+    # default: a compiled model's image grows from 150 to 550 MB (docs/serving.md).
+    explanations: bool = False
 
 
 # How bundles are signed (integrity/signing.py): one of SIGNING_SCHEMES.

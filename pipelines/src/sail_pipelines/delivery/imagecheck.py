@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from sail_pipelines.inference import batch_io
+from sail_pipelines.inference import batch_io, explain
 from sail_pipelines.inference.serve import create_app
 from sail_pipelines.integrity.bundle import (
     HOLDOUT,
@@ -78,9 +80,30 @@ def check(bundle_dir: Path, manifest_sha256: str) -> str:
                     f"{path} answered {page.status_code}: the page files are not in the installed "
                     "wheel"
                 )
+    if os.environ.get(explain.SWITCH) == "true":
+        problem = explains(client, bundle, holdout["records"])
+        if problem:
+            return problem
     for module in STARTUP_MODULES:
         importlib.import_module(module)
     batch_io.runner()  # the batch path this image takes: predict.py's where pandas is installed
+    return ""
+
+
+def explains(client: Any, bundle: Any, records: list[Any]) -> str:
+    """serving.explanations on: the holdout rows are explained (compiling what that imports), or
+    the model has no explainer at all; an explainer this image lacks the libraries for fails."""
+    try:
+        explain.explainer(bundle)
+    except explain.Unexplainable as exc:
+        missing = isinstance(exc.__cause__, ImportError)
+        return f"serving.explanations is on but {exc}" if missing else ""
+    response = client.post("/predict?explain=true", json=records)
+    if response.status_code != 200:
+        return (
+            f"/predict?explain=true answered {response.status_code} for the holdout rows: "
+            f"{response.get_data(as_text=True)[:200]}"
+        )
     return ""
 
 

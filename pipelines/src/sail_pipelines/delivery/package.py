@@ -16,9 +16,9 @@ from typing import Any, Callable
 from sail_pipelines.clients import containers, tracking
 from sail_pipelines.clients.build import (
     DOCKERFILE,
-    INFERENCE_DEPS,
     BuildContext,
     image_names,
+    inference_deps,
     stage,
     update,
 )
@@ -47,7 +47,8 @@ def run(
     names = image_names(paths, params, settings)
     client = containers.docker_client()
     context = BuildContext.of(paths)
-    stage(context)
+    explanations = params.serving.explanations
+    stage(context, explanations)
     bake_verify_key(context, key)
     ref = names.inference(version)
     say(f"building {ref}")
@@ -64,11 +65,14 @@ def run(
             "sail.model_version": version,
             "sail.bundle_id": bundle_id,
             "sail.runtime": runtime,
+            "sail.explanations": str(explanations).lower(),
         },
-        # A compiled model's image installs only what ONNX Runtime serving needs.
+        # A compiled model's image installs only what ONNX Runtime serving needs, unless it
+        # explains its predictions (serving.explanations): then scikit-learn, pandas and shap too.
         buildargs={
             "BUNDLE_MANIFEST_SHA256": manifest_sha256,
-            "INFERENCE_DEPS": INFERENCE_DEPS[runtime],
+            "INFERENCE_DEPS": inference_deps(runtime, explanations),
+            "EXPLANATIONS": str(explanations).lower(),
         },
     )
     model = params.gate.registered_model
@@ -81,6 +85,7 @@ def run(
         "version": version,
         "bundle_id": bundle_id,
         "runtime": runtime,
+        "explanations": explanations,
         "git_commit": verdict["git_commit"],
         "key_id": key.key_id,
     }

@@ -25,7 +25,7 @@ from sail_pipelines.contract.schema import Column, RecordError, Schema, check_re
 from sail_pipelines.contract.stl import NonFiniteFeatures
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import write_atomic
-from sail_pipelines.inference import outliers, prediction_log
+from sail_pipelines.inference import explain, outliers, prediction_log
 from sail_pipelines.inference.requests import records_to_columns
 from sail_pipelines.integrity.bundle import LoadedBundle, load_bundle
 from sail_pipelines.integrity.signing import VerifyKey
@@ -257,7 +257,9 @@ def run(
     """predict.run's contract: score `source` into `dest`, written whole or not at all."""
     if explained:
         raise SailError(
-            "--explain needs pandas and scikit-learn (the model as fitted), which this "
+            explain.OFF
+            if explain.switched_off()
+            else "--explain needs pandas and scikit-learn (the model as fitted), which this "
             "environment lacks (a compiled model's image): run it where sail-pipelines[explain] "
             "is installed"
         )

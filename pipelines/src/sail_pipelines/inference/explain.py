@@ -31,6 +31,7 @@ binary classifier for its positive class (the second), which each explanation na
 from __future__ import annotations
 
 import json
+import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -52,6 +53,21 @@ TREE_MODULES = (
     "lightgbm",
     "xgboost",
 )
+
+
+# The inference image's switch (`sail package` sets it from params.yaml's serving.explanations):
+# "false" in an image built without what explanations need. Unset elsewhere (`sail serve` on a
+# host explains wherever the libraries are installed).
+SWITCH = "SAIL_EXPLANATIONS"
+OFF = (
+    "explanations are off in this image: set serving.explanations: true in params.yaml and "
+    "package again"
+)
+
+
+def switched_off() -> bool:
+    """True in an inference image packaged with serving.explanations off."""
+    return os.environ.get(SWITCH, "").lower() == "false"
 
 
 class Unexplainable(SailError):
@@ -172,8 +188,8 @@ def _tree(estimator: Any, rows: np.ndarray, classes: list[Any]) -> Explainer | N
         import shap
     except ImportError as exc:
         raise Unexplainable(
-            "explanations of tree models need shap, which this server lacks: install "
-            "sail-pipelines[explain]"
+            "explanations of tree models need shap, which this environment lacks: install "
+            "sail-pipelines[explain] (the images get it with serving.explanations: true)"
         ) from exc
     try:  # path-dependent: exact for each tree's own splits (interventional was off by ~1e-4)
         tree = shap.TreeExplainer(estimator, feature_perturbation="tree_path_dependent")
@@ -201,6 +217,8 @@ def _tree(estimator: Any, rows: np.ndarray, classes: list[Any]) -> Explainer | N
 def build(bundle: LoadedBundle) -> Explainer:
     """The bundle's explainer, from its verified model and background; Unexplainable when there
     is none, and when it does not add up to the model's output on the background."""
+    if switched_off():
+        raise Unexplainable(OFF)
     if BACKGROUND not in bundle.files:
         raise Unexplainable(
             "this bundle carries no explainer background (it was trained before explanations "
