@@ -157,6 +157,19 @@ def _common_metadata(
     }
 
 
+def _searched(
+    candidate: Candidate, problem: search.Problem, inputs: str, storage: str | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The candidate's parameters after its search (on the training split only, as its fit),
+    with the search's summary; as given, without a `search:` block."""
+    if candidate.search is None:
+        return candidate.params, None
+    outcome = search.run(
+        candidate.name, candidate.search, candidate.params, problem, inputs, storage
+    )
+    return outcome.params, outcome.summary
+
+
 def run(
     paths: ProjectPaths,
     params: Params,
@@ -185,24 +198,14 @@ def run(
     background = explain.background(sources, transformed, params.split.seed)
     written = []
     for candidate in chosen:
-        fitted_params, searched = candidate.params, None
-        if candidate.search is not None:  # on the training split only, as the fit below
-            problem = search.Problem(
-                features,
-                target,
-                params.task,
-                lambda: clone(transformer),
-                functools.partial(_with_params, candidate),
-            )
-            outcome = search.run(
-                candidate.name,
-                candidate.search,
-                candidate.params,
-                problem,
-                inputs.hexdigest(),
-                search_storage,
-            )
-            fitted_params, searched = outcome.params, outcome.summary
+        problem = search.Problem(
+            features,
+            target,
+            params.task,
+            lambda: clone(transformer),
+            functools.partial(_with_params, candidate),
+        )
+        fitted_params, searched = _searched(candidate, problem, inputs.hexdigest(), search_storage)
         model = fit_candidate(
             candidate.model_copy(update={"params": fitted_params}), transformed, target
         )
