@@ -11,18 +11,18 @@ import pytest
 from conftest import bake
 from sail_pipelines.config import ProjectPaths, load_params
 from sail_pipelines.inference import prediction_log
-from sail_pipelines.monitoring import shadow
+from sail_pipelines.monitoring import answers, shadow
 
 CLASSES = ["no", "yes"]
 
 
-def write_log(path, answers: dict[str, tuple[list[str], list[float]]]) -> None:
+def write_log(path, served: dict[str, tuple[list[str], list[float]]]) -> None:
     """One request per id: its labels and each record's probability of "yes"."""
     path.unlink(missing_ok=True)
     log = prediction_log.PredictionLog(
         prediction_log.LogSettings(str(path)), {"name": "m"}, "bundle", ["x"]
     )
-    for rid, (labels, yes) in answers.items():
+    for rid, (labels, yes) in served.items():
         probabilities = np.array([[1 - p, p] for p in yes])
         outputs = prediction_log.outputs(np.array(labels, dtype=object), probabilities, CLASSES)
         columns = {"x": list(range(len(labels)))}
@@ -48,8 +48,8 @@ def sides(tmp_path, n: int, flipped: set[int]):
     mirrored["only-shadow"] = (["no"], [0.1])  # the smoke check, sent to the shadow alone
     write_log(tmp_path / "live.jsonl", live)
     write_log(tmp_path / "shadow.jsonl", mirrored)
-    stable = shadow.parse((tmp_path / "live.jsonl").read_text().splitlines())
-    return stable, shadow.read_shadow_log(tmp_path / "shadow.jsonl")
+    stable = answers.parse((tmp_path / "live.jsonl").read_text().splitlines())
+    return stable, answers.read_log_file(tmp_path / "shadow.jsonl", "shadow")
 
 
 def test_pairs_agreement_confusion_and_decision(project, tmp_path):
@@ -95,7 +95,7 @@ def test_live_metrics_from_feedback_labels(project, tmp_path):
 
 
 def test_regression_agreement_within_tolerance():
-    stable, mirrored = shadow.Side(), shadow.Side()
+    stable, mirrored = answers.Side(), answers.Side()
     for i in range(100):
         stable.predictions[(f"r{i}", 0)] = float(i)
         mirrored.predictions[(f"r{i}", 0)] = float(i) + (10.0 if i < 5 else 0.5)

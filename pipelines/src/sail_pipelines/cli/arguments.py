@@ -245,7 +245,8 @@ def _canary(add: Add) -> None:
     canary = add(
         "canary",
         c.cmd_canary,
-        "judge the running canary against stable from their /metrics: promote, hold or rollback",
+        "judge the running canary against stable (/metrics, and live metrics where feedback "
+        "labels came back): promote, hold or rollback",
     )
     canary.add_argument("action", choices=("analyze",))
     canary.add_argument("--environment", required=True, choices=ENVIRONMENTS)
@@ -268,6 +269,14 @@ def _canary(add: Add) -> None:
         type=_bounded("wait in seconds", 86400),
         default=600,
         help="--auto: seconds a step may hold for lack of requests (default 600)",
+    )
+    canary.add_argument(
+        "--since",
+        help="prediction logs from this time (ISO 8601, UTC unless it says; default: since the "
+        "canary started); /metrics always count each container's whole life",
+    )
+    canary.add_argument(
+        "--window", help="instead of --since: the last N minutes, hours or days (30m, 2h, 1d)"
     )
 
 

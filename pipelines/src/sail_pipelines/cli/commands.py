@@ -263,21 +263,27 @@ def _s3(settings: Settings) -> Callable[[], Any]:
 
 def cmd_canary(args):
     paths, params, settings = _context(args)
+    from datetime import datetime
+
     from sail_pipelines.delivery import bluegreen, deploy
-    from sail_pipelines.monitoring import canary
+    from sail_pipelines.monitoring import canary, logs
 
     prefix = bluegreen.router_dir(paths, args.environment)
+    since, _ = logs.time_span(args.since, None, args.window)
+    start = None if since is None else datetime.fromisoformat(since).timestamp()
+
+    def analysis() -> dict:
+        return canary.analyze(prefix, params, args.min_requests, paths.reports, paths, start)
+
     if not args.auto:
-        return canary.analyze(prefix, params, args.min_requests, paths.reports)
+        return analysis()
     return canary.auto(
         prefix,
-        params,
         args.steps,
         lambda weight: deploy.canary_weight(paths, params, settings, args.environment, weight),
         lambda: deploy.switch_back(paths, params, settings, args.environment, None),
-        args.min_requests,
+        analysis,
         args.wait,
-        paths.reports,
     )
 
 

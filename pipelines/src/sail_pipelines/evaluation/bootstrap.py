@@ -59,30 +59,54 @@ def weighted_metrics(
     return _classification(np.asarray(y_true, dtype=object), outputs, weights)
 
 
+def resampled(
+    task: str, y_true: Any, outputs: Outputs, config: BootstrapConfig, seed: int | None = None
+) -> dict[str, np.ndarray]:
+    """Every metric of one model over the seeded resamples of its rows: the same rows and seed
+    give the same resamples, so two models scored this way are paired."""
+    collected: dict[str, list[np.ndarray]] = {m: [] for m in METRICS_BY_TASK[task]}
+    drawn = config.seed if seed is None else seed
+    for weights in resample_weights(len(outputs.predictions), config.resamples, drawn):
+        for metric, values in weighted_metrics(task, y_true, outputs, weights).items():
+            collected[metric].append(values)
+    return {metric: np.concatenate(values) for metric, values in collected.items()}
+
+
 def intervals(
     task: str, y_true: Any, candidate: Outputs, champion: Outputs | None, config: BootstrapConfig
 ) -> dict[str, dict[str, list[float] | None]]:
     """Per metric: the interval of the candidate, of the champion and of candidate minus champion,
     all from the same resamples (paired). None where a metric is undefined in most resamples."""
-    metrics = METRICS_BY_TASK[task]
-    collected: dict[str, dict[str, list[np.ndarray]]] = {
-        m: {"candidate": [], "champion": []} for m in metrics
-    }
-    for weights in resample_weights(len(candidate.predictions), config.resamples, config.seed):
-        for who, outputs in (("candidate", candidate), ("champion", champion)):
-            if outputs is not None:
-                for metric, values in weighted_metrics(task, y_true, outputs, weights).items():
-                    collected[metric][who].append(values)
-    result: dict[str, dict[str, list[float] | None]] = {}
-    for metric, by_model in collected.items():
-        mine = np.concatenate(by_model["candidate"])
-        theirs = np.concatenate(by_model["champion"]) if champion is not None else None
-        result[metric] = {
-            "candidate": _interval(mine, config.level),
-            "champion": None if theirs is None else _interval(theirs, config.level),
-            "difference": None if theirs is None else _interval(mine - theirs, config.level),
+    mine = resampled(task, y_true, candidate, config)
+    theirs = None if champion is None else resampled(task, y_true, champion, config)
+    return _summarized(mine, theirs, config.level)
+
+
+def unpaired_intervals(
+    task: str,
+    candidate: tuple[Any, Outputs],
+    champion: tuple[Any, Outputs],
+    config: BootstrapConfig,
+) -> dict[str, dict[str, list[float] | None]]:
+    """Two models judged on different rows (a canary and stable each answer their own requests):
+    each side resampled on its own (independent seeds), and the difference taken resample by
+    resample, which for independent samples is the bootstrap of the difference."""
+    mine = resampled(task, *candidate, config)
+    theirs = resampled(task, *champion, config, seed=(config.seed + 1) % 2**32)
+    return _summarized(mine, theirs, config.level)
+
+
+def _summarized(
+    mine: dict[str, np.ndarray], theirs: dict[str, np.ndarray] | None, level: float
+) -> dict[str, dict[str, list[float] | None]]:
+    return {
+        metric: {
+            "candidate": _interval(values, level),
+            "champion": None if theirs is None else _interval(theirs[metric], level),
+            "difference": None if theirs is None else _interval(values - theirs[metric], level),
         }
-    return result
+        for metric, values in mine.items()
+    }
 
 
 def _interval(values: np.ndarray, level: float) -> list[float] | None:

@@ -2,7 +2,8 @@
 
 The gate asks this of the new test split, of the champion's signed holdout and of every
 slice: the point metrics (scikit-learn, the numbers `sail evaluate` reports) with paired
-bootstrap intervals, or the reason the rows are too few to judge at all.
+bootstrap intervals, or the reason the rows are too few to judge at all. A canary and stable
+answer different requests: `compare_apart` gives their intervals from independent resamples.
 """
 
 from __future__ import annotations
@@ -41,6 +42,22 @@ def compare(
         "candidate": point(task, y_true, candidate),
         "champion": None if champion is None else point(task, y_true, champion),
         "intervals": bootstrap.intervals(task, y_true, candidate, champion, config),
+    }
+
+
+def compare_apart(
+    task: str,
+    candidate: tuple[Any, Outputs],
+    champion: tuple[Any, Outputs],
+    config: BootstrapConfig,
+) -> dict[str, Any]:
+    """Two models each on its own labelled rows (a canary and stable): point metrics of each and
+    intervals from independent resamples of each side."""
+    return {
+        "rows": {"candidate": int(len(candidate[0])), "champion": int(len(champion[0]))},
+        "candidate": point(task, *candidate),
+        "champion": point(task, *champion),
+        "intervals": bootstrap.unpaired_intervals(task, candidate, champion, config),
     }
 
 

@@ -1,13 +1,22 @@
 """`sail canary analyze`: canary against stable on live traffic, from each container's own
-`/metrics` (prometheus_client's multiprocess sums: every request since the container started).
+`/metrics` (prometheus_client's multiprocess sums: every request since the container started)
+and, where feedback labels came back, from their prediction logs.
 
 It compares the prediction routes' error rate (5xx; a two-proportion z-test, one-sided), p99
 latency (from the histogram's buckets: the upper edge of the bucket holding the 99th
-percentile) and, for a classifier, the distribution of predicted classes (the monitor's PSI,
-`monitoring.max_psi`). Too few canary requests is `hold`, with how many more it needs; a
-breach is `rollback`; else `promote`. It decides and says why; it changes nothing but its
-evidence files (reports/live/canary-<environment>.json and .md, delivery/live_evidence.py:
-promote is pass, hold is hold, rollback is fail), which `sail promote` reads.
+percentile), for a classifier the distribution of predicted classes (the monitor's PSI,
+`monitoring.max_psi`), and the gate's primary metric on each side's labelled records (the
+records each container logged since the canary started, or `--since`, joined to the labels
+`sail feedback` keeps). The two sides answered different requests, so each is resampled on its
+own and the interval of canary minus stable comes from the independent resamples; the gate's
+interval logic (wholly worse beyond `gate.tolerance`) makes it a breach. With fewer labelled
+records than the gate's minimum evidence on either side that check is "not judged": labels may
+come days later, and holding a canary for them would stall it, so the decision then rests on
+the other checks. Too few canary requests is `hold`, with how many more it needs; a breach is
+`rollback` (a labelled breach even while requests are still too few); else `promote`. It
+decides and says why; it changes nothing but its evidence files
+(reports/live/canary-<environment>.json and .md, delivery/live_evidence.py: promote is pass,
+hold is hold, rollback is fail), which `sail promote` reads.
 """
 
 from __future__ import annotations
@@ -16,14 +25,15 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import requests
 
-from sail_pipelines.config import Params
+from sail_pipelines.config import Params, ProjectPaths
 from sail_pipelines.delivery import bluegreen, live_evidence
 from sail_pipelines.errors import SailError
+from sail_pipelines.monitoring import answers
 from sail_pipelines.monitoring.stats import psi
 
 SCORING = ("predict", "invocations", "infer")  # the routes that score
@@ -84,17 +94,80 @@ def error_z(stable: Traffic, canary: Traffic) -> float:
     return difference / spread if spread else (math.inf if difference > 0 else 0.0)
 
 
-def judge(stable: Traffic, canary: Traffic, max_psi: float, min_requests: int) -> dict[str, Any]:
-    """promote, hold or rollback, and the figures behind it (a pure function)."""
+def _labelled(task: str, side: answers.Side, found: Mapping[answers.Key, str]) -> tuple:
+    keys = sorted(k for k in side.predictions if k in found)
+    values = np.array([side.predictions[k] for k in keys], dtype=object)
+    return keys, values, answers.truth(task, [found[k] for k in keys], values)
+
+
+def live_metric(
+    params: Params,
+    stable: answers.Side,
+    canary: answers.Side,
+    found: Mapping[answers.Key, str],
+) -> dict[str, Any]:
+    """The gate's primary metric on each side's labelled records, with intervals from
+    independent resamples of each; judged only when both sides hold the gate's minimum
+    evidence (gate.min_test_rows, and gate.min_rows_per_class of each class seen)."""
+    from sail_pipelines.evaluation import evidence
+
+    gate, task, metric = params.gate, params.task, params.gate.primary_metric
+    sides = {"canary": canary, "stable": stable}
+    rows = {name: _labelled(task, side, found) for name, side in sides.items()}
+    figures: dict[str, Any] = {"metric": metric, "rows": {n: len(r[0]) for n, r in rows.items()}}
+    for name, (_, values, y_true) in rows.items():
+        short = evidence.too_few(
+            y_true,
+            task,
+            list(dict.fromkeys([*y_true, *values])),  # every class either side saw
+            gate.min_test_rows,
+            gate.min_rows_per_class,
+            "gate.min_test_rows",
+            "gate.min_rows_per_class",
+        )
+        if short:
+            return {**figures, "judged": False, "reason": f"{name}: {short} (labelled)"}
+    judged = {
+        name: (y_true, answers.outputs(task, sides[name], keys, values))
+        for name, (keys, values, y_true) in rows.items()
+    }
+    compared = evidence.compare_apart(task, judged["canary"], judged["stable"], gate.bootstrap)
+    interval = compared["intervals"][metric]
+    return {
+        **figures,
+        "judged": True,
+        "canary": _finite(compared["candidate"].get(metric)),
+        "stable": _finite(compared["champion"].get(metric)),
+        "interval": interval,
+        "worse": answers.worse(params, {"intervals": {metric: interval}}, "canary", "stable"),
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    return round(value, 6) if value is not None and math.isfinite(value) else None
+
+
+def judge(
+    stable: Traffic,
+    canary: Traffic,
+    max_psi: float,
+    min_requests: int,
+    live: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """promote, hold or rollback, and the figures behind it (a pure function); `live` is
+    live_metric's judgement, which has its own minimum evidence."""
     figures: dict[str, Any] = {
         "requests": {"stable": stable.requests, "canary": canary.requests},
         "error_rate": {"stable": stable.error_rate, "canary": canary.error_rate},
         "p99_seconds": {"stable": stable.p99(), "canary": canary.p99()},
+        **({"live_metric": live} if live is not None else {}),
     }
+    reasons = [f"the canary's {w}" for w in (live or {}).get("worse", [])]
     if canary.requests < min_requests or stable.requests < min_requests:
+        if reasons:
+            return {**figures, "decision": "rollback", "reasons": reasons}
         more = max(min_requests - canary.requests, 0)
         return {**figures, "decision": "hold", "reasons": [f"{more} more canary requests needed"]}
-    reasons = []
     if error_z(stable, canary) > Z_ALPHA:
         reasons.append("the canary's error rate is higher than stable's (one-sided, 1%)")
     slow, fast = canary.p99(), stable.p99()
@@ -116,6 +189,9 @@ def evidence(result: dict[str, Any], canary: dict[str, Any], live: dict[str, Any
     """The analysis as live evidence (a pure function of the analysis and the router's slots)."""
     counts = result["requests"]
     why = "; ".join(result["reasons"]) or "no breach of error rate, p99 latency or predictions"
+    labelled = result.get("live_metric")
+    if labelled and not labelled["judged"]:
+        why += f"; live {labelled['metric']} not judged ({labelled['reason']})"
     return {
         "kind": "canary",
         "environment": result["environment"],
@@ -143,19 +219,52 @@ def markdown(record: dict[str, Any]) -> str:
         f"stable `{record['stable']['image']}`, {record['created']}.\n\n"
         f"| | stable | canary |\n|---|---|---|\n{table}\n"
         + (f"\nPrediction PSI: {a['prediction_psi']}\n" if "prediction_psi" in a else "")
+        + _live_markdown(a.get("live_metric"))
+    )
+
+
+def _live_markdown(live: dict[str, Any] | None) -> str:
+    if not live:
+        return ""
+    rows = live["rows"]
+    head = (
+        f"\nLive {live['metric']} on feedback labels ({rows['stable']} labelled stable records, "
+        f"{rows['canary']} canary): "
+    )
+    if not live["judged"]:
+        return f"{head}not judged: {live['reason']}.\n"
+    interval = live["interval"]["difference"]
+    shown = "undefined" if interval is None else f"[{interval[0]:.4f}, {interval[1]:.4f}]"
+    return (
+        f"{head}stable {live['stable']}, canary {live['canary']}; canary minus stable {shown} "
+        "(independent resamples of each side)"
+        + "".join(f"\n- worse: {w}" for w in live["worse"])
+        + "\n"
     )
 
 
 def analyze(
-    prefix: Path, params: Params, min_requests: int = MIN_REQUESTS, reports: Path | None = None
+    prefix: Path,
+    params: Params,
+    min_requests: int = MIN_REQUESTS,
+    reports: Path | None = None,
+    paths: ProjectPaths | None = None,
+    since: float | None = None,
 ) -> dict[str, Any]:
-    """Judge the running canary; with `reports`, leave the analysis there as live evidence."""
+    """Judge the running canary; with `reports`, leave the analysis there as live evidence; with
+    the project's `paths`, also on its feedback labels (prediction logs since `since`, or since
+    the canary started)."""
     state = bluegreen.read_state(prefix)
     canary, live = state.get("canary"), state.get("live")
     if not canary or not live:
         raise SailError(f"no canary runs in {prefix.name}: deploy one with --strategy canary")
+    labelled = None if paths is None else _labelled_check(paths, params, state, since)
     verdict = judge(
-        scrape(live["port"]), scrape(canary["port"]), params.monitoring.max_psi, min_requests
+        scrape(live["port"]),
+        scrape(canary["port"]),
+        params.monitoring.max_psi,
+        min_requests,
+        labelled,
     )
     result = {
         "environment": prefix.name,
@@ -171,15 +280,36 @@ def analyze(
     return result
 
 
+def _labelled_check(
+    paths: ProjectPaths, params: Params, state: dict[str, Any], since: float | None
+) -> dict[str, Any]:
+    """live_metric on both containers' prediction logs (their stdout), read only when labels
+    exist."""
+    found = answers.feedback_labels(paths)
+    if not found:
+        metric = params.gate.primary_metric
+        reason = "no feedback labels yet (sail feedback)"
+        return {
+            "metric": metric,
+            "rows": {"canary": 0, "stable": 0},
+            "judged": False,
+            "reason": reason,
+        }
+    start = state.get("switched_at", 0.0) if since is None else since
+    stable, canary = (
+        answers.parse(answers.container_lines(state[slot], start, slot))
+        for slot in ("live", "canary")
+    )
+    return live_metric(params, stable, canary, found)
+
+
 def auto(
     prefix: Path,
-    params: Params,
     steps: tuple[int, ...],
     set_weight: Callable[[int], dict[str, Any]],
     drop: Callable[[], dict[str, Any]],
-    min_requests: int = MIN_REQUESTS,
+    analysis: Callable[[], dict[str, Any]],
     wait: float = 600,
-    reports: Path | None = None,
 ) -> dict[str, Any]:
     """Step the canary's weight through `steps` while each analysis says promote; wait while it
     says hold (up to `wait` s a step, then stop: the canary stays where it is); drop the canary
@@ -191,10 +321,10 @@ def auto(
             if weight >= 100:
                 return {"decision": "promoted", "steps": history}
         deadline = time.monotonic() + wait
-        verdict = analyze(prefix, params, min_requests, reports)
+        verdict = analysis()
         while verdict["decision"] == "hold" and time.monotonic() < deadline:
             time.sleep(1)
-            verdict = analyze(prefix, params, min_requests, reports)
+            verdict = analysis()
         history.append(verdict)
         if verdict["decision"] == "rollback":
             return {"decision": "rolled back", "steps": history, "dropped": drop()}

@@ -13,64 +13,16 @@ paired requests, and how many more) or `fail`; it changes nothing.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from sail_pipelines.config import HIGHER_IS_BETTER, Params, ProjectPaths
-from sail_pipelines.errors import SailError
+from sail_pipelines.config import Params, ProjectPaths
+from sail_pipelines.monitoring import answers
+from sail_pipelines.monitoring.answers import Side
 
 TOP = 10  # disagreements listed
-
-
-@dataclass
-class Side:
-    """One container's logged answers, by (request id, record)."""
-
-    predictions: dict[tuple[str, int], Any] = field(default_factory=dict)
-    probabilities: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
-    inputs: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
-    latency_ms: dict[str, float] = field(default_factory=dict)  # by request id
-    errors: int = 0
-
-
-def parse(lines: Iterable[str | bytes]) -> Side:
-    """Prediction-log lines (anything else in the stream is skipped)."""
-    side = Side()
-    for raw in lines:
-        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-        if not text.startswith("{"):
-            continue
-        try:
-            line = json.loads(text)
-        except ValueError:
-            continue
-        if not isinstance(line, dict) or "request_id" not in line:
-            continue
-        rid = str(line["request_id"])
-        if int(line.get("status") or 0) >= 500:
-            side.errors += 1
-        outputs = line.get("outputs")
-        if not isinstance(outputs, dict) or "prediction" not in outputs:
-            continue
-        side.latency_ms[rid] = float(line.get("latency_ms") or 0.0)
-        _add(side, rid, outputs, line.get("inputs") or {})
-    return side
-
-
-def _add(side: Side, rid: str, outputs: dict[str, Any], inputs: dict[str, Any]) -> None:
-    probabilities = outputs.get("probabilities") or {}
-    for i, prediction in enumerate(outputs["prediction"]):
-        key = (rid, i)
-        side.predictions[key] = prediction
-        if probabilities:
-            side.probabilities[key] = {c: float(v[i]) for c, v in probabilities.items()}
-        side.inputs[key] = {
-            k: v[i] for k, v in inputs.items() if isinstance(v, list) and len(v) > i
-        }
 
 
 @dataclass(frozen=True)
@@ -159,63 +111,18 @@ def labelled(
     """Both models' live metrics on the paired records feedback labels came back for, with the
     gate's paired bootstrap intervals (shadow minus live); None without labels."""
     from sail_pipelines.evaluation import evidence
-    from sail_pipelines.monitoring import feedback
 
-    source = feedback.labels_path(paths)
-    if not source.is_file() or not paired.keys:
-        return None
-    labels = feedback.read_labels(source)
-    found = {(str(r), int(n)): v for r, n, v in labels[[*feedback.KEY, "label"]].itertuples(False)}
+    found = answers.feedback_labels(paths)
     rows = [i for i, k in enumerate(paired.keys) if k in found]
     if not rows:
         return None
-    truth = [found[paired.keys[i]] for i in rows]
-    task = params.task
-    if task == "regression" or all(_numeric(x) for x in paired.stable[rows]):
-        y_true: Any = np.array([float(x) for x in truth])
-    else:
-        y_true = np.array(truth, dtype=object)
-    candidate = _outputs(task, shadow, paired, rows, "shadow")
-    live = _outputs(task, stable, paired, rows, "stable")
-    compared = evidence.compare(task, y_true, candidate, live, params.gate.bootstrap)
-    return {**compared, "worse": _worse(params, compared)}
-
-
-def _numeric(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def _outputs(task: str, side: Side, paired: Paired, rows: list[int], which: str) -> Any:
-    from sail_pipelines.evaluation.bootstrap import Outputs
-
-    values = (paired.stable if which == "stable" else paired.shadow)[rows]
-    if task == "regression":
-        return Outputs(values.astype(float))
-    predictions = np.array([float(x) if _numeric(x) else x for x in values])
     keys = [paired.keys[i] for i in rows]
-    if not all(k in side.probabilities for k in keys):
-        return Outputs(predictions)
-    classes = tuple(side.probabilities[keys[0]])
-    matrix = np.array([[side.probabilities[k][c] for c in classes] for k in keys])
-    typed = tuple(float(c) for c in classes) if _numeric(predictions[0]) else classes
-    return Outputs(predictions, matrix, typed)
-
-
-def _worse(params: Params, compared: dict[str, Any]) -> list[str]:
-    """The gate's interval logic: a metric whose whole interval of shadow minus live lies on
-    the worse side of zero (beyond the gate's tolerance) is worse live."""
-    worse = []
-    for metric, interval in compared["intervals"].items():
-        difference = interval.get("difference")
-        if not difference:
-            continue
-        low, high = difference
-        margin = params.gate.tolerance
-        if HIGHER_IS_BETTER.get(metric, True) and high < -margin:
-            worse.append(f"live {metric}: shadow minus live in [{low:.4f}, {high:.4f}]")
-        elif not HIGHER_IS_BETTER.get(metric, True) and low > margin:
-            worse.append(f"live {metric}: shadow minus live in [{low:.4f}, {high:.4f}]")
-    return worse
+    task = params.task
+    y_true = answers.truth(task, [found[k] for k in keys], paired.stable[rows])
+    candidate = answers.outputs(task, shadow, keys, paired.shadow[rows])
+    live = answers.outputs(task, stable, keys, paired.stable[rows])
+    compared = evidence.compare(task, y_true, candidate, live, params.gate.bootstrap)
+    return {**compared, "worse": answers.worse(params, compared, "shadow", "live")}
 
 
 def decide(params: Params, paired: Paired, live: dict[str, Any] | None) -> tuple[str, str]:
@@ -234,10 +141,3 @@ def decide(params: Params, paired: Paired, live: dict[str, Any] | None) -> tuple
     if live and live["worse"]:
         return "fail", f"{head}; fail: {live['worse'][0]}"
     return "pass", f"{head}; pass"
-
-
-def read_shadow_log(path: Path) -> Side:
-    if not path.is_file():
-        raise SailError(f"the shadow's prediction log {path} is missing: deploy the shadow again")
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        return parse(lines)

@@ -15,28 +15,18 @@ from sail_pipelines.config import Params, ProjectPaths
 from sail_pipelines.delivery import bluegreen
 from sail_pipelines.errors import SailError
 from sail_pipelines.files import write_atomic, write_json
+from sail_pipelines.monitoring import answers
 from sail_pipelines.monitoring import shadow as compare
 
 LIVE = Path("reports") / "live"
 
 
-def _stable_lines(slot: dict[str, Any], since: float) -> list[bytes]:
-    """The live container's prediction log: its stdout since the shadow started."""
-    from sail_pipelines.clients import containers
-
-    client = containers.docker_client()
-    container = bluegreen.find(client, slot)
-    if container is None:
-        raise SailError(f"the live container {slot['container']} is gone: nothing to compare")
-    return container.logs(stdout=True, stderr=False, since=int(since)).splitlines()
-
-
 def build(
-    paths: ProjectPaths, params: Params, state: dict[str, Any], stable: compare.Side
+    paths: ProjectPaths, params: Params, state: dict[str, Any], stable: answers.Side
 ) -> dict[str, Any]:
     """The report's content from the live container's lines and the shadow's log."""
     slot, live = state["shadow"], state["live"]
-    shadow = compare.read_shadow_log(Path(slot["log"]))
+    shadow = answers.read_log_file(Path(slot["log"]), "shadow")
     tolerance = params.promotion.shadow_tolerance
     paired = compare.pair(stable, shadow, params.task, tolerance)
     ids = {k[0] for k in paired.keys}
@@ -196,8 +186,8 @@ def run(
             "--strategy shadow` first"
         )
     state = {**state, "environment": environment}
-    lines = _stable_lines(state["live"], state["shadow"]["started_at"])
-    report = build(paths, params, state, compare.parse(lines))
+    lines = answers.container_lines(state["live"], state["shadow"]["started_at"], "live")
+    report = build(paths, params, state, answers.parse(lines))
     out = output_dir or paths.root / LIVE
     name = f"shadow-{environment}"
     picture(out / f"{name}.png", report)
