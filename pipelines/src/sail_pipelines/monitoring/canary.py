@@ -191,7 +191,7 @@ def evidence(result: dict[str, Any], canary: dict[str, Any], live: dict[str, Any
     why = "; ".join(result["reasons"]) or "no breach of error rate, p99 latency or predictions"
     labelled = result.get("live_metric")
     if labelled and not labelled["judged"]:
-        why += f"; live {labelled['metric']} not judged ({labelled['reason']})"
+        why += f"; live {labelled['metric']} not judged: {labelled['reason']}"
     return {
         "kind": "canary",
         "environment": result["environment"],
