@@ -16,6 +16,7 @@ Add = Callable[[str, Callable[[argparse.Namespace], Any], str], argparse.Argumen
 BUNDLE_HELP = "bundle directory (default: models/accepted)"
 APPROVER_HELP = "who approved, for the audit record (default: the CI user, else $USER)"
 LOG_HELP = "prediction log: a file, a directory or an s3:// prefix"
+WINDOW_HELP = "instead of --since: the last N minutes, hours or days (30m, 24h, 7d)"
 
 
 def _bounded(name: str, high: int) -> Callable[[str], int]:
@@ -245,8 +246,7 @@ def _canary(add: Add) -> None:
     canary = add(
         "canary",
         c.cmd_canary,
-        "judge the running canary against stable (/metrics, and live metrics where feedback "
-        "labels came back): promote, hold or rollback",
+        "judge the canary against stable (/metrics, labelled logs): promote, hold or rollback",
     )
     canary.add_argument("action", choices=("analyze",))
     canary.add_argument("--environment", required=True, choices=ENVIRONMENTS)
@@ -270,14 +270,8 @@ def _canary(add: Add) -> None:
         default=600,
         help="--auto: seconds a step may hold for lack of requests (default 600)",
     )
-    canary.add_argument(
-        "--since",
-        help="prediction logs from this time (ISO 8601, UTC unless it says; default: since the "
-        "canary started); /metrics always count each container's whole life",
-    )
-    canary.add_argument(
-        "--window", help="instead of --since: the last N minutes, hours or days (30m, 2h, 1d)"
-    )
+    canary.add_argument("--since", help="the logs from (ISO 8601; default: the canary's start)")
+    canary.add_argument("--window", help=WINDOW_HELP)
 
 
 def _monitoring(add: Add) -> None:
@@ -289,9 +283,7 @@ def _monitoring(add: Add) -> None:
     monitor.add_argument("--log", required=True, help=LOG_HELP)
     monitor.add_argument("--since", help="first time to include (ISO 8601, UTC unless it says)")
     monitor.add_argument("--until", help="first time to leave out (ISO 8601)")
-    monitor.add_argument(
-        "--window", help="instead of --since: the last N minutes, hours or days (30m, 24h, 7d)"
-    )
+    monitor.add_argument("--window", help=WINDOW_HELP)
     monitor.add_argument("--bundle", help=BUNDLE_HELP)
     monitor.add_argument(
         "--champion",
