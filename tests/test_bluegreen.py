@@ -185,6 +185,8 @@ def test_canary_analysis_rolls_a_bad_canary_back_by_itself(
         load.wait_for(500)
         judged = json.loads(ok(canary(project, "--min-requests", "200")).stdout)
         assert judged["decision"] == "rollback" and reason in " ".join(judged["reasons"])
+        if mode == "shifted":
+            assert_labels_judge_it(project, docker_client)
         auto = json.loads(
             ok(canary(project, "--min-requests", "200", "--auto", "--steps", "50,100")).stdout
         )
@@ -192,6 +194,28 @@ def test_canary_analysis_rolls_a_bad_canary_back_by_itself(
     assert auto["dropped"]["canary_removed"] == "deploy-check-staging-green"
     assert names(docker_client, MODEL) == {"deploy-check-staging-blue": "running"}
     assert served(port)["image"] == f"{REPO}:c0ffee-v1"
+
+
+def assert_labels_judge_it(project, docker_client):
+    """Feedback labels for every request either container logged, the holdout's answers (what
+    stable says): the analysis reads both logs and finds the shifted canary's accuracy worse."""
+    rows = []
+    for color in ("blue", "green"):
+        container = docker_client.containers.get(f"deploy-check-staging-{color}")
+        for line in container.logs(stdout=True, stderr=False).splitlines():
+            if line.startswith(b"{") and json.loads(line)["request_id"]:
+                rows += [f"{json.loads(line)['request_id']},{n},{n}" for n in (0, 1)]
+    labels = project / "data" / "feedback" / "labels.csv"
+    labels.parent.mkdir(parents=True, exist_ok=True)
+    labels.write_text("request_id,record,label\n" + "\n".join(rows) + "\n")
+    params = project / "params.yaml"  # the stand-ins log no probabilities: no roc_auc
+    params.write_text(
+        params.read_text().replace("primary_metric: roc_auc", "primary_metric: accuracy")
+    )
+    live = json.loads(ok(canary(project, "--min-requests", "200")).stdout)["live_metric"]
+    assert live["judged"] and live["stable"] == 1.0 and live["canary"] < 0.6, live
+    assert live["worse"][0].startswith("live accuracy: canary minus stable")
+    labels.unlink()
 
 
 def test_canary_auto_steps_a_good_one_to_live(project, stubs, docker_client):

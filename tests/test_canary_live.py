@@ -136,3 +136,17 @@ def test_analyze_reads_both_logs_since_the_canary_started(tmp_path, monkeypatch)
     assert len(asked) == 4 and quiet["decision"] == "promote"
     record = json.loads((paths.reports / "live" / "canary-staging.json").read_text())
     assert "live roc_auc not judged: no feedback labels yet (sail feedback)" in record["summary"]
+
+
+def test_answers_without_probabilities_are_judged_on_their_labels(params):
+    """A log without probabilities (the classes then come from the answers and the labels)."""
+    accuracy = params.model_copy(
+        update={"gate": params.gate.model_copy(update={"primary_metric": "accuracy"})}
+    )
+    stable, shifted, found = answers.Side(), answers.Side(), {}
+    for i in range(100):
+        found[(f"s{i}", 0)] = found[(f"c{i}", 0)] = str(i % 2)
+        stable.predictions[(f"s{i}", 0)] = i % 2
+        shifted.predictions[(f"c{i}", 0)] = 1
+    live = canary.live_metric(accuracy, stable, shifted, found)
+    assert (live["stable"], live["canary"]) == (1.0, 0.5) and live["worse"]

@@ -76,7 +76,8 @@ def container_lines(slot: Mapping[str, Any], since: float, name: str) -> list[by
     container = bluegreen.find(containers.docker_client(), slot)
     if container is None:
         raise SailError(f"the {name} container {slot['container']} is gone: nothing to compare")
-    return container.logs(stdout=True, stderr=False, since=int(since)).splitlines()
+    start = float(since) if since > 0 else None  # docker wants a positive time, or none
+    return container.logs(stdout=True, stderr=False, since=start).splitlines()
 
 
 def feedback_labels(paths: ProjectPaths) -> dict[Key, str]:
@@ -104,15 +105,17 @@ def truth(task: str, labels: list[str], predictions: np.ndarray) -> Any:
     return np.array(labels, dtype=object)
 
 
-def outputs(task: str, side: Side, keys: list[Key], values: np.ndarray) -> Any:
-    """The answers `values` for `keys` as the gate's Outputs (probabilities where logged)."""
+def outputs(task: str, side: Side, keys: list[Key], values: np.ndarray, y_true: Any) -> Any:
+    """The answers `values` for `keys` as the gate's Outputs (probabilities where logged; without
+    them the classes are the ones answered or labelled, in order, as scikit-learn's are)."""
     from sail_pipelines.evaluation.bootstrap import Outputs
 
     if task == "regression":
         return Outputs(values.astype(float))
     predictions = np.array([float(x) if numeric(x) else x for x in values])
     if not all(k in side.probabilities for k in keys):
-        return Outputs(predictions)
+        seen = sorted({*predictions, *y_true}, key=lambda c: (isinstance(c, str), c))
+        return Outputs(predictions, None, tuple(seen))
     classes = tuple(side.probabilities[keys[0]])
     matrix = np.array([[side.probabilities[k][c] for c in classes] for k in keys])
     typed = tuple(float(c) for c in classes) if numeric(predictions[0]) else classes

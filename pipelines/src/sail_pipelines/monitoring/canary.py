@@ -128,7 +128,7 @@ def live_metric(
         if short:
             return {**figures, "judged": False, "reason": f"{name}: {short} (labelled)"}
     judged = {
-        name: (y_true, answers.outputs(task, sides[name], keys, values))
+        name: (y_true, answers.outputs(task, sides[name], keys, values, y_true))
         for name, (keys, values, y_true) in rows.items()
     }
     compared = evidence.compare_apart(task, judged["canary"], judged["stable"], gate.bootstrap)

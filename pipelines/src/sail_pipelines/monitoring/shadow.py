@@ -119,8 +119,8 @@ def labelled(
     keys = [paired.keys[i] for i in rows]
     task = params.task
     y_true = answers.truth(task, [found[k] for k in keys], paired.stable[rows])
-    candidate = answers.outputs(task, shadow, keys, paired.shadow[rows])
-    live = answers.outputs(task, stable, keys, paired.stable[rows])
+    candidate = answers.outputs(task, shadow, keys, paired.shadow[rows], y_true)
+    live = answers.outputs(task, stable, keys, paired.stable[rows], y_true)
     compared = evidence.compare(task, y_true, candidate, live, params.gate.bootstrap)
     return {**compared, "worse": answers.worse(params, compared, "shadow", "live")}
 
