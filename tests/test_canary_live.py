@@ -77,6 +77,9 @@ def test_an_equal_canary_passes(params, tmp_path):
     assert live["judged"] and low < 0 < high and live["worse"] == []
     judged = canary.judge(CALM, CALM, params.monitoring.max_psi, 500, live)
     assert judged["decision"] == "promote" and judged["live_metric"] == live
+    result = {**judged, "environment": "staging", "weight": 20}
+    record = canary.evidence(result, {"image": "v2"}, {"image": "v1"})
+    assert record["summary"].endswith("or live roc_auc (300 labelled canary rows)")
 
 
 def test_too_few_labels_is_not_judged_and_holds_nothing(params, tmp_path):

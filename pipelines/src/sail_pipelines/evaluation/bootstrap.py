@@ -9,6 +9,9 @@ computed for all resamples at once with matrix products instead of 1,000 calls t
 scikit-learn: the gate's added time stays well under a second on the example. At weight 1
 for every row the functions here give the scikit-learn values `metrics.py` reports (the
 tests check that), so the intervals are around the reported numbers.
+
+Two models that answered different rows (a canary and stable, each on its own requests) are
+resampled each on its own instead (`unpaired_intervals`).
 """
 
 from __future__ import annotations

@@ -192,6 +192,8 @@ def evidence(result: dict[str, Any], canary: dict[str, Any], live: dict[str, Any
     labelled = result.get("live_metric")
     if labelled and not labelled["judged"]:
         why += f"; live {labelled['metric']} not judged: {labelled['reason']}"
+    elif labelled and not result["reasons"]:
+        why += f" or live {labelled['metric']} ({labelled['rows']['canary']} labelled canary rows)"
     return {
         "kind": "canary",
         "environment": result["environment"],
