@@ -108,18 +108,19 @@ def live_metric(
 ) -> dict[str, Any]:
     """The gate's primary metric on each side's labelled records, with intervals from
     independent resamples of each; judged only when both sides hold the gate's minimum
-    evidence (gate.min_test_rows, and gate.min_rows_per_class of each class seen)."""
+    evidence (gate.min_test_rows, and gate.min_rows_per_class of each labelled class)."""
     from sail_pipelines.evaluation import evidence
 
     gate, task, metric = params.gate, params.task, params.gate.primary_metric
     sides = {"canary": canary, "stable": stable}
     rows = {name: _labelled(task, side, found) for name, side in sides.items()}
     figures: dict[str, Any] = {"metric": metric, "rows": {n: len(r[0]) for n, r in rows.items()}}
-    for name, (_, values, y_true) in rows.items():
+    for name, (_, _, y_true) in rows.items():
         short = evidence.too_few(
             y_true,
             task,
-            list(dict.fromkeys([*y_true, *values])),  # every class either side saw
+            list(dict.fromkeys(y_true)),  # each labelled class (a class only predicted
+            # never holds the check back: its answers are simply wrong)
             gate.min_test_rows,
             gate.min_rows_per_class,
             "gate.min_test_rows",
