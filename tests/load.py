@@ -26,6 +26,7 @@ class Counts:
     examples: list[str] = field(default_factory=list)
     bodies: dict[str, int] = field(default_factory=dict)  # a field of the answers -> count
     seconds: list[float] = field(default_factory=list)  # each answered request's latency
+    answers: list[tuple[float, bytes]] = field(default_factory=list)  # (sent at, body), if kept
 
 
 class Load:
@@ -38,18 +39,20 @@ class Load:
         path: str = "/predict",
         tally: str | None = None,
         pause: float = 0.0,
+        keep: bool = False,
     ):
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.path, self.body = path, json.dumps(body).encode()
         self.concurrency, self.keepalive, self.tally = concurrency, keepalive, tally
         self.pause = pause  # seconds each thread waits between requests (0: none)
+        self.keep = keep  # keep each answer's body with the time.monotonic() it was sent at
         self.counts = Counts()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def _one(self, connection: http.client.HTTPConnection) -> str | None:
+    def _one(self, connection: http.client.HTTPConnection, started: float) -> str | None:
         headers = {"Content-Type": "application/json"}
         if not self.keepalive:
             headers["Connection"] = "close"
@@ -62,6 +65,9 @@ class Load:
             value = str(json.loads(data).get(self.tally))
             with self._lock:
                 self.counts.bodies[value] = self.counts.bodies.get(value, 0) + 1
+        if self.keep:
+            with self._lock:
+                self.counts.answers.append((started, data))
         return None
 
     def _worker(self) -> None:
@@ -71,7 +77,7 @@ class Load:
                 connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
             started = time.monotonic()
             try:
-                error = self._one(connection)
+                error = self._one(connection, started)
             except (OSError, http.client.HTTPException) as exc:
                 error = f"{type(exc).__name__}: {exc}"
             if error or not self.keepalive:

@@ -254,3 +254,32 @@ def test_regression_values_go_to_a_histogram_over_the_training_range():
         buckets['sail_prediction_value_bucket{le="+Inf"}'] == 3
         and "sail_predictions_total{" not in text
     )
+
+
+WRITERS = """
+import os, sys
+from sail_pipelines.inference.prediction_log import LogSettings, PredictionLog
+pids = []
+for n in range(4):  # as gunicorn's workers: siblings writing to the stdout they share
+    pid = os.fork()
+    if pid == 0:
+        log = PredictionLog(LogSettings("-"), {"name": "m"}, "b", ["x"])
+        for i in range(100):
+            log.write(f"w{n}-{i}", "/predict", 200, 0.001, {"x": ["v" * 20_000]}, None)
+        os._exit(0)
+    pids.append(pid)
+for pid in pids:
+    os.waitpid(pid, 0)
+"""
+
+
+def test_workers_sharing_stdout_never_cut_each_others_lines():
+    """A line longer than a pipe's atomic write (4 kB) is written under a lock the workers share."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", WRITERS], capture_output=True, check=True, timeout=60
+    ).stdout
+    ids = [json.loads(line)["request_id"] for line in out.splitlines()]
+    assert sorted(ids) == sorted(f"w{n}-{i}" for n in range(4) for i in range(100))

@@ -1,25 +1,30 @@
-"""A shadow behind the real nginx router (test_deploy's stand-ins, which log their predictions
-as the inference image does): every request reaches both containers, only the live one
-answers (byte for byte what it answers alone), `sail shadow report` agrees with the two logs,
-decides hold, fail and pass, and a shadow that is down or slow does not hold the live answers."""
+"""A shadow behind the real nginx router: every request reaches both containers, only the live
+one answers (byte for byte what it answers alone), `sail shadow report` agrees with the two logs,
+decides hold, fail and pass, and a shadow that is down or slow does not hold the live answers.
+The first test runs the real inference image `sail package` built (test_deploy's
+`real_project`) as both live and shadow under load; the others run test_deploy's stand-ins,
+which log their predictions as the inference image does."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 
 import pytest
 import requests
 
 from conftest import ok, sail
+from load import Load
 from sail_pipelines.inference.smoke import free_port
-from test_deploy import (  # noqa: F401 - docker_client, project, stubs are fixtures
+from test_deploy import (  # noqa: F401 - docker_client, project, real_project, stubs are fixtures
     REPO,
     docker_client,
     first_error_line,
     names,
     package,
     project,
+    real_project,
     stubs,
 )
 
@@ -96,6 +101,90 @@ def report(project) -> dict:
     assert (project / "reports" / "live" / "shadow-staging.png").stat().st_size > 1000
     assert "# Shadow report: staging" in (project / "reports/live/shadow-staging.md").read_text()
     return written
+
+
+def counted(lines) -> Counter:
+    """request id -> how many prediction-log lines give its predictions (a refused request's
+    line, such as the smoke check's bad one, gives none)."""
+    found: Counter = Counter()
+    for line in lines:
+        text = line.decode() if isinstance(line, bytes) else line
+        if text.startswith("{") and json.loads(text).get("outputs"):
+            found[json.loads(text)["request_id"]] += 1
+    return found
+
+
+def sent(answers, since: float = 0.0, until: float = float("inf")) -> dict[str, bytes]:
+    """request id (nginx made it) -> the body the client got, of the requests sent in between."""
+    return {json.loads(body)["request_id"]: body for at, body in answers if since <= at < until}
+
+
+def real_logs(project, docker_client, wanted: set[str]) -> tuple[Counter, Counter]:
+    """The live container's lines (all of its stdout) and the shadow's file, once the file names
+    every wanted id (a mirror may still be on its way when the client has its answer)."""
+    slots = state(project)
+    deadline = time.monotonic() + 10
+    while True:
+        shadow = counted(open(slots["shadow"]["log"]).read().splitlines())
+        if wanted <= shadow.keys() or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    live = docker_client.containers.get(slots["live"]["id"]).logs(stdout=True, stderr=False)
+    return counted(live.splitlines()), shadow
+
+
+@pytest.mark.timeout(3000)  # the first test to ask for packaged_project builds the image
+def test_the_real_image_shadowed_under_load(real_project, docker_client):
+    """The packaged image live and, the same image again, as its shadow: 8 threads post the
+    holdout rows without pause (ids nginx makes) through the shadow deploy, the report and the
+    rollback."""
+    port = free_port()
+    ok(staging(real_project, "--port", str(port)))
+    records = json.loads((real_project / "models/accepted/holdout.json").read_text())["records"]
+    url = f"http://127.0.0.1:{port}"
+    with Load(url, records, keep=True) as load:
+        load.wait_for(20)
+        out = json.loads(ok(staging(real_project, "--strategy", "shadow")).stdout)
+        mirrored_from = time.monotonic()
+        load.wait_for(load.counts.ok + 240)
+    assert load.counts.failed == 0, load.counts.examples
+    assert out["smoke"]["matched"] is True and out["shadow"] == "sail-model-staging-shadow"
+    mirrored = sent(load.counts.answers, mirrored_from)
+    live, shadow = real_logs(real_project, docker_client, set(mirrored))
+    assert len(mirrored) >= 200
+    assert {live[r] for r in sent(load.counts.answers)} == {1}  # each request logged once live
+    assert {shadow[r] for r in mirrored} == {1}  # ... and once by the shadow, once mirrored
+    paired = live.keys() & shadow.keys()
+    written = report(real_project)
+    assert (written["decision"], written["agreement"]) == ("pass", 1.0), written["summary"]
+    assert written["requests"] == len(paired) and written["records"] == len(paired) * len(records)
+    assert written["unpaired"]["shadow"] == len(shadow.keys() - paired)  # its smoke check
+    assert written["errors"] == {"stable": 0, "shadow": 0}
+    assert (
+        written["candidate"]
+        == written["stable"]
+        == {k: state(real_project)["live"][k] for k in ("image", "image_id")}
+    )
+    with Load(url, records, keep=True) as again:
+        again.wait_for(20)
+        dropping_at = time.monotonic()
+        back = json.loads(ok(sail(real_project, "rollback", "--environment", "staging")).stdout)
+        dropped_at = time.monotonic()
+        again.wait_for(again.counts.ok + 20)
+    assert again.counts.failed == 0, again.counts.examples
+    assert back["shadow_removed"] == "sail-model-staging-shadow" and "shadow" not in state(
+        real_project
+    )
+    shadow_after = counted(open(out["prediction_log"]).read().splitlines())
+    # Mirrored until the rollback began (it returns once those mirrors ended), never after it.
+    assert sent(again.counts.answers, until=dropping_at).keys() <= shadow_after.keys()
+    assert not sent(again.counts.answers, dropped_at).keys() & shadow_after.keys()
+    # Byte for byte what the live container answers alone to the same request (and id).
+    alone = requests.Session()
+    live_url = f"http://127.0.0.1:{state(real_project)['live']['port']}/predict"
+    for rid, body in sent(load.counts.answers + again.counts.answers).items():
+        answer = alone.post(live_url, json=records, headers={"X-Request-ID": rid}, timeout=10)
+        assert answer.content == body, rid
 
 
 def test_every_request_reaches_both_and_only_live_answers(project, stubs, docker_client):

@@ -33,6 +33,9 @@ START_SECONDS = 10.0
 # mirror ends).
 MIRROR_CONNECT_MS = 100
 MIRROR_READ_SECONDS = 1
+# With a mirror, nginx reads each body before passing it on: in memory up to the model's own
+# limit (inference/serve.py's max_body_bytes), refused above it as the model refuses it.
+MIRROR_BODY_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ def render(
         drain_seconds=DRAIN_SECONDS,
         mirror_connect_ms=MIRROR_CONNECT_MS,
         mirror_read_seconds=MIRROR_READ_SECONDS,
+        mirror_body_bytes=MIRROR_BODY_BYTES,
     )
 
 

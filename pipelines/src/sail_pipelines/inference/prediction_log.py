@@ -12,6 +12,7 @@ workers never rotate a file under each other. `sample` keeps that share of reque
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import logging.handlers
@@ -19,6 +20,7 @@ import os
 import random
 import socket
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -70,9 +72,33 @@ def _check_writable(path: Path) -> None:
         )
 
 
+class _SharedStdout(logging.StreamHandler):
+    """stdout, which every gunicorn worker shares: a pipe takes a write of more than 4 kB
+    (PIPE_BUF) in pieces, and another worker's line may land between them (a batch of 20 rows
+    is a 6 kB line). Each line is written under a lock file the workers share (named by their
+    parent, the master); without one, lines up to 4 kB are still whole."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+        path = Path(tempfile.gettempdir()) / f"sail-prediction-log-{os.getppid()}.lock"
+        try:
+            self.lock_fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError:
+            self.lock_fd = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.lock_fd is None:
+            return super().emit(record)
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        try:
+            super().emit(record)
+        finally:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+
+
 def _handler(destination: str) -> logging.Handler:
     if destination == "-":
-        return logging.StreamHandler(sys.stdout)
+        return _SharedStdout()
     path = Path(destination)
     if path.is_dir() or destination.endswith(os.sep):
         path.mkdir(parents=True, exist_ok=True)
