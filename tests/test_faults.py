@@ -261,6 +261,7 @@ LAST = {
 BUNDLE_FILES = [
     "MANIFEST.json",
     "SIGNATURE.json",
+    "explain_background.json",
     "metadata.json",
     "model.joblib",
     "outliers.joblib",

@@ -151,7 +151,11 @@ def test_report_of_a_passing_gate(project_copy):
     assert f"| **{best}** (best) |" in text and text.count("(best)") == 1
     assert f"`{gate['data_hash']}`" in text and "passed ✅, 569 rows, 31 columns" in text
     images = re.findall(r"!\[[^]]*\]\((plots/[^)]+\.png)\)", text)
-    assert sorted(images) == ["plots/confusion_matrix.png", "plots/roc.png"]
+    assert sorted(images) == [
+        "plots/confusion_matrix.png",
+        "plots/importance.png",
+        "plots/roc.png",
+    ]
     # relative to report.md
     assert all((project_copy / "reports" / image).is_file() for image in images)
     assert "Served by **ONNX Runtime** (compiled), which agrees with scikit-learn on " in text

@@ -31,7 +31,7 @@ from conftest import TEST_AUDIT_KEY, TEST_KEY, TEST_VERIFY_KEY, bake, ok, sail
 from sail_pipelines.clients import kubernetes
 from sail_pipelines.clients.images import ImageRef
 from sail_pipelines.config import ProjectPaths, Settings
-from sail_pipelines.delivery import audit
+from sail_pipelines.delivery import audit, kube_workload
 from sail_pipelines.inference.smoke import free_port, local_server
 from sail_pipelines.integrity import imagesign, signing
 from sail_pipelines.integrity.bundle import BundleRejected, load_bundle
@@ -197,9 +197,8 @@ def _serves(pid: str, bundle: str) -> bool:
 
 def test_kubernetes_pods_get_the_public_key_or_the_hmac_secret_from_a_secret():
     def env_of(workload):
-        return kubernetes.manifests(workload)["deployment.yaml"]["spec"]["template"]["spec"][
-            "containers"
-        ][0]["env"]
+        pod = kube_workload.deployment(workload)["spec"]["template"]["spec"]
+        return pod["containers"][0]["env"]
 
     public = env_of(kubernetes.Workload("m", "staging", "r@sha256:0", verify_key=TEST_VERIFY_KEY))
     assert {
