@@ -47,17 +47,23 @@ def set_weight(client: Any, prefix: Path, weight: int) -> dict[str, Any]:
 
 def drop(client: Any, prefix: Path) -> dict[str, Any]:
     """All requests back to the live container, then the canary goes."""
+    return drop_slot(client, prefix, "canary")
+
+
+def drop_slot(client: Any, prefix: Path, slot: str) -> dict[str, Any]:
+    """The router sends nothing more to the `slot` container beside the live one (a canary or
+    a shadow), then it goes; the live container answered throughout."""
     state = bluegreen.read_state(prefix)
-    canary = state.get("canary")
-    if not canary:
-        raise SailError(f"no canary runs in {prefix.name}")
-    after = {k: v for k, v in state.items() if k != "canary"}
+    beside = state.get(slot)
+    if not beside:
+        raise SailError(f"no {slot} runs in {prefix.name}")
+    after = {k: v for k, v in state.items() if k != slot}
     applied = bluegreen.record(prefix, prefix.name, state, after)
-    container = bluegreen.find(client, canary)
+    container = bluegreen.find(client, beside)
     if container is not None:
         container.remove(force=True)
     return {
-        "canary_removed": canary["container"],
+        f"{slot}_removed": beside["container"],
         "image": state["live"]["image"],
         "image_id": state["live"]["image_id"],
         "switch_seconds": applied["router"]["seconds"],

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sail_pipelines.delivery import bluegreen
+from sail_pipelines.delivery import bluegreen, canary
 from sail_pipelines.errors import SailError
 
 COLOR = "shadow"
@@ -119,18 +119,4 @@ def deploy(client: Any, prefix: Path, base: str, candidate: bluegreen.Candidate)
 
 def drop(client: Any, prefix: Path) -> dict[str, Any]:
     """The router stops mirroring, then the shadow goes (its prediction log stays)."""
-    state = bluegreen.read_state(prefix)
-    shadow = state.get("shadow")
-    if not shadow:
-        raise SailError(f"no shadow runs in {prefix.name}")
-    after = {k: v for k, v in state.items() if k != "shadow"}
-    applied = bluegreen.record(prefix, prefix.name, state, after)
-    container = bluegreen.find(client, shadow)
-    if container is not None:
-        container.remove(force=True)
-    return {
-        "shadow_removed": shadow["container"],
-        "image": state["live"]["image"],
-        "image_id": state["live"]["image_id"],
-        "switch_seconds": applied["router"]["seconds"],
-    }
+    return canary.drop_slot(client, prefix, "shadow")
