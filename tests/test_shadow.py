@@ -17,6 +17,7 @@ import requests
 from conftest import ok, sail
 from load import Load
 from sail_pipelines.inference.smoke import free_port
+from test_bluegreen import staging, state
 from test_deploy import (  # noqa: F401 - docker_client, project, real_project, stubs are fixtures
     REPO,
     docker_client,
@@ -29,14 +30,6 @@ from test_deploy import (  # noqa: F401 - docker_client, project, real_project, 
 )
 
 pytestmark = pytest.mark.docker
-
-
-def state(project) -> dict:
-    return json.loads((project / ".sail" / "router" / "staging" / "state.json").read_text())
-
-
-def staging(project, *args: str):
-    return sail(project, "deploy", "--environment", "staging", *args)
 
 
 def live_and_shadow(project, stubs, shadow_mode: str) -> int:
