@@ -115,3 +115,44 @@ def wait_for_count(name: str, n: int) -> bool:
     while RECEIVED[name] < n and time.monotonic() < deadline:
         time.sleep(0.05)
     return RECEIVED[name] == n
+
+
+def test_the_router_drops_an_idle_model_connection_before_gunicorn_does(prefix):
+    """gunicorn closes a connection idle for its keepalive; a POST nginx sends on one just then
+    is not retried (not idempotent) and its client gets a 502. nginx must close its idle
+    connections to the model first: the stand-in records how long each one sat idle before
+    the other side closed it."""
+    from sail_pipelines.inference import serve
+
+    assert router.MODEL_KEEPALIVE_SECONDS == serve.KEEPALIVE_SECONDS
+    idle_before_close: list[float] = []
+
+    class Handler(QuietHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = 30  # longer than either side's keepalive: only the proxy closes
+
+        def handle(self) -> None:
+            answered = time.monotonic()
+            self.close_connection = False
+            while not self.close_connection:
+                self.handle_one_request()
+                if not self.close_connection:
+                    answered = time.monotonic()
+            idle_before_close.append(time.monotonic() - answered)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.reply(200, {"Content-Type": "application/json"}, b"{}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    port = free_port()
+    with serving(server) as model:
+        router.write_config("staging", prefix, port, [upstream(model, "blue")])
+        router.apply(prefix)
+        assert requests.post(f"http://127.0.0.1:{port}/predict", json={}, timeout=5).ok
+        deadline = time.monotonic() + serve.KEEPALIVE_SECONDS + 1
+        while not idle_before_close and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert idle_before_close, "nginx kept its idle connection past gunicorn's keepalive"
+    assert idle_before_close[0] < serve.KEEPALIVE_SECONDS - 1

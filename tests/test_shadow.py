@@ -126,6 +126,12 @@ def real_logs(project, docker_client, wanted: set[str]) -> tuple[Counter, Counte
     return counted(live.splitlines()), shadow
 
 
+def router_errors(project) -> list[str]:
+    """The router's error log's last lines: why nginx answered a request itself."""
+    log = project / ".sail" / "router" / "staging" / "error.log"
+    return log.read_text().splitlines()[-10:] if log.exists() else []
+
+
 @pytest.mark.timeout(3000)  # the first test to ask for packaged_project builds the image
 def test_the_real_image_shadowed_under_load(real_project, docker_client):
     """The packaged image live and, the same image again, as its shadow: 8 threads post the
@@ -140,7 +146,7 @@ def test_the_real_image_shadowed_under_load(real_project, docker_client):
         out = json.loads(ok(staging(real_project, "--strategy", "shadow")).stdout)
         mirrored_from = time.monotonic()
         load.wait_for(load.counts.ok + 240)
-    assert load.counts.failed == 0, load.counts.examples
+    assert load.counts.failed == 0, (load.counts.examples, router_errors(real_project))
     assert out["smoke"]["matched"] is True and out["shadow"] == "sail-model-staging-shadow"
     mirrored = sent(load.counts.answers, mirrored_from)
     live, shadow = real_logs(real_project, docker_client, set(mirrored))
@@ -164,7 +170,7 @@ def test_the_real_image_shadowed_under_load(real_project, docker_client):
         back = json.loads(ok(sail(real_project, "rollback", "--environment", "staging")).stdout)
         dropped_at = time.monotonic()
         again.wait_for(again.counts.ok + 20)
-    assert again.counts.failed == 0, again.counts.examples
+    assert again.counts.failed == 0, (again.counts.examples, router_errors(real_project))
     assert back["shadow_removed"] == "sail-model-staging-shadow" and "shadow" not in state(
         real_project
     )

@@ -36,6 +36,11 @@ MIRROR_READ_SECONDS = 1
 # With a mirror, nginx reads each body before passing it on: in memory up to the model's own
 # limit (inference/serve.py's max_body_bytes), refused above it as the model refuses it.
 MIRROR_BODY_BYTES = 1_000_000
+# The model's gunicorn closes a connection idle for its keepalive (inference/serve.py,
+# KEEPALIVE_SECONDS); nginx must drop an idle one first, else it may send a POST on a connection
+# gunicorn is just closing, which it does not retry: a 502.
+MODEL_KEEPALIVE_SECONDS = 5
+UPSTREAM_IDLE_SECONDS = 2
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ def render(
         mirror_connect_ms=MIRROR_CONNECT_MS,
         mirror_read_seconds=MIRROR_READ_SECONDS,
         mirror_body_bytes=MIRROR_BODY_BYTES,
+        model_keepalive_seconds=MODEL_KEEPALIVE_SECONDS,
+        upstream_idle_seconds=UPSTREAM_IDLE_SECONDS,
     )
 
 

@@ -137,6 +137,9 @@ class _Gunicorn(BaseApplication):
         return self.factory()
 
 
+# An idle client connection is closed after this long; a proxy in front (the local router,
+# clients/router.py) must close its idle ones sooner.
+KEEPALIVE_SECONDS = 5
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -176,7 +179,7 @@ def run_server(
         # the requests a worker answers; ONNX Runtime sessions are safe to run from threads.
         "worker_class": "gthread",
         "threads": 4,
-        "keepalive": 5,
+        "keepalive": KEEPALIVE_SECONDS,
         "preload_app": False,
         "timeout": 60,
         "graceful_timeout": 30,
