@@ -65,6 +65,28 @@ def test_unit_weights_give_the_scikit_learn_metrics(task, make):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
+@pytest.mark.parametrize(
+    "task,make",
+    [
+        ("classification", binary),
+        ("classification", lambda: binary(("no", "yes"))),
+        ("classification", multiclass),
+        ("regression", regression),
+    ],
+)
+def test_one_metric_alone_is_its_value_among_all(task, make):
+    """Permutation importance and the search score one metric hundreds of times, alone."""
+    y, outputs = make()
+    every = sklearn_values(task, y, outputs)
+    classes = None if task == "regression" else list(outputs.classes)
+    for name in METRICS_BY_TASK[task]:
+        alone = metrics.score(name, y, outputs.predictions, outputs.probabilities, classes)
+        assert alone == every[name], name
+    if classes is not None:  # without probabilities, as in classification(): no ROC AUC
+        assert np.isnan(metrics.score("roc_auc", y, outputs.predictions, None, classes))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
 def test_resample_weights_give_the_metrics_of_the_resampled_rows():
     """A weight of k is the row drawn k times, also for classes absent from a resample."""
     for task, (y, outputs) in (

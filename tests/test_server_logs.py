@@ -39,8 +39,8 @@ from sail_pipelines.integrity.bundle import (
 # Every test here serves a trained project.
 pytestmark = pytest.mark.slow
 KEY = signing.private_key(TEST_KEY, "test")
-CLIENTS, REQUESTS_EACH = 8, 250
-MAX_STDERR_BYTES = 200_000  # for the 2,000 requests, with the defaults
+CLIENTS, REQUESTS_EACH = 8, 100
+MAX_STDERR_BYTES = 80_000  # for the 800 requests, with the defaults (100 bytes a request)
 KEYS = {"time", "level", "message", "logger"}
 # What scikit-learn says on every prediction when a model fitted on named columns gets an array.
 NAMES_WARNING = "does not have valid feature names"

@@ -34,11 +34,8 @@ def _score(
     bundle: LoadedBundle, rows: pd.DataFrame, truth: Any, metric: str, runtime: str
 ) -> float:
     predictions, probabilities = model.predict(bundle, rows, runtime)
-    if bundle.metadata["task"] == "classification":
-        result = metrics.classification(truth, predictions, probabilities, bundle.classes)
-    else:
-        result = metrics.regression(truth, predictions)
-    return float(result[metric])
+    classes = bundle.classes if bundle.metadata["task"] == "classification" else None
+    return metrics.score(metric, truth, predictions, probabilities, classes)
 
 
 def permutation(

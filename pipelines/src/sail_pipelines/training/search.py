@@ -105,10 +105,9 @@ def cv_score(
         if problem.task == "classification":
             probabilities = model.predict_proba(check) if hasattr(model, "predict_proba") else None
             classes = list(model.classes_)
-            result = metrics.classification(truth, model.predict(check), probabilities, classes)
+            scores.append(metrics.score(metric, truth, model.predict(check), probabilities, classes))
         else:
-            result = metrics.regression(truth, model.predict(check))
-        scores.append(result[metric])
+            scores.append(metrics.score(metric, truth, model.predict(check), None, None))
         if trial is not None:
             trial.report(float(np.mean(scores)), step)
             if trial.should_prune():
