@@ -102,12 +102,11 @@ def cv_score(
             warnings.simplefilter("ignore")
             model.fit(problem.features.iloc[fit_rows], problem.target.iloc[fit_rows])
         check, truth = problem.features.iloc[check_rows], problem.target.iloc[check_rows]
+        probabilities, classes = None, None
         if problem.task == "classification":
             probabilities = model.predict_proba(check) if hasattr(model, "predict_proba") else None
             classes = list(model.classes_)
-            scores.append(metrics.score(metric, truth, model.predict(check), probabilities, classes))
-        else:
-            scores.append(metrics.score(metric, truth, model.predict(check), None, None))
+        scores.append(metrics.score(metric, truth, model.predict(check), probabilities, classes))
         if trial is not None:
             trial.report(float(np.mean(scores)), step)
             if trial.should_prune():
