@@ -69,3 +69,22 @@ def test_a_model_without_an_explainer_still_gets_permutation_importance(tmp_path
     assert max(found["permutation"], key=lambda c: found["permutation"][c]["mean"]) == "x"
     assert "model has no explainer" in "\n".join(card._importance_lines({"importance": found}))
     assert plots.importance(tmp_path, found).is_file()
+
+
+@pytest.mark.slow  # the default project after one `sail run` (built once per test run)
+def test_the_winners_mlflow_run_carries_the_picture_and_the_figures(pipeline_project, tmp_path):
+    import json
+
+    from mlflow import MlflowClient
+
+    evaluation = json.loads((pipeline_project / "reports" / "evaluation.json").read_text())
+    winner = evaluation["candidates"][evaluation["best"]]["mlflow_run_id"]
+    client = MlflowClient(f"sqlite:///{pipeline_project / '.mlflow' / 'mlflow.db'}")
+    assert "plots/importance.png" in {a.path for a in client.list_artifacts(winner, "plots")}
+    logged = client.download_artifacts(winner, "importance.json", str(tmp_path))
+    assert json.loads(open(logged).read()) == evaluation["importance"]
+    others = [
+        c["mlflow_run_id"] for n, c in evaluation["candidates"].items() if n != evaluation["best"]
+    ]
+    for run in others:  # only the winner's importance is measured
+        assert "importance.json" not in {a.path for a in client.list_artifacts(run)}

@@ -233,7 +233,12 @@ def run(paths: ProjectPaths, params: Params, settings: Settings, key: VerifyKey)
         winner = metrics.best(scored, params.gate.primary_metric)
         shutil.rmtree(paths.plots, ignore_errors=True)
         shutil.copytree(Path(scratch) / winner, paths.plots)
-    found = importance.measured(paths.plots, params, bundles[winner], test, runtimes[winner])
+    found, picture = importance.measured(
+        paths.plots, params, bundles[winner], test, runtimes[winner]
+    )
+    with tracking.reachable(settings, "logging the evaluation"):  # beside the winner's run
+        client.log_artifact(run_ids[winner], str(picture), "plots")
+        client.log_dict(run_ids[winner], found, "importance.json")
     evaluation = {
         "primary_metric": params.gate.primary_metric,
         "best": winner,

@@ -89,10 +89,9 @@ def importance(
 
 def measured(
     out: Path, params: Params, bundle: LoadedBundle, test: pd.DataFrame, runtime: dict[str, Any]
-) -> dict[str, Any]:
-    """The winner's importance, by the runtime that will serve it, drawn into `out`."""
+) -> tuple[dict[str, Any], Path]:
+    """The winner's importance, by the runtime that will serve it, and its picture in `out`."""
     found = importance(
         bundle, test, params.gate.primary_metric, runtime["runtime"], params.split.seed
     )
-    plots.importance(out, found)
-    return found
+    return found, plots.importance(out, found)
