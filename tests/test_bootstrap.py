@@ -37,6 +37,15 @@ def regression():
     return y, Outputs(y + RNG.normal(0, 40, N))
 
 
+# Binary (numbers and strings), multiclass with string labels, and regression outputs.
+TABLES = [
+    ("classification", binary),
+    ("classification", lambda: binary(("no", "yes"))),
+    ("classification", multiclass),
+    ("regression", regression),
+]
+
+
 def sklearn_values(task, y, outputs):
     if task == "regression":
         return metrics.regression(y, outputs.predictions)
@@ -46,15 +55,7 @@ def sklearn_values(task, y, outputs):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
-@pytest.mark.parametrize(
-    "task,make",
-    [
-        ("classification", binary),
-        ("classification", lambda: binary(("no", "yes"))),
-        ("classification", multiclass),
-        ("regression", regression),
-    ],
-)
+@pytest.mark.parametrize("task,make", TABLES)
 def test_unit_weights_give_the_scikit_learn_metrics(task, make):
     y, outputs = make()
     ours = bootstrap.weighted_metrics(task, y, outputs, np.ones((1, len(y))))
@@ -65,15 +66,7 @@ def test_unit_weights_give_the_scikit_learn_metrics(task, make):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
-@pytest.mark.parametrize(
-    "task,make",
-    [
-        ("classification", binary),
-        ("classification", lambda: binary(("no", "yes"))),
-        ("classification", multiclass),
-        ("regression", regression),
-    ],
-)
+@pytest.mark.parametrize("task,make", TABLES)
 def test_one_metric_alone_is_its_value_among_all(task, make):
     """Permutation importance and the search score one metric hundreds of times, alone."""
     y, outputs = make()
