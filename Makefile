@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= $(CURDIR)/build/demo
 PYTEST_ARGS ?=
-# Two workers; the tests marked docker or workflows all go to one of them (tests/conftest.py).
-XDIST ?= -n 2 --dist loadgroup
+# Three workers on two cores (much of the suite waits); each xdist group of the tests marked
+# docker or workflows runs on one of them (tests/conftest.py).
+XDIST ?= -n 3 --dist loadgroup
 # JUnit XML of the last `make test` (junit.xml) and `make test-fast` (junit-fast.xml): seconds per
 # test, summed per module by benchmarks/suite_modules.py.
 RESULTS ?= build/test-results

@@ -79,21 +79,25 @@ REVISION = "org.opencontainers.image.revision"
 
 
 # Marks whose tests share the machine (Docker daemon, images, the registry on 127.0.0.1:5000, act):
-# under pytest-xdist they all run on one worker, one after another.
+# under pytest-xdist each group of them runs on one worker, one after another: group "docker"
+# unless a module names its own (the modules that run the pipeline's steps in containers and
+# through act are group "containers": they use other model names, images, registry repositories
+# and ports than the deploy tests, so the two groups run side by side).
 SERIAL_MARKS = ("docker", "workflows")
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config, items):
-    """Put the tests marked docker or workflows into xdist_group "docker" and, on an xdist
-    worker, first: that group is the longest unit of work, so it starts at once.
+    """Put the tests marked docker or workflows that name no group into xdist_group "docker" and,
+    on an xdist worker, first: those groups are the longest units of work, so they start at once.
 
     pytest-xdist 3.8 names a test's group by appending "@group" to `item._nodeid`, which
     pytest 9 no longer reads (a node's id lives in `_id`), so every test was spread over
     both workers; after xdist's hook has run, the group is appended here where it is missing."""
     serial = [item for item in items if any(item.get_closest_marker(m) for m in SERIAL_MARKS)]
     for item in serial:
-        item.add_marker(pytest.mark.xdist_group("docker"))
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group("docker"))
     if hasattr(config, "workerinput"):
         chosen = set(serial)
         items[:] = serial + [item for item in items if item not in chosen]

@@ -27,7 +27,8 @@ from sail_pipelines.integrity.bundle import MANIFEST, TRANSFORMER, LoadedBundle
 REGISTRY = "127.0.0.1:5000"
 # The first test builds the module's `flow` (sail run --container, 1500 s at most, then publish,
 # 600 s): pytest-timeout must wait longer than those, so theirs are the timeouts that fire.
-pytestmark = [pytest.mark.timeout(2400), pytest.mark.docker]
+# Group "containers" (tests/conftest.py): beside the deploy tests, after one another.
+pytestmark = [pytest.mark.timeout(2400), pytest.mark.docker, pytest.mark.xdist_group("containers")]
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from conftest import bake, ok, sail
 
 # One full `sail run --container` with two extra build layers: longer than the suite's 900 s on a
 # busy 2-core machine.
-pytestmark = [pytest.mark.timeout(2400), pytest.mark.docker]
+# Group "containers" (tests/conftest.py): beside the deploy tests, after one another.
+pytestmark = [pytest.mark.timeout(2400), pytest.mark.docker, pytest.mark.xdist_group("containers")]
 LIGHTGBM = metadata.version("lightgbm")
 CANDIDATES = [
     {

@@ -27,7 +27,8 @@ from sail_pipelines.errors import SailError
 from sail_pipelines.integrity import signing
 from servers import REGISTRY_USER, free_port, team_project, write_infrastructure
 
-pytestmark = pytest.mark.docker
+# Group "containers" (tests/conftest.py): beside the deploy tests, after one another.
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("containers")]
 
 MLFLOW_USER = "sail-mlflow-user"
 PRIVATE_KEYS = {"SAIL_SIGNING_KEY": signing.generate(), "SAIL_AUDIT_KEY": signing.generate()}

@@ -36,7 +36,8 @@ from servers import (
     write_infrastructure,
 )
 
-pytestmark = pytest.mark.docker
+# Group "containers" (tests/conftest.py): beside the deploy tests, after one another.
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("containers")]
 
 ROLE = "arn:aws:iam::123456789012:role/sail-pipeline"
 

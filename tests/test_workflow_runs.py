@@ -45,6 +45,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -99,10 +100,11 @@ RUNNER_ENV = (
 )
 
 # `-m workflows` selects these runs; they share Docker, the registry and the staging and
-# production ports, so under xdist they stay on one worker.
+# production ports with the other tests of group "containers", so under xdist they run on that
+# group's worker (tests/conftest.py).
 pytestmark = [
     pytest.mark.workflows,
-    pytest.mark.xdist_group("docker"),
+    pytest.mark.xdist_group("containers"),
     pytest.mark.timeout(2 * ACT_TIMEOUT),
 ]
 
@@ -865,8 +867,9 @@ def answers(port: int) -> dict:
 
 @pytest.fixture(scope="module")
 def deployed() -> Iterator[None]:
-    """The containers `sail deploy` starts on the ports the workflows imply; removed before
-    (left by an interrupted run) and after."""
+    """The containers `sail deploy` starts on the ports the workflows imply, and the routers
+    (host nginx processes) in front of them in the jobs' workspaces; removed before (left by an
+    interrupted run) and after."""
     import docker
 
     client = docker.from_env()
@@ -875,9 +878,14 @@ def deployed() -> Iterator[None]:
         for environment in ("staging", "production"):
             with contextlib.suppress(docker.errors.NotFound):
                 client.containers.get(f"{IMAGES}-{environment}").remove(force=True)
+        stop_act_routers()
 
     remove()
-    busy = [port for port in (STAGING_PORT, PRODUCTION_PORT) if not port_free(port)]
+    deadline = time.monotonic() + 10  # a stopped router's workers finish, then free the port
+    while (busy := [p for p in (STAGING_PORT, PRODUCTION_PORT) if not port_free(p)]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
     if busy:
         pytest.fail(
             f"127.0.0.1:{busy[0]} is in use: the generated workflows deploy there "
@@ -885,6 +893,20 @@ def deployed() -> Iterator[None]:
         )
     yield
     remove()
+
+
+def stop_act_routers() -> None:
+    """Stop the routers (nginx masters) that `sail deploy` started in the act jobs' workspaces
+    (`act-runs*` folders), of this run or an interrupted one: act removes a job's workspace, the
+    router's pid file with it, when the job ends, and the router runs on, holding its port. An
+    nginx master shows its command line, prefix included, as its process title."""
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            title = (proc / "cmdline").read_bytes().decode(errors="replace")
+            if title.startswith("nginx: master process") and re.search(
+                r" -p \S*/act-runs\d*/\S*/\.sail/router/", title
+            ):
+                os.kill(int(proc.name), signal.SIGQUIT)
 
 
 def port_free(port: int) -> bool:
