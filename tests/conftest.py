@@ -267,10 +267,12 @@ def base_image(tmp_path_factory):
     # `sail build` and `sail package` label each image with the commit it was built from.
     commits = session_commits(tmp_path_factory.getbasetemp())
     client = docker.from_env()
-    for image in client.images.list():
-        if (image.labels or {}).get(REVISION, "").removesuffix("-dirty") in commits:
+    # The listing's own labels, not an inspect per image: another worker's session may remove
+    # its images between the listing and the inspect.
+    for image in client.api.images():
+        if (image.get("Labels") or {}).get(REVISION, "").removesuffix("-dirty") in commits:
             with contextlib.suppress(docker.errors.APIError):  # and the build steps only it needed
-                client.images.remove(image.id, force=True)
+                client.images.remove(image["Id"], force=True)
 
 
 def built_once(tmp_path_factory, worker_id: str, name: str, build: Callable[[Path], Path]) -> Path:
