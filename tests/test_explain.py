@@ -125,6 +125,21 @@ def test_a_compiled_bundle_explains_through_its_graph_once_it_agrees(tmp_path, e
             assert b["contributions"][column] == pytest.approx(a["contributions"][column], abs=1e-9)
 
 
+def test_an_explanation_that_overflows_is_a_422_naming_the_column(tmp_path):
+    """Log-odds of 1e308 overflow while the probability they give is still 1 (found by
+    schemathesis): the answer was a 200 with nulls where numbers are promised."""
+    dest = explained.build(tmp_path / "b", LogisticRegression(), "classification")
+    client = create_app(load_bundle(dest, explained.KEY)).test_client()
+    records = json_records(explained.frame(2, 3))
+    records[1]["x"] = 1e308
+    answer = client.post("/predict?explain=true", json=records)
+    body = answer.get_json()
+    assert answer.status_code == 422, body
+    assert body["record"] == 1 and body["field"] == "x"
+    assert body["error"].startswith("record 1: the explanation is not a finite number")
+    assert client.post("/predict", json=records).status_code == 200  # the answer itself is finite
+
+
 def test_a_tampered_background_is_refused_like_any_bundle_file(tmp_path):
     dest = explained.build(tmp_path / "bundle", Ridge(), "regression")
     stored = json.loads((dest / BACKGROUND).read_text())

@@ -111,7 +111,8 @@ class Explainer:
     def explain(self, transformed: np.ndarray) -> list[dict[str, Any]]:
         """One explanation per row: contributions per source column (schema order), the base
         value, the output they add up to, its space and (classification) the class explained."""
-        contributions, base, outputs = self.values(np.asarray(transformed, float))
+        with np.errstate(over="ignore", invalid="ignore"):  # the server refuses non-finite ones
+            contributions, base, outputs = self.values(np.asarray(transformed, float))
         columns = list(dict.fromkeys(self.sources))
         groups = np.zeros((len(self.sources), len(columns)))
         for i, source in enumerate(self.sources):

@@ -210,14 +210,29 @@ def check_outputs(
             continue  # class labels
         bad = np.flatnonzero(~np.isfinite(scores.reshape(len(scores), -1)).all(axis=1))
         if bad.size:
-            row = int(bad[0])
-            field = next((s.field for s in strays if s.record == row), None)
-            record = row if len(scores) > 1 else None
-            where = f"record {row}: " if record is not None else ""
-            raise InputError(
-                422,
-                f"{where}the model's answer is not a finite number; send values nearer "
-                "the training range",
-                field,
-                record,
+            _refuse(int(bad[0]), len(scores), "the model's answer", strays)
+
+
+def check_explanations(explanations: list[dict[str, Any]], strays: list[Any]) -> None:
+    """An explanation overflows sooner than the answer it explains (log-odds of 1e300 still give a
+    probability of 1): refused as an answer that is not a finite number is, naming the column
+    whose contribution overflowed."""
+    for row, item in enumerate(explanations):
+        numbers = [*item["contributions"].values(), item["base_value"], item["output"]]
+        if not all(math.isfinite(x) for x in numbers):
+            column = next(
+                (c for c, x in item["contributions"].items() if not math.isfinite(x)), None
             )
+            _refuse(row, len(explanations), "the explanation", strays, column)
+
+
+def _refuse(row: int, rows: int, what: str, strays: list[Any], field: str | None = None) -> None:
+    field = field or next((s.field for s in strays if s.record == row), None)
+    record = row if rows > 1 else None
+    where = f"record {row}: " if record is not None else ""
+    raise InputError(
+        422,
+        f"{where}{what} is not a finite number; send values nearer the training range",
+        field,
+        record,
+    )

@@ -28,6 +28,7 @@ from sail_pipelines.inference import (
 from sail_pipelines.inference.onnx import Prediction
 from sail_pipelines.inference.requests import (
     InputError,
+    check_explanations,
     check_outputs,
     checked_columns,
     parse_json,
@@ -228,6 +229,7 @@ def predict_route(app: Flask, s: Service) -> None:
             body["out_of_range"] = [stray.to_dict() for stray in g.strays]
         if explainer is not None:
             body["explanations"] = explain.explain(s.bundle, g.columns)
+            check_explanations(body["explanations"], g.strays)
         return jsonify(body)
 
 
