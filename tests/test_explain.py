@@ -25,6 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
 import explained
+import try_bundle
 from sail_pipelines.contract.data import json_records
 from sail_pipelines.errors import SailError
 from sail_pipelines.inference import batch_io, explain, predict
@@ -138,6 +139,18 @@ def test_an_explanation_that_overflows_is_a_422_naming_the_column(tmp_path):
     assert body["record"] == 1 and body["field"] == "x"
     assert body["error"].startswith("record 1: the explanation is not a finite number")
     assert client.post("/predict", json=records).status_code == 200  # the answer itself is finite
+
+
+def test_a_value_the_stl_overflows_on_only_when_explaining_is_a_422(tmp_path):
+    """The compiled graph answered 1.8e308 (in float32: the largest float) while scikit-learn's
+    scaler turned it into infinity for the explainer (found by schemathesis)."""
+    dest = try_bundle.build(tmp_path / "b")
+    client = create_app(load_bundle(dest, try_bundle.KEY)).test_client()
+    record = {"x1": 6.55e16, "x2": 1.7976931348623157e308, "n": 20740, "color": "a"}
+    answer = client.post("/predict?explain=true", json=[record])
+    body = answer.get_json()
+    assert answer.status_code == 422, body
+    assert body["field"] == "x2" and "too extreme for the model" in body["error"]
 
 
 def test_a_tampered_background_is_refused_like_any_bundle_file(tmp_path):

@@ -875,9 +875,9 @@ def deployed() -> Iterator[None]:
     client = docker.from_env()
 
     def remove() -> None:
-        for environment in ("staging", "production"):
-            with contextlib.suppress(docker.errors.NotFound):
-                client.containers.get(f"{IMAGES}-{environment}").remove(force=True)
+        for container in client.containers.list(all=True, filters={"name": f"^/?{IMAGES}-"}):
+            with contextlib.suppress(docker.errors.NotFound):  # `-staging-blue`, `-shadow`, ...
+                container.remove(force=True)
         stop_act_routers()
 
     remove()

@@ -228,7 +228,11 @@ def predict_route(app: Flask, s: Service) -> None:
         if g.strays:
             body["out_of_range"] = [stray.to_dict() for stray in g.strays]
         if explainer is not None:
-            body["explanations"] = explain.explain(s.bundle, g.columns)
+            try:  # scikit-learn's STL may overflow where the compiled graph's did not
+                body["explanations"] = explain.explain(s.bundle, g.columns)
+            except NonFiniteFeatures as exc:
+                row = exc.rows[0] if g.n_records > 1 else None
+                raise InputError(422, str(exc), exc.field, row) from exc
             check_explanations(body["explanations"], g.strays)
         return jsonify(body)
 
