@@ -94,13 +94,11 @@ def retry_schedule_problems(asked: list[tuple[float, str]]) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("status", [503, 500])
-def test_mlflow_answering_5xx_during_the_gate_fails_closed(
-    tmp_path, s3, mlflow_server, proxy, status
-):
-    """Fails after MLflow's client retried the call with its backoff, not at once and not
-    forever; a client with no backoff (a mutation, for 503) fails the schedule check."""
-    project = team_project(tmp_path, f"Flaky Registry {status}", s3, proxy.url)
+def test_mlflow_answering_5xx_during_the_gate_fails_closed(tmp_path, s3, mlflow_server, proxy):
+    """A 503, then a 500 on the same project: each fails after MLflow's client retried the call
+    with its backoff, not at once and not forever; a client with no backoff (a mutation) fails
+    the schedule check."""
+    project = team_project(tmp_path, "Flaky Registry", s3, proxy.url)
     repro(project, **CLIENT_AWS)  # evaluate logs its runs through the proxy
     asked: list[tuple[float, str]] = []
 
@@ -110,26 +108,27 @@ def test_mlflow_answering_5xx_during_the_gate_fails_closed(
             return True
         return False
 
-    proxy.fail(status, when=registry_call)  # tracking still works, the model registry answers 5xx
-    result = sail(project, "run", **CLIENT_AWS)
-    assert result.returncode == 1
-    line = last_line(result)
-    assert (
-        line.startswith(
-            f"sail run: error: MLflow at {proxy.url} failed while reading the champion: "
-        )
-        and str(status) in line
-    )
-    assert any("/registered-models/" in request for request in proxy.failed)
-    nothing_accepted_registered_or_pushed(
-        project, mlflow_server.client(), f"flaky_registry_{status}", s3
-    )
-    assert retry_schedule_problems(asked) == [], asked
-    if status == 503:
+    for status in (503, 500):
         asked.clear()
-        hasty = sail(project, "gate", **CLIENT_AWS, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0")
-        assert hasty.returncode == 1 and "failed while reading the champion" in last_line(hasty)
-        assert retry_schedule_problems(asked), asked
+        proxy.failed.clear()
+        proxy.fail(status, when=registry_call)  # tracking works, the model registry answers 5xx
+        result = sail(project, "run", **CLIENT_AWS)
+        assert result.returncode == 1
+        line = last_line(result)
+        assert (
+            line.startswith(
+                f"sail run: error: MLflow at {proxy.url} failed while reading the champion: "
+            )
+            and str(status) in line
+        ), line
+        assert any("/registered-models/" in request for request in proxy.failed)
+        nothing_accepted_registered_or_pushed(project, mlflow_server.client(), "flaky_registry", s3)
+        assert retry_schedule_problems(asked) == [], (status, asked)
+        if status == 503:
+            asked.clear()
+            hasty = sail(project, "gate", **CLIENT_AWS, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0")
+            assert hasty.returncode == 1 and "failed while reading the champion" in last_line(hasty)
+            assert retry_schedule_problems(asked), asked
 
 
 def test_mlflow_failing_while_registering_registers_nothing_and_the_next_run_recovers(
