@@ -128,6 +128,8 @@ def test_a_record_keeps_features_and_drops_ignored_fields():
         ("size", "XL", "must be one of"),
         ("city", ["Faro"], "must be one of"),
         ("age", 1.5, "whole number"),
+        ("age", 2**60, "from -2\\^53 to 2\\^53"),  # exact as a float, but not every neighbour is
+        ("age", -(2**53) - 2, "from -2\\^53 to 2\\^53"),
         ("age", float("inf"), "finite"),
         ("id", {"a": 1}, "single value"),
     ],

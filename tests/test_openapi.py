@@ -59,6 +59,24 @@ def client(bundle_dir):
     return create_app(load_bundle(bundle_dir, try_bundle.KEY), max_records=50).test_client()
 
 
+def test_the_documents_integer_bounds_are_what_every_protocol_enforces(client):
+    """`n`'s minimum and maximum (whole numbers exact as floats) hold on /predict and on MLflow's
+    /invocations alike (schemathesis found /invocations taking 2^60)."""
+    document = client.get("/openapi.json").get_json()
+    record = {"x1": 0.5, "x2": 1.0, "n": 3, "color": "a"}
+    found = json.dumps(document)
+    assert '"maximum": 9007199254740992' in found and '"minimum": -9007199254740992' in found
+    for n, status in ((2**53, 200), (-(2**53), 200), (2**53 + 2, 422), (-(2**60), 422)):
+        for path, body in (
+            ("/predict", [record, {**record, "n": n}]),
+            ("/invocations", {"dataframe_records": [record, {**record, "n": n}]}),
+        ):
+            answer = client.post(path, json=body)
+            assert answer.status_code == status, (path, n, answer.get_json())
+            if status == 422:
+                assert answer.get_json()["field"] == "n" and answer.get_json()["record"] == 1
+
+
 def test_document_is_valid_and_names_every_route(client):
     document = client.get("/openapi.json").get_json()
     validate(document)

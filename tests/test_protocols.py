@@ -304,6 +304,7 @@ def test_v2_metadata_names_each_type_and_infer_takes_it():
         ("count", ("INT8", [2, 300]), 422, "integers from -128 to 127"),
         ("count", ("UINT8", [2, -1]), 422, "integers from 0 to 255"),
         ("count", ("FP32", [2.5, 3]), 422, "whole number"),
+        ("count", ("INT64", [2, 2**60]), 422, "from -2^53 to 2^53"),
         ("size", ("FP64", [0.5, True]), 422, "FP64 data must be numbers"),
         ("y", ("BYTES", [{"a": 1}, "no"]), 422, "BYTES data must be strings"),
         ("y", ("BYTES", ["no"]), 422, "different numbers of rows"),

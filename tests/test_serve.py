@@ -816,6 +816,8 @@ INT_SCHEMA = Schema(
         [{"n": 1, "x": 0.5, "k": 1}, {"n": 2.0, "x": None, "k": 2}],
         # not a float: check_value refuses it in an int column
         [{"n": 2**60 + 1, "x": 0.5, "k": 1}],
+        [{"n": 2**60, "x": 0.5, "k": 1}],  # a float, but beyond 2^53: refused as the document says
+        [{"n": -(2**53), "x": 0.5, "k": 1}],  # the last one taken
         [{"n": 1.5, "x": 0.5, "k": 1}],
         [{"n": True, "x": 0.5, "k": 1}],
         [{"n": 1, "x": 0.5, "k": True}],  # True == 1, yet not a category value

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pandas only for batch files: the API and the compiled path 
 TYPES = ("float", "int", "bool", "category", "datetime", "text")
 ROLES = ("feature", "target", "ignore")
 NUMERIC = ("float", "int", "bool")  # what the STL gets as numbers (bool as 0/1)
+EXACT_INT = 2**53  # larger whole numbers are not all exact as floats: an int column refuses them
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,11 @@ def check_value(column: Column, value: Any) -> Any:
         raise RecordError(name, f"'{name}' must be a finite number, got {value}")
     if column.type == "int" and float(value) != int(value):
         raise RecordError(name, f"'{name}' must be a whole number, got {value}")
+    if column.type == "int" and abs(value) > EXACT_INT:
+        raise RecordError(
+            name,
+            f"'{name}' must be a whole number from -2^53 to 2^53 (exact as a float), got {value}",
+        )
     return value
 
 

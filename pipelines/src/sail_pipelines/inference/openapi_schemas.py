@@ -8,10 +8,9 @@ import math
 from typing import Any, Mapping, Sequence
 
 from sail_pipelines.contract.ranges import iso, refuses, training_limits
-from sail_pipelines.contract.schema import Column, Schema
+from sail_pipelines.contract.schema import EXACT_INT, Column, Schema
 from sail_pipelines.inference import protocols
 
-EXACT_INT = 2**53  # larger whole numbers are not all exact as floats: the server refuses them
 # ISO 8601 as datetime.fromisoformat reads it (dates, times to microseconds, Z or an offset)
 ISO_DATE = (
     r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from sail_pipelines.contract.schema import RecordError, Schema, check_record
+from sail_pipelines.contract.schema import EXACT_INT, RecordError, Schema, check_record
 
 
 class InputError(Exception):
@@ -89,9 +89,6 @@ def checked_columns(
     return records_to_columns(schema, check_records(schema, payload, max_records, where))
 
 
-_EXACT = 2.0**53  # integers beyond this are not all floats: check_value refuses them in int columns
-
-
 def _plainly_valid(schema: Schema, records: list[Any]) -> dict[str, list[Any]] | None:
     """Columns when every record has the features (and at most the target and ignored columns
     besides) and every value is one that check_value accepts without a doubt; None sends the
@@ -115,7 +112,7 @@ def _plainly_valid(schema: Schema, records: list[Any]) -> dict[str, list[Any]] |
             if not np.isfinite(numbers).all():
                 return None
             if column.type == "int" and not (
-                (numbers == np.floor(numbers)).all() and (np.abs(numbers) < _EXACT).all()
+                (numbers == np.floor(numbers)).all() and (np.abs(numbers) < EXACT_INT).all()
             ):
                 return None
         elif column.type == "category" and bool not in kinds:
