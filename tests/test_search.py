@@ -146,6 +146,34 @@ def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path):
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "message, calls",
+    [
+        ('relation "alembic_version" already exists', 2),  # another worker's table: retried
+        ("permission denied for schema public", 1),  # no race: one line at once
+    ],
+)
+def test_only_a_table_created_by_another_worker_is_retried(tmp_path, monkeypatch, message, calls):
+    import sqlalchemy
+
+    real, made = optuna.storages.RDBStorage, []
+
+    def storage(url, **kwargs):
+        made.append(url)
+        if len(made) == 1:
+            raise sqlalchemy.exc.ProgrammingError("CREATE TABLE", {}, Exception(message))
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", storage)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    if calls == 1:
+        with pytest.raises(SailError, match=f"cannot open the search storage .*{message}"):
+            search.open_storage(url)
+    else:
+        assert search.open_storage(url) is not None
+    assert len(made) == calls
+
+
 # --- the shipped example, on the training split of the session's project ---------------------
 
 

@@ -24,6 +24,10 @@ HEARTBEAT_SECONDS = 5  # a shared trial's worker marks it alive this often ...
 GRACE_SECONDS = 30  # ... and a trial not marked for this long is failed: its worker died
 
 
+class CreatedByAnother(Exception):
+    """A table of the storage was created by another worker starting at the same moment."""
+
+
 def open_storage(url: str | None) -> Any:
     """Memory, or a shared RDB. SQLite transactions begin IMMEDIATE: without that, two workers
     can both read a queued trial as waiting and both claim it (SQLite ignores FOR UPDATE).
@@ -37,25 +41,31 @@ def open_storage(url: str | None) -> Any:
     engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {}
 
     def connect() -> Any:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
-            )
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=GRACE_SECONDS,
+                )
+        except sqlalchemy.exc.ProgrammingError as exc:
+            if "already exists" in str(exc):  # PostgreSQL: another worker created it first
+                raise CreatedByAnother(str(exc)) from exc
+            raise
         if sqlite:
             with storage.engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         return storage
 
-    # Workers starting together race to create the tables: the database is locked, or the other
-    # worker wrote the schema version first. Anything else is no race and fails at once.
-    racing = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError)
+    # Workers starting together race to create the tables: the database is locked, the other
+    # worker wrote the schema version first, or created a table between our check and our
+    # CREATE TABLE. Anything else is no race and fails at once.
+    racing = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError, CreatedByAnother)
     try:
         storage = retry(connect, 5, lambda attempt: 0.2 * attempt, racing)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, CreatedByAnother) as exc:
         # The cause is left out: a driver's message may quote the URL with its password.
         reason = redact(str(exc).strip().splitlines()[0][:200])
         raise SailError(f"cannot open the search storage {redact(url)}: {reason}") from None
