@@ -305,6 +305,8 @@ def test_v2_metadata_names_each_type_and_infer_takes_it():
         ("count", ("UINT8", [2, -1]), 422, "integers from 0 to 255"),
         ("count", ("FP32", [2.5, 3]), 422, "whole number"),
         ("count", ("INT64", [2, 2**60]), 422, "from -2^53 to 2^53"),
+        ("count", (["INT64"], [2, 3]), 422, "datatype ['INT64'] is not one of"),
+        ("y", ({"a": 1}, ["no", "yes"]), 422, "datatype {'a': 1} is not one of"),
         ("size", ("FP64", [0.5, True]), 422, "FP64 data must be numbers"),
         ("y", ("BYTES", [{"a": 1}, "no"]), 422, "BYTES data must be strings"),
         ("y", ("BYTES", ["no"]), 422, "different numbers of rows"),

@@ -238,7 +238,7 @@ def _v2_tensor(
         )
     if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
         raise InputError(422, f"tensor '{name}': shape {shape} is not [rows] or [rows, 1]", name)
-    if datatype not in V2_TYPES:
+    if not isinstance(datatype, str) or datatype not in V2_TYPES:  # a list or object: no hash
         raise InputError(
             422,
             f"tensor '{name}': datatype {datatype!r} is not one of {', '.join(sorted(V2_TYPES))}",
