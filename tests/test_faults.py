@@ -63,6 +63,15 @@ def nothing_accepted_registered_or_pushed(project, client, model, s3) -> None:
     assert s3.keys(prefix=f"{project.name}/") == []
 
 
+def failed_run(project, proxy, step: str) -> str:
+    """`sail run`'s last line, after it failed naming MLflow behind the proxy and the step."""
+    result = sail(project, "run", **CLIENT_AWS)
+    assert result.returncode == 1
+    line = last_line(result)
+    assert line.startswith(f"sail run: error: MLflow at {proxy.url} failed while {step}: "), line
+    return line
+
+
 @pytest.fixture
 def proxy(mlflow_server):
     proxy = FaultProxy(mlflow_server.uri).up()
@@ -112,15 +121,8 @@ def test_mlflow_answering_5xx_during_the_gate_fails_closed(tmp_path, s3, mlflow_
         asked.clear()
         proxy.failed.clear()
         proxy.fail(status, when=registry_call)  # tracking works, the model registry answers 5xx
-        result = sail(project, "run", **CLIENT_AWS)
-        assert result.returncode == 1
-        line = last_line(result)
-        assert (
-            line.startswith(
-                f"sail run: error: MLflow at {proxy.url} failed while reading the champion: "
-            )
-            and str(status) in line
-        ), line
+        line = failed_run(project, proxy, "reading the champion")
+        assert str(status) in line, line
         assert any("/registered-models/" in request for request in proxy.failed)
         nothing_accepted_registered_or_pushed(project, mlflow_server.client(), "flaky_registry", s3)
         assert retry_schedule_problems(asked) == [], (status, asked)
@@ -141,15 +143,7 @@ def test_mlflow_failing_while_registering_registers_nothing_and_the_next_run_rec
             method == "POST" and path.startswith("/api/2.0/mlflow/model-versions/create")
         ),
     )
-    result = sail(project, "run", **CLIENT_AWS)
-    assert result.returncode == 1
-    line = last_line(result)
-    assert (
-        line.startswith(
-            f"sail run: error: MLflow at {proxy.url} failed while registering the accepted model: "
-        )
-        and "500" in line
-    )
+    assert "500" in failed_run(project, proxy, "registering the accepted model")
     client = mlflow_server.client()
     nothing_accepted_registered_or_pushed(project, client, "half_registered", s3)
     assert not client.get_registered_model("half_registered").aliases
