@@ -183,7 +183,11 @@ def test_workers_opening_a_fresh_database_at_once_all_get_the_storage(storage, r
 
 def finish_opener(worker: subprocess.Popen) -> str:
     _, err = worker.communicate(timeout=120)
-    return "" if worker.returncode == 0 else err.strip().splitlines()[-1]
+    return (
+        ""
+        if worker.returncode == 0
+        else (err.strip() or f"exit {worker.returncode}").splitlines()[-1]
+    )
 
 
 def test_two_trains_run_one_budget_on_postgres_and_a_rerun_only_refits(
