@@ -109,7 +109,7 @@ class Service:
             scored, found = outliers.predict(self.bundle, columns)
             g.outliers = found
         except NonFiniteFeatures as exc:
-            raise InputError(422, str(exc), exc.field, exc.rows[0] if n > 1 else None) from exc
+            raise _too_extreme(exc, n) from exc
         self.stats.outliers(found)
         refused = outliers.refusal(self.bundle.metadata, found, n > 1)
         if refused:  # logged as a refusal: no outputs
@@ -208,6 +208,12 @@ def _explainer(s: Service) -> explain.Explainer | None:
         raise InputError(422, str(exc), "explain") from exc
 
 
+def _too_extreme(exc: NonFiniteFeatures, n_records: int) -> InputError:
+    """The STL turned a finite value into a non-finite feature: a 422 naming the field (and the
+    record, in a request of several)."""
+    return InputError(422, str(exc), exc.field, exc.rows[0] if n_records > 1 else None)
+
+
 def predict_route(app: Flask, s: Service) -> None:
     @app.post("/predict")
     def predict() -> Response:
@@ -231,8 +237,7 @@ def predict_route(app: Flask, s: Service) -> None:
             try:  # scikit-learn's STL may overflow where the compiled graph's did not
                 body["explanations"] = explain.explain(s.bundle, g.columns)
             except NonFiniteFeatures as exc:
-                row = exc.rows[0] if g.n_records > 1 else None
-                raise InputError(422, str(exc), exc.field, row) from exc
+                raise _too_extreme(exc, g.n_records) from exc
             check_explanations(body["explanations"], g.strays)
         return jsonify(body)
 
